@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format lock catalogues extract postgres clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP) catalogues
+	$(BIN)/amparo serve
+
+# Debian's PostgreSQL server binaries, for the tests' throwaway clusters.
+postgres:
+	@scripts/ensure-postgres
+
+catalogues: $(STAMP)
+	$(BIN)/python -c "from core.i18n import compile_catalogues; compile_catalogues()"
+
+test: $(STAMP) postgres catalogues
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Re-extract user-facing strings into locales/messages.pot and merge them into every catalogue.
+extract: $(STAMP)
+	$(BIN)/pybabel extract -F pyproject.toml -k N_ -c "TRANSLATORS:" --no-location --sort-output \
+		--project=amparo -o locales/messages.pot .
+	$(BIN)/pybabel update -i locales/messages.pot -d locales --no-fuzzy-matching --ignore-obsolete
+
+# Re-resolve the locked dependency set after editing pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
+		-q -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

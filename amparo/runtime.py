@@ -1,0 +1,86 @@
+"""What every command needs: settings checked, data directory, keys, a migrated database."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.config import Mode, Settings
+from core.crypto import Vault, ensure_keyring
+from core.db import create_engine, ping, sessionmaker
+from core.i18n import operator_gettext as _
+from core.migrate import current_revision, head_revision, upgrade
+
+
+
+class StartupError(Exception):
+    """The process cannot start; the message is one translated line for the operator."""
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    vault: Vault
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        raise StartupError(
+            _("cannot create the data directory {path}").format(path=path)
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StartupError(_("the data directory {path} is not writable").format(path=path))
+
+
+def load_vault(settings: Settings) -> Vault:
+    # Locally a missing key file is created (mode 0600); production never invents keys.
+    settings.check_production()
+    ring = ensure_keyring(settings.key_file, create=settings.mode is Mode.development)
+    return Vault(ring)
+
+
+def safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def check_database(engine: AsyncEngine, url: str) -> None:
+    try:
+        await ping(engine)
+    except (OSError, DBAPIError, TimeoutError) as exc:
+        raise StartupError(
+            _("cannot reach the database at {url} ({reason})").format(
+                url=safe_url(url), reason=type(exc).__name__
+            )
+        ) from None
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, *, migrate: bool | None = None) -> AsyncIterator[Runtime]:
+    """Open everything; ``migrate`` defaults to upgrading only the embedded SQLite database."""
+    prepare_data_dir(settings)
+    vault = load_vault(settings)
+    engine = create_engine(settings.db_url)
+    try:
+        await check_database(engine, settings.db_url)
+        if migrate if migrate is not None else settings.is_embedded_sqlite:
+            await upgrade(engine)
+        elif (current := await current_revision(engine)) != head_revision():
+            raise StartupError(
+                _("the database schema is at {current}, not {head}: run 'amparo db upgrade'").format(
+                    current=current or "-", head=head_revision()
+                )
+            )
+        yield Runtime(settings, engine, sessionmaker(engine), vault)
+    finally:
+        await engine.dispose()

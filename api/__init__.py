@@ -1,0 +1,1 @@
+"""The protection-desk API and dashboard."""

@@ -1,0 +1,1 @@
+"""The domain: configuration, storage, cryptography, audit. Imports nothing above it."""

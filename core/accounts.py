@@ -1,0 +1,103 @@
+"""Creating organisations and responders (used by the CLI now, by the desk API later)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import audit
+from core.crypto import Vault, generate_org_keypair, protect_private_key
+from core.models import Organisation, Responder, Role
+from core.security import generate_password, hash_password, new_totp_secret, totp_uri
+
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{2,119}$")
+MIN_PASSPHRASE = 12
+
+
+class AccountError(Exception):
+    """A request about accounts that cannot be granted; ``code`` says which rule."""
+
+    def __init__(self, code: str, **params: str) -> None:
+        super().__init__(code)
+        self.code = code
+        self.params = params
+
+
+async def find_org(session: AsyncSession, name_or_id: str) -> Organisation:
+    try:
+        query = select(Organisation).where(Organisation.id == uuid.UUID(name_or_id))
+    except ValueError:
+        query = select(Organisation).where(Organisation.name == name_or_id)
+    org = (await session.execute(query)).scalar_one_or_none()
+    if org is None:
+        raise AccountError("unknown_org", org=name_or_id)
+    return org
+
+
+async def create_org(
+    session: AsyncSession, vault: Vault, name: str, passphrase: str, *, fast_kdf: bool = False
+) -> Organisation:
+    """A new organisation with a fresh key pair; the private key is kept only under a passphrase."""
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise AccountError("bad_org_name")
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise AccountError("short_passphrase", min=str(MIN_PASSPHRASE))
+    if (await session.execute(select(Organisation.id).where(Organisation.name == name))).first():
+        raise AccountError("duplicate_org", org=name)
+    public, private = generate_org_keypair()
+    limits = {"opslimit": 2, "memlimit": 8 * 1024 * 1024} if fast_kdf else {}
+    org = Organisation(
+        id=uuid.uuid4(),
+        name=name,
+        public_key=public,
+        protected_private_key=protect_private_key(private, passphrase, **limits),
+    )
+    session.add(org)
+    await session.flush()
+    await audit.record(
+        session, vault, actor="cli", action="org.create", target=str(org.id), org_id=org.id
+    )
+    return org
+
+
+@dataclass(frozen=True)
+class NewResponder:
+    responder: Responder
+    password: str  # shown once, to be changed at first login
+    totp_uri: str  # shown once
+
+
+async def create_responder(
+    session: AsyncSession, vault: Vault, org: Organisation, username: str, role: Role
+) -> NewResponder:
+    if not USERNAME.match(username):
+        raise AccountError("bad_username")
+    exists = await session.execute(select(Responder.id).where(Responder.username == username))
+    if exists.first():
+        raise AccountError("duplicate_user", user=username)
+    password, secret = generate_password(), new_totp_secret()
+    responder = Responder(
+        id=uuid.uuid4(),
+        org_id=org.id,
+        username=username,
+        role=role,
+        password_hash=hash_password(password),
+    )
+    responder.put(vault, "totp_secret_enc", secret)
+    session.add(responder)
+    await session.flush()
+    await audit.record(
+        session,
+        vault,
+        actor="cli",
+        action="responder.create",
+        target=str(responder.id),
+        org_id=org.id,
+        detail={"role": role.value},
+    )
+    return NewResponder(responder, password, totp_uri(secret, username))

@@ -1,0 +1,68 @@
+"""Settings from the environment (prefix ``AMPARO_``, also read from ``.env``)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class ConfigError(Exception):
+    """The settings cannot work; the message says which one and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AMPARO_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    mode: Mode = Mode.development
+    data_dir: Path = Path("var")
+    database_url: str = ""  # empty: an SQLite file in data_dir
+    master_key_file: Path | None = None  # None: data_dir/master.key
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    telegram_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org/bot"
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    signal_service: str | None = None
+    signal_number: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.port <= 0 or self.port > 65535:
+            raise ValueError("AMPARO_PORT must be between 1 and 65535")
+        secret = self.telegram_webhook_secret
+        if self.telegram_webhook_url and (secret is None or len(secret.get_secret_value()) < 32):
+            raise ValueError("AMPARO_TELEGRAM_WEBHOOK_SECRET must be at least 32 characters")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'amparo.db'}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"
+
+    @property
+    def is_embedded_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    def check_production(self) -> None:
+        """Production never invents keys: the master key file must already exist."""
+        if self.mode is Mode.production and not self.key_file.is_file():
+            raise ConfigError(
+                f"production mode needs the master key file {self.key_file}; "
+                "create it with 'amparo keys init' on a trusted machine"
+            )

@@ -1,0 +1,42 @@
+"""The data model; importing this package registers every table on ``Base.metadata``."""
+
+from core.models.alert import Alert, AlertEvent, AlertKind, AlertState, Priority
+from core.models.audit import AuditEntry
+from core.models.base import Base, Encrypted, utcnow
+from core.models.checkin import CheckIn, CheckInKind, CheckInState
+from core.models.conversation import Conversation, SeenInbound
+from core.models.defender import ChannelAddress, Consent, Defender, DefenderStatus, TrustedContact
+from core.models.org import ApiToken, EscalationPolicy, InviteCode, Organisation, Responder, Role
+from core.models.outbox import OutboxMessage, OutboxState
+from core.models.report import Report
+
+__all__ = [
+    "Alert",
+    "AlertEvent",
+    "AlertKind",
+    "AlertState",
+    "ApiToken",
+    "AuditEntry",
+    "Base",
+    "ChannelAddress",
+    "CheckIn",
+    "CheckInKind",
+    "CheckInState",
+    "Consent",
+    "Conversation",
+    "Defender",
+    "DefenderStatus",
+    "Encrypted",
+    "EscalationPolicy",
+    "InviteCode",
+    "Organisation",
+    "OutboxMessage",
+    "OutboxState",
+    "Priority",
+    "Report",
+    "Responder",
+    "Role",
+    "SeenInbound",
+    "TrustedContact",
+    "utcnow",
+]

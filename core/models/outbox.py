@@ -1,0 +1,47 @@
+"""The outbox: every outbound message is a row, delivered by one dispatcher."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, SmallInteger, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.models.base import Base, CreatedMixin, Encrypted, utcnow
+
+
+class OutboxState(StrEnum):
+    pending = "pending"
+    sending = "sending"  # leased by a dispatcher
+    delivered = "delivered"
+    failed = "failed"  # permanent failure: fallback taken
+    dead = "dead"  # gave up; visible to the desk, can be replayed
+
+
+class OutboxMessage(Encrypted, CreatedMixin, Base):
+    __tablename__ = "outbox"
+
+    priority: Mapped[int] = mapped_column(SmallInteger)
+    channel: Mapped[str] = mapped_column(String(24))
+    address_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("channel_addresses.id", ondelete="SET NULL")
+    )
+    alert_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("alerts.id", ondelete="SET NULL"), index=True
+    )
+    payload_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # shredded once delivered
+    idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
+    state: Mapped[OutboxState] = mapped_column(default=OutboxState.pending)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(200))  # a class of error, no content
+
+    __table_args__ = (
+        # The dispatcher's hot query: pending rows by priority, then age.
+        Index("ix_outbox_pending", "state", "priority", "next_attempt_at"),
+    )

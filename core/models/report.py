@@ -1,0 +1,28 @@
+"""Incident reports: triage fields the server uses (encrypted), the body only the desk reads."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.models.base import Base, CreatedMixin, Encrypted
+
+
+class Report(Encrypted, CreatedMixin, Base):
+    __tablename__ = "reports"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
+    defender_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("defenders.id", ondelete="SET NULL"), index=True
+    )
+    receipt_code: Mapped[str] = mapped_column(String(16), unique=True)
+    triage_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # act type, urgency, country, date
+    sealed_body: Mapped[bytes] = mapped_column(LargeBinary)  # sealed box to the org's public key
+    version: Mapped[int] = mapped_column(default=1)
+    supersedes_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("reports.id", ondelete="SET NULL")
+    )
+
+    __table_args__ = (Index(None, "org_id", "created_at"),)

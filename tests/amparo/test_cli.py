@@ -1,0 +1,130 @@
+"""The command line as an operator uses it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from core.crypto import Vault, load_keyring
+from core.db import create_engine, sessionmaker
+from core.models import AuditEntry, Responder
+from core.security import verify_password
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def amparo(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
+    return subprocess.run(
+        [sys.executable, "-m", "amparo", *args],
+        env={**clean, "LANG": "C.UTF-8", **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert fragment in result.stderr
+
+
+@pytest.fixture
+def env(tmp_path: Path, db_url: str) -> dict[str, str]:
+    return {"AMPARO_DATA_DIR": str(tmp_path / "var"), "AMPARO_DATABASE_URL": db_url}
+
+
+def test_it_creates_the_master_key_file_once(tmp_path: Path) -> None:
+    env = {"AMPARO_DATA_DIR": str(tmp_path / "var")}
+    first = amparo(env, "keys", "init", "--json")
+    assert first.returncode == 0, first.stderr
+    key_file = Path(json.loads(first.stdout)["key_file"])
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    load_keyring(key_file)
+    again = amparo(env, "keys", "init")
+    assert_one_line_error(again, "already exists")
+
+
+async def test_it_creates_an_org_and_a_responder_who_can_log_in(
+    env: dict[str, str], db_url: str, backend: str, tmp_path: Path
+) -> None:
+    if backend == "postgresql":
+        refused = amparo(env, "org", "create", "Desk", stdin=PASSPHRASE)
+        assert_one_line_error(refused, "amparo db upgrade")
+        assert amparo(env, "db", "upgrade").returncode == 0
+    org = amparo(env, "org", "create", "Example Desk", "--json", stdin=PASSPHRASE + "\n")
+    assert org.returncode == 0, org.stderr
+    assert json.loads(org.stdout)["name"] == "Example Desk"
+    user = amparo(env, "user", "create", "alice", "--org", "Example Desk", "--role", "admin", "--json")
+    assert user.returncode == 0, user.stderr
+    created = json.loads(user.stdout)
+    assert created["totp_uri"].startswith("otpauth://totp/")
+    assert "secret=" in created["totp_uri"]
+
+    vault = Vault(load_keyring(tmp_path / "var" / "master.key"))
+    engine = create_engine(db_url)
+    try:
+        async with sessionmaker(engine)() as s:
+            alice = (await s.execute(select(Responder))).scalar_one()
+            actions = (await s.execute(select(AuditEntry.action))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert verify_password(alice.password_hash, created["password"])
+    assert alice.role.value == "admin" and alice.must_change_password
+    secret = alice.get_text(vault, "totp_secret_enc")
+    assert secret and f"secret={secret}" in created["totp_uri"]
+    assert created["password"] not in str(alice.password_hash)
+    assert list(actions) == ["org.create", "responder.create"]
+
+    duplicate = amparo(env, "user", "create", "alice", "--org", "Example Desk")
+    assert_one_line_error(duplicate, "alice already exists")
+    unknown = amparo(env, "user", "create", "bob", "--org", "Nowhere")
+    assert_one_line_error(unknown, "no organisation named Nowhere")
+    short = amparo(env, "org", "create", "Other", stdin="short\n")
+    assert_one_line_error(short, "at least 12 characters")
+
+
+def test_it_says_so_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    env = {
+        "AMPARO_DATA_DIR": str(tmp_path / "var"),
+        "AMPARO_DATABASE_URL": "postgresql+asyncpg://amparo:s3cret@127.0.0.1:1/amparo",
+    }
+    result = amparo(env, "db", "upgrade")
+    assert_one_line_error(result, "cannot reach the database")
+    assert "s3cret" not in result.stderr
+
+
+def test_it_says_so_when_the_data_dir_cannot_be_made(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = amparo({"AMPARO_DATA_DIR": str(blocker / "var")}, "db", "upgrade")
+    assert_one_line_error(result, "cannot create the data directory")
+
+
+def test_it_refuses_production_without_a_master_key_file(tmp_path: Path) -> None:
+    env = {"AMPARO_DATA_DIR": str(tmp_path / "var"), "AMPARO_MODE": "production"}
+    result = amparo(env, "db", "upgrade")
+    assert_one_line_error(result, "amparo keys init")
+    assert not (tmp_path / "var" / "master.key").exists()
+
+
+def test_it_rejects_a_bad_setting_in_one_line(tmp_path: Path) -> None:
+    result = amparo({"AMPARO_DATA_DIR": str(tmp_path), "AMPARO_PORT": "seventy"}, "db", "upgrade")
+    assert_one_line_error(result, "AMPARO_PORT")
+
+
+def test_it_answers_in_the_operators_language(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = amparo({"AMPARO_DATA_DIR": str(blocker / "var"), "LANG": "es_ES.UTF-8"}, "db", "upgrade")
+    assert_one_line_error(result, "no se puede crear")

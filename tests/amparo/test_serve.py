@@ -1,0 +1,60 @@
+"""`amparo serve` on a fresh data directory answers /healthz with its own SQLite database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import inspect
+
+from core.db import create_engine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_it_serves_healthz_on_a_fresh_data_dir(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
+    env.update({"AMPARO_DATA_DIR": str(tmp_path / "var"), "AMPARO_PORT": str(port)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amparo", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline, answer = time.monotonic() + 30, None
+        async with httpx.AsyncClient() as client:
+            while answer is None and time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    answer = await client.get(f"http://127.0.0.1:{port}/healthz")
+                except httpx.TransportError:
+                    time.sleep(0.1)
+        assert answer is not None, "no answer from amparo serve"
+        assert answer.status_code == 200
+        assert answer.json() == {"status": "ok", "database": "ok"}
+        assert answer.headers["cache-control"] == "no-store"
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=20)[0].decode()
+    assert proc.returncode == 0, output
+    key_file = tmp_path / "var" / "master.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'var' / 'amparo.db'}")
+    try:
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
+    finally:
+        await engine.dispose()
+    assert {"alembic_version", "alerts", "outbox", "checkins"} <= set(tables)

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.db import transaction
+from core.models import Defender, Organisation
+
+
+async def test_it_keeps_timestamps_utc_aware(sessions: async_sessionmaker[AsyncSession]) -> None:
+    berlin_noon = datetime(2026, 3, 29, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    async with transaction(sessions) as s:
+        org = Organisation(name="Desk", created_at=berlin_noon)
+        s.add(org)
+    async with sessions() as s:
+        got = (await s.execute(select(Organisation))).scalar_one()
+    assert got.created_at.tzinfo is not None
+    assert got.created_at == berlin_noon
+    assert got.created_at.utcoffset() == timedelta(0)
+    assert got.created_at.hour == 10
+
+
+async def test_it_refuses_naive_timestamps(sessions: async_sessionmaker[AsyncSession]) -> None:
+    with pytest.raises(Exception, match="naive datetime"):
+        async with transaction(sessions) as s:
+            s.add(Organisation(name="Desk", created_at=datetime(2026, 1, 1)))  # noqa: DTZ001
+
+
+async def test_it_enforces_foreign_keys(sessions: async_sessionmaker[AsyncSession]) -> None:
+    import uuid
+
+    with pytest.raises(IntegrityError):
+        async with transaction(sessions) as s:
+            s.add(Defender(org_id=uuid.uuid4(), handle="blue-heron-17"))
+
+
+async def test_it_runs_sqlite_in_wal_mode(engine: AsyncEngine, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("WAL is an SQLite journal mode")
+    async with engine.connect() as conn:
+        mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
+        fks = (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one()
+    assert (mode, fks) == ("wal", 1)
+
+
+async def test_it_rolls_back_a_failed_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    with pytest.raises(RuntimeError):
+        async with transaction(sessions) as s:
+            s.add(Organisation(name="Gone", created_at=datetime.now(UTC)))
+            await s.flush()
+            raise RuntimeError("boom")
+    async with sessions() as s:
+        assert (await s.execute(select(Organisation))).first() is None
