@@ -20,6 +20,7 @@ from core.config import ConfigError, Settings
 from core.crypto import CryptoError
 from core.db import transaction
 from core.i18n import operator_gettext as _
+from core.i18n import operator_ngettext as ngettext
 from core.models import Role
 
 T = TypeVar("T")
@@ -60,7 +61,8 @@ def settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = "AMPARO_" + "_".join(str(p) for p in first["loc"]).upper()
-        raise fail(_("invalid setting {field}: {reason}").format(field=field, reason=first["msg"]))
+        message = _("invalid setting {field}: {reason}").format(field=field, reason=first["msg"])
+        raise fail(message) from None
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
@@ -108,10 +110,11 @@ def serve(
 def db_upgrade() -> None:
     """Bring the database schema up to date."""
 
-    async def body(rt: Runtime) -> None:
-        typer.echo(_("database schema is up to date"))
+    async def body(_rt: Runtime) -> None:
+        return None  # opening the runtime with migrate=True did the work
 
     with_runtime(body, migrate=True)
+    typer.echo(_("database schema is up to date"))
 
 
 def read_passphrase(passphrase_file: Path | None) -> str:
@@ -211,7 +214,7 @@ def keys_init(as_json: JsonOpt = False) -> None:
 
 @keys_app.command("rotate")
 def keys_rotate(as_json: JsonOpt = False) -> None:
-    """Rotate the key-encryption key and rewrap every data key."""
+    """Rotate the key-encryption key and rewrap every data key (stop other processes first)."""
 
     async def body(rt: Runtime) -> keys.RotationReport:
         return await keys.rotate(rt.sessions, rt.settings.key_file)
@@ -219,10 +222,18 @@ def keys_rotate(as_json: JsonOpt = False) -> None:
     report = with_runtime(body)
     emit(
         as_json,
-        {"old_version": report.old_version, "new_version": report.new_version,
-         "rows_rewrapped": report.rows_rewrapped},
-        [_("key version {new} is now in use; {rows} data keys rewrapped").format(
-            new=report.new_version, rows=report.rows_rewrapped)],
+        {
+            "old_version": report.old_version,
+            "new_version": report.new_version,
+            "rows_rewrapped": report.rows_rewrapped,
+        },
+        [
+            ngettext(
+                "key version {new} is now in use; {rows} data key rewrapped",
+                "key version {new} is now in use; {rows} data keys rewrapped",
+                report.rows_rewrapped,
+            ).format(new=report.new_version, rows=report.rows_rewrapped)
+        ],
     )
 
 

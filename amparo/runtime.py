@@ -18,7 +18,6 @@ from core.i18n import operator_gettext as _
 from core.migrate import current_revision, head_revision, upgrade
 
 
-
 class StartupError(Exception):
     """The process cannot start; the message is one translated line for the operator."""
 
@@ -66,7 +65,9 @@ async def check_database(engine: AsyncEngine, url: str) -> None:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings, *, migrate: bool | None = None) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, *, migrate: bool | None = None
+) -> AsyncIterator[Runtime]:
     """Open everything; ``migrate`` defaults to upgrading only the embedded SQLite database."""
     prepare_data_dir(settings)
     vault = load_vault(settings)
@@ -77,9 +78,9 @@ async def open_runtime(settings: Settings, *, migrate: bool | None = None) -> As
             await upgrade(engine)
         elif (current := await current_revision(engine)) != head_revision():
             raise StartupError(
-                _("the database schema is at {current}, not {head}: run 'amparo db upgrade'").format(
-                    current=current or "-", head=head_revision()
-                )
+                _(
+                    "the database schema is at {current}, not {head}: run 'amparo db upgrade'"
+                ).format(current=current or "-", head=head_revision())
             )
         yield Runtime(settings, engine, sessionmaker(engine), vault)
     finally:

@@ -41,7 +41,7 @@ async def find_org(session: AsyncSession, name_or_id: str) -> Organisation:
 async def create_org(
     session: AsyncSession, vault: Vault, name: str, passphrase: str, *, fast_kdf: bool = False
 ) -> Organisation:
-    """A new organisation with a fresh key pair; the private key is kept only under a passphrase."""
+    """A new organisation and key pair; the private key is kept only under a passphrase."""
     name = name.strip()
     if not 1 <= len(name) <= 200:
         raise AccountError("bad_org_name")

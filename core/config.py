@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.i18n import operator_gettext as _
+
 
 class Mode(StrEnum):
     development = "development"
@@ -63,6 +65,8 @@ class Settings(BaseSettings):
         """Production never invents keys: the master key file must already exist."""
         if self.mode is Mode.production and not self.key_file.is_file():
             raise ConfigError(
-                f"production mode needs the master key file {self.key_file}; "
-                "create it with 'amparo keys init' on a trusted machine"
+                _(
+                    "production mode needs the master key file {path}; "
+                    "create it with 'amparo keys init' on a trusted machine"
+                ).format(path=self.key_file)
             )

@@ -30,6 +30,8 @@ from nacl import bindings, pwhash, secret, utils
 from nacl.exceptions import CryptoError as NaclCryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from core.i18n import operator_gettext as _
+
 KEY_BYTES = 32
 NONCE_BYTES = bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 _WRAP = b"K1"  # wrapped DEK: magic, u32 KEK version, nonce, ciphertext
@@ -115,10 +117,10 @@ class Keyring:
                 pepper=base64.b64decode(data["pepper"], validate=True),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise CryptoError("the master key file is malformed") from exc
+            raise CryptoError(_("the master key file is malformed")) from exc
         keys = [*ring.keks.values(), ring.index_key, ring.audit_key, ring.pepper]
         if ring.current not in ring.keks or any(len(k) != KEY_BYTES for k in keys):
-            raise CryptoError("the master key file is malformed")
+            raise CryptoError(_("the master key file is malformed"))
         return ring
 
 
@@ -127,13 +129,21 @@ def load_keyring(path: Path) -> Keyring:
         mode = path.stat().st_mode
         text = path.read_text()
     except FileNotFoundError:
-        raise MissingKeyError(f"master key file {path} not found") from None
+        raise MissingKeyError(_("master key file {path} not found").format(path=path)) from None
     except OSError as exc:
-        raise MissingKeyError(f"master key file {path} cannot be read ({exc.strerror})") from None
+        raise MissingKeyError(
+            _("master key file {path} cannot be read ({reason})").format(
+                path=path, reason=exc.strerror
+            )
+        ) from None
     except UnicodeDecodeError:  # its message would quote a byte of the file
-        raise CryptoError("the master key file is malformed") from None
+        raise CryptoError(_("the master key file is malformed")) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CryptoError(f"master key file {path} is open to other users; run chmod 600 on it")
+        raise CryptoError(
+            _("master key file {path} is open to other users; run chmod 600 on it").format(
+                path=path
+            )
+        )
     return Keyring.from_json(text)
 
 
@@ -141,7 +151,7 @@ def write_keyring(path: Path, ring: Keyring, *, exclusive: bool = False) -> None
     """Write atomically with mode 0600; ``exclusive`` refuses to replace an existing file."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if exclusive and path.exists():
-        raise CryptoError(f"master key file {path} already exists")
+        raise CryptoError(_("master key file {path} already exists").format(path=path))
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -208,21 +218,27 @@ class Vault:
     def wrap_dek(self, dek: bytes, table: str, row_id: uuid.UUID) -> bytes:
         version = self.keyring.current
         aad = f"dek|{table}|{row_id}".encode()
-        return _WRAP + struct.pack(">I", version) + _aead_encrypt(
-            self.keyring.keks[version], dek, aad
+        return (
+            _WRAP
+            + struct.pack(">I", version)
+            + _aead_encrypt(self.keyring.keks[version], dek, aad)
         )
 
     def unwrap_dek(self, blob: bytes, table: str, row_id: uuid.UUID) -> bytes:
         version = self.kek_version(blob)
         kek = self.keyring.keks.get(version)
         if kek is None:
-            raise MissingKeyError(f"key version {version} is not in the master key file")
+            raise MissingKeyError(
+                _("key version {version} is not in the master key file").format(version=version)
+            )
         try:
             return _aead_decrypt(kek, blob[6:], f"dek|{table}|{row_id}".encode())
         except NaclCryptoError:
             raise CryptoError(
-                f"cannot unwrap the data key of {table} row {row_id}: "
-                "wrong master key, or the ciphertext was moved"
+                _(
+                    "cannot unwrap the data key of {table} row {row}: wrong master key, "
+                    "or the ciphertext was moved"
+                ).format(table=table, row=row_id)
             ) from None
 
     @staticmethod
@@ -252,8 +268,10 @@ class Vault:
             return _aead_decrypt(dek, blob[1:], self._field_aad(table, column, row_id))
         except NaclCryptoError:
             raise CryptoError(
-                f"cannot decrypt {table}.{column} of row {row_id}: the ciphertext was moved "
-                "or altered"
+                _(
+                    "cannot decrypt {table}.{column} of row {row}: the ciphertext was moved "
+                    "or altered"
+                ).format(table=table, column=column, row=row_id)
             ) from None
 
     def blind_index(self, kind: str, value: str) -> bytes:
@@ -305,7 +323,7 @@ def unprotect_private_key(blob: bytes, passphrase: str) -> bytes:
     try:
         return bytes(secret.SecretBox(key).decrypt(blob[salt_end:]))
     except NaclCryptoError:
-        raise CryptoError("wrong passphrase for the organisation key") from None
+        raise CryptoError(_("wrong passphrase for the organisation key")) from None
 
 
 def seal(
@@ -336,5 +354,7 @@ def open_sealed(
         str(record_id),
         kind,
     ):
-        raise SealedMismatchError("sealed item belongs to another record; it may have been swapped")
+        raise SealedMismatchError(
+            "sealed item belongs to another record; it may have been swapped"
+        )
     return data["body"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from babel import Locale, UnknownLocaleError
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.support import Translations
+from babel.support import NullTranslations, Translations
 
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
 DOMAIN = "messages"
@@ -35,8 +35,8 @@ def compile_catalogues(directory: Path = LOCALES_DIR, *, force: bool = False) ->
     return built
 
 
-@lru_cache(maxsize=None)
-def translations(locale: str) -> Translations:
+@cache
+def translations(locale: str) -> NullTranslations:
     compile_catalogues()
     return Translations.load(str(LOCALES_DIR), [locale], DOMAIN)
 
@@ -73,3 +73,7 @@ def environment_locale() -> str:
 def operator_gettext(message: str) -> str:
     """Translate a message for the operator at the terminal (resolved when called)."""
     return translations(environment_locale()).gettext(message)
+
+
+def operator_ngettext(singular: str, plural: str, n: int) -> str:
+    return translations(environment_locale()).ngettext(singular, plural, n)

@@ -9,7 +9,7 @@ import re
 _PATTERNS = [
     (re.compile(r"bot\d+:[\w-]+"), "bot<redacted>"),
     (re.compile(r"\d+:[A-Za-z0-9_-]{30,}"), "<token>"),
-    (re.compile(r"\+?\d[\d\s().-]{6,}\d"), "<number>"),
+    (re.compile(r"\+\d[\d\s().-]{5,}\d|\d{7,}"), "<number>"),
     (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "<email>"),
 ]
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b]")

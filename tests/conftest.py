@@ -33,7 +33,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def db_url(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
     """An empty database on the backend under test."""
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'amparo.db'}"

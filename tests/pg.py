@@ -45,17 +45,44 @@ class Cluster:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
         data = self.root / "data"
-        self._run(str(self.bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "amparo",
-                  "--no-sync", "-E", "UTF8")
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(data), "-o", opts,
-                  "-l", str(self.root / "log"), "-w", "start")
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "amparo",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         try:
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m",
-                      "immediate", "stop")
+            self._run(
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.root / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            )
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

@@ -33,9 +33,11 @@ async def store_canaries(sessions: async_sessionmaker[AsyncSession], vault: Vaul
     public, _private = generate_org_keypair()
     async with transaction(sessions) as s:
         org = Organisation(id=uuid.uuid4(), name="Desk", public_key=public)
+        s.add(org)
+        await s.flush()
         defender = Defender(id=uuid.uuid4(), org_id=org.id, handle="quiet-heron-41")
         defender.put(vault, "settings_enc", json.dumps({"panic_phrase": "CANARY-CONTACT"}))
-        s.add_all([org, defender])
+        s.add(defender)
         await s.flush()
         for channel, value in (("telegram", CHAT_ID), ("signal", PHONE)):
             address = ChannelAddress(
@@ -47,7 +49,9 @@ async def store_canaries(sessions: async_sessionmaker[AsyncSession], vault: Vaul
             s.add(address)
         contact = TrustedContact(defender_id=defender.id)
         contact.put(vault, "label_enc", "CANARY-CONTACT")
-        report = Report(id=uuid.uuid4(), org_id=org.id, defender_id=defender.id, receipt_code="K7Q2")
+        report = Report(
+            id=uuid.uuid4(), org_id=org.id, defender_id=defender.id, receipt_code="K7Q2"
+        )
         report.sealed_body = seal(
             public, org_id=org.id, record_id=report.id, kind="report", body={"text": REPORT}
         )
@@ -56,7 +60,9 @@ async def store_canaries(sessions: async_sessionmaker[AsyncSession], vault: Vaul
         outbox.put(vault, "payload_enc", json.dumps({"to": PHONE, "text": "CANARY-PAYLOAD"}))
         conversation = Conversation(defender_id=defender.id, flow="report", state="what")
         conversation.put(vault, "data_enc", json.dumps({"draft": REPORT}))
-        s.add_all([contact, report, outbox, conversation])
+        s.add_all([contact, report, outbox])
+        await s.flush()
+        s.add(conversation)
 
 
 def found(raw: bytes) -> list[str]:
@@ -83,9 +89,20 @@ async def test_it_leaves_no_canary_in_the_raw_database(
     else:
         url = make_url(db_url)
         raw = subprocess.run(
-            [str(pg_cluster.bindir / "pg_dump"), "-h", "127.0.0.1", "-p", str(pg_cluster.port),
-             "-U", "amparo", "--data-only", url.database or ""],
-            check=True, capture_output=True, timeout=60,
+            [
+                str(pg_cluster.bindir / "pg_dump"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(pg_cluster.port),
+                "-U",
+                "amparo",
+                "--data-only",
+                url.database or "",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         ).stdout
     assert b"quiet-heron-41" in raw  # the dump is real: the generated handle is stored in clear
     assert found(raw) == []

@@ -18,7 +18,9 @@ class Report(Encrypted, CreatedMixin, Base):
         ForeignKey("defenders.id", ondelete="SET NULL"), index=True
     )
     receipt_code: Mapped[str] = mapped_column(String(16), unique=True)
-    triage_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # act type, urgency, country, date
+    triage_enc: Mapped[bytes | None] = mapped_column(
+        LargeBinary
+    )  # act type, urgency, country, date
     sealed_body: Mapped[bytes] = mapped_column(LargeBinary)  # sealed box to the org's public key
     version: Mapped[int] = mapped_column(default=1)
     supersedes_id: Mapped[uuid.UUID | None] = mapped_column(

@@ -65,7 +65,9 @@ async def test_it_creates_an_org_and_a_responder_who_can_log_in(
     org = amparo(env, "org", "create", "Example Desk", "--json", stdin=PASSPHRASE + "\n")
     assert org.returncode == 0, org.stderr
     assert json.loads(org.stdout)["name"] == "Example Desk"
-    user = amparo(env, "user", "create", "alice", "--org", "Example Desk", "--role", "admin", "--json")
+    user = amparo(
+        env, "user", "create", "alice", "--org", "Example Desk", "--role", "admin", "--json"
+    )
     assert user.returncode == 0, user.stderr
     created = json.loads(user.stdout)
     assert created["totp_uri"].startswith("otpauth://totp/")
@@ -126,5 +128,7 @@ def test_it_rejects_a_bad_setting_in_one_line(tmp_path: Path) -> None:
 def test_it_answers_in_the_operators_language(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = amparo({"AMPARO_DATA_DIR": str(blocker / "var"), "LANG": "es_ES.UTF-8"}, "db", "upgrade")
+    result = amparo(
+        {"AMPARO_DATA_DIR": str(blocker / "var"), "LANG": "es_ES.UTF-8"}, "db", "upgrade"
+    )
     assert_one_line_error(result, "no se puede crear")

@@ -48,7 +48,9 @@ async def test_it_serves_healthz_on_a_fresh_data_dir(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         output = proc.communicate(timeout=20)[0].decode()
-    assert proc.returncode == 0, output
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert proc.returncode in (0, -15), output
+    assert "Application shutdown complete" in output
     key_file = tmp_path / "var" / "master.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'var' / 'amparo.db'}")

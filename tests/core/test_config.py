@@ -37,5 +37,7 @@ def test_it_refuses_production_without_a_key_file(tmp_path: Path) -> None:
 
 def test_it_refuses_a_short_webhook_secret() -> None:
     with pytest.raises(ValidationError, match="32 characters"):
-        Settings(telegram_webhook_url="https://x.example/hooks/telegram",
-                 telegram_webhook_secret="short")
+        Settings(
+            telegram_webhook_url="https://x.example/hooks/telegram",
+            telegram_webhook_secret="short",
+        )

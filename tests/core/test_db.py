@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.db import transaction
+from core.db import create_engine, transaction
 from core.models import Defender, Organisation
 
 
@@ -27,7 +28,7 @@ async def test_it_keeps_timestamps_utc_aware(sessions: async_sessionmaker[AsyncS
 async def test_it_refuses_naive_timestamps(sessions: async_sessionmaker[AsyncSession]) -> None:
     with pytest.raises(Exception, match="naive datetime"):
         async with transaction(sessions) as s:
-            s.add(Organisation(name="Desk", created_at=datetime(2026, 1, 1)))  # noqa: DTZ001
+            s.add(Organisation(name="Desk", created_at=datetime(2026, 1, 1)))
 
 
 async def test_it_enforces_foreign_keys(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -38,12 +39,14 @@ async def test_it_enforces_foreign_keys(sessions: async_sessionmaker[AsyncSessio
             s.add(Defender(org_id=uuid.uuid4(), handle="blue-heron-17"))
 
 
-async def test_it_runs_sqlite_in_wal_mode(engine: AsyncEngine, backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("WAL is an SQLite journal mode")
-    async with engine.connect() as conn:
-        mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
-        fks = (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one()
+async def test_it_runs_sqlite_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    try:
+        async with engine.connect() as conn:
+            mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
+            fks = (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one()
+    finally:
+        await engine.dispose()
     assert (mode, fks) == ("wal", 1)
 
 

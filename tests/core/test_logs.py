@@ -8,9 +8,13 @@ from core.logs import RedactingFilter, redact
 
 
 def test_it_redacts_tokens_numbers_and_newlines() -> None:
-    line = redact("GET https://api.telegram.org/bot123456:AAH-x_yz/getMe for +49 151 1234 5678\nINFO ok")
+    line = redact(
+        "GET https://api.telegram.org/bot123456:AAH-x_yz/getMe for +49 151 1234 5678\nINFO ok"
+    )
     assert "123456:AAH" not in line and "5678" not in line
     assert "\n" not in line
+    assert redact("listening on 127.0.0.1:8000") == "listening on 127.0.0.1:8000"
+    assert "<number>" in redact("chat -1001234567890")
 
 
 def test_it_redacts_log_records_and_tracebacks(caplog: pytest.LogCaptureFixture) -> None:

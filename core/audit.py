@@ -1,0 +1,156 @@
+"""The tamper-evident audit trail (SECURITY.md R23): ``h_i = HMAC(k, h_{i-1} || json(e_i))``.
+
+``record`` appends an entry inside the caller's transaction; ``verify`` walks the chain and
+names the first bad entry; ``head`` is the (seq, hash) to export regularly to a separate
+append-only store, since truncating the tail is only detectable against an exported head.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.crypto import Vault
+from core.models.audit import AuditEntry
+
+GENESIS = bytes(32)  # prev_hash of entry 1
+ATTEMPTS = 20
+BATCH = 1000
+_PG_LOCK = 0x616D_7061_726F_2D61  # b"amparo-a": the advisory lock serialising audit writers
+
+
+class AuditBusyError(Exception):
+    """Concurrent writers kept taking the next seq; transient, so retry the whole transaction."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    checked: int  # entries that verified before the first bad one (all of them when ok)
+    first_bad_seq: int | None
+    reason: str | None
+
+
+def canonical(e: AuditEntry | Row[Any]) -> bytes:
+    """The bytes an entry's HMAC covers; seq is inside, so a moved row no longer verifies."""
+    entry = {
+        "seq": e.seq,
+        "at": e.at.astimezone(UTC).isoformat(),
+        "org": None if e.org_id is None else str(e.org_id),
+        "actor": e.actor,
+        "action": e.action,
+        "target": e.target,
+        "detail": e.detail,
+    }
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def head(session: AsyncSession) -> tuple[int, bytes] | None:
+    """The last (seq, hash), or None for an empty log."""
+    stmt = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+    row = (await session.execute(stmt)).first()
+    return None if row is None else (row.seq, row.hash)
+
+
+async def record(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    org_id: uuid.UUID | None = None,
+    detail: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> AuditEntry:
+    """Append one entry within the caller's transaction (which must be READ COMMITTED).
+
+    ``detail`` holds ids and metadata only, NEVER message content, reports, names or phone
+    numbers (ASVS 16.3, 16.4.2-16.4.3): callers are responsible for that. Detail that is not
+    JSON-serialisable (or holds NaN/infinity) raises ValueError before anything is written.
+    """
+    if len(actor) > 120 or len(action) > 60 or (target is not None and len(target) > 120):
+        raise ValueError("audit actor, action or target is too long")
+    try:
+        # Normalised as the JSON column will return it, so the stored entry verifies.
+        clean = json.loads(json.dumps(detail or {}, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError("audit detail must be JSON-serialisable") from exc
+    if not isinstance(clean, dict):
+        raise ValueError("audit detail must be a dict")
+    if now is not None and now.tzinfo is None:
+        raise ValueError("naive datetime: pass an aware datetime (UTC)")
+    at = (now or datetime.now(UTC)).astimezone(UTC)
+    await session.flush()  # the caller's own errors must not look like a seq collision below
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+    elif dialect == "sqlite":
+        # A no-op write makes the driver BEGIN and takes SQLite's write lock (waiting on the busy
+        # timeout) before the tail is read. Reading first would let a concurrent commit turn the
+        # insert into an immediate "database is locked" (a stale WAL snapshot cannot upgrade),
+        # and SAVEPOINT outside a real transaction would RELEASE as a COMMIT.
+        await session.execute(text("UPDATE audit_entries SET seq = seq WHERE 0"))
+    for _ in range(ATTEMPTS):
+        last = await head(session)
+        seq, prev = (1, GENESIS) if last is None else (last[0] + 1, last[1])
+        entry = AuditEntry(actor=actor, action=action, target=target, org_id=org_id, detail=clean)
+        entry.seq, entry.at, entry.prev_hash = seq, at, prev
+        entry.hash = vault.audit_mac(prev, canonical(entry))
+        try:
+            async with session.begin_nested():
+                session.add(entry)
+        except IntegrityError:
+            continue  # a concurrent writer took this seq or prev_hash: re-read the tail
+        return entry
+    raise AuditBusyError(f"could not append to the audit log after {ATTEMPTS} attempts")
+
+
+def _check(row: Row[Any], seq: int, prev: bytes, vault: Vault) -> str | None:
+    if row.seq > seq:
+        return f"entry {seq} is missing (deleted)"
+    if row.seq < seq or not hmac.compare_digest(row.prev_hash, prev):
+        return f"entry {row.seq} is out of order"
+    if not hmac.compare_digest(vault.audit_mac(prev, canonical(row)), row.hash):
+        return f"entry {row.seq} was altered"  # or the chain was rebuilt without the key
+    return None
+
+
+async def verify(
+    session: AsyncSession, vault: Vault, *, expected_head: tuple[int, bytes] | None = None
+) -> Verdict:
+    """Walk the chain in seq order, in batches, and name the first bad entry.
+
+    Without ``expected_head`` a log whose tail was deleted still verifies: only the head
+    exported earlier reveals truncation (or a chain rebuilt by someone holding the key).
+    """
+    seq, prev, after = 1, GENESIS, None
+    while True:
+        stmt = select(AuditEntry.__table__).order_by(AuditEntry.seq).limit(BATCH)
+        if after is not None:
+            stmt = stmt.where(AuditEntry.seq > after)
+        rows = (await session.execute(stmt)).all()
+        for row in rows:
+            reason = _check(row, seq, prev, vault)
+            bad = min(row.seq, seq)
+            if reason is None and expected_head is not None and row.seq == expected_head[0]:
+                if not hmac.compare_digest(row.hash, expected_head[1]):
+                    reason = "head hash differs from the exported head"
+            if reason is not None:
+                return Verdict(ok=False, checked=seq - 1, first_bad_seq=bad, reason=reason)
+            seq, prev, after = seq + 1, row.hash, row.seq
+        if len(rows) < BATCH:
+            break
+    last = seq - 1
+    if expected_head is not None and expected_head[0] > last:
+        reason = f"the log ends at {last} but the exported head is {expected_head[0]} (truncated)"
+        return Verdict(ok=False, checked=last, first_bad_seq=seq, reason=reason)
+    return Verdict(ok=True, checked=last, first_bad_seq=None, reason=None)
