@@ -1,0 +1,130 @@
+"""What flows say and hear, independent of any channel; and the Channel protocol itself.
+
+Every channel renders an ``Outbound`` (Telegram: inline buttons; Signal and the console:
+numbered options) and turns what arrives into an ``Inbound``. Outbound messages travel through
+the outbox as JSON (``to_json``/``from_json``), encrypted at rest.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str  # stable, language-independent ("yes", "30m", "cancel")
+    label: str  # translated text shown to the person
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Outbound:
+    text: str
+    choices: tuple[Choice, ...] = ()
+    request_location: bool = False
+    attachments: tuple[Attachment, ...] = ()
+    # PIN prompts, report contents: deleted or expired by channels that can (discreet mode).
+    sensitive: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"text": self.text}
+        if self.choices:
+            data["choices"] = [[c.key, c.label] for c in self.choices]
+        if self.request_location:
+            data["request_location"] = True
+        if self.attachments:
+            data["attachments"] = [
+                [a.filename, a.content_type, base64.b64encode(a.data).decode()]
+                for a in self.attachments
+            ]
+        if self.sensitive:
+            data["sensitive"] = True
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Outbound:
+        return cls(
+            text=data["text"],
+            choices=tuple(Choice(k, label) for k, label in data.get("choices", ())),
+            request_location=bool(data.get("request_location", False)),
+            attachments=tuple(
+                Attachment(name, ctype, base64.b64decode(b64))
+                for name, ctype, b64 in data.get("attachments", ())
+            ),
+            sensitive=bool(data.get("sensitive", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Location:
+    latitude: float
+    longitude: float
+    live: bool = False  # a live location keeps updating while the alert is open
+
+
+@dataclass(frozen=True)
+class InboundAttachment:
+    kind: str  # "photo", "document", "voice", "video"
+    content_type: str
+    size: int
+    data: bytes | None = field(default=None, repr=False)  # held in memory, never on disk
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Inbound:
+    channel: str
+    address: str = field(repr=False)  # chat id, Signal UUID…: never logged
+    message_id: str  # the channel's own id, for dedupe (update_id; Signal source+timestamp)
+    received_at: datetime
+    text: str | None = field(default=None, repr=False)
+    choice: str | None = None  # the key of a Choice the person picked
+    location: Location | None = field(default=None, repr=False)
+    attachments: tuple[InboundAttachment, ...] = ()
+    language: str | None = None  # the client's language code, if the channel tells
+    forwarded: bool = False  # never counts as a check-in (SECURITY.md R3)
+    edited: bool = False  # never counts as a check-in (SECURITY.md R3)
+    private: bool = True  # only private chats with enrolled people are accepted
+
+
+@dataclass(frozen=True)
+class Address:
+    channel: str
+    value: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    message_id: str | None = None  # the channel's id of what was sent, for later deletion
+
+
+class DeliveryError(Exception):
+    """A send failed; ``permanent`` says whether retrying can help."""
+
+    def __init__(
+        self, reason: str, *, permanent: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+Inbox = Callable[[Inbound], Awaitable[None]]
+
+
+class Channel(Protocol):
+    name: ClassVar[str]
+
+    async def run(self, inbox: Inbox) -> None: ...
+
+    async def send(self, to: Address, message: Outbound) -> Delivered: ...
