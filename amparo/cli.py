@@ -14,7 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from amparo.runtime import Runtime, StartupError, open_runtime, prepare_data_dir
-from core import keys
+from core import audit, keys
 from core.accounts import MIN_PASSPHRASE, AccountError, create_org, create_responder, find_org
 from core.config import ConfigError, Settings
 from core.crypto import CryptoError
@@ -30,7 +30,14 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 org_app = typer.Typer(no_args_is_help=True, help="Organisations (desks and networks).")
 user_app = typer.Typer(no_args_is_help=True, help="Responders who use the desk.")
 keys_app = typer.Typer(no_args_is_help=True, help="The master key file.")
-for sub, name in ((db_app, "db"), (org_app, "org"), (user_app, "user"), (keys_app, "keys")):
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
+for sub, name in (
+    (db_app, "db"),
+    (org_app, "org"),
+    (user_app, "user"),
+    (keys_app, "keys"),
+    (audit_app, "audit"),
+):
     app.add_typer(sub, name=name)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
@@ -217,7 +224,16 @@ def keys_rotate(as_json: JsonOpt = False) -> None:
     """Rotate the key-encryption key and rewrap every data key (stop other processes first)."""
 
     async def body(rt: Runtime) -> keys.RotationReport:
-        return await keys.rotate(rt.sessions, rt.settings.key_file)
+        report = await keys.rotate(rt.sessions, rt.settings.key_file)
+        async with transaction(rt.sessions) as session:
+            await audit.record(
+                session,
+                rt.vault,  # the audit key is not rotated with the key-encryption key
+                actor="cli",
+                action="keys.rotate",
+                detail={"old": report.old_version, "new": report.new_version},
+            )
+        return report
 
     report = with_runtime(body)
     emit(
@@ -235,6 +251,63 @@ def keys_rotate(as_json: JsonOpt = False) -> None:
             ).format(new=report.new_version, rows=report.rows_rewrapped)
         ],
     )
+
+
+@audit_app.command("head")
+def audit_head() -> None:
+    """Print the last entry's number and hash, to keep in a separate append-only store."""
+
+    async def body(rt: Runtime) -> tuple[int, bytes] | None:
+        async with rt.sessions() as session:
+            return await audit.head(session)
+
+    last = with_runtime(body)
+    typer.echo(json.dumps({"seq": last[0], "hash": last[1].hex()} if last else None))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    head: Annotated[
+        str | None, typer.Option(help="An exported head, as printed by 'amparo audit head'.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the chain; exit code 1 names the first altered, deleted or reordered entry."""
+    expected = None
+    if head is not None:
+        try:
+            data = json.loads(head)
+            expected = (int(data["seq"]), bytes.fromhex(data["hash"]))
+        except (ValueError, TypeError, KeyError):
+            raise fail(_("the exported head is not valid")) from None
+
+    async def body(rt: Runtime) -> audit.Verdict:
+        async with rt.sessions() as session:
+            return await audit.verify(session, rt.vault, expected_head=expected)
+
+    verdict = with_runtime(body)
+    if verdict.ok:
+        line = ngettext(
+            "audit log intact: {n} entry verified",
+            "audit log intact: {n} entries verified",
+            verdict.checked,
+        ).format(n=verdict.checked)
+    else:
+        line = _("audit log broken at entry {seq}: {reason}").format(
+            seq=verdict.first_bad_seq, reason=verdict.reason
+        )
+    emit(
+        as_json,
+        {
+            "ok": verdict.ok,
+            "checked": verdict.checked,
+            "first_bad_seq": verdict.first_bad_seq,
+            "reason": verdict.reason,
+        },
+        [line],
+    )
+    if not verdict.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

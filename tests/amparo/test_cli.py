@@ -132,3 +132,39 @@ def test_it_answers_in_the_operators_language(tmp_path: Path) -> None:
         {"AMPARO_DATA_DIR": str(blocker / "var"), "LANG": "es_ES.UTF-8"}, "db", "upgrade"
     )
     assert_one_line_error(result, "no se puede crear")
+
+
+async def test_it_rotates_keys_and_verifies_the_audit_log(tmp_path: Path) -> None:
+    env = {"AMPARO_DATA_DIR": str(tmp_path / "var")}
+    assert amparo(env, "org", "create", "Desk", stdin=PASSPHRASE).returncode == 0
+    user = amparo(env, "user", "create", "bob", "--org", "Desk", "--json")
+    totp_uri = json.loads(user.stdout)["totp_uri"]
+    head = amparo(env, "audit", "head").stdout.strip()
+    assert json.loads(head)["seq"] == 2
+
+    rotated = amparo(env, "keys", "rotate", "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    assert json.loads(rotated.stdout)["new_version"] == 2
+    ring = load_keyring(tmp_path / "var" / "master.key")
+    assert sorted(ring.keks) == [2]  # the old key is gone from the file
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'var' / 'amparo.db'}")
+    try:
+        async with sessionmaker(engine)() as s:
+            bob = (await s.execute(select(Responder))).scalar_one()
+    finally:
+        await engine.dispose()
+    secret = bob.get_text(Vault(ring), "totp_secret_enc")
+    assert secret and f"secret={secret}" in totp_uri
+
+    verified = amparo(env, "audit", "verify", "--head", head, "--json")
+    assert verified.returncode == 0, verified.stdout
+    assert json.loads(verified.stdout) == {
+        "ok": True,
+        "checked": 3,
+        "first_bad_seq": None,
+        "reason": None,
+    }
+    broken = amparo(env, "audit", "verify", "--head", '{"seq": 9, "hash": "00"}')
+    assert broken.returncode == 1
+    assert "entry" in broken.stdout
+    assert_one_line_error(amparo(env, "audit", "verify", "--head", "nonsense"), "not valid")
