@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit
@@ -58,7 +59,10 @@ async def create_org(
         protected_private_key=protect_private_key(private, passphrase, **limits),
     )
     session.add(org)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise AccountError("duplicate_org", org=name) from None
     await audit.record(
         session, vault, actor="cli", action="org.create", target=str(org.id), org_id=org.id
     )
@@ -90,7 +94,10 @@ async def create_responder(
     )
     responder.put(vault, "totp_secret_enc", secret)
     session.add(responder)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:  # a concurrent create took the name between check and insert
+        raise AccountError("duplicate_user", user=username) from None
     await audit.record(
         session,
         vault,
