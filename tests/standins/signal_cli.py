@@ -1,0 +1,239 @@
+"""A signal-cli-rest-api (json-rpc mode) stand-in on 127.0.0.1, for the real signalbot 2.
+
+Speaks what signalbot calls (LIBRARIES.md §2.2–2.3): ``/v1/health`` (204), ``/v1/about``,
+``/v1/groups/{number}``, the ``/v1/receive/{number}`` websocket (one JSON frame per envelope,
+kept open: a clean close would stop signalbot for good), ``/v2/send`` answering 201 with a
+*list*, contacts, typing, reactions, receipts, remote delete and attachments.
+
+Tests push envelopes as people would (``send_text``, ``send_group_text``), read what the bot
+sent from ``sent``, inject failures with ``fail_next`` and drop sockets with ``close_sockets``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+NUMBER = "+4915112345678"
+GROUP_INTERNAL_ID = "Mg8LQTdaZJs8+LJCrtQgblqHx+xI2dX9JJ8hVA2kqt8="
+GROUP_ID = "group." + base64.b64encode(GROUP_INTERNAL_ID.encode()).decode()
+
+
+@dataclass
+class Failure:
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass
+class SignalStandIn:
+    number: str = NUMBER
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[tuple[str, str, Any]] = field(default_factory=list)  # (verb, path, body)
+    attachments: dict[str, bytes] = field(default_factory=dict)
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    _backlog: list[str] = field(default_factory=list)  # frames for when no socket is open
+    _failures: dict[str, list[Failure]] = field(default_factory=dict)
+    _clock: itertools.count[int] = field(
+        default_factory=lambda: itertools.count(int(time.time() * 1000))
+    )
+    _runner: web.AppRunner | None = None
+    port: int = 0
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application(client_max_size=60 * 1024 * 1024)
+        r = app.router
+        r.add_get("/v1/health", self._health)
+        r.add_get("/v1/about", self._about)
+        r.add_get("/v1/groups/{number}", self._groups)
+        r.add_put("/v1/groups/{number}/{gid:.+}", self._record_204)
+        r.add_get("/v1/receive/{number}", self._receive)
+        r.add_post("/v2/send", self._send)
+        r.add_put("/v1/contacts/{number}", self._record_204)
+        r.add_put("/v1/typing-indicator/{number}", self._record_204)
+        r.add_delete("/v1/typing-indicator/{number}", self._record_204)
+        r.add_post("/v1/reactions/{number}", self._record_204)
+        r.add_post("/v1/receipts/{number}", self._record_204)
+        r.add_delete("/v1/remote-delete/{number}", self._remote_delete)
+        r.add_get("/v1/attachments/{id}", self._attachment)
+        r.add_delete("/v1/attachments/{id}", self._record_204)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def service(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    # --- what people do ----------------------------------------------------------------------
+
+    def envelope(
+        self, source_uuid: str, data_message: dict[str, Any], source_number: str | None = None
+    ) -> dict[str, Any]:
+        ts = next(self._clock)
+        data_message.setdefault("timestamp", ts)
+        data_message.setdefault("expiresInSeconds", 0)
+        data_message.setdefault("viewOnce", False)
+        return {
+            "account": self.number,
+            "envelope": {
+                "source": source_uuid,
+                "sourceNumber": source_number,
+                "sourceUuid": source_uuid,
+                "sourceName": "Defender",
+                "sourceDevice": 1,
+                "timestamp": data_message["timestamp"],
+                "serverReceivedTimestamp": ts + 5,
+                "serverDeliveredTimestamp": ts + 10,
+                "dataMessage": data_message,
+            },
+        }
+
+    async def push(self, frame: dict[str, Any]) -> None:
+        text = json.dumps(frame)
+        open_sockets = [ws for ws in self.sockets if not ws.closed]
+        if not open_sockets:
+            self._backlog.append(text)  # signal-cli queues messages until someone receives
+            return
+        await open_sockets[-1].send_str(text)
+
+    async def send_text(self, source_uuid: str, text: str, **extra: Any) -> dict[str, Any]:
+        frame = self.envelope(source_uuid, {"message": text, **extra})
+        await self.push(frame)
+        return frame
+
+    async def send_attachment(
+        self, source_uuid: str, data: bytes, content_type: str, text: str | None = None
+    ) -> dict[str, Any]:
+        attachment_id = f"att{next(self._clock)}"
+        self.attachments[attachment_id] = data
+        meta = {
+            "id": attachment_id,
+            "contentType": content_type,
+            "filename": None,
+            "size": len(data),
+            "isVoiceNote": False,
+        }
+        return await self.send_text(source_uuid, text or "", attachments=[meta])
+
+    async def send_group_text(self, source_uuid: str, text: str) -> dict[str, Any]:
+        group = {
+            "groupId": GROUP_INTERNAL_ID,
+            "groupName": "Desk",
+            "revision": 1,
+            "type": "DELIVER",
+        }
+        return await self.send_text(source_uuid, text, groupInfo=group)
+
+    def add_group(self, members: list[str]) -> None:
+        self.groups.append(
+            {
+                "id": GROUP_ID,
+                "internal_id": GROUP_INTERNAL_ID,
+                "name": "Desk",
+                "description": "",
+                "members": members,
+                "blocked": False,
+                "member": True,
+                "pending_invites": [],
+                "pending_requests": [],
+                "invite_link": "",
+                "admins": [],
+                "permissions": {
+                    "add_members": "only-admins",
+                    "edit_group": "only-admins",
+                    "send_messages": "every-member",
+                },
+            }
+        )
+
+    def fail_next(self, path: str, status: int, error: str, times: int = 1) -> None:
+        self._failures.setdefault(path, []).extend([Failure(status, {"error": error})] * times)
+
+    async def close_sockets(self, code: int = WSCloseCode.INTERNAL_ERROR) -> None:
+        self.connected.clear()
+        for ws in list(self.sockets):
+            await ws.close(code=code)
+
+    # --- the REST API ------------------------------------------------------------------------
+
+    def _failure(self, path: str) -> web.Response | None:
+        failures = self._failures.get(path)
+        if failures:
+            failure = failures.pop(0)
+            return web.json_response(failure.body, status=failure.status)
+        return None
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def _about(self, _request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "versions": ["v1", "v2"],
+                "build": 2,
+                "mode": "json-rpc",
+                "version": "0.101.0",
+                "capabilities": {"v2/send": ["quotes", "mentions"]},
+            }
+        )
+
+    async def _groups(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.groups)
+
+    async def _record_204(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else None
+        self.requests.append((request.method, request.path, body))
+        return self._failure(request.path) or web.Response(status=204)
+
+    async def _receive(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        self.connected.set()
+        backlog, self._backlog = self._backlog, []
+        for text in backlog:
+            await ws.send_str(text)
+        async for _ in ws:  # the client never sends; this keeps the socket open
+            pass
+        if ws in self.sockets:
+            self.sockets.remove(ws)
+        return ws
+
+    async def _send(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(("POST", "/v2/send", body))
+        failure = self._failure("/v2/send")
+        if failure is not None:
+            return failure
+        self.sent.append(body)
+        return web.json_response([{"timestamp": str(next(self._clock))}], status=201)
+
+    async def _remote_delete(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(("DELETE", request.path, body))
+        return web.json_response({"timestamp": str(next(self._clock))})
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        self.requests.append(("GET", request.path, None))
+        data = self.attachments.get(request.match_info["id"])
+        if data is None:
+            return web.json_response({"error": "attachment not found"}, status=404)
+        return web.Response(body=data)
