@@ -35,6 +35,9 @@ class Outbound:
     attachments: tuple[Attachment, ...] = ()
     # PIN prompts, report contents: deleted or expired by channels that can (discreet mode).
     sensitive: bool = False
+    # Not a message but an instruction: delete these earlier messages of the chat (the
+    # defender's PIN, the bot's sensitive replies), where the channel can.
+    delete_message_ids: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"text": self.text}
@@ -49,6 +52,8 @@ class Outbound:
             ]
         if self.sensitive:
             data["sensitive"] = True
+        if self.delete_message_ids:
+            data["delete_message_ids"] = list(self.delete_message_ids)
         return data
 
     @classmethod
@@ -62,6 +67,7 @@ class Outbound:
                 for name, ctype, b64 in data.get("attachments", ())
             ),
             sensitive=bool(data.get("sensitive", False)),
+            delete_message_ids=tuple(data.get("delete_message_ids", ())),
         )
 
 
@@ -95,6 +101,9 @@ class Inbound:
     forwarded: bool = False  # never counts as a check-in (SECURITY.md R3)
     edited: bool = False  # never counts as a check-in (SECURITY.md R3)
     private: bool = True  # only private chats with enrolled people are accepted
+    # The chat's own id of this message (Telegram message_id, Signal timestamp), so that a
+    # PIN can be deleted from the chat; message_id above is the dedupe key.
+    chat_message_id: str | None = None
 
 
 @dataclass(frozen=True)
