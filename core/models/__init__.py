@@ -3,6 +3,7 @@
 from core.models.alert import Alert, AlertEvent, AlertKind, AlertState, Priority
 from core.models.audit import AuditEntry
 from core.models.base import Base, Encrypted, utcnow
+from core.models.callback import CallbackToken
 from core.models.checkin import CheckIn, CheckInKind, CheckInState
 from core.models.conversation import Conversation, SeenInbound
 from core.models.defender import ChannelAddress, Consent, Defender, DefenderStatus, TrustedContact
@@ -18,6 +19,7 @@ __all__ = [
     "ApiToken",
     "AuditEntry",
     "Base",
+    "CallbackToken",
     "ChannelAddress",
     "CheckIn",
     "CheckInKind",

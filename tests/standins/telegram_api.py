@@ -73,6 +73,7 @@ class TelegramStandIn:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
+        self._arrived.set()  # release held long polls, or cleanup waits for them
         if self._runner is not None:
             await self._runner.cleanup()
 

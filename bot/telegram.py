@@ -1,0 +1,314 @@
+"""Telegram, with python-telegram-bot as a transport only (no ConversationHandler).
+
+Polling is our own ``getUpdates`` loop, so an update's offset is confirmed only after the flows
+have taken it (at-least-once; the engine dedupes on ``update_id``). In webhook mode, the route
+``/hooks/telegram`` checks the secret header in constant time before reading the body, and only
+answers 200 once the update is handled, so Telegram retries what failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import Request
+from starlette.responses import Response
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+    Update,
+)
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.request import HTTPXRequest
+
+from core import callbacks
+from core.crypto import Vault
+from core.db import transaction
+from core.i18n import gettext, negotiate
+from core.media import MAX_BYTES
+from core.messages import (
+    Address,
+    Delivered,
+    DeliveryError,
+    Inbound,
+    InboundAttachment,
+    Inbox,
+    Location,
+    Outbound,
+)
+
+os.environ.setdefault("PTB_TIMEDELTA", "1")  # retry_after as a timedelta, as PTB 23 will do
+log = logging.getLogger("amparo.telegram")
+MAX_TEXT = 4096
+UPDATES = ["message", "edited_message", "callback_query"]
+POISON_TRIES = 3
+Clock = Callable[[], datetime]
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Chunks of at most ``limit`` characters, cut at a paragraph, line or word if possible."""
+    chunks = []
+    while len(text) > limit:
+        cut = max(text.rfind(sep, 0, limit) for sep in ("\n\n", "\n", " "))
+        cut = cut if cut > limit // 2 else limit
+        chunks.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    return [*chunks, text] if text or not chunks else chunks
+
+
+def delivery_error(exc: TelegramError) -> DeliveryError:
+    if isinstance(exc, RetryAfter):
+        wait = exc.retry_after
+        seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+        return DeliveryError("rate limited", retry_after=seconds)
+    if isinstance(exc, Forbidden):  # blocked by the user, deactivated account
+        return DeliveryError("forbidden", permanent=True)
+    if isinstance(exc, BadRequest) and "chat not found" in exc.message.lower():
+        return DeliveryError("chat not found", permanent=True)
+    if isinstance(exc, InvalidToken):  # an operator error: retry until it is fixed
+        return DeliveryError("invalid token")
+    return DeliveryError(type(exc).__name__)
+
+
+class Telegram:
+    name: ClassVar[str] = "telegram"
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        api_url: str,
+        sessions: async_sessionmaker[AsyncSession],
+        vault: Vault,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        file_url = api_url[: -len("/bot")] + "/file/bot" if api_url.endswith("/bot") else api_url
+        self.bot = Bot(
+            token,
+            base_url=api_url,
+            base_file_url=file_url,
+            request=HTTPXRequest(connection_pool_size=16),
+            get_updates_request=HTTPXRequest(),
+        )
+        self.sessions = sessions
+        self.vault = vault
+        self.webhook_url = webhook_url
+        self.webhook_secret = (webhook_secret or "").encode()
+        self.clock = clock
+        self.inbox: Inbox | None = None
+        self.ready = asyncio.Event()
+
+    def chat_index(self, chat_id: str | int) -> bytes:
+        return self.vault.blind_index(self.name, str(chat_id))
+
+    # --- inbound -------------------------------------------------------------------------
+
+    async def run(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        async with self.bot:  # getMe
+            if self.webhook_url:
+                await self.bot.set_webhook(
+                    self.webhook_url,
+                    secret_token=self.webhook_secret.decode(),
+                    allowed_updates=UPDATES,
+                )
+                self.ready.set()
+                await asyncio.Event().wait()  # the webhook route does the work
+            await self.bot.delete_webhook()
+            self.ready.set()
+            await self._poll()
+
+    async def _poll(self) -> None:
+        offset, backoff = 0, 1.0
+        failures: dict[int, int] = {}
+        while True:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=offset, timeout=timedelta(seconds=25), allowed_updates=UPDATES
+                )
+                backoff = 1.0
+            except TelegramError as exc:
+                log.warning("getUpdates failed", extra={"error": type(exc).__name__})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            for update in updates:
+                try:
+                    await self.handle(update)
+                except Exception as exc:
+                    # Keep the offset: the update comes again (the engine dedupes it), but a
+                    # poison update must not block everyone else's messages for ever.
+                    tries = failures[update.update_id] = failures.get(update.update_id, 0) + 1
+                    log.error(
+                        "update not handled",
+                        extra={"update": update.update_id, "error": type(exc).__name__},
+                    )
+                    if tries < POISON_TRIES:
+                        await asyncio.sleep(tries)
+                        break
+                failures.pop(update.update_id, None)
+                offset = update.update_id + 1
+
+    async def webhook(self, request: Request) -> Response:
+        """The ``/hooks/telegram`` route: secret first, body after (SECURITY.md R1)."""
+        given = request.headers.get("x-telegram-bot-api-secret-token", "").encode()
+        if not self.webhook_secret or not hmac.compare_digest(given, self.webhook_secret):
+            return Response(status_code=401)
+        try:
+            update = Update.de_json(await request.json(), self.bot)
+        except (ValueError, TypeError, KeyError):
+            return Response(status_code=400)
+        await self.handle(update)  # an exception answers 500: Telegram sends it again
+        return Response(status_code=200)
+
+    async def handle(self, update: Update) -> None:
+        assert self.inbox is not None, "run() first"
+        inbound: Inbound | None
+        if update.callback_query is not None:
+            inbound = await self._from_callback(update)
+        else:
+            inbound = await self._from_message(update)
+        if inbound is not None:
+            await self.inbox(inbound)
+
+    async def _from_message(self, update: Update) -> Inbound | None:
+        message = update.message or update.edited_message
+        if message is None or message.chat.type != "private":
+            return None  # private chats only (SECURITY.md R3)
+        user = message.from_user
+        location = None
+        if message.location is not None:
+            live = bool(message.location.live_period) or update.edited_message is not None
+            location = Location(message.location.latitude, message.location.longitude, live)
+        return Inbound(
+            channel=self.name,
+            address=str(message.chat.id),
+            message_id=str(update.update_id),
+            received_at=self.clock(),  # never the client's clock
+            text=message.text or message.caption,
+            location=location,
+            attachments=await self._attachments(message),
+            language=user.language_code if user else None,
+            forwarded=message.forward_origin is not None or message.via_bot is not None,
+            edited=update.edited_message is not None,
+            chat_message_id=str(message.message_id),
+        )
+
+    async def _attachments(self, message: Message) -> tuple[InboundAttachment, ...]:
+        found: list[tuple[str, str, str, int | None, str | None]] = []
+        if message.photo:
+            largest = message.photo[-1]
+            found.append(("photo", largest.file_id, "image/jpeg", largest.file_size, None))
+        for kind in ("document", "voice", "audio", "video"):
+            item = getattr(message, kind)
+            if item is not None:
+                mime = item.mime_type or "application/octet-stream"
+                name = getattr(item, "file_name", None)
+                found.append((kind, item.file_id, mime, item.file_size, name))
+        attachments = []
+        for kind, file_id, mime, size, name in found:
+            data = None
+            if size is not None and size <= MAX_BYTES:  # checked before any download (R16)
+                # The file URL embeds the token: it is never logged (httpx stays at WARNING).
+                file = await self.bot.get_file(file_id)
+                data = bytes(await file.download_as_bytearray())
+            attachments.append(InboundAttachment(kind, mime, size or 0, data, name))
+        return tuple(attachments)
+
+    async def _from_callback(self, update: Update) -> Inbound | None:
+        query = update.callback_query
+        assert query is not None
+        message = query.message
+        chat_id = message.chat.id if message is not None else query.from_user.id
+        async with transaction(self.sessions) as session:
+            choice = await callbacks.redeem(
+                session,
+                self.vault,
+                token=query.data or "",
+                chat_index=self.chat_index(chat_id),
+                now=self.clock(),
+            )
+        if choice is None or message is None or message.chat.type != "private":
+            _ = gettext(negotiate([query.from_user.language_code]))
+            await query.answer(_("This button no longer works. Please send your answer again."))
+            return None
+        await query.answer()
+        try:  # the keyboard goes away once used
+            await self.bot.edit_message_reply_markup(chat_id, message.message_id)
+        except TelegramError:
+            pass
+        return Inbound(
+            channel=self.name,
+            address=str(chat_id),
+            message_id=str(update.update_id),
+            received_at=self.clock(),
+            choice=choice,
+            language=query.from_user.language_code,
+            chat_message_id=str(message.message_id),
+        )
+
+    # --- outbound ------------------------------------------------------------------------
+
+    async def send(self, to: Address, message: Outbound) -> Delivered:
+        try:
+            if message.delete_message_ids:
+                await self._delete(to.value, message.delete_message_ids)
+                return Delivered()
+            markup = await self._markup(to.value, message)
+            sent: Message | None = None
+            chunks = split_text(message.text)
+            for i, chunk in enumerate(chunks):
+                last = i == len(chunks) - 1
+                # Never parse_mode: user-supplied text must not break delivery (R26).
+                sent = await self.bot.send_message(
+                    to.value, chunk, reply_markup=markup if last else None
+                )
+            for attachment in message.attachments:
+                sent = await self.bot.send_document(
+                    to.value, attachment.data, filename=attachment.filename
+                )
+        except TelegramError as exc:
+            raise delivery_error(exc) from None
+        return Delivered(message_id=str(sent.message_id) if sent else None)
+
+    async def _markup(self, chat_id: str, message: Outbound) -> Any:
+        if message.choices:
+            async with transaction(self.sessions) as session:
+                tokens = await callbacks.issue(
+                    session,
+                    self.vault,
+                    chat_index=self.chat_index(chat_id),
+                    choices=[c.key for c in message.choices],
+                    now=self.clock(),
+                )
+            buttons = [
+                [InlineKeyboardButton(c.label, callback_data=t)]
+                for c, t in zip(message.choices, tokens, strict=True)
+            ]
+            return InlineKeyboardMarkup(buttons)
+        if message.request_location:
+            button = KeyboardButton("📍", request_location=True)
+            return ReplyKeyboardMarkup([[button]], one_time_keyboard=True, resize_keyboard=True)
+        return ReplyKeyboardRemove()
+
+    async def _delete(self, chat_id: str, ids: tuple[str, ...]) -> None:
+        numbers = [int(i) for i in ids]
+        for start in range(0, len(numbers), 100):  # deleteMessages takes up to 100
+            try:
+                await self.bot.delete_messages(chat_id, numbers[start : start + 100])
+            except BadRequest as exc:
+                if "not found" not in exc.message.lower():  # already gone is done
+                    raise

@@ -1,0 +1,270 @@
+"""bot/telegram.py with the real python-telegram-bot against the Bot API stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.telegram import Telegram, split_text
+from core.crypto import Vault
+from core.messages import Address, Attachment, Choice, DeliveryError, Inbound, Outbound
+from tests.standins.telegram_api import TelegramStandIn
+
+SECRET = "s" * 40
+CHAT = 7319046682
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def wait_for(condition: Callable[[], object], seconds: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[TelegramStandIn]:
+    stand_in = TelegramStandIn()
+    await stand_in.start()
+    yield stand_in
+    await stand_in.stop()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def inbox() -> list[Inbound]:
+    return []
+
+
+@pytest.fixture
+async def telegram(
+    api: TelegramStandIn,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: Clock,
+    inbox: list[Inbound],
+) -> AsyncIterator[Telegram]:
+    channel = Telegram(
+        token=api.token, api_url=api.base_url, sessions=sessions, vault=vault, clock=clock
+    )
+
+    async def receive(inbound: Inbound) -> None:
+        inbox.append(inbound)
+
+    task = asyncio.create_task(channel.run(receive))
+    await asyncio.wait_for(channel.ready.wait(), 10)
+    yield channel
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_it_turns_updates_into_inbound_events(
+    api: TelegramStandIn, telegram: Telegram, inbox: list[Inbound]
+) -> None:
+    update = api.send_text(CHAT, "/start", language="pt-br")
+    api.send_text(
+        CHAT, "OK", forward_origin={"type": "hidden_user", "date": 1, "sender_user_name": "x"}
+    )
+    group = api._message(-100, text="hi")
+    group["chat"] = {"id": -100, "type": "group", "title": "g"}
+    api.push("message", group)
+    old = api._message(CHAT, text="OK")
+    api.push("edited_message", {**old, "edit_date": 2})
+    api.send_location(CHAT, 52.52, 13.405, live=900)
+    await wait_for(lambda: len(inbox) == 4)
+    first = inbox[0]
+    assert (first.channel, first.address, first.text, first.language) == (
+        "telegram",
+        str(CHAT),
+        "/start",
+        "pt-br",
+    )
+    assert first.message_id == str(update["update_id"])
+    assert first.chat_message_id == str(update["message"]["message_id"])
+    assert inbox[1].forwarded and not inbox[0].forwarded
+    assert inbox[2].edited and inbox[2].text == "OK"  # the group message never arrived
+    location = inbox[3].location
+    assert location is not None and location.live and location.latitude == 52.52
+    assert [c.method for c in api.calls][:3] == ["getMe", "deleteWebhook", "getUpdates"]
+
+
+async def test_it_renders_choices_as_opaque_single_use_tokens(
+    api: TelegramStandIn, telegram: Telegram, inbox: list[Inbound], clock: Clock
+) -> None:
+    question = Outbound("Can you talk?", choices=(Choice("yes", "Yes"), Choice("no", "No")))
+    await telegram.send(Address("telegram", str(CHAT)), question)
+    keyboard = api.sent()[0]["reply_markup"]["inline_keyboard"]
+    tokens = [row[0]["callback_data"] for row in keyboard]
+    assert [row[0]["text"] for row in keyboard] == ["Yes", "No"]
+    assert not {"yes", "no"} & set(tokens) and all(len(t.encode()) <= 64 for t in tokens)
+
+    api.press(CHAT + 1, tokens[0])  # someone else's chat
+    api.press(CHAT, "x" * 64)  # garbage
+    api.press(CHAT, tokens[1])
+    await wait_for(lambda: inbox)
+    api.press(CHAT, tokens[0])  # the sibling died with the first press
+    await wait_for(lambda: len(api.sent("answerCallbackQuery")) == 4)
+    assert [i.choice for i in inbox] == ["no"]
+    refusals = [a for a in api.sent("answerCallbackQuery") if a.get("text")]
+    assert len(refusals) == 3 and "no longer works" in refusals[0]["text"]
+    assert api.sent("editMessageReplyMarkup")  # the used keyboard is removed
+
+    await telegram.send(Address("telegram", str(CHAT)), question)
+    late = api.sent()[-1]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    clock.now += timedelta(hours=25)
+    api.press(CHAT, late)
+    await wait_for(lambda: len(api.sent("answerCallbackQuery")) == 5)
+    assert len(inbox) == 1  # expired: refused, nothing reached the flows
+
+
+async def test_it_asks_for_location_and_splits_long_texts(
+    api: TelegramStandIn, telegram: Telegram
+) -> None:
+    to = Address("telegram", str(CHAT))
+    await telegram.send(to, Outbound("Where are you?", request_location=True))
+    markup = api.sent()[0]["reply_markup"]
+    assert markup["keyboard"][0][0]["request_location"] is True
+    assert markup["one_time_keyboard"] is True
+    long = ("word " * 2000).strip()
+    delivered = await telegram.send(to, Outbound(long, choices=(Choice("ok", "OK"),)))
+    parts = api.sent()[1:]
+    assert len(parts) == 3 and all(len(p["text"]) <= 4096 for p in parts)
+    assert " ".join(p["text"] for p in parts) == long
+    assert "inline_keyboard" in parts[-1]["reply_markup"]
+    assert "parse_mode" not in parts[0]
+    assert delivered.message_id is not None
+    await telegram.send(
+        to, Outbound("Evidence", attachments=(Attachment("r.txt", "text/plain", b"x"),))
+    )
+    assert api.sent("sendDocument")
+
+
+def test_it_splits_at_word_boundaries() -> None:
+    assert split_text("abc", 10) == ["abc"]
+    assert split_text("aaaa bbbb cccc", 10) == ["aaaa bbbb", "cccc"]
+    assert split_text("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
+
+
+async def test_it_classifies_delivery_errors(api: TelegramStandIn, telegram: Telegram) -> None:
+    to = Address("telegram", str(CHAT))
+    api.fail_next("sendMessage", 429, "Too Many Requests: retry after 7", {"retry_after": 7})
+    with pytest.raises(DeliveryError) as limited:
+        await telegram.send(to, Outbound("hi"))
+    assert limited.value.retry_after == 7 and not limited.value.permanent
+    api.fail_next("sendMessage", 403, "Forbidden: bot was blocked by the user")
+    with pytest.raises(DeliveryError) as blocked:
+        await telegram.send(to, Outbound("hi"))
+    assert blocked.value.permanent
+    api.fail_next("sendMessage", 502, "Bad Gateway")
+    with pytest.raises(DeliveryError) as flaky:
+        await telegram.send(to, Outbound("hi"))
+    assert not flaky.value.permanent and flaky.value.retry_after is None
+    assert str(CHAT) not in str(blocked.value)
+
+
+async def test_it_deletes_messages_on_instruction(
+    api: TelegramStandIn, telegram: Telegram
+) -> None:
+    to = Address("telegram", str(CHAT))
+    await telegram.send(to, Outbound("", delete_message_ids=("5", "6")))
+    assert api.sent("deleteMessages") == [{"chat_id": CHAT, "message_ids": [5, 6]}]
+    api.fail_next("deleteMessages", 400, "Bad Request: message to delete not found")
+    await telegram.send(to, Outbound("", delete_message_ids=("5",)))  # already gone: done
+
+
+async def test_it_checks_file_size_before_downloading(
+    api: TelegramStandIn, telegram: Telegram, inbox: list[Inbound]
+) -> None:
+    api.send_photo(CHAT, b"\xff\xd8small", file_id="small")
+    big = api._message(
+        CHAT,
+        document={
+            "file_id": "big",
+            "file_unique_id": "b",
+            "file_size": 20 * 1024 * 1024 + 1,
+            "mime_type": "application/zip",
+        },
+    )
+    api.push("message", big)
+    await wait_for(lambda: len(inbox) == 2)
+    small, huge = inbox[0].attachments[0], inbox[1].attachments[0]
+    assert (small.kind, small.data) == ("photo", b"\xff\xd8small")
+    assert huge.data is None and huge.size == 20 * 1024 * 1024 + 1
+    assert [c.params["file_id"] for c in api.calls if c.method == "getFile"] == ["small"]
+
+
+async def test_it_retries_an_update_the_flows_failed_on(
+    api: TelegramStandIn, sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    channel = Telegram(token=api.token, api_url=api.base_url, sessions=sessions, vault=vault)
+    seen: list[str] = []
+
+    async def flaky(inbound: Inbound) -> None:
+        seen.append(inbound.message_id)
+        if len(seen) == 1:
+            raise RuntimeError("database went away")
+
+    task = asyncio.create_task(channel.run(flaky))
+    api.send_text(CHAT, "help")
+    await wait_for(lambda: len(seen) == 2)
+    task.cancel()
+    assert seen[0] == seen[1]  # the same update came again: nothing lost
+
+
+async def test_it_guards_the_webhook_with_the_secret(
+    api: TelegramStandIn, sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    channel = Telegram(
+        token=api.token,
+        api_url=api.base_url,
+        sessions=sessions,
+        vault=vault,
+        webhook_url="https://desk.example/hooks/telegram",
+        webhook_secret=SECRET,
+    )
+    received: list[Inbound] = []
+
+    async def receive(inbound: Inbound) -> None:
+        received.append(inbound)
+
+    task = asyncio.create_task(channel.run(receive))
+    await asyncio.wait_for(channel.ready.wait(), 10)
+    assert api.webhook_url == "https://desk.example/hooks/telegram"
+    assert api.sent("setWebhook")[0]["secret_token"] == SECRET
+    app = FastAPI()
+    app.add_api_route("/hooks/telegram", channel.webhook, methods=["POST"])
+    update = {"update_id": 9, "message": api._message(CHAT, text="hola")}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for headers in (
+            {},
+            {"X-Telegram-Bot-Api-Secret-Token": "wrong"},
+            {"X-Telegram-Bot-Api-Secret-Token": SECRET[:-1]},
+            {"X-Telegram-Bot-Api-Secret-Token": SECRET.upper()},
+        ):
+            assert (
+                await c.post("/hooks/telegram", json=update, headers=headers)
+            ).status_code == 401
+        assert received == []
+        good = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        assert (await c.post("/hooks/telegram", content=b"{", headers=good)).status_code == 400
+        assert (await c.post("/hooks/telegram", json=update, headers=good)).status_code == 200
+    assert [i.text for i in received] == ["hola"]
+    task.cancel()
