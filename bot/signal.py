@@ -1,0 +1,214 @@
+"""Signal, through signal-cli-rest-api (json-rpc mode): signalbot 2 receives, we send.
+
+signalbot receives (websocket, attachments downloaded before dispatch). Sending goes straight
+to ``/v2/send``, because signalbot drops the error body that tells an unregistered recipient
+(permanent) or a rate limit (which can last a day: fall back at once) from a hiccup.
+signalbot stops receiving for good when the websocket closes cleanly; ``run`` watches its
+receiver and starts a new bot whenever that happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import httpx
+from signalbot import Config, DataMessageContext, DataMessageHandler, SignalBot
+
+from core.media import MAX_BYTES
+from core.messages import (
+    Address,
+    Delivered,
+    DeliveryError,
+    Inbound,
+    InboundAttachment,
+    Inbox,
+    Location,
+    Outbound,
+)
+
+log = logging.getLogger("amparo.signal")
+Clock = Callable[[], datetime]
+DEFAULT_EXPIRY_S = 24 * 3600
+_COORDS = re.compile(r"(-?\d{1,2}\.\d+)\s*,\s*(-?\d{1,3}\.\d+)")  # also inside maps links
+
+
+def parse_location(text: str | None) -> Location | None:
+    """Coordinates typed or pasted as a maps link ("52.52,13.405", geo:…, …/@52.5,13.4,…)."""
+    match = _COORDS.search(text or "")
+    if match is None:
+        return None
+    lat, lon = float(match.group(1)), float(match.group(2))
+    return Location(lat, lon) if -90 <= lat <= 90 and -180 <= lon <= 180 else None
+
+
+def render(message: Outbound) -> str:
+    """Signal has no buttons: choices become numbered options (answered by number or word)."""
+    lines = [message.text] if message.text else []
+    lines += [f"{i}. {choice.label}" for i, choice in enumerate(message.choices, 1)]
+    return "\n".join(lines)
+
+
+def delivery_error(status: int, body: str) -> DeliveryError:
+    text = body.lower()
+    if "unregistered" in text or "not registered" in text:
+        return DeliveryError("unregistered", permanent=True)
+    if any(s in text for s in ("rate limit", "ratelimit", "429", "proof required", "captcha")):
+        return DeliveryError("rate limited", permanent=True)  # may last 24 h: fall back now
+    if status >= 500:
+        return DeliveryError(f"signal-cli {status}")
+    return DeliveryError(f"rejected {status}", permanent=status != 429)
+
+
+class _Receiver(DataMessageHandler):
+    def __init__(self, channel: Signal) -> None:
+        self.channel = channel
+
+    async def handle_data_message(self, ctx: DataMessageContext) -> None:
+        await self.channel.receive(ctx)
+
+
+class Signal:
+    name: ClassVar[str] = "signal"
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        number: str,
+        expiry_s: int = DEFAULT_EXPIRY_S,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self.service = service
+        self.number = number
+        self.expiry_s = expiry_s
+        self.clock = clock
+        self.inbox: Inbox | None = None
+        self.ready = asyncio.Event()
+        self.http = httpx.AsyncClient(base_url=f"http://{service}", timeout=30)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._expiry_set: set[str] = set()
+
+    # --- inbound ---------------------------------------------------------------------------
+
+    async def run(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        while True:
+            bot = self._bot()
+            try:
+                bot.start(run_forever=False)
+                await bot.wait_until_ready()
+                self.ready.set()
+                while not self._receiver_stopped(bot):
+                    await asyncio.sleep(0.5)
+                log.warning("signal receiver stopped; reconnecting")
+            finally:
+                self.ready.clear()
+                await bot._pipeline.stop()
+                await bot.close()
+            await asyncio.sleep(1)
+
+    def _bot(self) -> SignalBot:
+        bot = SignalBot(
+            Config(
+                phone_number=self.number,
+                signal_service=self.service,
+                connection_mode="http_only",
+                storage={"type": "in-memory"},
+            )
+        )
+        # signalbot logs every raw message at INFO (content, numbers): keep it quiet (R26),
+        # and drop the handler each SignalBot adds so lines are not repeated.
+        logger = logging.getLogger("signalbot")
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)
+        bot.register(_Receiver(self), contacts=True, groups=False)
+        return bot
+
+    @staticmethod
+    def _receiver_stopped(bot: SignalBot) -> bool:
+        # A clean websocket close ends signalbot's producer without an error, and it is never
+        # restarted (LIBRARIES.md §2.5). Finished tasks leave this set, which is filled before
+        # wait_until_ready returns. A private attribute: tests/bot/test_signal.py guards it.
+        return not bot._pipeline._produce_tasks
+
+    async def receive(self, ctx: DataMessageContext) -> None:
+        message = ctx.message
+        source = message.source_uuid or message.source_number
+        if not source or message.is_group() or message.source_number == self.number:
+            return  # groups and our own devices' sync messages are not defenders talking
+        attachments = tuple(
+            InboundAttachment(
+                kind="voice" if a.is_voice_note else "document",
+                content_type=a.content_type or "application/octet-stream",
+                size=a.size or 0,
+                data=base64.b64decode(a.base64_content)
+                if a.base64_content and (a.size or 0) <= MAX_BYTES
+                else None,
+                filename=a.remote_filename,
+            )
+            for a in message.attachments or []
+        )
+        inbound = Inbound(
+            channel=self.name,
+            address=source,
+            message_id=f"{source}:{message.timestamp}",  # Signal's (sender, timestamp)
+            received_at=self.clock(),
+            text=message.text,
+            location=parse_location(message.text),
+            attachments=attachments,
+            edited=type(message).__name__ == "EditMessage",
+            chat_message_id=str(message.timestamp),
+        )
+        # Taken before any await: one sender's messages reach the flows in order even though
+        # signalbot runs three handlers at once.
+        lock = self._locks.setdefault(source, asyncio.Lock())
+        async with lock:
+            assert self.inbox is not None
+            await self.inbox(inbound)
+
+    # --- outbound --------------------------------------------------------------------------
+
+    async def send(self, to: Address, message: Outbound) -> Delivered:
+        if message.delete_message_ids:
+            for stamp in message.delete_message_ids:
+                target = {"recipient": to.value, "timestamp": int(stamp)}
+                await self._call("DELETE", f"/v1/remote-delete/{self.number}", target)
+            return Delivered()
+        await self._ensure_expiry(to.value)
+        body: dict[str, Any] = {
+            "number": self.number,
+            "recipients": [to.value],
+            "message": render(message),
+        }
+        if message.attachments:
+            body["base64_attachments"] = [
+                f"data:{a.content_type};filename={a.filename};base64,"
+                + base64.b64encode(a.data).decode()
+                for a in message.attachments
+            ]
+        answer = await self._call("POST", "/v2/send", body)
+        stamps = [entry.get("timestamp") for entry in answer if isinstance(entry, dict)]
+        return Delivered(message_id=str(stamps[-1]) if stamps and stamps[-1] else None)
+
+    async def _ensure_expiry(self, recipient: str) -> None:
+        """Disappearing messages for this chat (a per-conversation setting on Signal)."""
+        if recipient in self._expiry_set:
+            return
+        body = {"recipient": recipient, "expiration_in_seconds": self.expiry_s}
+        await self._call("PUT", f"/v1/contacts/{self.number}", body)
+        self._expiry_set.add(recipient)
+
+    async def _call(self, verb: str, path: str, body: dict[str, Any]) -> Any:
+        try:
+            response = await self.http.request(verb, path, json=body)
+        except httpx.HTTPError as exc:
+            raise DeliveryError(type(exc).__name__) from None
+        if response.status_code >= 400:
+            raise delivery_error(response.status_code, response.text)
+        return response.json() if response.content else None

@@ -1,0 +1,134 @@
+"""bot/signal.py with the real signalbot 2 against the signal-cli-rest-api stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiohttp import WSCloseCode
+
+from bot.signal import Signal, parse_location, render
+from core.messages import Address, Attachment, Choice, DeliveryError, Inbound, Outbound
+from tests.standins.signal_cli import SignalStandIn
+
+ALICE = "0b1e9a63-3c57-4d3c-9d25-6f1f1d3c0a11"
+
+
+async def wait_for(condition: Callable[[], object], seconds: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[SignalStandIn]:
+    stand_in = SignalStandIn()
+    await stand_in.start()
+    yield stand_in
+    await stand_in.stop()
+
+
+@pytest.fixture
+def inbox() -> list[Inbound]:
+    return []
+
+
+@pytest.fixture
+async def signal(service: SignalStandIn, inbox: list[Inbound]) -> AsyncIterator[Signal]:
+    channel = Signal(service=service.service, number=service.number)
+
+    async def receive(inbound: Inbound) -> None:
+        await asyncio.sleep(0.01 if inbound.text == "first" else 0)  # a slow first message
+        inbox.append(inbound)
+
+    task = asyncio.create_task(channel.run(receive))
+    await asyncio.wait_for(channel.ready.wait(), 15)
+    await asyncio.wait_for(service.connected.wait(), 15)
+    yield channel
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await channel.http.aclose()
+
+
+async def test_it_turns_envelopes_into_inbound_events(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    frame = await service.send_text(ALICE, "first")
+    await service.send_text(ALICE, "second")
+    await service.send_group_text(ALICE, "in a group")
+    await service.push(
+        service.envelope(ALICE, {"message": "from my laptop"}, source_number=service.number)
+    )
+    await service.send_attachment(ALICE, b"%PDF-1.7 report", "application/pdf", text="doc")
+    await service.send_text(ALICE, "I am at https://maps.example/@52.5200,13.4050,15z")
+    await wait_for(lambda: len(inbox) == 4)
+    assert [i.text for i in inbox][:2] == ["first", "second"]  # in order, despite the delay
+    first = inbox[0]
+    stamp = frame["envelope"]["dataMessage"]["timestamp"]
+    assert (first.channel, first.address, first.message_id) == (
+        "signal",
+        ALICE,
+        f"{ALICE}:{stamp}",
+    )
+    assert inbox[2].attachments[0].data == b"%PDF-1.7 report"
+    location = inbox[3].location
+    assert location is not None and (location.latitude, location.longitude) == (52.52, 13.405)
+
+
+async def test_it_sends_numbered_choices_with_disappearing_messages(
+    service: SignalStandIn, signal: Signal
+) -> None:
+    to = Address("signal", ALICE)
+    question = Outbound("Can you talk?", choices=(Choice("yes", "Yes"), Choice("no", "No")))
+    delivered = await signal.send(to, question)
+    await signal.send(to, Outbound("ok", attachments=(Attachment("a.txt", "text/plain", b"x"),)))
+    assert service.sent[0] == {
+        "number": service.number,
+        "recipients": [ALICE],
+        "message": "Can you talk?\n1. Yes\n2. No",
+    }
+    assert service.sent[1]["base64_attachments"][0].endswith("base64,eA==")
+    expiry = [b for v, p, b in service.requests if p.startswith("/v1/contacts/")]
+    assert expiry == [{"recipient": ALICE, "expiration_in_seconds": 86400}]  # once per chat
+    assert delivered.message_id is not None
+    await signal.send(to, Outbound("", delete_message_ids=(delivered.message_id,)))
+    deletes = [b for v, p, b in service.requests if p.startswith("/v1/remote-delete/")]
+    assert deletes == [{"recipient": ALICE, "timestamp": int(delivered.message_id)}]
+
+
+async def test_it_classifies_send_failures(service: SignalStandIn, signal: Signal) -> None:
+    to = Address("signal", ALICE)
+    await signal.send(to, Outbound("warm up"))
+    cases = [
+        (400, f'Failed to send message: Unregistered user "{ALICE}"', True, "unregistered"),
+        (400, "Failed to send message: [429] Rate limit exceeded", True, "rate limited"),
+        (500, "signal-cli daemon unavailable", False, "signal-cli 500"),
+    ]
+    for status, error, permanent, reason in cases:
+        service.fail_next("/v2/send", status, error)
+        with pytest.raises(DeliveryError) as failure:
+            await signal.send(to, Outbound("hi"))
+        assert (failure.value.permanent, str(failure.value)) == (permanent, reason)
+        assert ALICE not in str(failure.value)
+
+
+@pytest.mark.parametrize("code", [WSCloseCode.INTERNAL_ERROR, WSCloseCode.OK])
+async def test_it_comes_back_after_the_socket_closes(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound], code: int
+) -> None:
+    await service.close_sockets(code)  # a clean close stops signalbot for good by itself
+    await service.send_text(ALICE, "while away")
+    await asyncio.wait_for(service.connected.wait(), 20)
+    await wait_for(lambda: inbox, 20)
+    assert [i.text for i in inbox] == ["while away"]
+
+
+def test_it_reads_locations_and_renders_options() -> None:
+    assert parse_location("-33.45, -70.66") is not None
+    assert parse_location("geo:52.52,13.405") is not None
+    assert parse_location("call me at 12.30, 14.00") is not None  # ambiguous, but harmless
+    assert parse_location("95.1,200.5") is None and parse_location("ok") is None
+    assert render(Outbound("Pick", choices=(Choice("a", "Alpha"),))) == "Pick\n1. Alpha"
