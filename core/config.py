@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     telegram_webhook_secret: SecretStr | None = None
     signal_service: str | None = None
     signal_number: str | None = None
+    # Pinged (GET) after each successful sweep, at most every 30 s (a dead-man's switch).
+    heartbeat_url: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

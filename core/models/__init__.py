@@ -7,14 +7,17 @@ from core.models.callback import CallbackToken
 from core.models.checkin import CheckIn, CheckInKind, CheckInState
 from core.models.conversation import Conversation, SeenInbound
 from core.models.defender import ChannelAddress, Consent, Defender, DefenderStatus, TrustedContact
+from core.models.desk import AlertNote, DeskSession, OrgKey, ReportReview
 from core.models.org import ApiToken, EscalationPolicy, InviteCode, Organisation, Responder, Role
 from core.models.outbox import OutboxMessage, OutboxState
-from core.models.report import Report
+from core.models.report import Evidence, Report
+from core.models.webhook import Webhook
 
 __all__ = [
     "Alert",
     "AlertEvent",
     "AlertKind",
+    "AlertNote",
     "AlertState",
     "ApiToken",
     "AuditEntry",
@@ -28,17 +31,22 @@ __all__ = [
     "Conversation",
     "Defender",
     "DefenderStatus",
+    "DeskSession",
     "Encrypted",
+    "Evidence",
     "EscalationPolicy",
     "InviteCode",
+    "OrgKey",
     "Organisation",
     "OutboxMessage",
     "OutboxState",
     "Priority",
     "Report",
+    "ReportReview",
     "Responder",
     "Role",
     "SeenInbound",
     "TrustedContact",
+    "Webhook",
     "utcnow",
 ]

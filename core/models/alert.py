@@ -49,6 +49,8 @@ class Alert(IdMixin, CreatedMixin, Base):
     open_key: Mapped[str | None] = mapped_column(String(80), unique=True)
     policy_snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
     do_not_contact: Mapped[bool] = mapped_column(default=False)  # duress: never reply to device
+    # A responder keeps the alert open after a check-in, to verify proof of life.
+    keep_open: Mapped[bool] = mapped_column(default=False)
     step: Mapped[int] = mapped_column(default=0)
     next_step_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=1)

@@ -35,6 +35,8 @@ class CheckIn(IdMixin, CreatedMixin, Base):
     kind: Mapped[CheckInKind]
     due_at: Mapped[datetime]
     grace_s: Mapped[int] = mapped_column(default=15 * 60)
+    # Seconds before due_at for the optional pre-reminder (None: no pre-reminder).
+    pre_reminder_s: Mapped[int | None]
     state: Mapped[CheckInState] = mapped_column(default=CheckInState.armed)
     # The sweep's next look at this row (pre-reminder, deadline, end of grace).
     next_action_at: Mapped[datetime]

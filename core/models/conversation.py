@@ -29,6 +29,9 @@ class Conversation(Encrypted, Base):
     expires_at: Mapped[datetime | None] = mapped_column(index=True)
     version: Mapped[int] = mapped_column(default=1)
 
+    # A writer that loaded an older version fails (StaleDataError) instead of overwriting.
+    __mapper_args__ = {"version_id_col": version}
+
 
 class SeenInbound(Base):
     """Inbound message ids already handled (update_id; Signal sender+timestamp), for dedupe."""

@@ -85,3 +85,4 @@ class TrustedContact(Encrypted, CreatedMixin, Base):
         ForeignKey("channel_addresses.id", ondelete="SET NULL")
     )
     responded_at: Mapped[datetime | None]
+    locale: Mapped[str | None] = mapped_column(String(16))  # None: the defender's language

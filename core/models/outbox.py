@@ -31,6 +31,11 @@ class OutboxMessage(Encrypted, CreatedMixin, Base):
     alert_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("alerts.id", ondelete="SET NULL"), index=True
     )
+    webhook_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("webhooks.id", ondelete="CASCADE")
+    )
+    # Who the row reaches: "defender", "contact", "responder" or "webhook" (None: unspecified).
+    recipient: Mapped[str | None] = mapped_column(String(16))
     payload_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # shredded once delivered
     idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
     state: Mapped[OutboxState] = mapped_column(default=OutboxState.pending)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.models.base import Base, CreatedMixin, Encrypted
+from core.models.base import Base, CreatedMixin, Encrypted, IdMixin
 
 
 class Report(Encrypted, CreatedMixin, Base):
@@ -28,3 +29,22 @@ class Report(Encrypted, CreatedMixin, Base):
     )
 
     __table_args__ = (Index(None, "org_id", "created_at"),)
+
+
+class Evidence(IdMixin, CreatedMixin, Base):
+    """A photo, document or voice note for a report, sealed to the organisation key on arrival.
+
+    The row exists before its report does (evidence is sealed the moment it arrives, the report
+    is filed at the end), so ``report_id`` is the id the report will get, not a foreign key.
+    Only ids and times are in clear; hash, type, name and bytes are inside the sealed box.
+    """
+
+    __tablename__ = "report_evidence"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
+    defender_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("defenders.id", ondelete="SET NULL"), index=True
+    )
+    report_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    filed_at: Mapped[datetime | None]  # None: the report was never sent; purged with the draft

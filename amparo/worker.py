@@ -1,0 +1,102 @@
+"""``amparo worker``: the scheduler and the outbox dispatcher, without the desk.
+
+Any number of workers (and ``amparo serve``, which runs the same engine) may share one
+PostgreSQL database: claims are atomic, so there is no leader to elect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Mapping
+
+import httpx
+
+from amparo.runtime import Runtime, open_runtime
+from core import logs, metrics
+from core.config import Settings
+from core.dispatch import Dispatcher
+from core.messages import Channel
+from core.models import utcnow
+from core.scheduler import Scheduler
+from core.sweep import Sweep
+
+log = logging.getLogger("amparo.worker")
+
+
+def owner_id() -> str:
+    """Who holds a lease: readable in the database when a worker dies holding one."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def build_channels(rt: Runtime) -> dict[str, Channel]:
+    """The channels whose settings are present (DESIGN.md: "a channel runs when …")."""
+    from bot.signal import Signal
+    from bot.telegram import Telegram
+
+    cfg = rt.settings
+    channels: dict[str, Channel] = {}
+    if cfg.telegram_token is not None:
+        secret = cfg.telegram_webhook_secret
+        channels["telegram"] = Telegram(
+            token=cfg.telegram_token.get_secret_value(),
+            api_url=cfg.telegram_api_url,
+            sessions=rt.sessions,
+            vault=rt.vault,
+            webhook_url=cfg.telegram_webhook_url,
+            webhook_secret=secret.get_secret_value() if secret else None,
+        )
+    if cfg.signal_service and cfg.signal_number:
+        channels["signal"] = Signal(service=cfg.signal_service, number=cfg.signal_number)
+    return channels
+
+
+async def run_engine(
+    rt: Runtime,
+    channels: Mapping[str, Channel],
+    *,
+    owner: str | None = None,
+    interval_s: float = 5.0,
+    lease_s: float = 30.0,
+    send_lease_s: float = 60.0,
+) -> None:
+    """Sweep and deliver until cancelled; a dead worker's claims expire after the leases."""
+    owner = owner or owner_id()
+    async with httpx.AsyncClient(timeout=15) as http:
+        sweeper = Sweep(
+            rt.sessions,
+            rt.vault,
+            owner=owner,
+            lease_s=lease_s,
+            observe=metrics.lateness.observe,
+            clock=utcnow,
+        )
+        scheduler = Scheduler(
+            sweeper, interval_s=interval_s, heartbeat_url=rt.settings.heartbeat_url, http=http
+        )
+        dispatcher = Dispatcher(
+            rt.sessions, rt.vault, channels, owner=owner, http=http, lease_s=send_lease_s
+        )
+        scheduler.start()
+        log.info("engine running", extra={"owner": owner, "channels": sorted(channels)})
+        try:
+            await dispatcher.run()
+        finally:
+            await scheduler.stop()
+
+
+async def worker(settings: Settings) -> None:
+    logs.configure(settings.log_level)
+    async with open_runtime(settings) as rt:
+        task = asyncio.create_task(run_engine(rt, build_channels(rt)))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            log.info("worker stopped")

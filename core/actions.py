@@ -1,0 +1,190 @@
+"""Carry out an alert's step: outbox rows and timeline lines, in the caller's transaction.
+
+Idempotency keys are ``a:<alert>:<step>:<role>:<person>|<channel>:<address>``: one message per
+(alert, step, recipient, channel). A step redone after a crash writes the same keys, and the
+fallback to another address keeps the part before ``|``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import notices, recipients, webhooks
+from core.crypto import Vault
+from core.escalation import Act, AlertStep, Policy, desk_told
+from core.messages import Outbound
+from core.models import Alert, AlertEvent, AlertKind, Defender, OutboxMessage, OutboxState
+from core.outbox import Item, enqueue_many
+from core.recipients import Recipient
+
+
+def key(stem: str, who: Recipient) -> str:
+    return f"{stem}:{who.role}:{who.person.hex}|{who.channel}:{who.address_id.hex}"
+
+
+def key_person(idempotency_key: str) -> tuple[str, uuid.UUID] | None:
+    """(role, person) from a key written by ``key``; None for any other key."""
+    parts = idempotency_key.split("|", 1)[0].split(":")
+    if len(parts) != 5 or parts[0] != "a":
+        return None
+    try:
+        return parts[3], uuid.UUID(hex=parts[4])
+    except ValueError:
+        return None
+
+
+def item(stem: str, who: Recipient, message: Outbound, alert: Alert) -> Item:
+    return Item(
+        who.channel,
+        alert.priority,
+        key(stem, who),
+        message=message,
+        address_id=who.address_id,
+        alert_id=alert.id,
+        recipient=who.role,
+    )
+
+
+def event(
+    alert: Alert, name: str, now: datetime, *, actor: str = "engine", **detail: object
+) -> AlertEvent:
+    return AlertEvent(alert_id=alert.id, at=now, kind=name, actor=actor, detail=dict(detail))
+
+
+Step = tuple[Alert, Defender, AlertStep]
+
+
+async def perform(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    alert: Alert,
+    defender: Defender,
+    step: AlertStep,
+    now: datetime,
+) -> None:
+    await perform_many(session, vault, [(alert, defender, step)], now=now)
+
+
+async def perform_many(
+    session: AsyncSession, vault: Vault, steps: list[Step], *, now: datetime
+) -> None:
+    """Write each step's messages and timeline line, and move each alert to its next step.
+    Recipients are looked up once for the whole batch (an alert storm is many steps)."""
+    wants = {act: [(a, d) for a, d, st in steps if act in st.acts] for act in Act}
+    mine = [d.id for a, d in wants[Act.remind_again] if not a.do_not_contact]
+    addresses = await recipients.defender_addresses(session, mine)
+    contacts = await recipients.contacts_of(session, [d for _a, d in wants[Act.notify_contacts]])
+    orgs = {a.org_id for a, _d in wants[Act.notify_desk]}
+    desks = {org: await recipients.desk(session, org) for org in orgs}
+    hooks = {org: await webhooks.active(session, org) for org in orgs}
+    items: list[Item] = []
+    for alert, defender, step in steps:
+        stem = f"a:{alert.id.hex}:{step.step}"
+        told: dict[str, object] = {"step": step.step, "reason": step.reason}
+        if Act.remind_again in step.acts and not alert.do_not_contact:
+            best = addresses.get(defender.id)
+            if best is not None:
+                me = recipients.Recipient("defender", defender.id, *best, defender.locale)
+                msg = notices.second_reminder(me.locale, discreet=defender.discreet)
+                items.append(item(stem, me, msg, alert))
+            told["defender"] = best is not None
+        if Act.notify_contacts in step.acts:
+            duress = alert.kind is AlertKind.duress
+            for who in contacts[defender.id]:
+                msg = notices.contact_notice(who.locale, defender.handle, duress=duress)
+                items.append(item(stem, who, msg, alert))
+            told["contacts"] = len(contacts[defender.id])
+        if Act.notify_desk in step.acts:
+            for who in desks[alert.org_id]:
+                msg = desk_message(alert, step, who.locale, defender, now)
+                items.append(item(stem, who, msg, alert))
+            alert.step, alert.state = step.step, step.state  # as the webhook body reports it
+            event_type, handle = step.desk_event or "alert.escalated", defender.handle
+            hooked = webhooks.event_items(
+                alert, hooks[alert.org_id], handle=handle, event_type=event_type, stem=stem
+            )
+            items.extend(hooked)
+            told.update(responders=len(desks[alert.org_id]), webhooks=len(hooked))
+        session.add(
+            AlertEvent(alert_id=alert.id, at=now, kind="step", actor="engine", detail=told)
+        )
+        alert.step, alert.state, alert.next_step_at = step.step, step.state, step.next_step_at
+    await enqueue_many(session, vault, items, now=now)
+
+
+def desk_message(
+    alert: Alert, step: AlertStep, locale: str, defender: Defender, now: datetime
+) -> Outbound:
+    if step.reason == "ack_timeout" and alert.acknowledged_at is not None:
+        minutes = max(1, round((now - alert.acknowledged_at).total_seconds() / 60))
+        return notices.desk_ack_timeout(locale, defender.handle, minutes)
+    return notices.desk_alert(locale, alert.kind, defender.handle, repeat=step.reason == "repeat")
+
+
+async def alerted(session: AsyncSession, alert: Alert) -> dict[str, set[uuid.UUID]]:
+    """The contacts and responders a message of this alert reached or is still trying to."""
+    stmt = select(OutboxMessage.idempotency_key).where(
+        OutboxMessage.alert_id == alert.id,
+        OutboxMessage.state.in_((OutboxState.pending, OutboxState.sending, OutboxState.delivered)),
+    )
+    found: dict[str, set[uuid.UUID]] = {"contact": set(), "responder": set()}
+    for (k,) in (await session.execute(stmt)).all():
+        person = key_person(k)
+        if person is not None and person[0] in found:
+            found[person[0]].add(person[1])
+    return found
+
+
+async def closing(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    alert: Alert,
+    defender: Defender,
+    outcome: str,
+    now: datetime,
+) -> None:
+    """Tell everyone who was alerted that it is over; contacts only when the person is safe."""
+    parties = await alerted(session, alert)
+    stem = f"a:{alert.id.hex}:closed"
+    items: list[Item] = []
+    if outcome in notices.SAFE_OUTCOMES:
+        for who in await recipients.contacts(session, defender, only=parties["contact"]):
+            msg = notices.contact_all_clear(who.locale, defender.handle)
+            items.append(item(stem, who, msg, alert))
+    for who in await recipients.responders(session, parties["responder"]):
+        msg = notices.desk_closed(who.locale, defender.handle, outcome)
+        items.append(item(stem, who, msg, alert))
+    if desk_told(alert.kind, alert.step):
+        hooks = await webhooks.active(session, alert.org_id)
+        items.extend(
+            webhooks.event_items(
+                alert, hooks, handle=defender.handle, event_type="alert.resolved", stem=stem
+            )
+        )
+    await enqueue_many(session, vault, items, now=now)
+
+
+async def webhook_event(
+    session: AsyncSession,
+    vault: Vault,
+    alert: Alert,
+    defender: Defender,
+    event_type: str,
+    now: datetime,
+) -> None:
+    stem = f"a:{alert.id.hex}:v{alert.version}"
+    hooks = await webhooks.active(session, alert.org_id)
+    items = webhooks.event_items(
+        alert, hooks, handle=defender.handle, event_type=event_type, stem=stem
+    )
+    await enqueue_many(session, vault, items, now=now)
+
+
+def policy(alert: Alert) -> Policy:
+    return Policy.from_json(alert.policy_snapshot)

@@ -1,0 +1,251 @@
+"""Alerts: raise, locate, acknowledge, resolve; all in the caller's transaction.
+
+Every change locks the alert, bumps its ``version`` (so a sweep that claimed it drops its stale
+decision) and clears the sweep's lease. One open alert per defender and kind: ``open_key``.
+Duress alerts never send anything to the defender's device and cannot be cancelled from it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import actions, escalation, notices, recipients
+from core.claims import locked, write_lock
+from core.crypto import Vault, seal
+from core.escalation import DEFAULT_POLICY, Policy
+from core.models import (
+    Alert,
+    AlertKind,
+    AlertState,
+    Defender,
+    EscalationPolicy,
+    Organisation,
+    Priority,
+)
+from core.outbox import enqueue_many
+
+PRIORITY = {AlertKind.panic: Priority.P0, AlertKind.duress: Priority.P0}
+
+
+def dedup_key(defender_id: uuid.UUID, kind: AlertKind) -> str:
+    """Stable while the alert is open; the external desk acknowledges and resolves by it."""
+    return f"{defender_id.hex}-{kind}"
+
+
+async def policies_for(
+    session: AsyncSession, defenders: Iterable[Defender]
+) -> dict[uuid.UUID, Policy]:
+    """Each defender's policy, else their organisation's default, else the built-in ladder."""
+    people = list(defenders)
+    chosen = {d.policy_id for d in people if d.policy_id is not None}
+    stmt = select(EscalationPolicy).where(
+        EscalationPolicy.org_id.in_({d.org_id for d in people}),
+        EscalationPolicy.id.in_(chosen) | EscalationPolicy.is_default.is_(True),
+    )
+    rows = list((await session.execute(stmt)).scalars())
+    by_id = {p.id: p for p in rows}
+    defaults = {p.org_id: p for p in rows if p.is_default}
+    found = {}
+    for d in people:
+        row = by_id.get(d.policy_id) if d.policy_id else None
+        row = row if row is not None and row.org_id == d.org_id else defaults.get(d.org_id)
+        found[d.id] = DEFAULT_POLICY if row is None else Policy.from_json(row.steps)
+    return found
+
+
+async def policy_for(session: AsyncSession, defender: Defender) -> Policy:
+    return (await policies_for(session, [defender]))[defender.id]
+
+
+async def open_alert(session: AsyncSession, key: str) -> Alert | None:
+    stmt = select(Alert).where(Alert.open_key == key)
+    return (await session.execute(locked(stmt, session))).scalar_one_or_none()
+
+
+async def raise_alert(
+    session: AsyncSession, vault: Vault, *, defender: Defender, kind: AlertKind, now: datetime
+) -> Alert:
+    """Open an alert, or return the one of this kind already open; its first step is taken
+    at once (panic and duress: the desk and the trusted contacts, at P0)."""
+    return (await raise_many(session, vault, [defender], kind=kind, now=now))[defender.id]
+
+
+async def raise_many(
+    session: AsyncSession,
+    vault: Vault,
+    defenders: Iterable[Defender],
+    *,
+    kind: AlertKind,
+    now: datetime,
+) -> dict[uuid.UUID, Alert]:
+    """``raise_alert`` for many defenders at once (a wave of missed check-ins)."""
+    people = {d.id: d for d in defenders}
+    await write_lock(session)
+    keys = [dedup_key(d, kind) for d in people]
+    stmt = locked(select(Alert).where(Alert.open_key.in_(keys)), session)
+    found = {a.defender_id: a for a in (await session.execute(stmt)).scalars()}
+    new = [d for d in people.values() if d.id not in found]
+    if not new:
+        return found
+    policies = await policies_for(session, new)
+    created = [_alert(d, kind, policies[d.id], now) for d in new]
+    try:
+        async with session.begin_nested():  # a unique open_key per defender and kind
+            session.add_all(created)
+    except IntegrityError:  # a concurrent transaction opened one of them (PostgreSQL)
+        if len(new) > 1:
+            for d in new:
+                found.update(await raise_many(session, vault, [d], kind=kind, now=now))
+            return found
+        existing = await open_alert(session, dedup_key(new[0].id, kind))
+        if existing is None:
+            raise
+        return {**found, new[0].id: existing}
+    actor = "engine" if kind is AlertKind.missed_checkin else "defender"
+    session.add_all(
+        actions.event(a, "triggered", now, actor=actor, kind=str(kind)) for a in created
+    )
+    steps = [
+        (a, people[a.defender_id], escalation.opening(kind, policies[a.defender_id], now))
+        for a in created
+    ]
+    await actions.perform_many(session, vault, steps, now=now)
+    return {**found, **{a.defender_id: a for a in created}}
+
+
+def _alert(defender: Defender, kind: AlertKind, policy: Policy, now: datetime) -> Alert:
+    key = dedup_key(defender.id, kind)
+    return Alert(
+        id=uuid.uuid4(),
+        org_id=defender.org_id,
+        defender_id=defender.id,
+        kind=kind,
+        priority=int(PRIORITY.get(kind, Priority.P1)),
+        state=AlertState.triggered,
+        dedup_key=key,
+        open_key=key,
+        policy_snapshot=policy.to_json(),
+        do_not_contact=kind is AlertKind.duress,
+        step=0,
+        version=1,
+        triggered_at=now,
+        created_at=now,
+    )
+
+
+async def lock(session: AsyncSession, alert: Alert) -> Alert:
+    """The alert re-read under a lock, its fence bumped and any sweep lease dropped."""
+    await write_lock(session)
+    stmt = select(Alert).where(Alert.id == alert.id).execution_options(populate_existing=True)
+    fresh = (await session.execute(locked(stmt, session))).scalar_one()
+    fresh.version += 1
+    fresh.lease_owner, fresh.lease_until = None, None
+    return fresh
+
+
+async def _defender(session: AsyncSession, alert: Alert) -> Defender:
+    found = await session.get(Defender, alert.defender_id)
+    assert found is not None
+    return found
+
+
+async def add_location(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    alert: Alert,
+    latitude: float,
+    longitude: float,
+    now: datetime,
+) -> None:
+    """Seal the location to the organisation's key (the server cannot read it back)."""
+    alert = await lock(session, alert)
+    org = await session.get(Organisation, alert.org_id)
+    if org is None or org.public_key is None:  # never stored in clear: dropped, and said so
+        session.add(actions.event(alert, "location_unavailable", now, actor="defender"))
+        return
+    body = {"latitude": latitude, "longitude": longitude, "at": now.isoformat()}
+    alert.location_sealed = seal(
+        org.public_key, org_id=org.id, record_id=alert.id, kind="alert_location", body=body
+    )
+    session.add(actions.event(alert, "location_added", now, actor="defender"))
+    if escalation.desk_told(alert.kind, alert.step) and alert.state is not AlertState.resolved:
+        defender = await _defender(session, alert)
+        stem = f"a:{alert.id.hex}:loc{alert.version}"
+        items = [
+            actions.item(stem, who, notices.desk_location(who.locale, defender.handle), alert)
+            for who in await recipients.desk(session, alert.org_id)
+        ]
+        await enqueue_many(session, vault, items, now=now)
+
+
+async def acknowledge(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    alert: Alert,
+    responder_id: uuid.UUID | None,
+    now: datetime,
+    via: str,
+) -> None:
+    """Stop the repeats; if it is still open after the ack timeout, it triggers again."""
+    alert = await lock(session, alert)
+    if alert.state is not AlertState.triggered:
+        return
+    alert.state = AlertState.acknowledged
+    alert.acknowledged_at, alert.acknowledged_by = now, responder_id
+    alert.next_step_at = escalation.ack_deadline(actions.policy(alert), now)
+    actor = f"responder:{responder_id}" if responder_id else via
+    session.add(actions.event(alert, "acknowledged", now, actor=actor, via=via))
+    if escalation.desk_told(alert.kind, alert.step):
+        defender = await _defender(session, alert)
+        await actions.webhook_event(session, vault, alert, defender, "alert.acknowledged", now)
+
+
+async def resolve(
+    session: AsyncSession, vault: Vault, *, alert: Alert, outcome: str, actor: str, now: datetime
+) -> None:
+    """Close the alert; everyone who was alerted hears that it is over."""
+    if not 0 < len(outcome) <= 24:
+        raise ValueError("an outcome is 1 to 24 characters")
+    alert = await lock(session, alert)
+    if alert.state is AlertState.resolved:
+        return
+    alert.state, alert.outcome, alert.resolved_at = AlertState.resolved, outcome, now
+    alert.open_key, alert.next_step_at = None, None
+    session.add(actions.event(alert, "resolved", now, actor=actor, outcome=outcome))
+    defender = await _defender(session, alert)
+    await actions.closing(session, vault, alert=alert, defender=defender, outcome=outcome, now=now)
+
+
+async def cancel_alert(
+    session: AsyncSession, vault: Vault, *, alert: Alert, now: datetime
+) -> None:
+    """The defender's false alarm. A duress alert is not cancelled (whoever holds the phone
+    may be making them), and nothing visible tells them so."""
+    if alert.kind is AlertKind.duress:
+        alert = await lock(session, alert)
+        session.add(actions.event(alert, "cancel_ignored", now, actor="defender"))
+        return
+    await resolve(session, vault, alert=alert, outcome="false_alarm", actor="defender", now=now)
+
+
+async def keep_open(
+    session: AsyncSession, *, alert: Alert, responder_id: uuid.UUID, now: datetime
+) -> None:
+    """A responder wants proof of life: a later check-in will not close this alert."""
+    alert = await lock(session, alert)
+    alert.keep_open = True
+    session.add(actions.event(alert, "kept_open", now, actor=f"responder:{responder_id}"))
+
+
+async def by_dedup_key(session: AsyncSession, *, org_id: uuid.UUID, key: str) -> Alert | None:
+    """The open alert an external desk refers to (another organisation's key: None)."""
+    stmt = select(Alert).where(Alert.open_key == key, Alert.org_id == org_id)
+    return (await session.execute(stmt)).scalar_one_or_none()

@@ -1,0 +1,211 @@
+"""Check-ins as the flows see them: one-off timers, routines, "I'm safe", extend, pause.
+
+Timers are rows the sweep claims (``core.sweep``). Every change here locks the defender's rows,
+bumps their ``version`` and clears any sweep lease, so a sweep that claimed a row before the
+change drops its stale decision. Flows must verify the PIN before ``check_in``, ``extend``,
+``pause`` and re-arming a timer whose reminder has gone out: each of them stops an escalation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import actions, alerts, notices, recipients, wakeup
+from core.claims import locked, write_lock
+from core.crypto import Vault
+from core.escalation import first_action_at, next_occurrence, parse_days
+from core.models import (
+    AlertKind,
+    CheckIn,
+    CheckInKind,
+    CheckInState,
+    Defender,
+    DefenderStatus,
+)
+from core.outbox import enqueue_many
+
+LIVE = (CheckInState.armed, CheckInState.reminded)
+
+
+async def _rows(
+    session: AsyncSession, defender: Defender, states: tuple[CheckInState, ...]
+) -> list[CheckIn]:
+    await write_lock(session)
+    stmt = (
+        select(CheckIn)
+        .where(CheckIn.defender_id == defender.id, CheckIn.state.in_(states))
+        .order_by(CheckIn.due_at)
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(locked(stmt, session))).scalars())
+
+
+def _touch(session: AsyncSession, row: CheckIn, state: CheckInState) -> None:
+    row.state = state
+    row.version += 1
+    row.lease_owner, row.lease_until = None, None
+    if state is CheckInState.armed:
+        wakeup.touch(session, wakeup.TIMERS, row.next_action_at)
+
+
+def _arm(session: AsyncSession, row: CheckIn, due_at: datetime, now: datetime) -> None:
+    row.due_at = due_at
+    row.next_action_at = first_action_at(due_at, row.pre_reminder_s, now)
+    _touch(session, row, CheckInState.armed)
+
+
+def _routine_due(defender: Defender, row: CheckIn, after: datetime) -> datetime | None:
+    if not row.routine_time or not row.routine_days:
+        return None
+    local = time.fromisoformat(row.routine_time)
+    return next_occurrence(local, row.routine_days, defender.timezone, after)
+
+
+async def _new(
+    session: AsyncSession, defender: Defender, kind: CheckInKind, due_at: datetime, now: datetime
+) -> CheckIn:
+    policy = await alerts.policy_for(session, defender)
+    row = CheckIn(
+        defender_id=defender.id,
+        kind=kind,
+        grace_s=policy.grace_s,
+        pre_reminder_s=policy.pre_reminder_s,
+        version=0,
+        created_at=now,
+    )
+    _arm(session, row, due_at, now)
+    session.add(row)
+    return row
+
+
+async def arm_timer(
+    session: AsyncSession, *, defender: Defender, due_at: datetime, now: datetime
+) -> CheckIn:
+    """A one-off deadline; it replaces the defender's live (or paused) one-off timer."""
+    for row in await _rows(session, defender, (*LIVE, CheckInState.paused)):
+        if row.kind is CheckInKind.timer:
+            _touch(session, row, CheckInState.cancelled)
+    return await _new(session, defender, CheckInKind.timer, due_at, now)
+
+
+async def set_routine(
+    session: AsyncSession, *, defender: Defender, local_time: time, days: str, now: datetime
+) -> CheckIn:
+    """Every ``days`` (Monday = 0) at ``local_time`` in the defender's zone, DST included.
+    A reminder already running finishes first; the new schedule applies after it."""
+    parse_days(days)
+    hhmm = local_time.strftime("%H:%M")
+    for row in await _rows(session, defender, (*LIVE, CheckInState.paused)):
+        if row.kind is CheckInKind.routine:
+            row.routine_time, row.routine_days = hhmm, days
+            if row.state is CheckInState.armed:
+                _arm(session, row, next_occurrence(local_time, days, defender.timezone, now), now)
+            else:
+                _touch(session, row, row.state)
+            return row
+    due = next_occurrence(local_time, days, defender.timezone, now)
+    row = await _new(session, defender, CheckInKind.routine, due, now)
+    row.routine_time, row.routine_days = hhmm, days
+    return row
+
+
+async def clear_routine(session: AsyncSession, *, defender: Defender) -> None:
+    """No more routine check-ins; a reminder already running still ends in an alert if unmet."""
+    for row in await _rows(session, defender, (*LIVE, CheckInState.paused)):
+        if row.kind is not CheckInKind.routine:
+            continue
+        if row.state is CheckInState.reminded:
+            row.routine_days = None  # this occurrence is the last one
+            _touch(session, row, row.state)
+        else:
+            _touch(session, row, CheckInState.cancelled)
+
+
+async def check_in(
+    session: AsyncSession, vault: Vault, *, defender: Defender, now: datetime
+) -> bool:
+    """ "I'm safe", after the flow verified the PIN: meets the live timer, re-arms the routine,
+    keeps only this time as the last check-in (R24) and closes an open missed-check-in alert as
+    safe, with an all-clear to everyone who was alerted. True if anything was met or closed."""
+    something = False
+    window = timedelta(seconds=(await alerts.policy_for(session, defender)).early_checkin_s)
+    for row in await _rows(session, defender, LIVE):
+        early = row.due_at - window
+        if row.kind is CheckInKind.timer:
+            _touch(session, row, CheckInState.met)
+        elif row.state is CheckInState.reminded or now >= early:
+            following = _routine_due(defender, row, max(now, row.due_at))
+            if following is None:
+                _touch(session, row, CheckInState.met)
+            else:
+                _arm(session, row, following, now)
+        else:
+            continue
+        something = True
+    defender.last_checkin_at = now
+    alert = await alerts.open_alert(
+        session, alerts.dedup_key(defender.id, AlertKind.missed_checkin)
+    )
+    if alert is None:
+        return something
+    if not alert.keep_open:
+        await alerts.resolve(
+            session, vault, alert=alert, outcome="safe", actor="defender", now=now
+        )
+        return True
+    alert = await alerts.lock(session, alert)
+    session.add(actions.event(alert, "checked_in", now, actor="defender"))
+    stem = f"a:{alert.id.hex}:v{alert.version}"
+    told = (await actions.alerted(session, alert))["responder"]
+    items = [
+        actions.item(stem, who, notices.desk_kept_open(who.locale, defender.handle), alert)
+        for who in await recipients.responders(session, told)
+    ]
+    await enqueue_many(session, vault, items, now=now)
+    return True
+
+
+async def extend(
+    session: AsyncSession, *, defender: Defender, by: timedelta, now: datetime
+) -> CheckIn | None:
+    """Push the live one-off deadline back by ``by`` (from now, if it has already passed)."""
+    for row in await _rows(session, defender, LIVE):
+        if row.kind is CheckInKind.timer:
+            _arm(session, row, max(row.due_at, now) + by, now)
+            return row
+    return None
+
+
+async def pause(session: AsyncSession, *, defender: Defender, reason: str, now: datetime) -> None:
+    """Hold armed check-ins. A deadline already passed (reminder sent) is not paused: only
+    "I'm safe" stops that one, so a seized phone cannot silence an escalation by pausing."""
+    for row in await _rows(session, defender, (CheckInState.armed,)):
+        if row.due_at <= now:  # due, and the sweep has not got to it yet
+            continue
+        row.paused_reason = reason[:24]
+        _touch(session, row, CheckInState.paused)
+    if defender.status is DefenderStatus.active:
+        defender.status = DefenderStatus.paused
+
+
+async def resume(session: AsyncSession, *, defender: Defender, now: datetime) -> None:
+    """Re-arm paused check-ins: a routine at its next occurrence, a timer if still ahead."""
+    for row in await _rows(session, defender, (CheckInState.paused,)):
+        row.paused_reason = None
+        due = _routine_due(defender, row, now) if row.kind is CheckInKind.routine else row.due_at
+        if due is None or due <= now:
+            _touch(session, row, CheckInState.cancelled)
+        else:
+            _arm(session, row, due, now)
+    if defender.status is DefenderStatus.paused:
+        defender.status = DefenderStatus.active
+
+
+async def next_due(session: AsyncSession, *, defender: Defender) -> datetime | None:
+    stmt = select(func.min(CheckIn.due_at)).where(
+        CheckIn.defender_id == defender.id, CheckIn.state.in_(LIVE)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()

@@ -1,0 +1,228 @@
+"""What the dispatcher writes after a send: delivered, retry later, or fall back.
+
+A permanent failure (a blocked bot, an unregistered Signal user) or a wait longer than the
+message's patience falls back to the person's next address, written on the alert's timeline.
+When nobody else can be tried, escalation comes sooner rather than silently waiting: an
+unreachable contact or defender brings the alert's desk step (or the missed check-in) forward.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import actions, escalation, outbox, recipients, wakeup
+from core.claims import locked, write_lock
+from core.crypto import Vault
+from core.messages import Outbound
+from core.models import (
+    Alert,
+    AlertEvent,
+    AlertState,
+    ChannelAddress,
+    CheckIn,
+    CheckInState,
+    OutboxMessage,
+    OutboxState,
+    Priority,
+)
+
+MAX_ATTEMPTS = 12  # channel messages; then dead (visible, replayable)
+WEBHOOK_ATTEMPTS = 16  # about half a day with the one-hour cap
+CAP_S = {0: 30.0, 1: 120.0, 2: 600.0, 3: 600.0}
+WEBHOOK_CAP_S = 3600.0
+PATIENCE_S = {0: 60.0, 1: 300.0, 2: 900.0, 3: 3600.0}  # longer waits try another address
+
+
+@dataclass(frozen=True)
+class Attempt:
+    row_id: uuid.UUID
+    outcome: str  # "delivered", "retry", "permanent" or "deferred"
+    message: Outbound | None = None  # what was sent, for a fallback
+    error: str | None = None  # a class of error, never content
+    retry_after: float | None = None
+    wait: float = 0.0  # deferred by a rate limit: not an attempt
+
+
+def backoff(row: OutboxMessage, rng: Callable[[], float]) -> float:
+    """Exponential with "equal jitter": between half and all of min(cap, 2 s * 2^(n-1))."""
+    cap = WEBHOOK_CAP_S if row.webhook_id is not None else CAP_S.get(row.priority, 600.0)
+    ceiling: float = min(cap, 2.0 * 2.0 ** min(30, max(0, row.attempts - 1)))
+    return ceiling * (0.5 + rng() / 2)
+
+
+async def record(
+    session: AsyncSession,
+    vault: Vault,
+    attempts: list[Attempt],
+    *,
+    owner: str,
+    now: datetime,
+    rng: Callable[[], float],
+) -> None:
+    by_id = {a.row_id: a for a in attempts}
+    await write_lock(session)
+    stmt = select(OutboxMessage).where(
+        OutboxMessage.id.in_(list(by_id)),
+        OutboxMessage.lease_owner == owner,
+        OutboxMessage.state == OutboxState.sending,
+    )
+    for row in (await session.execute(locked(stmt, session))).scalars():
+        attempt = by_id[row.id]
+        row.lease_owner, row.lease_until = None, None
+        if attempt.outcome == "deferred":
+            row.state, row.next_attempt_at = OutboxState.pending, now + seconds(attempt.wait)
+            continue
+        row.attempts += 1
+        row.last_error = attempt.error
+        if attempt.outcome == "delivered":
+            await delivered(session, row, now)
+        elif attempt.outcome == "permanent":
+            row.state = OutboxState.failed
+            await block(session, row, now)
+            await fallback(session, vault, row, attempt.message, attempt.error, now, last=True)
+            row.shred("payload_enc")
+        else:
+            await retry(session, vault, row, attempt, now, rng)
+
+
+def seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+async def delivered(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:
+    row.state, row.delivered_at = OutboxState.delivered, now
+    row.shred("payload_enc")
+    if row.address_id is not None:
+        address = await session.get(ChannelAddress, row.address_id)
+        if address is not None and address.blocked_at is not None:
+            address.blocked_at = None  # reachable again (the person unblocked the bot)
+
+
+async def retry(
+    session: AsyncSession,
+    vault: Vault,
+    row: OutboxMessage,
+    attempt: Attempt,
+    now: datetime,
+    rng: Callable[[], float],
+) -> None:
+    limit = WEBHOOK_ATTEMPTS if row.webhook_id is not None else MAX_ATTEMPTS
+    if row.attempts >= limit:
+        row.state = OutboxState.dead
+        if row.alert_id is not None:
+            detail = {"outbox": str(row.id), "recipient": row.recipient, "channel": row.channel}
+            session.add(_event(row.alert_id, "delivery_dead", now, detail))
+        await fallback(session, vault, row, attempt.message, "gave_up", now, last=False)
+        return
+    if attempt.retry_after is not None:  # the channel said how long: honour it, never less
+        wait = attempt.retry_after * (1 + 0.1 * rng())
+    else:
+        wait = backoff(row, rng)
+    patience = PATIENCE_S.get(row.priority, 3600.0)
+    if wait > patience and row.webhook_id is None:
+        if await fallback(session, vault, row, attempt.message, "patience", now, last=False):
+            row.state = OutboxState.failed
+            row.shred("payload_enc")
+            return
+    row.state, row.next_attempt_at = OutboxState.pending, now + seconds(wait)
+
+
+async def block(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:
+    if row.address_id is not None:
+        address = await session.get(ChannelAddress, row.address_id)
+        if address is not None:
+            address.blocked_at = now
+
+
+def _event(
+    alert_id: uuid.UUID, kind: str, now: datetime, detail: Mapping[str, object]
+) -> AlertEvent:
+    return AlertEvent(alert_id=alert_id, at=now, kind=kind, actor="engine", detail=dict(detail))
+
+
+async def fallback(
+    session: AsyncSession,
+    vault: Vault,
+    row: OutboxMessage,
+    message: Outbound | None,
+    reason: str | None,
+    now: datetime,
+    *,
+    last: bool,
+) -> bool:
+    """Queue ``message`` to the person's next untried address; True if there was one. With
+    ``last`` (nothing more will be tried for this row) an unreachable person escalates."""
+    address = None if row.address_id is None else await session.get(ChannelAddress, row.address_id)
+    stem = row.idempotency_key.split("|", 1)[0]
+    if address is None or message is None:
+        others: list[ChannelAddress] = []
+    else:
+        others = await recipients.alternatives(session, address)
+    for other in others:  # an address already tried for this message has its key queued
+        assert message is not None
+        key = f"{stem}|{other.channel}:{other.id.hex}"
+        queued = await outbox.enqueue(
+            session,
+            vault,
+            to=other,
+            message=message,
+            priority=Priority(row.priority),
+            key=key,
+            now=now,
+            alert_id=row.alert_id,
+            recipient=row.recipient,
+        )
+        if queued is None:
+            continue
+        if row.alert_id is not None:
+            detail = {"outbox": str(row.id), "from": row.channel, "to": other.channel}
+            detail["reason"] = str(reason)
+            session.add(_event(row.alert_id, "delivery_fallback", now, detail))
+        return True
+    if last:
+        await unreachable(session, row, now)
+    return False
+
+
+async def unreachable(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:
+    if row.alert_id is not None:
+        detail = {"outbox": str(row.id), "recipient": row.recipient}
+        session.add(_event(row.alert_id, "recipient_unreachable", now, detail))
+        if row.recipient in ("contact", "defender"):
+            await desk_sooner(session, row.alert_id, now)
+    elif row.recipient == "defender" and row.idempotency_key.startswith("c:"):
+        await miss_sooner(session, uuid.UUID(hex=row.idempotency_key.split(":")[1]), now)
+
+
+async def desk_sooner(session: AsyncSession, alert_id: uuid.UUID, now: datetime) -> None:
+    stmt = select(Alert).where(Alert.id == alert_id).execution_options(populate_existing=True)
+    alert = (await session.execute(locked(stmt, session))).scalar_one_or_none()
+    if alert is None or alert.state is not AlertState.triggered:
+        return
+    if escalation.desk_told(alert.kind, alert.step) or alert.next_step_at is None:
+        return
+    if alert.next_step_at > now:
+        alert.next_step_at, alert.version = now, alert.version + 1
+        alert.lease_owner, alert.lease_until = None, None
+        session.add(actions.event(alert, "desk_brought_forward", now))
+        wakeup.touch(session, wakeup.TIMERS, now)
+
+
+async def miss_sooner(session: AsyncSession, checkin_id: uuid.UUID, now: datetime) -> None:
+    """The defender cannot get their reminder: the grace they cannot use is cut short."""
+    stmt = (
+        select(CheckIn).where(CheckIn.id == checkin_id).execution_options(populate_existing=True)
+    )
+    row = (await session.execute(locked(stmt, session))).scalar_one_or_none()
+    if row is None or row.state is not CheckInState.reminded or row.next_action_at <= now:
+        return
+    row.next_action_at, row.version = now, row.version + 1
+    row.grace_s = max(0, int((now - row.due_at).total_seconds()))
+    row.lease_owner, row.lease_until = None, None
+    wakeup.touch(session, wakeup.TIMERS, now)

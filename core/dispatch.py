@@ -1,0 +1,235 @@
+"""The dispatcher: one loop delivering every outbox row, P0 first, outside any transaction.
+
+1. Claim (one transaction): lease the most urgent due rows of the channels this process can
+   reach (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), decrypt payloads and addresses; commit.
+2. Send, with per-channel and per-recipient rate limits; each send has a timeout.
+3. Record (one transaction, fenced by our lease): delivered (payload shredded), retry later,
+   or fall back (``core.delivery``).
+
+A commit that queued rows wakes the loop at once (``core.wakeup``); otherwise it polls every
+``idle_s`` for rows queued by other processes and retries coming due. A crash between 1 and 3
+leaves leases that expire: the row is sent again with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core import metrics, wakeup, webhooks
+from core.claims import locked
+from core.crypto import CryptoError, Vault
+from core.db import transaction
+from core.delivery import Attempt, record
+from core.messages import Address, Channel, DeliveryError, Outbound
+from core.models import ChannelAddress, OutboxMessage, OutboxState, Webhook
+from core.ratelimit import DEFAULT_LIMITS, Bucket, Limit, Spacing
+
+log = logging.getLogger("amparo.dispatch")
+WEBHOOK = "webhook"
+
+
+@dataclass
+class Job:
+    row_id: uuid.UUID
+    channel: str
+    address_id: uuid.UUID | None
+    message: Outbound | None = None
+    to: Address | None = None
+    hook: Webhook | None = None
+    row: OutboxMessage | None = None
+    broken: str | None = None  # cannot be sent at all (undecryptable, address gone)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        vault: Vault,
+        channels: Mapping[str, Channel],
+        *,
+        owner: str,
+        http: httpx.AsyncClient | None = None,
+        limits: Mapping[str, Limit] = DEFAULT_LIMITS,
+        batch: int = 32,
+        lease_s: float = 60.0,
+        send_timeout_s: float = 30.0,
+        idle_s: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.sessions, self.vault, self.channels, self.owner = sessions, vault, channels, owner
+        self.http, self.batch, self.lease_s = http, batch, lease_s
+        # A send outliving its lease could be claimed and sent again by another dispatcher.
+        self.send_timeout_s = min(send_timeout_s, lease_s / 2)
+        self.idle_s, self.clock, self.rng = idle_s, clock, rng
+        self.buckets = {n: Bucket(lim.per_channel) for n, lim in limits.items() if lim.per_channel}
+        self.spacing = {
+            n: Spacing(lim.per_recipient) for n, lim in limits.items() if lim.per_recipient
+        }
+        self.names = [*channels, *([WEBHOOK] if http is not None else [])]
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled."""
+        loop = asyncio.get_running_loop()
+        stop = wakeup.subscribe(wakeup.OUTBOX, wakeup.event_setter(loop, self._wake))
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    busy = await self.dispatch_once(self.clock()) >= self.batch
+                except Exception:  # a database hiccup must not end delivery
+                    log.exception("dispatch failed; retrying")
+                    busy = False
+                if not busy:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.idle_s)
+                    except TimeoutError:
+                        pass
+        finally:
+            stop()
+
+    async def drain(self, now: datetime) -> int:
+        """Dispatch until nothing is due at ``now`` (tests drive the clock)."""
+        total = 0
+        while (n := await self.dispatch_once(now)) > 0:
+            total += n
+        return total
+
+    async def dispatch_once(self, now: datetime) -> int:
+        jobs = await self.claim(now)
+        if jobs:
+            attempts = await self.send_all(jobs, now)
+            async with transaction(self.sessions) as session:
+                await record(
+                    session, self.vault, attempts, owner=self.owner, now=now, rng=self.rng
+                )
+        return len(jobs)
+
+    async def claim(self, now: datetime) -> list[Job]:
+        if not self.names:
+            return []
+        due = (
+            (OutboxMessage.state == OutboxState.pending)
+            & (OutboxMessage.next_attempt_at <= now)
+            & OutboxMessage.channel.in_(self.names)
+        )
+        expired = (OutboxMessage.state == OutboxState.sending) & (OutboxMessage.lease_until < now)
+        async with self.sessions() as reader:  # idle: two index probes, no write lock taken
+            found = await reader.execute(
+                select(select(OutboxMessage.id).where(due).limit(1).exists()).add_columns(
+                    select(OutboxMessage.id).where(expired).limit(1).exists()
+                )
+            )
+            has_due, has_expired = found.one()
+        if not (has_due or has_expired):
+            return []
+        async with transaction(self.sessions) as s:
+            if has_expired:  # a dispatcher died while sending: those rows are sent again
+                await s.execute(
+                    update(OutboxMessage)
+                    .where(expired)
+                    .values(state=OutboxState.pending, lease_owner=None, lease_until=None)
+                    .execution_options(synchronize_session=False)
+                )
+            pick = (
+                select(OutboxMessage.id)
+                .where(due)
+                .order_by(OutboxMessage.priority, OutboxMessage.next_attempt_at)
+                .limit(self.batch)
+            )
+            claimed = await s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(locked(pick, s, skip=True).scalar_subquery()))
+                .values(
+                    state=OutboxState.sending,
+                    lease_owner=self.owner,
+                    lease_until=now + timedelta(seconds=self.lease_s),
+                )
+                .returning(OutboxMessage.id)
+                .execution_options(synchronize_session=False)
+            )
+            ids = [row_id for (row_id,) in claimed]
+            if not ids:
+                return []
+            stmt = (
+                select(OutboxMessage, ChannelAddress, Webhook)
+                .outerjoin(ChannelAddress, ChannelAddress.id == OutboxMessage.address_id)
+                .outerjoin(Webhook, Webhook.id == OutboxMessage.webhook_id)
+                .where(OutboxMessage.id.in_(ids))
+                .order_by(OutboxMessage.priority, OutboxMessage.next_attempt_at)
+            )
+            return [self._job(*r) for r in await s.execute(stmt)]
+
+    def _job(
+        self, row: OutboxMessage, address: ChannelAddress | None, hook: Webhook | None
+    ) -> Job:
+        job = Job(row.id, row.channel, row.address_id, row=row, hook=hook)
+        try:
+            if row.channel == WEBHOOK:
+                job.broken = None if hook is not None and hook.active else "webhook_gone"
+                return job
+            raw = row.get(self.vault, "payload_enc")
+            value = None if address is None else address.get_text(self.vault, "value_enc")
+            if raw is None or value is None:
+                job.broken = "nothing_to_send"
+                return job
+            job.message = Outbound.from_json(json.loads(raw))
+            job.to = Address(row.channel, value)
+        except (CryptoError, ValueError, KeyError):
+            job.broken = "undecryptable"
+        return job
+
+    async def send_all(self, jobs: list[Job], now: datetime) -> list[Attempt]:
+        """In priority order; concurrent sends, each after its channel's rate limit allows."""
+        tasks: list[asyncio.Task[Attempt]] = []
+        done: list[Attempt] = []
+        for job in jobs:
+            if job.broken is not None:
+                done.append(Attempt(job.row_id, "permanent", job.message, job.broken))
+                continue
+            spacing = self.spacing.get(job.channel)
+            wait = spacing.wait(job.address_id) if spacing and job.address_id else 0.0
+            if wait > 0:
+                done.append(Attempt(job.row_id, "deferred", wait=wait))
+                continue
+            bucket = self.buckets.get(job.channel)
+            if bucket is not None:
+                await bucket.take()
+            tasks.append(asyncio.create_task(self.send_one(job, now)))
+        return done + list(await asyncio.gather(*tasks))
+
+    async def send_one(self, job: Job, now: datetime) -> Attempt:
+        try:
+            async with asyncio.timeout(self.send_timeout_s):
+                if job.channel == WEBHOOK:
+                    assert self.http is not None and job.hook is not None and job.row is not None
+                    await webhooks.post(self.http, self.vault, job.hook, job.row, now)
+                else:
+                    assert job.to is not None and job.message is not None
+                    await self.channels[job.channel].send(job.to, job.message)
+        except DeliveryError as exc:
+            outcome = "permanent" if exc.permanent else "retry"
+            metrics.delivered(job.channel, outcome)
+            log.info("delivery failed", extra={"outbox": str(job.row_id), "outcome": outcome})
+            return Attempt(job.row_id, outcome, job.message, str(exc)[:200], exc.retry_after)
+        except Exception as exc:  # a channel's bug or a timeout: retry, never lose the message
+            metrics.delivered(job.channel, "error")
+            log.warning("send raised %s", type(exc).__name__, extra={"outbox": str(job.row_id)})
+            return Attempt(job.row_id, "retry", job.message, type(exc).__name__)
+        metrics.delivered(job.channel, "delivered")
+        return Attempt(job.row_id, "delivered")

@@ -1,0 +1,126 @@
+"""What the engine says to people, in the recipient's language.
+
+Nothing sent to a defender's device or to trusted contacts names the organisation, the word
+"panic" or "human rights" (SECURITY.md R9); desk notices are explicit but never name it either,
+since a responder's phone can be seized too.
+"""
+
+from __future__ import annotations
+
+from core import i18n
+from core.messages import Choice, Outbound
+from core.models import AlertKind
+
+SAFE_CHOICE = "safe"  # the key of the one-tap "I'm safe" button; flows then ask for the PIN
+SAFE_OUTCOMES = frozenset({"safe", "false_alarm"})  # contacts get an all-clear for these
+
+
+def _safe_button(locale: str) -> tuple[Choice, ...]:
+    _ = i18n.gettext(locale)
+    return (Choice(SAFE_CHOICE, _("I'm safe")),)
+
+
+def pre_reminder(locale: str, minutes: int, *, discreet: bool) -> Outbound:
+    ngettext = i18n.ngettext(locale)
+    text = ngettext(
+        "Your check-in is due in {minutes} minute.",
+        "Your check-in is due in {minutes} minutes.",
+        minutes,
+    ).format(minutes=minutes)
+    return Outbound(text=text, choices=_safe_button(locale), sensitive=discreet)
+
+
+def reminder(locale: str, *, discreet: bool) -> Outbound:
+    _ = i18n.gettext(locale)
+    text = _("It is time to check in. Choose “I'm safe” and enter your PIN.")
+    return Outbound(text=text, choices=_safe_button(locale), sensitive=discreet)
+
+
+def second_reminder(locale: str, *, discreet: bool) -> Outbound:
+    _ = i18n.gettext(locale)
+    text = _("You have not checked in yet. Choose “I'm safe” and enter your PIN now.")
+    return Outbound(text=text, choices=_safe_button(locale), sensitive=discreet)
+
+
+def contact_notice(locale: str, handle: str, *, duress: bool) -> Outbound:
+    _ = i18n.gettext(locale)
+    if duress:  # someone else may hold their phone: a call or message could endanger them
+        text = _(
+            "Your contact {handle} may need help. Please do not call or message their phone; "
+            "people who can help have been told."
+        )
+    else:
+        text = _(
+            "Your contact {handle} asked us to tell you they may need help. "
+            "Please try to reach them."
+        )
+    return Outbound(text=text.format(handle=handle))
+
+
+def contact_all_clear(locale: str, handle: str) -> Outbound:
+    _ = i18n.gettext(locale)
+    return Outbound(
+        text=_("Good news: {handle} is all right. No further action is needed.").format(
+            handle=handle
+        )
+    )
+
+
+def desk_alert(locale: str, kind: AlertKind, handle: str, *, repeat: bool) -> Outbound:
+    _ = i18n.gettext(locale)
+    if repeat:
+        text = _("Still not acknowledged: the alert for {handle}. Open the desk now.")
+    elif kind is AlertKind.panic:
+        text = _("EMERGENCY: {handle} raised an emergency alert. Acknowledge it in the desk.")
+    elif kind is AlertKind.duress:
+        text = _(
+            "EMERGENCY: {handle} may be under coercion. Do NOT contact their device. "
+            "Acknowledge it in the desk."
+        )
+    elif kind is AlertKind.missed_checkin:
+        text = _(
+            "{handle} missed a check-in and has not answered the reminders. "
+            "Acknowledge it in the desk."
+        )
+    else:
+        text = _("{handle} filed an urgent report. Open it in the desk.")
+    return Outbound(text=text.format(handle=handle))
+
+
+def desk_ack_timeout(locale: str, handle: str, minutes: int) -> Outbound:
+    ngettext = i18n.ngettext(locale)
+    text = ngettext(
+        "The alert for {handle} was acknowledged {minutes} minute ago and is still open.",
+        "The alert for {handle} was acknowledged {minutes} minutes ago and is still open.",
+        minutes,
+    )
+    return Outbound(text=text.format(handle=handle, minutes=minutes))
+
+
+def desk_closed(locale: str, handle: str, outcome: str) -> Outbound:
+    _ = i18n.gettext(locale)
+    if outcome == "safe":
+        text = _("{handle} checked in: the alert is closed as safe.")
+    elif outcome == "false_alarm":
+        text = _("{handle} cancelled the alert as a false alarm.")
+    else:
+        text = _("The alert for {handle} was closed by the desk.")
+    return Outbound(text=text.format(handle=handle))
+
+
+def desk_kept_open(locale: str, handle: str) -> Outbound:
+    _ = i18n.gettext(locale)
+    return Outbound(
+        text=_("{handle} checked in. The alert stays open until a responder verifies it.").format(
+            handle=handle
+        )
+    )
+
+
+def desk_location(locale: str, handle: str) -> Outbound:
+    _ = i18n.gettext(locale)
+    return Outbound(
+        text=_("{handle} shared a location for the open alert. Open it in the desk.").format(
+            handle=handle
+        )
+    )

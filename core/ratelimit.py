@@ -1,0 +1,59 @@
+"""Per-channel and per-recipient send rates (Telegram: 30 messages/s per bot, ~1/s per chat)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limit:
+    per_channel: float | None  # messages per second through the whole channel (the bot)
+    per_recipient: float | None  # messages per second to one chat
+
+
+DEFAULT_LIMITS = {
+    "telegram": Limit(per_channel=30.0, per_recipient=1.0),
+    "signal": Limit(per_channel=10.0, per_recipient=1.0),
+}
+
+
+class Bucket:
+    """A token bucket holding at most one second's worth of sends."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.clock = rate, clock
+        self.tokens, self.at = rate, clock()
+        self.lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self.lock:  # FIFO: earlier (higher priority) callers go first
+            while True:
+                now = self.clock()
+                self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+                self.at = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class Spacing:
+    """At most ``rate`` sends per second to one recipient; callers defer rather than wait."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.gap, self.clock = 1.0 / rate, clock
+        self.next: dict[object, float] = {}
+
+    def wait(self, recipient: object) -> float:
+        """0 and the slot is taken, or how many seconds until it frees up."""
+        now = self.clock()
+        if len(self.next) > 10_000:  # forget recipients whose slot is long free
+            self.next = {k: v for k, v in self.next.items() if v > now}
+        free = self.next.get(recipient, 0.0)
+        if free > now:
+            return free - now
+        self.next[recipient] = now + self.gap
+        return 0.0

@@ -1,0 +1,160 @@
+"""Who an escalation step reaches, and through which address.
+
+A person may have several addresses (Telegram, Signal…); the preferred one that has not failed
+permanently is used first. A blocked address is still tried when it is the only one left:
+marking an address blocked must never silence a person completely.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.models import (
+    ChannelAddress,
+    Consent,
+    Defender,
+    Responder,
+    TrustedContact,
+)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    role: str  # "defender", "contact" or "responder"
+    person: uuid.UUID  # the defender, trusted contact or responder: part of idempotency keys
+    address_id: uuid.UUID
+    channel: str
+    locale: str
+
+
+_ORDER = (ChannelAddress.blocked_at.is_not(None), ChannelAddress.preference, ChannelAddress.id)
+
+
+def _first_by_owner(
+    rows: Iterable[tuple[uuid.UUID | None, uuid.UUID, str]],
+) -> dict[uuid.UUID, tuple[uuid.UUID, str]]:
+    best: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
+    for owner, address_id, channel in rows:
+        if owner is not None:
+            best.setdefault(owner, (address_id, channel))
+    return best
+
+
+async def defender_addresses(
+    session: AsyncSession, defender_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, tuple[uuid.UUID, str]]:
+    """The best (address id, channel) of each defender, in one query."""
+    ids = list(defender_ids)
+    if not ids:
+        return {}
+    stmt = (
+        select(ChannelAddress.defender_id, ChannelAddress.id, ChannelAddress.channel)
+        .where(ChannelAddress.defender_id.in_(ids))
+        .order_by(*_ORDER)
+    )
+    return _first_by_owner((await session.execute(stmt)).all())
+
+
+async def defender(session: AsyncSession, person: Defender) -> Recipient | None:
+    best = (await defender_addresses(session, [person.id])).get(person.id)
+    if best is None:
+        return None
+    return Recipient("defender", person.id, best[0], best[1], person.locale)
+
+
+async def contacts(
+    session: AsyncSession, person: Defender, *, only: set[uuid.UUID] | None = None
+) -> list[Recipient]:
+    """The defender's confirmed trusted contacts (declined, revoked or pending ones never)."""
+    if only is not None and not only:
+        return []
+    stmt = (
+        select(TrustedContact.id, TrustedContact.locale, ChannelAddress.id, ChannelAddress.channel)
+        .join(ChannelAddress, ChannelAddress.id == TrustedContact.address_id)
+        .where(
+            TrustedContact.defender_id == person.id, TrustedContact.consent == Consent.confirmed
+        )
+        .order_by(TrustedContact.created_at, TrustedContact.id)
+    )
+    if only is not None:
+        stmt = stmt.where(TrustedContact.id.in_(only))
+    return [
+        Recipient("contact", cid, aid, channel, locale or person.locale)
+        for cid, locale, aid, channel in (await session.execute(stmt)).all()
+    ]
+
+
+async def contacts_of(
+    session: AsyncSession, people: Iterable[Defender]
+) -> dict[uuid.UUID, list[Recipient]]:
+    """The confirmed trusted contacts of many defenders, in one query."""
+    by_id = {p.id: p for p in people}
+    found: dict[uuid.UUID, list[Recipient]] = {d: [] for d in by_id}
+    if not by_id:
+        return found
+    stmt = (
+        select(TrustedContact.defender_id, TrustedContact.id, TrustedContact.locale)
+        .add_columns(ChannelAddress.id, ChannelAddress.channel)
+        .join(ChannelAddress, ChannelAddress.id == TrustedContact.address_id)
+        .where(
+            TrustedContact.defender_id.in_(list(by_id)),
+            TrustedContact.consent == Consent.confirmed,
+        )
+        .order_by(TrustedContact.created_at, TrustedContact.id)
+    )
+    for did, cid, locale, aid, channel in await session.execute(stmt):
+        who = Recipient("contact", cid, aid, channel, locale or by_id[did].locale)
+        found[did].append(who)
+    return found
+
+
+DESK_LOCALE = "en"  # responders have no language setting yet: desk notices are in English
+
+
+def _responders() -> Select[uuid.UUID, bool, uuid.UUID, str]:
+    return (
+        select(Responder.id, Responder.on_duty, ChannelAddress.id)
+        .add_columns(ChannelAddress.channel)
+        .join(ChannelAddress, ChannelAddress.responder_id == Responder.id)
+        .where(Responder.active.is_(True))
+        .order_by(Responder.id, *_ORDER)
+    )
+
+
+def _one_each(rows: Iterable[tuple[uuid.UUID, bool, uuid.UUID, str]]) -> list[Recipient]:
+    seen: dict[uuid.UUID, Recipient] = {}
+    for rid, _duty, aid, channel in rows:
+        seen.setdefault(rid, Recipient("responder", rid, aid, channel, DESK_LOCALE))
+    return list(seen.values())
+
+
+async def desk(session: AsyncSession, org_id: uuid.UUID) -> list[Recipient]:
+    """On-duty responders with an address; every active responder when nobody is on duty,
+    because an alert that reaches no one is the worst outcome."""
+    rows = (await session.execute(_responders().where(Responder.org_id == org_id))).all()
+    return _one_each([r for r in rows if r[1]] or rows)
+
+
+async def responders(session: AsyncSession, ids: set[uuid.UUID]) -> list[Recipient]:
+    """These responders (on duty or not), each at their best address."""
+    if not ids:
+        return []
+    rows = await session.execute(_responders().where(Responder.id.in_(ids)))
+    return _one_each(rows)
+
+
+async def alternatives(session: AsyncSession, failed: ChannelAddress) -> list[ChannelAddress]:
+    """The same person's other addresses, best first (a contact may have only one)."""
+    if failed.defender_id is not None:
+        owner = ChannelAddress.defender_id == failed.defender_id
+    elif failed.responder_id is not None:
+        owner = ChannelAddress.responder_id == failed.responder_id
+    else:
+        return []
+    stmt = select(ChannelAddress).where(owner, ChannelAddress.id != failed.id).order_by(*_ORDER)
+    return list((await session.execute(stmt)).scalars())

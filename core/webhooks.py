@@ -1,0 +1,204 @@
+"""External desk webhooks: the DESIGN.md body, Stripe-style signatures, dead letters, replay.
+
+Each event is an outbox row (channel "webhook") holding the exact body, encrypted; the
+dispatcher signs it at send time with ``t`` = now, so a retry carries a fresh timestamp and
+the same ``Amparo-Event-Id``. Anything but a 2xx answer is retried with backoff; after the
+last attempt the row is dead, listed for the desk and replayable.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import wakeup
+from core.crypto import Vault
+from core.messages import DeliveryError
+from core.models import Alert, OutboxMessage, OutboxState, Webhook
+from core.outbox import Item
+
+EVENTS = (
+    "alert.triggered",
+    "alert.escalated",
+    "alert.acknowledged",
+    "alert.resolved",
+    "report.filed",
+    "rollcall.closed",
+)
+TOLERANCE_S = 300  # receivers reject a timestamp further than this from their clock
+
+
+def iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def body(event_type: str, alert: Alert, *, handle: str, event_id: str) -> bytes:
+    """The raw JSON body; no plaintext report content, the location only sealed."""
+    if event_type not in EVENTS:
+        raise ValueError(f"unknown webhook event {event_type}")
+    sealed = alert.location_sealed
+    data = {
+        "event_id": event_id,
+        "type": event_type,
+        "dedup_key": alert.dedup_key,
+        "org": str(alert.org_id),
+        "alert": {
+            "id": str(alert.id),
+            "kind": str(alert.kind),
+            "priority": f"P{alert.priority}",
+            "state": str(alert.state),
+            "step": alert.step,
+            "defender": handle,
+            "do_not_contact": alert.do_not_contact,
+            "triggered_at": iso(alert.triggered_at),
+            "acknowledged_at": iso(alert.acknowledged_at),
+            "resolved_at": iso(alert.resolved_at),
+            "outcome": alert.outcome,
+            "location_sealed": None if sealed is None else base64.b64encode(sealed).decode(),
+        },
+    }
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def signature(secrets_: Sequence[bytes], raw: bytes, t: int) -> str:
+    """``t=<unix>,v1=<hex>``; during a rotation one v1 per secret, the current one first."""
+    signed = f"{t}.".encode() + raw
+    macs = [hmac.new(s, signed, hashlib.sha256).hexdigest() for s in secrets_]
+    return ",".join([f"t={t}", *(f"v1={m}" for m in macs)])
+
+
+def verify(header: str, raw: bytes, secrets_: Iterable[bytes], *, now: float) -> bool:
+    """What a receiver does (SECURITY.md R5): a fresh ``t`` and a v1 matching one secret.
+    Rejecting a repeated ``Amparo-Event-Id`` is the receiver's own bookkeeping."""
+    try:
+        parts = [p.split("=", 1) for p in header.split(",")]
+        ts = [v for k, v in parts if k == "t"]
+        sigs = [v for k, v in parts if k == "v1"]
+        t = int(ts[0]) if len(ts) == 1 else None
+    except ValueError:
+        return False
+    if t is None or abs(now - t) > TOLERANCE_S:
+        return False
+    signed = f"{t}.".encode() + raw
+    expected = [hmac.new(s, signed, hashlib.sha256).hexdigest() for s in secrets_]
+    return any(hmac.compare_digest(e, s) for e in expected for s in sigs)
+
+
+async def add(
+    session: AsyncSession, vault: Vault, *, org_id: uuid.UUID, url: str
+) -> tuple[Webhook, str]:
+    """A new webhook and its secret (shown once)."""
+    if not url.startswith(("https://", "http://")):
+        raise ValueError("a webhook URL starts with https:// (or http:// for local tests)")
+    secret = secrets.token_urlsafe(32)
+    hook = Webhook(id=uuid.uuid4(), org_id=org_id, url=url)
+    hook.put(vault, "secret_enc", secret)
+    session.add(hook)
+    return hook, secret
+
+
+async def rotate(
+    session: AsyncSession, vault: Vault, *, hook: Webhook, now: datetime, overlap: timedelta
+) -> str:
+    """A new secret; the old one keeps signing too until ``now + overlap``."""
+    secret = secrets.token_urlsafe(32)
+    hook.put(vault, "previous_secret_enc", hook.get(vault, "secret_enc"))
+    hook.previous_until = now + overlap
+    hook.put(vault, "secret_enc", secret)
+    await session.flush()
+    return secret
+
+
+def signing_secrets(vault: Vault, hook: Webhook, now: datetime) -> list[bytes]:
+    current = hook.get(vault, "secret_enc")
+    assert current is not None
+    previous = hook.get(vault, "previous_secret_enc")
+    live = previous is not None and hook.previous_until is not None and now < hook.previous_until
+    return [current, previous] if live and previous is not None else [current]
+
+
+async def active(session: AsyncSession, org_id: uuid.UUID) -> list[uuid.UUID]:
+    stmt = select(Webhook.id).where(Webhook.org_id == org_id, Webhook.active.is_(True))
+    return [hook_id for (hook_id,) in await session.execute(stmt.order_by(Webhook.id))]
+
+
+def event_items(
+    alert: Alert, hooks: Iterable[uuid.UUID], *, handle: str, event_type: str, stem: str
+) -> list[Item]:
+    """Outbox items for ``event_type`` to each of the organisation's ``hooks``."""
+    items = []
+    for hook_id in hooks:
+        raw = body(event_type, alert, handle=handle, event_id=uuid.uuid4().hex)
+        key = f"{stem}:{event_type}|webhook:{hook_id.hex}"
+        item = Item("webhook", alert.priority, key, raw=raw, webhook_id=hook_id)
+        items.append(replace(item, alert_id=alert.id, recipient="webhook"))
+    return items
+
+
+async def post(
+    client: httpx.AsyncClient, vault: Vault, hook: Webhook, row: OutboxMessage, now: datetime
+) -> None:
+    """Deliver one event; raises DeliveryError (transient: webhooks retry until a 2xx)."""
+    raw = row.get(vault, "payload_enc")
+    if raw is None:
+        raise DeliveryError("no payload", permanent=True)
+    event_id = json.loads(raw)["event_id"]
+    headers = {
+        "Content-Type": "application/json",
+        "Amparo-Event-Id": event_id,
+        "Amparo-Signature": signature(
+            signing_secrets(vault, hook, now), raw, int(now.timestamp())
+        ),
+    }
+    try:
+        answer = await client.post(hook.url, content=raw, headers=headers)
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"webhook {type(exc).__name__}") from None
+    if not 200 <= answer.status_code < 300:
+        retry_after = answer.headers.get("Retry-After", "")
+        wait = float(retry_after) if retry_after.isdigit() else None
+        raise DeliveryError(f"webhook HTTP {answer.status_code}", retry_after=wait)
+
+
+async def dead_letters(session: AsyncSession, *, org_id: uuid.UUID) -> list[OutboxMessage]:
+    """Webhook events that were given up on, oldest first, for the desk to see."""
+    stmt = (
+        select(OutboxMessage)
+        .join(Webhook, Webhook.id == OutboxMessage.webhook_id)
+        .where(Webhook.org_id == org_id, OutboxMessage.state == OutboxState.dead)
+        .order_by(OutboxMessage.created_at)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def replay(
+    session: AsyncSession, *, org_id: uuid.UUID, ids: Iterable[uuid.UUID], now: datetime
+) -> int:
+    """Queue dead events of this organisation again (another organisation's ids: ignored)."""
+    mine = select(Webhook.id).where(Webhook.org_id == org_id)
+    stmt = (
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(list(ids)),
+            OutboxMessage.state == OutboxState.dead,
+            OutboxMessage.webhook_id.in_(mine),
+        )
+        .values(state=OutboxState.pending, attempts=0, next_attempt_at=now, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(stmt)
+    count = int(result.rowcount)  # type: ignore[attr-defined]
+    if count:
+        wakeup.touch(session, wakeup.OUTBOX)
+    return count

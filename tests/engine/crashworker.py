@@ -1,0 +1,46 @@
+"""A worker process for the crash and concurrency tests: the real engine, a logging channel.
+
+python -m tests.engine.crashworker DB_URL KEY_FILE LOG_FILE
+Each delivery appends one line "address<TAB>text" to LOG_FILE with a single write(2), so a
+SIGKILL never leaves half a line, and a line is never lost once send() has returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+from amparo.runtime import Runtime
+from amparo.worker import run_engine
+from core.config import Settings
+from core.crypto import Vault, load_keyring
+from core.db import create_engine, sessionmaker
+from core.messages import Address, Delivered, Inbox, Outbound
+
+
+class LoggingChannel:
+    name: ClassVar[str] = "standin"
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    async def run(self, inbox: Inbox) -> None:
+        await asyncio.Event().wait()
+
+    async def send(self, to: Address, message: Outbound) -> Delivered:
+        os.write(self.fd, f"{to.value}\t{message.text}\n".encode())
+        return Delivered()
+
+
+async def main(db_url: str, key_file: str, log_file: str) -> None:
+    engine = create_engine(db_url)
+    rt = Runtime(Settings(), engine, sessionmaker(engine), Vault(load_keyring(Path(key_file))))
+    channels = {"standin": LoggingChannel(log_file)}
+    await run_engine(rt, channels, interval_s=0.25, lease_s=1.0, send_lease_s=2.0)  # type: ignore[dict-item]
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:4]))

@@ -1,0 +1,183 @@
+"""Panic, duress, cancellation, acknowledgement by dedup key, locations: both backends."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from core import alerts, checkins, notices, webhooks
+from core.crypto import open_sealed
+from core.db import transaction
+from core.escalation import Policy
+from core.models import (
+    AlertKind,
+    AlertState,
+    EscalationPolicy,
+    OutboxMessage,
+    OutboxState,
+    Responder,
+)
+from core.sweep import Sweep
+from tests.engine.conftest import T0, World, alert_of, outbox, timeline
+
+MIN = timedelta(minutes=1)
+
+
+async def raise_(world: World, kind: AlertKind, now=T0):  # type: ignore[no-untyped-def]
+    async with transaction(world.sessions) as s:
+        return await alerts.raise_alert(
+            s, world.vault, defender=await world.defender(s), kind=kind, now=now
+        )
+
+
+async def test_it_sends_a_panic_to_the_desk_and_contacts_at_once(world: World) -> None:
+    alert = await raise_(world, AlertKind.panic)
+    sent = await outbox(world)
+    assert sorted(m.person for m in sent) == ["contact:0", "contact:1", "responder:0", "webhook"]
+    assert {m.priority for m in sent} == {0}
+    contact = next(m for m in sent if m.person == "contact:0")  # in the defender's Spanish
+    assert contact.text == notices.contact_notice("es", "quiet-heron-41", duress=False).text
+    assert contact.text.startswith("Tu contacto quiet-heron-41")
+    hook = next(m for m in sent if m.body)
+    assert hook.body is not None and hook.body["dedup_key"] == alert.dedup_key
+    assert hook.body["alert"]["priority"] == "P0"
+
+
+async def test_it_keeps_one_open_alert_per_kind(world: World) -> None:
+    first = await raise_(world, AlertKind.panic)
+    again = await raise_(world, AlertKind.panic, T0 + MIN)
+    other = await raise_(world, AlertKind.duress, T0 + MIN)
+    assert again.id == first.id and other.id != first.id
+    assert len([m for m in await outbox(world) if m.priority == 0]) == 8  # not 12
+
+
+async def test_it_never_contacts_the_device_under_duress(world: World, sweep: Sweep) -> None:
+    alert = await raise_(world, AlertKind.duress)
+    assert alert.do_not_contact
+    for minutes in range(0, 120, 15):
+        await sweep.run(T0 + minutes * MIN)
+    async with transaction(world.sessions) as s:  # the cancel PIN afterwards changes nothing
+        await alerts.cancel_alert(s, world.vault, alert=alert, now=T0 + 121 * MIN)
+    sent = await outbox(world)
+    assert "defender" not in {m.person for m in sent}
+    assert {m.person for m in sent} == {"contact:0", "contact:1", "responder:0", "webhook"}
+    contact = next(m for m in sent if m.person == "contact:1")  # this one reads French
+    assert contact.text == notices.contact_notice("fr", "quiet-heron-41", duress=True).text
+    assert "n'appelez pas" in contact.text
+    fresh = await alert_of(world)
+    assert fresh is not None and fresh.state is AlertState.triggered
+    assert "cancel_ignored" in [e.kind for e in await timeline(world, alert.id)]
+
+
+async def test_it_sends_an_all_clear_to_everyone_alerted_on_a_false_alarm(world: World) -> None:
+    alert = await raise_(world, AlertKind.panic)
+    async with transaction(world.sessions) as s:
+        await alerts.cancel_alert(s, world.vault, alert=alert, now=T0 + 2 * MIN)
+    after = (await outbox(world))[4:]
+    assert sorted(m.person for m in after) == ["contact:0", "contact:1", "responder:0", "webhook"]
+    hook = next(m for m in after if m.body)
+    assert hook.body is not None and hook.body["type"] == "alert.resolved"
+    assert hook.body["alert"]["outcome"] == "false_alarm"
+    fresh = await alert_of(world)
+    assert fresh is not None and fresh.open_key is None
+    assert (await raise_(world, AlertKind.panic, T0 + 3 * MIN)).id != alert.id  # a new one
+
+
+async def test_it_freezes_the_policy_when_the_alert_opens(world: World, sweep: Sweep) -> None:
+    async with transaction(world.sessions) as s:
+        policy = EscalationPolicy(
+            org_id=world.org_id, name="fast", steps={"repeat_s": 300}, is_default=True
+        )
+        s.add(policy)
+    alert = await raise_(world, AlertKind.panic)
+    async with transaction(world.sessions) as s:  # editing it now changes nothing in flight
+        await s.execute(update(EscalationPolicy).values(steps={"repeat_s": 3600}))
+    await sweep.run(T0 + 5 * MIN)
+    assert Policy.from_json(alert.policy_snapshot).repeat_s == 300
+    repeats = [e for e in await timeline(world, alert.id) if e.kind == "step"]
+    assert [e.detail["step"] for e in repeats] == [1, 2]
+
+
+async def test_it_keeps_an_alert_open_for_proof_of_life(world: World, sweep: Sweep) -> None:
+    async with transaction(world.sessions) as s:
+        await checkins.arm_timer(s, defender=await world.defender(s), due_at=T0, now=T0 - 60 * MIN)
+    await sweep.run(T0 + 15 * MIN)
+    await sweep.run(T0 + 30 * MIN)
+    alert = await alert_of(world)
+    assert alert is not None
+    async with transaction(world.sessions) as s:
+        await alerts.keep_open(
+            s, alert=alert, responder_id=world.responder_ids[0], now=T0 + 31 * MIN
+        )
+    async with transaction(world.sessions) as s:
+        assert await checkins.check_in(
+            s, world.vault, defender=await world.defender(s), now=T0 + 32 * MIN
+        )
+    fresh = await alert_of(world)
+    assert fresh is not None and fresh.state is AlertState.triggered
+    told = [m for m in await outbox(world) if "v" in m.key.split("|")[0].split(":")[2]]
+    assert [m.person for m in told] == ["responder:0"]
+
+
+async def test_it_lets_the_external_desk_acknowledge_by_dedup_key(
+    world: World, sweep: Sweep
+) -> None:
+    alert = await raise_(world, AlertKind.panic)
+    async with transaction(world.sessions) as s:
+        assert await alerts.by_dedup_key(s, org_id=uuid.uuid4(), key=alert.dedup_key) is None
+        found = await alerts.by_dedup_key(s, org_id=world.org_id, key=alert.dedup_key)
+        assert found is not None
+        await alerts.acknowledge(
+            s, world.vault, alert=found, responder_id=None, now=T0 + MIN, via="webhook"
+        )
+    await sweep.run(T0 + 30 * MIN)  # no repeat while acknowledged
+    types = [m.body["type"] for m in await outbox(world) if m.body]
+    assert types == ["alert.triggered", "alert.acknowledged"]
+    events = await timeline(world, alert.id)
+    assert ("acknowledged", "webhook") == (events[-1].kind, events[-1].actor)
+
+
+async def test_it_seals_a_location_to_the_organisation(world: World) -> None:
+    alert = await raise_(world, AlertKind.panic)
+    async with transaction(world.sessions) as s:
+        await alerts.add_location(
+            s, world.vault, alert=alert, latitude=14.6349, longitude=-90.5069, now=T0
+        )
+    fresh = await alert_of(world)
+    assert fresh is not None and fresh.location_sealed is not None
+    assert b"14.6349" not in fresh.location_sealed
+    body = open_sealed(
+        world.private_key,
+        fresh.location_sealed,
+        org_id=world.org_id,
+        record_id=alert.id,
+        kind="alert_location",
+    )
+    assert body["latitude"] == 14.6349
+    assert [m.person for m in await outbox(world)][-1] == "responder:0"
+
+
+async def test_it_tells_every_responder_when_nobody_is_on_duty(world: World) -> None:
+    async with transaction(world.sessions) as s:
+        await s.execute(update(Responder).values(on_duty=False))
+    await raise_(world, AlertKind.panic)
+    people = sorted(m.person for m in await outbox(world))
+    assert people == ["contact:0", "contact:1", "responder:0", "responder:1", "webhook"]
+
+
+async def test_it_lists_and_replays_dead_webhook_events(world: World) -> None:
+    alert = await raise_(world, AlertKind.panic)
+    async with transaction(world.sessions) as s:
+        await s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.channel == "webhook")
+            .values(state=OutboxState.dead)
+        )
+    async with transaction(world.sessions) as s:
+        dead = await webhooks.dead_letters(s, org_id=world.org_id)
+        assert len(dead) == 1 and dead[0].alert_id == alert.id
+        assert await webhooks.replay(s, org_id=uuid.uuid4(), ids=[dead[0].id], now=T0) == 0
+        assert await webhooks.replay(s, org_id=world.org_id, ids=[dead[0].id], now=T0) == 1
+        assert await webhooks.dead_letters(s, org_id=world.org_id) == []

@@ -1,0 +1,178 @@
+"""The dispatcher against a stand-in channel: 429, 5xx and 403; priorities; shredding."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import func, select
+
+from core import alerts, checkins, webhooks
+from core.db import transaction
+from core.dispatch import Dispatcher
+from core.messages import DeliveryError, Outbound
+from core.models import AlertKind, ChannelAddress, OutboxMessage, Priority
+from core.outbox import Item, enqueue_many
+from core.sweep import Sweep
+from tests.engine.conftest import T0, World, address, alert_of, build_world, timeline
+from tests.engine.standin import StandIn
+
+SEC = timedelta(seconds=1)
+
+
+async def standin_world(sessions, vault) -> World:  # type: ignore[no-untyped-def]
+    world = await build_world(sessions, vault, channel="standin")
+    async with transaction(sessions) as s:  # responder 0 can also be reached on "backup"
+        extra = address(vault, "backup", "r0-backup", responder_id=world.responder_ids[0])
+        extra.preference = 1
+        s.add(extra)
+    return world
+
+
+def dispatcher(
+    world: World, channels: dict[str, StandIn], http: httpx.AsyncClient | None = None
+) -> Dispatcher:
+    return Dispatcher(
+        world.sessions, world.vault, channels, owner="test", http=http, limits={}, rng=lambda: 0.5
+    )
+
+
+async def panic(world: World) -> uuid.UUID:
+    async with transaction(world.sessions) as s:
+        alert = await alerts.raise_alert(
+            s, world.vault, defender=await world.defender(s), kind=AlertKind.panic, now=T0
+        )
+        return alert.id
+
+
+async def states(world: World) -> dict[str, int]:
+    async with world.sessions() as s:
+        rows = await s.execute(
+            select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
+        )
+        return {str(state): n for state, n in rows}
+
+
+async def test_it_honours_retry_after_retries_5xx_and_falls_back_on_403(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    world = await standin_world(sessions, vault)
+    main, backup = StandIn("standin"), StandIn("backup")
+    main.fail("c0-quiet-heron-41", DeliveryError("rate limited", retry_after=30))
+    main.fail("c1-quiet-heron-41", DeliveryError("HTTP 502"), DeliveryError("HTTP 503"))
+    main.fail("r0-quiet-heron-41", DeliveryError("forbidden", permanent=True))
+    hits: list[httpx.Request] = []
+
+    def desk(request: httpx.Request) -> httpx.Response:
+        hits.append(request)
+        return httpx.Response(500 if len(hits) == 1 else 204)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(desk)) as http:
+        d = dispatcher(world, {"standin": main, "backup": backup}, http)
+        alert_id = await panic(world)
+        await d.drain(T0)
+        assert main.to("c0-quiet-heron-41") == [] and len(main.to("c1-quiet-heron-41")) == 0
+        assert len(backup.to("r0-backup")) == 1  # 403 on the main chat: fallback at once
+        await d.drain(T0 + 10 * SEC)  # 5xx: retried with backoff (1.5 s, then 3 s)
+        assert main.to("c1-quiet-heron-41") == []
+        await d.drain(T0 + 13 * SEC)
+        assert len(main.to("c1-quiet-heron-41")) == 1
+        assert [a for a, _t in main.calls].count("c1-quiet-heron-41") == 3
+        assert len(hits) == 2  # the webhook got its 500, then its 2xx
+        await d.drain(T0 + 29 * SEC)
+        assert main.to("c0-quiet-heron-41") == []  # retry_after is honoured, never less
+        await d.drain(T0 + 34 * SEC)
+        assert len(main.to("c0-quiet-heron-41")) == 1
+
+    assert await states(world) == {"delivered": 4, "failed": 1}
+    kinds = [e.kind for e in await timeline(world, alert_id)]
+    assert "delivery_fallback" in kinds
+    async with world.sessions() as s:
+        rows = (await s.execute(select(OutboxMessage))).scalars().all()
+        assert all(r.payload_enc is None and r.dek is None for r in rows)  # shredded
+        blocked = await s.execute(
+            select(ChannelAddress).where(ChannelAddress.blocked_at.is_not(None))
+        )
+        assert len(blocked.scalars().all()) == 1
+    first, second = hits
+    assert first.headers["Amparo-Event-Id"] == second.headers["Amparo-Event-Id"]
+    body = json.loads(second.content)
+    assert body["type"] == "alert.triggered" and body["alert"]["kind"] == "panic"
+    assert webhooks.verify(
+        second.headers["Amparo-Signature"],
+        second.content,
+        [world.webhook_secret.encode()],
+        now=(T0 + 10 * SEC).timestamp(),
+    )
+
+
+async def test_it_sends_a_p0_before_ten_thousand_queued_p3(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    world = await standin_world(sessions, vault)
+    async with transaction(world.sessions) as s:
+        target = (
+            await s.execute(
+                select(ChannelAddress).where(ChannelAddress.defender_id == world.defender_id)
+            )
+        ).scalar_one()
+        items = [
+            Item(
+                "standin",
+                int(Priority.P3),
+                f"broadcast:{n}",
+                Outbound(f"news {n}"),
+                address_id=target.id,
+            )
+            for n in range(10_000)
+        ]
+        await enqueue_many(s, world.vault, items, now=T0 - 60 * SEC)
+    main, backup = StandIn("standin"), StandIn("backup")
+    d = dispatcher(world, {"standin": main, "backup": backup})
+    for _ in range(3):
+        await d.dispatch_once(T0)
+    assert len(main.sent) == 96 and all(t.startswith("news") for _a, t in main.sent)
+    await panic(world)
+    await d.dispatch_once(T0 + SEC)
+    p0 = {"c0-quiet-heron-41", "c1-quiet-heron-41", "r0-quiet-heron-41"}
+    assert {a for a, _t in main.sent[96:99]} == p0  # the P0 notices jump the queue
+    assert all(t.startswith("news") for _a, t in main.sent[99:])
+
+
+async def test_it_escalates_at_once_when_a_blocked_defender_cannot_get_the_reminder(
+    sessions,
+    vault,  # type: ignore[no-untyped-def]
+) -> None:
+    world = await standin_world(sessions, vault)
+    main = StandIn("standin")
+    main.fail("d-quiet-heron-41", DeliveryError("forbidden", permanent=True))
+    async with transaction(world.sessions) as s:
+        await checkins.arm_timer(s, defender=await world.defender(s), due_at=T0, now=T0 - 60 * SEC)
+    sweep, d = Sweep(world.sessions, world.vault, owner="s"), dispatcher(world, {"standin": main})
+    await sweep.run(T0)  # the reminder …
+    await d.drain(T0 + SEC)  # … bounces: the bot was blocked (maybe by whoever holds the phone)
+    await sweep.run(T0 + 2 * SEC)  # the alert opens now, not after the 15 minutes of grace
+    await d.drain(T0 + 3 * SEC)
+    assert main.to("c0-quiet-heron-41") and main.to("c1-quiet-heron-41")
+
+
+async def test_it_brings_the_desk_forward_when_no_contact_can_be_reached(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    world = await standin_world(sessions, vault)
+    main = StandIn("standin")
+    for n in (0, 1):
+        main.fail(f"c{n}-quiet-heron-41", DeliveryError("unregistered", permanent=True))
+    async with transaction(world.sessions) as s:
+        await checkins.arm_timer(s, defender=await world.defender(s), due_at=T0, now=T0 - 60 * SEC)
+    sweep, d = Sweep(world.sessions, world.vault, owner="s"), dispatcher(world, {"standin": main})
+    await sweep.run(T0 + 15 * 60 * SEC)  # the alert opens: contacts are told …
+    await d.drain(T0 + 15 * 60 * SEC)  # … but cannot be reached
+    await sweep.run(T0 + 15 * 60 * SEC + SEC)  # so the desk is told now, not 15 minutes later
+    await d.drain(T0 + 15 * 60 * SEC + SEC)
+    assert main.to("r0-quiet-heron-41")
+    alert_id = await timeline_alert(world)
+    kinds = [e.kind for e in await timeline(world, alert_id)]
+    assert kinds.count("recipient_unreachable") == 2 and "desk_brought_forward" in kinds
+
+
+async def timeline_alert(world: World) -> uuid.UUID:
+    alert = await alert_of(world)
+    assert alert is not None
+    return alert.id
