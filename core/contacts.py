@@ -1,0 +1,133 @@
+"""Trusted contacts: invited by a one-time code, counted only once they confirm in the bot.
+
+The defender's name for a contact (``label``) is encrypted and never shown back (R7): a
+defender removes a contact by typing the name they gave it, so nothing lists them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.crypto import Vault
+from core.defenders import code_index, create_invite, take_invite
+from core.models import ChannelAddress, Consent, Defender, InviteCode, TrustedContact
+from core.text import fold
+
+PURPOSE = "contact"
+MAX_CONTACTS = 10
+
+
+async def invite(
+    session: AsyncSession, vault: Vault, *, defender: Defender, label: str, now: datetime
+) -> str:
+    """A new invited contact; returns the code the defender hands over (shown once)."""
+    row, code = await create_invite(
+        session, vault, org_id=defender.org_id, purpose=PURPOSE, now=now
+    )
+    contact = TrustedContact(id=uuid.uuid4(), defender_id=defender.id, invite_index=row.code_index)
+    contact.put(vault, "label_enc", label)
+    session.add(contact)
+    return code
+
+
+async def find_invited(
+    session: AsyncSession, vault: Vault, *, code: str, now: datetime
+) -> TrustedContact | None:
+    """The contact a still-valid code invites (nothing is consumed yet)."""
+    index = code_index(vault, PURPOSE, code)
+    query = (
+        select(TrustedContact)
+        .join(InviteCode, InviteCode.code_index == TrustedContact.invite_index)
+        .where(
+            TrustedContact.invite_index == index,
+            TrustedContact.consent == Consent.invited,
+            InviteCode.purpose == PURPOSE,
+            InviteCode.used_at.is_(None),
+            InviteCode.revoked_at.is_(None),
+            InviteCode.expires_at > now,
+        )
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def answer(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    contact_id: uuid.UUID,
+    code: str,
+    address: ChannelAddress,
+    accept: bool,
+    locale: str,
+    now: datetime,
+) -> TrustedContact | None:
+    """Record the contact's yes or no; None if the code was used or expired meanwhile."""
+    if await take_invite(session, vault, purpose=PURPOSE, code=code, now=now) is None:
+        return None
+    contact = await session.get(TrustedContact, contact_id)
+    if contact is None or contact.consent is not Consent.invited:
+        return None
+    contact.consent = Consent.confirmed if accept else Consent.declined
+    contact.address_id = address.id if accept else None
+    contact.invite_index = None
+    contact.responded_at = now
+    contact.locale = locale
+    return contact
+
+
+async def counts(session: AsyncSession, *, defender_id: uuid.UUID) -> dict[Consent, int]:
+    query = (
+        select(TrustedContact.consent, func.count())
+        .where(TrustedContact.defender_id == defender_id)
+        .group_by(TrustedContact.consent)
+    )
+    found = {Consent(consent): n for consent, n in (await session.execute(query)).all()}
+    return {consent: found.get(consent, 0) for consent in Consent}
+
+
+async def remove_by_label(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    defender_id: uuid.UUID,
+    label: str,
+    dry_run: bool = False,
+) -> int:
+    """Revoke the defender's contacts whose name folds equal to ``label``; how many.
+    ``dry_run`` counts without revoking (what a duress PIN gets: the same answer, no change)."""
+    query = select(TrustedContact).where(
+        TrustedContact.defender_id == defender_id,
+        TrustedContact.consent.in_([Consent.invited, Consent.confirmed]),
+    )
+    removed = 0
+    for contact in (await session.execute(query)).scalars():
+        if fold(contact.get_text(vault, "label_enc") or "") != fold(label):
+            continue
+        removed += 1
+        if not dry_run:
+            contact.consent, contact.address_id, contact.invite_index = Consent.revoked, None, None
+            contact.shred("label_enc")
+    return removed
+
+
+async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime) -> int:
+    """A contact opts out of everything: every link through this address is revoked."""
+    result = await session.execute(
+        update(TrustedContact)
+        .where(
+            TrustedContact.address_id == address.id, TrustedContact.consent == Consent.confirmed
+        )
+        .values(consent=Consent.revoked, address_id=None, responded_at=now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def is_contact(session: AsyncSession, *, address: ChannelAddress) -> bool:
+    query = select(TrustedContact.id).where(
+        TrustedContact.address_id == address.id, TrustedContact.consent == Consent.confirmed
+    )
+    return (await session.execute(query.limit(1))).first() is not None

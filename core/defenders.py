@@ -1,0 +1,165 @@
+"""Defenders as the conversations see them: addresses, invite codes, settings, deletion.
+
+Addresses are found through their blind index and stored encrypted. Invite codes are stored
+only as blind indexes: a database dump holds no code that could be redeemed.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.crypto import Vault
+from core.models import (
+    ChannelAddress,
+    CheckIn,
+    Conversation,
+    Defender,
+    DefenderStatus,
+    InviteCode,
+    TrustedContact,
+)
+from core.security import generate_code
+from core.text import digits
+
+INVITE_TTL = timedelta(days=7)
+_ADJECTIVES = "quiet calm bright swift gentle brave steady clear silver green amber north".split()
+_ANIMALS = "heron otter lynx finch crane ibis marten wren falcon hare swift badger".split()
+
+
+def address_index(vault: Vault, channel: str, value: str) -> bytes:
+    return vault.blind_index(channel, value)
+
+
+async def find_address(session: AsyncSession, channel: str, index: bytes) -> ChannelAddress | None:
+    query = select(ChannelAddress).where(
+        ChannelAddress.channel == channel, ChannelAddress.blind_index == index
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+def new_address(vault: Vault, channel: str, value: str) -> ChannelAddress:
+    address = ChannelAddress(
+        id=uuid.uuid4(), channel=channel, blind_index=address_index(vault, channel, value)
+    )
+    address.put(vault, "value_enc", value)
+    return address
+
+
+def code_index(vault: Vault, purpose: str, code: str) -> bytes:
+    """Codes are read aloud and retyped: case, spaces, dashes and digit scripts do not matter."""
+    typed = "".join(c for c in digits(code) if c not in " -")
+    return vault.blind_index(f"invite:{purpose}", typed)
+
+
+async def create_invite(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    org_id: uuid.UUID,
+    purpose: str,
+    now: datetime,
+    ttl: timedelta = INVITE_TTL,
+    created_by: uuid.UUID | None = None,
+) -> tuple[InviteCode, str]:
+    """A single-use code (shown once) and its row, which keeps only the code's blind index."""
+    code = generate_code(8)
+    invite = InviteCode(
+        id=uuid.uuid4(),
+        org_id=org_id,
+        code_index=code_index(vault, purpose, code),
+        purpose=purpose,
+        expires_at=now + ttl,
+        created_by=created_by,
+    )
+    session.add(invite)
+    return invite, code
+
+
+async def take_invite(
+    session: AsyncSession, vault: Vault, *, purpose: str, code: str, now: datetime
+) -> InviteCode | None:
+    """Mark the invite used and return it; None if unknown, expired, revoked or used."""
+    index = code_index(vault, purpose, code)
+    claimed = await session.execute(
+        update(InviteCode)
+        .where(
+            InviteCode.code_index == index,
+            InviteCode.purpose == purpose,
+            InviteCode.used_at.is_(None),
+            InviteCode.revoked_at.is_(None),
+            InviteCode.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(InviteCode.id)
+    )
+    invite_id = claimed.scalar_one_or_none()
+    return None if invite_id is None else await session.get(InviteCode, invite_id)
+
+
+async def new_handle(session: AsyncSession) -> str:
+    while True:
+        handle = "-".join(
+            (
+                secrets.choice(_ADJECTIVES),
+                secrets.choice(_ANIMALS),
+                str(secrets.randbelow(9000) + 1000),
+            )
+        )
+        if (await session.execute(select(Defender.id).where(Defender.handle == handle))).first():
+            continue
+        return handle
+
+
+async def enrol(
+    session: AsyncSession, *, invite: InviteCode, address: ChannelAddress, locale: str
+) -> Defender:
+    """A new defender of the invite's organisation, reached at ``address``."""
+    defender = Defender(
+        id=uuid.uuid4(),
+        org_id=invite.org_id,
+        handle=await new_handle(session),
+        locale=locale,
+        status=DefenderStatus.onboarding,
+    )
+    session.add(defender)
+    await session.flush()
+    address.defender_id = defender.id
+    return defender
+
+
+def settings(vault: Vault, defender: Defender) -> dict[str, Any]:
+    raw = defender.get_text(vault, "settings_enc")
+    return {} if raw is None else dict(json.loads(raw))
+
+
+def save_settings(vault: Vault, defender: Defender, values: dict[str, Any]) -> None:
+    clean = {k: v for k, v in values.items() if v is not None}
+    defender.put(vault, "settings_enc", json.dumps(clean, ensure_ascii=False) if clean else None)
+
+
+async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
+    """Forget the defender: PINs, settings, contacts, check-ins, conversation, addresses.
+
+    The row itself stays as a bare handle so the desk's alerts and reports keep a subject;
+    addresses are detached rather than deleted, so the final reply can still be delivered.
+    """
+    await session.execute(delete(CheckIn).where(CheckIn.defender_id == defender.id))
+    await session.execute(delete(TrustedContact).where(TrustedContact.defender_id == defender.id))
+    await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
+    await session.execute(
+        update(ChannelAddress)
+        .where(ChannelAddress.defender_id == defender.id)
+        .values(defender_id=None)
+    )
+    defender.shred("settings_enc")
+    defender.cancel_pin_hash = defender.duress_pin_hash = None
+    defender.status = DefenderStatus.deleted
+    defender.discreet = False
+    defender.last_checkin_at = None

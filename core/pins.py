@@ -1,0 +1,55 @@
+"""Defenders' PINs: a cancel PIN and a different duress PIN (SECURITY.md R8, R10).
+
+A PIN where one is required has three outcomes. The cancel PIN is ``ok``. The duress PIN is
+``duress``: the caller shows exactly what ``ok`` shows and silently raises a duress alert. A
+wrong PIN is ``wrong`` until ``WRONG_LIMIT`` in a row, then ``duress`` too: a captor trying PINs
+never sees a lockout, and ends up "succeeding" into a silent alert.
+
+Both hashes are always checked, so the three outcomes take the same time; checking costs two
+Argon2id runs, which is why the engine calls ``verdict`` in a thread, outside any transaction.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from core.models import Defender
+from core.security import hash_pin, verify_pin
+
+WRONG_LIMIT = 3
+
+
+class Verdict(StrEnum):
+    ok = "ok"
+    duress = "duress"
+    wrong = "wrong"
+
+
+def check(cancel_hash: str | None, duress_hash: str | None, pin: str, pepper: bytes) -> Verdict:
+    """Pure and slow (Argon2id twice): which PIN this is, before counting failures."""
+    is_cancel = cancel_hash is not None and verify_pin(cancel_hash, pin, pepper)
+    is_duress = duress_hash is not None and verify_pin(duress_hash, pin, pepper)
+    if is_duress:
+        return Verdict.duress
+    return Verdict.ok if is_cancel else Verdict.wrong
+
+
+def count(defender: Defender, raw: Verdict) -> Verdict:
+    """Apply the failure counter: the ``WRONG_LIMIT``-th wrong PIN in a row is duress."""
+    if raw is Verdict.ok:
+        defender.failed_pins = 0
+        return raw
+    if raw is Verdict.wrong:
+        defender.failed_pins += 1
+        if defender.failed_pins >= WRONG_LIMIT:
+            return Verdict.duress
+    return raw
+
+
+def set_pins(defender: Defender, pepper: bytes, *, cancel: str | None, duress: str | None) -> None:
+    """Store new PIN hashes (slow: Argon2id); None leaves that PIN unchanged."""
+    if cancel is not None:
+        defender.cancel_pin_hash = hash_pin(cancel, pepper)
+    if duress is not None:
+        defender.duress_pin_hash = hash_pin(duress, pepper)
+    defender.failed_pins = 0

@@ -1,0 +1,228 @@
+"""Check-ins: a timer, a regular check-in, "I'm safe", extend, pause, and when the next is due.
+
+    /checkin --> menu --30m/1h/2h--> timer armed --> idle
+                      --other time--> custom (45m, 2h30, at 18:30) --> timer armed
+                      --I'm safe / extend / pause (a reason)--> pin --> done
+                      --regular--> setup:routine
+                      --when is my next?--> status (the next due time only: no history, R7)
+    (any state) --"I'm safe" button or phrase--> pin
+
+Everything that stops an escalation (I'm safe, extend, pause, replacing a timer whose
+reminder has gone out) needs the PIN. The duress PIN does the same visible thing, so nothing
+on the phone changes afterwards either, and raises a silent duress alert.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from core import alerts, checkins
+from core.messages import Choice
+from core.models import AlertKind, CheckIn, CheckInKind, CheckInState, DefenderStatus
+from core.pins import Verdict
+from flows import setup
+from flows.context import END, Context, Retry
+from flows.when import WhenError, parse_due
+
+NAME = "checkin"
+PIN_STATES = ("pin",)
+QUICK = {"30m": 30, "1h": 60, "2h": 120}
+EXTEND = {"15m": 15, "30m": 30, "1h": 60}
+REASONS = ("travelling", "no_signal", "other")
+
+
+async def start(ctx: Context) -> str:
+    assert ctx.defender is not None
+    _ = ctx._
+    paused = ctx.defender.status is DefenderStatus.paused
+    ctx.ask(
+        _("Check-ins: what would you like to do?"),
+        (
+            Choice("30m", _("Check on me in 30 min")),
+            Choice("1h", _("Check on me in 1 hour")),
+            Choice("2h", _("Check on me in 2 hours")),
+            Choice("custom", _("Another time")),
+            Choice("safe", _("I'm safe")),
+            Choice("extend", _("Give me more time")),
+            Choice("routine", _("Regular check-in")),
+            Choice("resume", _("Resume check-ins")) if paused else Choice("pause", _("Pause")),
+            Choice("status", _("When is my next check-in?")),
+        ),
+    )
+    return "menu"
+
+
+async def menu(ctx: Context) -> str:
+    _ = ctx._
+    picked = ctx.need_choice(
+        *QUICK, "custom", "safe", "extend", "routine", "pause", "resume", "status"
+    )
+    if picked in QUICK:
+        return await arm(ctx, ctx.now + timedelta(minutes=QUICK[picked]))
+    if picked == "custom":
+        ctx.ask(_("How long, or until when? For example: 45m, 2h30, or at 18:30."))
+        return "custom"
+    if picked == "safe":
+        return await safe(ctx)
+    if picked == "extend":
+        if await _timer(ctx) is None:
+            ctx.say(_("You have no timer running."))
+            return END
+        ctx.ask(
+            _("How much more time?"),
+            tuple(
+                Choice(k, label)
+                for k, label in zip(EXTEND, (_("15 min"), _("30 min"), _("1 hour")), strict=True)
+            ),
+        )
+        return "extend"
+    if picked == "routine":
+        return setup.ask_routine(ctx)
+    if picked == "pause":
+        return ask_pause(ctx)
+    if picked == "resume":
+        assert ctx.defender is not None
+        await checkins.resume(ctx.session, defender=ctx.defender, now=ctx.now)
+        ctx.say(_("Check-ins resumed."))
+        return await status(ctx)
+    return await status(ctx)
+
+
+def ask_pause(ctx: Context) -> str:
+    _ = ctx._
+    ctx.ask(
+        _("Why do you want to pause? While paused, nobody is alerted if you don't check in."),
+        (
+            Choice("travelling", _("Travelling")),
+            Choice("no_signal", _("No signal for a while")),
+            Choice("other", _("Another reason")),
+        ),
+    )
+    return "checkin:pause_reason"
+
+
+async def _timer(ctx: Context, *states: CheckInState) -> CheckIn | None:
+    assert ctx.defender is not None
+    query = select(CheckIn).where(
+        CheckIn.defender_id == ctx.defender.id,
+        CheckIn.kind == CheckInKind.timer,
+        CheckIn.state.in_(states or checkins.LIVE),
+    )
+    return (await ctx.session.execute(query.limit(1))).scalar()
+
+
+async def arm(ctx: Context, due: datetime) -> str:
+    if await _timer(ctx, CheckInState.reminded) is not None:  # replacing it stops an escalation
+        return ask_pin(ctx, {"kind": "arm", "due": due.isoformat()})
+    return await _arm(ctx, due)
+
+
+async def _arm(ctx: Context, due: datetime) -> str:
+    assert ctx.defender is not None
+    await checkins.arm_timer(ctx.session, defender=ctx.defender, due_at=due, now=ctx.now)
+    ctx.say(
+        ctx._("Timer set: check in by {when} ({relative}). When you are safe, send /safe.").format(
+            when=ctx.when(due), relative=ctx.in_(due)
+        )
+    )
+    return END
+
+
+async def custom(ctx: Context) -> str:
+    _ = ctx._
+    try:
+        due = parse_due(ctx.need_text(), now=ctx.now, zone_name=ctx.zone)
+    except WhenError as bad:
+        if bad.reason == "too_soon":
+            raise Retry(_("That is too soon: the shortest timer is 5 minutes.")) from None
+        if bad.reason == "too_late":
+            raise Retry(_("That is too far away: the longest timer is 72 hours.")) from None
+        raise Retry(_("I couldn't read that time. Try 45m, 2h30 or at 18:30.")) from None
+    return await arm(ctx, due)
+
+
+async def extend(ctx: Context) -> str:
+    return ask_pin(ctx, {"kind": "extend", "minutes": EXTEND[ctx.need_choice(*EXTEND)]})
+
+
+async def pause_reason(ctx: Context) -> str:
+    return ask_pin(ctx, {"kind": "pause", "reason": ctx.need_choice(*REASONS)})
+
+
+async def safe(ctx: Context) -> str:
+    assert ctx.defender is not None
+    if ctx.defender.cancel_pin_hash is None:
+        ctx.say(ctx._("You have not chosen a PIN yet, so we cannot take a check-in."))
+        return END
+    return ask_pin(ctx, {"kind": "safe"})
+
+
+def ask_pin(ctx: Context, action: dict[str, object]) -> str:
+    ctx.data["action"] = action
+    ctx.ask(ctx._("Send your PIN to confirm."), sensitive=True)
+    return "pin"
+
+
+async def pin(ctx: Context) -> str:
+    assert ctx.defender is not None
+    verdict = await ctx.check_pin()
+    if verdict is Verdict.wrong:
+        raise Retry(ctx._("That PIN is not right. Please try again."))
+    if verdict is Verdict.duress:
+        await alerts.raise_alert(
+            ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.duress, now=ctx.now
+        )
+    # From here on both PINs do exactly the same, so the phone shows nothing different later.
+    action = ctx.data.pop("action", {"kind": "safe"})
+    kind, now, defender = action["kind"], ctx.now, ctx.defender
+    if kind == "arm":
+        return await _arm(ctx, datetime.fromisoformat(action["due"]))
+    if kind == "extend":
+        by = timedelta(minutes=int(action["minutes"]))
+        row = await checkins.extend(ctx.session, defender=defender, by=by, now=now)
+        if row is None:
+            ctx.say(ctx._("You have no timer running."))
+            return END
+        ctx.say(ctx._("Done. Check in by {when}.").format(when=ctx.when(row.due_at)))
+        return END
+    if kind == "pause":
+        await checkins.pause(ctx.session, defender=defender, reason=str(action["reason"]), now=now)
+        ctx.say(ctx._("Check-ins paused. Send /checkin and choose Resume when you are back."))
+        return END
+    await checkins.check_in(ctx.session, ctx.vault, defender=defender, now=now)
+    ctx.say(ctx._("Thank you. We noted that you are safe."))
+    return await status(ctx)
+
+
+async def status(ctx: Context) -> str:
+    assert ctx.defender is not None
+    due = await checkins.next_due(ctx.session, defender=ctx.defender)
+    if due is None:
+        ctx.say(ctx._("No check-in is scheduled."))
+    else:
+        ctx.say(
+            ctx._("Your next check-in is due {when} ({relative}).").format(
+                when=ctx.when(due), relative=ctx.in_(due)
+            )
+        )
+    return END
+
+
+TRIGGERS = {
+    "/checkin": "start",
+    "menu:checkin": "start",
+    "/safe": "safe",
+    "/status": "status",
+}
+STATES = {
+    "start": start,
+    "menu": menu,
+    "custom": custom,
+    "extend": extend,
+    "pause_reason": pause_reason,
+    "safe": safe,
+    "pin": pin,
+    "status": status,
+}

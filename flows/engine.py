@@ -1,0 +1,161 @@
+"""The flow engine: one inbound event in; one state change and one reply out, in one transaction.
+
+A channel hands every ``Inbound`` to ``Engine.handle``. For each event the engine:
+
+1. takes the sender's lock (in this process) so one person's events run in order;
+2. checks a PIN, if the conversation waits for one, in a thread and outside any transaction
+   (Argon2id is slow; holding SQLite's write lock meanwhile would stall everyone);
+3. in one transaction: records the message id (a repeat is dropped), loads the conversation,
+   lets ``flows.router`` run the state function, saves the conversation (a version check turns
+   a concurrent writer into a retry) and queues the reply in the outbox;
+4. on an unexpected error, rolls back and answers in a fresh transaction; if the event was an
+   alert trigger, the fallback raises the alert all the same (fail toward escalation, R27).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from core import pins, reports
+from core.crypto import Vault
+from core.db import transaction
+from core.defenders import address_index
+from core.messages import Inbound
+from core.models import ChannelAddress, Conversation, Defender, utcnow
+from core.pins import Verdict
+from core.text import pin
+from flows import registry, router, store
+
+log = logging.getLogger(__name__)
+ATTEMPTS = 3
+DRAFTS_KEPT = timedelta(days=1)  # unsent evidence outlives the report conversation (6 h)
+
+PinCache = dict[tuple[str | None, str | None, str], Verdict]
+
+
+class KeyedLocks:
+    """An asyncio lock per key, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[bytes, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: bytes) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class Engine:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        vault: Vault,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.vault = vault
+        self.clock = clock
+        self._locks = KeyedLocks()
+        bind = sessions.kw.get("bind")
+        sqlite = bind is not None and bind.dialect.name == "sqlite"
+        # SQLite has one writer: queueing here beats many connections spinning on its lock.
+        self._writers = asyncio.Semaphore(1 if sqlite else 16)
+
+    async def handle(self, inbound: Inbound) -> None:
+        """Handle one event from a channel; never raises for a bad event."""
+        if not inbound.private:
+            log.info("ignored a message from a group chat", extra={"channel": inbound.channel})
+            return
+        index = address_index(self.vault, inbound.channel, inbound.address)
+        async with self._locks.hold(index):
+            now = self.clock()
+            for attempt in range(ATTEMPTS):
+                try:
+                    cache = await self._check_pin_early(index, inbound)
+                    async with self._writers, transaction(self.sessions) as session:
+                        await router.handle(self._context(session, inbound, index, cache, now))
+                    return
+                except (IntegrityError, StaleDataError):
+                    if attempt == ATTEMPTS - 1:
+                        log.exception("conversation kept changing under us")
+                        break
+                except Exception:
+                    log.exception("flow failed", extra={"channel": inbound.channel})
+                    break
+            await self._fallback(inbound, index, now)
+
+    def _context(
+        self,
+        session: AsyncSession,
+        inbound: Inbound,
+        index: bytes,
+        cache: PinCache,
+        now: datetime,
+    ) -> store.Event:
+        async def checker(defender: Defender, typed: str) -> Verdict:
+            key = (defender.cancel_pin_hash, defender.duress_pin_hash, typed)
+            if key not in cache:  # the PINs changed since the early check: rare
+                cache[key] = await asyncio.to_thread(pins.check, *key, self.vault.keyring.pepper)
+            return cache[key]
+
+        return store.Event(session, self.vault, inbound, index, now, checker)
+
+    async def _check_pin_early(self, index: bytes, inbound: Inbound) -> PinCache:
+        typed = pin(inbound.text or "")
+        if typed is None or inbound.edited or inbound.forwarded:
+            return {}
+        query = (
+            select(
+                Defender.cancel_pin_hash,
+                Defender.duress_pin_hash,
+                Conversation.flow,
+                Conversation.state,
+            )
+            .join(ChannelAddress, ChannelAddress.defender_id == Defender.id)
+            .join(Conversation, Conversation.defender_id == Defender.id)
+            .where(ChannelAddress.channel == inbound.channel, ChannelAddress.blind_index == index)
+        )
+        async with self.sessions() as session:
+            row = (await session.execute(query)).first()
+        if row is None or not registry.is_pin_state(row.flow, row.state):
+            return {}
+        key = (row.cancel_pin_hash, row.duress_pin_hash, typed)
+        return {key: await asyncio.to_thread(pins.check, *key, self.vault.keyring.pepper)}
+
+    async def _fallback(self, inbound: Inbound, index: bytes, now: datetime) -> None:
+        try:
+            async with self._writers, transaction(self.sessions) as session:
+                await router.fallback(store.Event(session, self.vault, inbound, index, now, None))
+        except Exception:
+            log.exception("fallback failed too", extra={"channel": inbound.channel})
+
+
+async def housekeeping(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
+    """The periodic part (a scheduler calls it every few minutes): abandoned conversations
+    lose their data, message ids older than 72 h are forgotten, evidence of reports never sent
+    is deleted. Returns how many conversations were closed. Correctness never depends on it:
+    an expired conversation is also noticed when the next message arrives."""
+    async with transaction(sessions) as session:
+        closed = await store.expire(session, now=now)
+        await store.forget_seen(session, now=now)
+        await reports.purge_drafts(session, before=now - DRAFTS_KEPT)
+    return closed

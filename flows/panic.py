@@ -1,0 +1,163 @@
+"""The alert: one message (command, button or code phrase) raises it before anything is asked.
+
+    (any state) --trigger--> start: alert raised (P0: desk and contacts told at once)
+        --> location (share / skip) --> talk (yes / no) --> hold
+    hold --"call it off" / cancel--> pin --cancel PIN--> false alarm, everyone told --> idle
+                                         --duress PIN, or 3rd wrong--> the same reply, and a
+                                           silent duress alert (do not contact the device)
+
+Discreet mode asks nothing: a plain "OK." and the PIN still calls it off. Live location
+updates arrive as edits and feed the open alert silently.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from core import actions, alerts
+from core.messages import Choice
+from core.models import Alert, AlertKind, Priority
+from core.pins import Verdict
+from core.text import pin as typed_pin
+from flows.context import END, Context, Retry
+
+NAME = "panic"
+TTL = timedelta(hours=24)  # the alert itself never expires with the conversation
+PIN_STATES = ("hold", "pin")
+
+
+async def raise_now(ctx: Context) -> Alert:
+    assert ctx.defender is not None
+    ctx.priority = Priority.P0
+    return await alerts.raise_alert(
+        ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.panic, now=ctx.now
+    )
+
+
+async def start(ctx: Context) -> str:
+    alert = await raise_now(ctx)
+    ctx.data = {"alert": str(alert.id)}
+    _ = ctx._
+    if ctx.discreet:
+        ctx.say(_("OK."))
+        return "hold"
+    ctx.say(_("Alert sent. The desk and your trusted contacts are being told now."))
+    ctx.ask(
+        _("If you can, share your location with your messenger. Only the desk can read it."),
+        (Choice("skip", _("Skip")),),
+        location=True,
+    )
+    return "location"
+
+
+async def _alert(ctx: Context) -> Alert | None:
+    if "alert" not in ctx.data:
+        return None
+    found = await ctx.session.get(Alert, uuid.UUID(ctx.data["alert"]))
+    return found if found is not None and found.open_key is not None else None
+
+
+async def _locate(ctx: Context, alert: Alert | None = None) -> bool:
+    where = ctx.inbound.location
+    if where is None:
+        return False
+    alert = alert or await _alert(ctx)
+    if alert is not None:
+        await alerts.add_location(
+            ctx.session,
+            ctx.vault,
+            alert=alert,
+            latitude=where.latitude,
+            longitude=where.longitude,
+            now=ctx.now,
+        )
+    return True
+
+
+async def location(ctx: Context) -> str:
+    _ = ctx._
+    if await _locate(ctx):
+        ctx.say(_("Location received."))
+    elif ctx.choice_or_none("skip") is None:
+        raise Retry(_("Share your location with your messenger's location button, or skip."))
+    ctx.ask(
+        _("Can you talk on the phone right now?"),
+        (Choice("yes", _("Yes, I can talk")), Choice("no", _("No, I can't talk"))),
+    )
+    return "talk"
+
+
+async def talk(ctx: Context) -> str:
+    can_talk = ctx.need_choice("yes", "no") == "yes"
+    alert = await _alert(ctx)
+    if alert is not None:
+        event = actions.event(alert, "can_talk", ctx.now, actor="defender", can_talk=can_talk)
+        ctx.session.add(event)
+    ctx.say(ctx._("Thank you. Help is being organised."))
+    return ask_hold(ctx)
+
+
+def ask_hold(ctx: Context) -> str:
+    assert ctx.defender is not None
+    if ctx.defender.cancel_pin_hash is None:  # no PIN yet: the desk will close it
+        return END
+    ctx.ask(
+        ctx._("If this was a mistake, you can call it off with your PIN."),
+        (Choice("calloff", ctx._("Call it off")),),
+    )
+    return "hold"
+
+
+async def hold(ctx: Context) -> str:
+    if await _locate(ctx):
+        ctx.say(ctx._("Location received."))
+        return "hold"
+    if ctx.choice_or_none("calloff"):
+        return ask_pin(ctx)
+    if typed_pin(ctx.inbound.text or "") is not None:
+        return await pin(ctx)  # the PIN sent straight away
+    raise Retry(ctx._("Your alert is still on. To call it off, send your PIN."))
+
+
+def ask_pin(ctx: Context) -> str:
+    ctx.ask(ctx._("Send your PIN to call off the alert."), sensitive=True)
+    return "pin"
+
+
+async def pin(ctx: Context) -> str:
+    assert ctx.defender is not None
+    verdict = await ctx.check_pin()
+    if verdict is Verdict.wrong:
+        raise Retry(ctx._("That PIN is not right. Please try again."))
+    alert = await _alert(ctx)
+    if verdict is Verdict.duress:
+        await alerts.raise_alert(
+            ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.duress, now=ctx.now
+        )
+    elif alert is not None:
+        await alerts.cancel_alert(ctx.session, ctx.vault, alert=alert, now=ctx.now)
+    # Byte for byte the same after either PIN: whoever holds the phone must not tell them apart.
+    ctx.say(ctx._("Alert called off. Everyone who was told will hear it was a false alarm."))
+    return END
+
+
+async def on_cancel(ctx: Context) -> str:
+    ctx.say(ctx._("The alert stays on until you call it off with your PIN."))
+    return ask_pin(ctx)
+
+
+async def edited(ctx: Context) -> None:
+    """An edit: a live location update feeds the open alert; anything else is not read."""
+    if ctx.inbound.location is not None and ctx.defender is not None:
+        key = alerts.dedup_key(ctx.defender.id, AlertKind.panic)
+        alert = await alerts.open_alert(ctx.session, key)
+        if alert is not None:
+            await _locate(ctx, alert)
+        return
+    if ctx.inbound.text is not None:
+        ctx.say(ctx._("I don't read edited messages. Please send a new message instead."))
+
+
+STATES = {"start": start, "location": location, "talk": talk, "hold": hold, "pin": pin}
+TRIGGERS: dict[str, str] = {}

@@ -1,0 +1,290 @@
+"""An incident report, asked in plain words and coded to HURIDOCS vocabularies (FIELD.md).
+
+    /report --> act (mt4) --> when (mt48) --> where (text / location / skip) --> who (mt24)
+    --> affected (mt7: me / me and others / others --> how many) --> what (free text, several
+    messages) --> evidence (photos, documents, voice notes) --> consent to share --> urgency
+    (mt46) --> confirm --> filed: a short receipt code; "urgent" also alerts the desk
+
+Free text, places, locations and files are sealed to the organisation's key the moment they
+arrive (``core.reports``); the conversation keeps only the sealed parts and the codes.
+Nothing of the report is ever shown back (R7): the confirmation names no answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from core import alerts, reports
+from core.messages import Choice
+from core.models import AlertKind
+from core.text import digits
+from flows import huridocs, setup
+from flows.context import END, Context, Retry
+from flows.when import parse_date, zone
+
+NAME = "report"
+TTL = timedelta(hours=6)
+MAX_PARTS = 20
+
+
+async def start(ctx: Context) -> str:
+    assert ctx.defender is not None
+    try:
+        await reports.org_key(ctx.session, ctx.defender.org_id)
+    except reports.NoOrgKey:
+        ctx.say(ctx._("Reports cannot be received yet. Please reach the desk another way."))
+        return END
+    ctx.data = {"report": str(uuid.uuid4()), "parts": [], "evidence": 0}
+    labels = huridocs.labels(ctx)
+    ctx.say(ctx._("Your report goes only to the desk. You can stop at any time with /cancel."))
+    ctx.ask(
+        ctx._("What happened? Choose the closest."),
+        tuple(Choice(k, labels[k]) for k in huridocs.ACTS),
+    )
+    return "act"
+
+
+async def act(ctx: Context) -> str:
+    ctx.data["act"] = ctx.need_choice(*huridocs.ACTS)
+    _ = ctx._
+    ctx.ask(
+        _("When did it happen? Choose, or send a date like 2024-05-03."),
+        (
+            Choice("today", _("Today")),
+            Choice("yesterday", _("Yesterday")),
+            Choice("week", _("This week")),
+            Choice("month", _("This month")),
+            Choice("unknown", _("Earlier, or I'm not sure")),
+        ),
+    )
+    return "when"
+
+
+async def when(ctx: Context) -> str:
+    today = ctx.now.astimezone(zone(ctx.zone)).date()
+    if picked := ctx.choice_or_none(*huridocs.WHEN):
+        found, kind = huridocs.WHEN[picked](today)
+    elif (found := parse_date(ctx.need_text(), today=today)) is not None:
+        kind = "exact"
+    else:
+        raise Retry(ctx._("I couldn't read that date. Send it like 2024-05-03, or choose."))
+    ctx.data["date"] = found.isoformat() if found else None
+    ctx.data["date_type"] = kind
+    ctx.ask(
+        ctx._("Where did it happen? Write the place (town, area), share a location, or skip."),
+        (Choice("skip", ctx._("Skip")),),
+        location=True,
+    )
+    return "where"
+
+
+async def _seal(ctx: Context, body: dict[str, Any]) -> None:
+    assert ctx.defender is not None
+    if len(ctx.data["parts"]) >= MAX_PARTS:
+        raise Retry(ctx._("That is all we can take in one report. Choose when you are done."))
+    report_id = uuid.UUID(ctx.data["report"])
+    part = await reports.seal_part(
+        ctx.session, defender=ctx.defender, report_id=report_id, body=body
+    )
+    ctx.data["parts"].append(part)
+    ctx.forget_message()
+
+
+async def where(ctx: Context) -> str:
+    spot = ctx.inbound.location
+    if spot is not None:
+        await _seal(ctx, {"location": {"latitude": spot.latitude, "longitude": spot.longitude}})
+    elif ctx.choice_or_none("skip") is None:
+        await _seal(ctx, {"place": ctx.need_text()})
+    labels = huridocs.labels(ctx)
+    ctx.ask(ctx._("Who did it?"), tuple(Choice(k, labels[k]) for k in huridocs.PERPETRATORS))
+    return "who"
+
+
+async def who(ctx: Context) -> str:
+    ctx.data["perpetrator"] = ctx.need_choice(*huridocs.PERPETRATORS)
+    _ = ctx._
+    ctx.ask(
+        _("Who was affected?"),
+        (
+            Choice("me", _("Me")),
+            Choice("me_and_others", _("Me and others")),
+            Choice("others", _("Other people")),
+        ),
+    )
+    return "affected"
+
+
+async def affected(ctx: Context) -> str:
+    ctx.data["affected"] = ctx.need_choice("me", "me_and_others", "others")
+    if ctx.data["affected"] == "me":
+        return ask_what(ctx)
+    ctx.ask(
+        ctx._("How many people, roughly? Send a number."), (Choice("unsure", ctx._("Not sure")),)
+    )
+    return "how_many"
+
+
+async def how_many(ctx: Context) -> str:
+    if ctx.choice_or_none("unsure") is None:
+        typed = digits(ctx.need_text()).replace(",", "").replace(".", "").strip()
+        if not typed.isdigit() or not 1 <= int(typed) <= 1_000_000:
+            raise Retry(ctx._("Please send a number, like 3."))
+        ctx.data["count"] = int(typed)
+    return ask_what(ctx)
+
+
+def ask_what(ctx: Context) -> str:
+    ctx.ask(
+        ctx._(
+            "Tell us what happened, in your own words. You can send several messages. Don't "
+            "include anything you don't want the desk to know."
+        ),
+        sensitive=True,
+    )
+    return "what"
+
+
+async def what(ctx: Context) -> str:
+    await _seal(ctx, {"text": ctx.need_text()})
+    ctx.ask(
+        ctx._("Received. Send more, or choose when you are done."),
+        (Choice("done", ctx._("That's all")),),
+        sensitive=True,
+    )
+    return "what_more"
+
+
+async def what_more(ctx: Context) -> str:
+    if ctx.choice_or_none("done") is None:
+        return await what(ctx)
+    return ask_evidence(ctx)
+
+
+def ask_evidence(ctx: Context) -> str:
+    ctx.ask(
+        ctx._(
+            "Do you have photos, documents or voice notes? Send them now. To keep their "
+            "details (date, place), send photos as files. Choose when you are done."
+        ),
+        (Choice("done", ctx._("Done")), Choice("none", ctx._("I have none"))),
+    )
+    return "evidence"
+
+
+async def evidence(ctx: Context) -> str:
+    assert ctx.defender is not None
+    if not ctx.inbound.attachments:
+        ctx.need_choice("done", "none")
+        return ask_consent(ctx)
+    report_id = uuid.UUID(ctx.data["report"])
+    for attachment in ctx.inbound.attachments:
+        row = await reports.add_evidence(
+            ctx.session,
+            defender=ctx.defender,
+            report_id=report_id,
+            attachment=attachment,
+            now=ctx.now,
+        )
+        if row is None:
+            ctx.say(ctx._("I couldn't take that file: the limit is 20 MB."))
+            continue
+        ctx.data["evidence"] += 1
+    n = ctx.data["evidence"]
+    ctx.forget_message()
+    ctx.ask(
+        ctx.ngettext("{count} file received.", "{count} files received.", n).format(count=n),
+        (Choice("done", ctx._("Done")),),
+    )
+    return "evidence"
+
+
+def ask_consent(ctx: Context) -> str:
+    _ = ctx._
+    ctx.ask(
+        _("May the desk share this report with partner organisations that can help?"),
+        (
+            Choice("yes", _("Yes")),
+            Choice("anonymous", _("Yes, without my name or details")),
+            Choice("no", _("No, only the desk")),
+        ),
+    )
+    return "consent"
+
+
+async def consent(ctx: Context) -> str:
+    ctx.data["consent"] = ctx.need_choice("yes", "anonymous", "no")
+    _ = ctx._
+    ctx.ask(
+        _("How urgent is it?"),
+        (
+            Choice("urgent", _("I need help now")),
+            Choice("soon", _("In the next few days")),
+            Choice("record", _("Not urgent, for the record")),
+        ),
+    )
+    return "urgency"
+
+
+async def urgency(ctx: Context) -> str:
+    ctx.data["urgency"] = ctx.need_choice(*huridocs.URGENCY)
+    _ = ctx._
+    ctx.ask(
+        _("Send the report to the desk now?"),
+        (Choice("send", _("Send")), Choice("discard", _("Discard it"))),
+    )
+    return "confirm"
+
+
+async def confirm(ctx: Context) -> str:
+    assert ctx.defender is not None
+    if ctx.need_choice("send", "discard") == "discard":
+        return await on_cancel(ctx)
+    d = ctx.data
+    report = await reports.file(
+        ctx.session,
+        ctx.vault,
+        defender=ctx.defender,
+        report_id=uuid.UUID(d["report"]),
+        triage=huridocs.triage(d, country=setup.country(ctx.zone)),
+        body=huridocs.body(d, language=ctx.locale),
+        now=ctx.now,
+    )
+    if d["urgency"] == "urgent":
+        await alerts.raise_alert(
+            ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.report, now=ctx.now
+        )
+    ctx.say(
+        ctx._(
+            "Sent. Your receipt code is {code}. Give it to the desk if you ask about this report."
+        ).format(code=report.receipt_code),
+        sensitive=True,
+    )
+    return END
+
+
+async def on_cancel(ctx: Context) -> str:
+    if "report" in ctx.data:
+        await reports.discard(ctx.session, report_id=uuid.UUID(ctx.data["report"]))
+    ctx.say(ctx._("Report discarded. Nothing was sent."))
+    return END
+
+
+TRIGGERS = {"/report": "start", "menu:report": "start"}
+STATES = {
+    "start": start,
+    "act": act,
+    "when": when,
+    "where": where,
+    "who": who,
+    "affected": affected,
+    "how_many": how_many,
+    "what": what,
+    "what_more": what_more,
+    "evidence": evidence,
+    "consent": consent,
+    "urgency": urgency,
+    "confirm": confirm,
+}

@@ -1,0 +1,198 @@
+"""Which state function an event goes to, in this order:
+
+1. a repeat of a message already handled: nothing at all;
+2. an edit or a forward: never an answer (R3); a live-location edit feeds an open alert;
+3. someone who is not a defender: an invite code (a desk's, or a trusted contact's), else a
+   short "send your code";
+4. the alert trigger (command, button or the defender's own code phrase): from any state, the
+   alert is raised before anything is asked;
+5. "I'm safe" (button or code phrase), help, cancel, menu: from any state;
+6. a command or menu button starting another flow;
+7. otherwise the current state's function, or the menu when nothing is in progress.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Awaitable, Callable
+
+from core.models import DefenderStatus, Priority
+from core.pins import Verdict
+from core.text import fold
+from flows import contact, help, onboarding, panic, registry, store, words
+from flows.context import END, Context, Retry
+from flows.store import EXPIRED, IDLE
+
+_CODE = re.compile(r"(?:/start\s+)?([a-z0-9]{8})")
+
+
+async def handle(event: store.Event) -> None:
+    if not await store.mark_seen(event):
+        return
+    loaded = await store.load(event)
+    ctx = Context(
+        event.session,
+        event.vault,
+        event.now,
+        event.inbound,
+        loaded.address,
+        loaded.defender,
+        data=copy.deepcopy(loaded.data),
+        pin_checker=_checker(event, loaded),
+    )
+    flow, state = await route(ctx, loaded.flow, loaded.state)
+    if not (flow == IDLE or registry.valid(flow, state)):
+        raise AssertionError(f"{flow}:{state} is not a state")
+    if ctx.forgotten:  # the defender's data was deleted, conversation included
+        if loaded.row is not None:
+            event.session.expunge(loaded.row)
+    else:
+        spec = registry.get(flow)
+        ttl = spec.ttl if spec is not None else None
+        await store.save(
+            event, loaded, ctx.defender, flow=flow, state=state, data=ctx.data, ttl=ttl
+        )
+    if ctx.replies or ctx.delete_ids:
+        await store.reply(
+            event,
+            loaded.address,
+            store.merge(ctx.replies, ctx.delete_ids),
+            priority=ctx.priority,
+            recipient="defender" if ctx.defender is not None else None,
+        )
+
+
+def _checker(
+    event: store.Event, loaded: store.Loaded
+) -> Callable[[str], Awaitable[Verdict]] | None:
+    checker = event.checker
+    defender = loaded.defender
+    if checker is None or defender is None:
+        return None
+
+    async def check(typed: str) -> Verdict:
+        return await checker(defender, typed)
+
+    return check
+
+
+async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
+    if state == EXPIRED:
+        ctx.say(ctx._("Our last conversation was closed after a long silence."))
+        flow, state = IDLE, IDLE
+    inbound = ctx.inbound
+    if inbound.edited:
+        await panic.edited(ctx)
+        return flow, state
+    if inbound.forwarded:
+        ctx.say(ctx._("I don't read forwarded messages. Please type your answer."))
+        ctx.ask_again()
+        return flow, state
+    typed = fold(inbound.text) if inbound.text else ""  # global words are typed, never keys
+    key = inbound.choice or typed
+    if ctx.defender is None:
+        return await stranger(ctx, flow, state, typed)
+    if is_alert(ctx, inbound.choice, typed):
+        ctx.data = {}
+        return await run(ctx, "panic", "start")
+    onboarding = ctx.defender.status is DefenderStatus.onboarding
+    if onboarding and flow == IDLE:
+        flow, state = "onboarding", "resume"
+    if inbound.choice == words.SAFE_CHOICE or (typed and typed == ctx.settings.get("safe_phrase")):
+        ctx.data = {}
+        return await run(ctx, "checkin", "safe")
+    if typed in words.HELP:
+        help.show(ctx, in_progress=flow != IDLE)
+        ctx.ask_again()
+        return flow, state
+    if onboarding and (typed in words.CANCEL | words.MENU or key in registry.triggers()):
+        ctx.say(ctx._("Let's finish setting up first."))
+        ctx.ask_again()
+        return flow, state
+    if typed in words.CANCEL:
+        spec = registry.get(flow)
+        if spec is not None and spec.on_cancel is not None:
+            return await run(ctx, flow, state, handler=spec.on_cancel)
+        ctx.data = {}
+        if flow != IDLE:
+            ctx.say(ctx._("Stopped."))
+        help.menu(ctx)
+        return IDLE, IDLE
+    if typed in words.MENU:
+        ctx.data = {}
+        help.menu(ctx)
+        return IDLE, IDLE
+    if key in registry.triggers():
+        ctx.data = {}
+        return await run(ctx, *registry.triggers()[key])
+    if flow == IDLE:
+        if (code := _CODE.fullmatch(typed)) and (found := await contact.redeem(ctx, code[1])):
+            return found
+        help.menu(ctx, unknown=True)
+        return IDLE, IDLE
+    return await run(ctx, flow, state)
+
+
+def is_alert(ctx: Context, choice: str | None, typed: str) -> bool:
+    if choice == words.ALERT_CHOICE or typed in words.ALERT:
+        return True
+    return bool(typed) and typed == ctx.settings.get("alert_phrase")
+
+
+async def stranger(ctx: Context, flow: str, state: str, typed: str) -> tuple[str, str]:
+    """Someone the bot does not know (yet): an invite code, or a trusted contact answering."""
+    if code := _CODE.fullmatch(typed):
+        if found := await onboarding.redeem(ctx, code[1]):
+            return found
+        if found := await contact.redeem(ctx, code[1]):
+            return found
+    if flow != IDLE and typed not in words.CANCEL:
+        return await run(ctx, flow, state)
+    return await run(ctx, "contact", "welcome")
+
+
+async def run(
+    ctx: Context, flow: str, state: str, *, handler: registry.State | None = None
+) -> tuple[str, str]:
+    """Run one state function; bad input (``Retry``) restores the data and asks again."""
+    spec = registry.get(flow)
+    function = handler or (spec.states[state] if spec is not None else None)
+    if function is None:  # a stored state that no longer exists (an old release)
+        ctx.data = {}
+        help.menu(ctx)
+        return IDLE, IDLE
+    snapshot, said = copy.deepcopy(ctx.data), len(ctx.replies)
+    try:
+        target = await function(ctx)
+    except Retry as retry:
+        ctx.data = snapshot
+        del ctx.replies[said:]
+        ctx.say(retry.message)
+        ctx.ask_again()
+        return flow, state
+    if target == END:
+        ctx.data = {"_ask": ctx.data["_ask"]} if ctx.asked and "_ask" in ctx.data else {}
+        return IDLE, IDLE
+    return registry.resolve(flow, target)
+
+
+async def fallback(event: store.Event) -> None:
+    """After an unexpected error: still raise a requested alert, and always answer."""
+    if not await store.mark_seen(event):
+        return
+    loaded = await store.load(event)
+    ctx = Context(
+        event.session, event.vault, event.now, event.inbound, loaded.address, loaded.defender, {}
+    )
+    typed = fold(event.inbound.text) if event.inbound.text else ""
+    if ctx.defender is not None and is_alert(ctx, event.inbound.choice, typed):
+        await panic.raise_now(ctx)
+    ctx.say(ctx._("Sorry, something went wrong on our side. Please try again."))
+    await store.reply(
+        event,
+        loaded.address,
+        store.merge(ctx.replies, ctx.delete_ids),
+        priority=Priority.P0,
+        recipient="defender" if ctx.defender else None,
+    )

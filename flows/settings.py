@@ -1,0 +1,271 @@
+"""Settings: language, PINs, contacts, routine, time zone, discreet mode, code phrases, pause,
+delete my data.
+
+    /settings --> menu --language--> language --> saved
+                       --PINs--> old_pin --> which --> new_pin --> new_pin_again --> saved
+                       --contacts--> contacts --add--> setup:contact_label
+                                              --remove--> remove_pin --> remove_label
+                       --routine / time zone / code phrases--> the setup step, alone
+                       --discreet--> discreet --pause--> checkin:pause_reason
+                       --delete my data--> delete_pin --> everything forgotten
+
+Every step that takes a PIN treats the duress PIN like the real one on screen: it says the
+same, raises a silent duress alert, and changes nothing ("shadow" mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from core import alerts, contacts, pins
+from core.defenders import delete_data, save_settings
+from core.messages import Choice
+from core.models import AlertKind, Consent
+from core.pins import Verdict
+from core.security import verify_pin
+from flows import checkin, help, onboarding, setup
+from flows.context import END, Context, Retry
+
+NAME = "settings"
+PIN_STATES = ("old_pin", "remove_pin", "delete_pin")
+MENU = (
+    "language", "pins", "contacts", "routine", "zone", "discreet", "phrases", "pause", "delete",
+    "help",
+)  # fmt: skip
+
+
+async def start(ctx: Context) -> str:
+    _ = ctx._
+    labels = {
+        "language": _("Language"),
+        "pins": _("Change a PIN"),
+        "contacts": _("Trusted contacts"),
+        "routine": _("Regular check-in"),
+        "zone": _("Time zone"),
+        "discreet": _("Discreet mode"),
+        "phrases": _("Code phrases"),
+        "pause": _("Pause check-ins"),
+        "delete": _("Delete my data"),
+        "help": _("Help"),
+    }
+    ctx.ask(
+        _("Settings: what would you like to change?"), tuple(Choice(k, labels[k]) for k in MENU)
+    )
+    return "menu"
+
+
+def ask_pin(ctx: Context, text: str, state: str) -> str:
+    ctx.ask(text, sensitive=True)
+    return state
+
+
+async def menu(ctx: Context) -> str:
+    _ = ctx._
+    picked = ctx.need_choice(*MENU)
+    if picked == "language":
+        onboarding.ask_language(ctx)
+        return "language"
+    if picked == "pins":
+        return ask_pin(ctx, _("Send your current PIN."), "old_pin")
+    if picked == "contacts":
+        return await show_contacts(ctx)
+    if picked == "routine":
+        return setup.ask_routine(ctx)
+    if picked == "zone":
+        return setup.ask_zone(ctx)
+    if picked == "discreet":
+        ctx.ask(
+            _(
+                "Discreet mode hides the alert button and asks channels that can to delete "
+                "our messages. Your code phrase still raises an alert."
+            ),
+            (Choice("on", _("Turn on")), Choice("off", _("Turn off"))),
+        )
+        return "discreet"
+    if picked == "phrases":
+        ctx.ask(
+            _("Which code phrase?"),
+            (
+                Choice("alert_phrase", _("Alert phrase")),
+                Choice("safe_phrase", _("I'm safe phrase")),
+                Choice("remove", _("Remove both")),
+            ),
+        )
+        return "phrases"
+    if picked == "pause":
+        return checkin.ask_pause(ctx)
+    if picked == "delete":
+        text = _(
+            "This deletes your PINs, contacts, check-ins and settings. Reports you already "
+            "sent stay with the desk. Send your PIN to confirm, or /cancel."
+        )
+        return ask_pin(ctx, text, "delete_pin")
+    help.show(ctx)
+    return END
+
+
+async def language(ctx: Context) -> str:
+    assert ctx.defender is not None
+    ctx.defender.locale = onboarding.pick_language(ctx)
+    ctx.say(ctx._("Saved."))
+    return END
+
+
+async def _verdict(ctx: Context) -> Verdict:
+    """ok or duress (duress also raises the silent alert); a wrong PIN asks again."""
+    assert ctx.defender is not None
+    verdict = await ctx.check_pin()
+    if verdict is Verdict.wrong:
+        raise Retry(ctx._("That PIN is not right. Please try again."))
+    if verdict is Verdict.duress:
+        await alerts.raise_alert(
+            ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.duress, now=ctx.now
+        )
+    ctx.data["shadow"] = verdict is Verdict.duress
+    return verdict
+
+
+async def old_pin(ctx: Context) -> str:
+    await _verdict(ctx)
+    _ = ctx._
+    ctx.ask(
+        _("Which PIN do you want to change?"),
+        (Choice("cancel", _("My everyday PIN")), Choice("duress", _("My emergency PIN"))),
+    )
+    return "which"
+
+
+async def which(ctx: Context) -> str:
+    ctx.data["which"] = ctx.need_choice("cancel", "duress")
+    return ask_pin(ctx, ctx._("Send the new PIN (4 to 8 digits)."), "new_pin")
+
+
+async def new_pin(ctx: Context) -> str:
+    assert ctx.defender is not None
+    typed = ctx.need_pin()
+    other = (
+        ctx.defender.duress_pin_hash
+        if ctx.data["which"] == "cancel"
+        else ctx.defender.cancel_pin_hash
+    )
+    pepper = ctx.vault.keyring.pepper
+    # One Argon2id run inside the transaction: rare (changing a PIN), so not worth an early check.
+    if other is not None and await asyncio.to_thread(verify_pin, other, typed, pepper):
+        raise Retry(ctx._("Your two PINs must be different."))
+    onboarding.remember_pin(ctx, "first")
+    return ask_pin(ctx, ctx._("Send the new PIN again to confirm."), "new_pin_again")
+
+
+async def new_pin_again(ctx: Context) -> str:
+    assert ctx.defender is not None
+    typed = onboarding.confirm_pin(ctx, "first")
+    if typed is None:
+        ctx.say(ctx._("The two PINs were different. Let's try again."))
+        return ask_pin(ctx, ctx._("Send the new PIN (4 to 8 digits)."), "new_pin")
+    if not ctx.data.get("shadow"):
+        cancel, duress = (typed, None) if ctx.data["which"] == "cancel" else (None, typed)
+        pepper = ctx.vault.keyring.pepper
+        await asyncio.to_thread(pins.set_pins, ctx.defender, pepper, cancel=cancel, duress=duress)
+    ctx.say(ctx._("PIN changed."))
+    return END
+
+
+async def show_contacts(ctx: Context) -> str:
+    assert ctx.defender is not None
+    n = await contacts.counts(ctx.session, defender_id=ctx.defender.id)
+    confirmed, waiting = n[Consent.confirmed], n[Consent.invited]
+    text = ctx.ngettext(
+        "You have {count} confirmed contact.", "You have {count} confirmed contacts.", confirmed
+    ).format(count=confirmed)
+    if waiting:
+        text += " " + ctx.ngettext(
+            "{count} invitation is waiting for an answer.",
+            "{count} invitations are waiting for an answer.",
+            waiting,
+        ).format(count=waiting)
+    ctx.ask(
+        text,
+        (
+            Choice("add", ctx._("Add a contact")),
+            Choice("remove", ctx._("Remove a contact")),
+            Choice("back", ctx._("Back")),
+        ),
+    )
+    return "contacts"
+
+
+async def contacts_step(ctx: Context) -> str:
+    picked = ctx.need_choice("add", "remove", "back")
+    if picked == "add":
+        ctx.data["chain"] = False
+        return setup.ask_label(ctx)
+    if picked == "remove":
+        return ask_pin(ctx, ctx._("Send your PIN first."), "remove_pin")
+    return await start(ctx)
+
+
+async def remove_pin(ctx: Context) -> str:
+    await _verdict(ctx)
+    ctx.ask(ctx._("Send the name you gave the contact you want to remove."), sensitive=True)
+    return "remove_label"
+
+
+async def remove_label(ctx: Context) -> str:
+    assert ctx.defender is not None
+    label = ctx.need_text()
+    ctx.forget_message()
+    removed = await contacts.remove_by_label(
+        ctx.session, ctx.vault, defender_id=ctx.defender.id, label=label,
+        dry_run=bool(ctx.data.get("shadow")),
+    )  # fmt: skip
+    ctx.say(ctx._("Removed.") if removed else ctx._("No contact has that name."))
+    return END
+
+
+async def discreet(ctx: Context) -> str:
+    assert ctx.defender is not None
+    ctx.defender.discreet = ctx.need_choice("on", "off") == "on"
+    ctx.say(
+        ctx._("Discreet mode is on.") if ctx.defender.discreet else ctx._("Discreet mode is off.")
+    )
+    return END
+
+
+async def phrases(ctx: Context) -> str:
+    assert ctx.defender is not None
+    picked = ctx.need_choice("alert_phrase", "safe_phrase", "remove")
+    if picked == "alert_phrase":
+        return setup.ask_alert_phrase(ctx)
+    if picked == "safe_phrase":
+        return setup.ask_safe_phrase(ctx)
+    current = ctx.settings
+    save_settings(ctx.vault, ctx.defender, {**current, "alert_phrase": None, "safe_phrase": None})
+    ctx.say(ctx._("Code phrases removed."))
+    return END
+
+
+async def delete_pin(ctx: Context) -> str:
+    assert ctx.defender is not None
+    if await _verdict(ctx) is Verdict.ok:
+        await delete_data(ctx.session, defender=ctx.defender)
+        ctx.forgotten = True
+    ctx.say(ctx._("Your data is deleted. You can now delete this chat too."))
+    return END
+
+
+TRIGGERS = {"/settings": "start", "menu:settings": "start"}
+STATES = {
+    "start": start,
+    "menu": menu,
+    "language": language,
+    "old_pin": old_pin,
+    "which": which,
+    "new_pin": new_pin,
+    "new_pin_again": new_pin_again,
+    "contacts": contacts_step,
+    "remove_pin": remove_pin,
+    "remove_label": remove_label,
+    "discreet": discreet,
+    "phrases": phrases,
+    "delete_pin": delete_pin,
+}

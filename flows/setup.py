@@ -1,0 +1,242 @@
+"""Steps shared by onboarding and settings: time zone, trusted contacts, routine, code phrases.
+
+    zone --> contacts --(add)--> contact_label --> contacts_more --(add)--> contact_label
+                     --(later)---------------------------------(continue)--> routine
+    routine --(a time)--> routine_days --> alert_phrase --> safe_phrase --> done
+
+In onboarding (``data["chain"]``) each step leads to the next; from settings, a step asked
+alone ends the conversation once answered.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from babel.core import get_global
+
+from core import checkins, contacts
+from core.defenders import save_settings
+from core.messages import Choice
+from core.models import Consent
+from core.text import fold
+from flows import onboarding, words
+from flows.context import END, Context, Retry
+from flows.when import format_when, parse_clock, parse_zone
+
+NAME = "setup"
+TTL = timedelta(days=2)
+MAX_LABEL = 60
+DAYS = {"every_day": "0123456", "weekdays": "01234", "weekends": "56"}
+
+
+def _next(ctx: Context, ask_next: str) -> str:
+    if ctx.data.get("chain"):
+        return ASKS[ask_next](ctx, chain=True)
+    ctx.say(ctx._("Saved."))
+    return END
+
+
+def ask_zone(ctx: Context, *, chain: bool = False) -> str:
+    ctx.data["chain"] = chain
+    ctx.ask(
+        ctx._(
+            "Which city are you in, or which big city is nearest? You can also send your "
+            "offset from UTC, like UTC-5."
+        )
+    )
+    return "setup:zone"
+
+
+async def zone(ctx: Context) -> str:
+    assert ctx.defender is not None
+    found = parse_zone(ctx.need_text())
+    if found is None:
+        raise Retry(ctx._("I don't know that place. Try a big city nearby, or send like UTC+3."))
+    ctx.defender.timezone = found
+    local = format_when(ctx.now, now=ctx.now, zone_name=found, locale=ctx.locale)
+    ctx.say(ctx._("Time zone set: it is {time} there now.").format(time=local))
+    return _next(ctx, "contacts")
+
+
+def ask_contacts(ctx: Context, *, chain: bool = False) -> str:
+    ctx.data["chain"] = chain
+    ctx.ask(
+        ctx._(
+            "Trusted contacts are people we tell when you need help. Each one gets a code from "
+            "you and confirms here. Add one now?"
+        ),
+        (Choice("add", ctx._("Add a contact")), Choice("later", ctx._("Later"))),
+    )
+    return "setup:contacts"
+
+
+def ask_label(ctx: Context) -> str:
+    ctx.ask(ctx._("What do you call this person? Only you will see it, e.g. 'sister'."))
+    return "setup:contact_label"
+
+
+async def contacts_step(ctx: Context) -> str:
+    if ctx.need_choice("add", "later") == "add":
+        return ask_label(ctx)
+    return _next(ctx, "routine")
+
+
+async def contact_label(ctx: Context) -> str:
+    assert ctx.defender is not None
+    label = ctx.need_text()
+    if len(label) > MAX_LABEL:
+        raise Retry(ctx._("Please use a shorter name."))
+    counts = await contacts.counts(ctx.session, defender_id=ctx.defender.id)
+    if sum(counts.values()) - counts[Consent.revoked] >= contacts.MAX_CONTACTS:
+        ctx.say(ctx._("You already have the most contacts we allow."))
+        return _next(ctx, "routine")
+    code = await contacts.invite(
+        ctx.session, ctx.vault, defender=ctx.defender, label=label, now=ctx.now
+    )
+    ctx.say(
+        ctx._(
+            "Give this code to them in person or by phone: {code}\nThey send it to this chat "
+            "within 7 days and confirm. They count as a contact only once they confirm."
+        ).format(code=code),
+        sensitive=True,
+    )
+    ctx.ask(
+        ctx._("Add another contact?"),
+        (Choice("add", ctx._("Add another")), Choice("done", ctx._("Continue"))),
+    )
+    return "contacts_more"
+
+
+async def contacts_more(ctx: Context) -> str:
+    if ctx.need_choice("add", "done") == "add":
+        return ask_label(ctx)
+    return _next(ctx, "routine")
+
+
+def ask_routine(ctx: Context, *, chain: bool = False) -> str:
+    ctx.data["chain"] = chain
+    ctx.ask(
+        ctx._(
+            "Would you like a regular check-in? Send a time, like 20:00. If you don't check in "
+            "by then, we remind you, then tell your contacts."
+        ),
+        (Choice("none", ctx._("No regular check-in")),),
+    )
+    return "setup:routine"
+
+
+async def routine(ctx: Context) -> str:
+    assert ctx.defender is not None
+    if ctx.choice_or_none("none"):
+        await checkins.clear_routine(ctx.session, defender=ctx.defender)
+        return _next(ctx, "alert_phrase")
+    clock = parse_clock(ctx.need_text())
+    if clock is None:
+        raise Retry(ctx._("Please send a time like 20:00 or 8pm."))
+    ctx.data["time"] = clock.strftime("%H:%M")
+    ctx.ask(
+        ctx._("On which days?"),
+        (
+            Choice("every_day", ctx._("Every day")),
+            Choice("weekdays", ctx._("Monday to Friday")),
+            Choice("weekends", ctx._("Weekends")),
+        ),
+    )
+    return "routine_days"
+
+
+async def routine_days(ctx: Context) -> str:
+    assert ctx.defender is not None
+    days = DAYS[ctx.need_choice(*DAYS)]
+    clock = parse_clock(ctx.data.pop("time"))
+    assert clock is not None
+    row = await checkins.set_routine(
+        ctx.session, defender=ctx.defender, local_time=clock, days=days, now=ctx.now
+    )
+    due = ctx.when(row.due_at)
+    ctx.say(ctx._("Regular check-in set. The next one is due {when}.").format(when=due))
+    return _next(ctx, "alert_phrase")
+
+
+def ask_alert_phrase(ctx: Context, *, chain: bool = False) -> str:
+    ctx.data["chain"] = chain
+    ctx.ask(
+        ctx._(
+            "Optional: choose a code phrase that raises an alert when you send it on its own. "
+            "Pick something ordinary, like 'Is the bakery open?'. Send it now, or skip."
+        ),
+        (Choice("skip", ctx._("Skip")),),
+        sensitive=True,
+    )
+    return "setup:alert_phrase"
+
+
+def ask_safe_phrase(ctx: Context, *, chain: bool = False) -> str:
+    ctx.data["chain"] = chain
+    ctx.ask(
+        ctx._(
+            "Optional: a second phrase that means 'I'm safe'. We will still ask for your PIN. "
+            "Send it now, or skip."
+        ),
+        (Choice("skip", ctx._("Skip")),),
+        sensitive=True,
+    )
+    return "setup:safe_phrase"
+
+
+def _phrase(ctx: Context, other: str | None) -> str | None:
+    if ctx.choice_or_none("skip"):
+        return None
+    phrase = fold(ctx.need_text())
+    ctx.forget_message()
+    if not 2 <= len(phrase) <= 64 or words.reserved(phrase) or phrase.isdigit():
+        raise Retry(ctx._("Please choose a phrase of 2 to 64 characters that is not a command."))
+    if phrase == other:
+        raise Retry(ctx._("The two phrases must be different."))
+    return phrase
+
+
+async def alert_phrase(ctx: Context) -> str:
+    assert ctx.defender is not None
+    current = ctx.settings
+    phrase = _phrase(ctx, current.get("safe_phrase"))
+    if phrase is not None:
+        save_settings(ctx.vault, ctx.defender, {**current, "alert_phrase": phrase})
+    return _next(ctx, "safe_phrase")
+
+
+async def safe_phrase(ctx: Context) -> str:
+    assert ctx.defender is not None
+    current = ctx.settings
+    phrase = _phrase(ctx, current.get("alert_phrase"))
+    if phrase is not None:
+        save_settings(ctx.vault, ctx.defender, {**current, "safe_phrase": phrase})
+    if ctx.data.get("chain"):
+        onboarding.finish(ctx)
+        return END
+    ctx.say(ctx._("Saved."))
+    return END
+
+
+def country(zone_name: str) -> str | None:
+    """The country of a time zone (CLDR), for the desk's triage; None for offsets."""
+    territory = get_global("zone_territories").get(zone_name)
+    return territory if territory and territory not in ("ZZ", "001") else None
+
+
+ASKS = {
+    "contacts": ask_contacts,
+    "routine": ask_routine,
+    "alert_phrase": ask_alert_phrase,
+    "safe_phrase": ask_safe_phrase,
+}
+STATES = {
+    "zone": zone,
+    "contacts": contacts_step,
+    "contact_label": contact_label,
+    "contacts_more": contacts_more,
+    "routine": routine,
+    "routine_days": routine_days,
+    "alert_phrase": alert_phrase,
+    "safe_phrase": safe_phrase,
+}

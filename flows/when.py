@@ -1,0 +1,183 @@
+"""Reading times people type (``45m``, ``2h30``, ``at 18:30``, a city, ``UTC-5``) and writing
+times back in their zone and language.
+
+Everything is parsed on ``core.text.fold`` output, so Arabic-Indic digits, accents and case
+do not matter. Clock times are in the defender's zone; the result is always an aware UTC time.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from babel import Locale
+from babel.dates import format_skeleton, format_time, format_timedelta
+
+from core.i18n import SUPPORTED
+from core.text import fold
+
+MIN_TIMER = timedelta(minutes=5)
+MAX_TIMER = timedelta(hours=72)
+
+_MIN = r"(?:m|min|mins|minute|minutes|minuto|minutos|minuta|دقيقة|دقائق|د)"
+_HOUR = r"(?:h|hr|hrs|hour|hours|hora|horas|heure|heures|ساعة|ساعات|س)"
+_IN = r"(?:(?:in|en|dans|em|بعد)\s+)?"
+_AT = r"(?:at|a las|a la|a|à|as|às|الساعة|@)"
+_MINUTES = re.compile(rf"{_IN}(\d{{1,4}})\s*{_MIN}?")
+_HOURS = re.compile(rf"{_IN}(\d{{1,3}})(?:[.,](\d))?\s*{_HOUR}\s*(?:(\d{{1,2}})\s*{_MIN}?)?")
+_CLOCK = re.compile(r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*(am|pm|a\.m\.|p\.m\.)?")
+_OFFSET = re.compile(r"(?:utc|gmt)?\s*([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?")
+_DATE_ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
+_DATE_DMY = re.compile(r"(\d{1,2})[/.\-](\d{1,2})(?:[/.\-](\d{2,4}))?")
+# Offsets that are not whole hours, mapped to a zone without daylight saving.
+_ODD_OFFSETS = {
+    (5, 30): "Asia/Kolkata",
+    (5, 45): "Asia/Kathmandu",
+    (4, 30): "Asia/Kabul",
+    (3, 30): "Asia/Tehran",
+    (6, 30): "Asia/Yangon",
+    (9, 30): "Australia/Darwin",
+    (-9, 30): "Pacific/Marquesas",
+}
+
+
+class WhenError(ValueError):
+    """``reason``: "unparsed", "too_soon" or "too_late"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def parse_clock(text: str) -> time | None:
+    """``20:00``, ``8pm``, ``20h``, ``at 18:30`` → a wall-clock time."""
+    words = fold(text)
+    words = re.sub(rf"^{_AT}\s+", "", words)
+    m = _CLOCK.fullmatch(words)
+    if m is None:
+        return None
+    hour, minute = int(m.group(1)), int(m.group(2) or 0)
+    if m.group(3):
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if m.group(3).startswith("p") else 0)
+    if hour > 23 or minute > 59:
+        return None
+    return time(hour, minute)
+
+
+def parse_due(text: str, *, now: datetime, zone_name: str) -> datetime:
+    """A deadline from a duration (``45m``, ``2h30``, ``1.5h``) or a clock time (``at 18:30``)."""
+    words = fold(text)
+    delta: timedelta | None = None
+    if m := _MINUTES.fullmatch(words):
+        delta = timedelta(minutes=int(m.group(1)))
+    elif m := _HOURS.fullmatch(words):
+        tenths, minutes = int(m.group(2) or 0), int(m.group(3) or 0)
+        delta = timedelta(hours=int(m.group(1)), minutes=tenths * 6 + minutes)
+    if delta is not None:
+        due = now + delta
+    else:
+        if not (re.match(rf"{_AT}\s", words) or ":" in words or re.search(r"[ap]\.?m", words)):
+            raise WhenError("unparsed")
+        clock = parse_clock(words)
+        if clock is None:
+            raise WhenError("unparsed")
+        due = next_local(clock, now=now, zone_name=zone_name)
+    if due - now < MIN_TIMER:
+        raise WhenError("too_soon")
+    if due - now > MAX_TIMER:
+        raise WhenError("too_late")
+    return due
+
+
+def next_local(clock: time, *, now: datetime, zone_name: str) -> datetime:
+    """The next moment the defender's wall clock shows ``clock`` (DST-aware), in UTC."""
+    tz = zone(zone_name)
+    today = now.astimezone(tz).date()
+    for day in (today, today + timedelta(days=1), today + timedelta(days=2)):
+        candidate = datetime.combine(day, clock, tzinfo=tz).astimezone(UTC)
+        if candidate > now:
+            return candidate
+    raise AssertionError("unreachable: a wall-clock time recurs within two days")
+
+
+def parse_date(text: str, *, today: date) -> date | None:
+    """``2024-05-03``, ``3/5/2024`` or ``3/5`` (day first); never a date in the future."""
+    words = fold(text)
+    try:
+        if m := _DATE_ISO.fullmatch(words):
+            found = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        elif m := _DATE_DMY.fullmatch(words):
+            year = int(m.group(3)) if m.group(3) else today.year
+            year = year + 2000 if year < 100 else year
+            found = date(year, int(m.group(2)), int(m.group(1)))
+            if not m.group(3) and found > today:
+                found = found.replace(year=year - 1)
+        else:
+            return None
+    except ValueError:
+        return None
+    return found if date(1900, 1, 1) <= found <= today else None
+
+
+@cache
+def _zone_names() -> dict[str, str]:
+    names: dict[str, str] = {"utc": "UTC", "gmt": "UTC"}
+    zones = available_timezones()  # slow: reads the whole tz database
+    for tz in sorted(zones):
+        if "/" not in tz or tz.startswith(("Etc/", "SystemV/", "US/")):
+            continue
+        names.setdefault(fold(tz), tz)
+        names.setdefault(fold(tz.rsplit("/", 1)[1].replace("_", " ")), tz)
+    for language in SUPPORTED:
+        for tz, info in Locale.parse(language).time_zones.items():
+            city = info.get("city")
+            if city and tz in zones:
+                names.setdefault(fold(city), tz)
+    return names
+
+
+def parse_zone(text: str) -> str | None:
+    """An IANA zone from a city (in any of our languages) or a UTC offset; None if unknown."""
+    words = fold(text)
+    if m := _OFFSET.fullmatch(words):
+        sign = -1 if m.group(1) != "+" else 1
+        hours, minutes = int(m.group(2)), int(m.group(3) or 0)
+        if minutes:
+            return _ODD_OFFSETS.get((sign * hours, minutes))
+        if hours == 0:
+            return "UTC"
+        if sign * hours < -12 or sign * hours > 14:
+            return None
+        return f"Etc/GMT{'-' if sign > 0 else '+'}{hours}"  # POSIX names invert the sign
+    return _zone_names().get(words) or _zone_names().get(words.replace(" ", "_"))
+
+
+def format_when(moment: datetime, *, now: datetime, zone_name: str, locale: str) -> str:
+    """``20:30`` today, ``Tue 20:30`` on another day: in the defender's zone and language."""
+    tz = zone(zone_name)
+    if moment.astimezone(tz).date() == now.astimezone(tz).date():
+        return format_time(moment, "short", tzinfo=tz, locale=locale)
+    twelve = "h" in str(Locale.parse(locale).time_formats["short"])
+    return format_skeleton("Ehm" if twelve else "EHm", moment, tzinfo=tz, locale=locale)
+
+
+def format_in(moment: datetime, *, now: datetime, locale: str) -> str:
+    """``in 45 minutes``, ``in 3 hours``: minutes up to two hours, then whole hours (half up)."""
+    delta = moment - now
+    minutes = round(abs(delta).total_seconds() / 60)
+    if minutes >= 120:
+        hours = (minutes + 30) // 60
+        delta = timedelta(hours=hours if delta >= timedelta(0) else -hours)
+        return format_timedelta(delta, add_direction=True, threshold=1, locale=locale)
+    return format_timedelta(delta, add_direction=True, threshold=2.1, locale=locale)

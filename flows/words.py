@@ -1,0 +1,30 @@
+"""Words that work from any state, in every language we speak, compared in ``fold`` form."""
+
+from __future__ import annotations
+
+from core.text import fold
+
+
+def _folded(*words: str) -> frozenset[str]:
+    return frozenset(fold(w) for w in words)
+
+
+HELP = _folded(
+    "help", "/help", "?", "ayuda", "/ayuda", "aide", "/aide", "ajuda", "/ajuda", "مساعدة"
+)
+CANCEL = _folded(
+    "cancel", "/cancel", "stop", "/stop", "cancelar", "annuler", "/annuler", "parar", "إلغاء"
+)
+MENU = _folded("menu", "/menu", "/start", "menú", "início", "inicio", "القائمة")
+# Typed commands for an alert; the defender's own innocuous code phrase works the same way.
+ALERT = _folded("/panic", "/sos", "/alert", "/alerta", "/alerte", "/alerta")
+ALERT_CHOICE = "panic"  # the key of the menu button (never shown: labels are innocuous)
+SAFE_CHOICE = "safe"  # the key of the reminders' "I'm safe" button (core.notices)
+YES = _folded("yes", "y", "si", "sí", "oui", "sim", "نعم", "ok")
+NO = _folded("no", "n", "non", "não", "nao", "لا")
+
+
+def reserved(text: str) -> bool:
+    """A phrase that cannot become a code phrase: it already means something."""
+    words = fold(text)
+    return words in HELP | CANCEL | MENU | ALERT | YES | NO or words.startswith("/")

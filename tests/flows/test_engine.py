@@ -1,0 +1,182 @@
+"""The engine: replays, order, restarts, expiry, bad input and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+
+import pytest
+from sqlalchemy import select
+
+from core.db import transaction
+from core.messages import InboundAttachment, Location
+from core.models import (
+    Alert,
+    AlertKind,
+    CheckIn,
+    Conversation,
+    Evidence,
+    OutboxMessage,
+    Priority,
+    SeenInbound,
+)
+from flows import registry, store
+from flows.engine import housekeeping
+from tests.flows.conftest import CANCEL_PIN, Desk, Event, Pick, Said, onboard
+
+
+async def conversation(desk: Desk) -> tuple[str, str, dict[str, object]]:
+    async with desk.sessions() as s:
+        row = (await s.execute(select(Conversation))).scalar_one()
+    raw = row.get_text(desk.vault, "data_enc")
+    return row.flow, row.state, json.loads(raw) if raw else {}
+
+
+RESTARTS: dict[str, tuple[Sequence[Said], Said, str]] = {
+    "onboarding": ((Pick("lang:en"), Pick("continue"), "1234"), "1234", "second, different PIN"),
+    "panic": (("/alert",), Pick("skip"), "Can you talk"),
+    "checkin": (("/checkin", Pick("custom")), "45m", "Timer set"),
+    "report": (("/report", Pick("threat"), Pick("today")), Pick("skip"), "Who did it?"),
+    "settings": (("/settings", Pick("pins"), CANCEL_PIN), Pick("cancel"), "Send the new PIN"),
+    "setup": (("/settings", Pick("zone")), "Lima", "Saved."),
+}
+
+
+@pytest.mark.parametrize("flow", sorted(RESTARTS))
+async def test_it_resumes_each_flow_after_a_restart(desk: Desk, flow: str) -> None:
+    before, then, expected = RESTARTS[flow]
+    if flow == "onboarding":
+        chat = desk.chat()
+        await chat.say(await desk.invite())
+    else:
+        chat = await onboard(desk)
+    for said in before:
+        await chat.say(said)
+    assert (await conversation(desk))[0] == flow
+    desk.restart()
+    assert expected in await chat.text(then)
+
+
+async def test_it_resumes_a_contact_confirmation_after_a_restart(desk: Desk) -> None:
+    alice = await onboard(desk)
+    for said in ("/settings", Pick("contacts"), Pick("add")):
+        await alice.say(said)
+    code = (await alice.text("Ana")).split("by phone: ")[1].split("\n")[0]
+    ana = desk.chat("ana")
+    await ana.say(code)
+    desk.restart()
+    assert "Thank you" in await ana.text(Pick("accept"))
+
+
+async def test_it_handles_one_persons_messages_in_order(desk: Desk) -> None:
+    alice = await onboard(desk)
+    said: list[Said] = ["/checkin", Pick("custom"), "45m", "/status"]
+    replies = await asyncio.gather(*(alice.say(s) for s in said))
+    assert "Your next check-in is due" in "".join(m.text for r in replies for m in r)
+    async with desk.sessions() as s:
+        (timer,) = (await s.execute(select(CheckIn))).scalars()
+    assert (timer.due_at - desk.clock.now).total_seconds() == 45 * 60
+
+
+async def test_it_ignores_group_chats(desk: Desk) -> None:
+    alice = await onboard(desk)
+    assert await alice.say(Event(text="/alert", private=False)) == []
+    async with desk.sessions() as s:
+        assert (await s.execute(select(Alert))).first() is None
+
+
+async def test_it_closes_an_abandoned_conversation_politely(desk: Desk) -> None:
+    alice = await onboard(desk)
+    await alice.say("/report")
+    await alice.say(Pick("threat"))
+    desk.clock.advance(hours=7)
+    async with transaction(desk.sessions) as s:
+        assert await store.expire(s, now=desk.clock.now) == 1
+    assert await conversation(desk) == ("idle", "expired", {})
+    replies = await alice.say(Pick("today"))
+    assert "closed after a long silence" in replies[0].text
+    assert "What would you like to do?" in replies[0].text
+
+
+@pytest.mark.parametrize(
+    ("said", "complaint"),
+    [
+        ("Gunmen at the \u202eeerf\u202c bridge", "invisible control characters"),
+        ("x" * 4001, "too long"),
+        (
+            Event(attachments=(InboundAttachment("photo", "image/jpeg", 3, b"abc"),)),
+            "text message",
+        ),
+        (Event(location=Location(1.0, 2.0)), "text message"),
+    ],
+)
+async def test_it_asks_again_after_bad_input_and_keeps_the_state(
+    desk: Desk, said: Said, complaint: str
+) -> None:
+    alice = await onboard(desk)
+    for step in ("/report", Pick("threat"), Pick("today"), Pick("skip"), Pick("police")):
+        await alice.say(step)
+    await alice.say(Pick("me"))
+    before = await conversation(desk)
+    text = await alice.text(said)
+    assert complaint in text and "Tell us what happened" in text
+    assert await conversation(desk) == before
+
+
+async def test_it_keeps_the_state_through_help_and_unknown_commands(desk: Desk) -> None:
+    alice = await onboard(desk)
+    await alice.say("/checkin")
+    assert "/safety" in await alice.text("help")
+    assert "Timer set" in await alice.text("2")  # the second option of the menu asked before
+    assert "didn't understand" in await alice.text("/weather")
+
+
+async def test_it_still_raises_the_alert_when_the_flow_fails(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await onboard(desk)
+
+    async def broken(ctx: object) -> str:
+        raise RuntimeError("a bug")
+
+    spec = registry.get("panic")
+    assert spec is not None
+    monkeypatch.setitem(spec.states, "start", broken)
+    replies = await alice.say("/alert")
+    assert "something went wrong" in replies[0].text
+    async with desk.sessions() as s:
+        (alert,) = (await s.execute(select(Alert))).scalars()
+        replies_to_device = select(OutboxMessage.priority).where(
+            OutboxMessage.idempotency_key.startswith("reply:")
+        )
+        priorities = list((await s.execute(replies_to_device)).scalars())
+    assert alert.kind is AlertKind.panic
+    assert priorities.count(Priority.P0) == 1  # the fallback's answer jumps the queue
+
+
+async def test_it_feeds_live_location_edits_to_the_open_alert(desk: Desk) -> None:
+    alice = await onboard(desk)
+    await alice.say("/alert")
+    await alice.say("/checkin")  # the conversation moved on; the alert is still open
+    assert await alice.say(Event(location=Location(4.6, -74.1), edited=True)) == []
+    async with desk.sessions() as s:
+        (alert,) = (await s.execute(select(Alert))).scalars()
+    assert alert.location_sealed is not None
+
+
+async def test_it_forgets_old_message_ids_and_unsent_evidence(desk: Desk) -> None:
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    await alice.say(Pick("me"))
+    await alice.say("text")
+    await alice.say(Pick("done"))
+    await alice.say(Event(attachments=(InboundAttachment("voice", "audio/ogg", 4, b"OggS"),)))
+    desk.clock.advance(days=4)
+    assert await housekeeping(desk.sessions, desk.clock.now) == 1
+    async with desk.sessions() as s:
+        assert (await s.execute(select(SeenInbound))).first() is None
+        assert (await s.execute(select(Evidence))).first() is None
+    replay = await alice.say(Event(text="/alert", message_id="old"))
+    assert "Alert sent." in replay[0].text

@@ -1,0 +1,171 @@
+"""Incident reports: HURIDOCS-coded, sealed on arrival, a receipt code, nothing shown back."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from sqlalchemy import select
+
+from core.crypto import open_sealed
+from core.messages import InboundAttachment
+from core.models import Alert, AlertKind, Evidence, Report
+from core.reports import EVIDENCE_KIND, PART_KIND
+from tests.flows.conftest import Desk, Event, Pick, onboard, run_dialog
+
+CANARY = "CANARY soldiers at the river crossing"
+PHOTO = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 10
+
+
+async def file_report(desk: Desk, chat_address: str = "alice") -> tuple[Report, list[str]]:
+    chat = await onboard(desk, chat_address)
+    shown: list[str] = []
+    for said in (
+        "/report",
+        Pick("raid"),
+        Pick("yesterday"),
+        "Barrio Santa Fe",
+        Pick("police"),
+        Pick("me_and_others"),
+        "٤",
+        CANARY,
+        "and they took two laptops",
+        Pick("done"),
+        Event(attachments=(InboundAttachment("photo", "image/jpeg", len(PHOTO), PHOTO),)),
+        Pick("done"),
+        Pick("anonymous"),
+        Pick("urgent"),
+        Pick("send"),
+    ):
+        shown.append(await chat.text(said))
+    async with desk.sessions() as s:
+        report = (await s.execute(select(Report))).scalar_one()
+    return report, shown
+
+
+async def test_it_runs_a_report_dialog_in_english(desk: Desk) -> None:
+    alice = await onboard(desk)
+    await run_dialog(
+        alice,
+        [
+            ("/report", "What happened? Choose the closest."),
+            (Pick("threat"), "When did it happen?"),
+            ("31/02/2026", "I couldn't read that date."),
+            ("2026-04-30", "Where did it happen?"),
+            (Pick("skip"), "Who did it?"),
+            (Pick("unknown"), "Who was affected?"),
+            (Pick("others"), "How many people, roughly?"),
+            ("lots", "Please send a number"),
+            (Pick("unsure"), "Tell us what happened"),
+            (
+                Event(attachments=(InboundAttachment("photo", "image/jpeg", 3, b"abc"),)),
+                "text message",
+            ),
+            ("They called at night.", "Send more, or choose when you are done."),
+            (Pick("done"), "photos, documents or voice notes"),
+            (Pick("none"), "May the desk share this report"),
+            (Pick("no"), "How urgent is it?"),
+            (Pick("record"), "Send the report to the desk now?"),
+            (Pick("send"), "Your receipt code is"),
+        ],
+    )
+
+
+async def test_it_seals_the_report_and_codes_it_to_huridocs(desk: Desk) -> None:
+    report, shown = await file_report(desk)
+    assert all(CANARY not in s and "Barrio" not in s for s in shown)  # nothing shown back (R7)
+    assert report.receipt_code in shown[-1] and len(report.receipt_code) == 6
+    triage = json.loads(report.get_text(desk.vault, "triage_enc") or "")
+    assert triage == {
+        "type_of_act": "040101",
+        "urgency": "urgent",
+        "country": "CO",
+        "initial_date": "2026-05-03",
+        "initial_date_type": "exact",
+    }
+    body = open_sealed(
+        desk.private_key,
+        report.sealed_body,
+        org_id=desk.org.id,
+        record_id=report.id,
+        kind="report",
+    )
+    assert body["perpetrator_type"] == "police" and body["count"] == 4
+    assert body["consent"] == "anonymous" and body["counting_unit"] == "group"
+    parts = [
+        open_sealed(
+            desk.private_key,
+            base64.b64decode(p),
+            org_id=desk.org.id,
+            record_id=report.id,
+            kind=PART_KIND,
+        )
+        for p in body["parts"]
+    ]
+    assert parts == [
+        {"place": "Barrio Santa Fe"},
+        {"text": CANARY},
+        {"text": "and they took two laptops"},
+    ]
+    async with desk.sessions() as s:
+        (evidence,) = (await s.execute(select(Evidence))).scalars()
+        raised = [a.kind for a in (await s.execute(select(Alert))).scalars()]
+    assert body["evidence"] == [str(evidence.id)] and evidence.filed_at is not None
+    sealed = open_sealed(
+        desk.private_key,
+        evidence.sealed,
+        org_id=desk.org.id,
+        record_id=evidence.id,
+        kind=EVIDENCE_KIND,
+    )
+    assert sealed["sha256"] == hashlib.sha256(PHOTO).hexdigest()
+    assert base64.b64decode(sealed["original"]) == PHOTO
+    assert raised == [AlertKind.report]  # "I need help now" alerts the desk
+
+
+async def test_it_discards_a_cancelled_report_and_its_files(desk: Desk) -> None:
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    await alice.say(Pick("me"))
+    await alice.say("text")
+    await alice.say(Pick("done"))
+    await alice.say(Event(attachments=(InboundAttachment("voice", "audio/ogg", 4, b"OggS"),)))
+    assert "Nothing was sent." in await alice.text("/cancel")
+    async with desk.sessions() as s:
+        assert (await s.execute(select(Evidence))).first() is None
+        assert (await s.execute(select(Report))).first() is None
+
+
+async def test_it_refuses_a_file_over_the_limit_and_keeps_the_state(desk: Desk) -> None:
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    await alice.say(Pick("me"))
+    await alice.say("text")
+    await alice.say(Pick("done"))
+    huge = InboundAttachment("document", "application/pdf", 25 * 1024 * 1024, None)
+    assert "the limit is 20 MB" in await alice.text(Event(attachments=(huge,)))
+    assert "May the desk share" in await alice.text(Pick("done"))
+
+
+async def test_it_runs_a_report_dialog_in_portuguese(desk: Desk) -> None:
+    joao = await onboard(desk, "joao", language="pt")
+    await run_dialog(
+        joao,
+        [
+            ("/report", "O que aconteceu? Escolha o mais parecido."),
+            (Pick("surveillance"), "Quando aconteceu?"),
+            ("3/5", "Onde aconteceu?"),
+            ("Belém", "Quem fez isso?"),
+            (Pick("company"), "Quem foi afetado?"),
+            (Pick("me"), "Conte o que aconteceu"),
+            ("Um carro me seguiu.", "Recebido."),
+            (Pick("done"), "Você tem fotos"),
+            (Pick("none"), "A equipe de apoio pode compartilhar"),
+            (Pick("yes"), "Qual é a urgência?"),
+            (Pick("soon"), "Enviar agora o relato"),
+            (Pick("send"), "O seu código de recibo é"),
+        ],
+    )

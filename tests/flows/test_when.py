@@ -1,0 +1,86 @@
+"""Times as people type them, in their zone; written back in their language."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+
+import pytest
+
+from flows.when import (
+    WhenError,
+    format_when,
+    next_local,
+    parse_clock,
+    parse_date,
+    parse_due,
+    parse_zone,
+)
+
+NOW = datetime(2026, 3, 28, 20, 0, tzinfo=UTC)  # Saturday; Europe switches to summer time Sunday
+
+
+@pytest.mark.parametrize(
+    ("typed", "minutes"),
+    [("45m", 45), ("45", 45), ("45 min", 45), ("2h30", 150), ("2 h 30 min", 150), ("1.5h", 90),
+     ("in 2h", 120), ("en 3 horas", 180), ("dans 1 heure", 60), ("٤٥ دقيقة", 45), ("72h", 4320)],
+)  # fmt: skip
+def test_it_reads_durations(typed: str, minutes: int) -> None:
+    due = parse_due(typed, now=NOW, zone_name="UTC")
+    assert (due - NOW).total_seconds() == minutes * 60
+
+
+@pytest.mark.parametrize(
+    ("typed", "reason"),
+    [
+        ("2m", "too_soon"),
+        ("73h", "too_late"),
+        ("tomorrowish", "unparsed"),
+        ("at 25:00", "unparsed"),
+    ],
+)
+def test_it_refuses_durations_it_cannot_use(typed: str, reason: str) -> None:
+    with pytest.raises(WhenError) as raised:
+        parse_due(typed, now=NOW, zone_name="UTC")
+    assert raised.value.reason == reason
+
+
+def test_it_reads_a_clock_time_in_the_zone_across_a_dst_change() -> None:
+    # 21:00 in Madrid now; "at 09:30" is tomorrow, after clocks go forward (UTC+2).
+    due = parse_due("at 09:30", now=NOW, zone_name="Europe/Madrid")
+    assert due == datetime(2026, 3, 29, 7, 30, tzinfo=UTC)
+    assert parse_due("à 21h30", now=NOW, zone_name="Europe/Madrid") == datetime(
+        2026, 3, 28, 20, 30, tzinfo=UTC
+    )
+    assert next_local(time(2, 30), now=NOW, zone_name="Europe/Madrid") > NOW  # a skipped hour
+
+
+def test_it_reads_clock_times_and_dates() -> None:
+    assert parse_clock("20:00") == parse_clock("8pm") == parse_clock("20h") == time(20, 0)
+    assert parse_clock("at 7:05 am") == time(7, 5) and parse_clock("13pm") is None
+    today = date(2026, 5, 4)
+    assert parse_date("2026-05-03", today=today) == date(2026, 5, 3)
+    assert parse_date("3/5", today=today) == date(2026, 5, 3)
+    assert parse_date("30/12", today=today) == date(2025, 12, 30)  # never in the future
+    assert (
+        parse_date("31/02/2026", today=today) is None and parse_date("soon", today=today) is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("typed", "zone"),
+    [("Bogota", "America/Bogota"), ("bogotá", "America/Bogota"), ("Le Caire", "Africa/Cairo"),
+     ("القاهرة", "Africa/Cairo"), ("Ciudad de México", "America/Mexico_City"),
+     ("sao paulo", "America/Sao_Paulo"), ("UTC-5", "Etc/GMT+5"), ("GMT+3", "Etc/GMT-3"),
+     ("+05:30", "Asia/Kolkata"), ("utc", "UTC"), ("Atlantis", None), ("UTC+15", None),
+     ("+02:17", None)],
+)  # fmt: skip
+def test_it_finds_a_zone_by_city_or_offset(typed: str, zone: str | None) -> None:
+    assert parse_zone(typed) == zone
+
+
+def test_it_writes_times_in_the_zone_and_language() -> None:
+    later = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)
+    assert format_when(later, now=NOW, zone_name="America/Bogota", locale="es") == "18:00"
+    assert format_when(later, now=NOW, zone_name="Asia/Tokyo", locale="en") == "8:00\u202fAM"
+    next_day = datetime(2026, 3, 29, 23, 0, tzinfo=UTC)  # Monday 8:00 in Tokyo, Sunday there now
+    assert format_when(next_day, now=NOW, zone_name="Asia/Tokyo", locale="en") == "Mon 8:00 AM"
