@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.routes import install
+from core import metrics
 from core.config import Mode, Settings
 from core.crypto import Vault
 from core.db import ping, sessionmaker
+from core.models import utcnow
+from core.sweep import lag as sweep_lag
 
 
 def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI:
@@ -26,26 +28,30 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
     app.state.sessions = sessionmaker(engine)
     app.state.vault = vault
 
-    @app.middleware("http")
-    async def no_store(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
-
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
         """Liveness and the state of what escalation depends on."""
         try:
             await ping(engine)
+            async with app.state.sessions() as session:
+                engine_state = await metrics.engine_health(session, utcnow())
             database = "ok"
         except Exception:  # any failure means "not ok"; details stay in the server's log
-            database = "unreachable"
-        ok = database == "ok"
+            return JSONResponse({"status": "degraded", "database": "unreachable"}, 503)
+        ok = engine_state["escalation"] == "ok"
         return JSONResponse(
-            {"status": "ok" if ok else "degraded", "database": database},
+            {"status": "ok" if ok else "degraded", "database": database, **engine_state},
             status_code=200 if ok else 503,
         )
 
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> PlainTextResponse:
+        """Prometheus text format: lateness, outbox depth by priority, deliveries."""
+        now = utcnow()
+        async with app.state.sessions() as session:
+            lag = await sweep_lag(session, now)
+            text = await metrics.render(session, now, lag)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    install(app)  # the desk API; no-store and security headers on every answer; size limits
     return app

@@ -1,0 +1,118 @@
+"""Dependencies every route shares: the database session, the caller, the clock, the vault."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api import errors
+from api.errors import ApiError
+from core import auth
+from core.auth import Principal
+from core.crypto import Vault
+from core.throttle import Limits
+
+COOKIE = "__Host-amparo_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed before the response leaves."""
+    async with request.app.state.sessions() as session, session.begin():
+        yield session
+
+
+def get_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def get_vault(request: Request) -> Vault:
+    vault: Vault = request.app.state.vault
+    return vault
+
+
+def get_limits(request: Request) -> Limits:
+    limits: Limits | None = getattr(request.app.state, "limits", None)
+    if limits is None:
+        limits = request.app.state.limits = Limits()
+    return limits
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_db, scope="function")]
+NowDep = Annotated[datetime, Depends(get_now)]
+VaultDep = Annotated[Vault, Depends(get_vault)]
+LimitsDep = Annotated[Limits, Depends(get_limits)]
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _sep, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def _principal(request: Request, session: SessionDep, now: NowDep) -> Principal:
+    token = bearer(request)
+    if token is not None:
+        principal = await auth.token_principal(session, token, now)
+        if principal is None:
+            raise ApiError(401, errors.UNAUTHENTICATED)
+        return principal
+    cookie = request.cookies.get(COOKIE)
+    found = None if cookie is None else await auth.session_principal(session, cookie, now)
+    if found is None:
+        raise ApiError(401, errors.UNAUTHENTICATED)
+    principal, row = found
+    # SameSite=Strict already keeps other sites' forms out; the header is the second lock.
+    if request.method not in SAFE_METHODS and not auth.csrf_matches(
+        row, request.headers.get(CSRF_HEADER)
+    ):
+        raise ApiError(403, errors.BAD_CSRF)
+    return principal
+
+
+async def any_principal(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    """The caller, even one who must still change the password (for /auth routes)."""
+    return principal
+
+
+async def current_principal(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if principal.must_change_password:
+        raise ApiError(403, errors.CHANGE_PASSWORD)
+    return principal
+
+
+AnyPrincipalDep = Annotated[Principal, Depends(any_principal)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
+    """A dependency granting the route only to callers holding ``scope`` (deny by default)."""
+
+    async def check(principal: PrincipalDep) -> Principal:
+        if scope not in principal.scopes:
+            raise ApiError(403, errors.FORBIDDEN)
+        return principal
+
+    return check
+
+
+AlertsRead = Annotated[Principal, Depends(require("alerts:read"))]
+AlertsWrite = Annotated[Principal, Depends(require("alerts:write"))]
+DefendersRead = Annotated[Principal, Depends(require("defenders:read"))]
+DefendersWrite = Annotated[Principal, Depends(require("defenders:write"))]
+ReportsRead = Annotated[Principal, Depends(require("reports:read"))]
+ReportsWrite = Annotated[Principal, Depends(require("reports:write"))]
+ReportsExport = Annotated[Principal, Depends(require("reports:export"))]
+PoliciesRead = Annotated[Principal, Depends(require("policies:read"))]
+PoliciesWrite = Annotated[Principal, Depends(require("policies:write"))]
+AdminDep = Annotated[Principal, Depends(require("org:admin"))]
+
+
+def client_address(request: Request) -> str:
+    # The socket's peer only: X-Forwarded-For is trivially spoofed (abuse case 17).
+    return request.client.host if request.client else "unknown"

@@ -1,0 +1,124 @@
+"""Errors the desk API answers with: one translated sentence, no internals (SECURITY.md R22)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.security_headers import HEADERS
+from core.i18n import gettext, negotiate
+
+log = logging.getLogger("amparo.api")
+
+
+def N_(message: str) -> str:
+    return message
+
+
+NOT_FOUND = N_("not found")
+FORBIDDEN = N_("your role does not allow this")
+UNAUTHENTICATED = N_("log in first")
+BAD_CSRF = N_("missing or wrong CSRF token")
+CHANGE_PASSWORD = N_("change your password first")
+INVALID = N_("the request is not valid")
+TOO_MANY = N_("too many attempts; wait and try again")
+TOO_LARGE = N_("the request is too large")
+INTERNAL = N_("internal error; it was logged for the operators")
+CONFLICT = N_("this conflicts with the current state")
+GENERIC = {
+    401: UNAUTHENTICATED,
+    403: FORBIDDEN,
+    404: NOT_FOUND,
+    405: N_("method not allowed"),
+    409: CONFLICT,
+    413: TOO_LARGE,
+    429: TOO_MANY,
+}
+
+
+class ApiError(Exception):
+    """An answer to the client: HTTP status and an untranslated message id."""
+
+    def __init__(
+        self, status: int, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def locale_of(request: Request) -> str:
+    return locale_from(request.headers.get("accept-language", ""))
+
+
+def locale_from(accept_language: str) -> str:
+    """The best supported language in Accept-Language (by q-value), else English."""
+    ranked = []
+    for i, part in enumerate(accept_language.split(",")[:20]):
+        tag, _sep, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        if tag and tag != "*" and q > 0:
+            ranked.append((-q, i, tag))
+    return negotiate(tag for _q, _i, tag in sorted(ranked))
+
+
+def translated(request: Request, message: str) -> str:
+    return gettext(locale_of(request))(message)
+
+
+def answer(request: Request, status: int, message: str, **extra: object) -> JSONResponse:
+    body: dict[str, object] = {"detail": translated(request, message), **extra}
+    return JSONResponse(body, status_code=status)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    response = answer(request, exc.status, exc.message)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code >= 500:
+        return answer(request, 500, INTERNAL)
+    message = GENERIC.get(exc.status_code, INVALID)
+    response = answer(request, exc.status_code, message)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Where and what kind of error only: pydantic's "input" would echo secrets back.
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": translated(request, INVALID), "type": e["type"]}
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", extra={"error": type(exc).__name__, "method": request.method})
+    response = answer(request, 500, INTERNAL)
+    # This answer leaves outside every middleware: it brings its own headers.
+    for name, value in HEADERS:
+        response.headers[name.decode()] = value.decode()
+    return response
+
+
+def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(Exception, _internal)

@@ -1,0 +1,232 @@
+"""Logging in and out, and changing one's password."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api import errors
+from api.deps import (
+    COOKIE,
+    AnyPrincipalDep,
+    LimitsDep,
+    NowDep,
+    SessionDep,
+    VaultDep,
+    client_address,
+)
+from api.errors import N_, ApiError
+from core import audit, auth
+from core.auth import AuthError
+from core.crypto import normalise
+from core.db import transaction
+from core.models import Responder, Role
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+LOGIN_FAILED = N_("wrong username, password or code")
+WEAK_PASSWORD = N_("choose a new password of at least 12 characters, unlike the old one")
+WRONG_PASSWORD = N_("the current password is wrong")
+
+
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1, max_length=120)
+    password: str = Field(min_length=1, max_length=1024)
+    totp: str = Field(min_length=1, max_length=12)
+
+
+class Me(BaseModel):
+    id: uuid.UUID
+    username: str
+    role: Role
+    org_id: uuid.UUID
+    on_duty: bool
+    must_change_password: bool
+
+
+class SessionOut(BaseModel):
+    csrf_token: str
+    responder: Me
+
+
+class PasswordIn(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return factory
+
+
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
+
+
+def me(r: Responder) -> Me:
+    return Me(
+        id=r.id,
+        username=r.username,
+        role=r.role,
+        org_id=r.org_id,
+        on_duty=r.on_duty,
+        must_change_password=r.must_change_password,
+    )
+
+
+def set_cookie(response: Response, token: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(auth.SESSION_ABSOLUTE.total_seconds()),
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+@router.post("/login", responses={401: {}, 429: {}})
+async def login(
+    body: LoginIn,
+    request: Request,
+    response: Response,
+    sessions: SessionsDep,
+    vault: VaultDep,
+    now: NowDep,
+    limits: LimitsDep,
+) -> SessionOut:
+    """Log in with username, password and a TOTP code; sets a new session cookie."""
+    account, address = "user:" + normalise(body.username), "ip:" + client_address(request)
+    t = now.timestamp()
+    for throttle, key in ((limits.login_account, account), (limits.login_address, address)):
+        if throttle.blocked(key, t):
+            retry = str(throttle.retry_after(key, t))
+            raise ApiError(429, errors.TOO_MANY, headers={"Retry-After": retry})
+    try:
+        async with transaction(sessions) as session:
+            responder = await auth.authenticate(
+                session,
+                vault,
+                username=body.username,
+                password=body.password,
+                code=body.totp,
+                now=now,
+            )
+            presented = request.cookies.get(COOKIE)
+            if presented is not None:  # never keep a session the client brought along
+                old = await auth.session_principal(session, presented, now)
+                if old is not None and old[0].responder_id is not None:
+                    await auth.revoke_sessions(session, old[0].responder_id, now, only=old[1].id)
+            row, token, csrf = await auth.open_session(session, responder, now)
+            await audit.record(
+                session,
+                vault,
+                actor=f"responder:{responder.id}",
+                action="auth.login",
+                target=str(row.id),
+                org_id=responder.org_id,
+                now=now,
+            )
+    except AuthError as exc:
+        limits.login_account.hit(account, t)
+        limits.login_address.hit(address, t)
+        await _failed(sessions, vault, body.username, exc.code, now)
+        raise ApiError(401, LOGIN_FAILED) from None
+    limits.login_account.reset(account)
+    set_cookie(response, token)
+    return SessionOut(csrf_token=csrf, responder=me(responder))
+
+
+async def _failed(
+    sessions: async_sessionmaker[AsyncSession],
+    vault: VaultDep,
+    username: str,
+    code: str,
+    now: NowDep,
+) -> None:
+    """Audit a failed login against a known account (never the password or the code)."""
+    async with transaction(sessions) as session:
+        found = await session.execute(
+            select(Responder.id, Responder.org_id).where(Responder.username == username)
+        )
+        row = found.first()
+        if row is not None:
+            await audit.record(
+                session,
+                vault,
+                actor="anonymous",
+                action="auth.login_failed",
+                target=str(row.id),
+                org_id=row.org_id,
+                detail={"reason": code},
+                now=now,
+            )
+
+
+@router.post("/logout", status_code=204)
+async def logout(
+    principal: AnyPrincipalDep,
+    response: Response,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> None:
+    """End this session; its cookie no longer works anywhere."""
+    if principal.responder_id is not None and principal.session_id is not None:
+        await auth.revoke_sessions(session, principal.responder_id, now, only=principal.session_id)
+        await audit.record(
+            session,
+            vault,
+            actor=principal.actor,
+            action="auth.logout",
+            target=str(principal.session_id),
+            org_id=principal.org_id,
+            now=now,
+        )
+    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+
+
+@router.get("/me")
+async def whoami(principal: AnyPrincipalDep, session: SessionDep) -> Me:
+    """The logged-in responder."""
+    responder = await _responder(session, principal.responder_id)
+    return me(responder)
+
+
+async def _responder(session: AsyncSession, responder_id: uuid.UUID | None) -> Responder:
+    responder = None if responder_id is None else await session.get(Responder, responder_id)
+    if responder is None:
+        raise ApiError(404, errors.NOT_FOUND)  # an integration token is nobody
+    return responder
+
+
+@router.post("/password", responses={400: {}})
+async def change_password(
+    body: PasswordIn,
+    principal: AnyPrincipalDep,
+    response: Response,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> SessionOut:
+    """Change the password: every session ends, and this client gets a new one."""
+    responder = await _responder(session, principal.responder_id)
+    try:
+        await auth.change_password(
+            session,
+            vault,
+            responder=responder,
+            current=body.current_password,
+            new=body.new_password,
+            now=now,
+        )
+    except AuthError as exc:
+        raise ApiError(400, WRONG_PASSWORD if exc.code == "password" else WEAK_PASSWORD) from None
+    _row, token, csrf = await auth.open_session(session, responder, now)
+    set_cookie(response, token)
+    return SessionOut(csrf_token=csrf, responder=me(responder))

@@ -1,0 +1,133 @@
+"""Defenders under their generated handles, with check-in health; pause, resume, policy."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from api import errors
+from api.deps import DefendersRead, DefendersWrite, NowDep, SessionDep, VaultDep
+from api.errors import N_, ApiError
+from core import desk_defenders
+from core.auth import Principal
+from core.desk_defenders import Health
+from core.models import Defender, DefenderStatus
+
+router = APIRouter(prefix="/defenders", tags=["defenders"])
+
+CANNOT_PAUSE = N_("only an active defender can be paused, and only a paused one resumed")
+
+
+class DefenderOut(BaseModel):
+    id: uuid.UUID
+    handle: str
+    status: DefenderStatus
+    last_checkin_at: datetime | None
+    health: str  # paused, alert, missed, overdue, ok, no_checkin
+    next_due_at: datetime | None
+    policy_id: uuid.UUID | None
+
+
+class DefenderPage(BaseModel):
+    items: list[DefenderOut]
+    next_cursor: str | None  # the last handle of this page
+
+
+class PolicyIn(BaseModel):
+    policy_id: uuid.UUID | None
+
+
+def out(d: Defender, health: Health) -> DefenderOut:
+    return DefenderOut(
+        id=d.id,
+        handle=d.handle,
+        status=d.status,
+        last_checkin_at=d.last_checkin_at,
+        health=health.state,
+        next_due_at=health.next_due_at,
+        policy_id=d.policy_id,
+    )
+
+
+@router.get("")
+async def list_defenders(
+    principal: DefendersRead,
+    session: SessionDep,
+    status: DefenderStatus | None = None,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> DefenderPage:
+    """Defenders by handle with their check-in health (never names or addresses)."""
+    rows, health, following = await desk_defenders.list_defenders(
+        session, org_id=principal.org_id, status=status, after=cursor, limit=limit
+    )
+    return DefenderPage(items=[out(d, health[d.id]) for d in rows], next_cursor=following)
+
+
+async def _defender(session: SessionDep, principal: Principal, defender_id: uuid.UUID) -> Defender:
+    defender = await desk_defenders.get_defender(session, principal.org_id, defender_id)
+    if defender is None:
+        raise ApiError(404, errors.NOT_FOUND)
+    return defender
+
+
+async def _pause(
+    defender_id: uuid.UUID,
+    paused: bool,
+    principal: Principal,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> DefenderOut:
+    defender = await _defender(session, principal, defender_id)
+    if not await desk_defenders.set_paused(
+        session, vault, defender=defender, paused=paused, actor=principal.actor, now=now
+    ):
+        raise ApiError(409, CANNOT_PAUSE)
+    return out(defender, await desk_defenders.health_of(session, defender))
+
+
+@router.post("/{defender_id}/pause", responses={404: {}, 409: {}})
+async def pause(
+    defender_id: uuid.UUID,
+    principal: DefendersWrite,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> DefenderOut:
+    """Pause the defender's check-ins (nothing escalates while paused)."""
+    return await _pause(defender_id, True, principal, session, vault, now)
+
+
+@router.post("/{defender_id}/resume", responses={404: {}, 409: {}})
+async def resume(
+    defender_id: uuid.UUID,
+    principal: DefendersWrite,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> DefenderOut:
+    """Resume the defender's check-ins; a deadline missed meanwhile is due at once."""
+    return await _pause(defender_id, False, principal, session, vault, now)
+
+
+@router.put("/{defender_id}/policy", responses={404: {}})
+async def set_policy(
+    defender_id: uuid.UUID,
+    body: PolicyIn,
+    principal: DefendersWrite,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> DefenderOut:
+    """Apply one of the organisation's escalation policies (null: the default)."""
+    defender = await _defender(session, principal, defender_id)
+    if not await desk_defenders.set_policy(
+        session, vault, defender=defender, policy_id=body.policy_id, actor=principal.actor, now=now
+    ):
+        raise ApiError(404, errors.NOT_FOUND)
+    return out(defender, await desk_defenders.health_of(session, defender))

@@ -1,0 +1,52 @@
+"""External desks act on an alert by the dedup_key their webhook events carry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api import errors
+from api.alert_schemas import AlertOut, ResolveIn
+from api.deps import AlertsWrite, NowDep, SessionDep, VaultDep
+from api.errors import ApiError
+from api.routes.alerts import acknowledge_alert, resolve_alert
+from core import desk_alerts
+from core.auth import Principal
+from core.models import Alert
+
+router = APIRouter(prefix="/alerts/by-dedup", tags=["external desk"])
+
+DedupKey = Annotated[str, Field(min_length=1, max_length=80)]
+
+
+async def _by_dedup(session: AsyncSession, principal: Principal, dedup_key: str) -> Alert:
+    alert = await desk_alerts.open_by_dedup(session, principal.org_id, dedup_key)
+    if alert is None:
+        raise ApiError(404, errors.NOT_FOUND)
+    return alert
+
+
+@router.post("/{dedup_key}/acknowledge", responses={404: {}, 409: {}})
+async def acknowledge_by_dedup(
+    dedup_key: DedupKey, principal: AlertsWrite, session: SessionDep, vault: VaultDep, now: NowDep
+) -> AlertOut:
+    """External desks: acknowledge the alert known by its webhook dedup_key."""
+    alert = await _by_dedup(session, principal, dedup_key)
+    return await acknowledge_alert(session, vault, principal, alert, now)
+
+
+@router.post("/{dedup_key}/resolve", responses={404: {}, 409: {}})
+async def resolve_by_dedup(
+    dedup_key: DedupKey,
+    body: ResolveIn,
+    principal: AlertsWrite,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> AlertOut:
+    """External desks: resolve the alert known by its webhook dedup_key, with an outcome."""
+    alert = await _by_dedup(session, principal, dedup_key)
+    return await resolve_alert(session, vault, principal, alert, body.outcome, now)

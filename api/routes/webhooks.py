@@ -1,0 +1,239 @@
+"""Outbound webhooks to an external desk: endpoints, secret rotation, delivery log, replay."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from api import errors
+from api.deps import AdminDep, NowDep, SessionDep, VaultDep
+from api.errors import N_, ApiError
+from core import audit, webhooks
+from core.auth import Principal
+from core.config import Mode
+from core.models import OutboxMessage, OutboxState, Webhook
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+BAD_URL = N_("a webhook URL starts with https://")
+NOT_DEAD = N_("only a delivery that was given up on can be replayed")
+
+RECEIVER = """
+Every event is a POST with a JSON body (`event_id`, `type`, `dedup_key`, `org`, `alert`) and the
+headers `Amparo-Event-Id` and `Amparo-Signature: t=<unix>,v1=<hex>[,v1=<hex>]`, where each v1 is
+HMAC-SHA256(secret, "<t>.<raw body>"). During a secret rotation both secrets sign, so accept any
+v1 that matches. Reject a `t` more than 300 s from your clock and an event id seen before:
+
+```python
+import hashlib, hmac, time
+
+SEEN: set[str] = set()  # keep these for at least the retry window, e.g. in your database
+
+def accept(raw_body: bytes, headers: dict[str, str], secret: bytes) -> bool:
+    items = [p.split("=", 1) for p in headers["Amparo-Signature"].split(",")]
+    t = int(next(v for k, v in items if k == "t"))
+    if abs(time.time() - t) > 300:
+        return False
+    mac = hmac.new(secret, f"{t}.".encode() + raw_body, hashlib.sha256).hexdigest()
+    if not any(k == "v1" and hmac.compare_digest(mac, v) for k, v in items):
+        return False
+    event_id = headers["Amparo-Event-Id"]
+    if event_id in SEEN:
+        return False  # a retry of an event already handled: answer 2xx, do nothing
+    SEEN.add(event_id)
+    return True
+```
+
+Answer 2xx once the event is stored; anything else is retried with backoff. Acknowledge or
+resolve back with an API token: `POST /api/v1/alerts/by-dedup/{dedup_key}/acknowledge`.
+"""
+
+
+class WebhookIn(BaseModel):
+    url: str = Field(min_length=8, max_length=500)
+
+
+class WebhookPatch(BaseModel):
+    active: bool
+
+
+class RotateIn(BaseModel):
+    overlap_hours: Annotated[int, Field(ge=0, le=168)] = 24
+
+
+class WebhookOut(BaseModel):
+    id: uuid.UUID
+    url: str
+    active: bool
+    created_at: datetime
+    previous_secret_until: datetime | None
+
+
+class NewSecret(WebhookOut):
+    secret: str  # shown once
+
+
+class DeliveryOut(BaseModel):
+    id: uuid.UUID
+    event: str | None
+    alert_id: uuid.UUID | None
+    state: OutboxState
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    last_error: str | None
+
+
+def out(h: Webhook) -> WebhookOut:
+    return WebhookOut(
+        id=h.id,
+        url=h.url,
+        active=h.active,
+        created_at=h.created_at,
+        previous_secret_until=h.previous_until,
+    )
+
+
+def event_of(key: str) -> str | None:
+    """The event type, from the idempotency key ``<stem>:<type>|webhook:<id>``."""
+    head, sep, _hook = key.rpartition("|webhook:")
+    event = head.rpartition(":")[2]
+    return event if sep and event in webhooks.EVENTS else None
+
+
+async def _hook(session: SessionDep, principal: Principal, hook_id: uuid.UUID) -> Webhook:
+    hook = await session.get(Webhook, hook_id)
+    if hook is None or hook.org_id != principal.org_id:
+        raise ApiError(404, errors.NOT_FOUND)
+    return hook
+
+
+async def _audit(
+    session: SessionDep, vault: VaultDep, p: Principal, action: str, target: uuid.UUID, now: NowDep
+) -> None:
+    await audit.record(
+        session, vault, actor=p.actor, action=action, target=str(target), org_id=p.org_id, now=now
+    )
+
+
+@router.get("")
+async def list_webhooks(principal: AdminDep, session: SessionDep) -> list[WebhookOut]:
+    """The organisation's webhook endpoints."""
+    rows = await session.execute(
+        select(Webhook).where(Webhook.org_id == principal.org_id).order_by(Webhook.created_at)
+    )
+    return [out(h) for h in rows.scalars()]
+
+
+@router.post("", status_code=201, description=RECEIVER, responses={400: {}})
+async def add_webhook(
+    body: WebhookIn,
+    request: Request,
+    principal: AdminDep,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> NewSecret:
+    """Add an endpoint; its signing secret is in this answer only."""
+    production = request.app.state.settings.mode is Mode.production
+    if production and not body.url.startswith("https://"):
+        raise ApiError(400, BAD_URL)
+    try:
+        hook, secret = await webhooks.add(session, vault, org_id=principal.org_id, url=body.url)
+    except ValueError:
+        raise ApiError(400, BAD_URL) from None
+    hook.created_at = now
+    await session.flush()
+    await _audit(session, vault, principal, "webhook.add", hook.id, now)
+    return NewSecret(**out(hook).model_dump(), secret=secret)
+
+
+@router.patch("/{hook_id}", responses={404: {}})
+async def update_webhook(
+    hook_id: uuid.UUID,
+    body: WebhookPatch,
+    principal: AdminDep,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> WebhookOut:
+    """Pause or resume deliveries to an endpoint."""
+    hook = await _hook(session, principal, hook_id)
+    hook.active = body.active
+    await _audit(session, vault, principal, "webhook.update", hook.id, now)
+    return out(hook)
+
+
+@router.post("/{hook_id}/rotate", responses={404: {}})
+async def rotate_secret(
+    hook_id: uuid.UUID,
+    body: RotateIn,
+    principal: AdminDep,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> NewSecret:
+    """A new signing secret; the old one signs too until the overlap ends."""
+    hook = await _hook(session, principal, hook_id)
+    secret = await webhooks.rotate(
+        session, vault, hook=hook, now=now, overlap=timedelta(hours=body.overlap_hours)
+    )
+    await _audit(session, vault, principal, "webhook.rotate", hook.id, now)
+    return NewSecret(**out(hook).model_dump(), secret=secret)
+
+
+@router.get("/{hook_id}/deliveries", responses={404: {}})
+async def deliveries(
+    hook_id: uuid.UUID,
+    principal: AdminDep,
+    session: SessionDep,
+    state: OutboxState | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[DeliveryOut]:
+    """The delivery log of an endpoint, newest first."""
+    hook = await _hook(session, principal, hook_id)
+    query = select(OutboxMessage).where(OutboxMessage.webhook_id == hook.id)
+    if state is not None:
+        query = query.where(OutboxMessage.state == state)
+    rows = await session.execute(query.order_by(OutboxMessage.created_at.desc()).limit(limit))
+    return [
+        DeliveryOut(
+            id=m.id,
+            event=event_of(m.idempotency_key),
+            alert_id=m.alert_id,
+            state=m.state,
+            attempts=m.attempts,
+            created_at=m.created_at,
+            next_attempt_at=m.next_attempt_at,
+            delivered_at=m.delivered_at,
+            last_error=m.last_error,
+        )
+        for m in rows.scalars()
+    ]
+
+
+@router.post(
+    "/{hook_id}/deliveries/{delivery_id}/replay", status_code=202, responses={404: {}, 409: {}}
+)
+async def replay(
+    hook_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    principal: AdminDep,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> None:
+    """Send a failed (dead) delivery again, with the same event id."""
+    hook = await _hook(session, principal, hook_id)
+    row = await session.get(OutboxMessage, delivery_id)
+    if row is None or row.webhook_id != hook.id:
+        raise ApiError(404, errors.NOT_FOUND)
+    if not await webhooks.replay(session, org_id=principal.org_id, ids=[row.id], now=now):
+        raise ApiError(409, NOT_DEAD)
+    await _audit(session, vault, principal, "webhook.replay", row.id, now)

@@ -1,0 +1,253 @@
+"""Who is calling the desk: responders (password + TOTP, server-side sessions) and API tokens.
+
+Sessions (SECURITY.md R20): 256-bit random tokens, only their SHA-256 stored; a new token at
+every login; idle and absolute timeouts; every session of a responder revoked when the password
+changes or the account is disabled. TOTP codes work once (R19): the step of the last accepted
+code is stored and moved forward by a conditional update, so even two concurrent logins with
+the same code cannot both pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+
+import pyotp
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import audit
+from core.crypto import Vault
+from core.models import ApiToken, DeskSession, Responder, Role
+from core.security import hash_password, verify_password
+
+SESSION_IDLE = timedelta(minutes=30)
+SESSION_ABSOLUTE = timedelta(hours=12)
+TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most once a minute
+TOTP_STEP = 30
+MIN_PASSWORD = 12
+
+ROLE_SCOPES: dict[Role, frozenset[str]] = {
+    Role.observer: frozenset({"alerts:read", "defenders:read", "reports:read", "policies:read"}),
+    Role.responder: frozenset(
+        {
+            "alerts:read",
+            "alerts:write",
+            "defenders:read",
+            "defenders:write",
+            "reports:read",
+            "reports:write",
+            "reports:export",
+            "policies:read",
+        }
+    ),
+}
+ROLE_SCOPES[Role.admin] = ROLE_SCOPES[Role.responder] | {"policies:write", "org:admin"}
+# What an integration token may hold: never org:admin (a token cannot mint tokens).
+TOKEN_SCOPES = ROLE_SCOPES[Role.responder] | {"policies:write"}
+
+
+class AuthError(Exception):
+    """Authentication failed; ``code`` says why, for the server only (the client sees one text)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Principal:
+    org_id: uuid.UUID
+    scopes: frozenset[str]
+    actor: str  # "responder:<id>" or "token:<id>", as written in the audit log
+    responder_id: uuid.UUID | None = None
+    role: Role | None = None
+    session_id: uuid.UUID | None = None
+    must_change_password: bool = False
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def totp_step(secret: str, code: str, now: datetime) -> int | None:
+    """The time step ``code`` belongs to (now, or one step either side), else None."""
+    if not (len(code) == 6 and code.isascii() and code.isdigit()):
+        return None
+    totp = pyotp.TOTP(secret)
+    step = int(now.timestamp()) // TOTP_STEP
+    for candidate in (step, step - 1, step + 1):
+        if secrets.compare_digest(totp.at(candidate * TOTP_STEP), code):
+            return candidate
+    return None
+
+
+async def authenticate(
+    session: AsyncSession, vault: Vault, *, username: str, password: str, code: str, now: datetime
+) -> Responder:
+    """The responder whose password and unused TOTP code these are; AuthError otherwise."""
+    responder = (
+        await session.execute(select(Responder).where(Responder.username == username))
+    ).scalar_one_or_none()
+    if responder is None:
+        verify_password(_dummy_hash(), password)  # the same work as for a known account
+        raise AuthError("unknown")
+    if not verify_password(responder.password_hash, password):
+        raise AuthError("password")
+    if not responder.active:
+        raise AuthError("disabled")
+    secret = responder.get_text(vault, "totp_secret_enc")
+    step = None if secret is None else totp_step(secret, code, now)
+    if step is None:
+        raise AuthError("totp")
+    used = await session.execute(
+        update(Responder)
+        .where(Responder.id == responder.id, Responder.totp_last_step < step)
+        .values(totp_last_step=step)
+        .returning(Responder.id)
+        .execution_options(synchronize_session=False)
+    )
+    if used.first() is None:
+        raise AuthError("totp_reused")
+    responder.totp_last_step = step
+    return responder
+
+
+async def open_session(
+    session: AsyncSession, responder: Responder, now: datetime
+) -> tuple[DeskSession, str, str]:
+    """A fresh session (never one the client proposed): (row, token, csrf token)."""
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    row = DeskSession(
+        id=uuid.uuid4(),
+        token_hash=digest(token),
+        csrf_hash=digest(csrf),
+        responder_id=responder.id,
+        org_id=responder.org_id,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + SESSION_ABSOLUTE,
+    )
+    session.add(row)
+    await session.flush()
+    return row, token, csrf
+
+
+async def session_principal(
+    session: AsyncSession, token: str, now: datetime
+) -> tuple[Principal, DeskSession] | None:
+    """The principal behind a live session token, or None (expired, idle, revoked, disabled)."""
+    found = (
+        await session.execute(
+            select(DeskSession, Responder)
+            .join(Responder, Responder.id == DeskSession.responder_id)
+            .where(DeskSession.token_hash == digest(token))
+        )
+    ).first()
+    if found is None:
+        return None
+    row, responder = found
+    if (
+        row.revoked_at is not None
+        or now >= row.expires_at
+        or now >= row.last_seen_at + SESSION_IDLE
+        or not responder.active
+        or responder.org_id != row.org_id
+    ):
+        return None
+    if now - row.last_seen_at >= TOUCH_EVERY:
+        row.last_seen_at = now
+    principal = Principal(
+        org_id=responder.org_id,
+        scopes=ROLE_SCOPES[responder.role],
+        actor=f"responder:{responder.id}",
+        responder_id=responder.id,
+        role=responder.role,
+        session_id=row.id,
+        must_change_password=responder.must_change_password,
+    )
+    return principal, row
+
+
+def csrf_matches(row: DeskSession, presented: str | None) -> bool:
+    return presented is not None and secrets.compare_digest(digest(presented), row.csrf_hash)
+
+
+async def revoke_sessions(
+    session: AsyncSession, responder_id: uuid.UUID, now: datetime, *, only: uuid.UUID | None = None
+) -> None:
+    query = update(DeskSession).where(
+        DeskSession.responder_id == responder_id, DeskSession.revoked_at.is_(None)
+    )
+    if only is not None:
+        query = query.where(DeskSession.id == only)
+    await session.execute(
+        query.values(revoked_at=now).execution_options(synchronize_session=False)
+    )
+
+
+async def change_password(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    responder: Responder,
+    current: str,
+    new: str,
+    now: datetime,
+) -> None:
+    """Set a new password and revoke every session of the responder (the caller opens one)."""
+    if not verify_password(responder.password_hash, current):
+        raise AuthError("password")
+    if len(new) < MIN_PASSWORD or len(new) > 1024 or new == current:
+        raise AuthError("weak_password")
+    responder.password_hash = hash_password(new)
+    responder.must_change_password = False
+    await revoke_sessions(session, responder.id, now)
+    await audit.record(
+        session,
+        vault,
+        actor=f"responder:{responder.id}",
+        action="auth.password_change",
+        target=str(responder.id),
+        org_id=responder.org_id,
+        now=now,
+    )
+
+
+async def create_token(
+    session: AsyncSession, *, org_id: uuid.UUID, name: str, scopes: list[str], now: datetime
+) -> tuple[ApiToken, str]:
+    """A new integration token: (row, plaintext shown once)."""
+    plaintext = "amp_" + secrets.token_urlsafe(32)
+    row = ApiToken(
+        id=uuid.uuid4(),
+        org_id=org_id,
+        name=name,
+        token_hash=digest(plaintext),
+        scopes=sorted(set(scopes)),
+        created_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    return row, plaintext
+
+
+async def token_principal(session: AsyncSession, token: str, now: datetime) -> Principal | None:
+    row = (
+        await session.execute(select(ApiToken).where(ApiToken.token_hash == digest(token)))
+    ).scalar_one_or_none()
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
+        row.last_used_at = now
+    scopes = frozenset(row.scopes) & TOKEN_SCOPES
+    return Principal(org_id=row.org_id, scopes=scopes, actor=f"token:{row.id}")

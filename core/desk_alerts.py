@@ -1,0 +1,259 @@
+"""The desk's side of alerts: the queue, the timeline, assignment, sealed notes, reopening.
+
+Every query takes the caller's organisation: an alert of another organisation is simply not
+found. Acknowledge and resolve belong to the escalation engine (core.alerts).
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Row, and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import alerts, audit
+from core.crypto import Vault, seal
+from core.models import (
+    Alert,
+    AlertEvent,
+    AlertKind,
+    AlertNote,
+    AlertState,
+    Defender,
+    Organisation,
+    Responder,
+)
+from core.org_keys import current_version
+
+OUTCOMES = ("safe", "false_alarm", "intervention", "other")
+NOTE_KIND = "alert_note"
+
+
+class DeskConflict(Exception):
+    """The alert is not in a state that allows this (e.g. reopening an open alert)."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    at: datetime
+    id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = f"{self.at.isoformat()}|{self.id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """Raises ValueError for anything this API did not hand out."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+            at, _sep, row_id = raw.partition("|")
+            cursor = cls(datetime.fromisoformat(at), uuid.UUID(row_id))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError("bad cursor") from exc
+        if cursor.at.tzinfo is None:
+            raise ValueError("bad cursor")
+        return cursor
+
+
+QUEUE_COLUMNS = (
+    Alert.id,
+    Alert.kind,
+    Alert.priority,
+    Alert.state,
+    Alert.dedup_key,
+    Alert.defender_id,
+    Defender.handle,
+    Alert.do_not_contact,
+    Alert.step,
+    Alert.triggered_at,
+    Alert.acknowledged_at,
+    Alert.acknowledged_by,
+    Alert.assigned_to,
+    Alert.resolved_at,
+    Alert.outcome,
+)
+
+
+async def list_alerts(
+    session: AsyncSession,
+    *,
+    org_id: uuid.UUID,
+    state: AlertState | None = None,
+    kind: AlertKind | None = None,
+    priority: int | None = None,
+    after: Cursor | None = None,
+    limit: int = 50,
+) -> tuple[list[Row[Any]], Cursor | None]:
+    """One page of the queue, newest first; the cursor of the next page or None."""
+    query = (
+        select(*QUEUE_COLUMNS)
+        .join(Defender, Defender.id == Alert.defender_id)
+        .where(Alert.org_id == org_id)
+    )
+    if state is not None:
+        query = query.where(Alert.state == state)
+    if kind is not None:
+        query = query.where(Alert.kind == kind)
+    if priority is not None:
+        query = query.where(Alert.priority == priority)
+    if after is not None:
+        query = query.where(
+            or_(
+                Alert.triggered_at < after.at,
+                and_(Alert.triggered_at == after.at, Alert.id < after.id),
+            )
+        )
+    query = query.order_by(Alert.triggered_at.desc(), Alert.id.desc()).limit(limit + 1)
+    rows = cast(list[Row[Any]], list((await session.execute(query)).all()))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], Cursor(last.triggered_at, last.id)
+
+
+async def get_alert(session: AsyncSession, org_id: uuid.UUID, alert_id: uuid.UUID) -> Alert | None:
+    query = select(Alert).where(Alert.id == alert_id, Alert.org_id == org_id)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def open_by_dedup(session: AsyncSession, org_id: uuid.UUID, dedup_key: str) -> Alert | None:
+    """The open alert an external desk knows by its dedup key, else the latest one."""
+    query = (
+        select(Alert)
+        .where(Alert.org_id == org_id, Alert.dedup_key == dedup_key)
+        .order_by(Alert.open_key.is_(None), Alert.triggered_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def handle_of(session: AsyncSession, defender_id: uuid.UUID) -> str | None:
+    return (
+        await session.execute(select(Defender.handle).where(Defender.id == defender_id))
+    ).scalar_one_or_none()
+
+
+async def timeline(
+    session: AsyncSession, alert_id: uuid.UUID
+) -> tuple[list[AlertEvent], list[AlertNote]]:
+    events = await session.execute(
+        select(AlertEvent).where(AlertEvent.alert_id == alert_id).order_by(AlertEvent.id)
+    )
+    notes = await session.execute(
+        select(AlertNote).where(AlertNote.alert_id == alert_id).order_by(AlertNote.created_at)
+    )
+    return list(events.scalars()), list(notes.scalars())
+
+
+async def _event(
+    session: AsyncSession, alert: Alert, kind: str, actor: str, now: datetime, **detail: Any
+) -> None:
+    session.add(AlertEvent(alert_id=alert.id, at=now, kind=kind, actor=actor, detail=detail))
+    await session.flush()
+
+
+async def assign(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    alert: Alert,
+    to: uuid.UUID | None,
+    actor: str,
+    now: datetime,
+) -> bool:
+    """Assign to an active responder of the alert's organisation (None unassigns)."""
+    if to is not None:
+        found = await session.execute(
+            select(Responder.id).where(
+                Responder.id == to, Responder.org_id == alert.org_id, Responder.active.is_(True)
+            )
+        )
+        if found.first() is None:
+            return False
+    alert.assigned_to = to
+    await _event(session, alert, "assigned", actor, now, to=None if to is None else str(to))
+    await audit.record(
+        session,
+        vault,
+        actor=actor,
+        action="alert.assign",
+        target=str(alert.id),
+        org_id=alert.org_id,
+        detail={"to": None if to is None else str(to)},
+        now=now,
+    )
+    return True
+
+
+async def add_note(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    alert: Alert,
+    org: Organisation,
+    text: str,
+    author_id: uuid.UUID | None,
+    actor: str,
+    now: datetime,
+) -> AlertNote:
+    """Seal the note to the organisation key at once; the server keeps only the sealed box."""
+    if org.public_key is None:
+        raise DeskConflict("the organisation has no key")
+    note = AlertNote(
+        id=uuid.uuid4(),
+        alert_id=alert.id,
+        org_id=org.id,
+        author_id=author_id,
+        key_version=await current_version(session, org),
+        created_at=now,
+    )
+    note.sealed = seal(org.public_key, org_id=org.id, record_id=note.id, kind=NOTE_KIND, body=text)
+    session.add(note)
+    await _event(session, alert, "note_added", actor, now, note=str(note.id))
+    await audit.record(
+        session,
+        vault,
+        actor=actor,
+        action="alert.note",
+        target=str(alert.id),
+        org_id=org.id,
+        detail={"note": str(note.id)},
+        now=now,
+    )
+    return note
+
+
+async def reopen(
+    session: AsyncSession, vault: Vault, *, alert: Alert, actor: str, now: datetime
+) -> None:
+    """Put a resolved alert back in the queue; the engine escalates it from the desk step."""
+    if alert.state is not AlertState.resolved:
+        raise DeskConflict("the alert is open")
+    alert = await alerts.lock(session, alert)  # bumps the fence: a sweep's stale claim drops
+    if alert.state is not AlertState.resolved:
+        raise DeskConflict("the alert is open")
+    try:
+        async with session.begin_nested():  # a unique violation must not abort the transaction
+            alert.state, alert.open_key = AlertState.triggered, alert.dedup_key
+            alert.resolved_at = alert.outcome = None
+            alert.acknowledged_at = alert.acknowledged_by = None
+            alert.next_step_at = now
+            await session.flush()
+    except IntegrityError:
+        raise DeskConflict("another alert is open for the same defender and kind") from None
+    await _event(session, alert, "reopened", actor, now)
+    await audit.record(
+        session,
+        vault,
+        actor=actor,
+        action="alert.reopen",
+        target=str(alert.id),
+        org_id=alert.org_id,
+        now=now,
+    )

@@ -1,0 +1,226 @@
+"""The desk's view of defenders: generated handles and check-in health, never names or
+addresses; pausing and resuming; which escalation policy applies; invite codes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import audit
+from core.crypto import Vault
+from core.models import (
+    Alert,
+    AlertState,
+    CheckIn,
+    CheckInState,
+    Defender,
+    DefenderStatus,
+    EscalationPolicy,
+    InviteCode,
+)
+
+LIVE = (CheckInState.armed, CheckInState.reminded, CheckInState.missed)
+
+
+@dataclass(frozen=True)
+class Health:
+    state: str  # paused, alert, missed, overdue, ok, no_checkin
+    next_due_at: datetime | None
+
+
+async def list_defenders(
+    session: AsyncSession,
+    *,
+    org_id: uuid.UUID,
+    status: DefenderStatus | None,
+    after: str | None,
+    limit: int,
+) -> tuple[list[Defender], dict[uuid.UUID, Health], str | None]:
+    """A page of defenders ordered by handle, their health, and the next page's handle."""
+    query = select(Defender).where(Defender.org_id == org_id)
+    if status is None:
+        query = query.where(Defender.status != DefenderStatus.deleted)
+    else:
+        query = query.where(Defender.status == status)
+    if after is not None:
+        query = query.where(Defender.handle > after)
+    rows = list(
+        (await session.execute(query.order_by(Defender.handle).limit(limit + 1))).scalars()
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    health = await _health(session, rows)
+    return rows, health, rows[-1].handle if more else None
+
+
+async def _health(session: AsyncSession, defenders: list[Defender]) -> dict[uuid.UUID, Health]:
+    ids = [d.id for d in defenders]
+    if not ids:
+        return {}
+    checkins = (
+        await session.execute(
+            select(CheckIn.defender_id, CheckIn.state, CheckIn.due_at).where(
+                CheckIn.defender_id.in_(ids), CheckIn.state.in_(LIVE)
+            )
+        )
+    ).all()
+    alerting = set(
+        (
+            await session.execute(
+                select(Alert.defender_id).where(
+                    Alert.defender_id.in_(ids), Alert.state != AlertState.resolved
+                )
+            )
+        ).scalars()
+    )
+    result = {}
+    for d in defenders:
+        mine = [c for c in checkins if c.defender_id == d.id]
+        states = {c.state for c in mine}
+        due = min((c.due_at for c in mine if c.state is CheckInState.armed), default=None)
+        if d.status is DefenderStatus.paused:
+            state = "paused"
+        elif d.id in alerting:
+            state = "alert"
+        elif CheckInState.missed in states:
+            state = "missed"
+        elif CheckInState.reminded in states:
+            state = "overdue"
+        else:
+            state = "ok" if mine else "no_checkin"
+        result[d.id] = Health(state, due)
+    return result
+
+
+async def health_of(session: AsyncSession, defender: Defender) -> Health:
+    return (await _health(session, [defender]))[defender.id]
+
+
+async def get_defender(
+    session: AsyncSession, org_id: uuid.UUID, defender_id: uuid.UUID
+) -> Defender | None:
+    query = select(Defender).where(
+        Defender.id == defender_id,
+        Defender.org_id == org_id,
+        Defender.status != DefenderStatus.deleted,
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def set_paused(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    defender: Defender,
+    paused: bool,
+    actor: str,
+    now: datetime,
+) -> bool:
+    """Pause (or resume) the defender's check-ins; False when the status does not allow it.
+
+    Resuming re-arms the paused check-ins; a deadline that passed during the pause is due at
+    once, so the defender is asked to check in rather than silently skipped.
+    """
+    if defender.status is not (DefenderStatus.active if paused else DefenderStatus.paused):
+        return False
+    defender.status = DefenderStatus.paused if paused else DefenderStatus.active
+    values: dict[str, Any]
+    where: ColumnElement[bool]
+    if paused:
+        values = {"state": CheckInState.paused, "paused_reason": "desk"}
+        where = CheckIn.state.in_((CheckInState.armed, CheckInState.reminded))
+    else:
+        values = {"state": CheckInState.armed, "paused_reason": None, "next_action_at": now}
+        where = (CheckIn.state == CheckInState.paused) & (CheckIn.paused_reason == "desk")
+    await session.execute(
+        update(CheckIn)
+        .where(CheckIn.defender_id == defender.id, where)
+        .values(version=CheckIn.version + 1, **values)
+        .execution_options(synchronize_session=False)
+    )
+    await audit.record(
+        session,
+        vault,
+        actor=actor,
+        action="defender.pause" if paused else "defender.resume",
+        target=str(defender.id),
+        org_id=defender.org_id,
+        now=now,
+    )
+    return True
+
+
+async def set_policy(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    defender: Defender,
+    policy_id: uuid.UUID | None,
+    actor: str,
+    now: datetime,
+) -> bool:
+    """Apply one of the organisation's policies (None: its default); False if not found."""
+    if policy_id is not None:
+        found = await session.execute(
+            select(EscalationPolicy.id).where(
+                EscalationPolicy.id == policy_id, EscalationPolicy.org_id == defender.org_id
+            )
+        )
+        if found.first() is None:
+            return False
+    defender.policy_id = policy_id
+    await audit.record(
+        session,
+        vault,
+        actor=actor,
+        action="defender.policy",
+        target=str(defender.id),
+        org_id=defender.org_id,
+        detail={"policy": None if policy_id is None else str(policy_id)},
+        now=now,
+    )
+    return True
+
+
+async def list_invites(session: AsyncSession, org_id: uuid.UUID) -> list[InviteCode]:
+    query = (
+        select(InviteCode)
+        .where(InviteCode.org_id == org_id, InviteCode.purpose == "defender")
+        .order_by(InviteCode.created_at.desc())
+        .limit(500)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def revoke_invite(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    org_id: uuid.UUID,
+    invite_id: uuid.UUID,
+    actor: str,
+    now: datetime,
+) -> bool:
+    query = select(InviteCode).where(
+        InviteCode.id == invite_id, InviteCode.org_id == org_id, InviteCode.purpose == "defender"
+    )
+    invite = (await session.execute(query)).scalar_one_or_none()
+    if invite is None:
+        return False
+    if invite.revoked_at is None and invite.used_at is None:
+        invite.revoked_at = now
+        await audit.record(
+            session,
+            vault,
+            actor=actor,
+            action="invite.revoke",
+            target=str(invite.id),
+            org_id=org_id,
+            now=now,
+        )
+    return True

@@ -1,0 +1,228 @@
+"""The desk's side of reports: triage fields, the sealed body, the desk's review, exports.
+
+The body stays sealed end to end: the desk downloads the sealed box and opens it with the
+organisation key on its own machine. Exports carry HURIDOCS codes and the sealed body as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import audit
+from core.crypto import CryptoError, Vault
+from core.models import Defender, Evidence, Report, ReportReview
+
+SEALED_KIND = "report"
+EVIDENCE_KIND = "report.evidence"
+EXPORT_LIMIT = 10_000
+VERIFICATION = ("unknown", "confirmed", "likely", "possible", "unlikely")  # HURIDOCS mt41
+INTERVENTION_TYPES = (  # HURIDOCS mt20
+    "financial_assistance",
+    "legal_aid",
+    "medical_aid",
+    "publicity",
+    "confidential_contacts",
+    "request_to_others",
+    "demand_for_investigation",
+    "petition",
+    "other",
+)
+INTERVENTION_STATUS = (  # HURIDOCS mt45
+    "not_started",
+    "some_action_continuing",
+    "significant_action_continuing",
+    "closed",
+)
+CSV_COLUMNS = (
+    "id",
+    "receipt_code",
+    "received_at",
+    "defender_handle",
+    "type_of_act",
+    "initial_date",
+    "initial_date_type",
+    "country",
+    "urgency",
+    "violation_status",
+    "confirmed_act_codes",
+    "intervention_type",
+    "intervention_status",
+    "sealed_body",
+)
+TRIAGE_KEYS = ("type_of_act", "urgency", "country", "initial_date", "initial_date_type")
+
+
+def triage(vault: Vault, report: Report) -> dict[str, Any]:
+    """The triage fields the server may use; an unreadable record shows none, never fails."""
+    try:
+        raw = report.get_text(vault, "triage_enc")
+        data = json.loads(raw) if raw else {}
+    except (CryptoError, ValueError):
+        return {}
+    return {k: data.get(k) for k in TRIAGE_KEYS if k in data} if isinstance(data, dict) else {}
+
+
+Listed = tuple[Report, str | None, ReportReview | None]
+
+
+async def list_reports(
+    session: AsyncSession,
+    *,
+    org_id: uuid.UUID,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Listed]:
+    """Newest first: (report, defender handle, review); limit + 1 rows tell of a next page."""
+    query = (
+        select(Report, Defender.handle, ReportReview)
+        .outerjoin(Defender, Defender.id == Report.defender_id)
+        .outerjoin(ReportReview, ReportReview.report_id == Report.id)
+        .where(Report.org_id == org_id)
+    )
+    if before is not None:
+        at, row_id = before
+        query = query.where(
+            (Report.created_at < at) | ((Report.created_at == at) & (Report.id < row_id))
+        )
+    query = query.order_by(Report.created_at.desc(), Report.id.desc()).limit(limit)
+    return [(r, h, v) for r, h, v in (await session.execute(query)).all()]
+
+
+async def get_report(
+    session: AsyncSession, org_id: uuid.UUID, report_id: uuid.UUID
+) -> Report | None:
+    query = select(Report).where(Report.id == report_id, Report.org_id == org_id)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def evidence(session: AsyncSession, report: Report) -> list[Evidence]:
+    """The report's filed evidence files, each sealed on its own (kind ``report.evidence``)."""
+    query = (
+        select(Evidence)
+        .where(
+            Evidence.report_id == report.id,
+            Evidence.org_id == report.org_id,
+            Evidence.filed_at.is_not(None),
+        )
+        .order_by(Evidence.created_at)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def viewed_sealed(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    report: Report,
+    actor: str,
+    now: datetime,
+    action: str = "report.view_sealed",
+) -> None:
+    await audit.record(
+        session,
+        vault,
+        actor=actor,
+        action=action,
+        target=str(report.id),
+        org_id=report.org_id,
+        now=now,
+    )
+
+
+async def review(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    report: Report,
+    values: dict[str, Any],
+    responder_id: uuid.UUID | None,
+    actor: str,
+    now: datetime,
+) -> ReportReview:
+    """Set the desk's fields (already validated); only the fields given change."""
+    row = await session.get(ReportReview, report.id)
+    if row is None:
+        row = ReportReview(report_id=report.id, org_id=report.org_id, act_codes=[])
+        session.add(row)
+    for key, value in values.items():
+        setattr(row, key, value)
+    row.updated_at, row.updated_by = now, responder_id
+    await session.flush()
+    await audit.record(
+        session,
+        vault,
+        actor=actor,
+        action="report.review",
+        target=str(report.id),
+        org_id=report.org_id,
+        detail={"fields": sorted(values)},
+        now=now,
+    )
+    return row
+
+
+def export_record(
+    vault: Vault, report: Report, handle: str | None, rv: ReportReview | None
+) -> dict[str, Any]:
+    """One report coded to HURIDOCS ESF field names; the body travels sealed."""
+    fields = triage(vault, report)
+    return {
+        "id": str(report.id),
+        "receipt_code": report.receipt_code,
+        "received_at": report.created_at.isoformat(),
+        "defender_handle": handle,
+        "type_of_act": fields.get("type_of_act"),
+        "initial_date": fields.get("initial_date"),
+        "initial_date_type": fields.get("initial_date_type"),
+        "country": fields.get("country"),
+        "urgency": fields.get("urgency"),
+        "violation_status": rv.verification if rv else "unknown",
+        "confirmed_act_codes": list(rv.act_codes) if rv else [],
+        "intervention_type": rv.intervention_type if rv else None,
+        "intervention_status": rv.intervention_status if rv else None,
+        "sealed_body": base64.b64encode(report.sealed_body).decode(),
+    }
+
+
+async def export(
+    session: AsyncSession, vault: Vault, *, org_id: uuid.UUID, actor: str, fmt: str, now: datetime
+) -> str:
+    rows = await list_reports(session, org_id=org_id, before=None, limit=EXPORT_LIMIT)
+    records = [export_record(vault, r, h, v) for r, h, v in rows]
+    await audit.record(
+        session,
+        vault,
+        actor=actor,
+        action="report.export",
+        target=fmt,
+        org_id=org_id,
+        detail={"count": len(records)},
+        now=now,
+    )
+    if fmt == "json":
+        return json.dumps({"format": "huridocs-esf", "reports": records}, ensure_ascii=False)
+    return to_csv(records)
+
+
+def csv_cell(value: Any) -> str:
+    """Defuse spreadsheet formulas (=HYPERLINK(...), +, -, @, tab, CR) with a leading quote."""
+    text = ";".join(value) if isinstance(value, list) else "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def to_csv(records: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for record in records:
+        writer.writerow([csv_cell(record.get(c)) for c in CSV_COLUMNS])
+    return out.getvalue()

@@ -1,0 +1,101 @@
+"""The alert queue, timelines, acknowledge / assign / note / resolve / reopen, by dedup key."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from core.crypto import open_sealed, unprotect_private_key
+from core.db import transaction
+from core.models import AlertKind
+from tests.api.conftest import PASSPHRASE, Desk, make_alert
+
+
+async def test_it_pages_the_queue_newest_first_with_filters(desk: Desk) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    async with transaction(desk.sessions) as s:
+        for i in range(7):
+            await make_alert(
+                s, desk.a, AlertKind.missed_checkin, start + timedelta(minutes=i), resolved=True
+            )
+    seen: list[str] = []
+    async with await desk.client(desk.a, "observer") as c:
+        cursor = None
+        while True:
+            params = {"limit": 3, "state": "resolved"} | ({"cursor": cursor} if cursor else {})
+            page = (await c.get("/api/v1/alerts", params=params)).json()
+            seen += [a["triggered_at"] for a in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        panics = (await c.get("/api/v1/alerts", params={"kind": "panic"})).json()["items"]
+        p1 = (await c.get("/api/v1/alerts", params={"priority": 1})).json()["items"]
+        bad = await c.get("/api/v1/alerts", params={"cursor": "not-a-cursor"})
+    assert len(seen) == 7 and seen == sorted(seen, reverse=True)
+    assert [a["id"] for a in panics] == [str(desk.a.alert.id)]  # type: ignore[union-attr]
+    assert panics[0]["defender_handle"] == "calm-heron-alpha"
+    assert len(p1) == 7 and bad.status_code == 422
+
+
+async def test_it_works_an_alert_from_acknowledge_to_reopen(desk: Desk) -> None:
+    alert = desk.a.alert
+    assert alert is not None
+    me = desk.a.responders["responder"]
+    path = f"/api/v1/alerts/{alert.id}"
+    async with await desk.client(desk.a, "responder") as c:
+        ack = (await c.post(f"{path}/acknowledge")).json()
+        assigned = (await c.post(f"{path}/assign", json={"responder_id": str(me.id)})).json()
+        note = await c.post(f"{path}/notes", json={"text": "her sister says she is home"})
+        resolved = (await c.post(f"{path}/resolve", json={"outcome": "safe"})).json()
+        again = await c.post(f"{path}/resolve", json={"outcome": "safe"})
+        bad = await c.post(f"{path}/resolve", json={"outcome": "fine"})
+        reopened = (await c.post(f"{path}/reopen")).json()
+        detail = (await c.get(path)).json()
+    assert (ack["state"], ack["acknowledged_by"]) == ("acknowledged", str(me.id))
+    assert assigned["assigned_to"] == str(me.id) and note.status_code == 201
+    assert (resolved["state"], resolved["outcome"]) == ("resolved", "safe")
+    assert (again.status_code, bad.status_code) == (409, 422)
+    assert (reopened["state"], reopened["outcome"]) == ("triggered", None)
+    kinds = [e["kind"] for e in detail["timeline"]]
+    for kind in ("acknowledged", "assigned", "note_added", "resolved", "reopened"):
+        assert kind in kinds
+    assert "her sister" not in str(detail["timeline"])
+    # The note is sealed: only the organisation key (opened with its passphrase) reads it.
+    assert desk.a.org.protected_private_key is not None
+    private = unprotect_private_key(desk.a.org.protected_private_key, PASSPHRASE)
+    sealed = detail["notes"][0]
+    text = open_sealed(
+        private,
+        base64.b64decode(sealed["sealed"]),
+        org_id=desk.a.org.id,
+        record_id=uuid.UUID(sealed["id"]),
+        kind="alert_note",
+    )
+    assert text == "her sister says she is home"
+
+
+async def test_it_lets_an_external_desk_act_by_dedup_key(desk: Desk) -> None:
+    alert = desk.a.alert
+    assert alert is not None
+    async with await desk.client(desk.a, "token") as c:
+        ack = await c.post(f"/api/v1/alerts/by-dedup/{alert.dedup_key}/acknowledge")
+        done = await c.post(
+            f"/api/v1/alerts/by-dedup/{alert.dedup_key}/resolve", json={"outcome": "intervention"}
+        )
+        unknown = await c.post("/api/v1/alerts/by-dedup/nope/acknowledge")
+        detail = (await c.get(f"/api/v1/alerts/{alert.id}")).json()
+    assert ack.json()["state"] == "acknowledged" and ack.json()["acknowledged_by"] is None
+    assert done.json()["outcome"] == "intervention" and unknown.status_code == 404
+    actors = {e["actor"] for e in detail["timeline"]}
+    assert any(a and a.startswith("token:") for a in actors) or "api" in actors
+
+
+async def test_it_refuses_to_reopen_over_another_open_alert(desk: Desk) -> None:
+    async with transaction(desk.sessions) as s:
+        old = await make_alert(
+            s, desk.a, AlertKind.panic, datetime(2025, 1, 1, tzinfo=UTC), resolved=True
+        )
+    async with await desk.client(desk.a, "admin") as c:
+        answer = await c.post(f"/api/v1/alerts/{old.id}/reopen")
+    assert answer.status_code == 409

@@ -1,0 +1,124 @@
+"""Reports: triage fields, the sealed body, the desk's review, HURIDOCS exports."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from core.crypto import open_sealed, seal, unprotect_private_key
+from core.db import transaction
+from core.models import AuditEntry, Evidence
+from core.throttle import Limits, Throttle
+from tests.api.conftest import PASSPHRASE, Desk
+
+
+async def test_it_lists_reports_with_triage_and_review(desk: Desk) -> None:
+    report = desk.a.report
+    assert report is not None
+    async with await desk.client(desk.a, "responder") as c:
+        review = await c.patch(
+            f"/api/v1/reports/{report.id}/review",
+            json={
+                "verification": "likely",
+                "act_codes": ["02010302"],
+                "intervention_type": "legal_aid",
+            },
+        )
+        bad = await c.patch(f"/api/v1/reports/{report.id}/review", json={"act_codes": ["x"]})
+        items = (await c.get("/api/v1/reports")).json()["items"]
+    assert review.status_code == 200 and bad.status_code == 422
+    assert [i["id"] for i in items] == [str(report.id)]
+    assert items[0]["triage"]["type_of_act"] == "02010302"
+    assert items[0]["review"]["act_codes"] == ["02010302"]
+    assert "SECRET-CANARY" not in str(items)
+
+
+async def test_it_hands_out_the_sealed_body_for_the_desk_to_open(desk: Desk) -> None:
+    report = desk.a.report
+    assert report is not None and desk.a.org.protected_private_key is not None
+    async with await desk.client(desk.a, "observer") as c:
+        sealed = (await c.get(f"/api/v1/reports/{report.id}/sealed")).json()
+    private = unprotect_private_key(desk.a.org.protected_private_key, PASSPHRASE)
+    body = open_sealed(
+        private,
+        base64.b64decode(sealed["sealed_body"]),
+        org_id=uuid.UUID(sealed["org_id"]),
+        record_id=uuid.UUID(sealed["id"]),
+        kind=sealed["kind"],
+    )
+    assert body == {"narrative": "SECRET-CANARY"}
+    async with desk.sessions() as s:
+        actions = (await s.execute(select(AuditEntry.action, AuditEntry.detail))).all()
+    assert ("report.view_sealed", {}) in [(a, d) for a, d in actions]
+    assert "SECRET-CANARY" not in str(actions)
+
+
+async def test_it_exports_huridocs_coded_json_and_defused_csv(desk: Desk) -> None:
+    async with await desk.client(desk.a, "responder") as c:
+        as_json = await c.get("/api/v1/reports/export", params={"format": "json"})
+        as_csv = await c.get("/api/v1/reports/export", params={"format": "csv"})
+    record = as_json.json()["reports"][0]
+    assert record["type_of_act"] == "02010302" and record["violation_status"] == "unknown"
+    assert "SECRET-CANARY" not in as_json.text + as_csv.text  # the body stays sealed
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert rows[0]["country"] == '\'=HYPERLINK("http://x")'
+    # Defused like any cell: a base64 body starting with "+" gains the quote too.
+    assert rows[0]["sealed_body"].removeprefix("'") == record["sealed_body"]
+    async with desk.sessions() as s:
+        exports = (
+            (await s.execute(select(AuditEntry).where(AuditEntry.action == "report.export")))
+            .scalars()
+            .all()
+        )
+    assert len(exports) == 2 and exports[0].org_id == desk.a.org.id
+
+
+async def test_it_limits_exports(desk: Desk) -> None:
+    desk.app.state.limits = Limits(export=Throttle(2, 3600))
+    async with await desk.client(desk.a, "responder") as c:
+        codes = [(await c.get("/api/v1/reports/export")).status_code for _ in range(3)]
+    async with await desk.client(desk.a, "admin") as c:
+        other = (await c.get("/api/v1/reports/export")).status_code
+    assert (codes, other) == ([200, 200, 429], 200)
+
+
+async def test_it_hands_out_filed_evidence_sealed(desk: Desk) -> None:
+    report, org = desk.a.report, desk.a.org
+    assert report is not None and org.public_key and org.protected_private_key
+    filed, draft = uuid.uuid4(), uuid.uuid4()
+    async with transaction(desk.sessions) as s:
+        for evidence_id, filed_at in ((filed, datetime.now(UTC)), (draft, None)):
+            sealed = seal(
+                org.public_key,
+                org_id=org.id,
+                record_id=evidence_id,
+                kind="report.evidence",
+                body={"name": "CANARY-PHOTO.jpg"},
+            )
+            s.add(
+                Evidence(
+                    id=evidence_id,
+                    org_id=org.id,
+                    report_id=report.id,
+                    sealed=sealed,
+                    filed_at=filed_at,
+                )
+            )
+    async with await desk.client(desk.a, "observer") as c:
+        files = (await c.get(f"/api/v1/reports/{report.id}/evidence")).json()
+    assert [f["id"] for f in files] == [str(filed)]
+    private = unprotect_private_key(org.protected_private_key, PASSPHRASE)
+    body = open_sealed(
+        private,
+        base64.b64decode(files[0]["sealed"]),
+        org_id=org.id,
+        record_id=filed,
+        kind=files[0]["kind"],
+    )
+    assert body == {"name": "CANARY-PHOTO.jpg"}

@@ -1,0 +1,96 @@
+"""Webhook endpoints, rotation, delivery log and replay; the documented receiver's vectors."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from api.routes.webhooks import RECEIVER
+from core import webhooks
+from core.db import transaction
+from core.models import OutboxMessage, OutboxState, Webhook
+from tests.api.conftest import Desk
+
+Accept = Callable[[bytes, dict[str, str], bytes], bool]
+
+
+def receiver() -> Accept:
+    """The receiver example from the API documentation, run as it is written."""
+    code = re.search(r"```python\n(.*?)```", RECEIVER, re.S)
+    assert code is not None
+    namespace: dict[str, Any] = {}
+    exec(code.group(1), namespace)
+    accept: Accept = namespace["accept"]
+    return accept
+
+
+def signed(raw: bytes, secrets_: list[bytes], t: int, event_id: str = "e1") -> dict[str, str]:
+    return {"Amparo-Signature": webhooks.signature(secrets_, raw, t), "Amparo-Event-Id": event_id}
+
+
+def test_it_documents_a_receiver_that_rejects_forgeries_and_replays() -> None:
+    accept, secret, now = receiver(), b"s" * 32, int(time.time())
+    raw = json.dumps({"event_id": "e1", "type": "alert.triggered"}, separators=(",", ":")).encode()
+    assert accept(raw, signed(raw, [secret], now), secret)
+    assert not accept(raw, signed(raw, [secret], now), secret)  # the same event id again
+    tampered = raw.replace(b"triggered", b"resolved!")
+    assert not accept(tampered, signed(raw, [secret], now, "e2"), secret)
+    reserialised = json.dumps(json.loads(raw)).encode()
+    assert not accept(reserialised, signed(raw, [secret], now, "e3"), secret)
+    assert not accept(raw, signed(raw, [secret], now - 301, "e4"), secret)
+    assert not accept(raw, signed(raw, [secret], now + 301, "e5"), secret)
+    assert not accept(raw, signed(raw, [b"x" * 32], now, "e6"), secret)
+    assert accept(raw, signed(raw, [b"x" * 32, secret], now, "e7"), secret)  # several v1=
+
+
+async def test_it_rotates_with_two_valid_secrets_then_one(desk: Desk) -> None:
+    assert desk.a.webhook is not None
+    async with await desk.client(desk.a, "admin") as c:
+        made = (await c.post("/api/v1/webhooks", json={"url": "https://cases.example/in"})).json()
+        rotated = (
+            await c.post(f"/api/v1/webhooks/{made['id']}/rotate", json={"overlap_hours": 1})
+        ).json()
+    old, new = made["secret"].encode(), rotated["secret"].encode()
+    raw, now = b'{"event_id":"e1"}', datetime.now(UTC)
+    async with desk.sessions() as s:
+        hook = await s.get(Webhook, uuid.UUID(rotated["id"]))
+        assert hook is not None
+        during = webhooks.signing_secrets(desk.vault, hook, now)
+        after = webhooks.signing_secrets(desk.vault, hook, now + timedelta(hours=1, seconds=1))
+    t = int(now.timestamp())
+    for secret in (old, new):
+        assert webhooks.verify(webhooks.signature(during, raw, t), raw, [secret], now=t)
+    assert webhooks.verify(webhooks.signature(after, raw, t), raw, [new], now=t)
+    assert not webhooks.verify(webhooks.signature(after, raw, t), raw, [old], now=t)
+    assert rotated["previous_secret_until"] is not None and old != new
+
+
+async def test_it_logs_deliveries_and_replays_a_dead_one(desk: Desk) -> None:
+    hook, dead = desk.a.webhook, desk.a.dead
+    assert hook is not None and dead is not None
+    path = f"/api/v1/webhooks/{hook.id}/deliveries"
+    async with await desk.client(desk.a, "admin") as c:
+        log = (await c.get(path, params={"state": "dead"})).json()
+        first = await c.post(f"{path}/{dead.id}/replay")
+        second = await c.post(f"{path}/{dead.id}/replay")
+    assert [(d["id"], d["event"], d["attempts"]) for d in log] == [
+        (str(dead.id), "alert.triggered", 8)
+    ]
+    assert (first.status_code, second.status_code) == (202, 409)
+    async with transaction(desk.sessions) as s:
+        row = await s.get(OutboxMessage, dead.id)
+        assert row is not None and row.state is OutboxState.pending
+
+
+async def test_it_refuses_plain_http_endpoints_in_production(desk: Desk) -> None:
+    from core.config import Mode, Settings
+
+    desk.app.state.settings = Settings(mode=Mode.production)
+    async with await desk.client(desk.a, "admin") as c:
+        answer = await c.post("/api/v1/webhooks", json={"url": "http://10.0.0.1/in"})
+    assert answer.status_code == 400
