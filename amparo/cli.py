@@ -113,6 +113,30 @@ def serve(
     run(run_server(settings(), host=host, port=port))
 
 
+@app.command()
+def worker() -> None:
+    """Run the scheduler and the outbox dispatcher only (any number may share a database)."""
+    from amparo.worker import worker as run_worker
+
+    run(run_worker(settings()))
+
+
+@app.command()
+def chat(
+    org: Annotated[
+        str | None, typer.Option(help="Issue an invite code of this organisation to start with.")
+    ] = None,
+    as_: Annotated[str, typer.Option("--as", help="Who you are in the chat (an address).")] = "me",
+    language: Annotated[
+        str | None, typer.Option(help="The language your 'phone' reports, e.g. es.")
+    ] = None,
+) -> None:
+    """Play a defender (or a trusted contact) in the terminal: the console channel."""
+    from amparo.chat import chat as run_chat
+
+    run(run_chat(settings(), org=org, address=as_, language=language))
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database schema up to date."""

@@ -1,12 +1,16 @@
-"""``amparo serve``: the desk API (and, as they land, scheduler and channels) in one process."""
+"""``amparo serve``: the desk API, the scheduler, the dispatcher and the channels, one process."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import uvicorn
 
+from amparo.inbound import mount_webhooks, receiving
 from amparo.runtime import open_runtime
+from amparo.worker import build_channels, run_engine
 from api.app import create_app
 from core import logs
 from core.config import Settings
@@ -26,5 +30,14 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
             access_log=False,  # paths can carry ids; the desk's own audit log records actions
             server_header=False,
         )
-        log.info("serving the desk", extra={"port": config.port})
-        await uvicorn.Server(config).serve()
+        channels = build_channels(rt)
+        mount_webhooks(app, channels)
+        log.info("serving the desk", extra={"port": config.port, "channels": sorted(channels)})
+        engine = asyncio.create_task(run_engine(rt, channels))
+        try:
+            async with receiving(rt, channels):
+                await uvicorn.Server(config).serve()
+        finally:
+            engine.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await engine

@@ -179,7 +179,8 @@ class Signal:
             for stamp in message.delete_message_ids:
                 target = {"recipient": to.value, "timestamp": int(stamp)}
                 await self._call("DELETE", f"/v1/remote-delete/{self.number}", target)
-            return Delivered()
+            if not (message.text or message.attachments):
+                return Delivered()
         await self._ensure_expiry(to.value)
         body: dict[str, Any] = {
             "number": self.number,

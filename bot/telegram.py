@@ -266,7 +266,8 @@ class Telegram:
         try:
             if message.delete_message_ids:
                 await self._delete(to.value, message.delete_message_ids)
-                return Delivered()
+                if not (message.text or message.attachments):
+                    return Delivered()
             markup = await self._markup(to.value, message)
             sent: Message | None = None
             chunks = split_text(message.text)

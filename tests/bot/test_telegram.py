@@ -188,6 +188,8 @@ async def test_it_deletes_messages_on_instruction(
     assert api.sent("deleteMessages") == [{"chat_id": CHAT, "message_ids": [5, 6]}]
     api.fail_next("deleteMessages", 400, "Bad Request: message to delete not found")
     await telegram.send(to, Outbound("", delete_message_ids=("5",)))  # already gone: done
+    await telegram.send(to, Outbound("Which language?", delete_message_ids=("7",)))
+    assert api.sent()[-1]["text"] == "Which language?"  # a reply may carry a deletion too
 
 
 async def test_it_checks_file_size_before_downloading(
