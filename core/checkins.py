@@ -151,6 +151,12 @@ async def check_in(
     )
     if alert is None:
         return something
+    duress = await alerts.open_alert(session, alerts.dedup_key(defender.id, AlertKind.duress))
+    if duress is not None:
+        # "I'm safe" given under coercion: the phone sees the usual answer, but nobody is
+        # told all is clear; the missed check-in stays open beside the duress alert.
+        session.add(actions.event(alert, "checked_in_under_duress", now, actor="defender"))
+        return True
     if not alert.keep_open:
         await alerts.resolve(
             session, vault, alert=alert, outcome="safe", actor="defender", now=now

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import select
+
 from core import alerts, checkins
 from core.db import transaction
-from core.models import AlertState
+from core.models import Alert, AlertKind, AlertState
 from core.sweep import Sweep
 from tests.engine.conftest import T0, World, alert_of, outbox, timeline
 
@@ -78,3 +80,27 @@ async def test_it_walks_the_whole_ladder(world: World, sweep: Sweep) -> None:
     assert alert is not None and alert.state is AlertState.resolved and alert.outcome == "safe"
     new = (await outbox(world))[12:]
     assert sorted(m.person for m in new) == ["contact:0", "contact:1", "responder:0", "webhook"]
+
+
+async def test_it_sends_no_all_clear_when_the_check_in_was_made_under_duress(
+    world: World, sweep: Sweep
+) -> None:
+    await arm(world, 60 * MIN)
+    await sweep.run(T0 + 75 * MIN)  # missed: the alert is open, contacts were told
+    before = len(await outbox(world))
+    async with transaction(world.sessions) as s:
+        defender = await world.defender(s)
+        await alerts.raise_alert(
+            s, world.vault, defender=defender, kind=AlertKind.duress, now=T0 + 80 * MIN
+        )
+        assert await checkins.check_in(s, world.vault, defender=defender, now=T0 + 80 * MIN)
+    async with world.sessions() as s:
+        query = select(Alert).where(Alert.kind == AlertKind.missed_checkin)
+        missed = (await s.execute(query)).scalar_one()
+    assert missed.state is AlertState.triggered  # not resolved as "safe"
+    new = (await outbox(world))[before:]
+    assert all(m.person != "defender" for m in new)  # nothing about it reaches the device
+    texts = [m.text or "" for m in new if m.person.startswith("contact")]
+    assert texts and not any("safe" in t.lower() for t in texts)  # contacts hear of duress only
+    kinds = [e.kind for e in await timeline(world, missed.id)]
+    assert "checked_in_under_duress" in kinds, kinds
