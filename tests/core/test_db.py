@@ -60,3 +60,14 @@ async def test_it_rolls_back_a_failed_transaction(
             raise RuntimeError("boom")
     async with sessions() as s:
         assert (await s.execute(select(Organisation))).first() is None
+
+
+async def test_it_keeps_bound_values_out_of_error_texts(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with transaction(sessions) as s:
+        s.add(Organisation(name="CANARY-DESK-NAME"))
+    with pytest.raises(IntegrityError) as duplicate:
+        async with transaction(sessions) as s:
+            s.add(Organisation(name="CANARY-DESK-NAME"))
+    assert "CANARY-DESK-NAME" not in str(duplicate.value)
