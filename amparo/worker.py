@@ -15,10 +15,12 @@ import uuid
 from collections.abc import Mapping
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from amparo.runtime import Runtime, open_runtime
-from core import logs, metrics
+from core import logs, metrics, retention
 from core.config import Settings
+from core.db import transaction
 from core.dispatch import Dispatcher
 from core.messages import Channel
 from core.models import utcnow
@@ -26,6 +28,7 @@ from core.scheduler import Scheduler
 from core.sweep import Sweep
 
 log = logging.getLogger("amparo.worker")
+RETENTION_EVERY_S = 600.0
 
 
 def owner_id() -> str:
@@ -55,6 +58,21 @@ def build_channels(rt: Runtime) -> dict[str, Channel]:
     return channels
 
 
+async def keep_retention(
+    sessions: async_sessionmaker[AsyncSession], *, every_s: float = RETENTION_EVERY_S
+) -> None:
+    """Apply the retention rules (SECURITY.md R25) now and every ``every_s`` seconds."""
+    while True:
+        try:
+            async with transaction(sessions) as session:
+                done = await retention.purge(session, now=utcnow())
+            if any(done.values()):
+                log.info("retention purge " + " ".join(f"{k}={v}" for k, v in done.items()))
+        except Exception as exc:
+            log.error("retention purge failed", extra={"error": type(exc).__name__})
+        await asyncio.sleep(every_s)
+
+
 async def run_engine(
     rt: Runtime,
     channels: Mapping[str, Channel],
@@ -82,10 +100,12 @@ async def run_engine(
             rt.sessions, rt.vault, channels, owner=owner, http=http, lease_s=send_lease_s
         )
         scheduler.start()
+        purging = asyncio.create_task(keep_retention(rt.sessions))
         log.info("engine running", extra={"owner": owner, "channels": sorted(channels)})
         try:
             await dispatcher.run()
         finally:
+            purging.cancel()
             await scheduler.stop()
 
 

@@ -1,0 +1,112 @@
+"""Retention per data class (SECURITY.md R25): what is kept, for how long, and the purge.
+
+| data class                                   | kept                                    |
+|----------------------------------------------|-----------------------------------------|
+| an alert's location (sealed)                 | while the alert is open                 |
+| outbox rows delivered, failed or dead        | 30 days (payloads are shredded earlier) |
+| desk sessions                                | until they expire or are revoked        |
+| invite codes used, revoked or expired        | 30 days, then the code's index goes     |
+| button tokens                                | until they expire (24 h)                |
+| addresses nobody owns or refers to any more  | 1 day (a deleted defender's chat id)    |
+
+Alerts, their timelines, reports and the audit log are the desk's case record and stay.
+``purge`` is idempotent and safe to run from several workers at once: every statement is a
+plain conditional UPDATE or DELETE.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, Table, and_, delete, exists, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.models import (
+    Alert,
+    AlertState,
+    Base,
+    CallbackToken,
+    ChannelAddress,
+    DeskSession,
+    InviteCode,
+    OutboxMessage,
+    OutboxState,
+)
+
+OUTBOX_KEPT = timedelta(days=30)
+INVITES_KEPT = timedelta(days=30)
+ORPHANS_KEPT = timedelta(days=1)
+_FINAL = (OutboxState.delivered, OutboxState.failed, OutboxState.dead)
+
+
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _unowned() -> list[ColumnElement[bool]]:
+    """Every owner column of the address (defender, responder, or any added later) is empty."""
+    table = ChannelAddress.__table__
+    return [fk.parent.is_(None) for fk in table.foreign_keys]
+
+
+def _unreferenced() -> list[ColumnElement[bool]]:
+    """No row of any table points at the address (found from the metadata, so a table added
+    later is covered without touching this module); outbox rows count only while undelivered."""
+    conditions: list[ColumnElement[bool]] = []
+    addresses = ChannelAddress.__table__
+    for table in Base.metadata.tables.values():
+        for fk in table.foreign_keys:
+            if fk.column.table is not addresses or not isinstance(table, Table):
+                continue
+            ref = fk.parent == ChannelAddress.id
+            if table is OutboxMessage.__table__:
+                ref = and_(ref, OutboxMessage.state.not_in(_FINAL))
+            conditions.append(~exists().where(ref))
+    return conditions
+
+
+async def purge(session: AsyncSession, *, now: datetime) -> dict[str, int]:
+    """Apply every retention rule once; returns how many rows each rule touched."""
+    done: dict[str, int] = {}
+    done["alert_locations"] = _rowcount(
+        await session.execute(
+            update(Alert)
+            .where(Alert.state == AlertState.resolved, Alert.location_sealed.is_not(None))
+            .values(location_sealed=None)
+        )
+    )
+    done["outbox"] = _rowcount(
+        await session.execute(
+            delete(OutboxMessage).where(
+                OutboxMessage.state.in_(_FINAL), OutboxMessage.created_at < now - OUTBOX_KEPT
+            )
+        )
+    )
+    done["sessions"] = _rowcount(
+        await session.execute(
+            delete(DeskSession).where(
+                or_(DeskSession.expires_at <= now, DeskSession.revoked_at.is_not(None))
+            )
+        )
+    )
+    done["invites"] = _rowcount(
+        await session.execute(
+            delete(InviteCode).where(
+                or_(
+                    InviteCode.used_at < now - INVITES_KEPT,
+                    InviteCode.revoked_at < now - INVITES_KEPT,
+                    InviteCode.expires_at < now - INVITES_KEPT,
+                )
+            )
+        )
+    )
+    done["button_tokens"] = _rowcount(
+        await session.execute(delete(CallbackToken).where(CallbackToken.expires_at <= now))
+    )
+    orphans = select(ChannelAddress.id).where(
+        *_unowned(), *_unreferenced(), ChannelAddress.created_at < now - ORPHANS_KEPT
+    )
+    done["addresses"] = _rowcount(
+        await session.execute(delete(ChannelAddress).where(ChannelAddress.id.in_(orphans)))
+    )
+    return done
