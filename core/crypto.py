@@ -22,11 +22,14 @@ import stat
 import struct
 import unicodedata
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nacl import bindings, pwhash, secret, utils
+from nacl._sodium import ffi as _ffi  # the libsodium PyNaCl itself calls, for seal_many
+from nacl._sodium import lib as _lib
 from nacl.exceptions import CryptoError as NaclCryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
@@ -34,6 +37,7 @@ from core.i18n import operator_gettext as _
 
 KEY_BYTES = 32
 NONCE_BYTES = bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+_ABYTES = bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
 _WRAP = b"K1"  # wrapped DEK: magic, u32 KEK version, nonce, ciphertext
 _FIELD = b"\x01"  # field ciphertext: format byte, nonce, ciphertext
 _FIELD_VERSION = 1
@@ -273,6 +277,40 @@ class Vault:
                     "or altered"
                 ).format(table=table, column=column, row=row_id)
             ) from None
+
+    def seal_many(
+        self, table: str, column: str, rows: Sequence[tuple[uuid.UUID, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """(wrapped DEK, ciphertext) for each (row id, plaintext), exactly as ``new_dek``,
+        ``wrap_dek`` and ``encrypt`` would make them: a fresh data key and fresh nonces per row,
+        so shredding one row's key never exposes another's. Only faster for a batch: one
+        read of the system's randomness for all rows, and libsodium called without PyNaCl's
+        per-call checks (the outbox rows of an escalation spike)."""
+        version = self.keyring.current
+        kek, head = self.keyring.keks[version], _WRAP + struct.pack(">I", version)
+        step = KEY_BYTES + 2 * NONCE_BYTES
+        noise = os.urandom(step * len(rows))
+        longest = max((len(p) for _r, p in rows), default=0)
+        out = _ffi.new("unsigned char[]", max(longest, KEY_BYTES) + _ABYTES)
+        size = _ffi.new("unsigned long long *")
+        encrypt = _lib.crypto_aead_xchacha20poly1305_ietf_encrypt
+        buffer, null = _ffi.buffer, _ffi.NULL
+        sealed = []
+        for n, (row_id, plaintext) in enumerate(rows):
+            at = n * step
+            dek = noise[at : at + KEY_BYTES]
+            wrap_nonce = noise[at + KEY_BYTES : at + KEY_BYTES + NONCE_BYTES]
+            nonce = noise[at + KEY_BYTES + NONCE_BYTES : at + step]
+            ids = str(row_id)
+            aad = f"dek|{table}|{ids}".encode()
+            if encrypt(out, size, dek, KEY_BYTES, aad, len(aad), null, wrap_nonce, kek) != 0:
+                raise CryptoError("encryption failed")  # pragma: no cover - libsodium never does
+            wrapped = head + wrap_nonce + buffer(out, size[0])[:]
+            aad = f"{table}|{column}|{ids}|{_FIELD_VERSION}".encode()
+            if encrypt(out, size, plaintext, len(plaintext), aad, len(aad), null, nonce, dek):
+                raise CryptoError("encryption failed")  # pragma: no cover
+            sealed.append((wrapped, _FIELD + nonce + buffer(out, size[0])[:]))
+        return sealed
 
     def blind_index(self, kind: str, value: str) -> bytes:
         """HMAC-SHA256 over the normalised value, domain-separated by ``kind``."""

@@ -7,13 +7,17 @@ wakes the dispatcher of this process (``core.wakeup``).
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import wakeup
@@ -74,57 +78,134 @@ class Item:
     recipient: str | None = None
 
 
-def _row(vault: Vault, item: Item, now: datetime, rendered: dict[int, bytes]) -> dict[str, Any]:
-    # The same encryption as Encrypted.put, without building ORM objects (the sweep's hot path).
-    # Each row has its own data key, so shredding one row never touches another.
-    row_id = uuid.uuid4()
-    dek = vault.new_dek()
-    if item.raw is not None:
-        raw = item.raw
-    else:
-        assert item.message is not None
-        raw = rendered.get(id(item.message)) or b""
-        if not raw:  # a message shared by many rows (a reminder) is serialised once
-            raw = json.dumps(item.message.to_json(), ensure_ascii=False).encode()
-            rendered[id(item.message)] = raw
-    return {
-        "id": row_id,
-        "created_at": now,
-        "dek": vault.wrap_dek(dek, TABLE, row_id),
-        "payload_enc": vault.encrypt(dek, TABLE, "payload_enc", row_id, raw),
-        "priority": item.priority,
-        "channel": item.channel,
-        "address_id": item.address_id,
-        "webhook_id": item.webhook_id,
-        "alert_id": item.alert_id,
-        "recipient": item.recipient,
-        "idempotency_key": item.key,
-        "state": OutboxState.pending,
-        "attempts": 0,
-        "next_attempt_at": now,
-    }
+_COLUMNS = (
+    "id",
+    "created_at",
+    "dek",
+    "payload_enc",
+    "priority",
+    "channel",
+    "address_id",
+    "webhook_id",
+    "alert_id",
+    "recipient",
+    "idempotency_key",
+    "state",
+    "attempts",
+    "next_attempt_at",
+)
+_SHARED = frozenset({"created_at", "next_attempt_at", "state"})  # one value for a whole batch
+_RAW = frozenset({"dek", "payload_enc"})  # bytes: both drivers take them as they are
+
+
+def new_ids(n: int) -> list[uuid.UUID]:
+    """``n`` time-ordered UUIDs (the version 7 layout: 48 bits of Unix milliseconds, then 74
+    random bits from one read of the system's randomness). New rows land at the end of the
+    primary key's index instead of at random pages: a spike's inserts touch far fewer pages.
+    They tell when the row was made, which ``created_at`` says anyway."""
+    head = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76
+    noise = os.urandom(10 * n)
+    ids = []
+    for i in range(0, 10 * n, 10):
+        rand = int.from_bytes(noise[i : i + 10])
+        ids.append(uuid.UUID(int=head | (rand >> 68) << 64 | 0b10 << 62 | rand & _LOW62))
+    return ids
+
+
+_LOW62 = (1 << 62) - 1
 
 
 def rows(vault: Vault, items: list[Item], *, now: datetime) -> list[dict[str, Any]]:
-    """Encrypted rows ready to insert: the costly part, done outside any transaction."""
+    """Encrypted rows ready to insert: the costly part, done outside any transaction.
+
+    The same encryption as ``Encrypted.put``, without ORM objects (the sweep's hot path): each
+    row has its own data key, so shredding one row never touches another. A message shared by
+    many rows (a reminder in one language) is serialised once; each row is encrypted apart."""
     rendered: dict[int, bytes] = {}
-    return [_row(vault, item, now, rendered) for item in items]
+    plain: list[bytes] = []
+    for item in items:
+        if item.raw is not None:
+            plain.append(item.raw)
+            continue
+        assert item.message is not None
+        raw = rendered.get(id(item.message))
+        if raw is None:
+            raw = json.dumps(item.message.to_json(), ensure_ascii=False).encode()
+            rendered[id(item.message)] = raw
+        plain.append(raw)
+    ids = new_ids(len(items))
+    sealed = vault.seal_many(TABLE, "payload_enc", list(zip(ids, plain, strict=True)))
+    pending = OutboxState.pending
+    return [
+        {
+            "id": row_id,
+            "created_at": now,
+            "dek": dek,
+            "payload_enc": blob,
+            "priority": item.priority,
+            "channel": item.channel,
+            "address_id": item.address_id,
+            "webhook_id": item.webhook_id,
+            "alert_id": item.alert_id,
+            "recipient": item.recipient,
+            "idempotency_key": item.key,
+            "state": pending,
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        for row_id, item, (dek, blob) in zip(ids, items, sealed, strict=True)
+    ]
+
+
+_Compiled = tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]
+_INSERTS: dict[str, _Compiled] = {}
+
+
+def _insert(dialect: Dialect) -> _Compiled:
+    """The insert as driver SQL and, per parameter, the column's bind processor: the batch
+    is bound by hand, a value shared by every row converted once (a spike is 1000s of rows)."""
+    found = _INSERTS.get(dialect.name)
+    if found is None:
+        values: dict[str, Any] = {c: bindparam(c) for c in _COLUMNS}
+        stmt: Any
+        if dialect.name == "postgresql":
+            stmt = postgresql.insert(_TABLE).values(values)
+        else:
+            stmt = sqlite.insert(_TABLE).values(values)
+        stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
+        compiled = stmt.compile(dialect=dialect)
+        order = list(compiled.positiontup or ())
+        assert sorted(order) == sorted(_COLUMNS)
+        procs = [
+            (c, None if c in _RAW else _TABLE.c[c].type.bind_processor(dialect)) for c in order
+        ]
+        found = _INSERTS[dialect.name] = (compiled.string, procs)
+    return found
+
+
+def _bound(ready: list[dict[str, Any]], procs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    columns = []
+    for name, proc in procs:
+        values: list[Any] = [r[name] for r in ready]
+        if proc is not None:
+            if name in _SHARED:
+                memo: dict[Any, Any] = {}
+                values = [memo[v] if v in memo else memo.setdefault(v, proc(v)) for v in values]
+            else:
+                values = [None if v is None else proc(v) for v in values]
+        columns.append(values)
+    return list(zip(*columns, strict=True))
 
 
 async def insert_rows(session: AsyncSession, ready: list[dict[str, Any]]) -> None:
     """Queue rows from ``rows`` in one statement; keys already queued are skipped."""
     if not ready:
         return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(_TABLE).on_conflict_do_nothing(
-            index_elements=["idempotency_key"]
-        )
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    else:  # pragma: no cover - only the two supported backends
-        stmt = insert(_TABLE)
-    await session.execute(stmt, ready)
+    conn = await session.connection()
+    sql, procs = _insert(conn.dialect)
+    # In key order: the unique index on the keys is then filled page by page, not at random.
+    ready = sorted(ready, key=lambda r: str(r["idempotency_key"]))
+    await conn.exec_driver_sql(sql, _bound(ready, procs))
     wakeup.touch(session, wakeup.OUTBOX)
 
 

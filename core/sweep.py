@@ -1,18 +1,19 @@
 """The sweep: claim due timers and alerts, decide (``core.escalation``), write the outcome.
 
-Two transactions per batch. The claim is one statement: ``UPDATE … SET lease, version+1 WHERE
-id IN (SELECT … due … LIMIT n [FOR UPDATE SKIP LOCKED]) RETURNING id, version``; on SQLite the
-single writer makes it atomic, on PostgreSQL SKIP LOCKED lets any number of workers claim
-disjoint rows. Then, under a lock, the rows still holding our lease *and* the claimed version
-(a check-in or an acknowledgement since bumps it) get their transition, its outbox rows and
-their next timer in one transaction. A worker that dies in between leaves a lease that expires;
-a worker that wakes up late finds the version moved on and writes nothing.
+One transaction per batch, committed as soon as the batch is written: the claim (SQLite: the
+write lock, then the due rows; PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so any number of
+workers claim disjoint rows), the pure decisions, and each transition with its outbox rows
+and its next timer. Row locks (or SQLite's single writer) hold until that commit, so no other
+worker or request can change a claimed row in between, and a worker that dies mid-batch
+leaves nothing half done: the rows are due again and the redone steps carry the same
+idempotency keys. Every transition bumps the row's ``version``, the fence that makes a
+decision read before it stale (``claim`` + ``timers.apply``, the two-phase form, check it).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,7 +29,10 @@ from core.models import Alert, AlertState, CheckIn, CheckInState, Defender
 LIVE = (CheckInState.armed, CheckInState.reminded)
 OPEN = (AlertState.triggered, AlertState.acknowledged)
 
+FIRST_BATCH = 64  # a spike's first batch: committed in milliseconds, then batches double
 Observe = Callable[[float], None]  # lateness in seconds of each step taken
+# Claim and take up to ``limit`` steps in one state: (rows claimed, when each step was due).
+Take = Callable[[AsyncSession, Any, datetime, int], Awaitable[tuple[int, list[datetime]]]]
 
 
 async def claim(
@@ -80,29 +84,63 @@ class Sweep:
 
     async def run(self, now: datetime) -> int:
         """Everything due at ``now``: check-ins first (they open alerts), then alerts."""
-        done = 0
-        for step in (self.due_checkins, self.due_alerts):
-            while (n := await step(now)) > 0:
-                done += n
+        return await self.due_checkins(now) + await self.due_alerts(now)
+
+    async def due_checkins(self, now: datetime) -> int:
+        """Deadlines whose grace ran out (alerts to open) before mere reminders."""
+        states = (CheckInState.reminded, CheckInState.armed)
+        return await self._batches(CheckIn, CheckIn.next_action_at, states, now, self._checkins)
+
+    async def due_alerts(self, now: datetime) -> int:
+        return await self._batches(Alert, Alert.next_step_at, OPEN, now, self._alerts)
+
+    async def _batches(
+        self, model: Any, due_at: Any, states: tuple[Any, ...], now: datetime, take: Take
+    ) -> int:
+        """State by state, the most overdue first (an index range, no sort), one committed
+        transaction per batch. Batches start small and double, so the first steps of a spike
+        are committed within milliseconds of falling due, and the rest follow continuously."""
+        done, size = 0, min(self.batch, FIRST_BATCH)
+        for state in states:
+            due = (model.state == state) & (due_at <= now)
+            if not await self._any(model, due, now):  # an idle sweep writes nothing at all
+                continue
+            while True:
+                async with transaction(self.sessions) as s:
+                    claimed, late = await take(s, state, now, size)
+                self.steps += len(late)
+                self._observed(late)
+                done += claimed
+                if claimed < size:
+                    break
+                size = min(self.batch, size * 2)
         return done
 
-    async def _alert_steps(
-        self, s: AsyncSession, claimed: dict[uuid.UUID, int], now: datetime
-    ) -> list[datetime]:
+    async def _checkins(
+        self, s: AsyncSession, state: Any, now: datetime, limit: int
+    ) -> tuple[int, list[datetime]]:
+        late = await timers.take(s, self.vault, state=state, now=now, limit=limit)
+        return len(late), late
+
+    async def _alerts(
+        self, s: AsyncSession, state: Any, now: datetime, limit: int
+    ) -> tuple[int, list[datetime]]:
+        """Claim due alerts (SQLite: under the write lock; PostgreSQL: FOR UPDATE SKIP LOCKED,
+        held until this transaction commits their steps) and take their next step."""
         await write_lock(s)
+        free = or_(Alert.lease_until.is_(None), Alert.lease_until < now)
         stmt = (
             select(Alert)
-            .where(Alert.id.in_(list(claimed)), Alert.lease_owner == self.owner)
+            .where(Alert.state == state, Alert.next_step_at <= now, free)
+            .order_by(Alert.next_step_at)
+            .limit(limit)
             .execution_options(populate_existing=True)
         )
-        found = await s.execute(locked(stmt, s, of=Alert))
-        mine = [
-            a for a in found.scalars() if claimed[a.id] == a.version and a.next_step_at is not None
-        ]
-        people = select(Defender).where(Defender.id.in_({a.defender_id for a in mine}))
+        found = list((await s.execute(locked(stmt, s, skip=True, of=Alert))).scalars())
+        people = select(Defender).where(Defender.id.in_({a.defender_id for a in found}))
         defenders = {d.id: d for d in (await s.execute(people)).scalars()}
         steps, late = [], []
-        for alert in mine:
+        for alert in found:
             policy = actions.policy(alert)
             step = escalation.alert_step(
                 kind=alert.kind, state=alert.state, step=alert.step, policy=policy, now=now
@@ -111,61 +149,24 @@ class Sweep:
                 assert alert.next_step_at is not None
                 late.append(alert.next_step_at)
                 steps.append((alert, defenders[alert.defender_id], step))
-            alert.version += 1
+            alert.version += 1  # the fence: a decision read before this commit is stale
             alert.lease_owner, alert.lease_until = None, None
         await actions.perform_many(s, self.vault, steps, now=now)
-        return late
+        return len(found), late
 
     def _observed(self, due: list[datetime]) -> None:
+        """Lateness of each step: its commit (just done) minus when it was due."""
         if self.observe is not None and self.clock is not None and due:
             at = self.clock()
             for d in due:
                 self.observe(max(0.0, (at - d).total_seconds()))
 
-    async def due_checkins(self, now: datetime) -> int:
-        # Deadlines whose grace ran out (alerts to open) before mere reminders.
-        states = (CheckInState.reminded, CheckInState.armed)
-        claimed = await self._take(CheckIn, CheckIn.next_action_at, states, now)
-        if not claimed:
-            return 0
-        late = await timers.apply(self.sessions, self.vault, claimed, owner=self.owner, now=now)
-        self.steps += len(late)
-        self._observed(late)
-        return len(claimed)
-
-    async def due_alerts(self, now: datetime) -> int:
-        claimed = await self._take(Alert, Alert.next_step_at, OPEN, now)
-        if not claimed:
-            return 0
-        async with transaction(self.sessions) as s:
-            late = await self._alert_steps(s, claimed, now)
-        self.steps += len(late)
-        self._observed(late)
-        return len(claimed)
-
-    async def _take(
-        self, model: Any, due_at: Any, states: tuple[Any, ...], now: datetime
-    ) -> dict[uuid.UUID, int]:
-        """Claim a batch: state by state, the most overdue first (an index range, no sort)."""
+    async def _any(self, model: Any, due: Any, now: datetime) -> bool:
+        """Whether anything unleased matches ``due``: one index probe, no write."""
         free = or_(model.lease_until.is_(None), model.lease_until < now)
-        for state in states:
-            due = (model.state == state) & (due_at <= now)
-            async with self.sessions() as reader:  # an idle sweep writes nothing at all
-                if (await reader.execute(select(model.id).where(due, free).limit(1))).first():
-                    break
-        else:
-            return {}
-        async with transaction(self.sessions) as s:
-            return await claim(
-                s,
-                model,
-                due,
-                now=now,
-                owner=self.owner,
-                lease_s=self.lease_s,
-                limit=self.batch,
-                order=due_at,
-            )
+        async with self.sessions() as reader:
+            found = await reader.execute(select(model.id).where(due, free).limit(1))
+            return found.first() is not None
 
 
 async def lag(session: AsyncSession, now: datetime) -> float:

@@ -1,18 +1,25 @@
 """The sweep's check-in transitions, in batches: the hot path of a spike.
 
-Core statements rather than ORM objects: thousands of deadlines can fall in the same second.
-Only a missed deadline (rarer, and heavier) goes through ``alerts.raise_alert``.
+One transaction per batch and one statement per kind of work, no ORM objects: the claim
+(``UPDATE … WHERE id IN (due rows, LIMIT n[, FOR UPDATE SKIP LOCKED]) RETURNING`` what the
+decisions need: SQLite's single writer makes it atomic, PostgreSQL's SKIP LOCKED lets any
+number of workers claim disjoint rows), one query for the defenders and one for their
+addresses, the pure decisions of ``core.escalation``, then the outbox rows (one executemany)
+and the next timers (one UPDATE per distinct outcome: a spike is one). A worker that dies
+before the commit leaves nothing behind: the rows are due again, and their redone steps
+carry the same idempotency keys. Only a missed deadline (rarer, and heavier) goes through
+``alerts.raise_many``.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core import alerts, escalation, notices, outbox, recipients, wakeup
@@ -21,44 +28,70 @@ from core.crypto import Vault
 from core.db import transaction
 from core.escalation import Act, CheckInStep
 from core.messages import Outbound
-from core.models import AlertKind, CheckIn, CheckInState, Defender, DefenderStatus, Priority
+from core.models import (
+    AlertKind,
+    CheckIn,
+    CheckInKind,
+    CheckInState,
+    Defender,
+    DefenderStatus,
+    Priority,
+)
 from core.outbox import Item, insert_rows
 
 P2, DEFENDER = int(Priority.P2), "defender"
-AnyRow = Row[*tuple[Any, ...]]
 _TABLE: Table = CheckIn.__table__  # type: ignore[assignment]
-_COLUMNS = (
-    CheckIn.id,
-    CheckIn.version,
-    CheckIn.kind,
-    CheckIn.state,
-    CheckIn.due_at,
-    CheckIn.grace_s,
-    CheckIn.pre_reminder_s,
-    CheckIn.next_action_at,
-    CheckIn.routine_time,
-    CheckIn.routine_days,
-    Defender.id.label("defender_id"),
-    Defender.locale,
-    Defender.timezone,
-    Defender.discreet,
-    Defender.status,
+_T = _TABLE.c
+_CLAIMED = (
+    _T.id,
+    _T.version,
+    _T.kind,
+    _T.state,
+    _T.due_at,
+    _T.grace_s,
+    _T.pre_reminder_s,
+    _T.next_action_at,
+    _T.routine_time,
+    _T.routine_days,
+    _T.defender_id,
 )
+_D = Defender.__table__.c
+_PEOPLE = (_D.id, _D.locale, _D.timezone, _D.discreet, _D.status)
 _STEP = (
     update(_TABLE)
-    .where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.version == bindparam("b_version"))
+    .where(_T.id == bindparam("b_id"), _T.version == bindparam("b_version"))
     .values(
         state=bindparam("b_state"),
         due_at=bindparam("b_due"),
         next_action_at=bindparam("b_next"),
-        version=_TABLE.c.version + 1,
+        version=_T.version + 1,
         lease_owner=None,
         lease_until=None,
     )
 )
 
 
-def decide(r: AnyRow, now: datetime) -> CheckInStep | None:
+class Due(NamedTuple):
+    """A claimed check-in and what its decision and its message need of the defender."""
+
+    id: uuid.UUID
+    version: int
+    kind: CheckInKind
+    state: CheckInState
+    due_at: datetime
+    grace_s: int
+    pre_reminder_s: int | None
+    next_action_at: datetime
+    routine_time: str | None
+    routine_days: str | None
+    defender_id: uuid.UUID
+    locale: str
+    timezone: str
+    discreet: bool
+    status: DefenderStatus
+
+
+def decide(r: Due, now: datetime) -> CheckInStep | None:
     next_due = None
     if r.routine_time and r.routine_days and now >= r.due_at + timedelta(seconds=r.grace_s):
         local = time.fromisoformat(r.routine_time)
@@ -77,9 +110,7 @@ def decide(r: AnyRow, now: datetime) -> CheckInStep | None:
     )
 
 
-def message(
-    r: AnyRow, act: Act, now: datetime, cache: dict[tuple[Any, ...], Outbound]
-) -> Outbound:
+def message(r: Due, act: Act, now: datetime, cache: dict[tuple[Any, ...], Outbound]) -> Outbound:
     """The reminder for ``r``; the same text for everyone sharing a language is built once."""
     minutes = max(1, round((r.due_at - now).total_seconds() / 60)) if act is Act.pre_remind else 0
     key = (r.locale, r.discreet, act, minutes)
@@ -91,14 +122,108 @@ def message(
     return cache[key]
 
 
-@dataclass
-class Plan:
-    """One check-in's step, prepared (and its messages encrypted) before any lock is taken."""
+Addresses = dict[uuid.UUID, tuple[uuid.UUID, str]]
 
-    due: datetime
-    update: dict[str, Any]
-    rows: list[dict[str, Any]] = field(default_factory=list)  # outbox rows, ready to insert
-    missed: uuid.UUID | None = None  # the defender whose alert opens
+
+class Plan(NamedTuple):
+    """A batch's steps, prepared: rows to write and the defenders whose alert opens."""
+
+    due: list[datetime]  # when each step was due (the sweep measures lateness from it)
+    updates: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # outbox rows, encrypted, ready to insert
+    missed: list[uuid.UUID]
+
+
+async def take(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    state: CheckInState,
+    now: datetime,
+    limit: int,
+) -> list[datetime]:
+    """Claim up to ``limit`` check-ins in ``state`` due at ``now`` (the most overdue first)
+    and take their steps, all in the caller's transaction; returns when each was due.
+
+    The claim needs no lease: SQLite's write lock (PostgreSQL: the rows' locks, SKIP LOCKED
+    by other workers) holds until the commit that writes the steps, and a crash before it
+    rolls everything back. Rows leased by a two-phase claim (``apply``) are left alone."""
+    await write_lock(session)  # SQLite: the single writer's lock first, then read
+    due = (_T.state == state) & (_T.next_action_at <= now)
+    free = or_(_T.lease_until.is_(None), _T.lease_until < now)  # a two-phase claim (``apply``)
+    pick = (
+        select(*_CLAIMED, *_PEOPLE[1:])
+        .join(Defender.__table__, _D.id == _T.defender_id)
+        .where(due, free)
+        .order_by(_T.next_action_at)
+        .limit(limit)
+    )
+    conn = await session.connection()  # Core rows: no ORM loading for thousands of them
+    found = await conn.execute(locked(pick, session, skip=True, of=_TABLE))
+    claimed = [Due._make(r) for r in found]
+    if not claimed:
+        return []
+    ids = {r.defender_id for r in claimed}
+    plan = prepare(vault, (claimed, await recipients.defender_addresses(session, ids)), now)
+    await write(session, vault, plan, now)
+    return plan.due
+
+
+async def load(session: AsyncSession, claimed: Iterable[Any]) -> tuple[list[Due], Addresses]:
+    """The claimed rows joined (in Python) to their defenders, and each defender's best
+    address: one query each for the whole batch."""
+    found = list(claimed)
+    ids = list({r.defender_id for r in found})
+    stmt = select(*_PEOPLE).where(Defender.id.in_(ids))
+    people = {p.id: tuple(p)[1:] for p in await session.execute(stmt)}
+    rows = [Due._make((*r, *people[r.defender_id])) for r in found if r.defender_id in people]
+    return rows, await recipients.defender_addresses(session, ids)
+
+
+def prepare(vault: Vault, loaded: tuple[list[Due], Addresses], now: datetime) -> Plan:
+    """Decide every step (a decision is pure, so rows alike share one) and encrypt the
+    messages; nothing here touches the database."""
+    rows, addresses = loaded
+    plan = Plan([], [], [], [])
+    texts: dict[tuple[Any, ...], Outbound] = {}
+    decided: dict[tuple[Any, ...], CheckInStep | None] = {}
+    items: list[Item] = []
+    for r in rows:
+        same: tuple[Any, ...] = (r.kind, r.state, r.due_at, r.grace_s, r.pre_reminder_s)
+        same += (r.routine_time, r.routine_days, r.timezone, r.status)
+        if same in decided:
+            step = decided[same]
+        else:
+            step = decided[same] = decide(r, now)
+        plan.due.append(r.next_action_at)
+        if step is None:  # the defender was deleted, or nothing is left to do
+            plan.updates.append(_values(r, CheckInState.cancelled, r.due_at, r.next_action_at))
+            continue
+        plan.updates.append(_values(r, step.state, step.due_at, step.next_action_at))
+        address = addresses.get(r.defender_id)
+        for act in step.acts:
+            if act is Act.open_alert:
+                plan.missed.append(r.defender_id)
+            elif address is not None:
+                address_id, channel = address
+                key = f"c:{r.id.hex}:{r.version}:{act}|{channel}:{address_id.hex}"
+                msg = message(r, act, now, texts)
+                items.append(
+                    Item(channel, P2, key, msg, address_id=address_id, recipient=DEFENDER)
+                )
+    plan.rows.extend(outbox.rows(vault, items, now=now))
+    return plan
+
+
+async def write(session: AsyncSession, vault: Vault, plan: Plan, now: datetime) -> None:
+    """The outbox rows, the next timers and any alert to open, in the caller's transaction
+    (whose rows must be claimed or locked: versions are not checked again here)."""
+    await insert_rows(session, plan.rows)
+    await write_steps(session, plan.updates)
+    if plan.missed:
+        found = await session.execute(select(Defender).where(Defender.id.in_(plan.missed)))
+        people = list(found.scalars())
+        await alerts.raise_many(session, vault, people, kind=AlertKind.missed_checkin, now=now)
 
 
 async def apply(
@@ -109,69 +234,20 @@ async def apply(
     owner: str,
     now: datetime,
 ) -> list[datetime]:
-    """Take the due step of each claimed check-in still ours; returns their due times.
-
-    Reading and encrypting happen before the write transaction, so workers sharing SQLite
-    overlap that work with each other's writes and hold the single write lock briefly; under
-    the lock, only rows still at the claimed version (and still leased to us) are written."""
-    async with sessions() as reader:
-        stmt = (
-            select(*_COLUMNS)
-            .join(Defender, Defender.id == CheckIn.defender_id)
-            .where(CheckIn.id.in_(list(claimed)), CheckIn.lease_owner == owner)
-        )
-        rows = [r for r in await reader.execute(stmt) if claimed.get(r.id) == r.version]
-        addresses = await recipients.defender_addresses(reader, {r.defender_id for r in rows})
-    plans = prepare(vault, rows, addresses, now)
+    """Take the steps of check-ins claimed earlier, in another transaction (``sweep.claim``):
+    only rows still leased to us at the claimed version (a check-in since bumps it) are
+    written; returns when each was due."""
     async with transaction(sessions) as session:
         await write_lock(session)
-        check = select(CheckIn.id, CheckIn.version).where(
-            CheckIn.id.in_(list(plans)), CheckIn.lease_owner == owner
-        )
-        still = await session.execute(locked(check, session))
-        mine = [plans[i] for i, version in still if claimed[i] == version]
-        await insert_rows(session, [row for p in mine for row in p.rows])
-        await write_steps(session, [p.update for p in mine])
-        missed = [p.missed for p in mine if p.missed is not None]
-        if missed:
-            found = await session.execute(select(Defender).where(Defender.id.in_(missed)))
-            people = list(found.scalars())
-            await alerts.raise_many(session, vault, people, kind=AlertKind.missed_checkin, now=now)
-    return [p.due for p in mine]
-
-
-def prepare(
-    vault: Vault,
-    rows: list[AnyRow],
-    addresses: dict[uuid.UUID, tuple[uuid.UUID, str]],
-    now: datetime,
-) -> dict[uuid.UUID, Plan]:
-    plans: dict[uuid.UUID, Plan] = {}
-    texts: dict[tuple[Any, ...], Outbound] = {}
-    for r in rows:
-        step = decide(r, now)
-        if step is None:  # the defender was deleted, or nothing is left to do
-            plans[r.id] = Plan(
-                r.next_action_at, _values(r, CheckInState.cancelled, r.due_at, r.next_action_at)
-            )
-            continue
-        plan = plans[r.id] = Plan(
-            r.next_action_at, _values(r, step.state, step.due_at, step.next_action_at)
-        )
-        items = []
-        address = addresses.get(r.defender_id)
-        for act in step.acts:
-            if act is Act.open_alert:
-                plan.missed = r.defender_id
-            elif address is not None:
-                address_id, channel = address
-                key = f"c:{r.id.hex}:{r.version}:{act}|{channel}:{address_id.hex}"
-                msg = message(r, act, now, texts)
-                items.append(
-                    Item(channel, P2, key, msg, address_id=address_id, recipient=DEFENDER)
-                )
-        plan.rows = outbox.rows(vault, items, now=now)
-    return plans
+        stmt = select(*_CLAIMED).where(_T.id.in_(list(claimed)), _T.lease_owner == owner)
+        still = [
+            r for r in await session.execute(locked(stmt, session)) if claimed[r.id] == r.version
+        ]
+        if not still:
+            return []
+        plan = prepare(vault, await load(session, still), now)
+        await write(session, vault, plan, now)
+    return plan.due
 
 
 async def write_steps(session: AsyncSession, updates: list[dict[str, Any]]) -> None:
@@ -187,12 +263,12 @@ async def write_steps(session: AsyncSession, updates: list[dict[str, Any]]) -> N
         if len(ids) > 1:
             stmt = (
                 update(_TABLE)
-                .where(_TABLE.c.id.in_(ids))
+                .where(_T.id.in_(ids))
                 .values(
                     state=state,
                     due_at=due,
                     next_action_at=nxt,
-                    version=_TABLE.c.version + 1,
+                    version=_T.version + 1,
                     lease_owner=None,
                     lease_until=None,
                 )
@@ -202,5 +278,5 @@ async def write_steps(session: AsyncSession, updates: list[dict[str, Any]]) -> N
         wakeup.touch(session, wakeup.TIMERS, min(u["b_next"] for u in updates))
 
 
-def _values(r: AnyRow, state: CheckInState, due: datetime, nxt: datetime) -> dict[str, Any]:
+def _values(r: Due, state: CheckInState, due: datetime, nxt: datetime) -> dict[str, Any]:
     return {"b_id": r.id, "b_version": r.version, "b_state": state, "b_due": due, "b_next": nxt}

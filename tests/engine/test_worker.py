@@ -13,23 +13,26 @@ from pathlib import Path
 def test_it_runs_the_engine_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
     env.update({"AMPARO_DATA_DIR": str(tmp_path / "var"), "AMPARO_LOG_LEVEL": "INFO"})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "amparo", "worker"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "amparo", "worker"],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
-            if (tmp_path / "var" / "amparo.db").exists():
+            if "engine running" in log.read_text():  # after the migrations, however long
                 time.sleep(1.5)  # a few sweeps
                 break
             time.sleep(0.1)
         assert proc.poll() is None, "the worker exited by itself"
         proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=20)[0].decode()
+        proc.wait(timeout=20)
+        output = log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
