@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -19,12 +19,22 @@ from core.throttle import Limits
 COOKIE = "__Host-amparo_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+AFTER_COMMIT = "amparo.after_commit"
 
 
-async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed before the response leaves."""
-    async with request.app.state.sessions() as session, session.begin():
-        yield session
+async def get_db(request: Request) -> AsyncGenerator[AsyncSession, None]:
+    """One transaction per request, committed before the response leaves; then the
+    callbacks registered with ``after_commit`` run (never when the transaction failed)."""
+    async with request.app.state.sessions() as session:
+        async with session.begin():
+            yield session
+        for callback in session.info.pop(AFTER_COMMIT, ()):
+            callback()
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once this request's transaction has committed."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
 
 
 def get_now() -> datetime:
@@ -34,6 +44,14 @@ def get_now() -> datetime:
 def get_vault(request: Request) -> Vault:
     vault: Vault = request.app.state.vault
     return vault
+
+
+def token_cache(request: Request) -> auth.TokenCache:
+    """This app's cache of live API tokens (one per app: tests run several apps at once)."""
+    cache: auth.TokenCache | None = getattr(request.app.state, "token_cache", None)
+    if cache is None:
+        cache = request.app.state.token_cache = auth.TokenCache()
+    return cache
 
 
 def get_limits(request: Request) -> Limits:
@@ -58,7 +76,7 @@ def bearer(request: Request) -> str | None:
 async def _principal(request: Request, session: SessionDep, now: NowDep) -> Principal:
     token = bearer(request)
     if token is not None:
-        principal = await auth.token_principal(session, token, now)
+        principal = await auth.token_principal(session, token, now, token_cache(request))
         if principal is None:
             raise ApiError(401, errors.UNAUTHENTICATED)
         return principal
@@ -80,10 +98,14 @@ async def any_principal(principal: Annotated[Principal, Depends(_principal)]) ->
     return principal
 
 
-async def current_principal(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+def _settled(principal: Principal) -> Principal:
     if principal.must_change_password:
         raise ApiError(403, errors.CHANGE_PASSWORD)
     return principal
+
+
+async def current_principal(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    return _settled(principal)
 
 
 AnyPrincipalDep = Annotated[Principal, Depends(any_principal)]
@@ -91,10 +113,11 @@ PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
-    """A dependency granting the route only to callers holding ``scope`` (deny by default)."""
+    """A dependency granting the route only to callers holding ``scope`` (deny by default).
+    It sits right on ``_principal``: every level of dependencies costs each request."""
 
-    async def check(principal: PrincipalDep) -> Principal:
-        if scope not in principal.scopes:
+    async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        if scope not in _settled(principal).scopes:
             raise ApiError(403, errors.FORBIDDEN)
         return principal
 

@@ -1,11 +1,24 @@
 """Alert-queue listing under load: N historical alerts on SQLite, concurrent clients, loopback.
 
-Usage: python bench/api.py [--alerts 1000000] [--clients 32] [--seconds 20]
+Usage: python bench/api.py [--alerts 1000000] [--clients 32] [--seconds 20] [--rates 25,50,100]
 
-Builds a fresh SQLite database in a temporary directory (two organisations; 90 % of the alerts
-belong to the one being listed), starts the real desk app under uvicorn on 127.0.0.1 in a
-child process, and lets --clients concurrent clients page the queue with an API token: the
-first page, a filtered page (state, kind or priority) and the page after it (cursor).
+Builds a SQLite database (two organisations; 90 % of the alerts belong to the one being
+listed; --db keeps it for the next run), starts the real desk app under uvicorn on 127.0.0.1
+in a child process, and lets --clients concurrent keep-alive connections page the queue with
+an API token: the first page, a filtered page (state, kind or priority) and the page after it
+(cursor). The client is a bare asyncio HTTP/1.1 client in this process: it uses a small
+fraction of the CPU the server gets (client_cpu_s says how much).
+
+Runs against the same server, one after the other:
+- closed loop (list_*): every connection sends its next request as soon as the last answer
+  arrived, so the server is saturated and latency is mostly queueing (p50 ~ clients / rate);
+- the same closed loop against a trivial route of the same app (empty_*: same middleware, no
+  authentication, no database), the floor any route of this process stands on;
+- open loop (open_loop, one entry per --rates value): the same --clients connections together
+  send that many requests per second on a fixed schedule; latency is counted from the
+  scheduled time, so a late server cannot hide its backlog (no coordinated omission).
+*_server_cpu_ms is the server process's CPU time per request (all threads, from /proc):
+steadier than latency on a shared machine.
 Prints one JSON object on its last line: list_p50_ms, list_p99_ms, requests_per_s, ...
 """
 
@@ -23,13 +36,15 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import insert
 
@@ -39,7 +54,7 @@ from core.models import Alert, ApiToken, Base, Defender, Organisation
 
 BATCH = 20_000
 KINDS = ["missed_checkin"] * 6 + ["panic"] * 2 + ["duress", "report"]
-QUERIES = [
+QUERIES: list[dict[str, str | int]] = [
     {},
     {"state": "triggered"},
     {"state": "acknowledged"},
@@ -121,9 +136,29 @@ def seed(path: Path, alerts: int) -> tuple[str, str]:
     return f"sqlite+aiosqlite:///{path}", token
 
 
+def seeded(path: Path, alerts: int) -> tuple[str, str]:
+    """``seed``, or the database a previous run left at ``path`` with as many alerts."""
+    marker = path.with_name(path.name + ".token")
+    if path.exists() and marker.exists():
+        count, _sep, token = marker.read_text().strip().partition(" ")
+        if int(count) == alerts:
+            return f"sqlite+aiosqlite:///{path}", token
+    path.unlink(missing_ok=True)
+    url, token = seed(path, alerts)
+    marker.write_text(f"{alerts} {token}")
+    os.chmod(marker, 0o600)
+    return url, token
+
+
+EMPTY = "/bench/empty"
+TARGET_P99_MS = 25
+
+
 def serve(url: str, key_file: str, port: int) -> None:
-    """The child process: the real app under uvicorn, as `amparo api` would run it."""
+    """The child process: the real app under uvicorn (which takes httptools and uvloop when
+    they are installed, as the project's dependencies make sure)."""
     import uvicorn
+    from fastapi.responses import JSONResponse
 
     from api.app import create_app
     from core.config import Settings
@@ -132,7 +167,21 @@ def serve(url: str, key_file: str, port: int) -> None:
 
     engine = create_engine(url)
     app = create_app(Settings(), engine, Vault(load_keyring(Path(key_file))))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+    @app.get(EMPTY, include_in_schema=False)
+    async def empty() -> JSONResponse:  # the baseline: the same stack, no auth, no database
+        return JSONResponse({})
+
+    # First in line: the baseline pays no route matching the listing does not pay either.
+    app.router.routes.insert(0, app.router.routes.pop())
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
 
 
 def free_port() -> int:
@@ -141,15 +190,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_up(base: str) -> None:
-    async with httpx.AsyncClient(base_url=base) as c:
-        for _ in range(200):
-            try:
-                if (await c.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
+async def wait_up(port: int) -> None:
+    for _ in range(300):
+        try:
+            conn = await Connection.open(port)
+        except OSError:
             await asyncio.sleep(0.1)
+            continue
+        status, _body = await conn.get("/healthz", "")
+        conn.close()
+        if status == 200:
+            return
+        await asyncio.sleep(0.1)
     raise RuntimeError("the server did not start")
 
 
@@ -158,6 +210,10 @@ class Connection:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
 
     async def get(self, target: str, headers: str) -> tuple[int, bytes]:
         self.writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode())
@@ -170,35 +226,152 @@ class Connection:
                 length = int(value)
         return status, await self.reader.readexactly(length)
 
+    def close(self) -> None:
+        self.writer.close()
 
-async def load(port: int, token: str, clients: int, seconds: float) -> tuple[list[float], int]:
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
+
+class Run:
+    """Latencies (ms) and failures of one run; ``due`` paces an open-loop run."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.server_cpu_ms = 0.0  # the server's CPU time per request during this run
+        self.deadline = time.perf_counter() + seconds
+
+    def summary(self, prefix: str) -> dict[str, float]:
+        lat = sorted(self.latencies) or [0.0]
+        return {
+            f"{prefix}_p50_ms": round(statistics.median(lat), 2),
+            f"{prefix}_p99_ms": round(lat[max(0, int(len(lat) * 0.99) - 1)], 2),
+            f"{prefix}_max_ms": round(lat[-1], 2),
+            f"{prefix}_requests_per_s": round(len(self.latencies) / self.seconds, 1),
+            f"{prefix}_errors": self.errors,
+            f"{prefix}_server_cpu_ms": round(self.server_cpu_ms, 3),
+        }
+
+
+async def pages(
+    conn: Connection,
+    rng: random.Random,
+    headers: str,
+    run: Run,
+    start: Callable[[], Awaitable[float]],
+) -> None:
+    """One visit to the queue: the first page of a query, then the page after it. ``start``
+    returns when the next request may go, with the time its latency counts from."""
+    params = dict(rng.choice(QUERIES))
+    for _page in range(2):
+        target = "/api/v1/alerts?" + urlencode(params)
+        t0 = await start()
+        status, body = await conn.get(target, headers)
+        run.latencies.append((time.perf_counter() - t0) * 1000)
+        if status != 200:
+            run.errors += 1
+            return
+        following = json.loads(body)["next_cursor"]
+        if following is None:
+            return
+        params["cursor"] = following
+
+
+async def now() -> float:
+    return time.perf_counter()
+
+
+async def closed(port: int, token: str, clients: int, seconds: float, path: str | None) -> Run:
+    """Every connection sends again as soon as it has its answer (saturation)."""
+    run = Run(seconds)
     headers = f"Authorization: Bearer {token}\r\n"
 
     async def client(n: int) -> None:
-        nonlocal errors
         rng = random.Random(n)
-        conn = Connection(*await asyncio.open_connection("127.0.0.1", port))
-        while time.perf_counter() < deadline:
-            params = dict(rng.choice(QUERIES))
-            for _page in range(2):  # the first page, then the one after it
-                target = "/api/v1/alerts?" + urlencode(params)
-                t0 = time.perf_counter()
-                status, body = await conn.get(target, headers)
-                latencies.append((time.perf_counter() - t0) * 1000)
-                if status != 200:
-                    errors += 1
-                    break
-                following = json.loads(body)["next_cursor"]
-                if following is None:
-                    break
-                params["cursor"] = following
-        conn.writer.close()
+        conn = await Connection.open(port)
+        while time.perf_counter() < run.deadline:
+            if path is None:
+                await pages(conn, rng, headers, run, now)
+                continue
+            t0 = time.perf_counter()
+            status, _body = await conn.get(path, "")
+            run.latencies.append((time.perf_counter() - t0) * 1000)
+            run.errors += status != 200
+        conn.close()
 
     await asyncio.gather(*(client(n) for n in range(clients)))
-    return latencies, errors
+    return run
+
+
+async def open_loop(port: int, token: str, clients: int, seconds: float, rate: float) -> Run:
+    """``rate`` requests per second in all, spread evenly over the connections."""
+    run = Run(seconds)
+    headers = f"Authorization: Bearer {token}\r\n"
+    gap = clients / rate  # each connection's interval between two scheduled requests
+    start = time.perf_counter()
+
+    async def client(n: int) -> None:
+        rng = random.Random(n)
+        conn = await Connection.open(port)
+        scheduled = start + gap * n / clients
+
+        async def due() -> float:  # the scheduled time, even when the server is late
+            nonlocal scheduled
+            at = scheduled
+            scheduled += gap
+            if at > time.perf_counter():
+                await asyncio.sleep(at - time.perf_counter())
+            return at
+
+        while scheduled < run.deadline:
+            await pages(conn, rng, headers, run, due)
+        conn.close()
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    return run
+
+
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds the server process has used (all its threads), from /proc; 0 elsewhere.
+    On a shared machine this is steadier than wall-clock latency."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(port: int, pid: int, token: str, args: argparse.Namespace) -> dict[str, Any]:
+    await wait_up(port)
+    await closed(port, token, args.clients, args.warmup, None)
+    cpu = time.process_time()
+    runs: dict[str, Run] = {}
+    plan: list[tuple[str, Callable[[], Awaitable[Run]]]] = [
+        ("list", partial(closed, port, token, args.clients, args.seconds, None)),
+        ("empty", partial(closed, port, token, args.clients, args.seconds / 2, EMPTY)),
+    ]
+    plan += [
+        (f"open{rate:g}", partial(open_loop, port, token, args.clients, args.seconds / 2, rate))
+        for rate in args.rates
+    ]
+    for name, run in plan:
+        before = server_cpu_s(pid)
+        runs[name] = await run()
+        used = server_cpu_s(pid) - before
+        runs[name].server_cpu_ms = 1000 * used / max(len(runs[name].latencies), 1)
+    listing, empty = runs["list"].summary("list"), runs["empty"].summary("empty")
+    opened = [{"rate_per_s": rate, **runs[f"open{rate:g}"].summary("open")} for rate in args.rates]
+    within = [o["rate_per_s"] for o in opened if o["open_p99_ms"] <= TARGET_P99_MS]
+    return {
+        **listing,
+        "requests_per_s": listing["list_requests_per_s"],
+        **empty,
+        "list_to_empty_rate": round(
+            listing["list_requests_per_s"] / max(empty["empty_requests_per_s"], 0.1), 3
+        ),
+        "open_loop": opened,
+        "open_max_rate_within_target_per_s": max(within, default=0),
+        "client_cpu_s": round(time.process_time() - cpu, 1),
+    }
 
 
 def main() -> None:
@@ -208,6 +381,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument(
+        "--rates",
+        type=lambda text: [float(r) for r in text.split(",")],
+        default=[25.0, 50.0, 100.0, 200.0],
+        help="open-loop request rates (requests/s in all), comma-separated",
+    )
+    parser.add_argument("--db", type=Path, help="keep the seeded database here and reuse it")
+    parser.add_argument(
         "--serve", nargs=3, metavar=("URL", "KEY_FILE", "PORT"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -215,8 +395,9 @@ def main() -> None:
         serve(args.serve[0], args.serve[1], int(args.serve[2]))
         return
     with tempfile.TemporaryDirectory() as tmp:
+        db = args.db or Path(tmp) / "amparo.db"
         t0 = time.perf_counter()
-        url, token = seed(Path(tmp) / "amparo.db", args.alerts)
+        url, token = seeded(db, args.alerts)
         seed_s = time.perf_counter() - t0
         key_file = Path(tmp) / "master.key"
         key_file.write_text(Keyring.generate().to_json())
@@ -226,24 +407,17 @@ def main() -> None:
             [sys.executable, __file__, "--serve", url, str(key_file), str(port)]
         )
         try:
-            base = f"http://127.0.0.1:{port}"
-            asyncio.run(wait_up(base))
-            asyncio.run(load(port, token, args.clients, args.warmup))
-            latencies, errors = asyncio.run(load(port, token, args.clients, args.seconds))
+            measured = asyncio.run(measure(port, server.pid, token, args))
         finally:
             server.terminate()
             server.wait(timeout=10)
-    latencies.sort()
     result = {
         "alerts": args.alerts,
         "clients": args.clients,
         "seconds": args.seconds,
-        "requests": len(latencies),
-        "errors": errors,
         "seed_s": round(seed_s, 1),
-        "list_p50_ms": round(statistics.median(latencies), 2),
-        "list_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
-        "requests_per_s": round(len(latencies) / args.seconds, 1),
+        "target_p99_ms": TARGET_P99_MS,
+        **measured,
     }
     print(json.dumps(result))
 

@@ -28,6 +28,7 @@ from core.security import hash_password, verify_password
 SESSION_IDLE = timedelta(minutes=30)
 SESSION_ABSOLUTE = timedelta(hours=12)
 TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most once a minute
+TOKEN_CACHE_TTL = timedelta(seconds=5)  # how long another process may still honour a revoked token
 TOTP_STEP = 30
 MIN_PASSWORD = 12
 
@@ -241,13 +242,63 @@ async def create_token(
     return row, plaintext
 
 
-async def token_principal(session: AsyncSession, token: str, now: datetime) -> Principal | None:
+class TokenCache:
+    """Live tokens' principals for a few seconds, so a busy integration is not one more query
+    per request. Only live tokens are kept (a wrong or revoked token always asks the database).
+
+    Revocation: ``revoked()``, called once the revoking transaction has committed, empties the
+    cache and starts a new generation; a lookup that read the database before that moment
+    belongs to the old generation and is not stored. So a revoked token stops working at once in
+    this process, and in any other process sharing the database within ``ttl``.
+    """
+
+    def __init__(self, ttl: timedelta = TOKEN_CACHE_TTL, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.generation = 0
+        self._entries: dict[bytes, tuple[datetime, Principal]] = {}
+
+    def get(self, key: bytes, now: datetime) -> Principal | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        stored_at, principal = found
+        if not stored_at <= now < stored_at + self.ttl:  # stale, or the clock went back
+            del self._entries[key]
+            return None
+        return principal
+
+    def put(self, key: bytes, principal: Principal, now: datetime, generation: int) -> None:
+        if generation != self.generation:
+            return  # read before a revocation committed: maybe no longer true
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (now, principal)
+
+    def revoked(self) -> None:
+        self._entries.clear()
+        self.generation += 1
+
+
+async def token_principal(
+    session: AsyncSession, token: str, now: datetime, cache: TokenCache | None = None
+) -> Principal | None:
+    key = digest(token)
+    generation = 0
+    if cache is not None:
+        cached = cache.get(key, now)
+        if cached is not None:
+            return cached
+        generation = cache.generation
     row = (
-        await session.execute(select(ApiToken).where(ApiToken.token_hash == digest(token)))
+        await session.execute(select(ApiToken).where(ApiToken.token_hash == key))
     ).scalar_one_or_none()
     if row is None or row.revoked_at is not None:
         return None
     if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
         row.last_used_at = now
     scopes = frozenset(row.scopes) & TOKEN_SCOPES
-    return Principal(org_id=row.org_id, scopes=scopes, actor=f"token:{row.id}")
+    principal = Principal(org_id=row.org_id, scopes=scopes, actor=f"token:{row.id}")
+    if cache is not None:
+        cache.put(key, principal, now, generation)
+    return principal

@@ -10,9 +10,10 @@ import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Row, and_, or_, select
+from sqlalchemy import Executable, Integer, Row, and_, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -80,6 +81,35 @@ QUEUE_COLUMNS = (
 )
 
 
+@cache
+def _queue_query(state: bool, kind: bool, priority: bool, after: bool) -> Executable:
+    """The queue's statement for one combination of filters, built once: building and keying
+    a statement costs more than running it. Values come as bound parameters."""
+    query = (
+        select(*QUEUE_COLUMNS)
+        .join(Defender, Defender.id == Alert.defender_id)
+        .where(Alert.org_id == bindparam("org_id"))
+    )
+    if state:
+        query = query.where(Alert.state == bindparam("state"))
+    if kind:
+        query = query.where(Alert.kind == bindparam("kind"))
+    if priority:
+        query = query.where(Alert.priority == bindparam("priority"))
+    if after:
+        query = query.where(
+            or_(
+                Alert.triggered_at < bindparam("after_at"),
+                and_(
+                    Alert.triggered_at == bindparam("after_at"),
+                    Alert.id < bindparam("after_id"),
+                ),
+            )
+        )
+    order = query.order_by(Alert.triggered_at.desc(), Alert.id.desc())
+    return order.limit(bindparam("limit", type_=Integer))
+
+
 async def list_alerts(
     session: AsyncSession,
     *,
@@ -91,26 +121,19 @@ async def list_alerts(
     limit: int = 50,
 ) -> tuple[list[Row[Any]], Cursor | None]:
     """One page of the queue, newest first; the cursor of the next page or None."""
-    query = (
-        select(*QUEUE_COLUMNS)
-        .join(Defender, Defender.id == Alert.defender_id)
-        .where(Alert.org_id == org_id)
-    )
+    query = _queue_query(state is not None, kind is not None, priority is not None, bool(after))
+    params: dict[str, Any] = {"org_id": org_id, "limit": limit + 1}
     if state is not None:
-        query = query.where(Alert.state == state)
+        params["state"] = state
     if kind is not None:
-        query = query.where(Alert.kind == kind)
+        params["kind"] = kind
     if priority is not None:
-        query = query.where(Alert.priority == priority)
+        params["priority"] = priority
     if after is not None:
-        query = query.where(
-            or_(
-                Alert.triggered_at < after.at,
-                and_(Alert.triggered_at == after.at, Alert.id < after.id),
-            )
-        )
-    query = query.order_by(Alert.triggered_at.desc(), Alert.id.desc()).limit(limit + 1)
-    rows = cast(list[Row[Any]], list((await session.execute(query)).all()))
+        params["after_at"], params["after_id"] = after.at, after.id
+    # Core execution on the session's connection and transaction: plain rows, no ORM layer.
+    connection = await session.connection()
+    rows = list((await connection.execute(query, params)).all())
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api import errors
-from api.deps import AdminDep, NowDep, SessionDep, VaultDep
+from api.deps import AdminDep, NowDep, SessionDep, VaultDep, after_commit, token_cache
 from api.errors import N_, ApiError
 from core import audit, auth
 from core.models import ApiToken
@@ -83,7 +83,12 @@ async def create_token(
 
 @router.delete("/{token_id}", status_code=204, responses={404: {}})
 async def revoke_token(
-    token_id: uuid.UUID, principal: AdminDep, session: SessionDep, vault: VaultDep, now: NowDep
+    token_id: uuid.UUID,
+    request: Request,
+    principal: AdminDep,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
 ) -> None:
     """Revoke a token; it stops working at once."""
     row = await session.get(ApiToken, token_id)
@@ -91,6 +96,10 @@ async def revoke_token(
         raise ApiError(404, errors.NOT_FOUND)
     if row.revoked_at is None:
         row.revoked_at = now
+        # Dropped now and again once committed: no request can keep using it from the cache.
+        cache = token_cache(request)
+        cache.revoked()
+        after_commit(session, cache.revoked)
         await audit.record(
             session,
             vault,
