@@ -102,6 +102,14 @@ async def perform_many(
         if Act.notify_desk in step.acts:
             for who in desks[alert.org_id]:
                 msg = desk_message(alert, step, who.locale, defender, now)
+                if who.role == "group":  # the responder group: priority, short code, buttons
+                    msg = notices.desk_group(
+                        who.locale,
+                        who.channel,
+                        alert_id=alert.id,
+                        priority=alert.priority,
+                        base=msg,
+                    )
                 items.append(item(stem, who, msg, alert))
             alert.step, alert.state = step.step, step.state  # as the webhook body reports it
             event_type, handle = step.desk_event or "alert.escalated", defender.handle

@@ -7,6 +7,9 @@ since a responder's phone can be seized too.
 
 from __future__ import annotations
 
+import base64
+import uuid
+
 from core import i18n
 from core.messages import Choice, Outbound
 from core.models import AlertKind
@@ -124,3 +127,51 @@ def desk_location(locale: str, handle: str) -> Outbound:
             handle=handle
         )
     )
+
+
+# --- the desk's responder group ------------------------------------------------------------
+
+GROUP_ACK, GROUP_SAFE = "ack", "safe"  # what a group message asks for, by button or by word
+
+
+def short_code(alert_id: uuid.UUID) -> str:
+    """Six characters of base32 from the alert id: what responders type in the group."""
+    return base64.b32encode(alert_id.bytes).decode()[:6]
+
+
+def group_choice(verb: str, alert_id: uuid.UUID) -> str:
+    """A group button's meaning, kept on the server behind an opaque token."""
+    return f"desk:{verb}:{alert_id.hex}"
+
+
+def group_pressed(choice: str | None) -> tuple[str, str] | None:
+    """(verb, alert id in hex) behind a group button's token, or None."""
+    parts = (choice or "").split(":")
+    if len(parts) != 3 or parts[0] != "desk" or parts[1] not in (GROUP_ACK, GROUP_SAFE):
+        return None
+    return parts[1], parts[2]
+
+
+def desk_group(
+    locale: str, channel: str, *, alert_id: uuid.UUID, priority: int, base: Outbound
+) -> Outbound:
+    """A desk notice as posted to the responder group: priority and short code added, and
+    the way to act on it (buttons on Telegram; on Signal, a reply with the code)."""
+    _ = i18n.gettext(locale)
+    code = short_code(alert_id)
+    lines = [
+        base.text,
+        _("Priority P{priority} · code {code}").format(priority=priority, code=code),
+    ]
+    if channel != "telegram":
+        lines.append(
+            _("Reply ACK {code} to acknowledge, or SAFE {code} to resolve it as safe.").format(
+                code=code
+            )
+        )
+        return Outbound(text="\n".join(lines))
+    choices = (
+        Choice(group_choice(GROUP_ACK, alert_id), _("Acknowledge")),
+        Choice(group_choice(GROUP_SAFE, alert_id), _("Resolve: safe")),
+    )
+    return Outbound(text="\n".join(lines), choices=choices)

@@ -18,6 +18,7 @@ from core.models import (
     ChannelAddress,
     Consent,
     Defender,
+    DeskGroup,
     Responder,
     TrustedContact,
 )
@@ -135,9 +136,23 @@ def _one_each(rows: Iterable[tuple[uuid.UUID, bool, uuid.UUID, str]]) -> list[Re
 
 async def desk(session: AsyncSession, org_id: uuid.UUID) -> list[Recipient]:
     """On-duty responders with an address; every active responder when nobody is on duty,
-    because an alert that reaches no one is the worst outcome."""
+    because an alert that reaches no one is the worst outcome. And the organisation's
+    responder group, if one is linked (role "group"; see ``core.desk_chat``)."""
     rows = (await session.execute(_responders().where(Responder.org_id == org_id))).all()
-    return _one_each([r for r in rows if r[1]] or rows)
+    found = _one_each([r for r in rows if r[1]] or rows)
+    group = await desk_group(session, org_id)
+    return found if group is None else [*found, group]
+
+
+async def desk_group(session: AsyncSession, org_id: uuid.UUID) -> Recipient | None:
+    """The organisation's responder group chat, if one is linked."""
+    stmt = (
+        select(ChannelAddress.id, ChannelAddress.channel)
+        .join(DeskGroup, DeskGroup.address_id == ChannelAddress.id)
+        .where(DeskGroup.org_id == org_id)
+    )
+    row = (await session.execute(stmt)).first()
+    return None if row is None else Recipient("group", org_id, row[0], row[1], DESK_LOCALE)
 
 
 async def responders(session: AsyncSession, ids: set[uuid.UUID]) -> list[Recipient]:

@@ -33,7 +33,7 @@ from core.messages import Inbound
 from core.models import ChannelAddress, Conversation, Defender, utcnow
 from core.pins import Verdict
 from core.text import pin
-from flows import registry, router, store
+from flows import desk, registry, router, store
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3
@@ -82,6 +82,9 @@ class Engine:
 
     async def handle(self, inbound: Inbound) -> None:
         """Handle one event from a channel; never raises for a bad event."""
+        if inbound.group:
+            await self._group(inbound)
+            return
         if not inbound.private:
             log.info("ignored a message from a group chat", extra={"channel": inbound.channel})
             return
@@ -102,6 +105,26 @@ class Engine:
                     log.exception("flow failed", extra={"channel": inbound.channel})
                     break
             await self._fallback(inbound, index, now)
+
+    async def _group(self, inbound: Inbound) -> None:
+        """The desk's responder group: its commands only; anything else is never stored."""
+        if not desk.wanted(inbound):
+            return
+        index = address_index(self.vault, inbound.channel, inbound.address)
+        async with self._locks.hold(index):
+            now = self.clock()
+            for attempt in range(ATTEMPTS):
+                try:
+                    async with self._writers, transaction(self.sessions) as session:
+                        event = store.Event(session, self.vault, inbound, index, now, None)
+                        await desk.handle_group(event)
+                    return
+                except (IntegrityError, StaleDataError):
+                    if attempt == ATTEMPTS - 1:
+                        log.exception("desk group command kept conflicting")
+                except Exception:
+                    log.exception("desk group command failed", extra={"channel": inbound.channel})
+                    return
 
     def _context(
         self,

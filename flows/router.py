@@ -2,8 +2,8 @@
 
 1. a repeat of a message already handled: nothing at all;
 2. an edit or a forward: never an answer (R3); a live-location edit feeds an open alert;
-3. someone who is not a defender: an invite code (a desk's, or a trusted contact's), else a
-   short "send your code";
+3. someone who is not a defender: a responder's link code ("/desk CODE", see ``flows.desk``),
+   an invite code (a desk's, or a trusted contact's), else a short "send your code";
 4. the alert trigger (command, button or the defender's own code phrase): from any state, the
    alert is raised before anything is asked;
 5. "I'm safe" (button or code phrase), help, cancel, menu: from any state;
@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from core.models import DefenderStatus, Priority
 from core.pins import Verdict
 from core.text import fold
-from flows import contact, help, onboarding, panic, registry, store, words
+from flows import contact, desk, help, onboarding, panic, registry, store, words
 from flows.context import END, Context, Retry
 from flows.store import EXPIRED, IDLE
 
@@ -91,6 +91,10 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         return flow, state
     typed = fold(inbound.text) if inbound.text else ""  # global words are typed, never keys
     key = inbound.choice or typed
+    if ctx.defender is None and (link := desk.private_code(typed)) is not None:
+        if await desk.link_private(ctx, link):  # a responder linking this chat
+            return IDLE, IDLE
+        return await run(ctx, "contact", "welcome")  # what a wrong invite code gets
     if ctx.defender is None:
         return await stranger(ctx, flow, state, typed)
     if is_alert(ctx, inbound.choice, typed):

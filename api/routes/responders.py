@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from fastapi import APIRouter
 from pydantic import BaseModel
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from api import errors
 from api.deps import AdminDep, AlertsRead, NowDep, PrincipalDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
-from core import audit, auth
+from core import audit, auth, desk_chat
 from core.models import Responder, Role
 
 router = APIRouter(tags=["responders"])
@@ -35,6 +36,11 @@ class ResponderPatch(BaseModel):
 
 class DutyIn(BaseModel):
     on_duty: bool
+
+
+class LinkCodeOut(BaseModel):
+    code: str  # shown once: send "/desk CODE" (Signal: "desk CODE") to the bot
+    expires_at: datetime
 
 
 def out(r: Responder) -> ResponderOut:
@@ -142,3 +148,20 @@ async def set_my_duty(
     if r.on_duty != body.on_duty:
         await _duty(session, vault, r, body.on_duty, principal.actor, now)
     return out(r)
+
+
+@router.post("/responders/me/link-code", status_code=201, responses={403: {}, 404: {}})
+async def my_link_code(
+    principal: PrincipalDep, session: SessionDep, vault: VaultDep, now: NowDep
+) -> LinkCodeOut:
+    """A one-time code (15 minutes) that links your own Telegram or Signal chat with the bot,
+    where your alerts then arrive; a new code replaces the previous one."""
+    if principal.responder_id is None or principal.role not in desk_chat.ACTING:
+        raise ApiError(403, errors.FORBIDDEN)  # integrations and observers are never paged
+    r = await session.get(Responder, principal.responder_id)
+    if r is None:
+        raise ApiError(404, errors.NOT_FOUND)
+    code, expires_at = await desk_chat.responder_code(
+        session, vault, responder=r, actor=principal.actor, now=now
+    )
+    return LinkCodeOut(code=code, expires_at=expires_at)

@@ -65,6 +65,24 @@ class ReportReview(Base):
     )
 
 
+class DeskGroup(CreatedMixin, Base):
+    """The organisation's responder group chat (one per organisation): the desk step posts
+    there too, and its linked responders acknowledge and resolve alerts from it. The chat id
+    lives in ``channel_addresses`` (encrypted, found through its blind index)."""
+
+    __tablename__ = "desk_groups"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organisations.id", ondelete="CASCADE"), primary_key=True
+    )
+    address_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("channel_addresses.id", ondelete="CASCADE"), unique=True
+    )
+    linked_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("responders.id", ondelete="SET NULL")
+    )
+
+
 class OrgKey(IdMixin, CreatedMixin, Base):
     """Every key pair an organisation has used, so items sealed before a rotation still open."""
 

@@ -1,0 +1,137 @@
+"""The desk's responders on Signal, with the real signalbot against the signal-cli stand-in,
+through the flow engine and the outbox: a linked chat, the group, ACK and SAFE replies."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.signal import Signal
+from core import alerts, desk_chat, notices
+from core.crypto import Vault
+from core.db import transaction
+from core.dispatch import Dispatcher
+from core.models import (
+    Alert,
+    AlertKind,
+    AlertState,
+    Defender,
+    DefenderStatus,
+    Organisation,
+    Responder,
+    Role,
+)
+from flows.engine import Engine
+from tests.standins.signal_cli import GROUP_ID, SignalStandIn
+
+ANA = "0b1e9a63-3c57-4d3c-9d25-6f1f1d3c0a11"
+STRANGER = "7c0ffee0-3c57-4d3c-9d25-6f1f1d3c0a12"
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[SignalStandIn]:
+    stand_in = SignalStandIn()
+    await stand_in.start()
+    yield stand_in
+    await stand_in.stop()
+
+
+@pytest.fixture
+async def dispatcher(
+    service: SignalStandIn, sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> AsyncIterator[Dispatcher]:
+    channel = Signal(service=service.service, number=service.number, clock=lambda: NOW)
+    engine = Engine(sessions, vault, clock=lambda: NOW)
+    task = asyncio.create_task(channel.run(engine.handle))
+    await asyncio.wait_for(channel.ready.wait(), 15)
+    await asyncio.wait_for(service.connected.wait(), 15)
+    yield Dispatcher(sessions, vault, {"signal": channel}, owner="t", limits={}, clock=lambda: NOW)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await channel.http.aclose()
+
+
+def said_to(service: SignalStandIn, recipient: str) -> list[str]:
+    return [m["message"] for m in service.sent if m["recipients"] == [recipient]]
+
+
+async def until(dispatcher: Dispatcher, done: Callable[[], object]) -> None:
+    deadline = asyncio.get_running_loop().time() + 15
+    while not done():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await dispatcher.drain(NOW)
+        await asyncio.sleep(0.02)
+
+
+async def state(sessions: async_sessionmaker[AsyncSession], alert: Alert) -> AlertState:
+    async with sessions() as s:
+        found = await s.get(Alert, alert.id)
+        assert found is not None
+        return found.state
+
+
+async def test_responders_link_and_act_from_the_group(
+    service: SignalStandIn,
+    dispatcher: Dispatcher,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    async with transaction(sessions) as s:
+        org = Organisation(id=uuid.uuid4(), name="Desk")
+        s.add(org)
+        await s.flush()
+        me = Responder(
+            id=uuid.uuid4(), org_id=org.id, username="ana", role=Role.admin, password_hash="x"
+        )
+        defender = Defender(
+            id=uuid.uuid4(), org_id=org.id, handle="calm-otter-8", status=DefenderStatus.active
+        )
+        s.add_all([me, defender])
+        await s.flush()
+        code, _ = await desk_chat.responder_code(s, vault, responder=me, actor="t", now=NOW)
+        group_code, _ = await desk_chat.group_code(
+            s, vault, org_id=org.id, created_by=me.id, actor="t", now=NOW
+        )
+    service.add_group([ANA, STRANGER])
+
+    await service.send_text(ANA, f"desk {code}")
+    await until(dispatcher, lambda: said_to(service, ANA))
+    assert "now linked" in said_to(service, ANA)[0]
+
+    await service.send_group_text(ANA, "hello everyone")  # never read
+    await service.send_group_text(ANA, f"Desk {group_code}")
+    await until(dispatcher, lambda: said_to(service, GROUP_ID))
+    assert "responder group" in said_to(service, GROUP_ID)[0]
+
+    async with transaction(sessions) as s:
+        found = await s.get(Defender, defender.id)
+        assert found is not None
+        alert = await alerts.raise_alert(s, vault, defender=found, kind=AlertKind.duress, now=NOW)
+    short = notices.short_code(alert.id)
+    await until(dispatcher, lambda: len(said_to(service, GROUP_ID)) == 2)
+    assert said_to(service, GROUP_ID)[1].startswith("EMERGENCY: calm-otter-8 may be under")
+
+    await service.send_group_text(STRANGER, f"ACK {short}")
+    await until(dispatcher, lambda: len(said_to(service, GROUP_ID)) == 3)
+    assert said_to(service, GROUP_ID)[2] == "Sorry, only the desk's responders can do that."
+    assert (await state(sessions, alert)) is AlertState.triggered
+
+    await service.send_group_text(ANA, f"ack {short.lower()}")
+    await until(dispatcher, lambda: len(said_to(service, GROUP_ID)) == 4)
+    assert said_to(service, GROUP_ID)[3] == f"ana acknowledged alert {short} (calm-otter-8)."
+    assert (await state(sessions, alert)) is AlertState.acknowledged
+    await service.send_group_text(ANA, f"SAFE {short}")
+    await until(dispatcher, lambda: len(said_to(service, GROUP_ID)) == 5)
+    assert said_to(service, GROUP_ID)[4] == f"ana resolved alert {short} (calm-otter-8) as safe."
+    assert (await state(sessions, alert)) is AlertState.resolved
+
+    timers: list[Any] = [b for _v, p, b in service.requests if p.startswith("/v1/contacts/")]
+    assert all(b["recipient"] != GROUP_ID for b in timers)  # a group's timer is its own
