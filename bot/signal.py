@@ -5,6 +5,11 @@ to ``/v2/send``, because signalbot drops the error body that tells an unregister
 (permanent) or a rate limit (which can last a day: fall back at once) from a hiccup.
 signalbot stops receiving for good when the websocket closes cleanly; ``run`` watches its
 receiver and starts a new bot whenever that happens.
+
+Disappearing messages are a per-chat setting on Signal, kept by signal-cli. The defender picks
+the timer in /settings, which reaches us as an instruction (``Outbound.expiry_s``). A chat
+whose incoming messages carry no timer (a newcomer sending an invite code, or a chat whose
+timer was switched off outside the bot) gets the default, one day, before our next message.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, ClassVar
 import httpx
 from signalbot import Config, DataMessageContext, DataMessageHandler, SignalBot
 
+from core import desk_chat
 from core.media import MAX_BYTES
 from core.messages import (
     Address,
@@ -31,6 +37,7 @@ from core.messages import (
     Location,
     Outbound,
 )
+from core.text import fold
 
 log = logging.getLogger("amparo.signal")
 Clock = Callable[[], datetime]
@@ -92,7 +99,7 @@ class Signal:
         self.ready = asyncio.Event()
         self.http = httpx.AsyncClient(base_url=f"http://{service}", timeout=30)
         self._locks: dict[str, asyncio.Lock] = {}
-        self._expiry_set: set[str] = set()
+        self._untimed: set[str] = set()  # chats whose last message carried no timer
 
     # --- inbound ---------------------------------------------------------------------------
 
@@ -127,7 +134,7 @@ class Signal:
         logger = logging.getLogger("signalbot")
         logger.handlers.clear()
         logger.setLevel(logging.WARNING)
-        bot.register(_Receiver(self), contacts=True, groups=False)
+        bot.register(_Receiver(self), contacts=True, groups=True)
         return bot
 
     @staticmethod
@@ -140,8 +147,15 @@ class Signal:
     async def receive(self, ctx: DataMessageContext) -> None:
         message = ctx.message
         source = message.source_uuid or message.source_number
-        if not source or message.is_group() or message.source_number == self.number:
-            return  # groups and our own devices' sync messages are not defenders talking
+        if not source or message.source_number == self.number:
+            return  # our own devices' sync messages are not defenders talking
+        if message.is_group():  # only the desk's responder group commands (flows.desk)
+            await self._from_group(message, source)
+            return
+        if message.expires_in_seconds:
+            self._untimed.discard(source)
+        else:
+            self._untimed.add(source)
         attachments = tuple(
             InboundAttachment(
                 kind="voice" if a.is_voice_note else "document",
@@ -163,7 +177,9 @@ class Signal:
             location=parse_location(message.text),
             attachments=attachments,
             edited=type(message).__name__ == "EditMessage",
-            chat_message_id=str(message.timestamp),
+            # None: Signal deletes for everyone only what its sender sent, so the defender's
+            # PIN cannot be taken back; their chat's disappearing timer takes it instead.
+            chat_message_id=None,
         )
         # Taken before any await: one sender's messages reach the flows in order even though
         # signalbot runs three handlers at once.
@@ -172,16 +188,41 @@ class Signal:
             assert self.inbox is not None
             await self.inbox(inbound)
 
+    async def _from_group(self, message: Any, source: str) -> None:
+        if not message.text or desk_chat.parse(fold(message.text)) is None:
+            return  # anything else said in a group is never read
+        group_id = message.group_info.group_id.encode()
+        assert self.inbox is not None
+        await self.inbox(
+            Inbound(
+                channel=self.name,
+                address="group." + base64.b64encode(group_id).decode(),  # as /v2/send wants
+                message_id=f"{source}:{message.timestamp}",
+                received_at=self.clock(),
+                text=message.text,
+                edited=type(message).__name__ == "EditMessage",
+                private=False,
+                group=True,
+                sender=source,
+            )
+        )
+
     # --- outbound --------------------------------------------------------------------------
 
     async def send(self, to: Address, message: Outbound) -> Delivered:
+        if message.expiry_s is not None:  # the defender's choice: a failure is retried
+            await self._set_expiry(to.value, message.expiry_s)
+        elif to.value in self._untimed:  # the default must never hold a message back
+            try:
+                await self._set_expiry(to.value, self.expiry_s)
+            except DeliveryError as exc:
+                log.warning("could not set disappearing messages", extra={"error": str(exc)})
         if message.delete_message_ids:
             for stamp in message.delete_message_ids:
                 target = {"recipient": to.value, "timestamp": int(stamp)}
                 await self._call("DELETE", f"/v1/remote-delete/{self.number}", target)
-            if not (message.text or message.attachments):
-                return Delivered()
-        await self._ensure_expiry(to.value)
+        if not (message.text or message.attachments or message.choices):
+            return Delivered()  # an instruction only (a deletion, a timer)
         body: dict[str, Any] = {
             "number": self.number,
             "recipients": [to.value],
@@ -197,13 +238,11 @@ class Signal:
         stamps = [entry.get("timestamp") for entry in answer if isinstance(entry, dict)]
         return Delivered(message_id=str(stamps[-1]) if stamps and stamps[-1] else None)
 
-    async def _ensure_expiry(self, recipient: str) -> None:
-        """Disappearing messages for this chat (a per-conversation setting on Signal)."""
-        if recipient in self._expiry_set:
-            return
-        body = {"recipient": recipient, "expiration_in_seconds": self.expiry_s}
+    async def _set_expiry(self, recipient: str, seconds: int) -> None:
+        """The chat's disappearing-messages timer (signal-cli keeps it across restarts)."""
+        body = {"recipient": recipient, "expiration_in_seconds": max(0, int(seconds))}
         await self._call("PUT", f"/v1/contacts/{self.number}", body)
-        self._expiry_set.add(recipient)
+        self._untimed.discard(recipient)
 
     async def _call(self, verb: str, path: str, body: dict[str, Any]) -> Any:
         try:

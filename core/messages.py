@@ -38,6 +38,9 @@ class Outbound:
     # Not a message but an instruction: delete these earlier messages of the chat (the
     # defender's PIN, the bot's sensitive replies), where the channel can.
     delete_message_ids: tuple[str, ...] = ()
+    # Another instruction: the chat's disappearing-messages timer in seconds (0: off), applied
+    # before any text by channels that have one (Signal); None leaves it alone. Others ignore it.
+    expiry_s: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"text": self.text}
@@ -54,6 +57,8 @@ class Outbound:
             data["sensitive"] = True
         if self.delete_message_ids:
             data["delete_message_ids"] = list(self.delete_message_ids)
+        if self.expiry_s is not None:
+            data["expiry_s"] = self.expiry_s
         return data
 
     @classmethod
@@ -68,6 +73,7 @@ class Outbound:
             ),
             sensitive=bool(data.get("sensitive", False)),
             delete_message_ids=tuple(data.get("delete_message_ids", ())),
+            expiry_s=None if data.get("expiry_s") is None else int(data["expiry_s"]),
         )
 
 
@@ -104,6 +110,12 @@ class Inbound:
     # The chat's own id of this message (Telegram message_id, Signal timestamp), so that a
     # PIN can be deleted from the chat; message_id above is the dedupe key.
     chat_message_id: str | None = None
+    # The desk's responder group (private is then False): ``address`` is the group, ``sender``
+    # who wrote or pressed; ``callback`` a pressed button's raw token, redeemed by the flows
+    # only once the sender is known to be one of the organisation's responders.
+    group: bool = False
+    sender: str | None = field(default=None, repr=False)
+    callback: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,10 @@ async def test_it_turns_envelopes_into_inbound_events(
 
 
 async def test_it_sends_numbered_choices_with_disappearing_messages(
-    service: SignalStandIn, signal: Signal
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
 ) -> None:
+    await service.send_text(ALICE, "hello")  # a newcomer's chat has no timer yet
+    await wait_for(lambda: inbox)
     to = Address("signal", ALICE)
     question = Outbound("Can you talk?", choices=(Choice("yes", "Yes"), Choice("no", "No")))
     delivered = await signal.send(to, question)
@@ -91,12 +93,67 @@ async def test_it_sends_numbered_choices_with_disappearing_messages(
         "message": "Can you talk?\n1. Yes\n2. No",
     }
     assert service.sent[1]["base64_attachments"][0].endswith("base64,eA==")
-    expiry = [b for v, p, b in service.requests if p.startswith("/v1/contacts/")]
-    assert expiry == [{"recipient": ALICE, "expiration_in_seconds": 86400}]  # once per chat
+    assert timers(service) == [{"recipient": ALICE, "expiration_in_seconds": 86400}]  # once
     assert delivered.message_id is not None
     await signal.send(to, Outbound("", delete_message_ids=(delivered.message_id,)))
     deletes = [b for v, p, b in service.requests if p.startswith("/v1/remote-delete/")]
     assert deletes == [{"recipient": ALICE, "timestamp": int(delivered.message_id)}]
+    assert len(service.sent) == 2
+
+
+def timers(service: SignalStandIn) -> list[object]:
+    return [b for v, p, b in service.requests if p.startswith("/v1/contacts/")]
+
+
+async def test_it_applies_the_defenders_timer_and_keeps_it_across_restarts(
+    service: SignalStandIn, signal: Signal
+) -> None:
+    to = Address("signal", ALICE)
+    delivered = await signal.send(to, Outbound("", expiry_s=3600))  # an instruction only
+    assert delivered.message_id is None and service.sent == []
+    assert timers(service) == [{"recipient": ALICE, "expiration_in_seconds": 3600}]
+    restarted = Signal(service=service.service, number=service.number)  # a new process
+    heard: list[Inbound] = []
+
+    async def receive(inbound: Inbound) -> None:
+        heard.append(inbound)
+
+    task = asyncio.create_task(restarted.run(receive))
+    await asyncio.wait_for(restarted.ready.wait(), 15)
+    await wait_for(lambda: len(service.sockets) == 2)
+    try:
+        frame = await service.send_text(ALICE, "hello")  # the phone adopted the timer
+        assert frame["envelope"]["dataMessage"]["expiresInSeconds"] == 3600
+        await wait_for(lambda: heard)
+        await restarted.send(to, Outbound("hi"))
+        assert len(timers(service)) == 1  # the choice stands: no default over it
+        # Switched off on the phone: the next message of ours puts the default back first.
+        await service.send_text(ALICE, "timer off", expiresInSeconds=0)
+        await wait_for(lambda: len(heard) == 2)
+        await restarted.send(to, Outbound("noted"))
+        assert timers(service)[-1] == {"recipient": ALICE, "expiration_in_seconds": 86400}
+        assert [m["message"] for m in service.sent] == ["hi", "noted"]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await restarted.http.aclose()
+
+
+async def test_a_failing_default_timer_never_holds_a_message_back(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    to = Address("signal", ALICE)
+    await service.send_text(ALICE, "/panic")
+    await wait_for(lambda: inbox)
+    service.fail_next(f"/v1/contacts/{service.number}", 500, "signal-cli daemon unavailable")
+    await signal.send(to, Outbound("Alert raised."))
+    assert [m["message"] for m in service.sent] == ["Alert raised."]
+    await signal.send(to, Outbound("Stay safe."))  # tried again before the next message
+    assert timers(service)[-1] == {"recipient": ALICE, "expiration_in_seconds": 86400}
+    service.fail_next(f"/v1/contacts/{service.number}", 500, "signal-cli daemon unavailable")
+    with pytest.raises(DeliveryError):  # the defender's own choice is retried by the outbox
+        await signal.send(to, Outbound("", expiry_s=604800))
 
 
 async def test_it_classifies_send_failures(service: SignalStandIn, signal: Signal) -> None:
@@ -132,3 +189,10 @@ def test_it_reads_locations_and_renders_options() -> None:
     assert parse_location("call me at 12.30, 14.00") is not None  # ambiguous, but harmless
     assert parse_location("95.1,200.5") is None and parse_location("ok") is None
     assert render(Outbound("Pick", choices=(Choice("a", "Alpha"),))) == "Pick\n1. Alpha"
+
+
+def test_the_timer_instruction_survives_the_outbox() -> None:
+    for expiry in (0, 3600, None):
+        again = Outbound.from_json(Outbound("", expiry_s=expiry).to_json())
+        assert again.expiry_s == expiry
+    assert "expiry_s" not in Outbound("hi").to_json()  # old rows and other channels unchanged

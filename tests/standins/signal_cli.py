@@ -7,6 +7,8 @@ kept open: a clean close would stop signalbot for good), ``/v2/send`` answering 
 
 Tests push envelopes as people would (``send_text``, ``send_group_text``), read what the bot
 sent from ``sent``, inject failures with ``fail_next`` and drop sockets with ``close_sockets``.
+Each chat's disappearing-messages timer (``PUT /v1/contacts``) is kept in ``timers`` and, as a
+phone would, stamped on what that person sends next (``expiresInSeconds``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ GROUP_ID = "group." + base64.b64encode(GROUP_INTERNAL_ID.encode()).decode()
 class Failure:
     status: int
     body: dict[str, Any]
+    recipient: str | None = None  # only a request for this recipient fails
 
 
 @dataclass
@@ -39,6 +42,7 @@ class SignalStandIn:
     requests: list[tuple[str, str, Any]] = field(default_factory=list)  # (verb, path, body)
     attachments: dict[str, bytes] = field(default_factory=dict)
     groups: list[dict[str, Any]] = field(default_factory=list)
+    timers: dict[str, int] = field(default_factory=dict)  # recipient -> expiration seconds
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     _backlog: list[str] = field(default_factory=list)  # frames for when no socket is open
@@ -58,7 +62,7 @@ class SignalStandIn:
         r.add_put("/v1/groups/{number}/{gid:.+}", self._record_204)
         r.add_get("/v1/receive/{number}", self._receive)
         r.add_post("/v2/send", self._send)
-        r.add_put("/v1/contacts/{number}", self._record_204)
+        r.add_put("/v1/contacts/{number}", self._contact)
         r.add_put("/v1/typing-indicator/{number}", self._record_204)
         r.add_delete("/v1/typing-indicator/{number}", self._record_204)
         r.add_post("/v1/reactions/{number}", self._record_204)
@@ -89,7 +93,7 @@ class SignalStandIn:
     ) -> dict[str, Any]:
         ts = next(self._clock)
         data_message.setdefault("timestamp", ts)
-        data_message.setdefault("expiresInSeconds", 0)
+        data_message.setdefault("expiresInSeconds", self.timers.get(source_uuid, 0))
         data_message.setdefault("viewOnce", False)
         return {
             "account": self.number,
@@ -164,8 +168,23 @@ class SignalStandIn:
             }
         )
 
-    def fail_next(self, path: str, status: int, error: str, times: int = 1) -> None:
-        self._failures.setdefault(path, []).extend([Failure(status, {"error": error})] * times)
+    def fail_next(
+        self, path: str, status: int, error: str, times: int = 1, recipient: str | None = None
+    ) -> None:
+        failure = Failure(status, {"error": error}, recipient)
+        self._failures.setdefault(path, []).extend([failure] * times)
+
+    def messages_to(self, recipient: str) -> list[str]:
+        """What the bot sent this person, in order."""
+        return [str(m.get("message", "")) for m in self.sent if recipient in m["recipients"]]
+
+    def timers_set(self, recipient: str) -> list[int]:
+        """Every disappearing-messages timer the bot set on this chat, in order."""
+        return [
+            int(b["expiration_in_seconds"])
+            for verb, path, b in self.requests
+            if path.startswith("/v1/contacts/") and b and b.get("recipient") == recipient
+        ]
 
     async def close_sockets(self, code: int = WSCloseCode.INTERNAL_ERROR) -> None:
         self.connected.clear()
@@ -174,11 +193,14 @@ class SignalStandIn:
 
     # --- the REST API ------------------------------------------------------------------------
 
-    def _failure(self, path: str) -> web.Response | None:
-        failures = self._failures.get(path)
-        if failures:
-            failure = failures.pop(0)
-            return web.json_response(failure.body, status=failure.status)
+    def _failure(self, path: str, body: Any = None) -> web.Response | None:
+        body = body if isinstance(body, dict) else {}
+        to = {str(r) for r in [*body.get("recipients", []), body.get("recipient")] if r}
+        failures = self._failures.get(path, [])
+        for n, failure in enumerate(failures):
+            if failure.recipient is None or failure.recipient in to:
+                failures.pop(n)
+                return web.json_response(failure.body, status=failure.status)
         return None
 
     async def _health(self, _request: web.Request) -> web.Response:
@@ -201,7 +223,17 @@ class SignalStandIn:
     async def _record_204(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else None
         self.requests.append((request.method, request.path, body))
-        return self._failure(request.path) or web.Response(status=204)
+        return self._failure(request.path, body) or web.Response(status=204)
+
+    async def _contact(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append((request.method, request.path, body))
+        failure = self._failure(request.path, body)
+        if failure is not None:
+            return failure
+        if body.get("expiration_in_seconds") is not None:
+            self.timers[body["recipient"]] = int(body["expiration_in_seconds"])
+        return web.Response(status=204)
 
     async def _receive(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=None)
@@ -220,7 +252,7 @@ class SignalStandIn:
     async def _send(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(("POST", "/v2/send", body))
-        failure = self._failure("/v2/send")
+        failure = self._failure("/v2/send", body)
         if failure is not None:
             return failure
         self.sent.append(body)

@@ -1,0 +1,186 @@
+"""`amparo serve` end to end on Signal: the real signalbot 2 against the signal-cli-rest-api
+stand-in, through the flows, the database, the scheduler and the outbox, to the defender's
+chat, the responder's chats (Signal, then Telegram) and the external desk's webhook."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import WSCloseCode
+from PIL import Image
+from sqlalchemy import select, update
+
+from core.crypto import open_sealed, unprotect_private_key
+from core.db import create_engine, sessionmaker, transaction
+from core.models import AlertEvent, CheckIn, CheckInState, Evidence, Organisation, utcnow
+from core.reports import EVIDENCE_KIND
+from tests.amparo.signal_desk import (
+    PASSPHRASE,
+    RESPONDER_CHAT,
+    RESPONDER_SIGNAL,
+    Phone,
+    SignalDesk,
+    wait_for,
+)
+
+ALICE = "3f6b2a8e-1d4c-4e0a-9a37-5c1e2b7d9f60"
+DAY, WEEK = 24 * 3600, 7 * 24 * 3600
+REPORT_TEXT = "Two men in a grey van photographed the office door"
+
+
+@pytest.fixture
+async def desk(tmp_path: Path) -> AsyncIterator[SignalDesk]:
+    found = SignalDesk(tmp_path)
+    try:
+        await found.start()
+        yield found
+    finally:
+        await found.stop()
+    secrets = [
+        ALICE,
+        RESPONDER_SIGNAL,
+        str(RESPONDER_CHAT),
+        found.signal.number,
+        found.telegram.token,
+        "/panic",
+        REPORT_TEXT,
+        "Bogota",
+        *found.codes,
+    ]
+    assert "serving the desk" in found.output  # the log was captured: the scan means something
+    for secret in secrets:
+        assert secret not in found.output, "the log leaked an identifier or message text"
+
+
+def photo_with_gps() -> bytes:
+    image = Image.new("RGB", (32, 24), (20, 90, 160))
+    exif = Image.Exif()
+    exif[0x010F] = "CANARY-CAMERA"
+    exif.get_ifd(0x8825).update({1: "N", 2: (4.0, 36.0, 0.0), 3: "W", 4: (74.0, 4.0, 0.0)})
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+async def onboard(desk: SignalDesk, alice: Phone) -> None:
+    welcome = await alice.say(await desk.invite())
+    assert "Which language do you prefer?" in welcome and "1. English" in welcome
+    # The newcomer's chat had no timer: one day was set before the bot's first word to her.
+    assert desk.signal.timers_set(ALICE) == [DAY]
+    calls = [(p, b) for _v, p, b in desk.signal.requests if b and ALICE in json.dumps(b)]
+    assert calls[0][0].startswith("/v1/contacts/") and calls[1][0] == "/v2/send"
+    assert "Signal encrypts this chat" in await alice.pick("English")
+    await alice.pick("I understand")
+    await alice.say("1234")
+    await alice.say("1234")
+    await alice.say("9876")
+    assert "Which city" in await alice.say("9876")
+    await alice.say("Bogota")
+    await alice.pick("Later")
+    await alice.pick("No regular check-in")
+    await alice.pick("Skip")
+    assert "You're all set" in await alice.pick("Skip")
+
+
+async def test_a_signal_defender_from_invite_to_the_desk(desk: SignalDesk) -> None:
+    alice = Phone(desk.signal, ALICE)
+    await onboard(desk, alice)
+
+    # Disappearing messages: her choice, carried to signal-cli as an outbox instruction.
+    await alice.say("/settings")
+    assert "disappear after 1 day" in await alice.pick("Disappearing messages")
+    assert "now disappear after 1 week" in await alice.pick("1 week")
+    await wait_for(lambda: desk.signal.timers_set(ALICE) == [DAY, WEEK])
+    before = len(alice.seen())
+    frame = await desk.signal.send_text(ALICE, "/help")  # her phone adopted the timer
+    assert frame["envelope"]["dataMessage"]["expiresInSeconds"] == WEEK
+    await wait_for(lambda: len(alice.seen()) > before)
+
+    # A report with a photo: hashed as received, sealed, with a preview stripped of EXIF.
+    photo = photo_with_gps()
+    await alice.say("/report")
+    await alice.say("1")
+    await alice.pick("Today")
+    await alice.pick("Skip")
+    await alice.say("1")
+    await alice.pick("Me")
+    await alice.say(REPORT_TEXT)
+    await alice.pick("That's all")
+    assert "1 file received." in await alice.send_file(photo, "image/jpeg")
+    await alice.pick("Done")
+    await alice.pick("No, only the desk")
+    await alice.pick("Not urgent, for the record")
+    assert "Your receipt code is" in await alice.pick("Send")
+    engine = create_engine(desk.db_url)
+    sessions = sessionmaker(engine)
+    async with sessions() as s:
+        org = await s.get(Organisation, desk.org_id)
+        assert org is not None and org.protected_private_key is not None
+        private = unprotect_private_key(org.protected_private_key, PASSPHRASE)
+        (evidence,) = (await s.execute(select(Evidence))).scalars()
+    assert evidence.filed_at is not None and b"CANARY" not in evidence.sealed
+    opened = open_sealed(
+        private, evidence.sealed, org_id=org.id, record_id=evidence.id, kind=EVIDENCE_KIND
+    )
+    assert opened["sha256"] == hashlib.sha256(photo).hexdigest()
+    preview = base64.b64decode(opened["preview"])
+    assert b"CANARY-CAMERA" in photo and b"CANARY-CAMERA" not in preview
+    with Image.open(io.BytesIO(preview)) as im:
+        assert not im.getexif()
+
+    # A missed check-in reaches the desk's webhook: the deadline is moved into the past, as if
+    # 30 minutes had gone by, and the policy has no grace (FAST).
+    await alice.say("/checkin")
+    await alice.pick("Check on me in 30 min")
+    past = utcnow() - timedelta(seconds=1)
+    async with transaction(sessions) as s:
+        moved = await s.execute(
+            update(CheckIn)
+            .where(CheckIn.state == CheckInState.armed)
+            .values(due_at=past, next_action_at=past, version=CheckIn.version + 1)
+        )
+        assert getattr(moved, "rowcount", 0) == 1
+    await wait_for(lambda: desk.triggered("missed_checkin"), 60)
+
+    # Panic, while Signal rate-limits the responder: the notice falls back to her Telegram at
+    # once (a Signal rate limit can last a day), and the fallback is on the alert's timeline.
+    rate_limited = "Failed to send message: [429] Rate limit exceeded"
+    desk.signal.fail_next("/v2/send", 400, rate_limited, recipient=RESPONDER_SIGNAL)
+    await alice.say("/panic")
+    await wait_for(lambda: desk.triggered("panic"))
+    await wait_for(
+        lambda: any(str(m["chat_id"]) == str(RESPONDER_CHAT) for m in desk.telegram.sent())
+    )
+    async with sessions() as s:
+        events = (await s.execute(select(AlertEvent))).scalars().all()
+    fallbacks = [e.detail for e in events if e.kind == "delivery_fallback"]
+    assert fallbacks and fallbacks[0]["from"] == "signal" and fallbacks[0]["to"] == "telegram"
+    assert fallbacks[0]["reason"] == "rate limited"
+    await engine.dispose()
+    assert desk.signal.timers_set(ALICE) == [DAY, WEEK]  # never put back over her choice
+    for body in desk.webhooks:
+        assert ALICE not in json.dumps(body) and REPORT_TEXT not in json.dumps(body)
+
+
+@pytest.mark.parametrize("code", [WSCloseCode.INTERNAL_ERROR, WSCloseCode.OK])
+async def test_no_message_is_lost_when_the_socket_closes(desk: SignalDesk, code: int) -> None:
+    alice = Phone(desk.signal, ALICE)
+    invite = await desk.invite()
+    await desk.signal.close_sockets(code)  # a clean close stops signalbot for good by itself
+    await desk.signal.send_text(ALICE, invite)  # queued by signal-cli while nobody listens
+    await desk.signal.send_text(ALICE, "1")  # English
+    await wait_for(lambda: len(alice.seen()) == 2, 60)
+    assert desk.signal.connected.is_set()
+    welcome, briefing = alice.seen()
+    assert "Which language" in welcome and "Signal encrypts this chat" in briefing
+    await desk.signal.close_sockets(code)  # and again, with a message arriving meanwhile
+    await desk.signal.send_text(ALICE, "1")  # I understand
+    await wait_for(lambda: len(alice.seen()) == 3, 60)
+    assert "Choose a PIN" in alice.seen()[-1]
