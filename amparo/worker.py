@@ -18,7 +18,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from amparo.runtime import Runtime, open_runtime
-from core import logs, metrics, retention
+from core import logs, metrics, ratelimit, retention
 from core.config import Settings
 from core.db import transaction
 from core.dispatch import Dispatcher
@@ -97,7 +97,13 @@ async def run_engine(
             sweeper, interval_s=interval_s, heartbeat_url=rt.settings.heartbeat_url, http=http
         )
         dispatcher = Dispatcher(
-            rt.sessions, rt.vault, channels, owner=owner, http=http, lease_s=send_lease_s
+            rt.sessions,
+            rt.vault,
+            channels,
+            owner=owner,
+            http=http,
+            lease_s=send_lease_s,
+            limits=ratelimit.limits(rt.settings.telegram_rate),
         )
         scheduler.start()
         purging = asyncio.create_task(keep_retention(rt.sessions))

@@ -28,11 +28,12 @@ from telegram import (
     ReplyKeyboardMarkup,
     ReplyKeyboardRemove,
     Update,
+    User,
 )
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
-from core import callbacks
+from core import callbacks, desk_chat
 from core.crypto import Vault
 from core.db import transaction
 from core.i18n import gettext, negotiate
@@ -47,12 +48,14 @@ from core.messages import (
     Location,
     Outbound,
 )
+from core.text import fold
 
 os.environ.setdefault("PTB_TIMEDELTA", "1")  # retry_after as a timedelta, as PTB 23 will do
 log = logging.getLogger("amparo.telegram")
 MAX_TEXT = 4096
 UPDATES = ["message", "edited_message", "callback_query"]
 POISON_TRIES = 3
+GROUPS = ("group", "supergroup")  # only the desk's responder group is listened to
 Clock = Callable[[], datetime]
 
 
@@ -110,6 +113,7 @@ class Telegram:
         self.clock = clock
         self.inbox: Inbox | None = None
         self.ready = asyncio.Event()
+        self._issuing = asyncio.Lock()
 
     def chat_index(self, chat_id: str | int) -> bytes:
         return self.vault.blind_index(self.name, str(chat_id))
@@ -160,7 +164,7 @@ class Telegram:
                         await asyncio.sleep(tries)
                         break
                 failures.pop(update.update_id, None)
-                offset = update.update_id + 1
+                offset = max(offset, update.update_id + 1)
 
     async def webhook(self, request: Request) -> Response:
         """The ``/hooks/telegram`` route: secret first, body after (SECURITY.md R1)."""
@@ -185,9 +189,12 @@ class Telegram:
             await self.inbox(inbound)
 
     async def _from_message(self, update: Update) -> Inbound | None:
+        if update.message is not None and update.message.chat.type in GROUPS:
+            new = update.message
+            return self._from_group(update, new.chat.id, new.from_user, text=new.text)
         message = update.message or update.edited_message
         if message is None or message.chat.type != "private":
-            return None  # private chats only (SECURITY.md R3)
+            return None  # private chats only, and the desk's group (SECURITY.md R3)
         user = message.from_user
         location = None
         if message.location is not None:
@@ -205,6 +212,31 @@ class Telegram:
             forwarded=message.forward_origin is not None or message.via_bot is not None,
             edited=update.edited_message is not None,
             chat_message_id=str(message.message_id),
+        )
+
+    def _from_group(
+        self,
+        update: Update,
+        chat_id: int,
+        user: User | None,
+        *,
+        text: str | None = None,
+        token: str | None = None,
+    ) -> Inbound | None:
+        """The desk's responder group: its commands and buttons only (flows.desk)."""
+        if user is None or (token is None and not desk_chat.parse(fold(text or ""))):
+            return None  # anything else said in a group is never read
+        return Inbound(
+            channel=self.name,
+            address=str(chat_id),
+            message_id=str(update.update_id),
+            received_at=self.clock(),
+            text=text,
+            language=user.language_code,
+            private=False,
+            group=True,
+            sender=str(user.id),
+            callback=token,
         )
 
     async def _attachments(self, message: Message) -> tuple[InboundAttachment, ...]:
@@ -232,6 +264,10 @@ class Telegram:
         query = update.callback_query
         assert query is not None
         message = query.message
+        if message is not None and message.chat.type in GROUPS:  # flows.desk checks who
+            await query.answer()
+            token = query.data or ""
+            return self._from_group(update, message.chat.id, query.from_user, token=token)
         chat_id = message.chat.id if message is not None else query.from_user.id
         async with transaction(self.sessions) as session:
             choice = await callbacks.redeem(
@@ -269,25 +305,30 @@ class Telegram:
                 if not (message.text or message.attachments):
                     return Delivered()
             markup = await self._markup(to.value, message)
-            sent: Message | None = None
+            sent: list[Message] = []
             chunks = split_text(message.text)
             for i, chunk in enumerate(chunks):
                 last = i == len(chunks) - 1
                 # Never parse_mode: user-supplied text must not break delivery (R26).
-                sent = await self.bot.send_message(
-                    to.value, chunk, reply_markup=markup if last else None
+                sent.append(
+                    await self.bot.send_message(
+                        to.value, chunk, reply_markup=markup if last else None
+                    )
                 )
             for attachment in message.attachments:
-                sent = await self.bot.send_document(
-                    to.value, attachment.data, filename=attachment.filename
+                sent.append(
+                    await self.bot.send_document(
+                        to.value, attachment.data, filename=attachment.filename
+                    )
                 )
         except TelegramError as exc:
             raise delivery_error(exc) from None
-        return Delivered(message_id=str(sent.message_id) if sent else None)
+        # Every part, so that discreet mode deletes all of them (core.delivery).
+        return Delivered(message_id=",".join(str(m.message_id) for m in sent) or None)
 
     async def _markup(self, chat_id: str, message: Outbound) -> Any:
-        if message.choices:
-            async with transaction(self.sessions) as session:
+        if message.choices:  # one writer at a time: concurrent sends must not drain the pool
+            async with self._issuing, transaction(self.sessions) as session:
                 tokens = await callbacks.issue(
                     session,
                     self.vault,
@@ -310,6 +351,5 @@ class Telegram:
         for start in range(0, len(numbers), 100):  # deleteMessages takes up to 100
             try:
                 await self.bot.delete_messages(chat_id, numbers[start : start + 100])
-            except BadRequest as exc:
-                if "not found" not in exc.message.lower():  # already gone is done
-                    raise
+            except BadRequest:  # already gone, or too old to delete: retrying cannot help
+                log.info("messages not deleted", extra={"count": len(numbers[start:][:100])})

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     telegram_api_url: str = "https://api.telegram.org/bot"
     telegram_webhook_url: str | None = None
     telegram_webhook_secret: SecretStr | None = None
+    # The bot-wide send rate (messages per second): 30 for a normal bot; paid broadcasts
+    # allow up to 1,000.
+    telegram_rate: float = 30.0
     signal_service: str | None = None
     signal_number: str | None = None
     # Pinged (GET) after each successful sweep, at most every 30 s (a dead-man's switch).
@@ -46,6 +49,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.port <= 0 or self.port > 65535:
             raise ValueError("AMPARO_PORT must be between 1 and 65535")
+        if not 0 < self.telegram_rate <= 1000:
+            raise ValueError("AMPARO_TELEGRAM_RATE must be above 0 and at most 1000")
         secret = self.telegram_webhook_secret
         if self.telegram_webhook_url and (secret is None or len(secret.get_secret_value()) < 32):
             raise ValueError("AMPARO_TELEGRAM_WEBHOOK_SECRET must be at least 32 characters")

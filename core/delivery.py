@@ -4,10 +4,17 @@ A permanent failure (a blocked bot, an unregistered Signal user) or a wait longe
 message's patience falls back to the person's next address, written on the alert's timeline.
 When nobody else can be tried, escalation comes sooner rather than silently waiting: an
 unreachable contact or defender brings the alert's desk step (or the missed check-in) forward.
+
+Discreet mode: a sensitive message delivered to a defender who turned discreet mode on queues,
+in the same transaction, its own deletion (``del:<key>``), due after the defender's delay
+(setting ``discreet_delay_s``, 10 minutes by default, always before Telegram's 48-hour limit).
+A deletion that fails for good is dropped: it never falls back, blocks or escalates anything.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import actions, escalation, outbox, recipients, wakeup
 from core.claims import locked, write_lock
-from core.crypto import Vault
+from core.crypto import CryptoError, Vault
+from core.defenders import settings
 from core.messages import Outbound
 from core.models import (
     Alert,
@@ -27,6 +35,7 @@ from core.models import (
     ChannelAddress,
     CheckIn,
     CheckInState,
+    Defender,
     OutboxMessage,
     OutboxState,
     Priority,
@@ -37,6 +46,9 @@ WEBHOOK_ATTEMPTS = 16  # about half a day with the one-hour cap
 CAP_S = {0: 30.0, 1: 120.0, 2: 600.0, 3: 600.0}
 WEBHOOK_CAP_S = 3600.0
 PATIENCE_S = {0: 60.0, 1: 300.0, 2: 900.0, 3: 3600.0}  # longer waits try another address
+DELETION = "del:"  # the key prefix of discreet mode's delayed deletions
+DISCREET_DELAY_S = 600.0  # the default delay before the bot's sensitive messages go
+MAX_DISCREET_DELAY_S = 47 * 3600.0  # Telegram refuses to delete messages older than 48 h
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Attempt:
     error: str | None = None  # a class of error, never content
     retry_after: float | None = None
     wait: float = 0.0  # deferred by a rate limit: not an attempt
+    sent_id: str | None = None  # the channel's id(s) of what was delivered, comma-separated
 
 
 def backoff(row: OutboxMessage, rng: Callable[[], float]) -> float:
@@ -82,6 +95,12 @@ async def record(
         row.last_error = attempt.error
         if attempt.outcome == "delivered":
             await delivered(session, row, now)
+            message = attempt.message
+            if message is not None and message.sensitive and attempt.sent_id:
+                await delete_later(session, vault, row, attempt.sent_id, now)
+        elif attempt.outcome == "permanent" and is_deletion(row):
+            row.state = OutboxState.failed  # the chat is gone or blocked: nothing to delete
+            row.shred("payload_enc")
         elif attempt.outcome == "permanent":
             row.state = OutboxState.failed
             await block(session, row, now)
@@ -104,6 +123,52 @@ async def delivered(session: AsyncSession, row: OutboxMessage, now: datetime) ->
             address.blocked_at = None  # reachable again (the person unblocked the bot)
 
 
+def is_deletion(row: OutboxMessage) -> bool:
+    return row.idempotency_key.startswith(DELETION)
+
+
+def deletion_key(key: str) -> str:
+    """Derived from the deleted message's key: a repeated delivery queues one deletion."""
+    derived = DELETION + key
+    return derived if len(derived) <= 160 else DELETION + hashlib.sha256(key.encode()).hexdigest()
+
+
+def discreet_delay(vault: Vault, defender: Defender) -> float:
+    """The defender's chosen delay in seconds, within [0, 47 h]; the default if unreadable."""
+    try:
+        value = float(settings(vault, defender).get("discreet_delay_s", DISCREET_DELAY_S))
+    except (CryptoError, TypeError, ValueError):
+        value = DISCREET_DELAY_S
+    if not math.isfinite(value):
+        value = DISCREET_DELAY_S
+    return min(max(0.0, value), MAX_DISCREET_DELAY_S)
+
+
+async def delete_later(
+    session: AsyncSession, vault: Vault, row: OutboxMessage, sent_id: str, now: datetime
+) -> None:
+    """Discreet mode: queue the deletion of what ``row`` put in a discreet defender's chat."""
+    address = None if row.address_id is None else await session.get(ChannelAddress, row.address_id)
+    if address is None or address.defender_id is None:
+        return
+    defender = await session.get(Defender, address.defender_id)
+    if defender is None or not defender.discreet:
+        return
+    ids = tuple(i for i in sent_id.split(",") if i)
+    queued = await outbox.enqueue(
+        session,
+        vault,
+        to=address,
+        message=Outbound(text="", delete_message_ids=ids),
+        priority=Priority.P2,
+        key=deletion_key(row.idempotency_key),
+        now=now,
+        recipient=row.recipient,
+    )
+    if queued is not None:
+        queued.next_attempt_at = now + seconds(discreet_delay(vault, defender))
+
+
 async def retry(
     session: AsyncSession,
     vault: Vault,
@@ -113,6 +178,14 @@ async def retry(
     rng: Callable[[], float],
 ) -> None:
     limit = WEBHOOK_ATTEMPTS if row.webhook_id is not None else MAX_ATTEMPTS
+    if is_deletion(row):  # a deletion never falls back nor escalates: retried, then dropped
+        if row.attempts >= limit:
+            row.state = OutboxState.dead
+            row.shred("payload_enc")
+        else:
+            wait = attempt.retry_after or backoff(row, rng)
+            row.state, row.next_attempt_at = OutboxState.pending, now + seconds(wait)
+        return
     if row.attempts >= limit:
         row.state = OutboxState.dead
         if row.alert_id is not None:

@@ -2,12 +2,15 @@
 
 1. Claim (one transaction): lease the most urgent due rows of the channels this process can
    reach (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), decrypt payloads and addresses; commit.
-2. Send, with per-channel and per-recipient rate limits; each send has a timeout.
+2. Send, with per-channel and per-recipient rate limits; each send has a timeout. A pass
+   never waits long for a rate limit (``HORIZON_S``): what cannot go soon is deferred, so a
+   broadcast draining at 30 messages/s never holds a panic back for a whole batch.
 3. Record (one transaction, fenced by our lease): delivered (payload shredded), retry later,
    or fall back (``core.delivery``).
 
-A commit that queued rows wakes the loop at once (``core.wakeup``); otherwise it polls every
-``idle_s`` for rows queued by other processes and retries coming due. A crash between 1 and 3
+Passes overlap (up to ``PASSES``). A commit that queued rows wakes the loop at once
+(``core.wakeup``); otherwise it polls every ``idle_s`` for rows queued by other processes and
+retries coming due. A crash between 1 and 3
 leaves leases that expire: the row is sent again with the same idempotency key.
 """
 
@@ -27,16 +30,22 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core import metrics, wakeup, webhooks
-from core.claims import locked
+from core.claims import locked, write_lock
 from core.crypto import CryptoError, Vault
 from core.db import transaction
 from core.delivery import Attempt, record
 from core.messages import Address, Channel, DeliveryError, Outbound
 from core.models import ChannelAddress, OutboxMessage, OutboxState, Webhook
-from core.ratelimit import DEFAULT_LIMITS, Bucket, Limit, Spacing
+from core.ratelimit import Bucket, Limit, Spacing, configured
 
 log = logging.getLogger("amparo.dispatch")
 WEBHOOK = "webhook"
+# A pass never holds a send back longer than this for a channel's rate limit: rows beyond it
+# go back to the queue (deferred), so a P0 queued meanwhile waits for at most one short pass.
+HORIZON_S = 0.2
+# Passes in flight at once: a P0 queued while earlier passes send is claimed at once, not
+# after them (claimed rows are leased, so passes never overlap on a row).
+PASSES = 2
 
 
 @dataclass
@@ -60,7 +69,7 @@ class Dispatcher:
         *,
         owner: str,
         http: httpx.AsyncClient | None = None,
-        limits: Mapping[str, Limit] = DEFAULT_LIMITS,
+        limits: Mapping[str, Limit] | None = None,  # None: from the settings
         batch: int = 32,
         lease_s: float = 60.0,
         send_timeout_s: float = 30.0,
@@ -73,12 +82,14 @@ class Dispatcher:
         # A send outliving its lease could be claimed and sent again by another dispatcher.
         self.send_timeout_s = min(send_timeout_s, lease_s / 2)
         self.idle_s, self.clock, self.rng = idle_s, clock, rng
+        limits = configured() if limits is None else limits
         self.buckets = {n: Bucket(lim.per_channel) for n, lim in limits.items() if lim.per_channel}
         self.spacing = {
             n: Spacing(lim.per_recipient) for n, lim in limits.items() if lim.per_recipient
         }
         self.names = [*channels, *([WEBHOOK] if http is not None else [])]
         self._wake = asyncio.Event()
+        self._refill: float | None = None  # seconds until a rate-limited channel can send
 
     def wake(self) -> None:
         self._wake.set()
@@ -87,21 +98,43 @@ class Dispatcher:
         """Deliver until cancelled."""
         loop = asyncio.get_running_loop()
         stop = wakeup.subscribe(wakeup.OUTBOX, wakeup.event_setter(loop, self._wake))
+        passes = asyncio.Semaphore(PASSES)
+        flying: set[asyncio.Task[None]] = set()
         try:
             while True:
                 self._wake.clear()
+                await passes.acquire()
+                jobs: list[Job] = []
                 try:
-                    busy = await self.dispatch_once(self.clock()) >= self.batch
+                    jobs = await self.claim(now := self.clock())
                 except Exception:  # a database hiccup must not end delivery
                     log.exception("dispatch failed; retrying")
-                    busy = False
-                if not busy:
+                if jobs:  # sent and recorded while the next claim goes on
+                    flying.add(task := asyncio.create_task(self._deliver(jobs, now)))
+                    task.add_done_callback(flying.discard)
+                    task.add_done_callback(lambda _t: passes.release())
+                else:
+                    passes.release()
+                if len(jobs) < self.batch:
+                    idle = min(self.idle_s, self._refill or self.idle_s)
                     try:
-                        await asyncio.wait_for(self._wake.wait(), self.idle_s)
+                        await asyncio.wait_for(self._wake.wait(), idle)
                     except TimeoutError:
                         pass
         finally:
             stop()
+            for task in flying:  # their leases expire: the rows are sent again later
+                task.cancel()
+
+    async def _deliver(self, jobs: list[Job], now: datetime) -> None:
+        try:
+            attempts = await self.send_all(jobs, now)
+            async with transaction(self.sessions) as session:
+                await record(
+                    session, self.vault, attempts, owner=self.owner, now=now, rng=self.rng
+                )
+        except Exception:
+            log.exception("recording deliveries failed; the leases will expire")
 
     async def drain(self, now: datetime) -> int:
         """Dispatch until nothing is due at ``now`` (tests drive the clock)."""
@@ -111,6 +144,7 @@ class Dispatcher:
         return total
 
     async def dispatch_once(self, now: datetime) -> int:
+        """One pass: claim, send, record (``run`` overlaps passes; tests take them in turn)."""
         jobs = await self.claim(now)
         if jobs:
             attempts = await self.send_all(jobs, now)
@@ -120,13 +154,32 @@ class Dispatcher:
                 )
         return len(jobs)
 
+    def ready(self) -> list[str]:
+        """The channels that may send now: a rate-limited one out of budget waits its turn."""
+        names, self._refill = [], None
+        for name in self.names:
+            bucket = self.buckets.get(name)
+            if bucket is None:
+                names.append(name)
+                continue
+            # Wait for a worthwhile chunk (a horizon's worth): not one row per pass.
+            need = min(float(self.batch), max(1.0, bucket.rate * HORIZON_S))
+            left = bucket.available(HORIZON_S)
+            if left >= need:
+                names.append(name)
+            else:
+                wait = (need - left) / bucket.rate
+                self._refill = wait if self._refill is None else min(self._refill, wait)
+        return names
+
     async def claim(self, now: datetime) -> list[Job]:
-        if not self.names:
+        names = self.ready()
+        if not names:
             return []
         due = (
             (OutboxMessage.state == OutboxState.pending)
             & (OutboxMessage.next_attempt_at <= now)
-            & OutboxMessage.channel.in_(self.names)
+            & OutboxMessage.channel.in_(names)
         )
         expired = (OutboxMessage.state == OutboxState.sending) & (OutboxMessage.lease_until < now)
         async with self.sessions() as reader:  # idle: two index probes, no write lock taken
@@ -146,26 +199,33 @@ class Dispatcher:
                     .values(state=OutboxState.pending, lease_owner=None, lease_until=None)
                     .execution_options(synchronize_session=False)
                 )
+            await write_lock(s)  # SQLite: before reading what this transaction updates
             pick = (
-                select(OutboxMessage.id)
+                select(OutboxMessage.id, OutboxMessage.channel)
                 .where(due)
                 .order_by(OutboxMessage.priority, OutboxMessage.next_attempt_at)
                 .limit(self.batch)
             )
-            claimed = await s.execute(
+            # No more rows of a rate-limited channel than it can send within the horizon.
+            budget = {n: int(b.available(HORIZON_S)) for n, b in self.buckets.items()}
+            ids = []
+            for row_id, channel in await s.execute(locked(pick, s, skip=True)):
+                if budget.get(channel, 1) >= 1:
+                    ids.append(row_id)
+                    if channel in budget:
+                        budget[channel] -= 1
+            if not ids:
+                return []
+            await s.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.id.in_(locked(pick, s, skip=True).scalar_subquery()))
+                .where(OutboxMessage.id.in_(ids))
                 .values(
                     state=OutboxState.sending,
                     lease_owner=self.owner,
                     lease_until=now + timedelta(seconds=self.lease_s),
                 )
-                .returning(OutboxMessage.id)
                 .execution_options(synchronize_session=False)
             )
-            ids = [row_id for (row_id,) in claimed]
-            if not ids:
-                return []
             stmt = (
                 select(OutboxMessage, ChannelAddress, Webhook)
                 .outerjoin(ChannelAddress, ChannelAddress.id == OutboxMessage.address_id)
@@ -208,12 +268,19 @@ class Dispatcher:
                 done.append(Attempt(job.row_id, "deferred", wait=wait))
                 continue
             bucket = self.buckets.get(job.channel)
-            if bucket is not None:
-                await bucket.take()
-            tasks.append(asyncio.create_task(self.send_one(job, now)))
+            delay = 0.0 if bucket is None else bucket.reserve()
+            if delay > HORIZON_S:  # back to the queue: this pass must end soon
+                assert bucket is not None
+                bucket.give_back()
+                done.append(Attempt(job.row_id, "deferred", wait=delay))
+                continue
+            tasks.append(asyncio.create_task(self.send_one(job, now, delay)))
         return done + list(await asyncio.gather(*tasks))
 
-    async def send_one(self, job: Job, now: datetime) -> Attempt:
+    async def send_one(self, job: Job, now: datetime, delay: float = 0.0) -> Attempt:
+        sent_id = None
+        if delay > 0:  # its slot under the channel's rate limit
+            await asyncio.sleep(delay)
         try:
             async with asyncio.timeout(self.send_timeout_s):
                 if job.channel == WEBHOOK:
@@ -221,7 +288,8 @@ class Dispatcher:
                     await webhooks.post(self.http, self.vault, job.hook, job.row, now)
                 else:
                     assert job.to is not None and job.message is not None
-                    await self.channels[job.channel].send(job.to, job.message)
+                    sent = await self.channels[job.channel].send(job.to, job.message)
+                    sent_id = sent.message_id  # discreet mode deletes it later (core.delivery)
         except DeliveryError as exc:
             outcome = "permanent" if exc.permanent else "retry"
             metrics.delivered(job.channel, outcome)
@@ -232,4 +300,4 @@ class Dispatcher:
             log.warning("send raised %s", type(exc).__name__, extra={"outbox": str(job.row_id)})
             return Attempt(job.row_id, "retry", job.message, type(exc).__name__)
         metrics.delivered(job.channel, "delivered")
-        return Attempt(job.row_id, "delivered")
+        return Attempt(job.row_id, "delivered", job.message, sent_id=sent_id)

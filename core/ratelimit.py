@@ -20,6 +20,24 @@ DEFAULT_LIMITS = {
 }
 
 
+def limits(telegram_rate: float = 30.0) -> dict[str, Limit]:
+    """The default limits with Telegram's bot-wide rate set (``AMPARO_TELEGRAM_RATE``)."""
+    return {
+        **DEFAULT_LIMITS,
+        "telegram": Limit(telegram_rate, DEFAULT_LIMITS["telegram"].per_recipient),
+    }
+
+
+def configured() -> dict[str, Limit]:
+    """The limits the settings ask for (the environment and ``.env``); defaults if invalid."""
+    from core.config import Settings
+
+    try:
+        return limits(Settings().telegram_rate)
+    except ValueError:  # pydantic's ValidationError: the process start reports it already
+        return dict(DEFAULT_LIMITS)
+
+
 class Bucket:
     """A token bucket holding at most one second's worth of sends."""
 
@@ -28,12 +46,30 @@ class Bucket:
         self.tokens, self.at = rate, clock()
         self.lock = asyncio.Lock()
 
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+    def available(self, horizon: float = 0.0) -> float:
+        """How many sends could start within ``horizon`` seconds."""
+        self._refill()
+        return self.tokens + horizon * self.rate
+
+    def reserve(self) -> float:
+        """Take the next slot, now or later: the seconds to wait before sending."""
+        self._refill()
+        self.tokens -= 1
+        return max(0.0, -self.tokens / self.rate)
+
+    def give_back(self) -> None:
+        """Undo ``reserve`` (the send was deferred instead)."""
+        self.tokens += 1
+
     async def take(self) -> None:
         async with self.lock:  # FIFO: earlier (higher priority) callers go first
             while True:
-                now = self.clock()
-                self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
-                self.at = now
+                self._refill()
                 if self.tokens >= 1:
                     self.tokens -= 1
                     return

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from core import alerts, checkins, webhooks
@@ -15,6 +17,7 @@ from core.dispatch import Dispatcher
 from core.messages import DeliveryError, Outbound
 from core.models import AlertKind, ChannelAddress, OutboxMessage, Priority
 from core.outbox import Item, enqueue_many
+from core.ratelimit import Limit
 from core.sweep import Sweep
 from tests.engine.conftest import T0, World, address, alert_of, build_world, timeline
 from tests.engine.standin import StandIn
@@ -137,9 +140,8 @@ async def test_it_sends_a_p0_before_ten_thousand_queued_p3(sessions, vault) -> N
     assert all(t.startswith("news") for _a, t in main.sent[99:])
 
 
-async def test_it_escalates_at_once_when_a_blocked_defender_cannot_get_the_reminder(
-    sessions,
-    vault,  # type: ignore[no-untyped-def]
+async def test_it_escalates_at_once_when_a_blocked_defender_cannot_get_the_reminder(  # type: ignore[no-untyped-def]
+    sessions, vault
 ) -> None:
     world = await standin_world(sessions, vault)
     main = StandIn("standin")
@@ -176,3 +178,54 @@ async def timeline_alert(world: World) -> uuid.UUID:
     alert = await alert_of(world)
     assert alert is not None
     return alert.id
+
+
+async def test_a_rate_limited_pass_claims_only_what_it_can_send_soon(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """A broadcast draining at the bot's rate never holds a pass (and a P0 behind it) for
+    long: a pass claims what the channel can send within the horizon; the rest stays queued."""
+    world = await standin_world(sessions, vault)
+    async with transaction(world.sessions) as s:
+        target = (
+            await s.execute(select(ChannelAddress.id).where(ChannelAddress.responder_id.is_(None)))
+        ).scalars()
+        items = [
+            Item(
+                "standin", int(Priority.P3), f"broadcast:{n}", Outbound(f"news {n}"), address_id=a
+            )
+            for n, a in enumerate(list(target) * 25)
+        ]
+        await enqueue_many(s, world.vault, items, now=T0 - 60 * SEC)
+    main = StandIn("standin")
+    d = Dispatcher(
+        world.sessions,
+        world.vault,
+        {"standin": main},
+        owner="test",
+        limits={"standin": Limit(per_channel=10.0, per_recipient=None)},
+    )
+    started = time.monotonic()
+    first = await d.dispatch_once(T0)
+    assert first == 12  # ten at once (a second's worth) and two within the 0.2 s horizon
+    assert time.monotonic() - started < 1.0  # the old pass waited for 32 slots: 2.2 s
+    # Out of budget: only what refilled meanwhile is claimed; the rest is not even touched.
+    second = await d.dispatch_once(T0)
+    assert second <= 5
+    third = await d.dispatch_once(T0)
+    assert third <= 3 and len(main.sent) == first + second + third
+    sent = first + second + third
+    assert await states(world) == {"delivered": sent, "pending": len(items) - sent}
+    async with world.sessions() as s:
+        tried = select(func.count()).where(OutboxMessage.attempts > 0)
+        assert (await s.execute(tried)).scalar() == sent
+
+
+def test_the_bot_wide_telegram_rate_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    def rate() -> float | None:
+        d = Dispatcher(None, None, {}, owner="t")  # type: ignore[arg-type]
+        return d.buckets["telegram"].rate
+
+    assert rate() == 30.0  # Telegram's limit for a normal bot
+    monkeypatch.setenv("AMPARO_TELEGRAM_RATE", "1000")  # paid broadcasts
+    assert rate() == 1000.0
+    monkeypatch.setenv("AMPARO_TELEGRAM_RATE", "0")  # refused by the settings: the default
+    assert rate() == 30.0

@@ -29,6 +29,7 @@ MAX_TEXT = 4096
 class Call:
     method: str
     params: dict[str, Any]
+    status: int = 200  # what the stand-in answered
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Failure:
     status: int
     description: str
     parameters: dict[str, Any] | None = None
+    chat_id: int | None = None  # only calls to this chat fail (None: any call)
 
 
 def _decode(value: str) -> Any:
@@ -54,6 +56,8 @@ class TelegramStandIn:
     webhook_url: str = ""
     _updates: list[dict[str, Any]] = field(default_factory=list)
     _failures: dict[str, list[Failure]] = field(default_factory=dict)
+    _replays: list[dict[str, Any]] = field(default_factory=list)
+    blocked: set[int] = field(default_factory=set)  # chats whose user blocked the bot
     _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1001))
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -152,6 +156,12 @@ class TelegramStandIn:
         }
         return self.push("message", self._message(chat_id, photo=[size]))
 
+    def replay(self, update: dict[str, Any]) -> None:
+        """Deliver an update again, whatever the offset (Telegram resends what it thinks
+        was not confirmed, e.g. after a lost response)."""
+        self._replays.append(update)
+        self._arrived.set()
+
     def fail_next(
         self,
         method: str,
@@ -159,13 +169,25 @@ class TelegramStandIn:
         description: str,
         parameters: dict[str, Any] | None = None,
         times: int = 1,
+        chat_id: int | None = None,
     ) -> None:
         self._failures.setdefault(method, []).extend(
-            [Failure(status, description, parameters)] * times
+            [Failure(status, description, parameters, chat_id)] * times
         )
 
+    def _failure(self, method: str, params: dict[str, Any]) -> Failure | None:
+        chat = params.get("chat_id")
+        if chat in self.blocked and method.startswith(("send", "delete", "edit")):
+            return Failure(403, "Forbidden: bot was blocked by the user")
+        failures = self._failures.get(method, [])
+        for n, failure in enumerate(failures):
+            if failure.chat_id is None or failure.chat_id == chat:
+                return failures.pop(n)
+        return None
+
     def sent(self, method: str = "sendMessage") -> list[dict[str, Any]]:
-        return [c.params for c in self.calls if c.method == method]
+        """The parameters of each successful call of ``method`` (failed ones: ``calls``)."""
+        return [c.params for c in self.calls if c.method == method and c.status == 200]
 
     # --- the Bot API -----------------------------------------------------------------------
 
@@ -175,15 +197,18 @@ class TelegramStandIn:
         method = request.match_info["method"]
         form = await request.post()
         params = {k: _decode(v) if isinstance(v, str) else v for k, v in form.items()}
-        self.calls.append(Call(method, params))
-        failures = self._failures.get(method)
-        if failures:
-            failure = failures.pop(0)
-            return self._error(failure.status, failure.description, failure.parameters)
+        call = Call(method, params)
+        self.calls.append(call)
+        failure = self._failure(method, params)
         handler = getattr(self, f"_api_{method}", None)
-        if handler is None:
-            return self._error(404, "Not Found: method not found")
-        return await handler(params)
+        if failure is not None:
+            answer = self._error(failure.status, failure.description, failure.parameters)
+        elif handler is None:
+            answer = self._error(404, "Not Found: method not found")
+        else:
+            answer = await handler(params)
+        call.status = answer.status
+        return answer
 
     def _ok(self, result: Any) -> web.Response:
         return web.json_response({"ok": True, "result": result})
@@ -225,14 +250,16 @@ class TelegramStandIn:
         offset = int(params.get("offset", 0) or 0)
         self._updates = [u for u in self._updates if u["update_id"] >= offset]
         timeout = float(params.get("timeout", 0) or 0)
-        if not self._updates and timeout > 0:
+        if not self._updates and not self._replays and timeout > 0:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), timeout)
             except TimeoutError:
                 pass
+        self._updates = [u for u in self._updates if u["update_id"] >= offset]
         limit = int(params.get("limit", 100) or 100)
-        return self._ok(self._updates[:limit])
+        replays, self._replays = self._replays, []
+        return self._ok([*replays, *self._updates][:limit])
 
     def _bot_message(self, chat_id: Any, **body: Any) -> dict[str, Any]:
         message = {
