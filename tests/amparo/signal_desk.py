@@ -85,6 +85,7 @@ class SignalDesk:
     org_id: uuid.UUID | None = None
     vault: Vault | None = None
     output: str = ""
+    database_url: str | None = None  # None: the embedded SQLite under the data dir
     _receiver: web.AppRunner | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
@@ -94,7 +95,7 @@ class SignalDesk:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.data / 'amparo.db'}"
+        return self.database_url or f"sqlite+aiosqlite:///{self.data / 'amparo.db'}"
 
     async def start(self) -> None:
         await self.signal.start()
@@ -102,6 +103,16 @@ class SignalDesk:
         desk_port = await self._start_receiver()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
         self.env.update({"AMPARO_DATA_DIR": str(self.data), "LANG": "C.UTF-8"})
+        if self.database_url is not None:  # PostgreSQL is upgraded by the operator
+            self.env["AMPARO_DATABASE_URL"] = self.database_url
+            upgraded = subprocess.run(
+                [sys.executable, "-m", "amparo", "db", "upgrade"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert upgraded.returncode == 0, upgraded.stderr
         made = subprocess.run(
             [sys.executable, "-m", "amparo", "org", "create", "Desk", "--json"],
             env=self.env,

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,9 +36,9 @@ DAY, WEEK = 24 * 3600, 7 * 24 * 3600
 REPORT_TEXT = "Two men in a grey van photographed the office door"
 
 
-@pytest.fixture
-async def desk(tmp_path: Path) -> AsyncIterator[SignalDesk]:
-    found = SignalDesk(tmp_path)
+@asynccontextmanager
+async def serving(tmp_path: Path, database_url: str | None) -> AsyncIterator[SignalDesk]:
+    found = SignalDesk(tmp_path, database_url=database_url)
     try:
         await found.start()
         yield found
@@ -57,6 +58,20 @@ async def desk(tmp_path: Path) -> AsyncIterator[SignalDesk]:
     assert "serving the desk" in found.output  # the log was captured: the scan means something
     for secret in secrets:
         assert secret not in found.output, "the log leaked an identifier or message text"
+
+
+@pytest.fixture
+async def desk(tmp_path: Path) -> AsyncIterator[SignalDesk]:
+    """The embedded SQLite, as `make run` has it."""
+    async with serving(tmp_path, None) as found:
+        yield found
+
+
+@pytest.fixture
+async def desk_on(tmp_path: Path, backend: str, db_url: str) -> AsyncIterator[SignalDesk]:
+    """Each backend: PostgreSQL upgraded with `amparo db upgrade`, as in production."""
+    async with serving(tmp_path, db_url if backend == "postgresql" else None) as found:
+        yield found
 
 
 def photo_with_gps() -> bytes:
@@ -89,7 +104,8 @@ async def onboard(desk: SignalDesk, alice: Phone) -> None:
     assert "You're all set" in await alice.pick("Skip")
 
 
-async def test_a_signal_defender_from_invite_to_the_desk(desk: SignalDesk) -> None:
+async def test_a_signal_defender_from_invite_to_the_desk(desk_on: SignalDesk) -> None:
+    desk = desk_on
     alice = Phone(desk.signal, ALICE)
     await onboard(desk, alice)
 

@@ -1,7 +1,8 @@
 """`amparo serve` end to end through the flows: the real PTB against the Bot API stand-in, the
 database and the outbox, to the defender's chat and to a local desk-webhook receiver.
 
-Each test starts its own ``amparo serve`` (SQLite under tmp_path) and plays one or more
+Each test starts its own ``amparo serve`` (SQLite under tmp_path; the first two also on a
+throwaway PostgreSQL upgraded with ``amparo db upgrade``) and plays one or more
 defenders by pushing updates into the stand-in. Time is not mocked in a subprocess: deadlines
 are moved in the database instead (the sweep runs every 5 s) and the organisation's policy has
 no delays. After each test the process log is scanned for the token, chat ids, PINs and texts.
@@ -163,7 +164,11 @@ async def _org(env: dict[str, str], data: Path) -> tuple[Vault, uuid.UUID]:
 
 @asynccontextmanager
 async def serving(
-    tmp_path: Path, *, policy: dict[str, Any] | None = None, settings: dict[str, str] | None = None
+    tmp_path: Path,
+    *,
+    policy: dict[str, Any] | None = None,
+    settings: dict[str, str] | None = None,
+    database_url: str | None = None,  # None: the embedded SQLite under the data dir
 ) -> AsyncIterator[Served]:
     api = TelegramStandIn()
     await api.start()
@@ -183,8 +188,19 @@ async def serving(
     data = tmp_path / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
     env.update({"AMPARO_DATA_DIR": str(data), "LANG": "C.UTF-8"})
+    if database_url is not None:  # PostgreSQL is upgraded by the operator, as in production
+        env["AMPARO_DATABASE_URL"] = database_url
+        upgraded = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "amparo", "db", "upgrade"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert upgraded.returncode == 0, upgraded.stderr
     vault, org_id = await _org(env, data)
-    engine = create_engine(f"sqlite+aiosqlite:///{data / 'amparo.db'}")
+    engine = create_engine(database_url or f"sqlite+aiosqlite:///{data / 'amparo.db'}")
     sessions = sessionmaker(engine)
     async with transaction(sessions) as s:
         _, hook_secret = await add_webhook(
@@ -227,8 +243,11 @@ async def serving(
         assert secret not in served.log, "the log leaked an identifier or message text"
 
 
-async def test_onboarding_then_panic_with_location(tmp_path: Path) -> None:
-    async with serving(tmp_path) as served:
+async def test_onboarding_then_panic_with_location(
+    tmp_path: Path, backend: str, db_url: str
+) -> None:
+    url = db_url if backend == "postgresql" else None
+    async with serving(tmp_path, database_url=url) as served:
         chat = Chat(served, 7319046682)
         await chat.onboard()
         defender = await chat.defender()
@@ -275,8 +294,11 @@ async def _due_now(served: Served, grace_s: int) -> None:
         )
 
 
-async def test_a_timer_met_and_a_timer_missed_reaching_the_desk(tmp_path: Path) -> None:
-    async with serving(tmp_path, policy=FAST) as served:
+async def test_a_timer_met_and_a_timer_missed_reaching_the_desk(
+    tmp_path: Path, backend: str, db_url: str
+) -> None:
+    url = db_url if backend == "postgresql" else None
+    async with serving(tmp_path, policy=FAST, database_url=url) as served:
         chat = Chat(served, 5550001001)
         await chat.onboard()
         await chat.say("/checkin")
