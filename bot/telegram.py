@@ -302,8 +302,8 @@ class Telegram:
         try:
             if message.delete_message_ids:
                 await self._delete(to.value, message.delete_message_ids)
-                if not (message.text or message.attachments):
-                    return Delivered()
+            if not (message.text or message.attachments or message.choices):
+                return Delivered()  # an instruction only (a deletion, Signal's timer)
             markup = await self._markup(to.value, message)
             sent: list[Message] = []
             chunks = split_text(message.text)

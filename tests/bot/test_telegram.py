@@ -192,6 +192,15 @@ async def test_it_deletes_messages_on_instruction(
     assert api.sent()[-1]["text"] == "Which language?"  # a reply may carry a deletion too
 
 
+async def test_it_sends_nothing_for_an_instruction_it_cannot_follow(
+    api: TelegramStandIn, telegram: Telegram
+) -> None:
+    """Signal's disappearing-messages timer reaching a Telegram chat: never an empty message."""
+    delivered = await telegram.send(Address("telegram", str(CHAT)), Outbound("", expiry_s=3600))
+    assert delivered.message_id is None
+    assert api.sent() == []
+
+
 async def test_it_checks_file_size_before_downloading(
     api: TelegramStandIn, telegram: Telegram, inbox: list[Inbound]
 ) -> None:
