@@ -219,6 +219,7 @@ async def resolve(
         return
     alert.state, alert.outcome, alert.resolved_at = AlertState.resolved, outcome, now
     alert.open_key, alert.next_step_at = None, None
+    alert.location_sealed = None  # a location is kept only while the alert is open (R25)
     session.add(actions.event(alert, "resolved", now, actor=actor, outcome=outcome))
     defender = await _defender(session, alert)
     await actions.closing(session, vault, alert=alert, defender=defender, outcome=outcome, now=now)

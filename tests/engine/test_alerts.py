@@ -181,3 +181,18 @@ async def test_it_lists_and_replays_dead_webhook_events(world: World) -> None:
         assert await webhooks.replay(s, org_id=uuid.uuid4(), ids=[dead[0].id], now=T0) == 0
         assert await webhooks.replay(s, org_id=world.org_id, ids=[dead[0].id], now=T0) == 1
         assert await webhooks.dead_letters(s, org_id=world.org_id) == []
+
+
+async def test_it_forgets_the_location_when_the_alert_ends(world: World) -> None:
+    alert = await raise_(world, AlertKind.panic)
+    async with transaction(world.sessions) as s:
+        await alerts.add_location(
+            s, world.vault, alert=alert, latitude=14.6349, longitude=-90.5069, now=T0
+        )
+    async with transaction(world.sessions) as s:
+        found = await alerts.by_dedup_key(s, org_id=world.org_id, key=alert.dedup_key)
+        assert found is not None and found.location_sealed is not None
+        await alerts.resolve(s, world.vault, alert=found, outcome="safe", actor="t", now=T0 + MIN)
+    fresh = await alert_of(world)
+    assert fresh is not None and fresh.state.value == "resolved"
+    assert fresh.location_sealed is None
