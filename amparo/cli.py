@@ -117,6 +117,17 @@ def serve(
 
 
 @app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run the desk API only (beside one or more workers)."""
+    from amparo.serve import api as run_api
+
+    run(run_api(settings(), host=host, port=port))
+
+
+@app.command()
 def worker() -> None:
     """Run the scheduler and the outbox dispatcher only (any number may share a database)."""
     from amparo.worker import worker as run_worker

@@ -61,3 +61,37 @@ async def test_it_serves_healthz_on_a_fresh_data_dir(tmp_path: Path) -> None:
     finally:
         await engine.dispose()
     assert {"alembic_version", "alerts", "outbox", "checkins"} <= set(tables)
+
+
+async def test_amparo_api_serves_the_desk_without_the_engine(tmp_path: Path) -> None:
+    """`amparo api` (DESIGN.md's CLI): the API, no sweep and no dispatcher in this process."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
+    env.update({"AMPARO_DATA_DIR": str(tmp_path / "var"), "AMPARO_PORT": str(port)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amparo", "api"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline, schema = time.monotonic() + 30, None
+        async with httpx.AsyncClient() as client:
+            while schema is None and time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    schema = await client.get(f"http://127.0.0.1:{port}/api/v1/openapi.json")
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            assert schema is not None, "no answer from amparo api"
+            assert schema.status_code == 200 and "/api/v1/alerts" in schema.json()["paths"]
+            health = await client.get(f"http://127.0.0.1:{port}/healthz")
+            assert health.json()["database"] == "ok"
+            hook = await client.post(f"http://127.0.0.1:{port}/hooks/telegram", json={})
+            assert hook.status_code == 404  # no webhook mode configured: no route
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=20)[0].decode()
+    assert proc.returncode in (0, -15), output
+    assert "serving the desk API" in output
+    assert "engine running" not in output  # the workers sweep and deliver
