@@ -9,182 +9,69 @@ Two kinds of secret (DESIGN.md, "Data protection"):
 2. What only the desk reads is sealed (libsodium sealed box) to the organisation's public key.
    Sealed boxes carry no associated data, so the organisation and record ids travel inside the
    plaintext and are checked after opening.
+
+The keyring and its file are in ``core.keyring``, sealed boxes in ``core.sealing``; their names
+are re-exported here, so ``from core.crypto import …`` serves for all of it.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import os
-import stat
 import struct
 import unicodedata
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from nacl import bindings, pwhash, secret, utils
+from nacl import bindings, utils
 from nacl._sodium import ffi as _ffi  # the libsodium PyNaCl itself calls, for seal_many
 from nacl._sodium import lib as _lib
 from nacl.exceptions import CryptoError as NaclCryptoError
-from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from core.i18n import operator_gettext as _
+from core.keyring import (
+    KEY_BYTES,
+    CryptoError,
+    Keyring,
+    MissingKeyError,
+    ensure_keyring,
+    load_keyring,
+    write_keyring,
+)
+from core.sealing import (
+    SealedMismatchError,
+    generate_org_keypair,
+    open_sealed,
+    protect_private_key,
+    seal,
+    unprotect_private_key,
+)
 
-KEY_BYTES = 32
+__all__ = [
+    "KEY_BYTES",
+    "NONCE_BYTES",
+    "CryptoError",
+    "Keyring",
+    "MissingKeyError",
+    "SealedMismatchError",
+    "Vault",
+    "ensure_keyring",
+    "generate_org_keypair",
+    "load_keyring",
+    "normalise",
+    "open_sealed",
+    "protect_private_key",
+    "seal",
+    "unprotect_private_key",
+    "write_keyring",
+]
+
 NONCE_BYTES = bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 _ABYTES = bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
 _WRAP = b"K1"  # wrapped DEK: magic, u32 KEK version, nonce, ciphertext
 _FIELD = b"\x01"  # field ciphertext: format byte, nonce, ciphertext
 _FIELD_VERSION = 1
-_PROTECTED = b"P1"  # passphrase-protected private key: magic, u32 ops, u64 mem, salt, box
-
-
-class CryptoError(Exception):
-    """A ciphertext cannot be opened or a key cannot be used; never carries plaintext."""
-
-
-class MissingKeyError(CryptoError):
-    """The master key file, or a key version it should hold, is absent."""
-
-
-@dataclass(frozen=True)
-class Keyring:
-    keks: dict[int, bytes]
-    current: int
-    index_key: bytes
-    audit_key: bytes
-    pepper: bytes = field(repr=False)
-
-    def __repr__(self) -> str:  # keys never reach a log line or traceback
-        return f"Keyring(current={self.current}, versions={sorted(self.keks)})"
-
-    @classmethod
-    def generate(cls) -> Keyring:
-        return cls(
-            keks={1: utils.random(KEY_BYTES)},
-            current=1,
-            index_key=utils.random(KEY_BYTES),
-            audit_key=utils.random(KEY_BYTES),
-            pepper=utils.random(KEY_BYTES),
-        )
-
-    def with_new_kek(self) -> Keyring:
-        version = max(self.keks) + 1
-        return Keyring(
-            {**self.keks, version: utils.random(KEY_BYTES)},
-            version,
-            self.index_key,
-            self.audit_key,
-            self.pepper,
-        )
-
-    def only_current(self) -> Keyring:
-        return Keyring(
-            {self.current: self.keks[self.current]},
-            self.current,
-            self.index_key,
-            self.audit_key,
-            self.pepper,
-        )
-
-    def to_json(self) -> str:
-        def b64(b: bytes) -> str:
-            return base64.b64encode(b).decode()
-
-        return json.dumps(
-            {
-                "format": 1,
-                "current": self.current,
-                "keks": {str(v): b64(k) for v, k in sorted(self.keks.items())},
-                "index_key": b64(self.index_key),
-                "audit_key": b64(self.audit_key),
-                "pepper": b64(self.pepper),
-            },
-            indent=2,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Keyring:
-        try:
-            data = json.loads(text)
-            keks = {int(v): base64.b64decode(k, validate=True) for v, k in data["keks"].items()}
-            ring = cls(
-                keks=keks,
-                current=int(data["current"]),
-                index_key=base64.b64decode(data["index_key"], validate=True),
-                audit_key=base64.b64decode(data["audit_key"], validate=True),
-                pepper=base64.b64decode(data["pepper"], validate=True),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise CryptoError(_("the master key file is malformed")) from exc
-        keys = [*ring.keks.values(), ring.index_key, ring.audit_key, ring.pepper]
-        if ring.current not in ring.keks or any(len(k) != KEY_BYTES for k in keys):
-            raise CryptoError(_("the master key file is malformed"))
-        return ring
-
-
-def load_keyring(path: Path) -> Keyring:
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text()
-    except FileNotFoundError:
-        raise MissingKeyError(_("master key file {path} not found").format(path=path)) from None
-    except OSError as exc:
-        raise MissingKeyError(
-            _("master key file {path} cannot be read ({reason})").format(
-                path=path, reason=exc.strerror
-            )
-        ) from None
-    except UnicodeDecodeError:  # its message would quote a byte of the file
-        raise CryptoError(_("the master key file is malformed")) from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CryptoError(
-            _("master key file {path} is open to other users; run chmod 600 on it").format(
-                path=path
-            )
-        )
-    return Keyring.from_json(text)
-
-
-def write_keyring(path: Path, ring: Keyring, *, exclusive: bool = False) -> None:
-    """Write atomically with mode 0600; ``exclusive`` refuses to replace an existing file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if exclusive and path.exists():
-        raise CryptoError(_("master key file {path} already exists").format(path=path))
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(ring.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        if exclusive:
-            os.link(tmp, path)  # fails if another process created it meanwhile
-        else:
-            os.replace(tmp, path)
-        # The rename must reach the disk before rows are rewrapped under a new KEK (rotation).
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def ensure_keyring(path: Path, *, create: bool) -> Keyring:
-    """Load the keyring; create it (mode 0600) when absent and ``create`` is allowed."""
-    if create and not path.exists():
-        try:
-            write_keyring(path, Keyring.generate(), exclusive=True)
-        except FileExistsError:
-            pass
-    return load_keyring(path)
 
 
 def _aead_encrypt(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
@@ -319,80 +206,3 @@ class Vault:
 
     def audit_mac(self, previous: bytes, entry: bytes) -> bytes:
         return hmac.new(self.keyring.audit_key, previous + entry, hashlib.sha256).digest()
-
-
-# --- sealed boxes: what only the desk reads -------------------------------------------------
-
-
-class SealedMismatchError(CryptoError):
-    """A sealed item opened, but it belongs to another organisation, record or kind."""
-
-
-def generate_org_keypair() -> tuple[bytes, bytes]:
-    """(public, private) raw Curve25519 keys; meant to run on a responder's machine."""
-    private = PrivateKey.generate()
-    return bytes(private.public_key), bytes(private)
-
-
-def protect_private_key(
-    private_key: bytes,
-    passphrase: str,
-    *,
-    opslimit: int = pwhash.argon2id.OPSLIMIT_MODERATE,
-    memlimit: int = pwhash.argon2id.MEMLIMIT_MODERATE,
-) -> bytes:
-    """Encrypt an organisation private key under a passphrase (Argon2id + XSalsa20-Poly1305)."""
-    salt = utils.random(pwhash.argon2id.SALTBYTES)
-    key = pwhash.argon2id.kdf(KEY_BYTES, passphrase.encode(), salt, opslimit, memlimit)
-    box = secret.SecretBox(key).encrypt(private_key)
-    return _PROTECTED + struct.pack(">IQ", opslimit, memlimit) + salt + bytes(box)
-
-
-def unprotect_private_key(blob: bytes, passphrase: str) -> bytes:
-    if blob[:2] != _PROTECTED:
-        raise CryptoError("not a protected private key")
-    salt_end = 14 + pwhash.argon2id.SALTBYTES
-    try:
-        opslimit, memlimit = struct.unpack(">IQ", blob[2:14])
-        salt = blob[14:salt_end]
-        key = pwhash.argon2id.kdf(KEY_BYTES, passphrase.encode(), salt, opslimit, memlimit)
-    except (struct.error, ValueError):
-        raise CryptoError("the protected organisation key is malformed") from None
-    try:
-        return bytes(secret.SecretBox(key).decrypt(blob[salt_end:]))
-    except NaclCryptoError:
-        raise CryptoError(_("wrong passphrase for the organisation key")) from None
-
-
-def seal(
-    public_key: bytes, *, org_id: uuid.UUID, record_id: uuid.UUID, kind: str, body: Any
-) -> bytes:
-    plaintext = json.dumps(
-        {"org": str(org_id), "record": str(record_id), "kind": kind, "body": body},
-        ensure_ascii=False,
-    ).encode()
-    return bytes(SealedBox(PublicKey(public_key)).encrypt(plaintext))
-
-
-def open_sealed(
-    private_key: bytes, blob: bytes, *, org_id: uuid.UUID, record_id: uuid.UUID, kind: str
-) -> Any:
-    try:
-        plaintext = SealedBox(PrivateKey(private_key)).decrypt(blob)
-    except NaclCryptoError:
-        raise CryptoError("this sealed item was not sealed to this organisation key") from None
-    try:  # anyone holding the public key can seal anything: the layout is not guaranteed
-        data = json.loads(plaintext)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict) or "body" not in data:
-        raise SealedMismatchError("sealed item is malformed; it was not sealed by Amparo")
-    if (data.get("org"), data.get("record"), data.get("kind")) != (
-        str(org_id),
-        str(record_id),
-        kind,
-    ):
-        raise SealedMismatchError(
-            "sealed item belongs to another record; it may have been swapped"
-        )
-    return data["body"]

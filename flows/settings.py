@@ -14,26 +14,20 @@ delete my data.
 Every step that takes a PIN treats the duress PIN like the real one on screen: it says the
 same, raises a silent duress alert, and changes nothing ("shadow" mode).
 
-Two delays live in the defender's encrypted settings: ``discreet_delay_s`` (how long the bot's
-sensitive messages stay before discreet mode deletes them) and, on Signal, ``signal_expiry_s``
-(the chat's disappearing-messages timer, carried to the channel as an outbox instruction).
+The discreet and disappearing steps, and the two delays they keep, are in ``flows.delays``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
-
-from babel.dates import format_timedelta
 
 from core import alerts, contacts, pins
 from core.defenders import delete_data, save_settings
-from core.messages import Choice, Outbound
-from core.models import AlertKind, Consent, Priority
-from core.outbox import enqueue
+from core.messages import Choice
+from core.models import AlertKind, Consent
 from core.pins import Verdict
 from core.security import verify_pin
-from flows import checkin, help, onboarding, setup
+from flows import checkin, delays, help, onboarding, setup
 from flows.context import END, Context, Retry
 
 NAME = "settings"
@@ -43,28 +37,11 @@ MENU = (
     "pause", "delete", "help",
 )  # fmt: skip
 SIGNAL_ONLY = ("disappearing",)
-# Disappearing messages on Signal. No "off": a chat without a timer gets the default back
-# from the channel (bot/signal.py), the safe side for a seized phone.
-EXPIRY_KEY, EXPIRY_DEFAULT_S = "signal_expiry_s", 24 * 3600
-EXPIRIES = {"1h": 3600, "1d": 24 * 3600, "1w": 7 * 24 * 3600}
-DELAY_KEY = "discreet_delay_s"  # core.delivery reads it (10 minutes when unset)
-DELAYS = {"1m": 60, "10m": 10 * 60, "1h": 3600, "12h": 12 * 3600}
 
 
 def menu_keys(ctx: Context) -> tuple[str, ...]:
     signal = ctx.inbound.channel == "signal"
     return tuple(k for k in MENU if signal or k not in SIGNAL_ONLY)
-
-
-def duration(ctx: Context, seconds: int) -> str:
-    """Babel's own words for a duration ("1 hour", "1 semana"): no catalogue entry needed."""
-    return format_timedelta(
-        timedelta(seconds=seconds), threshold=1, format="long", locale=ctx.locale
-    )
-
-
-def durations(ctx: Context, options: dict[str, int]) -> tuple[Choice, ...]:
-    return tuple(Choice(key, duration(ctx, seconds)) for key, seconds in options.items())
 
 
 async def start(ctx: Context) -> str:
@@ -109,24 +86,9 @@ async def menu(ctx: Context) -> str:
     if picked == "zone":
         return setup.ask_zone(ctx)
     if picked == "discreet":
-        ctx.ask(
-            _(
-                "Discreet mode hides the alert button and asks channels that can to delete "
-                "our messages. Your code phrase still raises an alert."
-            ),
-            (Choice("on", _("Turn on")), Choice("off", _("Turn off"))),
-        )
-        return "discreet"
+        return delays.ask_discreet(ctx)
     if picked == "disappearing":
-        current = int(ctx.settings.get(EXPIRY_KEY, EXPIRY_DEFAULT_S))
-        ctx.ask(
-            _(
-                "Messages in this chat disappear after {delay}. After how long should they "
-                "disappear?"
-            ).format(delay=duration(ctx, current)),
-            durations(ctx, EXPIRIES),
-        )
-        return "disappearing"
+        return delays.ask_disappearing(ctx)
     if picked == "phrases":
         ctx.ask(
             _("Which code phrase?"),
@@ -267,57 +229,6 @@ async def remove_label(ctx: Context) -> str:
     return END
 
 
-async def discreet(ctx: Context) -> str:
-    assert ctx.defender is not None
-    ctx.defender.discreet = ctx.need_choice("on", "off") == "on"
-    if not ctx.defender.discreet:
-        ctx.say(ctx._("Discreet mode is off."))
-        return END
-    ctx.say(ctx._("Discreet mode is on."))
-    ctx.ask(
-        ctx._("After how long should we delete our sensitive messages?"),
-        durations(ctx, DELAYS),
-    )
-    return "discreet_delay"
-
-
-async def discreet_delay(ctx: Context) -> str:
-    assert ctx.defender is not None
-    seconds = DELAYS[ctx.need_choice(*DELAYS)]
-    save_settings(ctx.vault, ctx.defender, {**ctx.settings, DELAY_KEY: seconds})
-    ctx.say(
-        ctx._("Saved: our sensitive messages are deleted after {delay}.").format(
-            delay=duration(ctx, seconds)
-        )
-    )
-    return END
-
-
-async def disappearing(ctx: Context) -> str:
-    assert ctx.defender is not None
-    seconds = EXPIRIES[ctx.need_choice(*EXPIRIES)]
-    save_settings(ctx.vault, ctx.defender, {**ctx.settings, EXPIRY_KEY: seconds})
-    await set_expiry(ctx, seconds)
-    ctx.say(
-        ctx._("Saved: messages in this chat now disappear after {delay}.").format(
-            delay=duration(ctx, seconds)
-        )
-    )
-    return END
-
-
-async def set_expiry(ctx: Context, seconds: int) -> None:
-    """Queue the timer for this Signal chat: an instruction row of its own (no text), so that
-    it cannot be merged away with the replies, keyed on the event (a replay queues nothing)."""
-    if ctx.address.channel != "signal":
-        return  # other channels have no timer of ours to set
-    seen = ctx.vault.blind_index(f"inbound:{ctx.inbound.channel}", ctx.inbound.message_id)
-    await enqueue(
-        ctx.session, ctx.vault, to=ctx.address, message=Outbound(text="", expiry_s=seconds),
-        priority=Priority.P1, key=f"expiry:{seen.hex()}", now=ctx.now, recipient="defender",
-    )  # fmt: skip
-
-
 async def phrases(ctx: Context) -> str:
     assert ctx.defender is not None
     picked = ctx.need_choice("alert_phrase", "safe_phrase", "remove")
@@ -352,9 +263,9 @@ STATES = {
     "contacts": contacts_step,
     "remove_pin": remove_pin,
     "remove_label": remove_label,
-    "discreet": discreet,
-    "discreet_delay": discreet_delay,
-    "disappearing": disappearing,
+    "discreet": delays.discreet,
+    "discreet_delay": delays.discreet_delay,
+    "disappearing": delays.disappearing,
     "phrases": phrases,
     "delete_pin": delete_pin,
 }

@@ -184,33 +184,28 @@ def ask_safe_phrase(ctx: Context, *, chain: bool = False) -> str:
     return "setup:safe_phrase"
 
 
-def _phrase(ctx: Context, other: str | None) -> str | None:
+def _save_phrase(ctx: Context, key: str, other: str) -> None:
+    """Keep the phrase sent (nothing on "skip") under ``key``; it must differ from ``other``."""
+    assert ctx.defender is not None
+    current = ctx.settings
     if ctx.choice_or_none("skip"):
-        return None
+        return
     phrase = fold(ctx.need_text())
     ctx.forget_message()
     if not 2 <= len(phrase) <= 64 or words.reserved(phrase) or phrase.isdigit():
         raise Retry(ctx._("Please choose a phrase of 2 to 64 characters that is not a command."))
-    if phrase == other:
+    if phrase == current.get(other):
         raise Retry(ctx._("The two phrases must be different."))
-    return phrase
+    save_settings(ctx.vault, ctx.defender, {**current, key: phrase})
 
 
 async def alert_phrase(ctx: Context) -> str:
-    assert ctx.defender is not None
-    current = ctx.settings
-    phrase = _phrase(ctx, current.get("safe_phrase"))
-    if phrase is not None:
-        save_settings(ctx.vault, ctx.defender, {**current, "alert_phrase": phrase})
+    _save_phrase(ctx, "alert_phrase", "safe_phrase")
     return _next(ctx, "safe_phrase")
 
 
 async def safe_phrase(ctx: Context) -> str:
-    assert ctx.defender is not None
-    current = ctx.settings
-    phrase = _phrase(ctx, current.get("alert_phrase"))
-    if phrase is not None:
-        save_settings(ctx.vault, ctx.defender, {**current, "safe_phrase": phrase})
+    _save_phrase(ctx, "safe_phrase", "alert_phrase")
     if ctx.data.get("chain"):
         onboarding.finish(ctx)
         return END
