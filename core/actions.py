@@ -134,18 +134,62 @@ def desk_message(
     return notices.desk_alert(locale, alert.kind, defender.handle, repeat=step.reason == "repeat")
 
 
-async def alerted(session: AsyncSession, alert: Alert) -> dict[str, set[uuid.UUID]]:
-    """The contacts and responders a message of this alert reached or is still trying to."""
+Parties = dict[str, set[uuid.UUID]]
+
+
+async def alerted(session: AsyncSession, alert: Alert) -> Parties:
+    """The contacts, responders and responder group (by its organisation's id) a message of
+    this alert reached or is still trying to."""
     stmt = select(OutboxMessage.idempotency_key).where(
         OutboxMessage.alert_id == alert.id,
         OutboxMessage.state.in_((OutboxState.pending, OutboxState.sending, OutboxState.delivered)),
     )
-    found: dict[str, set[uuid.UUID]] = {"contact": set(), "responder": set()}
+    found: Parties = {"contact": set(), "responder": set(), "group": set()}
     for (k,) in (await session.execute(stmt)).all():
         person = key_person(k)
         if person is not None and person[0] in found:
             found[person[0]].add(person[1])
     return found
+
+
+def origin(actor: str) -> str:
+    """Where a change came from, as the responder group is told: "defender", "api" (a token:
+    the desk API) or "desk" (a responder in the dashboard)."""
+    if actor == "defender":
+        return "defender"
+    return "api" if actor.startswith("token:") else "desk"
+
+
+async def told_group(session: AsyncSession, alert: Alert, parties: Parties) -> Recipient | None:
+    """The responder group, if a post about this alert went to it (an alert raised before
+    the group was linked is not news there)."""
+    if alert.org_id not in parties["group"]:
+        return None
+    return await recipients.desk_group(session, alert.org_id)
+
+
+async def acknowledged(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    alert: Alert,
+    defender: Defender,
+    via: str,
+    now: datetime,
+) -> None:
+    """Tell the responder group an alert it was shown is acknowledged, unless the group did
+    it (it already has its own confirmation)."""
+    if via == "chat":
+        return
+    group = await told_group(session, alert, await alerted(session, alert))
+    if group is None:
+        return
+    by = "api" if via == "api" else "desk"
+    msg = notices.group_acknowledged(
+        group.locale, group.channel, alert_id=alert.id, handle=defender.handle, by=by
+    )
+    stem = f"a:{alert.id.hex}:ack{alert.version}"
+    await enqueue_many(session, vault, [item(stem, group, msg, alert)], now=now)
 
 
 async def closing(
@@ -155,19 +199,31 @@ async def closing(
     alert: Alert,
     defender: Defender,
     outcome: str,
+    actor: str,
     now: datetime,
+    via: str | None = None,
 ) -> None:
-    """Tell everyone who was alerted that it is over; contacts only when the person is safe."""
+    """Tell everyone who was alerted that it is over; contacts only when the person is safe;
+    the responder group unless the group itself closed it (``via="chat"``)."""
     parties = await alerted(session, alert)
-    stem = f"a:{alert.id.hex}:closed"
+    stem = f"a:{alert.id.hex}:closed{alert.version}"
     items: list[Item] = []
     if outcome in notices.SAFE_OUTCOMES:
         for who in await recipients.contacts(session, defender, only=parties["contact"]):
             msg = notices.contact_all_clear(who.locale, defender.handle)
             items.append(item(stem, who, msg, alert))
+    by = origin(actor)
     for who in await recipients.responders(session, parties["responder"]):
-        msg = notices.desk_closed(who.locale, defender.handle, outcome)
+        msg = notices.desk_closed(
+            who.locale, defender.handle, outcome, by_defender=by == "defender"
+        )
         items.append(item(stem, who, msg, alert))
+    group = None if via == "chat" else await told_group(session, alert, parties)
+    if group is not None:
+        msg = notices.group_resolved(
+            group.locale, alert_id=alert.id, handle=defender.handle, by=by, outcome=outcome
+        )
+        items.append(item(stem, group, msg, alert))
     if desk_told(alert.kind, alert.step):
         hooks = await webhooks.active(session, alert.org_id)
         items.extend(

@@ -194,7 +194,8 @@ async def acknowledge(
     now: datetime,
     via: str,
 ) -> None:
-    """Stop the repeats; if it is still open after the ack timeout, it triggers again."""
+    """Stop the repeats; if it is still open after the ack timeout, it triggers again.
+    ``via``: "api" (a token), "desk" (a responder in the dashboard) or "chat" (the group)."""
     alert = await lock(session, alert)
     if alert.state is not AlertState.triggered:
         return
@@ -206,12 +207,23 @@ async def acknowledge(
     if escalation.desk_told(alert.kind, alert.step):
         defender = await _defender(session, alert)
         await actions.webhook_event(session, vault, alert, defender, "alert.acknowledged", now)
+        await actions.acknowledged(
+            session, vault, alert=alert, defender=defender, via=via, now=now
+        )
 
 
 async def resolve(
-    session: AsyncSession, vault: Vault, *, alert: Alert, outcome: str, actor: str, now: datetime
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    alert: Alert,
+    outcome: str,
+    actor: str,
+    now: datetime,
+    via: str | None = None,
 ) -> None:
-    """Close the alert; everyone who was alerted hears that it is over."""
+    """Close the alert; everyone who was alerted hears that it is over (the responder group
+    too, unless it closed the alert itself: ``via="chat"``)."""
     if not 0 < len(outcome) <= 24:
         raise ValueError("an outcome is 1 to 24 characters")
     alert = await lock(session, alert)
@@ -222,7 +234,16 @@ async def resolve(
     alert.location_sealed = None  # a location is kept only while the alert is open (R25)
     session.add(actions.event(alert, "resolved", now, actor=actor, outcome=outcome))
     defender = await _defender(session, alert)
-    await actions.closing(session, vault, alert=alert, defender=defender, outcome=outcome, now=now)
+    await actions.closing(
+        session,
+        vault,
+        alert=alert,
+        defender=defender,
+        outcome=outcome,
+        actor=actor,
+        now=now,
+        via=via,
+    )
 
 
 async def cancel_alert(

@@ -4,8 +4,10 @@ A responder asks the API for a link code (15 minutes, one live code each, only i
 stored, as for invite codes) and sends ``/desk CODE`` (``desk CODE`` on Signal) to the bot in a
 private chat: that chat becomes one of the responder's addresses. An admin's group code, sent
 in a group, makes that group the organisation's responder group (one per organisation; linking
-again replaces it). In the group, only linked responders of that organisation with the admin
-or responder role may acknowledge or resolve, through the same core functions as the API.
+again replaces it, keeping the language the desk chose for the group's posts). In the group,
+only linked responders of that organisation with the admin or responder role may acknowledge
+or resolve, through the same core functions as the API; the group hears of changes made
+elsewhere (``core.actions``), never an echo of its own.
 """
 
 from __future__ import annotations
@@ -60,41 +62,39 @@ def parse(folded: str) -> Command | None:
 # --- codes (the API) -------------------------------------------------------------------------
 
 
-async def _revoke(session: AsyncSession, *where: object, now: datetime) -> None:
-    await session.execute(
-        update(InviteCode)
-        .where(InviteCode.used_at.is_(None), InviteCode.revoked_at.is_(None), *where)  # type: ignore[arg-type]
-        .values(revoked_at=now)
+async def _code(
+    session: AsyncSession,
+    vault: Vault,
+    purpose: str,
+    org_id: uuid.UUID,
+    by: uuid.UUID | None,
+    *,
+    actor: str,
+    now: datetime,
+) -> tuple[str, datetime]:
+    """A fresh code; the earlier live one of its kind (the responder's, the group's) dies."""
+    mine = purpose == RESPONDER
+    owner = InviteCode.created_by == by if mine else InviteCode.org_id == org_id
+    live = (InviteCode.used_at.is_(None), InviteCode.revoked_at.is_(None))
+    stmt = update(InviteCode).where(*live, InviteCode.purpose == purpose, owner)
+    await session.execute(stmt.values(revoked_at=now))
+    invite, code = await create_invite(
+        session, vault, org_id=org_id, purpose=purpose, now=now, ttl=LINK_TTL, created_by=by
     )
+    invite.created_at = now
+    action, target = ("responder.link_code", str(by)) if mine else ("desk_group.link_code", None)
+    await audit.record(
+        session, vault, actor=actor, action=action, target=target, org_id=org_id, now=now
+    )
+    return code, invite.expires_at
 
 
 async def responder_code(
     session: AsyncSession, vault: Vault, *, responder: Responder, actor: str, now: datetime
 ) -> tuple[str, datetime]:
     """A fresh code for linking this responder's private chat; any earlier one dies."""
-    await _revoke(
-        session, InviteCode.purpose == RESPONDER, InviteCode.created_by == responder.id, now=now
-    )
-    invite, code = await create_invite(
-        session,
-        vault,
-        org_id=responder.org_id,
-        purpose=RESPONDER,
-        now=now,
-        ttl=LINK_TTL,
-        created_by=responder.id,
-    )
-    invite.created_at = now
-    await audit.record(
-        session,
-        vault,
-        actor=actor,
-        action="responder.link_code",
-        target=str(responder.id),
-        org_id=responder.org_id,
-        now=now,
-    )
-    return code, invite.expires_at
+    org_id = responder.org_id
+    return await _code(session, vault, RESPONDER, org_id, responder.id, actor=actor, now=now)
 
 
 async def group_code(
@@ -107,15 +107,7 @@ async def group_code(
     now: datetime,
 ) -> tuple[str, datetime]:
     """A fresh code for linking the organisation's responder group; any earlier one dies."""
-    await _revoke(session, InviteCode.purpose == GROUP, InviteCode.org_id == org_id, now=now)
-    invite, code = await create_invite(
-        session, vault, org_id=org_id, purpose=GROUP, now=now, ttl=LINK_TTL, created_by=created_by
-    )
-    invite.created_at = now
-    await audit.record(
-        session, vault, actor=actor, action="desk_group.link_code", org_id=org_id, now=now
-    )
-    return code, invite.expires_at
+    return await _code(session, vault, GROUP, org_id, created_by, actor=actor, now=now)
 
 
 async def unlink_group(
@@ -147,17 +139,11 @@ async def link_responder(
     responder = await session.get(Responder, invite.created_by)
     if responder is None or not responder.active or responder.role not in ACTING:
         return None
-    await session.execute(  # one chat per channel: a newly linked chat replaces the old one
-        update(ChannelAddress)
-        .where(
-            ChannelAddress.responder_id == responder.id,
-            ChannelAddress.channel == address.channel,
-            ChannelAddress.id != address.id,
-        )
-        .values(responder_id=None)
-    )
-    address.responder_id = responder.id
-    address.blocked_at = None
+    # One chat per channel: a newly linked chat replaces the old one.
+    mine = (ChannelAddress.responder_id == responder.id, ChannelAddress.channel == address.channel)
+    older = update(ChannelAddress).where(*mine, ChannelAddress.id != address.id)
+    await session.execute(older.values(responder_id=None))
+    address.responder_id, address.blocked_at = responder.id, None
     await audit.record(
         session,
         vault,
@@ -180,6 +166,7 @@ async def link_group(
         return None
     address = await address_of(session, vault, channel, group)
     old = await session.get(DeskGroup, invite.org_id)
+    locale = None if old is None else old.locale  # the desk's choice outlives a relink
     if old is not None and old.address_id != address.id:  # the old group's chat id goes
         await session.execute(delete(ChannelAddress).where(ChannelAddress.id == old.address_id))
     await session.execute(  # one organisation per group: it leaves any other organisation
@@ -187,14 +174,9 @@ async def link_group(
             (DeskGroup.org_id == invite.org_id) | (DeskGroup.address_id == address.id)
         )
     )
-    session.add(
-        DeskGroup(
-            org_id=invite.org_id,
-            address_id=address.id,
-            linked_by=invite.created_by,
-            created_at=now,
-        )
-    )
+    row = DeskGroup(org_id=invite.org_id, address_id=address.id, linked_by=invite.created_by)
+    row.created_at, row.locale = now, locale
+    session.add(row)
     await session.flush()
     await audit.record(
         session,
@@ -292,7 +274,9 @@ async def act(
         )
         action, detail = "alert.acknowledge", None
     else:
-        await alerts.resolve(session, vault, alert=alert, outcome="safe", actor=actor, now=now)
+        await alerts.resolve(
+            session, vault, alert=alert, outcome="safe", actor=actor, now=now, via="chat"
+        )
         action, detail = "alert.resolve", {"outcome": "safe"}
     await audit.record(
         session,

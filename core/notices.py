@@ -100,9 +100,11 @@ def desk_ack_timeout(locale: str, handle: str, minutes: int) -> Outbound:
     return Outbound(text=text.format(handle=handle, minutes=minutes))
 
 
-def desk_closed(locale: str, handle: str, outcome: str) -> Outbound:
+def desk_closed(locale: str, handle: str, outcome: str, *, by_defender: bool = True) -> Outbound:
     _ = i18n.gettext(locale)
-    if outcome == "safe":
+    if not by_defender:  # a responder's "safe" is not a check-in
+        text = _("The alert for {handle} was closed by the desk.")
+    elif outcome == "safe":
         text = _("{handle} checked in: the alert is closed as safe.")
     elif outcome == "false_alarm":
         text = _("{handle} cancelled the alert as a false alarm.")
@@ -175,3 +177,49 @@ def desk_group(
         Choice(group_choice(GROUP_SAFE, alert_id), _("Resolve: safe")),
     )
     return Outbound(text="\n".join(lines), choices=choices)
+
+
+# Where an alert changed, when not in the group: "desk" (a responder in the dashboard), "api"
+# (a token: the desk API, an external case system), "defender" (a check-in or a cancel). The
+# group sees only the handle and the short code, as in the ladder's posts.
+
+
+def group_acknowledged(
+    locale: str, channel: str, *, alert_id: uuid.UUID, handle: str, by: str
+) -> Outbound:
+    """The alert was acknowledged elsewhere; on Telegram with the Resolve button that the
+    group's own acknowledgement carries too."""
+    _ = i18n.gettext(locale)
+    if by == "api":
+        text = _("Alert {code} ({handle}) was acknowledged through the desk API.")
+    else:
+        text = _("Alert {code} ({handle}) was acknowledged by a responder in the desk.")
+    text = text.format(code=short_code(alert_id), handle=handle)
+    if channel != "telegram":
+        return Outbound(text=text)
+    resolve = Choice(group_choice(GROUP_SAFE, alert_id), _("Resolve: safe"))
+    return Outbound(text=text, choices=(resolve,))
+
+
+def group_resolved(
+    locale: str, *, alert_id: uuid.UUID, handle: str, by: str, outcome: str
+) -> Outbound:
+    """The alert was closed elsewhere: nothing is left to do in the group."""
+    _ = i18n.gettext(locale)
+    if by == "defender" and outcome == "safe":
+        text = _("{handle} checked in: alert {code} is closed as safe.")
+    elif by == "defender" and outcome == "false_alarm":
+        text = _("{handle} cancelled alert {code} as a false alarm.")
+    else:
+        if by == "api":
+            text = _("Alert {code} ({handle}) was resolved through the desk API.")
+        else:
+            text = _("Alert {code} ({handle}) was resolved by a responder in the desk.")
+        outcomes = {
+            "safe": _("Outcome: safe."),
+            "false_alarm": _("Outcome: false alarm."),
+            "intervention": _("Outcome: intervention."),
+            "other": _("Outcome: other."),
+        }
+        text = f"{text} {outcomes.get(outcome, outcomes['other'])}"
+    return Outbound(text=text.format(code=short_code(alert_id), handle=handle))

@@ -26,8 +26,8 @@ from core.models import (
 
 @dataclass(frozen=True)
 class Recipient:
-    role: str  # "defender", "contact" or "responder"
-    person: uuid.UUID  # the defender, trusted contact or responder: part of idempotency keys
+    role: str  # "defender", "contact", "responder" or "group"
+    person: uuid.UUID  # the defender, contact, responder or group's organisation: in keys
     address_id: uuid.UUID
     channel: str
     locale: str
@@ -117,6 +117,12 @@ async def contacts_of(
 DESK_LOCALE = "en"  # responders have no language setting yet: desk notices are in English
 
 
+def group_locale(chosen: str | None) -> str:
+    """The responder group's language: the one the desk set for it, else the default (an
+    organisation has no language of its own yet, so English)."""
+    return chosen or DESK_LOCALE
+
+
 def _responders() -> Select[uuid.UUID, bool, uuid.UUID, str]:
     return (
         select(Responder.id, Responder.on_duty, ChannelAddress.id)
@@ -147,12 +153,14 @@ async def desk(session: AsyncSession, org_id: uuid.UUID) -> list[Recipient]:
 async def desk_group(session: AsyncSession, org_id: uuid.UUID) -> Recipient | None:
     """The organisation's responder group chat, if one is linked."""
     stmt = (
-        select(ChannelAddress.id, ChannelAddress.channel)
+        select(ChannelAddress.id, ChannelAddress.channel, DeskGroup.locale)
         .join(DeskGroup, DeskGroup.address_id == ChannelAddress.id)
         .where(DeskGroup.org_id == org_id)
     )
     row = (await session.execute(stmt)).first()
-    return None if row is None else Recipient("group", org_id, row[0], row[1], DESK_LOCALE)
+    if row is None:
+        return None
+    return Recipient("group", org_id, row[0], row[1], group_locale(row[2]))
 
 
 async def responders(session: AsyncSession, ids: set[uuid.UUID]) -> list[Recipient]:

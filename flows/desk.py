@@ -11,10 +11,12 @@ touching the database. Not a conversation: no state is kept between messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from core import callbacks, desk_chat, i18n, notices
 from core.desk_chat import Command
 from core.messages import Choice, Inbound, Outbound
-from core.models import Alert, Defender, Priority, Responder
+from core.models import Alert, AlertState, Defender, Priority, Responder
 from core.text import fold
 from flows import store
 from flows.context import Context
@@ -94,6 +96,8 @@ async def handle_group(event: store.Event) -> None:
     group = await desk_chat.group_of(session, inbound.channel, event.index)
     if group is None:
         return  # not a responder group: silence
+    if group.locale:  # the language the desk chose for the group, else the sender's
+        _ = i18n.gettext(group.locale)
     responder = await desk_chat.acting_responder(
         session, vault, org_id=group.org_id, channel=inbound.channel, sender=inbound.sender
     )
@@ -118,14 +122,22 @@ async def handle_group(event: store.Event) -> None:
         text = _("No open alert has that code.")
         await _answer(event, Outbound(text))
         return
+    if verb == notices.GROUP_ACK and alert.state is AlertState.acknowledged:
+        text = _("Alert {code} is already acknowledged.").format(code=code)
+        await _answer(event, Outbound(text))  # by an earlier press, or elsewhere (said so)
+        return
     await desk_chat.act(session, vault, alert=alert, responder=responder, verb=verb, now=now)
-    await _answer(event, await _done(event, alert, responder, verb, code))
+    await _answer(event, await _done(event, alert, responder, verb, code, _))
 
 
 async def _done(
-    event: store.Event, alert: Alert, responder: Responder, verb: str, code: str
+    event: store.Event,
+    alert: Alert,
+    responder: Responder,
+    verb: str,
+    code: str,
+    _: Callable[[str], str],
 ) -> Outbound:
-    _ = i18n.gettext(i18n.negotiate([event.inbound.language]))
     defender = await event.session.get(Defender, alert.defender_id)
     handle = defender.handle if defender is not None else "?"
     values = {"name": responder.username, "code": code, "handle": handle}

@@ -81,6 +81,8 @@ class DeskGroup(CreatedMixin, Base):
     linked_by: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("responders.id", ondelete="SET NULL")
     )
+    # The language of the engine's posts in the group, set by the desk; None: the default.
+    locale: Mapped[str | None] = mapped_column(String(16))
 
 
 class OrgKey(IdMixin, CreatedMixin, Base):

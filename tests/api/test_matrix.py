@@ -50,6 +50,8 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("PATCH", "/responders/{responder}", {"on_duty": True}, {A}),
     ("POST", "/responders/me/link-code", None, {A, R}),
     ("POST", "/desk-group/link-code", None, {A}),
+    ("GET", "/desk-group", None, {A}),
+    ("PATCH", "/desk-group", {"language": "es"}, {A}),
     ("DELETE", "/desk-group", None, {A}),
     ("GET", "/org/keys", None, {A, R, OB, T}),
     ("POST", "/org/keys", BAD_KEY, {A}),
