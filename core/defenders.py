@@ -44,6 +44,21 @@ async def find_address(session: AsyncSession, channel: str, index: bytes) -> Cha
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def move_address(
+    session: AsyncSession, vault: Vault, channel: str, old: bytes, to: str
+) -> ChannelAddress | None:
+    """The chat with blind index ``old`` now has the id ``to`` (a Telegram group upgraded to a
+    supergroup): the same row, so every link and every queued message follows it. None if the
+    old chat is unknown or the new id already has a row of its own."""
+    found = await find_address(session, channel, old)
+    index = address_index(vault, channel, to)
+    if found is None or await find_address(session, channel, index) is not None:
+        return None
+    found.blind_index = index
+    found.put(vault, "value_enc", to)
+    return found
+
+
 def new_address(vault: Vault, channel: str, value: str) -> ChannelAddress:
     address = ChannelAddress(
         id=uuid.uuid4(), channel=channel, blind_index=address_index(vault, channel, value)

@@ -116,6 +116,9 @@ class Inbound:
     group: bool = False
     sender: str | None = field(default=None, repr=False)
     callback: str | None = field(default=None, repr=False)
+    # The group's chat now has this id (Telegram upgraded it to a supergroup): said by the
+    # platform itself in a service message, which no member can forge.
+    moved_to: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from core import callbacks, desk_chat, i18n, notices
+from core import callbacks, defenders, desk_chat, i18n, notices
 from core.desk_chat import Command
 from core.messages import Choice, Inbound, Outbound
 from core.models import Alert, AlertState, Defender, Priority, Responder
@@ -30,7 +30,7 @@ def command(inbound: Inbound) -> Command | None:
 
 def wanted(inbound: Inbound) -> bool:
     """Whether a group event is for us at all (decided before any database access)."""
-    return bool(inbound.callback) or command(inbound) is not None
+    return bool(inbound.callback or inbound.moved_to) or command(inbound) is not None
 
 
 # --- a private chat --------------------------------------------------------------------------
@@ -69,7 +69,12 @@ async def handle_group(event: store.Event) -> None:
     """One command or button press in a group chat, in the engine's transaction."""
     inbound = event.inbound
     found = command(inbound)
-    if (found is None and not inbound.callback) or inbound.edited or inbound.forwarded:
+    if inbound.edited or inbound.forwarded:
+        return
+    if inbound.moved_to is not None:
+        await _moved(event, inbound.moved_to)
+        return
+    if found is None and not inbound.callback:
         return
     if not await store.mark_seen(event):
         return
@@ -128,6 +133,16 @@ async def handle_group(event: store.Event) -> None:
         return
     await desk_chat.act(session, vault, alert=alert, responder=responder, verb=verb, now=now)
     await _answer(event, await _done(event, alert, responder, verb, code, _))
+
+
+async def _moved(event: store.Event, to: str) -> None:
+    """The responder group got a new chat id: it stays the group, and what is queued for it
+    goes to the new chat. Any other group's move is none of our business."""
+    session, channel = event.session, event.inbound.channel
+    if await desk_chat.group_of(session, channel, event.index) is None:
+        return
+    if await store.mark_seen(event):
+        await defenders.move_address(session, event.vault, channel, event.index, to)
 
 
 async def _done(
