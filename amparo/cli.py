@@ -38,11 +38,12 @@ def serve(
 def api(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="API processes sharing the port.")] = 1,
 ) -> None:
     """Run the desk API only (beside one or more workers)."""
     from amparo.serve import api as run_api
 
-    run(run_api(settings(), host=host, port=port))
+    run(run_api(settings(), host=host, port=port, workers=workers))
 
 
 @app.command()

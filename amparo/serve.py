@@ -6,8 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import socket
+from collections.abc import Sequence
 
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 
 from amparo.inbound import mount_webhooks, receiving
@@ -52,12 +58,23 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
                 await engine
 
 
-async def api(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+async def api(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+    sockets: list[socket.socket] | None = None,
+) -> None:
     """The desk API and, in Telegram's webhook mode, ``/hooks/telegram``: updates go through
     the flows into the outbox, and the workers deliver. No sweep, no dispatcher, no polling
-    (one poller per bot: that is ``amparo serve``'s job)."""
+    (one poller per bot: that is ``amparo serve``'s job). ``workers`` > 1 runs that many
+    processes on one listening socket (see ``_supervise``)."""
+    if workers > 1:
+        await _supervise(settings, host, port, workers)
+        return
     logs.configure(settings.log_level)
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, migrate=False if sockets else None) as rt:
         app = create_app(settings, rt.engine, rt.vault)
         config = _config(app, settings, host, port)
         hooked = {
@@ -68,4 +85,66 @@ async def api(settings: Settings, *, host: str | None = None, port: int | None =
         mount_webhooks(app, hooked)
         log.info("serving the desk API", extra={"port": config.port, "channels": sorted(hooked)})
         async with receiving(rt, hooked):
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(config).serve(sockets=sockets)
+
+
+async def _supervise(settings: Settings, host: str | None, port: int | None, n: int) -> None:
+    """Several API processes: safe because nothing that must be counted once lives in one
+    process's memory (login, export and invite limits are in the database: core.throttle;
+    sessions are checked against it on every request). What a process caches is a live API
+    token's principal, for at most core.auth.TOKEN_CACHE_TTL after another process revoked it.
+    The database is migrated here once, before any worker starts; if a worker ends, the others
+    are stopped too, and the command ends (the service manager restarts it)."""
+    logs.configure(settings.log_level)
+    async with open_runtime(settings):
+        pass
+    binding = uvicorn.Config("amparo", host=host or settings.host, port=port or settings.port)
+    listening = binding.bind_socket()
+    spawn = multiprocessing.get_context("spawn")
+    procs = [
+        spawn.Process(target=_api_worker, args=(settings, host, port, listening), daemon=True)
+        for _ in range(n)
+    ]
+    for proc in procs:
+        proc.start()
+    listening.close()  # the workers hold their own copies
+    log.info("started API workers", extra={"workers": n})
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    ended = asyncio.ensure_future(asyncio.to_thread(_first_end, procs))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([ended, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # uvicorn in the worker shuts down gracefully on SIGTERM
+        await asyncio.to_thread(_join, procs)
+        await ended
+    if not stop.is_set():
+        log.error("an API worker ended: stopping", extra={"workers": n})
+        raise SystemExit(1)
+
+
+def _first_end(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    multiprocessing.connection.wait([p.sentinel for p in procs])
+
+
+def _join(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    for proc in procs:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def _api_worker(
+    settings: Settings, host: str | None, port: int | None, listening: socket.socket
+) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(api(settings, host=host, port=port, sockets=[listening]))

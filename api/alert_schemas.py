@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field, TypeAdapter
@@ -95,9 +95,16 @@ def out(a: Alert | Row[Any], handle: str | None) -> AlertOut:
 QUEUE_FIELDS = tuple(AlertOut.model_fields)
 # The queue rows' columns (core.desk_alerts.QUEUE_COLUMNS), in AlertOut's order.
 ROW_FIELDS = tuple("handle" if f == "defender_handle" else f for f in QUEUE_FIELDS)
-# AlertPage with plain dicts for items: the same JSON, without building a model per row.
+_KINDS = {k.name: k.value for k in AlertKind}  # non-native enums store the member's name
+_STATES = {s.name: s.value for s in AlertState}
+# AlertPage with plain values for items: the same JSON, without a model or a UUID per row.
+_PLAIN = {"id", "defender_id", "acknowledged_by", "assigned_to", "kind", "state"}
 _QueueRow = cast(Any, TypedDict)(
-    "QueueRow", {name: f.annotation for name, f in AlertOut.model_fields.items()}
+    "QueueRow",
+    {
+        name: str | None if name in _PLAIN else f.annotation
+        for name, f in AlertOut.model_fields.items()
+    },
 )
 _QUEUE_PAGE: TypeAdapter[Any] = TypeAdapter(
     cast(Any, TypedDict)(
@@ -106,11 +113,48 @@ _QUEUE_PAGE: TypeAdapter[Any] = TypeAdapter(
 )
 
 
-def queue_page_json(rows: Sequence[Row[Any]], next_cursor: str | None) -> bytes:
-    """An AlertPage as its model would serialise it, straight from the queue's rows (the
-    desk's hot path). The rows are already typed by the database layer (UUIDs, aware
-    datetimes, enums); tests compare the result with the model's own serialisation."""
-    if rows and rows[0]._fields != ROW_FIELDS:
-        raise RuntimeError("the queue's columns no longer match AlertOut")
-    items = [dict(zip(QUEUE_FIELDS, row, strict=True)) for row in rows]
+def _uuid(value: Any) -> str | None:
+    """SQLite gives the 32 hex digits SQLAlchemy stored, asyncpg a UUID object."""
+    if value is None:
+        return None
+    if value.__class__ is str and len(value) == 32:
+        value = value.lower()
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+
+
+def _at(value: Any) -> datetime | None:
+    """SQLite gives UTC as text without a zone (core.models.base.UTCDateTime)."""
+    if value is None:
+        return None
+    at: datetime = datetime.fromisoformat(value) if value.__class__ is str else value
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _item(r: Sequence[Any]) -> dict[str, Any]:
+    """One queue row (ROW_FIELDS' order) as AlertOut's fields; tests hold the two together."""
+    return {
+        "id": _uuid(r[0]),
+        "kind": _KINDS[r[1]],
+        "priority": r[2],
+        "state": _STATES[r[3]],
+        "dedup_key": r[4],
+        "defender_id": _uuid(r[5]),
+        "defender_handle": r[6],
+        "do_not_contact": bool(r[7]),  # SQLite's booleans are 0 and 1
+        "step": r[8],
+        "triggered_at": _at(r[9]),
+        "acknowledged_at": _at(r[10]),
+        "acknowledged_by": _uuid(r[11]),
+        "assigned_to": _uuid(r[12]),
+        "resolved_at": _at(r[13]),
+        "outcome": r[14],
+    }
+
+
+def queue_page_json(rows: Sequence[Sequence[Any]], next_cursor: str | None) -> bytes:
+    """An AlertPage as its model would serialise it, straight from the driver's rows of the
+    queue (the desk's hot path: core.db.fetch_raw); tests compare the result with the
+    model's own serialisation on both backends."""
+    items = [_item(row) for row in rows]
     return _QUEUE_PAGE.dump_json({"items": items, "next_cursor": next_cursor})

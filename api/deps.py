@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api import errors
 from api.errors import ApiError
@@ -37,11 +37,13 @@ def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     session.info.setdefault(AFTER_COMMIT, []).append(callback)
 
 
-def get_now() -> datetime:
+# The dependencies are coroutines: FastAPI runs a plain function in a worker thread, a round
+# trip that cost the alert queue more than its query (bench/api.py).
+async def get_now() -> datetime:
     return datetime.now(UTC)
 
 
-def get_vault(request: Request) -> Vault:
+async def get_vault(request: Request) -> Vault:
     vault: Vault = request.app.state.vault
     return vault
 
@@ -54,14 +56,22 @@ def token_cache(request: Request) -> auth.TokenCache:
     return cache
 
 
-def get_limits(request: Request) -> Limits:
+async def get_limits(request: Request) -> Limits:
     limits: Limits | None = getattr(request.app.state, "limits", None)
     if limits is None:
-        limits = request.app.state.limits = Limits()
+        vault: Vault = request.app.state.vault
+        limits = request.app.state.limits = Limits(keyer=vault.blind_index)
     return limits
 
 
+async def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    """The session factory, for work that must commit apart from the request (throttles)."""
+    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return factory
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_db, scope="function")]
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
 NowDep = Annotated[datetime, Depends(get_now)]
 VaultDep = Annotated[Vault, Depends(get_vault)]
 LimitsDep = Annotated[Limits, Depends(get_limits)]

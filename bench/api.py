@@ -1,6 +1,7 @@
 """Alert-queue listing under load: N historical alerts on SQLite, concurrent clients, loopback.
 
 Usage: python bench/api.py [--alerts 1000000] [--clients 32] [--seconds 20] [--rates 25,50,100]
+                           [--db PATH] [--workers 1]
 
 Builds a SQLite database (two organisations; 90 % of the alerts belong to the one being
 listed; --db keeps it for the next run), starts the real desk app under uvicorn on 127.0.0.1
@@ -17,8 +18,8 @@ Runs against the same server, one after the other:
 - open loop (open_loop, one entry per --rates value): the same --clients connections together
   send that many requests per second on a fixed schedule; latency is counted from the
   scheduled time, so a late server cannot hide its backlog (no coordinated omission).
-*_server_cpu_ms is the server process's CPU time per request (all threads, from /proc):
-steadier than latency on a shared machine.
+*_server_cpu_ms is the server's CPU time per request (all threads of all its --workers
+processes, from /proc): steadier than latency on a shared machine.
 Prints one JSON object on its last line: list_p50_ms, list_p99_ms, requests_per_s, ...
 """
 
@@ -154,10 +155,52 @@ EMPTY = "/bench/empty"
 TARGET_P99_MS = 25
 
 
-def serve(url: str, key_file: str, port: int) -> None:
-    """The child process: the real app under uvicorn (which takes httptools and uvloop when
-    they are installed, as the project's dependencies make sure)."""
+def serve(url: str, key_file: str, port: int, workers: int = 1) -> None:
+    """The server: the real app under uvicorn (which takes httptools and uvloop when they are
+    installed, as the project's dependencies make sure). With ``workers`` > 1, as
+    ``amparo api --workers``: one listening socket, that many spawned processes."""
     import uvicorn
+
+    if workers <= 1:
+        uvicorn.run(
+            _bench_app(url, key_file),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+        )
+        return
+    import multiprocessing
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the workers on the way out
+    listening = uvicorn.Config("bench", host="127.0.0.1", port=port).bind_socket()
+    spawn = multiprocessing.get_context("spawn")
+    procs = [
+        spawn.Process(target=_worker, args=(url, key_file, listening)) for _ in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    listening.close()
+    try:
+        for proc in procs:
+            proc.join()
+    finally:
+        for proc in procs:
+            proc.terminate()
+
+
+def _worker(url: str, key_file: str, listening: socket.socket) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        _bench_app(url, key_file), log_level="warning", access_log=False, server_header=False
+    )
+    uvicorn.Server(config).run(sockets=[listening])
+
+
+def _bench_app(url: str, key_file: str) -> Any:
     from fastapi.responses import JSONResponse
 
     from api.app import create_app
@@ -174,14 +217,7 @@ def serve(url: str, key_file: str, port: int) -> None:
 
     # First in line: the baseline pays no route matching the listing does not pay either.
     app.router.routes.insert(0, app.router.routes.pop())
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-    )
+    return app
 
 
 def free_port() -> int:
@@ -331,13 +367,17 @@ async def open_loop(port: int, token: str, clients: int, seconds: float, rate: f
 
 
 def server_cpu_s(pid: int) -> float:
-    """CPU seconds the server process has used (all its threads), from /proc; 0 elsewhere.
-    On a shared machine this is steadier than wall-clock latency."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds the server has used (all threads of the process and of its worker
+    processes), from /proc; 0 elsewhere. On a shared machine this is steadier than latency."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def measure(port: int, pid: int, token: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -388,11 +428,14 @@ def main() -> None:
     )
     parser.add_argument("--db", type=Path, help="keep the seeded database here and reuse it")
     parser.add_argument(
+        "--workers", type=int, default=1, help="server processes (amparo api --workers)"
+    )
+    parser.add_argument(
         "--serve", nargs=3, metavar=("URL", "KEY_FILE", "PORT"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve[0], args.serve[1], int(args.serve[2]))
+        serve(args.serve[0], args.serve[1], int(args.serve[2]), args.workers)
         return
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or Path(tmp) / "amparo.db"
@@ -405,6 +448,7 @@ def main() -> None:
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, __file__, "--serve", url, str(key_file), str(port)]
+            + ["--workers", str(args.workers)]
         )
         try:
             measured = asyncio.run(measure(port, server.pid, token, args))
@@ -414,6 +458,7 @@ def main() -> None:
     result = {
         "alerts": args.alerts,
         "clients": args.clients,
+        "workers": args.workers,
         "seconds": args.seconds,
         "seed_s": round(seed_s, 1),
         "target_p99_ms": TARGET_P99_MS,

@@ -96,9 +96,7 @@ async def authenticate(
     session: AsyncSession, vault: Vault, *, username: str, password: str, code: str, now: datetime
 ) -> Responder:
     """The responder whose password and unused TOTP code these are; AuthError otherwise."""
-    responder = (
-        await session.execute(select(Responder).where(Responder.username == username))
-    ).scalar_one_or_none()
+    responder = await session.scalar(select(Responder).where(Responder.username == username))
     if responder is None:
         verify_password(_dummy_hash(), password)  # the same work as for a known account
         raise AuthError("unknown")
@@ -189,8 +187,7 @@ async def revoke_sessions(
     query = update(DeskSession).where(
         DeskSession.responder_id == responder_id, DeskSession.revoked_at.is_(None)
     )
-    if only is not None:
-        query = query.where(DeskSession.id == only)
+    query = query if only is None else query.where(DeskSession.id == only)
     await session.execute(
         query.values(revoked_at=now).execution_options(synchronize_session=False)
     )
@@ -249,7 +246,8 @@ class TokenCache:
     Revocation: ``revoked()``, called once the revoking transaction has committed, empties the
     cache and starts a new generation; a lookup that read the database before that moment
     belongs to the old generation and is not stored. So a revoked token stops working at once in
-    this process, and in any other process sharing the database within ``ttl``.
+    this process, and in any other process sharing the database (``amparo api --workers``, or
+    several ``amparo api``) within ``ttl``: tests/api/test_hot_path.py. Sessions are not cached.
     """
 
     def __init__(self, ttl: timedelta = TOKEN_CACHE_TTL, max_entries: int = 10_000) -> None:
@@ -259,8 +257,7 @@ class TokenCache:
         self._entries: dict[bytes, tuple[datetime, Principal]] = {}
 
     def get(self, key: bytes, now: datetime) -> Principal | None:
-        found = self._entries.get(key)
-        if found is None:
+        if (found := self._entries.get(key)) is None:
             return None
         stored_at, principal = found
         if not stored_at <= now < stored_at + self.ttl:  # stale, or the clock went back
@@ -286,13 +283,10 @@ async def token_principal(
     key = digest(token)
     generation = 0
     if cache is not None:
-        cached = cache.get(key, now)
-        if cached is not None:
+        if (cached := cache.get(key, now)) is not None:
             return cached
         generation = cache.generation
-    row = (
-        await session.execute(select(ApiToken).where(ApiToken.token_hash == key))
-    ).scalar_one_or_none()
+    row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == key))
     if row is None or row.revoked_at is not None:
         return None
     if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:

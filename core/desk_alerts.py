@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Executable, Integer, Row, and_, bindparam, or_, select
+from sqlalchemy import Integer, and_, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import alerts, audit
 from core.crypto import Vault, seal
+from core.db import AnySelect, fetch_raw
 from core.models import (
     Alert,
     AlertEvent,
@@ -79,10 +81,11 @@ QUEUE_COLUMNS = (
     Alert.resolved_at,
     Alert.outcome,
 )
+_ID, _AT = (tuple(c.key for c in QUEUE_COLUMNS).index(k) for k in ("id", "triggered_at"))
 
 
 @cache
-def _queue_query(state: bool, kind: bool, priority: bool, after: bool) -> Executable:
+def _queue_query(state: bool, kind: bool, priority: bool, after: bool) -> AnySelect:
     """The queue's statement for one combination of filters, built once: building and keying
     a statement costs more than running it. Values come as bound parameters."""
     query = (
@@ -107,7 +110,8 @@ def _queue_query(state: bool, kind: bool, priority: bool, after: bool) -> Execut
             )
         )
     order = query.order_by(Alert.triggered_at.desc(), Alert.id.desc())
-    return order.limit(bindparam("limit", type_=Integer))
+    page: AnySelect = order.limit(bindparam("limit", type_=Integer))
+    return page
 
 
 async def list_alerts(
@@ -119,8 +123,9 @@ async def list_alerts(
     priority: int | None = None,
     after: Cursor | None = None,
     limit: int = 50,
-) -> tuple[list[Row[Any]], Cursor | None]:
-    """One page of the queue, newest first; the cursor of the next page or None."""
+) -> tuple[list[Sequence[Any]], Cursor | None]:
+    """One page of the queue, newest first, and the cursor of the next page or None. The
+    rows come as the driver returns them (core.db.fetch_raw), in QUEUE_COLUMNS' order."""
     query = _queue_query(state is not None, kind is not None, priority is not None, bool(after))
     params: dict[str, Any] = {"org_id": org_id, "limit": limit + 1}
     if state is not None:
@@ -131,13 +136,18 @@ async def list_alerts(
         params["priority"] = priority
     if after is not None:
         params["after_at"], params["after_id"] = after.at, after.id
-    # Core execution on the session's connection and transaction: plain rows, no ORM layer.
-    connection = await session.connection()
-    rows = list((await connection.execute(query, params)).all())
+    # On the session's connection and transaction: one round trip, no ORM, no result typing.
+    rows = list(await fetch_raw(await session.connection(), query, params))
+    # The ORDER BY's own order (SQLite packs the rows in it, but SQL does not promise that);
+    # on SQLite the texts compare as SQLite compared them, on asyncpg the objects do.
+    rows.sort(key=lambda row: (row[_AT], row[_ID]), reverse=True)
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
-    return rows[:limit], Cursor(last.triggered_at, last.id)
+    at = last[_AT]
+    at = datetime.fromisoformat(at) if isinstance(at, str) else at  # SQLite: UTC as text
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    return rows[:limit], Cursor(at, uuid.UUID(str(last[_ID])))
 
 
 async def get_alert(session: AsyncSession, org_id: uuid.UUID, alert_id: uuid.UUID) -> Alert | None:

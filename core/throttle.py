@@ -1,55 +1,99 @@
-"""Sliding-window rate limits kept in memory, keyed per account, address or responder.
+"""Sliding-window limits kept in the database, keyed per account, address or responder.
 
 There is deliberately no global key: throttling one account or one address never locks out
-the others (SECURITY.md R19, R21). Limits live in the process; with several API processes each
-enforces its own window, which multiplies the allowance by the number of processes.
+the others (SECURITY.md R19, R21). The hits live in the shared database, so every API process
+counts the same attempts: running N processes does not give an attacker N allowances. A key
+is stored as a SHA-256 digest (usernames and addresses stay out of the table), and a hit is
+kept no longer than its window. Each hit is its own short transaction: a failed login rolls
+its request back, never the attempt it made.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
 
-MAX_KEYS = 100_000  # memory bound: the stalest keys are forgotten first
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.db import transaction
+from core.models import ThrottleHit
+
+Sessions = async_sessionmaker[AsyncSession]
+# PostgreSQL: the two-key advisory locks (their key space is not the one-key form's that
+# core.audit uses); this class, and the key's digest as the object.
+_PG_LOCK_CLASS = 0x616D_7074  # b"ampt"
 
 
 @dataclass
 class Throttle:
     limit: int
     window_s: float
-    _hits: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict, repr=False)
+    scope: str = "throttle"  # Limits names each of its throttles after its field
+    # A keyed digest (the vault's blind index): a plain hash of an IPv4 address or a username
+    # is undone by trying them all. Without one (tests), SHA-256.
+    keyer: Callable[[str, str], bytes] | None = None
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        hits = self._hits.get(key)
-        if hits is None:
-            hits = self._hits[key] = deque()
-            while len(self._hits) > MAX_KEYS:
-                self._hits.popitem(last=False)
-        else:
-            self._hits.move_to_end(key)
-        while hits and hits[0] <= now - self.window_s:
-            hits.popleft()
-        return hits
+    def _key(self, key: str) -> bytes:
+        if self.keyer is not None:
+            return self.keyer(f"throttle:{self.scope}", key)
+        return hashlib.sha256(f"{self.scope}\0{key}".encode()).digest()
 
-    def blocked(self, key: str, now: float) -> bool:
-        return len(self._recent(key, now)) >= self.limit
+    def _since(self, now: datetime) -> datetime:
+        return now - timedelta(seconds=self.window_s)
 
-    def hit(self, key: str, now: float) -> bool:
-        """Count one event; False when the key had already reached its limit."""
-        hits = self._recent(key, now)
-        if len(hits) >= self.limit:
-            return False
-        hits.append(now)
+    async def _recent(self, session: AsyncSession, key: bytes, now: datetime) -> list[datetime]:
+        query = (
+            select(ThrottleHit.at)
+            .where(
+                ThrottleHit.scope == self.scope,
+                ThrottleHit.key_hash == key,
+                ThrottleHit.at > self._since(now),
+            )
+            .order_by(ThrottleHit.at)
+        )
+        return list((await session.execute(query)).scalars())
+
+    async def blocked(self, sessions: Sessions, key: str, now: datetime) -> bool:
+        async with sessions() as session:
+            return len(await self._recent(session, self._key(key), now)) >= self.limit
+
+    async def hit(self, sessions: Sessions, key: str, now: datetime) -> bool:
+        """Count one event; False when the key had already reached its limit. Concurrent hits
+        on one key are serialised (a write lock on SQLite, an advisory lock on PostgreSQL), so
+        no number of processes lets more than ``limit`` through."""
+        digest = self._key(key)
+        async with transaction(sessions) as session:
+            if session.get_bind().dialect.name == "postgresql":
+                lock = int.from_bytes(digest[:4], "big", signed=True)
+                await session.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_CLASS, lock)))
+            # Expired hits go first; on SQLite this write also takes the database's write lock.
+            await session.execute(
+                delete(ThrottleHit).where(
+                    ThrottleHit.scope == self.scope, ThrottleHit.at <= self._since(now)
+                )
+            )
+            if len(await self._recent(session, digest, now)) >= self.limit:
+                return False
+            session.add(ThrottleHit(scope=self.scope, key_hash=digest, at=now))
         return True
 
-    def retry_after(self, key: str, now: float) -> int:
-        hits = self._recent(key, now)
+    async def retry_after(self, sessions: Sessions, key: str, now: datetime) -> int:
+        async with sessions() as session:
+            hits = await self._recent(session, self._key(key), now)
         if len(hits) < self.limit:
             return 0
-        return max(1, int(hits[0] + self.window_s - now) + 1)
+        return max(1, int((hits[0] - self._since(now)).total_seconds()) + 1)
 
-    def reset(self, key: str) -> None:
-        self._hits.pop(key, None)
+    async def reset(self, sessions: Sessions, key: str) -> None:
+        async with transaction(sessions) as session:
+            await session.execute(
+                delete(ThrottleHit).where(
+                    ThrottleHit.scope == self.scope, ThrottleHit.key_hash == self._key(key)
+                )
+            )
 
 
 @dataclass
@@ -60,3 +104,11 @@ class Limits:
     login_address: Throttle = field(default_factory=lambda: Throttle(30, 15 * 60))
     export: Throttle = field(default_factory=lambda: Throttle(10, 60 * 60))
     invite: Throttle = field(default_factory=lambda: Throttle(30, 60 * 60))
+
+    keyer: Callable[[str, str], bytes] | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            throttle = getattr(self, f.name)
+            if isinstance(throttle, Throttle):
+                throttle.scope, throttle.keyer = f.name, self.keyer

@@ -62,7 +62,7 @@ async def list_alerts(
         after=after,
         limit=limit,
     )
-    # Serialised here, once, straight from the rows: the hot path of the desk.
+    # Serialised here, once, straight from the driver's rows: the hot path of the desk.
     body = queue_page_json(rows, None if following is None else following.encode())
     return Response(body, media_type="application/json")
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,6 +16,7 @@ from api.deps import (
     LimitsDep,
     NowDep,
     SessionDep,
+    SessionsDep,
     VaultDep,
     client_address,
 )
@@ -59,14 +59,6 @@ class PasswordIn(BaseModel):
     new_password: str = Field(min_length=1, max_length=1024)
 
 
-def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    return factory
-
-
-SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
-
-
 def me(r: Responder) -> Me:
     return Me(
         id=r.id,
@@ -102,10 +94,9 @@ async def login(
 ) -> SessionOut:
     """Log in with username, password and a TOTP code; sets a new session cookie."""
     account, address = "user:" + normalise(body.username), "ip:" + client_address(request)
-    t = now.timestamp()
     for throttle, key in ((limits.login_account, account), (limits.login_address, address)):
-        if throttle.blocked(key, t):
-            retry = str(throttle.retry_after(key, t))
+        if await throttle.blocked(sessions, key, now):
+            retry = str(await throttle.retry_after(sessions, key, now))
             raise ApiError(429, errors.TOO_MANY, headers={"Retry-After": retry})
     try:
         async with transaction(sessions) as session:
@@ -133,11 +124,11 @@ async def login(
                 now=now,
             )
     except AuthError as exc:
-        limits.login_account.hit(account, t)
-        limits.login_address.hit(address, t)
+        await limits.login_account.hit(sessions, account, now)
+        await limits.login_address.hit(sessions, address, now)
         await _failed(sessions, vault, body.username, exc.code, now)
         raise ApiError(401, LOGIN_FAILED) from None
-    limits.login_account.reset(account)
+    await limits.login_account.reset(sessions, account)
     set_cookie(response, token)
     return SessionOut(csrf_token=csrf, responder=me(responder))
 

@@ -10,7 +10,15 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api import errors
-from api.deps import DefendersRead, DefendersWrite, LimitsDep, NowDep, SessionDep, VaultDep
+from api.deps import (
+    DefendersRead,
+    DefendersWrite,
+    LimitsDep,
+    NowDep,
+    SessionDep,
+    SessionsDep,
+    VaultDep,
+)
 from api.errors import ApiError
 from core import audit, defenders, desk_defenders
 from core.models import InviteCode
@@ -60,9 +68,10 @@ async def create_invite(
     vault: VaultDep,
     now: NowDep,
     limits: LimitsDep,
+    sessions: SessionsDep,
 ) -> NewInvite:
     """A new single-use invite code for a defender; the code is in this answer only."""
-    if not limits.invite.hit(f"org:{principal.org_id}", now.timestamp()):
+    if not await limits.invite.hit(sessions, f"org:{principal.org_id}", now):
         raise ApiError(429, errors.TOO_MANY)
     invite, code = await defenders.create_invite(
         session,

@@ -20,6 +20,7 @@ from api.deps import (
     ReportsRead,
     ReportsWrite,
     SessionDep,
+    SessionsDep,
     VaultDep,
 )
 from api.errors import N_, ApiError
@@ -157,6 +158,7 @@ async def export_reports(
     vault: VaultDep,
     now: NowDep,
     limits: LimitsDep,
+    sessions: SessionsDep,
     format: Literal["json", "csv"] = "json",
 ) -> Response:
     """Export coded to HURIDOCS ESF as JSON or CSV; report bodies stay sealed (base64).
@@ -165,7 +167,7 @@ async def export_reports(
     no spreadsheet runs it as a formula; strip it before decoding a sealed body.
     """
     key = principal.actor
-    if not limits.export.hit(key, now.timestamp()):
+    if not await limits.export.hit(sessions, key, now):
         raise ApiError(429, errors.TOO_MANY)
     text = await desk_reports.export(
         session, vault, org_id=principal.org_id, actor=principal.actor, fmt=format, now=now

@@ -7,7 +7,7 @@ from core.models.callback import CallbackToken
 from core.models.checkin import CheckIn, CheckInKind, CheckInState
 from core.models.conversation import Conversation, SeenInbound
 from core.models.defender import ChannelAddress, Consent, Defender, DefenderStatus, TrustedContact
-from core.models.desk import AlertNote, DeskGroup, DeskSession, OrgKey, ReportReview
+from core.models.desk import AlertNote, DeskGroup, DeskSession, OrgKey, ReportReview, ThrottleHit
 from core.models.org import ApiToken, EscalationPolicy, InviteCode, Organisation, Responder, Role
 from core.models.outbox import OutboxMessage, OutboxState
 from core.models.report import Evidence, Report
@@ -47,6 +47,7 @@ __all__ = [
     "Responder",
     "Role",
     "SeenInbound",
+    "ThrottleHit",
     "TrustedContact",
     "Webhook",
     "utcnow",

@@ -9,7 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, UniqueConst
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.alert import Alert
-from core.models.base import Base, CreatedMixin, IdMixin, utcnow
+from core.models.base import Base, BigId, CreatedMixin, IdMixin, utcnow
 
 
 class DeskSession(IdMixin, CreatedMixin, Base):
@@ -102,3 +102,19 @@ class OrgKey(IdMixin, CreatedMixin, Base):
 # The desk's queue is read newest first, per organisation, optionally by state (keyset pages).
 Index("ix_alerts_org_recent", Alert.org_id, Alert.triggered_at, Alert.id)
 Index("ix_alerts_org_state_recent", Alert.org_id, Alert.state, Alert.triggered_at, Alert.id)
+
+
+class ThrottleHit(Base):
+    """One counted attempt (a login, an export, an invite code), shared by every process;
+    the key is a SHA-256 digest, never a username or an address (core.throttle)."""
+
+    __tablename__ = "throttle_hits"
+    __table_args__ = (
+        Index("ix_throttle_hits_scope_key_at", "scope", "key_hash", "at"),
+        Index("ix_throttle_hits_scope_at", "scope", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(32))
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    at: Mapped[datetime]
