@@ -19,20 +19,11 @@ from typing import Any, ClassVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
-from telegram import (
-    Bot,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    KeyboardButton,
-    Message,
-    ReplyKeyboardMarkup,
-    ReplyKeyboardRemove,
-    Update,
-    User,
-)
-from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram import Bot, Message, Update, User
+from telegram.error import BadRequest, TelegramError
 from telegram.request import HTTPXRequest
 
+from bot.telegram_render import delivery_error, files, markup, split_text
 from core import callbacks, desk_chat
 from core.crypto import Vault
 from core.db import transaction
@@ -41,7 +32,6 @@ from core.media import MAX_BYTES
 from core.messages import (
     Address,
     Delivered,
-    DeliveryError,
     Inbound,
     InboundAttachment,
     Inbox,
@@ -52,36 +42,10 @@ from core.text import fold
 
 os.environ.setdefault("PTB_TIMEDELTA", "1")  # retry_after as a timedelta, as PTB 23 will do
 log = logging.getLogger("amparo.telegram")
-MAX_TEXT = 4096
 UPDATES = ["message", "edited_message", "callback_query"]
 POISON_TRIES = 3
 GROUPS = ("group", "supergroup")  # only the desk's responder group is listened to
 Clock = Callable[[], datetime]
-
-
-def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Chunks of at most ``limit`` characters, cut at a paragraph, line or word if possible."""
-    chunks = []
-    while len(text) > limit:
-        cut = max(text.rfind(sep, 0, limit) for sep in ("\n\n", "\n", " "))
-        cut = cut if cut > limit // 2 else limit
-        chunks.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    return [*chunks, text] if text or not chunks else chunks
-
-
-def delivery_error(exc: TelegramError) -> DeliveryError:
-    if isinstance(exc, RetryAfter):
-        wait = exc.retry_after
-        seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
-        return DeliveryError("rate limited", retry_after=seconds)
-    if isinstance(exc, Forbidden):  # blocked by the user, deactivated account
-        return DeliveryError("forbidden", permanent=True)
-    if isinstance(exc, BadRequest) and "chat not found" in exc.message.lower():
-        return DeliveryError("chat not found", permanent=True)
-    if isinstance(exc, InvalidToken):  # an operator error: retry until it is fixed
-        return DeliveryError("invalid token")
-    return DeliveryError(type(exc).__name__)
 
 
 class Telegram:
@@ -113,7 +77,7 @@ class Telegram:
         self.clock = clock
         self.inbox: Inbox | None = None
         self.ready = asyncio.Event()
-        self._issuing = asyncio.Lock()
+        self.tokens = callbacks.Issuer(sessions, vault)
 
     def chat_index(self, chat_id: str | int) -> bytes:
         return self.vault.blind_index(self.name, str(chat_id))
@@ -240,18 +204,8 @@ class Telegram:
         )
 
     async def _attachments(self, message: Message) -> tuple[InboundAttachment, ...]:
-        found: list[tuple[str, str, str, int | None, str | None]] = []
-        if message.photo:
-            largest = message.photo[-1]
-            found.append(("photo", largest.file_id, "image/jpeg", largest.file_size, None))
-        for kind in ("document", "voice", "audio", "video"):
-            item = getattr(message, kind)
-            if item is not None:
-                mime = item.mime_type or "application/octet-stream"
-                name = getattr(item, "file_name", None)
-                found.append((kind, item.file_id, mime, item.file_size, name))
         attachments = []
-        for kind, file_id, mime, size, name in found:
+        for kind, file_id, mime, size, name in files(message):
             data = None
             if size is not None and size <= MAX_BYTES:  # checked before any download (R16)
                 # The file URL embeds the token: it is never logged (httpx stays at WARNING).
@@ -327,24 +281,14 @@ class Telegram:
         return Delivered(message_id=",".join(str(m.message_id) for m in sent) or None)
 
     async def _markup(self, chat_id: str, message: Outbound) -> Any:
-        if message.choices:  # one writer at a time: concurrent sends must not drain the pool
-            async with self._issuing, transaction(self.sessions) as session:
-                tokens = await callbacks.issue(
-                    session,
-                    self.vault,
-                    chat_index=self.chat_index(chat_id),
-                    choices=[c.key for c in message.choices],
-                    now=self.clock(),
-                )
-            buttons = [
-                [InlineKeyboardButton(c.label, callback_data=t)]
-                for c, t in zip(message.choices, tokens, strict=True)
-            ]
-            return InlineKeyboardMarkup(buttons)
-        if message.request_location:
-            button = KeyboardButton("📍", request_location=True)
-            return ReplyKeyboardMarkup([[button]], one_time_keyboard=True, resize_keyboard=True)
-        return ReplyKeyboardRemove()
+        tokens = []
+        if message.choices:  # stored with the other sends' of the moment (group commit)
+            tokens = await self.tokens.issue(
+                chat_index=self.chat_index(chat_id),
+                choices=[c.key for c in message.choices],
+                now=self.clock(),
+            )
+        return markup(message, tokens)
 
     async def _delete(self, chat_id: str, ids: tuple[str, ...]) -> None:
         numbers = [int(i) for i in ids]

@@ -1,40 +1,86 @@
-"""Issue and redeem opaque button tokens, bound on the server to chat, choice and expiry."""
+"""Issue and redeem opaque button tokens, bound on the server to chat, choice and expiry.
+
+``Issuer`` writes the tokens of concurrent sends in one transaction (group commit): a channel
+sending thirty keyboards at once pays for one write, not thirty, and every send still returns
+only once its own tokens are committed.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.crypto import Vault
+from core.db import transaction
 from core.models import CallbackToken
 
 TTL = timedelta(hours=24)
 _KIND = "callback"
+_TABLE: Table = CallbackToken.__table__  # type: ignore[assignment]
+
+
+def fresh(
+    vault: Vault, *, chat_index: bytes, choices: list[str], now: datetime
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """One new token per choice, and the rows to store: only the tokens' HMACs."""
+    keyboard = uuid.uuid4()
+    tokens = [secrets.token_urlsafe(16) for _ in choices]  # 22 characters: within 64 bytes
+    rows = [
+        {
+            "token_index": vault.blind_index(_KIND, token),
+            "chat_index": chat_index,
+            "keyboard": keyboard,
+            "choice": choice,
+            "expires_at": now + TTL,
+        }
+        for token, choice in zip(tokens, choices, strict=True)
+    ]
+    return tokens, rows
 
 
 async def issue(
     session: AsyncSession, vault: Vault, *, chat_index: bytes, choices: list[str], now: datetime
 ) -> list[str]:
-    """One fresh token per choice; only their HMACs are stored."""
-    keyboard = uuid.uuid4()
-    tokens = []
-    for choice in choices:
-        token = secrets.token_urlsafe(16)  # 22 characters: well within 64 bytes
-        session.add(
-            CallbackToken(
-                token_index=vault.blind_index(_KIND, token),
-                chat_index=chat_index,
-                keyboard=keyboard,
-                choice=choice,
-                expires_at=now + TTL,
-            )
-        )
-        tokens.append(token)
+    """One fresh token per choice, stored in ``session``'s transaction."""
+    tokens, rows = fresh(vault, chat_index=chat_index, choices=choices, now=now)
+    await session.execute(insert(_TABLE), rows)
     return tokens
+
+
+class Issuer:
+    """Tokens stored by group commit: while one transaction writes, the sends arriving meanwhile
+    queue their rows; the first of them then writes them all in the next one."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], vault: Vault) -> None:
+        self.sessions, self.vault = sessions, vault
+        self._writing = asyncio.Lock()  # one writer at a time: sends must not drain the pool
+        self._next: tuple[list[dict[str, Any]], asyncio.Future[None]] | None = None
+
+    async def issue(self, *, chat_index: bytes, choices: list[str], now: datetime) -> list[str]:
+        tokens, rows = fresh(self.vault, chat_index=chat_index, choices=choices, now=now)
+        if self._next is None:
+            self._next = ([], asyncio.get_running_loop().create_future())
+        group, written = self._next
+        group.extend(rows)
+        async with self._writing:
+            if self._next is not None and self._next[1] is written:  # nobody took it: we do
+                self._next = None
+                try:
+                    async with transaction(self.sessions) as session:
+                        await session.execute(insert(_TABLE), group)
+                    written.set_result(None)
+                except BaseException as exc:  # every send of the group fails, and retries
+                    written.set_exception(RuntimeError(f"tokens not stored: {type(exc).__name__}"))
+                    if not isinstance(exc, Exception):
+                        raise
+        await written
+        return tokens
 
 
 async def redeem(
@@ -42,15 +88,25 @@ async def redeem(
 ) -> str | None:
     """The choice behind ``token`` if it was sent to this chat and is still valid; used once.
 
-    A foreign, expired, reused or garbage token gives None and changes nothing else.
+    A foreign, expired, reused or garbage token gives None and changes nothing else. One
+    statement, a write first: no read that a concurrent writer could invalidate (SQLite).
     """
     if not token or len(token) > 64:
         return None
-    row = await session.get(CallbackToken, vault.blind_index(_KIND, token))
-    if row is None or row.chat_index != chat_index:
-        return None
-    await session.execute(delete(CallbackToken).where(CallbackToken.keyboard == row.keyboard))
-    return row.choice if row.expires_at > now else None
+    index = vault.blind_index(_KIND, token)
+    keyboard = select(CallbackToken.keyboard).where(
+        CallbackToken.token_index == index, CallbackToken.chat_index == chat_index
+    )
+    used = await session.execute(
+        delete(CallbackToken)
+        .where(CallbackToken.keyboard.in_(keyboard.scalar_subquery()))
+        .returning(CallbackToken.token_index, CallbackToken.choice, CallbackToken.expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    for token_index, choice, expires_at in used:
+        if token_index == index:
+            return str(choice) if expires_at > now else None
+    return None
 
 
 async def purge_expired(session: AsyncSession, *, now: datetime) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import actions, escalation, outbox, recipients, wakeup
@@ -85,16 +85,18 @@ async def record(
         OutboxMessage.lease_owner == owner,
         OutboxMessage.state == OutboxState.sending,
     )
-    for row in (await session.execute(locked(stmt, session))).scalars():
+    rows = (await session.execute(locked(stmt, session))).scalars().all()
+    await unblock(session, {r.address_id for r in rows if by_id[r.id].outcome == "delivered"})
+    for row in rows:
         attempt = by_id[row.id]
         row.lease_owner, row.lease_until = None, None
         if attempt.outcome == "deferred":
             row.state, row.next_attempt_at = OutboxState.pending, now + seconds(attempt.wait)
             continue
-        row.attempts += 1
-        row.last_error = attempt.error
+        row.attempts, row.last_error = row.attempts + 1, attempt.error
         if attempt.outcome == "delivered":
-            await delivered(session, row, now)
+            row.state, row.delivered_at = OutboxState.delivered, now
+            row.shred("payload_enc")
             message = attempt.message
             if message is not None and message.sensitive and attempt.sent_id:
                 await delete_later(session, vault, row, attempt.sent_id, now)
@@ -114,13 +116,11 @@ def seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
 
 
-async def delivered(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:
-    row.state, row.delivered_at = OutboxState.delivered, now
-    row.shred("payload_enc")
-    if row.address_id is not None:
-        address = await session.get(ChannelAddress, row.address_id)
-        if address is not None and address.blocked_at is not None:
-            address.blocked_at = None  # reachable again (the person unblocked the bot)
+async def unblock(session: AsyncSession, ids: set[uuid.UUID | None]) -> None:
+    """Delivered to: reachable again (the person unblocked the bot); one statement a batch."""
+    if wanted := ids - {None}:
+        clear = ChannelAddress.id.in_(wanted), ChannelAddress.blocked_at.is_not(None)
+        await session.execute(update(ChannelAddress).where(*clear).values(blocked_at=None))
 
 
 def is_deletion(row: OutboxMessage) -> bool:

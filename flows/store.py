@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +58,25 @@ class Loaded:
     data: dict[str, Any]
 
 
+def _seen_insert(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(SeenInbound.__table__).on_conflict_do_nothing()  # type: ignore[arg-type]
+
+
+# Built once: composing a statement costs more than running it on the hot path (profiled).
+_SEEN = {d: _seen_insert(d) for d in ("postgresql", "sqlite")}
+_ADDRESS = (
+    select(ChannelAddress, Defender)
+    .outerjoin(Defender, Defender.id == ChannelAddress.defender_id)
+    .where(
+        ChannelAddress.channel == bindparam("channel"),
+        ChannelAddress.blind_index == bindparam("index"),
+    )
+)
+_BY_DEFENDER = select(Conversation).where(Conversation.defender_id == bindparam("owner"))
+_BY_ADDRESS = select(Conversation).where(Conversation.address_id == bindparam("owner"))
+
+
 async def mark_seen(event: Event) -> bool:
     """Record the channel's message id; False if it was handled before (a replay).
 
@@ -66,26 +85,15 @@ async def mark_seen(event: Event) -> bool:
     """
     key = event.vault.blind_index(f"inbound:{event.inbound.channel}", event.inbound.message_id)
     values = {"channel": event.inbound.channel, "key": key, "seen_at": event.now}
-    table = SeenInbound.__table__
     dialect = event.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = await event.session.execute(
-        insert(table).values(**values).on_conflict_do_nothing()  # type: ignore[arg-type]
-    )
+    result = await event.session.execute(_SEEN[dialect], values)
     return bool(getattr(result, "rowcount", 0))
 
 
 async def load(event: Event) -> Loaded:
     session = event.session
-    query = (
-        select(ChannelAddress, Defender)
-        .outerjoin(Defender, Defender.id == ChannelAddress.defender_id)
-        .where(
-            ChannelAddress.channel == event.inbound.channel,
-            ChannelAddress.blind_index == event.index,
-        )
-    )
-    found = (await session.execute(query)).first()
+    where = {"channel": event.inbound.channel, "index": event.index}
+    found = (await session.execute(_ADDRESS, where)).first()
     if found is None:
         address = new_address(event.vault, event.inbound.channel, event.inbound.address)
         session.add(address)
@@ -95,12 +103,10 @@ async def load(event: Event) -> Loaded:
         address, defender = found
     if defender is not None and defender.status is DefenderStatus.deleted:
         defender = None
-    owner = (
-        Conversation.defender_id == defender.id
-        if defender is not None
-        else Conversation.address_id == address.id
+    query, owner = (
+        (_BY_DEFENDER, defender.id) if defender is not None else (_BY_ADDRESS, address.id)
     )
-    row = (await session.execute(locked(select(Conversation).where(owner), session))).scalar()
+    row = (await session.execute(locked(query, session), {"owner": owner})).scalar()
     if row is None:
         return Loaded(address, defender, None, IDLE, IDLE, {})
     raw = row.get_text(event.vault, "data_enc")

@@ -1,0 +1,75 @@
+"""Pure helpers of the Telegram channel: long texts, keyboards, files, errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+)
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+
+from core.messages import DeliveryError, Outbound
+
+MAX_TEXT = 4096
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Chunks of at most ``limit`` characters, cut at a paragraph, line or word if possible."""
+    chunks = []
+    while len(text) > limit:
+        cut = max(text.rfind(sep, 0, limit) for sep in ("\n\n", "\n", " "))
+        cut = cut if cut > limit // 2 else limit
+        chunks.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    return [*chunks, text] if text or not chunks else chunks
+
+
+def delivery_error(exc: TelegramError) -> DeliveryError:
+    if isinstance(exc, RetryAfter):
+        wait = exc.retry_after
+        seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+        return DeliveryError("rate limited", retry_after=seconds)
+    if isinstance(exc, Forbidden):  # blocked by the user, deactivated account
+        return DeliveryError("forbidden", permanent=True)
+    if isinstance(exc, BadRequest) and "chat not found" in exc.message.lower():
+        return DeliveryError("chat not found", permanent=True)
+    if isinstance(exc, InvalidToken):  # an operator error: retry until it is fixed
+        return DeliveryError("invalid token")
+    return DeliveryError(type(exc).__name__)
+
+
+def markup(message: Outbound, tokens: list[str]) -> Any:
+    """The keyboard under the message: buttons carrying ``tokens`` (one per choice, in order),
+    a location request, or none (any earlier reply keyboard goes away)."""
+    if message.choices:
+        buttons = [
+            [InlineKeyboardButton(c.label, callback_data=t)]
+            for c, t in zip(message.choices, tokens, strict=True)
+        ]
+        return InlineKeyboardMarkup(buttons)
+    if message.request_location:
+        button = KeyboardButton("📍", request_location=True)
+        return ReplyKeyboardMarkup([[button]], one_time_keyboard=True, resize_keyboard=True)
+    return ReplyKeyboardRemove()
+
+
+def files(message: Message) -> list[tuple[str, str, str, int | None, str | None]]:
+    """(kind, file id, MIME type, size if told, file name) of each file the message carries."""
+    found: list[tuple[str, str, str, int | None, str | None]] = []
+    if message.photo:
+        largest = message.photo[-1]
+        found.append(("photo", largest.file_id, "image/jpeg", largest.file_size, None))
+    for kind in ("document", "voice", "audio", "video"):
+        item = getattr(message, kind)
+        if item is not None:
+            mime = item.mime_type or "application/octet-stream"
+            name = getattr(item, "file_name", None)
+            found.append((kind, item.file_id, mime, item.file_size, name))
+    return found
