@@ -19,12 +19,21 @@ from typing import Any, ClassVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
-from telegram import Bot, Message, Update, User
-from telegram.error import BadRequest, TelegramError
+from telegram import Bot, Message, Update
+from telegram.error import BadRequest, ChatMigrated, TelegramError
 from telegram.request import HTTPXRequest
 
-from bot.telegram_render import delivery_error, files, markup, split_text
-from core import callbacks, desk_chat
+from bot.telegram_render import (
+    CHANNEL,
+    GROUPS,
+    delivery_error,
+    files,
+    from_group,
+    markup,
+    moved,
+    split_text,
+)
+from core import callbacks
 from core.crypto import Vault
 from core.db import transaction
 from core.i18n import gettext, negotiate
@@ -38,18 +47,16 @@ from core.messages import (
     Location,
     Outbound,
 )
-from core.text import fold
 
 os.environ.setdefault("PTB_TIMEDELTA", "1")  # retry_after as a timedelta, as PTB 23 will do
 log = logging.getLogger("amparo.telegram")
 UPDATES = ["message", "edited_message", "callback_query"]
 POISON_TRIES = 3
-GROUPS = ("group", "supergroup")  # only the desk's responder group is listened to
 Clock = Callable[[], datetime]
 
 
 class Telegram:
-    name: ClassVar[str] = "telegram"
+    name: ClassVar[str] = CHANNEL
 
     def __init__(
         self,
@@ -155,7 +162,11 @@ class Telegram:
     async def _from_message(self, update: Update) -> Inbound | None:
         if update.message is not None and update.message.chat.type in GROUPS:
             new = update.message
-            return self._from_group(update, new.chat.id, new.from_user, text=new.text)
+            if new.migrate_to_chat_id:  # Telegram's own service message: a supergroup now
+                return moved(
+                    str(update.update_id), new.chat.id, new.migrate_to_chat_id, self.clock()
+                )
+            return from_group(update, new.chat.id, new.from_user, self.clock(), text=new.text)
         message = update.message or update.edited_message
         if message is None or message.chat.type != "private":
             return None  # private chats only, and the desk's group (SECURITY.md R3)
@@ -178,31 +189,6 @@ class Telegram:
             chat_message_id=str(message.message_id),
         )
 
-    def _from_group(
-        self,
-        update: Update,
-        chat_id: int,
-        user: User | None,
-        *,
-        text: str | None = None,
-        token: str | None = None,
-    ) -> Inbound | None:
-        """The desk's responder group: its commands and buttons only (flows.desk)."""
-        if user is None or (token is None and not desk_chat.parse(fold(text or ""))):
-            return None  # anything else said in a group is never read
-        return Inbound(
-            channel=self.name,
-            address=str(chat_id),
-            message_id=str(update.update_id),
-            received_at=self.clock(),
-            text=text,
-            language=user.language_code,
-            private=False,
-            group=True,
-            sender=str(user.id),
-            callback=token,
-        )
-
     async def _attachments(self, message: Message) -> tuple[InboundAttachment, ...]:
         attachments = []
         for kind, file_id, mime, size, name in files(message):
@@ -221,7 +207,7 @@ class Telegram:
         if message is not None and message.chat.type in GROUPS:  # flows.desk checks who
             await query.answer()
             token = query.data or ""
-            return self._from_group(update, message.chat.id, query.from_user, token=token)
+            return from_group(update, message.chat.id, query.from_user, self.clock(), token=token)
         chat_id = message.chat.id if message is not None else query.from_user.id
         async with transaction(self.sessions) as session:
             choice = await callbacks.redeem(
@@ -254,29 +240,44 @@ class Telegram:
 
     async def send(self, to: Address, message: Outbound) -> Delivered:
         try:
-            if message.delete_message_ids:
-                await self._delete(to.value, message.delete_message_ids)
-            if not (message.text or message.attachments or message.choices):
-                return Delivered()  # an instruction only (a deletion, Signal's timer)
-            markup = await self._markup(to.value, message)
-            sent: list[Message] = []
-            chunks = split_text(message.text)
-            for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1
-                # Never parse_mode: user-supplied text must not break delivery (R26).
-                sent.append(
-                    await self.bot.send_message(
-                        to.value, chunk, reply_markup=markup if last else None
-                    )
-                )
-            for attachment in message.attachments:
-                sent.append(
-                    await self.bot.send_document(
-                        to.value, attachment.data, filename=attachment.filename
-                    )
-                )
+            try:
+                return await self._send(to.value, message)
+            except ChatMigrated as exc:  # the group is a supergroup now, under a new id
+                new = str(exc.new_chat_id)
+                await self._tell_moved(to.value, new)
+                return await self._send(new, message)
         except TelegramError as exc:
             raise delivery_error(exc) from None
+
+    async def _tell_moved(self, old: str, new: str) -> None:
+        """Move the group's address now, in case the service message saying so never comes
+        (it also may: the flows move a group once)."""
+        if self.inbox is None:
+            return
+        try:
+            await self.inbox(moved(f"migrated:{old}", old, new, self.clock()))
+        except Exception as exc:  # the message itself still goes to the new chat
+            log.warning("group move not recorded", extra={"error": type(exc).__name__})
+
+    async def _send(self, chat_id: str, message: Outbound) -> Delivered:
+        if message.delete_message_ids:
+            await self._delete(chat_id, message.delete_message_ids)
+        if not (message.text or message.attachments or message.choices):
+            return Delivered()  # an instruction only (a deletion, Signal's timer)
+        markup = await self._markup(chat_id, message)
+        sent: list[Message] = []
+        chunks = split_text(message.text)
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            # Never parse_mode: user-supplied text must not break delivery (R26).
+            reply_markup = markup if last else None
+            sent.append(await self.bot.send_message(chat_id, chunk, reply_markup=reply_markup))
+        for attachment in message.attachments:
+            sent.append(
+                await self.bot.send_document(
+                    chat_id, attachment.data, filename=attachment.filename
+                )
+            )
         # Every part, so that discreet mode deletes all of them (core.delivery).
         return Delivered(message_id=",".join(str(m.message_id) for m in sent) or None)
 

@@ -1,8 +1,8 @@
-"""Pure helpers of the Telegram channel: long texts, keyboards, files, errors."""
+"""Pure helpers of the Telegram channel: long texts, keyboards, files, errors, group events."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from telegram import (
@@ -12,12 +12,18 @@ from telegram import (
     Message,
     ReplyKeyboardMarkup,
     ReplyKeyboardRemove,
+    Update,
+    User,
 )
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 
-from core.messages import DeliveryError, Outbound
+from core import desk_chat
+from core.messages import DeliveryError, Inbound, Outbound
+from core.text import fold
 
 MAX_TEXT = 4096
+CHANNEL = "telegram"
+GROUPS = ("group", "supergroup")  # only the desk's responder group is listened to
 
 
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
@@ -73,3 +79,42 @@ def files(message: Message) -> list[tuple[str, str, str, int | None, str | None]
             name = getattr(item, "file_name", None)
             found.append((kind, item.file_id, mime, item.file_size, name))
     return found
+
+
+def from_group(
+    update: Update,
+    chat_id: int,
+    user: User | None,
+    now: datetime,
+    *,
+    text: str | None = None,
+    token: str | None = None,
+) -> Inbound | None:
+    """The desk's responder group: its commands and buttons only (flows.desk)."""
+    if user is None or (token is None and not desk_chat.parse(fold(text or ""))):
+        return None  # anything else said in a group is never read
+    return Inbound(
+        channel=CHANNEL,
+        address=str(chat_id),
+        message_id=str(update.update_id),
+        received_at=now,
+        text=text,
+        language=user.language_code,
+        private=False,
+        group=True,
+        sender=str(user.id),
+        callback=token,
+    )
+
+
+def moved(message_id: str, old: int | str, new: int | str, now: datetime) -> Inbound:
+    """A group's new chat id (flows.desk moves the responder group's link, and its queue)."""
+    return Inbound(
+        channel=CHANNEL,
+        address=str(old),
+        message_id=message_id,
+        received_at=now,
+        private=False,
+        group=True,
+        moved_to=str(new),
+    )
