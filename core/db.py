@@ -27,6 +27,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if parsed.get_driver_name() == "aiosqlite":
+            _skip_idle_ends(engine.sync_engine.dialect)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
@@ -39,6 +41,31 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _skip_idle_ends(dialect: Dialect) -> None:
+    """COMMIT and ROLLBACK with no transaction open are no-ops in sqlite3, but each is still a
+    round trip to aiosqlite's thread (and a GIL hand-over): a read-only request paid two
+    (the session's commit, the pool's reset). Skipped when SQLite says none is open; the
+    flag is read between statements, never while the connection's thread runs one."""
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def idle(dbapi_conn: Any) -> bool:
+        adapted = getattr(dbapi_conn, "dbapi_connection", dbapi_conn)  # a pool's fairy, or not
+        driver = getattr(adapted, "_connection", None)  # aiosqlite.Connection
+        conn = getattr(driver, "_connection", None)  # sqlite3.Connection, None once closed
+        return conn is not None and not conn.in_transaction
+
+    def do_commit(dbapi_conn: Any) -> None:
+        if not idle(dbapi_conn):
+            commit(dbapi_conn)
+
+    def do_rollback(dbapi_conn: Any) -> None:
+        if not idle(dbapi_conn):
+            rollback(dbapi_conn)
+
+    setattr(dialect, "do_commit", do_commit)  # noqa: B010  (an instance's own, not the class's)
+    setattr(dialect, "do_rollback", do_rollback)  # noqa: B010
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
