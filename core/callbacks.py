@@ -77,8 +77,9 @@ class Issuer:
                     written.set_result(None)
                 except BaseException as exc:  # every send of the group fails, and retries
                     written.set_exception(RuntimeError(f"tokens not stored: {type(exc).__name__}"))
-                    if not isinstance(exc, Exception):
-                        raise
+                    if not isinstance(exc, Exception):  # cancelled (a shutdown): the others in
+                        written.exception()  # the group still see the failure; no one else
+                        raise  # may be left to, and asyncio would log it as never retrieved
         await written
         return tokens
 

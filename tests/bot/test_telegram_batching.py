@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,3 +127,35 @@ async def test_a_delivery_unblocks_the_address_and_a_refusal_blocks_it(
         rows = {a.id: a.blocked_at for a in (await s.execute(select(ChannelAddress))).scalars()}
     assert rows[back.id] is None and rows[gone.id] is not None
     assert [m["chat_id"] for m in api.sent()] == [CHAT]
+
+
+async def test_a_send_cancelled_while_writing_leaves_no_unretrieved_failure(
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At shutdown the dispatcher's sends are cancelled, the group's writer among them."""
+    issuer = callbacks.Issuer(sessions, vault)
+    writing = asyncio.Event()
+
+    @asynccontextmanager
+    async def stuck(_factory: object) -> AsyncIterator[None]:
+        writing.set()
+        await asyncio.sleep(60)
+        yield
+
+    monkeypatch.setattr(callbacks, "transaction", stuck)
+    loop = asyncio.get_running_loop()
+    logged: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: logged.append(context["message"]))
+    try:
+        task = asyncio.create_task(issuer.issue(chat_index=b"\x01" * 32, choices=["a"], now=NOW))
+        await writing.wait()
+        task.cancel()
+        await asyncio.wait([task])
+        assert task.cancelled()
+        del task
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert logged == []
