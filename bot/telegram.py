@@ -194,7 +194,7 @@ class Telegram:
         for kind, file_id, mime, size, name in files(message):
             data = None
             if size is not None and size <= MAX_BYTES:  # checked before any download (R16)
-                # The file URL embeds the token: it is never logged (httpx stays at WARNING).
+                # The file URL embeds the token: it is never logged (core.logs quiets transports).
                 file = await self.bot.get_file(file_id)
                 data = bytes(await file.download_as_bytearray())
             attachments.append(InboundAttachment(kind, mime, size or 0, data, name))
