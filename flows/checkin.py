@@ -18,10 +18,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from core import alerts, checkins
+from core import checkins
 from core.messages import Choice
-from core.models import AlertKind, CheckIn, CheckInKind, CheckInState, DefenderStatus
-from core.pins import Verdict
+from core.models import CheckIn, CheckInKind, CheckInState, DefenderStatus
 from flows import setup
 from flows.context import END, Context, Retry
 from flows.when import WhenError, parse_due
@@ -167,13 +166,7 @@ def ask_pin(ctx: Context, action: dict[str, object]) -> str:
 
 async def pin(ctx: Context) -> str:
     assert ctx.defender is not None
-    verdict = await ctx.check_pin()
-    if verdict is Verdict.wrong:
-        raise Retry(ctx._("That PIN is not right. Please try again."))
-    if verdict is Verdict.duress:
-        await alerts.raise_alert(
-            ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.duress, now=ctx.now
-        )
+    await ctx.confirm_pin()
     # From here on both PINs do exactly the same, so the phone shows nothing different later.
     action = ctx.data.pop("action", {"kind": "safe"})
     kind, now, defender = action["kind"], ctx.now, ctx.defender

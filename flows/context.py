@@ -16,11 +16,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import i18n, pins
+from core import alerts, i18n, pins
 from core.crypto import Vault
 from core.defenders import settings
 from core.messages import Choice, Inbound, Outbound
-from core.models import ChannelAddress, Defender, Priority
+from core.models import AlertKind, ChannelAddress, Defender, Priority
 from core.pins import Verdict
 from core.text import BadText, clean, fold, pin
 from flows import when
@@ -166,6 +166,20 @@ class Context:
         typed = self.need_pin()
         assert self.defender is not None and self.pin_checker is not None
         return pins.count(self.defender, await self.pin_checker(typed))
+
+    async def confirm_pin(self) -> Verdict:
+        """ok or duress, the duress PIN also raising the silent alert; a wrong PIN asks again.
+        After either PIN the caller must answer byte for byte the same."""
+        verdict = await self.check_pin()
+        if verdict is Verdict.wrong:
+            raise Retry(self._("That PIN is not right. Please try again."))
+        if verdict is Verdict.duress:
+            assert self.defender is not None
+            kind, now = AlertKind.duress, self.now
+            await alerts.raise_alert(
+                self.session, self.vault, defender=self.defender, kind=kind, now=now
+            )
+        return verdict
 
     @property
     def settings(self) -> dict[str, Any]:

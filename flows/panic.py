@@ -127,15 +127,9 @@ def ask_pin(ctx: Context) -> str:
 
 async def pin(ctx: Context) -> str:
     assert ctx.defender is not None
-    verdict = await ctx.check_pin()
-    if verdict is Verdict.wrong:
-        raise Retry(ctx._("That PIN is not right. Please try again."))
+    verdict = await ctx.confirm_pin()
     alert = await _alert(ctx)
-    if verdict is Verdict.duress:
-        await alerts.raise_alert(
-            ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.duress, now=ctx.now
-        )
-    elif alert is not None:
+    if verdict is Verdict.ok and alert is not None:  # under duress the alert stays on
         await alerts.cancel_alert(ctx.session, ctx.vault, alert=alert, now=ctx.now)
     # Byte for byte the same after either PIN: whoever holds the phone must not tell them apart.
     ctx.say(ctx._("Alert called off. Everyone who was told will hear it was a false alarm."))

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 
-from core import alerts, contacts, pins
+from core import contacts, pins
 from core.defenders import delete_data, save_settings
 from core.messages import Choice
-from core.models import AlertKind, Consent
+from core.models import Consent
 from core.pins import Verdict
 from core.security import verify_pin
 from flows import checkin, delays, help, onboarding, setup
@@ -121,13 +121,7 @@ async def language(ctx: Context) -> str:
 async def _verdict(ctx: Context) -> Verdict:
     """ok or duress (duress also raises the silent alert); a wrong PIN asks again."""
     assert ctx.defender is not None
-    verdict = await ctx.check_pin()
-    if verdict is Verdict.wrong:
-        raise Retry(ctx._("That PIN is not right. Please try again."))
-    if verdict is Verdict.duress:
-        await alerts.raise_alert(
-            ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.duress, now=ctx.now
-        )
+    verdict = await ctx.confirm_pin()
     ctx.data["shadow"] = verdict is Verdict.duress
     return verdict
 
