@@ -45,6 +45,7 @@ class AiohttpRequest(BaseRequest):
                 connector=aiohttp.TCPConnector(limit=self._connections),
                 headers={"User-Agent": self.USER_AGENT},
                 skip_auto_headers=("Accept-Encoding",),
+                trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as PTB's httpx layer honours them
             )
 
     async def shutdown(self) -> None:

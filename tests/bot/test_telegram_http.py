@@ -111,3 +111,17 @@ async def test_a_silent_server_times_out_and_a_closed_port_fails_without_the_tok
     assert not isinstance(failed.value, TimedOut)
     text = f"{failed.value} {failed.value.__cause__!r} {failed.value.__context__!r}"
     assert "SECRET" not in text and "aiohttp.Client" in str(failed.value)
+
+
+async def test_the_proxy_in_the_environment_is_used(
+    api: TelegramStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Operators behind a filtering network reach Telegram through HTTP(S)_PROXY, as with PTB's
+    own layer. Here the stand-in plays the proxy: the API's host does not even resolve."""
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", api.base_url.rsplit("/", 1)[0])
+    unreachable = "http://api.telegram.invalid/bot"
+    async with bot_for(unreachable, api.token, AiohttpRequest()) as bot:
+        assert (await bot.send_message(5, "via the proxy")).text == "via the proxy"
+    assert api.sent()[0]["text"] == "via the proxy"
