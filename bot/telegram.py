@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from telegram import Bot, Message, Update
 from telegram.error import BadRequest, ChatMigrated, TelegramError
+from telegram.request import HTTPXRequest
 
-from bot.telegram_http import AiohttpRequest
 from bot.telegram_render import (
     CHANNEL,
     GROUPS,
@@ -74,8 +74,8 @@ class Telegram:
             token,
             base_url=api_url,
             base_file_url=file_url,
-            request=AiohttpRequest(connections=16),
-            get_updates_request=AiohttpRequest(connections=1),
+            request=HTTPXRequest(connection_pool_size=16),
+            get_updates_request=HTTPXRequest(),
         )
         self.sessions = sessions
         self.vault = vault
@@ -194,7 +194,7 @@ class Telegram:
         for kind, file_id, mime, size, name in files(message):
             data = None
             if size is not None and size <= MAX_BYTES:  # checked before any download (R16)
-                # The file URL embeds the token: it is never logged (core.logs quiets transports).
+                # The file URL embeds the token: it is never logged (httpx stays at WARNING).
                 file = await self.bot.get_file(file_id)
                 data = bytes(await file.download_as_bytearray())
             attachments.append(InboundAttachment(kind, mime, size or 0, data, name))

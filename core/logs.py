@@ -40,8 +40,8 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # httpx logs full URLs at INFO, and Telegram URLs embed the bot token; aiohttp (PTB's
-    # transport here) logs none, but its DEBUG is no place for them either.
+    # httpx logs full URLs at INFO, and Telegram URLs embed the bot token; aiohttp (signalbot's
+    # transport) logs none at INFO, but its DEBUG is no place for addresses either.
     quiet = ("httpx", "httpcore", "aiohttp", "telegram", "apscheduler", "signalbot", "websockets")
     for name in quiet:
         logging.getLogger(name).setLevel(logging.WARNING)

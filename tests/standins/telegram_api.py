@@ -41,15 +41,6 @@ class Failure:
     chat_id: int | None = None  # only calls to this chat fail (None: any call)
 
 
-def _upload(field: Any) -> dict[str, Any]:
-    """A file sent as multipart: its name, type and bytes (kept after the request ends)."""
-    return {
-        "filename": field.filename,
-        "content_type": field.content_type,
-        "data": field.file.read(),
-    }
-
-
 def _decode(value: str) -> Any:
     # PTB JSON-encodes every parameter except plain strings, which arrive raw.
     try:
@@ -209,7 +200,7 @@ class TelegramStandIn:
             return self._error(401, "Unauthorized")
         method = request.match_info["method"]
         form = await request.post()
-        params = {k: _decode(v) if isinstance(v, str) else _upload(v) for k, v in form.items()}
+        params = {k: _decode(v) if isinstance(v, str) else v for k, v in form.items()}
         call = Call(method, params)
         self.calls.append(call)
         failure = self._failure(method, params)
