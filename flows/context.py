@@ -175,9 +175,12 @@ class Context:
             raise Retry(self._("That PIN is not right. Please try again."))
         if verdict is Verdict.duress:
             assert self.defender is not None
-            kind, now = AlertKind.duress, self.now
             await alerts.raise_alert(
-                self.session, self.vault, defender=self.defender, kind=kind, now=now
+                self.session,
+                self.vault,
+                defender=self.defender,
+                kind=AlertKind.duress,
+                now=self.now,
             )
         return verdict
 

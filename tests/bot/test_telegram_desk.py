@@ -72,15 +72,26 @@ async def running(
         await task
 
 
-def in_group(api: TelegramStandIn, user: int, text: str) -> None:
+def in_group(
+    api: TelegramStandIn,
+    user: int,
+    text: str | None = None,
+    *,
+    chat: int = GROUP,
+    kind: str = "supergroup",
+    **extra: Any,
+) -> None:
+    """A message in a group chat (``text=None`` and ``extra``: a service message)."""
     body: dict[str, Any] = {
         "message_id": next(_ids),
         "date": int(time.time()),
-        "chat": {"id": GROUP, "type": "supergroup", "title": "Desk"},
+        "chat": {"id": chat, "type": kind, "title": "Desk"},
         "from": {"id": user, "is_bot": False, "first_name": "R", "language_code": "en"},
-        "text": text,
+        **extra,
     }
-    if text.startswith("/"):
+    if text is not None:
+        body["text"] = text
+    if text is not None and text.startswith("/"):
         body["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
     api.push("message", body)
 
@@ -117,18 +128,11 @@ async def until(dispatcher: Dispatcher, clock: Clock, done: Callable[[], object]
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.parametrize(
-    "via",
-    ["command", "post"],
-)
-async def test_responders_link_and_act_from_the_group(
-    via: str,
-    api: TelegramStandIn,
-    running: tuple[Telegram, Dispatcher, Clock],
-    sessions: async_sessionmaker[AsyncSession],
-    vault: Vault,
-) -> None:
-    _channel, dispatcher, clock = running
+async def desk_org(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, now: datetime
+) -> tuple[Defender, str, str]:
+    """An organisation with responder "ana" and a defender: the defender, her link code and
+    the group's link code."""
     async with transaction(sessions) as s:
         org = Organisation(id=uuid.uuid4(), name="Desk")
         s.add(org)
@@ -141,10 +145,26 @@ async def test_responders_link_and_act_from_the_group(
         )
         s.add_all([me, defender])
         await s.flush()
-        code, _ = await desk_chat.responder_code(s, vault, responder=me, actor="t", now=clock.now)
+        code, _ = await desk_chat.responder_code(s, vault, responder=me, actor="t", now=now)
         group_code, _ = await desk_chat.group_code(
-            s, vault, org_id=org.id, created_by=me.id, actor="t", now=clock.now
+            s, vault, org_id=org.id, created_by=me.id, actor="t", now=now
         )
+    return defender, code, group_code
+
+
+@pytest.mark.parametrize(
+    "via",
+    ["command", "post"],
+)
+async def test_responders_link_and_act_from_the_group(
+    via: str,
+    api: TelegramStandIn,
+    running: tuple[Telegram, Dispatcher, Clock],
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    _channel, dispatcher, clock = running
+    defender, code, group_code = await desk_org(sessions, vault, clock.now)
 
     api.send_text(RESPONDER, f"/desk {code}")
     await until(dispatcher, clock, lambda: said_to(api, RESPONDER))
