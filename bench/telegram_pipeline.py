@@ -20,7 +20,10 @@ fresh SQLite file, the real outbox dispatcher):
 
 The last line is one JSON object: updates_per_s, echo_updates_per_s, ratio_vs_echo,
 panic_to_desk_p50_ms, panic_to_desk_p99_ms, panic_to_desk_p99_during_broadcast_ms, plus the
-broadcast rate observed meanwhile. Timings on a shared machine are noisy: compare the ratios.
+broadcast rate observed meanwhile, and the process's CPU milliseconds per update in the two
+throughput runs (``cpu_ms_per_update``, ``echo_cpu_ms_per_update``: everything runs in this one
+process, the stand-in included, so they are steadier than the rates on a shared machine).
+Timings on a shared machine are noisy: compare the ratios.
 """
 
 from __future__ import annotations
@@ -165,17 +168,19 @@ class Tally:
             self.count += 1
 
 
-async def throughput(api: TelegramStandIn, n: int) -> float:
+async def throughput(api: TelegramStandIn, n: int) -> tuple[float, float]:
+    """Updates per second, and the process's CPU milliseconds per update (all threads, the
+    stand-in's included): steadier than the rate on a shared machine."""
     tally = Tally(api, {chat(i) for i in range(n)})
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
         api.send_text(chat(i), "/checkin")
     await until(lambda: tally.count >= n, 600)
     api.listeners.remove(tally.see)
-    return n / (time.perf_counter() - started)
+    return n / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / n
 
 
-async def echo_throughput(n: int) -> float:
+async def echo_throughput(n: int) -> tuple[float, float]:
     api = TelegramStandIn()
     await api.start()
 
@@ -242,7 +247,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("amparo").setLevel(logging.CRITICAL)  # stalls show as timeouts
     note("echo bot")
-    echo_rate = await echo_throughput(args.updates)
+    echo_rate, echo_cpu = await echo_throughput(args.updates)
     receiver = Receiver()
     await receiver.start()
     api = TelegramStandIn()
@@ -257,7 +262,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         addresses = await seed(sessions, vault, total, f"http://127.0.0.1:{receiver.port}/desk")
         note("amparo: throughput")
         async with amparo(api, sessions, vault, args.rate_throughput):
-            rate = await throughput(api, args.updates)
+            rate, cpu = await throughput(api, args.updates)
         note(f"amparo: {rate:.1f} updates/s")
         async with amparo(api, sessions, vault, args.rate_broadcast):
             note("amparo: panics, unloaded")
@@ -283,6 +288,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         "updates_per_s": round(rate, 1),
         "echo_updates_per_s": round(echo_rate, 1),
         "ratio_vs_echo": round(rate / echo_rate, 3),
+        "cpu_ms_per_update": round(cpu, 2),
+        "echo_cpu_ms_per_update": round(echo_cpu, 2),
         "panics": args.panics,
         "panic_to_desk_p50_ms": pct(quiet, 0.5),
         "panic_to_desk_p99_ms": pct(quiet, 0.99),

@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from core import sqlite
+
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
@@ -24,48 +26,17 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # Bound values (handles, codes, ciphertexts) never reach an exception text or a log line.
     kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
-        kwargs.setdefault("connect_args", {"timeout": 30})
+        # Some calls run on the loop's thread, the others on aiosqlite's (core.sqlite).
+        connect_args = {"timeout": 30, **kwargs.get("connect_args", {})}
+        kwargs["connect_args"] = {**connect_args, "check_same_thread": False}
         engine = create_async_engine(url, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite.pragmas)
         if parsed.get_driver_name() == "aiosqlite":
-            _skip_idle_ends(engine.sync_engine.dialect)
+            event.listen(engine.sync_engine, "connect", sqlite.run_inline)
+            sqlite.skip_idle_ends(engine.sync_engine.dialect)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # aiosqlite's adapter opens an implicit transaction lazily; pragmas must run outside one.
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def _skip_idle_ends(dialect: Dialect) -> None:
-    """COMMIT and ROLLBACK with no transaction open are no-ops in sqlite3, but each is still a
-    round trip to aiosqlite's thread (and a GIL hand-over): a read-only request paid two
-    (the session's commit, the pool's reset). Skipped when SQLite says none is open; the
-    flag is read between statements, never while the connection's thread runs one."""
-    commit, rollback = dialect.do_commit, dialect.do_rollback
-
-    def idle(dbapi_conn: Any) -> bool:
-        adapted = getattr(dbapi_conn, "dbapi_connection", dbapi_conn)  # a pool's fairy, or not
-        driver = getattr(adapted, "_connection", None)  # aiosqlite.Connection
-        conn = getattr(driver, "_connection", None)  # sqlite3.Connection, None once closed
-        return conn is not None and not conn.in_transaction
-
-    def do_commit(dbapi_conn: Any) -> None:
-        if not idle(dbapi_conn):
-            commit(dbapi_conn)
-
-    def do_rollback(dbapi_conn: Any) -> None:
-        if not idle(dbapi_conn):
-            rollback(dbapi_conn)
-
-    setattr(dialect, "do_commit", do_commit)  # noqa: B010  (an instance's own, not the class's)
-    setattr(dialect, "do_rollback", do_rollback)  # noqa: B010
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

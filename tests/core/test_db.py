@@ -78,7 +78,7 @@ async def test_sqlite_ends_only_the_transactions_it_opened(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read-only session costs no COMMIT or ROLLBACK round trip to aiosqlite's thread; a
-    write is still committed, and a failed write still rolled back (core.db._skip_idle_ends)."""
+    write is still committed, and a failed write still rolled back (core.sqlite.skip_idle_ends)."""
     import aiosqlite
 
     ends: list[str] = []

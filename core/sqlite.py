@@ -1,0 +1,145 @@
+"""SQLite through aiosqlite: pragmas, and fewer round trips to the driver's thread.
+
+aiosqlite runs every call (cursor, execute, fetch, close, commit) on its own thread and hands
+the result back through the event loop: a statement is three or four such hops, and each waits
+behind whatever else the loop is running. A flow's transaction of eight statements spent most
+of its time in those waits, with SQLite's one write lock held (bench/telegram_pipeline.py).
+
+So the calls that cannot wait for a lock run on the loop's thread, at once:
+- reads (``SELECT``): in WAL mode a reader never waits for a writer;
+- a cursor's creation, fetches and close: no lock is taken there;
+- writes in a transaction that already holds the write lock (an earlier write of it succeeded):
+  nobody else can hold the lock meanwhile;
+- the first write of a transaction too, with SQLite's busy timeout at zero: if another
+  connection holds the lock, SQLite says so at once (the statement did nothing) and the write
+  goes to the driver's thread to wait there, never blocking the loop.
+The rest stays on the driver's thread: ``COMMIT`` (it may checkpoint, which writes and syncs
+the database file), ``ROLLBACK``, ``BEGIN``, pragmas, DDL.
+A statement's own cost still runs on the loop's thread: keep hot reads indexed and paged.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+
+_STATEMENTS = {"execute", "executemany", "_execute_fetchall", "_execute_insert"}
+_CURSOR_ONLY = {"cursor", "fetchone", "fetchmany", "fetchall"}
+_WRITES = {"INSERT", "UPDATE", "DELETE", "REPLACE"}
+
+
+def pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # aiosqlite's adapter opens an implicit transaction lazily; pragmas must run outside one.
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _verb(sql: object) -> str:
+    words = sql.lstrip()[:8].split(maxsplit=1) if isinstance(sql, str) else []
+    return words[0].upper() if words else ""
+
+
+def kind(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
+    """``free`` (no lock can be waited for), ``write`` (DML), or ``queued``."""
+    name = getattr(fn, "__name__", "")
+    owner = getattr(fn, "__self__", None)
+    if name in _CURSOR_ONLY or (name == "close" and isinstance(owner, sqlite3.Cursor)):
+        return "free"
+    if name in _STATEMENTS and args:
+        verb = _verb(args[0])
+        if verb == "SELECT":
+            return "free"
+        if verb in _WRITES:
+            return "write"
+    return "queued"
+
+
+def run_inline(dbapi_conn: Any, _record: Any) -> None:
+    """Route a new aiosqlite connection's calls as the module says (a ``connect`` listener)."""
+    driver: Any = getattr(dbapi_conn, "_connection", None)  # aiosqlite.Connection
+    queued = getattr(driver, "_execute", None)
+    if queued is None:
+        return
+    writing = False  # this transaction holds SQLite's write lock
+    timeout_ms = -1  # the connection's busy timeout, read once
+
+    async def execute(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        nonlocal writing, timeout_ms
+        conn: sqlite3.Connection | None = driver._connection
+        if conn is None or not driver._running:
+            return await queued(fn, *args, **kwargs)
+        if not conn.in_transaction:
+            writing = False
+        how = kind(fn, args)
+        if how == "free" or (how == "write" and writing):
+            return fn(*args, **kwargs)
+        if how == "write":  # the lock is free: take it here; held by another: wait there
+            if timeout_ms < 0:
+                timeout_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+            try:
+                result = _without_waiting(conn, timeout_ms, fn, args, kwargs)
+            except _Busy:
+                pass
+            else:
+                writing = conn.in_transaction
+                return result
+        result = await queued(fn, *args, **kwargs)
+        writing = how == "write" and conn.in_transaction
+        return result
+
+    driver._execute = execute
+
+
+class _Busy(Exception):
+    pass
+
+
+def _without_waiting(
+    conn: sqlite3.Connection,
+    timeout_ms: int,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Any,
+) -> Any:
+    """``fn`` with SQLite's busy timeout at zero: ``_Busy`` at once if another connection
+    holds the write lock (the statement then did nothing), instead of waiting for it."""
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        return fn(*args, **kwargs)
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+            raise _Busy from None
+        raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+
+
+def skip_idle_ends(dialect: Dialect) -> None:
+    """COMMIT and ROLLBACK with no transaction open are no-ops in sqlite3, but each is still a
+    round trip to aiosqlite's thread (and a GIL hand-over): a read-only request paid two
+    (the session's commit, the pool's reset). Skipped when SQLite says none is open; the
+    flag is read between statements, never while the connection's thread runs one."""
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def idle(dbapi_conn: Any) -> bool:
+        adapted = getattr(dbapi_conn, "dbapi_connection", dbapi_conn)  # a pool's fairy, or not
+        driver = getattr(adapted, "_connection", None)  # aiosqlite.Connection
+        conn = getattr(driver, "_connection", None)  # sqlite3.Connection, None once closed
+        return conn is not None and not conn.in_transaction
+
+    def do_commit(dbapi_conn: Any) -> None:
+        if not idle(dbapi_conn):
+            commit(dbapi_conn)
+
+    def do_rollback(dbapi_conn: Any) -> None:
+        if not idle(dbapi_conn):
+            rollback(dbapi_conn)
+
+    setattr(dialect, "do_commit", do_commit)  # noqa: B010  (an instance's own, not the class's)
+    setattr(dialect, "do_rollback", do_rollback)  # noqa: B010
