@@ -29,6 +29,7 @@ from sqlalchemy.engine import Dialect
 _STATEMENTS = {"execute", "executemany", "_execute_fetchall", "_execute_insert"}
 _CURSOR_ONLY = {"cursor", "fetchone", "fetchmany", "fetchall"}
 _WRITES = {"INSERT", "UPDATE", "DELETE", "REPLACE"}
+BULK = 200  # parameters (or rows) beyond which a statement goes to the driver's thread
 
 
 def pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -45,6 +46,14 @@ def _verb(sql: object) -> str:
     return words[0].upper() if words else ""
 
 
+def _bulk(parameters: object) -> bool:
+    """Many rows (executemany's sequence, or one statement's many values)."""
+    try:
+        return len(parameters) > BULK  # type: ignore[arg-type]
+    except TypeError:  # an iterator: its size is unknown
+        return True
+
+
 def kind(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
     """``free`` (no lock can be waited for), ``write`` (DML), or ``queued``."""
     name = getattr(fn, "__name__", "")
@@ -52,6 +61,8 @@ def kind(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
     if name in _CURSOR_ONLY or (name == "close" and isinstance(owner, sqlite3.Cursor)):
         return "free"
     if name in _STATEMENTS and args:
+        if len(args) > 1 and _bulk(args[1]):
+            return "queued"  # its sqlite3 work overlaps the loop's Python there
         verb = _verb(args[0])
         if verb == "SELECT":
             return "free"

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from core.db import create_engine, transaction
 from core.models import Organisation
-from core.sqlite import kind
+from core.sqlite import BULK, kind
 
 
 def test_it_sorts_the_calls() -> None:
@@ -40,6 +40,13 @@ def test_it_sorts_the_calls() -> None:
         "",
     ):
         assert kind(cur.execute, (sql,)) == "queued"
+    many = [(i,) for i in range(BULK + 1)]  # bulk work overlaps the loop on the thread
+    assert kind(cur.executemany, ("INSERT INTO t VALUES (?)", many)) == "queued"
+    assert kind(cur.executemany, ("INSERT INTO t VALUES (?)", iter([(1,)]))) == "queued"
+    assert (
+        kind(cur.execute, ("SELECT * FROM t WHERE a IN (?)", tuple(range(BULK + 1)))) == "queued"
+    )
+    assert kind(cur.executemany, ("INSERT INTO t VALUES (?)", many[:BULK])) == "write"
     assert kind(conn.commit, ()) == "queued"
     assert kind(conn.rollback, ()) == "queued"
     assert kind(conn.close, ()) == "queued"
