@@ -15,6 +15,9 @@ So the calls that cannot wait for a lock run on the loop's thread, at once:
   goes to the driver's thread to wait there, never blocking the loop.
 The rest stays on the driver's thread: ``COMMIT`` (it may checkpoint, which writes and syncs
 the database file), ``ROLLBACK``, ``BEGIN``, pragmas, DDL.
+Bulk statements (over ``BULK`` rows or values) go to the thread too: there their sqlite3 work
+overlaps the loop's Python. Nothing runs inline while the thread still has a call of this
+connection (one whose caller was cancelled): the two would share the connection's mutex.
 A statement's own cost still runs on the loop's thread: keep hot reads indexed and paged.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -79,12 +83,27 @@ def run_inline(dbapi_conn: Any, _record: Any) -> None:
         return
     writing = False  # this transaction holds SQLite's write lock
     timeout_ms = -1  # the connection's busy timeout, read once
+    # Calls handed to the thread, and calls it finished (each written by one thread only):
+    # one cancelled while the thread still runs it must not have company on the connection.
+    sent, done = 0, 0
+
+    def finishing(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            nonlocal done
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                done += 1
+
+        return call
 
     async def execute(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        nonlocal writing, timeout_ms
+        nonlocal writing, timeout_ms, sent
         conn: sqlite3.Connection | None = driver._connection
-        if conn is None or not driver._running:
-            return await queued(fn, *args, **kwargs)
+        if conn is None or not driver._running or sent != done:
+            sent += 1
+            return await queued(finishing(fn), *args, **kwargs)
         if not conn.in_transaction:
             writing = False
         how = kind(fn, args)
@@ -100,7 +119,8 @@ def run_inline(dbapi_conn: Any, _record: Any) -> None:
             else:
                 writing = conn.in_transaction
                 return result
-        result = await queued(fn, *args, **kwargs)
+        sent += 1
+        result = await queued(finishing(fn), *args, **kwargs)
         writing = how == "write" and conn.in_transaction
         return result
 

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiosqlite
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from core.db import create_engine, transaction
 from core.models import Organisation
-from core.sqlite import BULK, kind
+from core.sqlite import BULK, kind, run_inline
 
 
 def test_it_sorts_the_calls() -> None:
@@ -136,3 +137,53 @@ async def test_the_loop_runs_on_while_another_connection_holds_the_write_lock(
     assert names == {"Ours"}
     assert waited >= 0.35  # it did wait for the lock...
     assert ticks >= 15  # ...on the driver's thread: the loop kept running meanwhile
+
+
+async def test_nothing_runs_inline_while_the_drivers_thread_still_works(tmp_path: Path) -> None:
+    """A write waiting for the lock on the driver's thread, its caller cancelled: the next
+    read queues behind it instead of blocking the loop on the connection's mutex."""
+    path = tmp_path / "b.db"
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t (a)")
+    setup.commit()
+    setup.close()
+    driver = await aiosqlite.connect(path, timeout=3, check_same_thread=False)
+    run_inline(SimpleNamespace(_connection=driver), None)
+    held, release = threading.Event(), threading.Event()
+
+    def other_process() -> None:
+        conn = sqlite3.connect(path, timeout=30)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (1)")
+        held.set()
+        release.wait(10)
+        conn.commit()
+        conn.close()
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        assert held.wait(10)
+        write = asyncio.create_task(driver.execute("INSERT INTO t VALUES (2)"))
+        await asyncio.sleep(0.1)
+        write.cancel()
+        threading.Timer(0.4, release.set).start()
+        ticks = 0
+        rows = await driver.execute_fetchall("SELECT count(*) FROM t")
+    finally:
+        release.set()
+        ticker.cancel()
+        holder.join(10)
+        await driver.close()
+    assert list(rows) == [(2,)]  # the other's row, and ours (uncommitted, on this connection)
+    assert ticks >= 15
