@@ -11,6 +11,7 @@ import multiprocessing.connection
 import signal
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 import uvloop
@@ -69,7 +70,7 @@ async def api(
     """The desk API and, in Telegram's webhook mode, ``/hooks/telegram``: updates go through
     the flows into the outbox, and the workers deliver. No sweep, no dispatcher, no polling
     (one poller per bot: that is ``amparo serve``'s job). ``workers`` > 1 runs that many
-    processes on one listening socket (see ``_supervise``)."""
+    processes on one port (see ``_supervise``)."""
     if workers > 1:
         await _supervise(settings, host, port, workers)
         return
@@ -98,16 +99,20 @@ async def _supervise(settings: Settings, host: str | None, port: int | None, n: 
     logs.configure(settings.log_level)
     async with open_runtime(settings):
         pass
-    binding = uvicorn.Config("amparo", host=host or settings.host, port=port or settings.port)
-    listening = binding.bind_socket()
+    host = host or settings.host
+    try:
+        reserved = reserve_port(host, port or settings.port)  # port 0: the one it picked
+    except OSError as exc:
+        log.error("the API port cannot be bound", extra={"error": exc.strerror})
+        raise SystemExit(1) from None
+    port = reserved.getsockname()[1]
     spawn = multiprocessing.get_context("spawn")
     procs = [
-        spawn.Process(target=_api_worker, args=(settings, host, port, listening), daemon=True)
+        spawn.Process(target=_api_worker, args=(settings, host, port), daemon=True)
         for _ in range(n)
     ]
     for proc in procs:
         proc.start()
-    listening.close()  # the workers hold their own copies
     log.info("started API workers", extra={"workers": n})
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -126,9 +131,51 @@ async def _supervise(settings: Settings, host: str | None, port: int | None, n: 
                 proc.terminate()  # uvicorn in the worker shuts down gracefully on SIGTERM
         await asyncio.to_thread(_join, procs)
         await ended
+        reserved.close()
     if not stop.is_set():
         log.error("an API worker ended: stopping", extra={"workers": n})
         raise SystemExit(1)
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """The port for the workers, bound (not listening) with SO_REUSEPORT so that each worker
+    can listen on it with a socket of its own: the kernel then spreads new connections over
+    the workers. One shared listening socket did not: the first worker to wake accepted a
+    whole burst of connections (32 keep-alive clients: all on one worker in some runs, the
+    other idle). Refused, as before, when anything already listens there: SO_REUSEPORT would
+    otherwise let a stale instance of the same user share the port unnoticed."""
+    family, sockaddr = _address(host, port)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(sockaddr)  # OSError (address in use) when the port is taken
+        sockaddr = (sockaddr[0], probe.getsockname()[1], *sockaddr[2:])
+    return _reuse_port(family, sockaddr)
+
+
+def listen_shared(host: str, port: int) -> socket.socket:
+    """A worker's own listening socket on the reserved port."""
+    sock = _reuse_port(*_address(host, port))
+    sock.listen(2048)
+    return sock
+
+
+def _address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return family, sockaddr
+
+
+def _reuse_port(family: socket.AddressFamily, sockaddr: tuple[Any, ...]) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _first_end(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
@@ -143,8 +190,7 @@ def _join(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
             proc.join()
 
 
-def _api_worker(
-    settings: Settings, host: str | None, port: int | None, listening: socket.socket
-) -> None:
+def _api_worker(settings: Settings, host: str, port: int) -> None:
+    listening = listen_shared(host, port)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(api(settings, host=host, port=port, sockets=[listening]))

@@ -158,7 +158,8 @@ TARGET_P99_MS = 25
 def serve(url: str, key_file: str, port: int, workers: int = 1) -> None:
     """The server: the real app under uvicorn (which takes httptools and uvloop when they are
     installed, as the project's dependencies make sure). With ``workers`` > 1, as
-    ``amparo api --workers``: one listening socket, that many spawned processes."""
+    ``amparo api --workers``: that many spawned processes, each listening on the port with
+    a socket of its own (SO_REUSEPORT: the kernel spreads the connections)."""
     import uvicorn
 
     if workers <= 1:
@@ -174,26 +175,28 @@ def serve(url: str, key_file: str, port: int, workers: int = 1) -> None:
     import multiprocessing
     import signal
 
+    from amparo.serve import reserve_port
+
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the workers on the way out
-    listening = uvicorn.Config("bench", host="127.0.0.1", port=port).bind_socket()
     spawn = multiprocessing.get_context("spawn")
-    procs = [
-        spawn.Process(target=_worker, args=(url, key_file, listening)) for _ in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-    listening.close()
-    try:
+    procs = [spawn.Process(target=_worker, args=(url, key_file, port)) for _ in range(workers)]
+    with reserve_port("127.0.0.1", port):
         for proc in procs:
-            proc.join()
-    finally:
-        for proc in procs:
-            proc.terminate()
+            proc.start()
+        try:
+            for proc in procs:
+                proc.join()
+        finally:
+            for proc in procs:
+                proc.terminate()
 
 
-def _worker(url: str, key_file: str, listening: socket.socket) -> None:
+def _worker(url: str, key_file: str, port: int) -> None:
     import uvicorn
 
+    from amparo.serve import listen_shared
+
+    listening = listen_shared("127.0.0.1", port)
     config = uvicorn.Config(
         _bench_app(url, key_file), log_level="warning", access_log=False, server_header=False
     )

@@ -62,6 +62,14 @@ def healthy(proc: subprocess.Popen[bytes], port: int, times: int) -> list[str]:
     return codes
 
 
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on ``port`` (/proc/net/tcp: state 0A is LISTEN)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        1 for line in lines if (f := line.split())[1].endswith(f":{port:04X}") and f[3] == "0A"
+    )
+
+
 def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
     proc, port = start(tmp_path)
     workers: set[int] = set()
@@ -69,6 +77,9 @@ def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
         assert healthy(proc, port, 20) == ["ok"] * 20
         workers = children(proc.pid)
         assert len(workers) == 2
+        # Each worker listens with its own socket (SO_REUSEPORT): the kernel spreads new
+        # connections over them, where one shared socket let one worker take a whole burst.
+        assert listening_sockets(port) == 2
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=40)[0].decode()
@@ -91,3 +102,23 @@ def test_a_worker_that_dies_stops_the_command(tmp_path: Path) -> None:
     assert proc.returncode == 1, output  # the service manager sees it and restarts the lot
     assert "an API worker ended" in output
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_a_port_already_listened_on_is_refused(tmp_path: Path) -> None:
+    """SO_REUSEPORT must not let a second instance share a port unnoticed."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
+        env.update({"AMPARO_DATA_DIR": str(tmp_path / "var"), "PYTHONPATH": os.getcwd()})
+        done = subprocess.run(
+            [sys.executable, "-c", RUN, str(taken.getsockname()[1])],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+        )
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode == 1, output
+    assert "the API port cannot be bound" in output and "started API workers" not in output
