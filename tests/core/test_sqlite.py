@@ -7,6 +7,8 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -93,16 +95,28 @@ async def test_a_transaction_goes_to_the_drivers_thread_only_to_commit(
         await engine.dispose()
 
 
-async def test_the_loop_runs_on_while_another_connection_holds_the_write_lock(
-    tmp_path: Path,
-) -> None:
-    engine = await _engine(tmp_path)
+class Loop:
+    """Counts the event loop's 10 ms ticks: a loop blocked in a call does not tick."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            self.ticks += 1
+
+
+@asynccontextmanager
+async def lock_held(path: Path, sql: str, seconds: float) -> AsyncIterator[Loop]:
+    """Another connection (on a thread, as another process would) runs ``sql`` and holds
+    SQLite's write lock for ``seconds`` from now on; meanwhile the loop's ticks are counted."""
     held, release = threading.Event(), threading.Event()
 
     def other_process() -> None:
-        conn = sqlite3.connect(tmp_path / "a.db", timeout=30)
+        conn = sqlite3.connect(path, timeout=30)
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("CREATE TABLE other_process (a)")
+        conn.execute(sql)
         held.set()
         release.wait(10)
         conn.commit()
@@ -110,33 +124,36 @@ async def test_the_loop_runs_on_while_another_connection_holds_the_write_lock(
 
     holder = threading.Thread(target=other_process)
     holder.start()
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
+    loop = Loop()
+    ticker = asyncio.create_task(loop.run())
     try:
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
         assert held.wait(10)
-        asyncio.get_running_loop().call_later(0.4, release.set)
-        started = time.perf_counter()
-        async with transaction(sessions) as s:
-            s.add(Organisation(name="Ours"))
-        waited = time.perf_counter() - started
-        async with sessions() as s:
-            names = set((await s.execute(select(Organisation.name))).scalars())
+        threading.Timer(seconds, release.set).start()  # even if the loop is blocked
+        yield loop
     finally:
         release.set()
         ticker.cancel()
         holder.join(10)
+
+
+async def test_the_loop_runs_on_while_another_connection_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    engine = await _engine(tmp_path)
+    try:
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        async with lock_held(tmp_path / "a.db", "CREATE TABLE other_process (a)", 0.4) as loop:
+            started = time.perf_counter()
+            async with transaction(sessions) as s:
+                s.add(Organisation(name="Ours"))
+            waited = time.perf_counter() - started
+        async with sessions() as s:
+            names = set((await s.execute(select(Organisation.name))).scalars())
+    finally:
         await engine.dispose()
     assert names == {"Ours"}
     assert waited >= 0.35  # it did wait for the lock...
-    assert ticks >= 15  # ...on the driver's thread: the loop kept running meanwhile
+    assert loop.ticks >= 15  # ...on the driver's thread: the loop kept running meanwhile
 
 
 async def test_nothing_runs_inline_while_the_drivers_thread_still_works(tmp_path: Path) -> None:
@@ -150,40 +167,14 @@ async def test_nothing_runs_inline_while_the_drivers_thread_still_works(tmp_path
     setup.close()
     driver = await aiosqlite.connect(path, timeout=3, check_same_thread=False)
     run_inline(SimpleNamespace(_connection=driver), None)
-    held, release = threading.Event(), threading.Event()
-
-    def other_process() -> None:
-        conn = sqlite3.connect(path, timeout=30)
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO t VALUES (1)")
-        held.set()
-        release.wait(10)
-        conn.commit()
-        conn.close()
-
-    holder = threading.Thread(target=other_process)
-    holder.start()
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
     try:
-        assert held.wait(10)
-        write = asyncio.create_task(driver.execute("INSERT INTO t VALUES (2)"))
-        await asyncio.sleep(0.1)
-        write.cancel()
-        threading.Timer(0.4, release.set).start()
-        ticks = 0
-        rows = await driver.execute_fetchall("SELECT count(*) FROM t")
+        async with lock_held(path, "INSERT INTO t VALUES (1)", 0.5) as loop:
+            write = asyncio.create_task(driver.execute("INSERT INTO t VALUES (2)"))
+            await asyncio.sleep(0.1)
+            write.cancel()
+            loop.ticks = 0
+            rows = await driver.execute_fetchall("SELECT count(*) FROM t")
     finally:
-        release.set()
-        ticker.cancel()
-        holder.join(10)
         await driver.close()
     assert list(rows) == [(2,)]  # the other's row, and ours (uncommitted, on this connection)
-    assert ticks >= 15
+    assert loop.ticks >= 15
