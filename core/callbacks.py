@@ -77,9 +77,12 @@ class Issuer:
                     written.set_result(None)
                 except BaseException as exc:  # every send of the group fails, and retries
                     written.set_exception(RuntimeError(f"tokens not stored: {type(exc).__name__}"))
-                    if not isinstance(exc, Exception):  # cancelled (a shutdown): the others in
-                        written.exception()  # the group still see the failure; no one else
-                        raise  # may be left to, and asyncio would log it as never retrieved
+                    if not isinstance(exc, Exception):
+                        # Cancelled (a shutdown): the group's other sends still see the
+                        # failure, but none may be left to retrieve it, and asyncio would
+                        # log it as never retrieved.
+                        written.exception()
+                        raise
         await written
         return tokens
 
