@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -72,47 +71,3 @@ async def test_it_keeps_bound_values_out_of_error_texts(
         async with transaction(sessions) as s:
             s.add(Organisation(name="CANARY-DESK-NAME"))
     assert "CANARY-DESK-NAME" not in str(duplicate.value)
-
-
-async def test_sqlite_ends_only_the_transactions_it_opened(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A read-only session costs no COMMIT or ROLLBACK round trip to aiosqlite's thread; a
-    write is still committed, and a failed write still rolled back (core.sqlite.skip_idle_ends)."""
-    import aiosqlite
-
-    ends: list[str] = []
-    for name in ("commit", "rollback"):
-        original = getattr(aiosqlite.Connection, name)
-
-        async def counted(self: aiosqlite.Connection, _o: Any = original, _n: str = name) -> None:
-            ends.append(_n)
-            await _o(self)
-
-        monkeypatch.setattr(aiosqlite.Connection, name, counted)
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(Organisation.metadata.create_all)
-        sessions = async_sessionmaker(engine)
-        async with transaction(sessions) as s:  # the pool's connection is warm from here
-            s.add(Organisation(name="Desk"))
-        ends.clear()
-        for _ in range(3):
-            async with transaction(sessions) as s:
-                assert (await s.execute(select(Organisation.name))).scalar_one() == "Desk"
-        assert ends == []
-        async with transaction(sessions) as s:
-            s.add(Organisation(name="Second"))
-        assert ends == ["commit"]
-        with pytest.raises(RuntimeError):
-            async with transaction(sessions) as s:
-                s.add(Organisation(name="Gone"))
-                await s.flush()
-                raise RuntimeError("boom")
-        assert ends == ["commit", "rollback"]
-        async with sessions() as s:
-            names = set((await s.execute(select(Organisation.name))).scalars())
-        assert names == {"Desk", "Second"}
-    finally:
-        await engine.dispose()

@@ -95,6 +95,46 @@ async def test_a_transaction_goes_to_the_drivers_thread_only_to_commit(
         await engine.dispose()
 
 
+async def test_sqlite_ends_only_the_transactions_it_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only session costs no COMMIT or ROLLBACK round trip to aiosqlite's thread; a
+    write is still committed, and a failed write still rolled back (core.sqlite.skip_idle_ends)."""
+    ends: list[str] = []
+    for name in ("commit", "rollback"):
+        original = getattr(aiosqlite.Connection, name)
+
+        async def counted(self: aiosqlite.Connection, _o: Any = original, _n: str = name) -> None:
+            ends.append(_n)
+            await _o(self)
+
+        monkeypatch.setattr(aiosqlite.Connection, name, counted)
+    engine = await _engine(tmp_path)
+    try:
+        sessions = async_sessionmaker(engine)
+        async with transaction(sessions) as s:  # the pool's connection is warm from here
+            s.add(Organisation(name="Desk"))
+        ends.clear()
+        for _ in range(3):
+            async with transaction(sessions) as s:
+                assert (await s.execute(select(Organisation.name))).scalar_one() == "Desk"
+        assert ends == []
+        async with transaction(sessions) as s:
+            s.add(Organisation(name="Second"))
+        assert ends == ["commit"]
+        with pytest.raises(RuntimeError):
+            async with transaction(sessions) as s:
+                s.add(Organisation(name="Gone"))
+                await s.flush()
+                raise RuntimeError("boom")
+        assert ends == ["commit", "rollback"]
+        async with sessions() as s:
+            names = set((await s.execute(select(Organisation.name))).scalars())
+        assert names == {"Desk", "Second"}
+    finally:
+        await engine.dispose()
+
+
 class Loop:
     """Counts the event loop's 10 ms ticks: a loop blocked in a call does not tick."""
 
