@@ -18,7 +18,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from amparo.runtime import Runtime, open_runtime
-from core import logs, metrics, ratelimit, retention
+from core import logs, metrics, ratelimit, retention, sqlite
 from core.config import Settings
 from core.db import transaction
 from core.dispatch import Dispatcher
@@ -64,7 +64,7 @@ async def keep_retention(
     """Apply the retention rules (SECURITY.md R25) now and every ``every_s`` seconds."""
     while True:
         try:
-            async with transaction(sessions) as session:
+            async with transaction(sessions) as session, sqlite.off_loop(session):
                 done = await retention.purge(session, now=utcnow())
             if any(done.values()):
                 log.info("retention purge " + " ".join(f"{k}={v}" for k, v in done.items()))

@@ -18,17 +18,20 @@ the database file), ``ROLLBACK``, ``BEGIN``, pragmas, DDL.
 Bulk statements (over ``BULK`` rows or values) go to the thread too: there their sqlite3 work
 overlaps the loop's Python. Nothing runs inline while the thread still has a call of this
 connection (one whose caller was cancelled): the two would share the connection's mutex.
-A statement's own cost still runs on the loop's thread: keep hot reads indexed and paged.
+A statement's own cost still runs on the loop's thread: keep hot reads indexed and paged,
+and put work whose statements may be long (maintenance) in ``off_loop``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import wraps
 from typing import Any
 
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
 
 _STATEMENTS = {"execute", "executemany", "_execute_fetchall", "_execute_insert"}
 _CURSOR_ONLY = {"cursor", "fetchone", "fetchmany", "fetchall"}
@@ -101,7 +104,7 @@ def run_inline(dbapi_conn: Any, _record: Any) -> None:
     async def execute(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         nonlocal writing, timeout_ms, sent
         conn: sqlite3.Connection | None = driver._connection
-        if conn is None or not driver._running or sent != done:
+        if conn is None or not driver._running or sent != done or getattr(driver, _OFF, False):
             sent += 1
             return await queued(finishing(fn), *args, **kwargs)
         if not conn.in_transaction:
@@ -125,6 +128,27 @@ def run_inline(dbapi_conn: Any, _record: Any) -> None:
         return result
 
     driver._execute = execute
+
+
+_OFF = "amparo_off_loop"  # set on an aiosqlite connection by ``off_loop``
+
+
+@asynccontextmanager
+async def off_loop(session: AsyncSession) -> AsyncIterator[None]:
+    """Within: every call of the session's connection goes to the driver's thread, as
+    aiosqlite does by itself. For work whose statements may each take long (the retention
+    purge scans tables): on the loop they would stop everything else the process does, the
+    escalation sweep and the outbox included. A no-op on other drivers."""
+    conn = await session.connection()
+    driver = (await conn.get_raw_connection()).driver_connection
+    if conn.dialect.driver != "aiosqlite" or driver is None:
+        yield
+        return
+    setattr(driver, _OFF, True)
+    try:
+        yield
+    finally:
+        setattr(driver, _OFF, False)
 
 
 class _Busy(Exception):

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from core.db import create_engine, transaction
 from core.models import Organisation
-from core.sqlite import BULK, kind, run_inline
+from core.sqlite import BULK, kind, off_loop, run_inline
 
 
 def test_it_sorts_the_calls() -> None:
@@ -218,3 +218,30 @@ async def test_nothing_runs_inline_while_the_drivers_thread_still_works(tmp_path
         await driver.close()
     assert list(rows) == [(2,)]  # the other's row, and ours (uncommitted, on this connection)
     assert loop.ticks >= 15
+
+
+async def test_off_loop_sends_every_call_to_the_thread_until_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threaded: list[str] = []
+    original = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        threaded.append(getattr(fn, "__name__", "?"))
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    engine = await _engine(tmp_path)
+    try:
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        async with sessions() as s:
+            await s.execute(select(func.count(Organisation.id)))  # the connection is warm
+            threaded.clear()
+            async with off_loop(s):
+                await s.execute(select(func.count(Organisation.id)))
+            assert threaded and "execute" in threaded  # the read went to the thread
+            threaded.clear()
+            await s.execute(select(func.count(Organisation.id)))
+            assert threaded == []  # and the connection reads inline again afterwards
+    finally:
+        await engine.dispose()
