@@ -39,6 +39,14 @@ ORPHANS_KEPT = timedelta(days=1)
 _FINAL = (OutboxState.delivered, OutboxState.failed, OutboxState.dead)
 
 
+# Reads only the alerts still holding a location (their own index), however many are kept.
+FORGET_LOCATIONS = (
+    update(Alert)
+    .where(Alert.state == AlertState.resolved, Alert.location_sealed.is_not(None))
+    .values(location_sealed=None)
+)
+
+
 def _rowcount(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -68,13 +76,7 @@ def _unreferenced() -> list[ColumnElement[bool]]:
 async def purge(session: AsyncSession, *, now: datetime) -> dict[str, int]:
     """Apply every retention rule once; returns how many rows each rule touched."""
     done: dict[str, int] = {}
-    done["alert_locations"] = _rowcount(
-        await session.execute(
-            update(Alert)
-            .where(Alert.state == AlertState.resolved, Alert.location_sealed.is_not(None))
-            .values(location_sealed=None)
-        )
-    )
+    done["alert_locations"] = _rowcount(await session.execute(FORGET_LOCATIONS))
     done["outbox"] = _rowcount(
         await session.execute(
             delete(OutboxMessage).where(
