@@ -33,11 +33,7 @@ class Priority(IntEnum):
     P3 = 3  # broadcasts and roll-calls
 
 
-# Alerts still holding a location. SQLite's planner (no statistics) prefers the index that
-# names the whole condition, resolved state included; PostgreSQL, given a parameter for the
-# state, needs a condition that does not depend on it.
 _LOCATED = text("location_sealed IS NOT NULL")
-_LOCATED_RESOLVED = text("location_sealed IS NOT NULL AND state = 'resolved'")
 
 
 class Alert(IdMixin, CreatedMixin, Base):
@@ -82,7 +78,7 @@ class Alert(IdMixin, CreatedMixin, Base):
         Index(
             "ix_alerts_located",
             "state",
-            sqlite_where=_LOCATED_RESOLVED,
+            sqlite_where=_LOCATED,
             postgresql_where=_LOCATED,
         ),
     )

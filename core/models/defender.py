@@ -82,7 +82,7 @@ class TrustedContact(Encrypted, CreatedMixin, Base):
     consent: Mapped[Consent] = mapped_column(default=Consent.invited)
     invite_index: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True)
     address_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("channel_addresses.id", ondelete="SET NULL")
+        ForeignKey("channel_addresses.id", ondelete="SET NULL"), index=True
     )
     responded_at: Mapped[datetime | None]
     locale: Mapped[str | None] = mapped_column(String(16))  # None: the defender's language

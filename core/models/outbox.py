@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, SmallInteger, String
+from sqlalchemy import ForeignKey, Index, LargeBinary, SmallInteger, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, CreatedMixin, Encrypted, utcnow
@@ -20,13 +20,16 @@ class OutboxState(StrEnum):
     dead = "dead"  # gave up; visible to the desk, can be replayed
 
 
+_WEBHOOK = text("webhook_id IS NOT NULL")
+
+
 class OutboxMessage(Encrypted, CreatedMixin, Base):
     __tablename__ = "outbox"
 
     priority: Mapped[int] = mapped_column(SmallInteger)
     channel: Mapped[str] = mapped_column(String(24))
     address_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("channel_addresses.id", ondelete="SET NULL")
+        ForeignKey("channel_addresses.id", ondelete="SET NULL"), index=True
     )
     alert_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("alerts.id", ondelete="SET NULL"), index=True
@@ -49,4 +52,13 @@ class OutboxMessage(Encrypted, CreatedMixin, Base):
     __table_args__ = (
         # The dispatcher's hot query: pending rows by priority, then age.
         Index("ix_outbox_pending", "state", "priority", "next_attempt_at"),
+        # Retention: finished rows by age, not every finished row of the last 30 days.
+        Index("ix_outbox_ended", "state", "created_at"),
+        # A webhook's rows (most rows have none: only those are indexed).
+        Index(
+            "ix_outbox_webhook_id",
+            "webhook_id",
+            sqlite_where=_WEBHOOK,
+            postgresql_where=_WEBHOOK,
+        ),
     )
