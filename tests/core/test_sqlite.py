@@ -63,17 +63,23 @@ async def _engine(tmp_path: Path) -> AsyncEngine:
     return engine
 
 
-async def test_a_transaction_goes_to_the_drivers_thread_only_to_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    threaded: list[str] = []
+@pytest.fixture
+def threaded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the calls aiosqlite sends to its thread from now on."""
+    calls: list[str] = []
     original = aiosqlite.Connection._execute
 
     async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        threaded.append(getattr(fn, "__name__", "?"))
+        calls.append(getattr(fn, "__name__", "?"))
         return await original(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return calls
+
+
+async def test_a_transaction_goes_to_the_drivers_thread_only_to_commit(
+    tmp_path: Path, threaded: list[str]
+) -> None:
     engine = await _engine(tmp_path)
     try:
         sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -221,16 +227,8 @@ async def test_nothing_runs_inline_while_the_drivers_thread_still_works(tmp_path
 
 
 async def test_off_loop_sends_every_call_to_the_thread_until_it_ends(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, threaded: list[str]
 ) -> None:
-    threaded: list[str] = []
-    original = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        threaded.append(getattr(fn, "__name__", "?"))
-        return await original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
     engine = await _engine(tmp_path)
     try:
         sessions = async_sessionmaker(engine, expire_on_commit=False)
