@@ -137,8 +137,8 @@ _OFF = "amparo_off_loop"  # set on an aiosqlite connection by ``off_loop``
 async def off_loop(session: AsyncSession) -> AsyncIterator[None]:
     """Within: every call of the session's connection goes to the driver's thread, as
     aiosqlite does by itself. For work whose statements may each take long (the retention
-    purge scans tables): on the loop they would stop everything else the process does, the
-    escalation sweep and the outbox included. A no-op on other drivers."""
+    purge: deletes of however many rows are due): on the loop they would stop everything else
+    the process does, the escalation sweep and the outbox included. A no-op on other drivers."""
     conn = await session.connection()
     driver = (await conn.get_raw_connection()).driver_connection
     if conn.dialect.driver != "aiosqlite" or driver is None:
