@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from telegram import Bot, Message, Update
 from telegram.error import BadRequest, ChatMigrated, TelegramError
-from telegram.request import HTTPXRequest
 
+from bot.telegram_http import AiohttpRequest
 from bot.telegram_render import (
     CHANNEL,
     GROUPS,
@@ -74,8 +74,8 @@ class Telegram:
             token,
             base_url=api_url,
             base_file_url=file_url,
-            request=HTTPXRequest(connection_pool_size=16),
-            get_updates_request=HTTPXRequest(),
+            request=AiohttpRequest(connections=16),
+            get_updates_request=AiohttpRequest(),
         )
         self.sessions = sessions
         self.vault = vault
