@@ -14,11 +14,10 @@ import socket
 import uuid
 from collections.abc import Mapping
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from amparo.runtime import Runtime, open_runtime
-from core import logs, metrics, ratelimit, retention, sqlite
+from core import logs, metrics, ratelimit, retention, sqlite, webhooks
 from core.config import Settings
 from core.db import transaction
 from core.dispatch import Dispatcher
@@ -84,7 +83,7 @@ async def run_engine(
 ) -> None:
     """Sweep and deliver until cancelled; a dead worker's claims expire after the leases."""
     owner = owner or owner_id()
-    async with httpx.AsyncClient(timeout=15) as http:
+    async with webhooks.client() as http:
         sweeper = Sweep(
             rt.sessions,
             rt.vault,

@@ -43,7 +43,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Update
@@ -124,7 +123,7 @@ async def amparo(
 ) -> AsyncIterator[None]:
     channel = Telegram(token=api.token, api_url=api.base_url, sessions=sessions, vault=vault)
     engine = Engine(sessions, vault)
-    async with httpx.AsyncClient(timeout=15) as http:
+    async with webhooks.client() as http:
         dispatcher = Dispatcher(
             sessions,
             vault,

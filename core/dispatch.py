@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import httpx
+import aiohttp
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -68,7 +68,7 @@ class Dispatcher:
         channels: Mapping[str, Channel],
         *,
         owner: str,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
         limits: Mapping[str, Limit] | None = None,  # None: from the settings
         batch: int = 32,
         lease_s: float = 60.0,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import httpx
+import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from core import metrics, sweep, wakeup
@@ -35,7 +35,7 @@ class Scheduler:
         interval_s: float = 5.0,
         heartbeat_url: str | None = None,
         heartbeat_every_s: float = 30.0,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.sweeper, self.interval_s, self.clock = sweeper, interval_s, clock
@@ -126,8 +126,12 @@ class Scheduler:
         self.ping_task = asyncio.create_task(self._ping(self.heartbeat_url, self.http))
 
     @staticmethod
-    async def _ping(url: str, http: httpx.AsyncClient) -> None:
+    async def _ping(url: str, http: aiohttp.ClientSession) -> None:
         try:
-            await http.get(url, timeout=10)
-        except httpx.HTTPError as exc:  # the URL may hold a secret: never logged
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as answer:
+                await answer.read()
+        except (
+            aiohttp.ClientError,
+            TimeoutError,
+        ) as exc:  # the URL may hold a secret: never logged
             log.warning("heartbeat ping failed: %s", type(exc).__name__)

@@ -7,20 +7,21 @@ import time
 import uuid
 from datetime import timedelta
 
-import httpx
+import aiohttp
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from core import alerts, checkins, webhooks
 from core.db import transaction
 from core.dispatch import Dispatcher
 from core.messages import DeliveryError, Outbound
-from core.models import AlertKind, ChannelAddress, OutboxMessage, Priority
+from core.models import AlertKind, ChannelAddress, OutboxMessage, Priority, Webhook
 from core.outbox import Item, enqueue_many
 from core.ratelimit import Limit
 from core.sweep import Sweep
 from tests.engine.conftest import T0, World, address, alert_of, build_world, timeline
 from tests.engine.standin import StandIn
+from tests.standins.http_receiver import Receiver
 
 SEC = timedelta(seconds=1)
 
@@ -35,11 +36,16 @@ async def standin_world(sessions, vault) -> World:  # type: ignore[no-untyped-de
 
 
 def dispatcher(
-    world: World, channels: dict[str, StandIn], http: httpx.AsyncClient | None = None
+    world: World, channels: dict[str, StandIn], http: aiohttp.ClientSession | None = None
 ) -> Dispatcher:
     return Dispatcher(
         world.sessions, world.vault, channels, owner="test", http=http, limits={}, rng=lambda: 0.5
     )
+
+
+async def point_webhook_at(world: World, url: str) -> None:
+    async with transaction(world.sessions) as s:
+        await s.execute(update(Webhook).values(url=url))
 
 
 async def panic(world: World) -> uuid.UUID:
@@ -64,13 +70,9 @@ async def test_it_honours_retry_after_retries_5xx_and_falls_back_on_403(sessions
     main.fail("c0-quiet-heron-41", DeliveryError("rate limited", retry_after=30))
     main.fail("c1-quiet-heron-41", DeliveryError("HTTP 502"), DeliveryError("HTTP 503"))
     main.fail("r0-quiet-heron-41", DeliveryError("forbidden", permanent=True))
-    hits: list[httpx.Request] = []
-
-    def desk(request: httpx.Request) -> httpx.Response:
-        hits.append(request)
-        return httpx.Response(500 if len(hits) == 1 else 204)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(desk)) as http:
+    async with Receiver(statuses=[500, 204]) as desk, webhooks.client() as http:
+        await point_webhook_at(world, desk.url())
+        hits = desk.hits
         d = dispatcher(world, {"standin": main, "backup": backup}, http)
         alert_id = await panic(world)
         await d.drain(T0)
@@ -99,14 +101,29 @@ async def test_it_honours_retry_after_retries_5xx_and_falls_back_on_403(sessions
         assert len(blocked.scalars().all()) == 1
     first, second = hits
     assert first.headers["Amparo-Event-Id"] == second.headers["Amparo-Event-Id"]
-    body = json.loads(second.content)
+    body = json.loads(second.body)
     assert body["type"] == "alert.triggered" and body["alert"]["kind"] == "panic"
     assert webhooks.verify(
         second.headers["Amparo-Signature"],
-        second.content,
+        second.body,
         [world.webhook_secret.encode()],
         now=(T0 + 10 * SEC).timestamp(),
     )
+
+
+async def test_a_webhook_redirect_is_not_followed_but_retried(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    world = await standin_world(sessions, vault)
+    async with Receiver(statuses=[307]) as desk, webhooks.client() as http:
+        desk.headers["Location"] = desk.url("/elsewhere")
+        await point_webhook_at(world, desk.url())
+        await panic(world)
+        await dispatcher(world, {"standin": StandIn("standin")}, http).drain(T0)
+    assert [h.path for h in desk.hits] == ["/hook"]
+    async with world.sessions() as s:
+        row = (
+            await s.execute(select(OutboxMessage).where(OutboxMessage.channel == "webhook"))
+        ).scalar_one()
+    assert (str(row.state), row.last_error) == ("pending", "webhook HTTP 307")
 
 
 async def test_it_sends_a_p0_before_ten_thousand_queued_p3(sessions, vault) -> None:  # type: ignore[no-untyped-def]

@@ -6,10 +6,9 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-import httpx
 from sqlalchemy import select
 
-from core import checkins, wakeup
+from core import checkins, wakeup, webhooks
 from core.db import transaction
 from core.dispatch import Dispatcher
 from core.messages import Outbound
@@ -20,6 +19,7 @@ from core.scheduler import JOB, Scheduler
 from core.sweep import Sweep
 from tests.engine.conftest import World
 from tests.engine.standin import StandIn
+from tests.standins.http_receiver import Receiver
 
 
 async def until(check, seconds: float = 5.0) -> float:  # type: ignore[no-untyped-def]
@@ -53,22 +53,16 @@ async def test_it_wakes_up_at_a_new_deadline_instead_of_waiting_for_the_next_swe
 
 
 async def test_it_pings_the_heartbeat_after_a_sweep(world: World, sweep: Sweep) -> None:
-    pings: list[str] = []
-
-    def monitor(request: httpx.Request) -> httpx.Response:
-        pings.append(str(request.url))
-        return httpx.Response(200)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(monitor)) as http:
-        scheduler = Scheduler(
-            sweep, interval_s=0.1, heartbeat_url="https://hc.invalid/ping/x", http=http
-        )
+    async with Receiver(statuses=[200]) as monitor, webhooks.client() as http:
+        url = monitor.url("/ping/x")
+        scheduler = Scheduler(sweep, interval_s=0.1, heartbeat_url=url, http=http)
         scheduler.start()
         try:
             await asyncio.sleep(0.5)
         finally:
             await scheduler.stop()
-    assert pings == ["https://hc.invalid/ping/x"]  # every sweep, at most every 30 s
+    # every sweep, at most every 30 s
+    assert [(h.method, h.path) for h in monitor.hits] == [("GET", "/ping/x")]
     assert scheduler.last_sweep is not None
 
 
