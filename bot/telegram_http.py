@@ -10,7 +10,7 @@ pool hands a free connection over in constant time.
 Errors keep PTB's meaning: a timeout is ``TimedOut`` and any other failure of the connection is
 ``NetworkError``, and the outbox retries both. The status and body go back to PTB, which raises
 ``Forbidden``, ``RetryAfter`` and the rest itself. Proxies set in the environment
-(``HTTPS_PROXY``) are used, as httpx did.
+(``HTTPS_PROXY``) are used, as httpx did, read once per URL's origin (``core.proxies``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import aiohttp
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+from core.proxies import Proxies
 
 # PTB's own defaults for HTTPXRequest, except the wait for a free connection: the outbox sends
 # a batch at once, and a message that waits its turn is better than one that fails for it.
@@ -31,6 +33,7 @@ class AiohttpRequest(BaseRequest):
         self._connections = connections
         self._read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._proxy = Proxies()
 
     @property
     def read_timeout(self) -> float | None:
@@ -41,7 +44,6 @@ class AiohttpRequest(BaseRequest):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections),
                 headers={"User-Agent": self.USER_AGENT},
-                trust_env=True,
             )
 
     async def shutdown(self) -> None:
@@ -71,7 +73,7 @@ class AiohttpRequest(BaseRequest):
         )
         try:
             async with self._session.request(
-                method, url, data=_body(request_data), timeout=timeout
+                method, url, data=_body(request_data), timeout=timeout, proxy=self._proxy(url)
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too

@@ -36,6 +36,7 @@ from core.db import transaction
 from core.delivery import Attempt, record
 from core.messages import Address, Channel, DeliveryError, Outbound
 from core.models import ChannelAddress, OutboxMessage, OutboxState, Webhook
+from core.proxies import Proxies
 from core.ratelimit import Bucket, Limit, Spacing, configured
 
 log = logging.getLogger("amparo.dispatch")
@@ -79,6 +80,7 @@ class Dispatcher:
     ) -> None:
         self.sessions, self.vault, self.channels, self.owner = sessions, vault, channels, owner
         self.http, self.batch, self.lease_s = http, batch, lease_s
+        self.proxies = Proxies()
         # A send outliving its lease could be claimed and sent again by another dispatcher.
         self.send_timeout_s = min(send_timeout_s, lease_s / 2)
         self.idle_s, self.clock, self.rng = idle_s, clock, rng
@@ -285,7 +287,8 @@ class Dispatcher:
             async with asyncio.timeout(self.send_timeout_s):
                 if job.channel == WEBHOOK:
                     assert self.http is not None and job.hook is not None and job.row is not None
-                    await webhooks.post(self.http, self.vault, job.hook, job.row, now)
+                    proxy = self.proxies(job.hook.url)
+                    await webhooks.post(self.http, self.vault, job.hook, job.row, now, proxy)
                 else:
                     assert job.to is not None and job.message is not None
                     sent = await self.channels[job.channel].send(job.to, job.message)

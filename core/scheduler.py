@@ -21,6 +21,7 @@ import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from core import metrics, sweep, wakeup
+from core.proxies import proxy_for
 from core.sweep import Sweep
 
 log = logging.getLogger("amparo.scheduler")
@@ -128,7 +129,8 @@ class Scheduler:
     @staticmethod
     async def _ping(url: str, http: aiohttp.ClientSession) -> None:
         try:
-            async with http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as answer:
+            limit = aiohttp.ClientTimeout(total=10)
+            async with http.get(url, timeout=limit, proxy=proxy_for(url)) as answer:
                 await answer.read()
         except (
             aiohttp.ClientError,

@@ -126,6 +126,25 @@ async def test_a_webhook_redirect_is_not_followed_but_retried(sessions, vault) -
     assert (str(row.state), row.last_error) == ("pending", "webhook HTTP 307")
 
 
+async def test_a_webhook_goes_through_the_proxy_in_the_environment(  # type: ignore[no-untyped-def]
+    sessions, vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver plays the proxy: the desk's own host (desk.invalid) does not resolve."""
+    world = await standin_world(sessions, vault)
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with Receiver() as proxy, webhooks.client() as http:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url(""))
+        await panic(world)
+        await dispatcher(world, {"standin": StandIn("standin")}, http).drain(T0)
+    assert [(h.path, h.headers["Host"]) for h in proxy.hits] == [("/hook", "desk.invalid")]
+    async with world.sessions() as s:
+        hook = (
+            await s.execute(select(OutboxMessage).where(OutboxMessage.channel == "webhook"))
+        ).scalar_one()
+    assert str(hook.state) == "delivered"
+
+
 async def test_it_sends_a_p0_before_ten_thousand_queued_p3(sessions, vault) -> None:  # type: ignore[no-untyped-def]
     world = await standin_world(sessions, vault)
     async with transaction(world.sessions) as s:
