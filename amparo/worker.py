@@ -112,6 +112,10 @@ async def run_engine(
         finally:
             purging.cancel()
             await scheduler.stop()
+            for channel in channels.values():  # the connections it sent through
+                close = getattr(channel, "close", None)
+                if close is not None:
+                    await close()
 
 
 async def worker(settings: Settings) -> None:

@@ -238,6 +238,10 @@ class Telegram:
 
     # --- outbound ------------------------------------------------------------------------
 
+    async def close(self) -> None:
+        """Close the sending side's connections (``run`` closes its own when it ends)."""
+        await self.bot.request.shutdown()
+
     async def send(self, to: Address, message: Outbound) -> Delivered:
         try:
             try:

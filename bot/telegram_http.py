@@ -61,7 +61,10 @@ class AiohttpRequest(BaseRequest):
         pool_timeout: float | None | object = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
         if self._session is None or self._session.closed:
-            raise RuntimeError("This AiohttpRequest is not initialized!")
+            # Opened on first use: `amparo worker` sends with a Bot it never initialises (no
+            # getMe; the inbound side, which does, runs in `amparo serve`), as httpx allowed.
+            await self.initialize()
+        assert self._session is not None
         read = _given(read_timeout, self._read_timeout)
         connect = _given(connect_timeout, CONNECT_S)
         pool = _given(pool_timeout, POOL_S)

@@ -7,10 +7,15 @@ import socket
 
 import pytest
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot
 from telegram.error import NetworkError, TimedOut
 
+from bot.telegram import Telegram
 from bot.telegram_http import AiohttpRequest
+from core.crypto import Vault
+from core.messages import Address, Outbound
+from tests.standins.telegram_api import TelegramStandIn
 
 TOKEN = "123456:SECRET-token-value"
 
@@ -78,3 +83,19 @@ async def test_more_calls_than_connections_wait_their_turn() -> None:
         assert len(answers) == 40 and most == 2
     finally:
         await runner.cleanup()
+
+
+async def test_a_channel_sends_without_running_as_amparo_worker_does(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    """`amparo worker` delivers through the channel but never runs its inbound side (which
+    opens the bot): the first send opens the connections, ``close`` closes them."""
+    api = TelegramStandIn()
+    await api.start()
+    try:
+        channel = Telegram(token=api.token, api_url=api.base_url, sessions=sessions, vault=vault)
+        sent = await channel.send(Address("telegram", "5"), Outbound("are you safe?"))
+        await channel.close()
+        assert sent.message_id and [c["text"] for c in api.sent()] == ["are you safe?"]
+    finally:
+        await api.stop()
