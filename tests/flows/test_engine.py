@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from threading import get_ident
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from core.db import transaction
 from core.messages import InboundAttachment, Location
@@ -180,3 +182,32 @@ async def test_it_forgets_old_message_ids_and_unsent_evidence(desk: Desk) -> Non
         assert (await s.execute(select(Evidence))).first() is None
     replay = await alice.say(Event(text="/alert", message_id="old"))
     assert "Alert sent." in replay[0].text
+
+
+async def test_housekeeping_deletes_on_the_drivers_thread_not_the_event_loop(
+    desk: Desk,
+) -> None:
+    """50,000 message ids due held the loop (bots, and in `amparo serve` the engine) for
+    160 ms when SQLite ran the DELETE inline; asyncpg never runs a statement on the loop."""
+    ran_on: dict[str, int] = {}  # statement -> the thread SQLite ran it on
+
+    def trace(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        raw = dbapi_conn._connection._conn  # aiosqlite's sqlite3 connection
+        raw.set_trace_callback(lambda sql: ran_on.setdefault(sql.split("(")[0], get_ident()))
+
+    engine = desk.sessions.kw["bind"]
+    async with transaction(desk.sessions) as s:
+        s.add(SeenInbound(channel="console", key=b"k" * 32, seen_at=desk.clock.now))
+    desk.clock.advance(days=4)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "checkout", trace)
+    try:
+        await housekeeping(desk.sessions, desk.clock.now)
+    finally:
+        if engine.dialect.name == "sqlite":
+            event.remove(engine.sync_engine, "checkout", trace)
+    async with desk.sessions() as s:
+        assert (await s.execute(select(SeenInbound))).first() is None
+    if engine.dialect.name == "sqlite":
+        deletes = [t for sql, t in ran_on.items() if sql.startswith("DELETE FROM seen_inbound")]
+        assert deletes and get_ident() not in deletes
