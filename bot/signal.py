@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 from signalbot import Config, DataMessageContext, DataMessageHandler, SignalBot
 
 from core import desk_chat
@@ -37,6 +38,7 @@ from core.messages import (
     Location,
     Outbound,
 )
+from core.proxies import Proxies
 from core.text import fold
 
 log = logging.getLogger("amparo.signal")
@@ -97,7 +99,10 @@ class Signal:
         self.clock = clock
         self.inbox: Inbox | None = None
         self.ready = asyncio.Event()
-        self.http = httpx.AsyncClient(base_url=f"http://{service}", timeout=30)
+        # aiohttp, as for Telegram and webhooks: httpx's pool costs several times the CPU per
+        # request at the outbox's concurrency. Opened on first use, in the running loop.
+        self._http: aiohttp.ClientSession | None = None
+        self._proxy = Proxies()
         self._locks: dict[str, asyncio.Lock] = {}
         self._untimed: set[str] = set()  # chats whose last message carried no timer
 
@@ -244,11 +249,22 @@ class Signal:
         await self._call("PUT", f"/v1/contacts/{self.number}", body)
         self._untimed.discard(recipient)
 
+    async def close(self) -> None:
+        """Close the sending side's connections (the receiver closes its own)."""
+        if self._http is not None:
+            await self._http.close()
+
     async def _call(self, verb: str, path: str, body: dict[str, Any]) -> Any:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        url = f"http://{self.service}{path}"
         try:
-            response = await self.http.request(verb, path, json=body)
-        except httpx.HTTPError as exc:
+            async with self._http.request(
+                verb, url, json=body, proxy=self._proxy(url)
+            ) as response:
+                status, text = response.status, await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise DeliveryError(type(exc).__name__) from None
-        if response.status_code >= 400:
-            raise delivery_error(response.status_code, response.text)
-        return response.json() if response.content else None
+        if status >= 400:
+            raise delivery_error(status, text)
+        return json.loads(text) if text else None

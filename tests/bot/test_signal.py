@@ -50,7 +50,7 @@ async def signal(service: SignalStandIn, inbox: list[Inbound]) -> AsyncIterator[
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await channel.http.aclose()
+    await channel.close()
 
 
 async def test_it_turns_envelopes_into_inbound_events(
@@ -137,7 +137,7 @@ async def test_it_applies_the_defenders_timer_and_keeps_it_across_restarts(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await restarted.http.aclose()
+        await restarted.close()
 
 
 async def test_a_failing_default_timer_never_holds_a_message_back(

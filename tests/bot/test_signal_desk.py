@@ -56,7 +56,7 @@ async def dispatcher(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await channel.http.aclose()
+    await channel.close()
 
 
 def said_to(service: SignalStandIn, recipient: str) -> list[str]:
