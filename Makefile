@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format lock catalogues extract postgres clean
+.PHONY: run test lint format lock catalogues extract postgres chromium clean
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,14 @@ run: $(STAMP) catalogues
 postgres:
 	@scripts/ensure-postgres
 
+# Debian's Chromium, for the dashboard's browser tests.
+chromium:
+	@scripts/ensure-chromium
+
 catalogues: $(STAMP)
 	$(BIN)/python -c "from core.i18n import compile_catalogues; compile_catalogues()"
 
-test: $(STAMP) postgres catalogues
+test: $(STAMP) postgres chromium catalogues
 	$(BIN)/pytest
 
 lint: $(STAMP)

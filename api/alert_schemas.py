@@ -131,7 +131,7 @@ def _at(value: Any) -> datetime | None:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def _item(r: Sequence[Any]) -> dict[str, Any]:
+def queue_item(r: Sequence[Any]) -> dict[str, Any]:
     """One queue row (ROW_FIELDS' order) as AlertOut's fields; tests hold the two together."""
     return {
         "id": _uuid(r[0]),
@@ -156,5 +156,5 @@ def queue_page_json(rows: Sequence[Sequence[Any]], next_cursor: str | None) -> b
     """An AlertPage as its model would serialise it, straight from the driver's rows of the
     queue (the desk's hot path: core.db.fetch_raw); tests compare the result with the
     model's own serialisation on both backends."""
-    items = [_item(row) for row in rows]
+    items = [queue_item(row) for row in rows]
     return _QUEUE_PAGE.dump_json({"items": items, "next_cursor": next_cursor})

@@ -1,4 +1,4 @@
-"""The FastAPI application: desk API under /api/v1, health and metrics."""
+"""The FastAPI application: the dashboard at /, the desk API under /api/v1, health, metrics."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api import dashboard
+from api.pages import STATIC
 from api.routes import install
 from core import metrics
 from core.config import Mode, Settings
@@ -68,5 +71,7 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
             text = await metrics.render(session, now, lag)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
+    app.include_router(dashboard.router)  # the responders' pages at /
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install(app)  # the desk API; no-store and security headers on every answer; size limits
     return app

@@ -16,13 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("core", "flows", "bot", "api", "amparo")
 PLACEHOLDER = re.compile(r"\{[a-z_]*\}|%\([a-z_]+\)[sd]")
 KEYWORDS = {**DEFAULT_KEYWORDS, "N_": None}
+METHODS = [("**.py", "python"), ("**/templates/**.html", "jinja2")]  # as pyproject.toml maps
 
 
 def source_messages() -> set[str | tuple[str, ...]]:
     found: set[str | tuple[str, ...]] = set()
     for package in PACKAGES:
         for _file, _line, message, _comments, _context in extract_from_dir(
-            ROOT / package, keywords=KEYWORDS
+            ROOT / package, method_map=METHODS, keywords=KEYWORDS
         ):
             found.add(message if isinstance(message, str) else tuple(message))
     return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
@@ -23,9 +24,10 @@ from api.deps import (
 from api.errors import N_, ApiError
 from core import audit, auth
 from core.auth import AuthError
-from core.crypto import normalise
+from core.crypto import Vault, normalise
 from core.db import transaction
 from core.models import Responder, Role
+from core.throttle import Limits
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -93,6 +95,22 @@ async def login(
     limits: LimitsDep,
 ) -> SessionOut:
     """Log in with username, password and a TOTP code; sets a new session cookie."""
+    responder, token, csrf = await sign_in(request, sessions, vault, now, limits, body)
+    set_cookie(response, token)
+    return SessionOut(csrf_token=csrf, responder=me(responder))
+
+
+async def sign_in(
+    request: Request,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    now: datetime,
+    limits: Limits,
+    body: LoginIn,
+) -> tuple[Responder, str, str]:
+    """Check the credentials under the throttles and open a fresh session, replacing any the
+    client brought: (responder, session token, CSRF token). The API and the dashboard share
+    it. Raises ApiError 429 when throttled, 401 on any failure (never saying which part)."""
     account, address = "user:" + normalise(body.username), "ip:" + client_address(request)
     for throttle, key in ((limits.login_account, account), (limits.login_address, address)):
         if await throttle.blocked(sessions, key, now):
@@ -129,8 +147,7 @@ async def login(
         await _failed(sessions, vault, body.username, exc.code, now)
         raise ApiError(401, LOGIN_FAILED) from None
     await limits.login_account.reset(sessions, account)
-    set_cookie(response, token)
-    return SessionOut(csrf_token=csrf, responder=me(responder))
+    return responder, token, csrf
 
 
 async def _failed(

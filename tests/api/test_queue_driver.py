@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from api.alert_schemas import ROW_FIELDS, AlertOut, AlertPage, _item, out
+from api.alert_schemas import ROW_FIELDS, AlertOut, AlertPage, out, queue_item
 from core.db import transaction
 from core.desk_alerts import QUEUE_COLUMNS, Cursor, list_alerts
 from core.models import Alert, AlertKind, AlertState, Defender
@@ -83,7 +83,7 @@ async def test_ties_on_the_time_are_paged_by_id_without_loss(desk: Desk) -> None
         after = None
         while True:
             rows, after = await list_alerts(s, org_id=desk.a.org.id, after=after, limit=1)
-            seen += [str(_item(r)["id"]) for r in rows]
+            seen += [str(queue_item(r)["id"]) for r in rows]
             if after is None:
                 break
     assert seen == [str(a.id) for a in await _queue(desk)]

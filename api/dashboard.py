@@ -1,0 +1,349 @@
+"""The responders' dashboard at /: log in with a password and TOTP, the alert queue, one
+alert's timeline, acknowledge and resolve. Server-rendered forms on the desk API's own
+sessions, roles, throttles and audit; no script runs in the page."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api import errors
+from api.alert_schemas import queue_item
+from api.deps import COOKIE, LimitsDep, NowDep, SessionDep, SessionsDep, VaultDep
+from api.errors import N_, ApiError
+from api.pages import NOTICES, OUTCOMES, render
+from api.routes.alerts import acknowledge_alert, resolve_alert
+from api.routes.auth import (
+    LOGIN_FAILED,
+    WEAK_PASSWORD,
+    WRONG_PASSWORD,
+    LoginIn,
+    set_cookie,
+    sign_in,
+)
+from core import audit, auth, desk_alerts
+from core.auth import AuthError, Principal
+from core.desk_alerts import Cursor
+from core.models import Alert, AlertState, Responder
+
+router = APIRouter(include_in_schema=False)
+
+CSRF_COOKIE = "__Host-amparo_csrf"  # the session's CSRF token, echoed in every form
+LOGIN_COOKIE = "__Host-amparo_login"  # a pre-login token against login CSRF
+COOKIES_NEEDED = N_("Your browser must accept cookies from this site. Reload the page and retry.")
+PAGE = 50
+
+Text = Annotated[str, Form(max_length=1024)]
+
+
+@dataclass(frozen=True)
+class Viewer:
+    principal: Principal
+    csrf: str
+    username: str
+
+    def may(self, scope: str) -> bool:
+        return scope in self.principal.scopes
+
+
+async def viewer(request: Request, session: AsyncSession, now: datetime) -> Viewer | None:
+    """The logged-in responder, from the session cookie and its CSRF twin, or None."""
+    token, csrf = request.cookies.get(COOKIE), request.cookies.get(CSRF_COOKIE)
+    if token is None or csrf is None:
+        return None
+    found = await auth.session_principal(session, token, now)
+    if found is None or found[0].responder_id is None or not auth.csrf_matches(found[1], csrf):
+        return None
+    username = await session.scalar(
+        select(Responder.username).where(Responder.id == found[0].responder_id)
+    )
+    return Viewer(found[0], csrf, username or "")
+
+
+def to(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def keep(response: Response, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="strict"
+    )
+
+
+def forget(response: Response, *names: str) -> None:
+    for name in names:
+        response.delete_cookie(name, path="/", secure=True, httponly=True, samesite="strict")
+
+
+def signed_in(response: Response, token: str, csrf: str) -> Response:
+    set_cookie(response, token)
+    keep(response, CSRF_COOKIE, csrf, int(auth.SESSION_ABSOLUTE.total_seconds()))
+    forget(response, LOGIN_COOKIE)
+    return response
+
+
+def login_page(request: Request, status: int = 200, error: str | None = None) -> Response:
+    nonce = secrets.token_urlsafe(32)
+    response = render(request, "login.html", status, nonce=nonce, error=error, me=None)
+    keep(response, LOGIN_COOKIE, nonce, 3600)
+    return response
+
+
+@router.get("/login")
+async def login_form(request: Request) -> Response:
+    return login_page(request)
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    sessions: SessionsDep,
+    vault: VaultDep,
+    now: NowDep,
+    limits: LimitsDep,
+    username: Annotated[str, Form(max_length=120)] = "",
+    password: Text = "",
+    totp: Annotated[str, Form(max_length=12)] = "",
+    nonce: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    presented = request.cookies.get(LOGIN_COOKIE, "")
+    if not nonce or not secrets.compare_digest(nonce.encode(), presented.encode()):
+        return login_page(request, 400, COOKIES_NEEDED)
+    try:
+        body = LoginIn(username=username, password=password, totp=totp)
+        responder, token, csrf = await sign_in(request, sessions, vault, now, limits, body)
+    except ValidationError:
+        return login_page(request, 401, errors.translated(request, LOGIN_FAILED))
+    except ApiError as exc:
+        return login_page(request, exc.status, errors.translated(request, exc.message))
+    return signed_in(to("/password" if responder.must_change_password else "/"), token, csrf)
+
+
+async def checked(
+    request: Request, session: AsyncSession, now: datetime, csrf: str
+) -> Viewer | None:
+    """The viewer of a form's POST, only when the form carries this session's CSRF token."""
+    who = await viewer(request, session, now)
+    if who is None or not secrets.compare_digest(csrf.encode(), who.csrf.encode()):
+        return None
+    return who
+
+
+@router.post("/logout")
+async def logout(
+    request: Request, session: SessionDep, vault: VaultDep, now: NowDep, csrf: Text = ""
+) -> Response:
+    who = await checked(request, session, now, csrf)
+    if who is not None:
+        p = who.principal
+        assert p.responder_id is not None and p.session_id is not None
+        await auth.revoke_sessions(session, p.responder_id, now, only=p.session_id)
+        await audit.record(
+            session,
+            vault,
+            actor=p.actor,
+            action="auth.logout",
+            target=str(p.session_id),
+            org_id=p.org_id,
+            now=now,
+        )
+    response = to("/login")
+    forget(response, COOKIE, CSRF_COOKIE)
+    return response
+
+
+@router.get("/")
+async def queue(
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    state: AlertState | None = None,
+    cursor: str | None = None,
+    notice: str | None = None,
+) -> Response:
+    """Open alerts (waiting, then acknowledged), or one state's pages."""
+    who = await viewer(request, session, now)
+    if who is None:
+        return to("/login")
+    if who.principal.must_change_password:
+        return to("/password")
+    try:
+        after = None if cursor is None else Cursor.decode(cursor)
+    except ValueError:
+        after = None
+    states = [state] if state is not None else [AlertState.triggered, AlertState.acknowledged]
+    sections = []
+    for s in states:
+        rows, following = await desk_alerts.list_alerts(
+            session, org_id=who.principal.org_id, state=s, after=after, limit=PAGE
+        )
+        more = None if following is None else following.encode()
+        sections.append((s.value, [queue_item(r) for r in rows], more))
+    return render(
+        request,
+        "queue.html",
+        me=who,
+        sections=sections,
+        filtered=state is not None,
+        notice=NOTICES.get(notice or ""),
+        refresh=None if state is AlertState.resolved else 30,
+    )
+
+
+@router.get("/alerts/{alert_id}")
+async def alert_page(
+    alert_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+    notice: str | None = None,
+) -> Response:
+    """One alert: what happened, in order, and what the responder may do now."""
+    who = await viewer(request, session, now)
+    if who is None:
+        return to("/login")
+    if who.principal.must_change_password:
+        return to("/password")
+    alert = await desk_alerts.get_alert(session, who.principal.org_id, alert_id)
+    if alert is None:
+        return render(request, "missing.html", 404, me=who)
+    await audit.record(
+        session,
+        vault,
+        actor=who.principal.actor,
+        action="alert.view",
+        target=str(alert.id),
+        org_id=who.principal.org_id,
+        now=now,
+    )
+    events, notes = await desk_alerts.timeline(session, alert.id)
+    staff = select(Responder.id, Responder.username).where(
+        Responder.org_id == who.principal.org_id
+    )
+    names = {row[0]: row[1] for row in await session.execute(staff)}
+    return render(
+        request,
+        "alert.html",
+        me=who,
+        alert=alert,
+        handle=await desk_alerts.handle_of(session, alert.defender_id),
+        events=[(e, actor_name(e.actor, names)) for e in events],
+        notes=len(notes),
+        outcomes=OUTCOMES,
+        notice=NOTICES.get(notice or ""),
+    )
+
+
+def actor_name(actor: str | None, names: dict[uuid.UUID, str]) -> str:
+    """Who did it, as the desk knows them: a responder's username, else the kind of actor."""
+    kind, _sep, ident = (actor or "").partition(":")
+    if kind == "responder":
+        try:
+            return names.get(uuid.UUID(ident), kind)
+        except ValueError:
+            return kind
+    return kind
+
+
+async def _act(
+    alert_id: uuid.UUID, request: Request, session: AsyncSession, now: datetime, csrf: str
+) -> tuple[Viewer, Alert] | Response:
+    who = await checked(request, session, now, csrf)
+    if who is None:
+        return to("/login")
+    back = f"/alerts/{alert_id}"
+    if not who.may("alerts:write") or who.principal.must_change_password:
+        return to(back + "?notice=forbidden")
+    alert = await desk_alerts.get_alert(session, who.principal.org_id, alert_id)
+    if alert is None:
+        return render(request, "missing.html", 404, me=who)
+    return who, alert
+
+
+@router.post("/alerts/{alert_id}/acknowledge")
+async def acknowledge(
+    alert_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+    csrf: Text = "",
+) -> Response:
+    found = await _act(alert_id, request, session, now, csrf)
+    if isinstance(found, Response):
+        return found
+    who, alert = found
+    try:
+        await acknowledge_alert(session, vault, who.principal, alert, now)
+    except ApiError:
+        return to(f"/alerts/{alert_id}?notice=not_open")
+    return to(f"/alerts/{alert_id}?notice=acknowledged")
+
+
+@router.post("/alerts/{alert_id}/resolve")
+async def resolve(
+    alert_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+    csrf: Text = "",
+    outcome: Annotated[str, Form(max_length=24)] = "",
+) -> Response:
+    found = await _act(alert_id, request, session, now, csrf)
+    if isinstance(found, Response):
+        return found
+    who, alert = found
+    if outcome not in OUTCOMES:
+        return to(f"/alerts/{alert_id}")
+    try:
+        await resolve_alert(session, vault, who.principal, alert, outcome, now)
+    except ApiError:
+        return to(f"/alerts/{alert_id}?notice=not_open")
+    return to("/?notice=resolved")
+
+
+@router.get("/password")
+async def password_form(request: Request, session: SessionDep, now: NowDep) -> Response:
+    who = await viewer(request, session, now)
+    if who is None:
+        return to("/login")
+    return render(request, "password.html", me=who, error=None)
+
+
+@router.post("/password")
+async def change_password(
+    request: Request,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+    csrf: Text = "",
+    current: Text = "",
+    new: Text = "",
+) -> Response:
+    """Every session ends with a password change; this browser gets a new one."""
+    who = await checked(request, session, now, csrf)
+    if who is None:
+        return to("/login")
+    responder = await session.get(Responder, who.principal.responder_id)
+    assert responder is not None
+    try:
+        await auth.change_password(
+            session, vault, responder=responder, current=current, new=new, now=now
+        )
+    except AuthError as exc:
+        error = WRONG_PASSWORD if exc.code == "password" else WEAK_PASSWORD
+        message = errors.translated(request, error)
+        return render(request, "password.html", 400, me=who, error=message)
+    _row, token, csrf = await auth.open_session(session, responder, now)
+    return signed_in(to("/?notice=password"), token, csrf)

@@ -1,0 +1,103 @@
+"""The dashboard's pages: Jinja2 templates translated by Babel, right to left for Arabic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from babel.dates import format_datetime
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from api.errors import N_, locale_of
+from core.i18n import RTL, translations
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+
+KINDS = {
+    "panic": N_("Panic"),
+    "duress": N_("Duress"),
+    "missed_checkin": N_("Missed check-in"),
+    "report": N_("Urgent report"),
+}
+STATES = {
+    "triggered": N_("Waiting for a responder"),
+    "acknowledged": N_("Acknowledged"),
+    "resolved": N_("Resolved"),
+}
+OUTCOMES = {
+    "safe": N_("Safe"),
+    "false_alarm": N_("False alarm"),
+    "intervention": N_("Intervention"),
+    "other": N_("Other"),
+}
+# What the timeline's events mean to a responder (core writes them; unknown kinds show raw).
+EVENTS = {
+    "triggered": N_("Alert raised"),
+    "step": N_("Escalation step"),
+    "acknowledged": N_("Acknowledged"),
+    "resolved": N_("Resolved"),
+    "reopened": N_("Reopened"),
+    "assigned": N_("Assigned"),
+    "note_added": N_("Sealed note added"),
+    "kept_open": N_("Kept open after the defender's check-in"),
+    "checked_in": N_("The defender checked in"),
+    "checked_in_under_duress": N_("The defender checked in with the duress PIN"),
+    "cancel_ignored": N_("The defender's cancel was ignored (duress)"),
+    "can_talk": N_("The defender says they can talk"),
+    "location_added": N_("Location received (sealed)"),
+    "location_unavailable": N_("The defender could not share a location"),
+    "delivery_fallback": N_("Delivery fell back to another channel or contact"),
+    "delivery_dead": N_("A message could not be delivered"),
+    "recipient_unreachable": N_("A recipient could not be reached"),
+    "desk_brought_forward": N_("The desk was alerted early: contacts unreachable"),
+}
+# Short notices a page may show after a redirect (?notice=…): never free text from the URL.
+NOTICES = {
+    "acknowledged": N_("You acknowledged the alert."),
+    "resolved": N_("You resolved the alert."),
+    "not_open": N_("The alert is no longer open."),
+    "password": N_("Your password is changed."),
+    "forbidden": N_("Your role does not allow this."),
+}
+
+
+def when(value: datetime | None, locale: str) -> str:
+    """A moment in the responder's language, always in UTC (the desk spans time zones)."""
+    if value is None:
+        return ""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return format_datetime(value, "medium", tzinfo=UTC, locale=locale) + " UTC"
+
+
+@cache
+def environment(locale: str) -> Environment:
+    """One environment per language, built once: its gettext is that catalogue's."""
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
+    )
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    env.globals.update(
+        lang=locale,
+        dir="rtl" if locale in RTL else "ltr",
+        KINDS=KINDS,
+        STATES=STATES,
+        OUTCOMES=OUTCOMES,
+        EVENTS=EVENTS,
+    )
+    env.filters["when"] = lambda value: when(value, locale)
+    return env
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    locale = locale_of(request)
+    html = environment(locale).get_template(template).render(**context)
+    return HTMLResponse(html, status_code=status, headers={"content-language": locale})

@@ -1,0 +1,227 @@
+"""The responders' dashboard over HTTP (both backends): login with TOTP, tenancy, CSRF on
+every form, roles, the audit trail, logout. The browser itself: test_dashboard_browser.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import select
+
+from api.dashboard import CSRF_COOKIE, LOGIN_COOKIE
+from api.deps import COOKIE
+from core.db import transaction
+from core.models import Alert, AlertState, AuditEntry, DeskSession, Responder
+from tests.api.conftest import PASSWORD, Desk, Org, code
+
+NONCE = re.compile(r'name="nonce" value="([^"]+)"')
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def log_in(
+    c: httpx.AsyncClient, org: Org, role: str, *, totp: str | None = None
+) -> httpx.Response:
+    form = await c.get("/login")
+    nonce = NONCE.search(form.text)
+    assert nonce is not None
+    return await c.post(
+        "/login",
+        data={
+            "username": org.responders[role].username,
+            "password": PASSWORD,
+            "totp": totp or code(org.totp[role]),
+            "nonce": nonce.group(1),
+        },
+    )
+
+
+@asynccontextmanager
+async def browser(desk: Desk, org: Org, role: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A client logged in through the login form, and the CSRF token its pages carry."""
+    async with desk.anonymous() as c:
+        answer = await log_in(c, org, role)
+        assert answer.status_code == 303 and answer.headers["location"] == "/"
+        page = await c.get("/")
+        token = CSRF.search(page.text)
+        assert page.status_code == 200 and token is not None
+        yield c, token.group(1)
+
+
+async def state_of(desk: Desk, org: Org) -> AlertState:
+    assert org.alert is not None
+    async with desk.sessions() as s:
+        alert = await s.get(Alert, org.alert.id)
+        assert alert is not None
+        return alert.state
+
+
+async def test_it_sends_a_stranger_to_the_login_page(desk: Desk) -> None:
+    async with desk.anonymous() as c:
+        for path in ("/", "/password", f"/alerts/{desk.a.alert.id}"):  # type: ignore[union-attr]
+            answer = await c.get(path)
+            assert answer.status_code == 303 and answer.headers["location"] == "/login"
+        page = await c.get("/login")
+    assert page.status_code == 200 and 'name="totp"' in page.text
+    assert "no-store" in page.headers["cache-control"]
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    cookie = page.headers["set-cookie"]
+    assert cookie.startswith(LOGIN_COOKIE) and "Secure" in cookie and "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+
+
+async def test_it_logs_in_with_password_and_totp_and_shows_only_its_own_queue(
+    desk: Desk,
+) -> None:
+    async with browser(desk, desk.a, "responder") as (c, _csrf):
+        cookies = set(c.cookies)
+        assert {COOKIE, CSRF_COOKIE} <= cookies and LOGIN_COOKIE not in cookies
+        page = await c.get("/")
+        assert desk.a.alert is not None and desk.b.alert is not None
+        assert f"/alerts/{desk.a.alert.id}" in page.text
+        assert "calm-heron-alpha" in page.text
+        assert str(desk.b.alert.id) not in page.text and "bravo" not in page.text
+        foreign = await c.get(f"/alerts/{desk.b.alert.id}")  # another organisation's alert
+        assert foreign.status_code == 404 and "calm-heron-bravo" not in foreign.text
+
+
+async def test_a_reused_totp_code_or_a_wrong_one_is_refused_with_a_translated_answer(
+    desk: Desk,
+) -> None:
+    used = code(desk.a.totp["responder"])
+    async with desk.anonymous() as first:
+        assert (await log_in(first, desk.a, "responder", totp=used)).status_code == 303
+    async with desk.anonymous() as again:
+        again.headers["accept-language"] = "es"
+        answer = await log_in(again, desk.a, "responder", totp=used)
+        assert answer.status_code == 401 and COOKIE not in again.cookies
+        assert "usuario, contraseña o código incorrectos" in answer.text
+        wrong = await log_in(again, desk.a, "responder", totp="000000")
+        assert wrong.status_code == 401
+
+
+async def test_login_without_the_forms_own_cookie_is_refused(desk: Desk) -> None:
+    """Login CSRF: another site cannot log a responder into an account of its choosing."""
+    async with desk.anonymous() as c:
+        answer = await c.post(
+            "/login",
+            data={
+                "username": desk.a.responders["responder"].username,
+                "password": PASSWORD,
+                "totp": code(desk.a.totp["responder"]),
+                "nonce": "forged",
+            },
+        )
+    assert answer.status_code == 400 and COOKIE not in c.cookies
+
+
+async def test_acknowledge_and_resolve_need_the_sessions_csrf_token(desk: Desk) -> None:
+    assert desk.a.alert is not None
+    url = f"/alerts/{desk.a.alert.id}"
+    async with browser(desk, desk.a, "responder") as (c, csrf):
+        for forged in ("", "x" * 43):
+            answer = await c.post(url + "/acknowledge", data={"csrf": forged})
+            assert answer.status_code == 303 and answer.headers["location"] == "/login"
+        assert await state_of(desk, desk.a) is AlertState.triggered
+
+        answer = await c.post(url + "/acknowledge", data={"csrf": csrf})
+        assert answer.headers["location"] == url + "?notice=acknowledged"
+        assert await state_of(desk, desk.a) is AlertState.acknowledged
+        page = await c.get(answer.headers["location"])
+        assert "You acknowledged the alert." in page.text
+        assert 'data-event="acknowledged"' in page.text
+        assert desk.a.responders["responder"].username in page.text  # the timeline's actor
+
+        answer = await c.post(url + "/resolve", data={"csrf": csrf, "outcome": "nonsense"})
+        assert await state_of(desk, desk.a) is AlertState.acknowledged
+        answer = await c.post(url + "/resolve", data={"csrf": csrf, "outcome": "safe"})
+        assert answer.headers["location"] == "/?notice=resolved"
+        assert await state_of(desk, desk.a) is AlertState.resolved
+        again = await c.post(url + "/acknowledge", data={"csrf": csrf})
+        assert again.headers["location"] == url + "?notice=not_open"
+        resolved = await c.get("/?state=resolved")
+        assert url in resolved.text and "Safe" in resolved.text
+
+    async with desk.sessions() as s:
+        actions = set(
+            (
+                await s.execute(
+                    select(AuditEntry.action).where(AuditEntry.org_id == desk.a.org.id)
+                )
+            ).scalars()
+        )
+    assert {"auth.login", "alert.view", "alert.acknowledge", "alert.resolve"} <= actions
+
+
+async def test_an_observer_sees_the_queue_but_cannot_act(desk: Desk) -> None:
+    assert desk.a.alert is not None
+    url = f"/alerts/{desk.a.alert.id}"
+    async with browser(desk, desk.a, "observer") as (c, csrf):
+        page = await c.get(url)
+        assert page.status_code == 200 and "/acknowledge" not in page.text
+        answer = await c.post(url + "/acknowledge", data={"csrf": csrf})
+        assert answer.headers["location"] == url + "?notice=forbidden"
+    assert await state_of(desk, desk.a) is AlertState.triggered
+
+
+async def test_another_organisations_alert_cannot_be_acted_on(desk: Desk) -> None:
+    assert desk.b.alert is not None
+    async with browser(desk, desk.a, "admin") as (c, csrf):
+        answer = await c.post(f"/alerts/{desk.b.alert.id}/acknowledge", data={"csrf": csrf})
+    assert answer.status_code == 404
+    assert await state_of(desk, desk.b) is AlertState.triggered
+
+
+async def test_logout_ends_the_session_for_good(desk: Desk) -> None:
+    async with browser(desk, desk.a, "responder") as (c, csrf):
+        kept = dict(c.cookies)
+        answer = await c.post("/logout", data={"csrf": csrf})
+        assert answer.headers["location"] == "/login"
+    async with desk.anonymous() as replay:
+        for name, value in kept.items():
+            replay.cookies.set(name, value, domain="desk.test")
+        assert (await replay.get("/")).headers["location"] == "/login"
+        assert (await replay.get("/api/v1/auth/me")).status_code == 401
+
+
+async def test_a_new_responder_changes_the_password_before_anything_else(desk: Desk) -> None:
+    async with transaction(desk.sessions) as s:
+        r = await s.get(Responder, desk.a.responders["responder"].id)
+        assert r is not None
+        r.must_change_password = True
+    async with desk.anonymous() as c:
+        answer = await log_in(c, desk.a, "responder")
+        assert answer.headers["location"] == "/password"
+        assert (await c.get("/")).headers["location"] == "/password"
+        page = await c.get("/password")
+        csrf = CSRF.search(page.text)
+        assert csrf is not None
+        short = await c.post(
+            "/password", data={"csrf": csrf.group(1), "current": PASSWORD, "new": "short"}
+        )
+        assert short.status_code == 400
+        answer = await c.post(
+            "/password",
+            data={"csrf": csrf.group(1), "current": PASSWORD, "new": "a brand new passphrase"},
+        )
+        assert answer.headers["location"] == "/?notice=password"
+        page = await c.get(answer.headers["location"])
+        assert page.status_code == 200 and "Your password is changed." in page.text
+
+
+async def test_arabic_pages_are_right_to_left_and_translated(desk: Desk) -> None:
+    async with browser(desk, desk.a, "responder") as (c, _csrf):
+        c.headers["accept-language"] = "ar"
+        page = await c.get("/")
+    assert '<html lang="ar" dir="rtl">' in page.text
+    assert "Waiting for a responder" not in page.text and "ذعر" in page.text  # "panic"
+
+
+async def test_a_session_past_its_idle_timeout_goes_back_to_login(desk: Desk) -> None:
+    async with browser(desk, desk.a, "responder") as (c, _csrf):
+        async with transaction(desk.sessions) as s:
+            for row in (await s.execute(select(DeskSession))).scalars():
+                row.last_seen_at = datetime.now(UTC) - timedelta(days=1)
+        assert (await c.get("/")).headers["location"] == "/login"

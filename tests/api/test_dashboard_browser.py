@@ -1,0 +1,138 @@
+"""The responders' dashboard in a real headless Chromium (Debian's, driven by Playwright), on
+both backends: a responder logs in with a TOTP code, acknowledges and resolves an alert; Arabic
+lays out right to left; another site's form cannot act; the CSP holds (no violations)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+import uvicorn
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+
+from core.models import Alert, AlertState
+from tests.api.conftest import PASSWORD, Desk, Org, code
+
+
+@pytest.fixture(scope="module")
+async def chromium() -> AsyncIterator[Browser]:
+    # Never skipped silently: `make test` installs Debian's chromium (scripts/ensure-chromium).
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path is not None, "Debian's chromium is not installed: run `make test`"
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def site(desk: Desk) -> AsyncIterator[str]:
+    """The desk's app served by uvicorn on a loopback port."""
+    config = uvicorn.Config(desk.app, host="127.0.0.1", port=0, lifespan="off", log_level="error")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+async def page_in(chromium: Browser, locale: str = "en-GB") -> tuple[Page, list[str]]:
+    context = await chromium.new_context(locale=locale)
+    page = await context.new_page()
+    problems: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error":  # a CSP violation is reported here
+            problems.append(message.text)
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    return page, problems
+
+
+async def log_in(page: Page, site: str, org: Org, role: str, button: str = "Log in") -> None:
+    await page.goto(site + "/")  # a stranger lands on the login page
+    await page.locator("input[name=username]").fill(org.responders[role].username)
+    await page.locator("input[name=password]").fill(PASSWORD)
+    await page.locator("input[name=totp]").fill(code(org.totp[role]))
+    await page.get_by_role("button", name=button).click()
+
+
+async def alert_state(desk: Desk, org: Org) -> tuple[AlertState, str | None]:
+    assert org.alert is not None
+    async with desk.sessions() as s:
+        alert = await s.get(Alert, org.alert.id)
+        assert alert is not None
+        return alert.state, alert.outcome
+
+
+async def test_a_responder_logs_in_acknowledges_and_resolves_an_alert(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    page, problems = await page_in(chromium)
+    await log_in(page, site, desk.a, "responder")
+    await expect(page).to_have_url(site + "/")
+    waiting = page.locator("section[data-state=triggered]")
+    await expect(waiting.get_by_role("heading")).to_contain_text("Waiting for a responder")
+    row = waiting.locator("tbody tr")
+    await expect(row).to_have_count(1)  # alpha's panic, and nothing of bravo's
+    await expect(row.locator(".badge")).to_have_text("P0")
+    await expect(row).to_contain_text("Panic")
+
+    await row.get_by_role("link", name="calm-heron-alpha").click()
+    await page.get_by_role("button", name="Acknowledge: I'm on it").click()
+    await expect(page.get_by_role("status")).to_have_text("You acknowledged the alert.")
+    await expect(page.locator("dd.state")).to_have_text("Acknowledged")
+    await expect(page.locator("li[data-event=acknowledged]")).to_contain_text("responder-alpha")
+    assert await alert_state(desk, desk.a) == (AlertState.acknowledged, None)
+
+    await page.get_by_label("Outcome").select_option("false_alarm")
+    await page.get_by_role("button", name="Resolve", exact=True).click()
+    await expect(page.get_by_role("status")).to_have_text("You resolved the alert.")
+    await expect(page.locator("section[data-state=triggered] tbody tr")).to_have_count(0)
+    assert await alert_state(desk, desk.a) == (AlertState.resolved, "false_alarm")
+
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page).to_have_url(site + "/login")
+    await page.goto(site + "/")
+    await expect(page).to_have_url(site + "/login")  # the session is over
+    assert problems == []
+
+
+async def test_arabic_reads_right_to_left(desk: Desk, site: str, chromium: Browser) -> None:
+    page, problems = await page_in(chromium, locale="ar")
+    await log_in(page, site, desk.a, "observer", button="تسجيل الدخول")
+    await expect(page.locator("html")).to_have_attribute("dir", "rtl")
+    await expect(page.locator("section[data-state=triggered] h2")).to_contain_text(
+        "بانتظار مستجيب"
+    )
+    assert await page.evaluate("getComputedStyle(document.body).direction") == "rtl"
+    # Mirrored: the name of the desk sits at the right, the logout form at the left.
+    brand = await page.locator(".brand").bounding_box()
+    logout = await page.locator("form.who").bounding_box()
+    assert brand is not None and logout is not None and brand["x"] > logout["x"]
+    assert problems == []
+
+
+async def test_another_sites_form_cannot_act_for_a_logged_in_responder(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    page, _problems = await page_in(chromium)
+    await log_in(page, site, desk.a, "responder")
+    await expect(page).to_have_url(site + "/")
+    assert desk.a.alert is not None
+    # A page of another origin posts to the desk: the browser sends no cookie along
+    # (SameSite=Strict), and the form has no CSRF token to give.
+    await page.set_content(
+        f'<form method="post" action="{site}/alerts/{desk.a.alert.id}/acknowledge">'
+        '<input name="csrf" value="guess"><button>win a prize</button></form>'
+    )
+    await page.get_by_role("button", name="win a prize").click()
+    await expect(page).to_have_url(site + "/login")
+    assert await alert_state(desk, desk.a) == (AlertState.triggered, None)
