@@ -4,6 +4,7 @@ sessions, roles, throttles and audit; no script runs in the page."""
 
 from __future__ import annotations
 
+import base64
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ from api.routes.auth import (
 )
 from core import audit, auth, desk_alerts
 from core.auth import AuthError, Principal
-from core.desk_alerts import Cursor
-from core.models import Alert, AlertState, Responder
+from core.desk_alerts import Cursor, DeskConflict
+from core.models import Alert, AlertState, Organisation, Responder
 
 router = APIRouter(include_in_schema=False)
 
@@ -227,6 +228,7 @@ async def alert_page(
         now=now,
     )
     events, notes = await desk_alerts.timeline(session, alert.id)
+    org = await session.get(Organisation, who.principal.org_id)
     staff = select(Responder.id, Responder.username).where(
         Responder.org_id == who.principal.org_id
     )
@@ -238,10 +240,18 @@ async def alert_page(
         alert=alert,
         handle=await desk_alerts.handle_of(session, alert.defender_id),
         events=[(e, actor_name(e.actor, names)) for e in events],
-        notes=len(notes),
+        location=None if alert.location_sealed is None else b64(alert.location_sealed),
+        notes=[
+            (n, names.get(n.author_id, "") if n.author_id else "", b64(n.sealed)) for n in notes
+        ],
+        keyed=org is not None and org.public_key is not None,
         outcomes=OUTCOMES,
         notice=NOTICES.get(notice or ""),
     )
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def actor_name(actor: str | None, names: dict[uuid.UUID, str]) -> str:
@@ -311,6 +321,40 @@ async def resolve(
     except ApiError:
         return to(f"/alerts/{alert_id}?notice=not_open")
     return to("/?notice=resolved")
+
+
+@router.post("/alerts/{alert_id}/notes")
+async def add_note(
+    alert_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+    csrf: Text = "",
+    text: Annotated[str, Form(max_length=10_000)] = "",
+) -> Response:
+    """A note for the desk, sealed to the organisation key on arrival (never kept in clear)."""
+    found = await _act(alert_id, request, session, now, csrf)
+    if isinstance(found, Response):
+        return found
+    who, alert = found
+    org = await session.get(Organisation, who.principal.org_id)
+    if not text.strip() or org is None:
+        return to(f"/alerts/{alert_id}")
+    try:
+        await desk_alerts.add_note(
+            session,
+            vault,
+            alert=alert,
+            org=org,
+            text=text,
+            author_id=who.principal.responder_id,
+            actor=who.principal.actor,
+            now=now,
+        )
+    except DeskConflict:
+        return to(f"/alerts/{alert_id}?notice=no_key")
+    return to(f"/alerts/{alert_id}?notice=note")
 
 
 @router.get("/password")

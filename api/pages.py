@@ -64,6 +64,8 @@ NOTICES = {
     "not_open": N_("The alert is no longer open."),
     "password": N_("Your password is changed."),
     "forbidden": N_("Your role does not allow this."),
+    "note": N_("Your note is sealed to the organisation's key."),
+    "no_key": N_("Upload an organisation key first."),
 }
 
 

@@ -3,6 +3,7 @@ every form, roles, the audit trail, logout. The browser itself: test_dashboard_b
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from api.dashboard import CSRF_COOKIE, LOGIN_COOKIE
 from api.deps import COOKIE
+from api.pages import STATIC
 from core.db import transaction
 from core.models import Alert, AlertState, AuditEntry, DeskSession, Responder
 from tests.api.conftest import PASSWORD, Desk, Org, code
@@ -225,3 +227,20 @@ async def test_a_session_past_its_idle_timeout_goes_back_to_login(desk: Desk) ->
             for row in (await s.execute(select(DeskSession))).scalars():
                 row.last_seen_at = datetime.now(UTC) - timedelta(days=1)
         assert (await c.get("/")).headers["location"] == "/login"
+
+
+def test_the_vendored_libsodium_is_the_one_its_readme_names() -> None:
+    vendor = STATIC / "vendor"
+    for line in (vendor / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split()
+        assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name
+    assert 'from"./libsodium-sumo.js"' in (vendor / "libsodium-wrappers.js").read_text()
+
+
+async def test_the_scripts_are_served_as_javascript_from_the_desk_itself(desk: Desk) -> None:
+    async with desk.anonymous() as c:
+        for path in ("unseal.js", "vendor/libsodium-wrappers.js", "vendor/libsodium-sumo.js"):
+            answer = await c.get(f"/static/{path}")
+            assert answer.status_code == 200
+            assert answer.headers["content-type"].startswith("text/javascript")
+            assert answer.headers["x-content-type-options"] == "nosniff"

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import uvicorn
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from core.models import Alert, AlertState
-from tests.api.conftest import PASSWORD, Desk, Org, code
+from core import alerts
+from core.crypto import seal
+from core.db import transaction
+from core.models import Alert, AlertState, utcnow
+from tests.api.conftest import PASSPHRASE, PASSWORD, Desk, Org, code
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +140,76 @@ async def test_another_sites_form_cannot_act_for_a_logged_in_responder(
     await page.get_by_role("button", name="win a prize").click()
     await expect(page).to_have_url(site + "/login")
     assert await alert_state(desk, desk.a) == (AlertState.triggered, None)
+
+
+async def test_sealed_items_open_in_the_browser_and_the_passphrase_stays_there(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    org, alert = desk.a, desk.a.alert
+    assert alert is not None and org.org.public_key is not None
+    async with transaction(desk.sessions) as s:
+        row = await s.get(Alert, alert.id)
+        assert row is not None
+        await alerts.add_location(
+            s, desk.vault, alert=row, latitude=14.63492, longitude=-90.50688, now=utcnow()
+        )
+    page, problems = await page_in(chromium)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(f"{r.url} {r.post_data or ''}"))
+    await log_in(page, site, org, "responder")
+    await page.goto(f"{site}/alerts/{alert.id}")
+    await page.get_by_label("New note").fill("Called her lawyer; she is at the station.")
+    await page.get_by_role("button", name="Add the note").click()
+    await expect(page.get_by_role("status").first).to_have_text(
+        "Your note is sealed to the organisation's key."
+    )
+    location = page.locator("[data-kind=alert_location]")
+    note = page.locator("[data-kind=alert_note]")
+    await expect(location).to_have_text("Sealed to your organisation's key")
+
+    await page.get_by_label("Organisation passphrase").fill("not the passphrase")
+    await page.get_by_role("button", name="Open the sealed items in this browser").click()
+    status = page.locator("form.unseal .status")
+    await expect(status).to_have_text("wrong passphrase for the organisation key")
+    await expect(note).to_have_text("Sealed to your organisation's key")
+
+    await page.get_by_label("Organisation passphrase").fill(PASSPHRASE)
+    await page.get_by_role("button", name="Open the sealed items in this browser").click()
+    await expect(status).to_contain_text("Opened in this browser only")
+    await expect(location.locator("a")).to_have_text("14.63492, -90.50688")
+    await expect(location.locator("a")).to_have_attribute("href", "geo:14.63492,-90.50688")
+    await expect(note).to_have_text("Called her lawyer; she is at the station.")
+    await expect(page.get_by_label("Organisation passphrase")).to_have_value("")
+    assert not [r for r in sent if "passphrase" in r or "not%20the" in r]
+    assert problems == []
+
+
+async def test_a_sealed_item_moved_to_another_record_is_refused(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    """Whoever holds the database moves a sealed item to another record: it opens with the
+    key, but names another record, so the browser refuses to show it."""
+    org, alert = desk.a, desk.a.alert
+    assert alert is not None and org.org.public_key is not None
+    elsewhere = seal(
+        org.org.public_key,
+        org_id=org.org.id,
+        record_id=uuid.uuid4(),
+        kind="alert_location",
+        body={"latitude": 1.0, "longitude": 2.0},
+    )
+    async with transaction(desk.sessions) as s:
+        row = await s.get(Alert, alert.id)
+        assert row is not None
+        row.location_sealed = elsewhere
+    page, problems = await page_in(chromium)
+    await log_in(page, site, org, "observer")
+    await page.goto(f"{site}/alerts/{alert.id}")
+    await page.get_by_label("Organisation passphrase").fill(PASSPHRASE)
+    await page.get_by_role("button", name="Open the sealed items in this browser").click()
+    location = page.locator("[data-kind=alert_location]")
+    await expect(location).to_have_text(
+        "This item belongs to another record; it may have been swapped."
+    )
+    assert "1.00000" not in await page.content()
+    assert problems == []
