@@ -13,7 +13,8 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from api.errors import N_, locale_of
-from core.i18n import RTL, translations
+from core.i18n import RTL, gettext, translations
+from core.vocabulary import ACT_LABELS, ANSWERS
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -57,6 +58,39 @@ EVENTS = {
     "recipient_unreachable": N_("A recipient could not be reached"),
     "desk_brought_forward": N_("The desk was alerted early: contacts unreachable"),
 }
+# Reports: the desk's words for the HURIDOCS fields and the defender's answers.
+PRIORITIES = {"urgent": N_("Urgent"), "high": N_("High"), "low": N_("Low")}  # mt46
+VERIFICATION = {  # mt41
+    "unknown": N_("Not verified"),
+    "confirmed": N_("Confirmed"),
+    "likely": N_("Likely"),
+    "possible": N_("Possible"),
+    "unlikely": N_("Unlikely"),
+}
+REPORT_FIELDS = {
+    "type_of_act": N_("Type of act"),
+    "initial_date": N_("Date"),
+    "perpetrator_type": N_("Perpetrator"),
+    "affected": N_("Who was affected"),
+    "count": N_("How many people"),
+    "consent": N_("Sharing"),
+    "priority": N_("Urgency"),
+    "language": N_("Language"),
+    "text": N_("Account"),
+    "place": N_("Place"),
+    "location": N_("Location"),
+    "file": N_("File"),
+    "download": N_("Download the original"),
+    "sha256": N_("SHA-256 on receipt"),
+}
+REPORT_ANSWERS = {
+    "me": N_("The defender"),
+    "me_and_others": N_("The defender and others"),
+    "others": N_("Other people"),
+    "yes": N_("May be shared with partner organisations"),
+    "anonymous": N_("May be shared without name or details"),
+    "no": N_("Only the desk"),
+}
 # Short notices a page may show after a redirect (?notice=…): never free text from the URL.
 NOTICES = {
     "acknowledged": N_("You acknowledged the alert."),
@@ -94,9 +128,22 @@ def environment(locale: str) -> Environment:
         STATES=STATES,
         OUTCOMES=OUTCOMES,
         EVENTS=EVENTS,
+        PRIORITIES=PRIORITIES,
+        VERIFICATION=VERIFICATION,
+        ACT_LABELS=ACT_LABELS,
     )
     env.filters["when"] = lambda value: when(value, locale)
     return env
+
+
+def report_labels(locale: str) -> dict[str, dict[str, str]]:
+    """What the browser needs to show an opened report in the responder's language."""
+    _ = gettext(locale)
+    answers = {**ANSWERS, **REPORT_ANSWERS, **PRIORITIES}
+    return {
+        "fields": {k: _(v) for k, v in REPORT_FIELDS.items()},
+        "answers": {k: _(v) for k, v in answers.items()},
+    }
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -11,22 +11,10 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
+from core.vocabulary import ACTS as ACTS
+from core.vocabulary import ANSWERS
 from flows.context import Context
 
-ACTS = {  # key → HURIDOCS mt4 code (None: the desk codes it)
-    "threat": "02010301",
-    "death_threat": "02010302",
-    "surveillance": "02010303",
-    "assault": "020101",
-    "sexual": "020102",
-    "arrest": "030101",
-    "disappearance": "030103",
-    "raid": "040101",
-    "killing": "0101",
-    "censorship": "1001",
-    "assembly": "1201",
-    "other": None,
-}
 PERPETRATORS = (
     "police", "military", "intelligence", "officials", "armed_group", "private_security",
     "company", "mob", "known", "unknown", "other",
@@ -43,31 +31,7 @@ URGENCY = {"urgent": "urgent", "soon": "high", "record": "low"}  # HURIDOCS mt46
 
 
 def labels(ctx: Context) -> dict[str, str]:
-    _ = ctx._
-    return {
-        "threat": _("Threats or intimidation"),
-        "death_threat": _("A death threat"),
-        "surveillance": _("Being watched or followed"),
-        "assault": _("A physical attack"),
-        "sexual": _("Sexual violence or harassment"),
-        "arrest": _("Arrest or detention"),
-        "disappearance": _("Someone disappeared or was taken"),
-        "raid": _("A raid or search of a home or office"),
-        "killing": _("Someone was killed or nearly killed"),
-        "censorship": _("Censorship or online attacks"),
-        "assembly": _("A meeting stopped or a group banned"),
-        "other": _("Something else"),
-        "police": _("Police"),
-        "military": _("Army or military"),
-        "intelligence": _("Intelligence services"),
-        "officials": _("Government officials"),
-        "armed_group": _("An armed group"),
-        "private_security": _("Private security guards"),
-        "company": _("A company or landowner"),
-        "mob": _("A crowd or mob"),
-        "known": _("Someone with power over me (family, community, work)"),
-        "unknown": _("I don't know"),
-    }
+    return {key: ctx._(message) for key, message in ANSWERS.items()}
 
 
 def triage(d: dict[str, Any], *, country: str | None) -> dict[str, Any]:

@@ -36,8 +36,7 @@ function fromBase64(text) {
 
 // The plaintext carries its organisation, record and kind: an item moved to another record
 // opens, but is refused (core.sealing.open_sealed does the same).
-function open(item, keys, org) {
-  const blob = fromBase64(item.dataset.sealed);
+function openBlob(blob, record, kind, keys, org) {
   for (const k of keys) {
     let plain;
     try {
@@ -51,22 +50,111 @@ function open(item, keys, org) {
     } catch {
       return { foreign: true }; // anyone may seal to a public key: not Amparo's layout
     }
-    const bound = data !== null && data.org === org && data.record === item.dataset.record
-      && data.kind === item.dataset.kind && "body" in data;
+    const bound = data !== null && data.org === org && data.record === record
+      && data.kind === kind && "body" in data;
     return bound ? { body: data.body } : { foreign: true };
   }
   return null;
 }
 
-function show(item, body, labels) {
+function open(item, keys, org) {
+  const { record, kind } = item.dataset;
+  return openBlob(fromBase64(item.dataset.sealed), record, kind, keys, org);
+}
+
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+function mapLink(spot, labels) {
+  const link = element("a",
+    `${Number(spot.latitude).toFixed(5)}, ${Number(spot.longitude).toFixed(5)}`);
+  link.href = `geo:${Number(spot.latitude)},${Number(spot.longitude)}`;
+  link.title = labels.map;
+  return link;
+}
+
+// A report: its coded answers, then each part the defender sent, sealed on arrival inside it.
+function showReport(item, body, context) {
+  const { labels, keys, org } = context;
+  const words = JSON.parse(labels.labels || "{}");
+  const fields = words.fields || {};
+  const answers = words.answers || {};
+  const say = (value) => (value in answers ? answers[value] : String(value));
+  const facts = element("dl", undefined, "facts");
+  const fact = (key, value) => {
+    if (value === null || value === undefined || value === "") return;
+    facts.append(element("dt", fields[key] || key), element("dd", value));
+  };
+  const act = body.type_of_act || {};
+  fact("type_of_act", act.answer ? `${say(act.answer)}${act.code ? ` (${act.code})` : ""}` : "");
+  fact("initial_date", body.initial_date);
+  fact("perpetrator_type", body.perpetrator_type ? say(body.perpetrator_type) : "");
+  fact("affected", body.affected ? say(body.affected) : "");
+  fact("count", body.count);
+  fact("consent", body.consent ? say(body.consent) : "");
+  fact("priority", body.priority ? say(body.priority) : "");
+  fact("language", body.language);
+  item.append(facts);
+  for (const part of body.parts || []) {
+    const opened = openBlob(fromBase64(part), item.dataset.record, "report.part", keys, org);
+    if (opened === null) continue;
+    if (opened.foreign) {
+      item.append(element("p", labels.foreign, "refused"));
+      continue;
+    }
+    const piece = opened.body || {};
+    const block = element("div", undefined, "part");
+    if ("text" in piece) {
+      block.append(element("h3", fields.text || "text"), element("p", String(piece.text)));
+    } else if ("place" in piece) {
+      block.append(element("h3", fields.place || "place"), element("p", String(piece.place)));
+    } else if ("location" in piece) {
+      block.append(element("h3", fields.location || "location"), mapLink(piece.location, labels));
+    } else {
+      block.append(element("pre", JSON.stringify(piece, null, 2)));
+    }
+    item.append(block);
+  }
+}
+
+// One evidence file: what it is, its hash on receipt, a metadata-free preview, the original.
+function showEvidence(item, body, context) {
+  const words = JSON.parse(context.labels.labels || "{}");
+  const fields = words.fields || {};
+  const type = String(body.content_type || "application/octet-stream");
+  const name = String(body.filename || `${fields.file || "file"} ${body.sha256 || ""}`.trim());
+  item.append(element("p", `${name} · ${type} · ${Number(body.size || 0)} B`));
+  item.append(element("p", `${fields.sha256 || "SHA-256"}: ${body.sha256 || ""}`, "hash"));
+  if (body.preview) { // always a JPEG stripped of EXIF, GPS and XMP (core/media.py)
+    const img = element("img");
+    img.src = `data:image/jpeg;base64,${body.preview}`;
+    img.alt = name;
+    item.append(img);
+  }
+  if (body.original) {
+    const bytes = fromBase64(String(body.original));
+    const link = element("a", fields.download || "download");
+    link.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+    link.download = name;
+    const line = element("p");
+    line.append(link);
+    item.append(line);
+  }
+}
+
+function show(item, body, context) {
   item.replaceChildren();
-  if (item.dataset.kind === "alert_location" && body && "latitude" in body) {
-    const where = `${Number(body.latitude).toFixed(5)}, ${Number(body.longitude).toFixed(5)}`;
-    const link = document.createElement("a");
-    link.href = `geo:${Number(body.latitude)},${Number(body.longitude)}`;
-    link.textContent = where;
-    link.title = labels.map;
-    item.append(link);
+  const kind = item.dataset.kind;
+  if (kind === "alert_location" && body && "latitude" in body) {
+    item.append(mapLink(body, context.labels));
+  } else if (kind === "report" && body && typeof body === "object") {
+    showReport(item, body, context);
+  } else if (kind === "report.evidence" && body && typeof body === "object") {
+    showEvidence(item, body, context);
   } else if (typeof body === "string") {
     item.textContent = body;
   } else {
@@ -105,7 +193,7 @@ async function unseal(form) {
       item.textContent = labels.foreign;
       item.classList.add("refused");
     } else {
-      show(item, result.body, labels);
+      show(item, result.body, { labels, keys, org: form.dataset.org });
       opened += 1;
     }
   }
@@ -118,8 +206,9 @@ const form = document.querySelector("form.unseal");
 if (form) {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    unseal(form).catch(() => {
+    unseal(form).catch((error) => {
       form.querySelector(".status").textContent = form.dataset.failed;
+      console.error(error); // a bug, not a wrong passphrase: the tests watch for these
     });
   });
 }

@@ -244,3 +244,28 @@ async def test_the_scripts_are_served_as_javascript_from_the_desk_itself(desk: D
             assert answer.status_code == 200
             assert answer.headers["content-type"].startswith("text/javascript")
             assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_reports_list_only_the_organisations_own_with_their_triage(desk: Desk) -> None:
+    assert desk.a.report is not None and desk.b.report is not None
+    async with browser(desk, desk.a, "observer") as (c, _csrf):
+        page = await c.get("/reports")
+        assert page.status_code == 200
+        assert f"/reports/{desk.a.report.id}" in page.text
+        assert str(desk.b.report.id) not in page.text
+        assert "A death threat" in page.text  # the act's code 02010302, in the desk's words
+        # The triage's country is a formula from a defender: shown as text, never as markup.
+        assert "=HYPERLINK(&#34;http://x&#34;)" in page.text
+        assert (await c.get(f"/reports/{desk.b.report.id}")).status_code == 404
+        one = await c.get(f"/reports/{desk.a.report.id}")
+        assert one.status_code == 200 and 'data-kind="report"' in one.text
+        assert "SECRET-CANARY" not in one.text  # the body stays sealed on the server's side
+    async with desk.sessions() as s:
+        viewed = (
+            await s.execute(
+                select(AuditEntry.action).where(
+                    AuditEntry.org_id == desk.a.org.id, AuditEntry.action == "report.view_sealed"
+                )
+            )
+        ).all()
+    assert len(viewed) == 1

@@ -5,6 +5,7 @@ lays out right to left; another site's form cannot act; the CSP holds (no violat
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -13,11 +14,13 @@ import pytest
 import uvicorn
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from core import alerts
+from core import alerts, reports
 from core.crypto import seal
 from core.db import transaction
-from core.models import Alert, AlertState, utcnow
+from core.messages import InboundAttachment
+from core.models import Alert, AlertState, Defender, utcnow
 from tests.api.conftest import PASSPHRASE, PASSWORD, Desk, Org, code
+from tests.core.test_media import jpeg_with_gps
 
 
 @pytest.fixture(scope="module")
@@ -212,4 +215,69 @@ async def test_a_sealed_item_moved_to_another_record_is_refused(
         "This item belongs to another record; it may have been swapped."
     )
     assert "1.00000" not in await page.content()
+    assert problems == []
+
+
+async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    org = desk.a
+    assert org.defender is not None
+    photo = jpeg_with_gps()
+    async with transaction(desk.sessions) as s:
+        defender = await s.get(Defender, org.defender.id)
+        assert defender is not None
+        rid, now = uuid.uuid4(), utcnow()
+        parts = [
+            await reports.seal_part(
+                s, defender=defender, report_id=rid, body={"text": "Two men followed me home."}
+            ),
+            await reports.seal_part(
+                s, defender=defender, report_id=rid, body={"place": "Zona 1, by the market"}
+            ),
+        ]
+        attachment = InboundAttachment("photo", "image/jpeg", len(photo), photo, "door.jpg")
+        await reports.add_evidence(
+            s, defender=defender, report_id=rid, attachment=attachment, now=now
+        )
+        body = {
+            "format": "amparo-report-1",
+            "type_of_act": {"code": "02010303", "answer": "surveillance"},
+            "initial_date": "2026-12-01",
+            "perpetrator_type": "police",
+            "affected": "me",
+            "consent": "anonymous",
+            "priority": "urgent",
+            "language": "es",
+            "parts": parts,
+        }
+        triage = {"type_of_act": "02010303", "urgency": "urgent", "country": "GT"}
+        filed = await reports.file(
+            s, desk.vault, defender=defender, report_id=rid, triage=triage, body=body, now=now
+        )
+    page, problems = await page_in(chromium)
+    await log_in(page, site, org, "responder")
+    await page.get_by_role("link", name="Reports").click()
+    await page.locator(f"tr[data-report='{filed.id}'] a").click()
+    await expect(page.locator("h1")).to_contain_text(filed.receipt_code)
+    await page.get_by_label("Organisation passphrase").fill(PASSPHRASE)
+    await page.get_by_role("button", name="Open the sealed items in this browser").click()
+    report = page.locator("[data-kind=report]")
+    await expect(report).to_contain_text("Two men followed me home.")
+    await expect(report).to_contain_text("Zona 1, by the market")
+    await expect(report).to_contain_text("Being watched or followed (02010303)")
+    await expect(report).to_contain_text("Police")
+    await expect(report).to_contain_text("May be shared without name or details")
+    evidence = page.locator("[data-kind='report.evidence']")
+    await expect(evidence).to_contain_text("door.jpg · image/jpeg")
+    await expect(evidence).to_contain_text(hashlib.sha256(photo).hexdigest())
+    preview = evidence.locator("img")
+    await expect(preview).to_have_attribute("alt", "door.jpg")
+    assert await preview.evaluate("img => img.complete && img.naturalWidth") == 64
+    async with page.expect_download() as download_info:
+        await evidence.get_by_role("link", name="Download the original").click()
+    download = await download_info.value
+    assert download.suggested_filename == "door.jpg"
+    saved = await download.path()
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == hashlib.sha256(photo).hexdigest()
     assert problems == []
