@@ -91,6 +91,20 @@ REPORT_ANSWERS = {
     "anonymous": N_("May be shared without name or details"),
     "no": N_("Only the desk"),
 }
+HEALTH = {  # core.desk_defenders.Health.state
+    "ok": N_("On time"),
+    "overdue": N_("Overdue"),
+    "missed": N_("Missed: escalating"),
+    "alert": N_("Open alert"),
+    "paused": N_("Paused"),
+    "no_checkin": N_("No check-in set"),
+}
+INVITE_STATES = {
+    "open": N_("Open"),
+    "used": N_("Used"),
+    "revoked": N_("Revoked"),
+    "expired": N_("Expired"),
+}
 # Short notices a page may show after a redirect (?notice=…): never free text from the URL.
 NOTICES = {
     "acknowledged": N_("You acknowledged the alert."),
@@ -131,6 +145,8 @@ def environment(locale: str) -> Environment:
         PRIORITIES=PRIORITIES,
         VERIFICATION=VERIFICATION,
         ACT_LABELS=ACT_LABELS,
+        HEALTH=HEALTH,
+        INVITE_STATES=INVITE_STATES,
     )
     env.filters["when"] = lambda value: when(value, locale)
     return env

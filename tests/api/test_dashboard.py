@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,17 @@ from api.dashboard import CSRF_COOKIE, LOGIN_COOKIE
 from api.deps import COOKIE
 from api.pages import STATIC
 from core.db import transaction
-from core.models import Alert, AlertState, AuditEntry, DeskSession, Responder
+from core.defenders import code_index
+from core.models import (
+    Alert,
+    AlertState,
+    AuditEntry,
+    Defender,
+    DefenderStatus,
+    DeskSession,
+    InviteCode,
+    Responder,
+)
 from tests.api.conftest import PASSWORD, Desk, Org, code
 
 NONCE = re.compile(r'name="nonce" value="([^"]+)"')
@@ -269,3 +280,60 @@ async def test_reports_list_only_the_organisations_own_with_their_triage(desk: D
             )
         ).all()
     assert len(viewed) == 1
+
+
+INVITE = re.compile(r'<output class="invite-code">([^<]+)</output>')
+
+
+async def test_defenders_show_by_handle_and_pause_and_resume(desk: Desk) -> None:
+    assert desk.a.defender is not None and desk.b.defender is not None
+    async with browser(desk, desk.a, "responder") as (c, csrf):
+        page = await c.get("/defenders")
+        assert "calm-heron-alpha" in page.text and "calm-heron-bravo" not in page.text
+        url = f"/defenders/{desk.a.defender.id}"
+        answer = await c.post(url + "/pause", data={"csrf": csrf})
+        assert answer.headers["location"] == "/defenders"
+        assert await status_of(desk, desk.a.defender.id) is DefenderStatus.paused
+        assert "Resume check-ins" in (await c.get("/defenders")).text
+        await c.post(url + "/resume", data={"csrf": csrf})
+        assert await status_of(desk, desk.a.defender.id) is DefenderStatus.active
+        foreign = await c.post(f"/defenders/{desk.b.defender.id}/pause", data={"csrf": csrf})
+        assert foreign.status_code == 404
+        assert await status_of(desk, desk.b.defender.id) is DefenderStatus.active
+        forged = await c.post(url + "/pause", data={"csrf": "forged"})
+        assert forged.headers["location"] == "/login"
+        assert await status_of(desk, desk.a.defender.id) is DefenderStatus.active
+
+
+async def status_of(desk: Desk, defender_id: uuid.UUID) -> DefenderStatus:
+    async with desk.sessions() as s:
+        found = await s.get(Defender, defender_id)
+        assert found is not None
+        return found.status
+
+
+async def test_an_invite_code_is_shown_once_and_can_be_revoked(desk: Desk) -> None:
+    async with browser(desk, desk.a, "responder") as (c, csrf):
+        answer = await c.post("/invites", data={"csrf": csrf, "days": "1"})
+        assert answer.status_code == 200
+        shown = INVITE.search(answer.text)
+        assert shown is not None
+        index = code_index(desk.vault, "defender", shown.group(1))
+        async with desk.sessions() as s:
+            invite = (
+                await s.execute(select(InviteCode).where(InviteCode.code_index == index))
+            ).scalar_one()
+        assert invite.org_id == desk.a.org.id
+        assert timedelta(hours=23) < invite.expires_at - invite.created_at <= timedelta(days=1)
+        later = await c.get("/defenders")
+        assert shown.group(1) not in later.text and f'data-invite="{invite.id}"' in later.text
+        await c.post(f"/invites/{invite.id}/revoke", data={"csrf": csrf})
+        async with desk.sessions() as s:
+            row = await s.get(InviteCode, invite.id)
+            assert row is not None and row.revoked_at is not None
+    async with browser(desk, desk.a, "observer") as (c, csrf):
+        page = await c.get("/defenders")
+        assert 'action="/invites"' not in page.text and "/pause" not in page.text
+        answer = await c.post("/invites", data={"csrf": csrf})
+        assert answer.headers["location"] == "/defenders?notice=forbidden"
+        assert INVITE.search(answer.text) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -104,6 +105,13 @@ async def test_a_responder_logs_in_acknowledges_and_resolves_an_alert(
     await expect(page.get_by_role("status")).to_have_text("You resolved the alert.")
     await expect(page.locator("section[data-state=triggered] tbody tr")).to_have_count(0)
     assert await alert_state(desk, desk.a) == (AlertState.resolved, "false_alarm")
+
+    await page.get_by_role("link", name="Defenders").click()
+    await expect(page.locator("tr[data-defender=calm-heron-alpha] .health")).to_be_visible()
+    await page.get_by_label("Valid for").select_option("30")
+    await page.get_by_role("button", name="Create an invite code").click()
+    await expect(page.locator(".invite-code")).to_have_text(re.compile(r"^[0-9A-Z-]{6,}$"))
+    await expect(page.locator("table.invites tbody tr")).to_have_count(2)  # and the fixture's
 
     await page.get_by_role("button", name="Log out").click()
     await expect(page).to_have_url(site + "/login")
