@@ -1,6 +1,6 @@
 """The responders' dashboard at /: log in with a password and TOTP, the alert queue, one
 alert's timeline, acknowledge and resolve. Server-rendered forms on the desk API's own
-sessions, roles, throttles and audit; no script runs in the page."""
+sessions, roles, throttles and audit; the only script opens sealed items (unseal.js)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ CSRF_COOKIE = "__Host-amparo_csrf"  # the session's CSRF token, echoed in every 
 LOGIN_COOKIE = "__Host-amparo_login"  # a pre-login token against login CSRF
 COOKIES_NEEDED = N_("Your browser must accept cookies from this site. Reload the page and retry.")
 PAGE = 50
+OPEN_PAGE = 200  # open alerts shown at once, most urgent and longest waiting first
 
 Text = Annotated[str, Form(max_length=1024)]
 
@@ -177,6 +178,8 @@ async def queue(
         return to("/login")
     if who.principal.must_change_password:
         return to("/password")
+    if not who.may("alerts:read"):
+        return to("/reports")
     try:
         after = None if cursor is None else Cursor.decode(cursor)
     except ValueError:
@@ -184,11 +187,15 @@ async def queue(
     states = [state] if state is not None else [AlertState.triggered, AlertState.acknowledged]
     sections = []
     for s in states:
+        limit = PAGE if state is not None else OPEN_PAGE
         rows, following = await desk_alerts.list_alerts(
-            session, org_id=who.principal.org_id, state=s, after=after, limit=PAGE
+            session, org_id=who.principal.org_id, state=s, after=after, limit=limit
         )
         more = None if following is None else following.encode()
-        sections.append((s.value, [queue_item(r) for r in rows], more))
+        items = [queue_item(r) for r in rows]
+        if state is None:  # in a storm the oldest P0 must not sink below newer ones
+            items.sort(key=lambda a: (a["priority"], a["triggered_at"]))
+        sections.append((s.value, items, more))
     return render(
         request,
         "queue.html",
@@ -196,7 +203,7 @@ async def queue(
         sections=sections,
         filtered=state is not None,
         notice=NOTICES.get(notice or ""),
-        refresh=None if state is AlertState.resolved else 30,
+        refresh=None if state is not None else "30; url=/",
     )
 
 
@@ -215,6 +222,8 @@ async def alert_page(
         return to("/login")
     if who.principal.must_change_password:
         return to("/password")
+    if not who.may("alerts:read"):
+        return to("/reports")
     alert = await desk_alerts.get_alert(session, who.principal.org_id, alert_id)
     if alert is None:
         return render(request, "missing.html", 404, me=who)

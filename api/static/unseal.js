@@ -15,10 +15,15 @@ function unprotect(blob, passphrase) {
   const salt = blob.subarray(14, saltEnd);
   const box = blob.subarray(saltEnd);
   const nonce = box.subarray(0, sodium.crypto_secretbox_NONCEBYTES);
-  const key = sodium.crypto_pwhash(
-    sodium.crypto_secretbox_KEYBYTES, passphrase, salt, ops, mem,
-    sodium.crypto_pwhash_ALG_ARGON2ID13,
-  );
+  let key;
+  try {
+    key = sodium.crypto_pwhash(
+      sodium.crypto_secretbox_KEYBYTES, passphrase, salt, ops, mem,
+      sodium.crypto_pwhash_ALG_ARGON2ID13,
+    );
+  } catch {
+    return null; // this key's parameters are beyond this device (memory): try the others
+  }
   try {
     return sodium.crypto_secretbox_open_easy(
       box.subarray(sodium.crypto_secretbox_NONCEBYTES), nonce, key,
@@ -101,9 +106,8 @@ function showReport(item, body, context) {
   item.append(facts);
   for (const part of body.parts || []) {
     const opened = openBlob(fromBase64(part), item.dataset.record, "report.part", keys, org);
-    if (opened === null) continue;
-    if (opened.foreign) {
-      item.append(element("p", labels.foreign, "refused"));
+    if (opened === null || opened.foreign) { // never dropped silently: the desk must know
+      item.append(element("p", opened === null ? labels.failed : labels.foreign, "refused"));
       continue;
     }
     const piece = opened.body || {};
@@ -122,7 +126,13 @@ function showReport(item, body, context) {
 }
 
 // One evidence file: what it is, its hash on receipt, a metadata-free preview, the original.
+// Its plaintext names its report: a file moved to another report is refused.
 function showEvidence(item, body, context) {
+  if (body.report !== item.dataset.report) {
+    item.textContent = context.labels.foreign;
+    item.classList.add("refused");
+    return;
+  }
   const words = JSON.parse(context.labels.labels || "{}");
   const fields = words.fields || {};
   const type = String(body.content_type || "application/octet-stream");
@@ -165,7 +175,7 @@ function show(item, body, context) {
 
 async function unseal(form) {
   const status = form.querySelector(".status");
-  const input = form.querySelector("input[name=passphrase]");
+  const input = form.querySelector("input.passphrase");
   const labels = form.dataset;
   const passphrase = input.value;
   input.value = "";
@@ -204,6 +214,7 @@ async function unseal(form) {
 
 const form = document.querySelector("form.unseal");
 if (form) {
+  form.hidden = false; // shown only once this script runs (see _unseal.html)
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     unseal(form).catch((error) => {

@@ -20,6 +20,7 @@ from core.db import transaction
 from core.defenders import code_index
 from core.models import (
     Alert,
+    AlertKind,
     AlertState,
     AuditEntry,
     Defender,
@@ -28,7 +29,7 @@ from core.models import (
     InviteCode,
     Responder,
 )
-from tests.api.conftest import PASSWORD, Desk, Org, code
+from tests.api.conftest import PASSWORD, Desk, Org, code, make_alert
 
 NONCE = re.compile(r'name="nonce" value="([^"]+)"')
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -337,3 +338,19 @@ async def test_an_invite_code_is_shown_once_and_can_be_revoked(desk: Desk) -> No
         answer = await c.post("/invites", data={"csrf": csrf})
         assert answer.headers["location"] == "/defenders?notice=forbidden"
         assert INVITE.search(answer.text) is None
+
+
+async def test_open_alerts_list_the_most_urgent_and_longest_waiting_first(desk: Desk) -> None:
+    org = desk.a
+    assert org.alert is not None
+    now = datetime.now(UTC)
+    async with transaction(desk.sessions) as s:
+        older = await make_alert(s, org, AlertKind.missed_checkin, now - timedelta(hours=2))
+        older.dedup_key = older.open_key = "older"
+        newer = await make_alert(s, org, AlertKind.missed_checkin, now - timedelta(minutes=1))
+        newer.dedup_key = newer.open_key = "newer"
+    async with browser(desk, org, "responder") as (c, _csrf):
+        page = (await c.get("/")).text
+    order = [page.index(str(a.id)) for a in (org.alert, older, newer)]
+    assert order == sorted(order)  # P0 first, then the P1 that has waited longest
+    assert 'content="30; url=/"' in page  # the refresh drops any one-off notice

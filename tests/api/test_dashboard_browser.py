@@ -289,3 +289,22 @@ async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(
     saved = await download.path()
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == hashlib.sha256(photo).hexdigest()
     assert problems == []
+
+
+async def test_without_the_script_the_passphrase_form_cannot_be_used(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    """A slow link or a blocked script must never turn the form into a GET carrying the
+    passphrase in a URL: the form stays hidden and its input has no name."""
+    assert desk.a.alert is not None
+    async with transaction(desk.sessions) as s:
+        row = await s.get(Alert, desk.a.alert.id)
+        assert row is not None
+        await alerts.add_location(s, desk.vault, alert=row, latitude=1, longitude=2, now=utcnow())
+    page, _problems = await page_in(chromium)
+    await page.route("**/static/vendor/**", lambda route: route.abort())
+    await log_in(page, site, desk.a, "responder")
+    await page.goto(f"{site}/alerts/{desk.a.alert.id}")
+    form = page.locator("form.unseal")
+    await expect(form).to_be_hidden()
+    assert await form.locator("input[type=password]").get_attribute("name") is None
