@@ -33,6 +33,7 @@ from api.routes.auth import (
 )
 from core import audit, auth, desk_alerts
 from core.auth import AuthError, Principal
+from core.crypto import normalise
 from core.desk_alerts import Cursor, DeskConflict
 from core.models import Alert, AlertState, Organisation, Responder
 
@@ -380,21 +381,30 @@ async def change_password(
     session: SessionDep,
     vault: VaultDep,
     now: NowDep,
+    limits: LimitsDep,
+    sessions: SessionsDep,
     csrf: Text = "",
     current: Text = "",
     new: Text = "",
 ) -> Response:
-    """Every session ends with a password change; this browser gets a new one."""
+    """Every session ends with a password change; this browser gets a new one. Wrong current
+    passwords count against the account's login throttle: a stolen session cannot guess it."""
     who = await checked(request, session, now, csrf)
     if who is None:
         return to("/login")
     responder = await session.get(Responder, who.principal.responder_id)
     assert responder is not None
+    account = "user:" + normalise(responder.username)
+    if await limits.login_account.blocked(sessions, account, now):
+        message = errors.translated(request, errors.TOO_MANY)
+        return render(request, "password.html", 429, me=who, error=message)
     try:
         await auth.change_password(
             session, vault, responder=responder, current=current, new=new, now=now
         )
     except AuthError as exc:
+        if exc.code == "password":
+            await limits.login_account.hit(sessions, account, now)
         error = WRONG_PASSWORD if exc.code == "password" else WEAK_PASSWORD
         message = errors.translated(request, error)
         return render(request, "password.html", 400, me=who, error=message)

@@ -354,3 +354,20 @@ async def test_open_alerts_list_the_most_urgent_and_longest_waiting_first(desk: 
     order = [page.index(str(a.id)) for a in (org.alert, older, newer)]
     assert order == sorted(order)  # P0 first, then the P1 that has waited longest
     assert 'content="30; url=/"' in page  # the refresh drops any one-off notice
+
+
+async def test_guessing_the_current_password_is_throttled(desk: Desk) -> None:
+    async with browser(desk, desk.a, "responder") as (c, csrf):
+        statuses = [
+            (
+                await c.post(
+                    "/password",
+                    data={"csrf": csrf, "current": f"guess {i}", "new": "a brand new passphrase"},
+                )
+            ).status_code
+            for i in range(7)
+        ]
+    assert statuses[0] == 400 and statuses[-1] == 429
+    async with desk.sessions() as s:
+        r = await s.get(Responder, desk.a.responders["responder"].id)
+        assert r is not None and r.password_hash == desk.a.responders["responder"].password_hash
