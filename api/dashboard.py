@@ -28,12 +28,12 @@ from api.routes.auth import (
     WEAK_PASSWORD,
     WRONG_PASSWORD,
     LoginIn,
+    guarded_password_change,
     set_cookie,
     sign_in,
 )
 from core import audit, auth, desk_alerts
 from core.auth import AuthError, Principal
-from core.crypto import normalise
 from core.desk_alerts import Cursor, DeskConflict
 from core.models import Alert, AlertState, Organisation, Responder
 
@@ -394,17 +394,14 @@ async def change_password(
         return to("/login")
     responder = await session.get(Responder, who.principal.responder_id)
     assert responder is not None
-    account = "user:" + normalise(responder.username)
-    if await limits.login_account.blocked(sessions, account, now):
+    try:
+        await guarded_password_change(
+            session, sessions, vault, limits, responder, current, new, now
+        )
+    except ApiError:  # throttled
         message = errors.translated(request, errors.TOO_MANY)
         return render(request, "password.html", 429, me=who, error=message)
-    try:
-        await auth.change_password(
-            session, vault, responder=responder, current=current, new=new, now=now
-        )
     except AuthError as exc:
-        if exc.code == "password":
-            await limits.login_account.hit(sessions, account, now)
         error = WRONG_PASSWORD if exc.code == "password" else WEAK_PASSWORD
         message = errors.translated(request, error)
         return render(request, "password.html", 400, me=who, error=message)

@@ -213,28 +213,59 @@ async def _responder(session: AsyncSession, responder_id: uuid.UUID | None) -> R
     return responder
 
 
-@router.post("/password", responses={400: {}})
+@router.post("/password", responses={400: {}, 429: {}})
 async def change_password(
     body: PasswordIn,
     principal: AnyPrincipalDep,
     response: Response,
     session: SessionDep,
+    sessions: SessionsDep,
     vault: VaultDep,
     now: NowDep,
+    limits: LimitsDep,
 ) -> SessionOut:
     """Change the password: every session ends, and this client gets a new one."""
     responder = await _responder(session, principal.responder_id)
     try:
-        await auth.change_password(
+        await guarded_password_change(
             session,
+            sessions,
             vault,
-            responder=responder,
-            current=body.current_password,
-            new=body.new_password,
-            now=now,
+            limits,
+            responder,
+            body.current_password,
+            body.new_password,
+            now,
         )
     except AuthError as exc:
         raise ApiError(400, WRONG_PASSWORD if exc.code == "password" else WEAK_PASSWORD) from None
     _row, token, csrf = await auth.open_session(session, responder, now)
     set_cookie(response, token)
     return SessionOut(csrf_token=csrf, responder=me(responder))
+
+
+async def guarded_password_change(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    limits: Limits,
+    responder: Responder,
+    current: str,
+    new: str,
+    now: datetime,
+) -> None:
+    """auth.change_password, with wrong current passwords counted against the account's login
+    throttle (R21): a stolen session cannot guess the password. The API and the dashboard
+    share it. Raises ApiError 429 while the account is throttled, AuthError on refusal."""
+    account = "user:" + normalise(responder.username)
+    if await limits.login_account.blocked(sessions, account, now):
+        retry = str(await limits.login_account.retry_after(sessions, account, now))
+        raise ApiError(429, errors.TOO_MANY, headers={"Retry-After": retry})
+    try:
+        await auth.change_password(
+            session, vault, responder=responder, current=current, new=new, now=now
+        )
+    except AuthError as exc:
+        if exc.code == "password":  # its own transaction: the caller's is rolled back
+            await limits.login_account.hit(sessions, account, now)
+        raise

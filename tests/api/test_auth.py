@@ -125,6 +125,24 @@ async def test_it_ends_every_session_on_a_password_change(desk: Desk) -> None:
         assert (await c.get("/api/v1/alerts")).status_code == 401
 
 
+async def test_guessing_the_current_password_is_throttled(desk: Desk) -> None:
+    desk.app.state.limits = Limits(login_account=Throttle(3, 900))
+    path, good = "/api/v1/auth/password", "a new and long password"
+    async with desk.anonymous() as c:
+        assert (await login(c, creds(desk))).status_code == 200
+        for _ in range(3):
+            wrong = await c.post(path, json={"current_password": "guess", "new_password": good})
+            assert wrong.status_code == 400
+        right = await c.post(path, json={"current_password": PASSWORD, "new_password": good})
+        assert right.status_code == 429 and int(right.headers["retry-after"]) > 0
+        assert (await c.get("/api/v1/alerts")).status_code == 200  # the session stays
+        assert (await login(c, creds(desk))).status_code == 429  # and so does the account's
+    responder = desk.a.responders["responder"]
+    async with transaction(desk.sessions) as session:  # the password did not change
+        stored = await session.get(Responder, responder.id)
+        assert stored is not None and stored.password_hash == responder.password_hash
+
+
 async def test_it_ends_every_session_when_an_account_is_disabled(desk: Desk) -> None:
     victim = desk.a.responders["responder"]
     async with (
