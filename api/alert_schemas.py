@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field
+from pydantic_core import to_json
 from sqlalchemy import Row
-from typing_extensions import TypedDict
 
 from core.models import Alert, AlertKind, AlertState
 
@@ -97,20 +97,6 @@ QUEUE_FIELDS = tuple(AlertOut.model_fields)
 ROW_FIELDS = tuple("handle" if f == "defender_handle" else f for f in QUEUE_FIELDS)
 _KINDS = {k.name: k.value for k in AlertKind}  # non-native enums store the member's name
 _STATES = {s.name: s.value for s in AlertState}
-# AlertPage with plain values for items: the same JSON, without a model or a UUID per row.
-_PLAIN = {"id", "defender_id", "acknowledged_by", "assigned_to", "kind", "state"}
-_QueueRow = cast(Any, TypedDict)(
-    "QueueRow",
-    {
-        name: str | None if name in _PLAIN else f.annotation
-        for name, f in AlertOut.model_fields.items()
-    },
-)
-_QUEUE_PAGE: TypeAdapter[Any] = TypeAdapter(
-    cast(Any, TypedDict)(
-        "QueuePage", {"items": cast(Any, list)[_QueueRow], "next_cursor": str | None}
-    )
-)
 
 
 def _uuid(value: Any) -> str | None:
@@ -131,8 +117,21 @@ def _at(value: Any) -> datetime | None:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def queue_item(r: Sequence[Any]) -> dict[str, Any]:
-    """One queue row (ROW_FIELDS' order) as AlertOut's fields; tests hold the two together."""
+def _at_json(value: Any) -> str | None:
+    """A timestamp as the model writes it in JSON (UTC, ``Z``, six fraction digits or none).
+    SQLite's text (``YYYY-MM-DD HH:MM:SS.ffffff``, as SQLAlchemy stores it) is rewritten, not
+    parsed."""
+    if value.__class__ is str and len(value) == 26 and value[10] == " ":
+        if value.endswith(".000000"):
+            return f"{value[:10]}T{value[11:19]}Z"
+        return f"{value[:10]}T{value[11:]}Z"
+    at = _at(value)
+    return None if at is None else at.replace(tzinfo=None).isoformat() + "Z"
+
+
+def queue_item(r: Sequence[Any], at: Callable[[Any], Any] = _at) -> dict[str, Any]:
+    """One queue row (ROW_FIELDS' order) as AlertOut's fields; tests hold the two together.
+    ``at`` turns the timestamps: datetimes by default, JSON's text for queue_page_json."""
     return {
         "id": _uuid(r[0]),
         "kind": _KINDS[r[1]],
@@ -143,18 +142,19 @@ def queue_item(r: Sequence[Any]) -> dict[str, Any]:
         "defender_handle": r[6],
         "do_not_contact": bool(r[7]),  # SQLite's booleans are 0 and 1
         "step": r[8],
-        "triggered_at": _at(r[9]),
-        "acknowledged_at": _at(r[10]),
+        "triggered_at": at(r[9]),
+        "acknowledged_at": at(r[10]),
         "acknowledged_by": _uuid(r[11]),
         "assigned_to": _uuid(r[12]),
-        "resolved_at": _at(r[13]),
+        "resolved_at": at(r[13]),
         "outcome": r[14],
     }
 
 
 def queue_page_json(rows: Sequence[Sequence[Any]], next_cursor: str | None) -> bytes:
     """An AlertPage as its model would serialise it, straight from the driver's rows of the
-    queue (the desk's hot path: core.db.fetch_raw); tests compare the result with the
-    model's own serialisation on both backends."""
-    items = [queue_item(row) for row in rows]
-    return _QUEUE_PAGE.dump_json({"items": items, "next_cursor": next_cursor})
+    queue (the desk's hot path: core.db.fetch_raw): every value already JSON's own (text,
+    numbers, booleans), so no schema is walked. Tests compare the result with the model's
+    own serialisation on both backends."""
+    items = [queue_item(row, _at_json) for row in rows]
+    return to_json({"items": items, "next_cursor": next_cursor})
