@@ -235,7 +235,8 @@ async def add_note(
     actor: str,
     now: datetime,
 ) -> AlertNote:
-    """Seal the note to the organisation key at once; the server keeps only the sealed box."""
+    """Seal the note to the organisation key at once; the server keeps only the sealed box,
+    whose body is ``{"alert": <alert id>, "text": <the note>}``."""
     if org.public_key is None:
         raise DeskConflict("the organisation has no key")
     note = AlertNote(
@@ -246,7 +247,9 @@ async def add_note(
         key_version=await current_version(session, org),
         created_at=now,
     )
-    note.sealed = seal(org.public_key, org_id=org.id, record_id=note.id, kind=NOTE_KIND, body=text)
+    # The body names its alert: a note moved to another alert opens, but is refused there.
+    body = {"alert": str(alert.id), "text": text}
+    note.sealed = seal(org.public_key, org_id=org.id, record_id=note.id, kind=NOTE_KIND, body=body)
     session.add(note)
     await _event(session, alert, "note_added", actor, now, note=str(note.id))
     await audit.record(

@@ -212,7 +212,9 @@ async def add_note(
     vault: VaultDep,
     now: NowDep,
 ) -> NoteOut:
-    """Add a note; it is sealed to the organisation key on arrival and never kept in clear."""
+    """Add a note; it is sealed to the organisation key on arrival and never kept in clear.
+    Opened, it reads ``{"org", "record": <note id>, "kind": "alert_note", "body": {"alert":
+    <alert id>, "text"}}``: check all three ids, so a note moved to another alert is refused."""
     alert = await _alert(session, principal, alert_id)
     org = await session.get(Organisation, principal.org_id)
     assert org is not None

@@ -165,6 +165,11 @@ function show(item, body, context) {
     showReport(item, body, context);
   } else if (kind === "report.evidence" && body && typeof body === "object") {
     showEvidence(item, body, context);
+  } else if (kind === "alert_note" && body && typeof body === "object") {
+    // Its plaintext names its alert: a note moved to another alert is refused.
+    const here = body.alert === item.dataset.alert;
+    item.textContent = here ? String(body.text) : context.labels.foreign;
+    if (!here) item.classList.add("refused");
   } else if (typeof body === "string") {
     item.textContent = body;
   } else {

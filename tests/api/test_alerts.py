@@ -72,7 +72,7 @@ async def test_it_works_an_alert_from_acknowledge_to_reopen(desk: Desk) -> None:
         record_id=uuid.UUID(sealed["id"]),
         kind="alert_note",
     )
-    assert text == "her sister says she is home"
+    assert text == {"alert": str(alert.id), "text": "her sister says she is home"}
 
 
 async def test_it_lets_an_external_desk_act_by_dedup_key(desk: Desk) -> None:

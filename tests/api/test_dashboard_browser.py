@@ -15,12 +15,12 @@ import pytest
 import uvicorn
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from core import alerts, reports
+from core import alerts, desk_alerts, reports
 from core.crypto import seal
 from core.db import transaction
 from core.messages import InboundAttachment
-from core.models import Alert, AlertState, Defender, utcnow
-from tests.api.conftest import PASSPHRASE, PASSWORD, Desk, Org, code
+from core.models import Alert, AlertKind, AlertState, Defender, utcnow
+from tests.api.conftest import PASSPHRASE, PASSWORD, Desk, Org, code, make_alert
 from tests.core.test_media import jpeg_with_gps
 
 
@@ -211,18 +211,31 @@ async def test_a_sealed_item_moved_to_another_record_is_refused(
     )
     async with transaction(desk.sessions) as s:
         row = await s.get(Alert, alert.id)
+        other = await make_alert(s, org, AlertKind.report, utcnow(), resolved=True)
         assert row is not None
         row.location_sealed = elsewhere
+        # a note written on another alert, then moved to this one
+        note = await desk_alerts.add_note(
+            s,
+            desk.vault,
+            alert=other,
+            org=org.org,
+            text="MOVED-NOTE",
+            author_id=None,
+            actor="test",
+            now=utcnow(),
+        )
+        await s.flush()
+        note.alert_id = alert.id
     page, problems = await page_in(chromium)
     await log_in(page, site, org, "observer")
     await page.goto(f"{site}/alerts/{alert.id}")
     await page.get_by_label("Organisation passphrase").fill(PASSPHRASE)
     await page.get_by_role("button", name="Open the sealed items in this browser").click()
-    location = page.locator("[data-kind=alert_location]")
-    await expect(location).to_have_text(
-        "This item belongs to another record; it may have been swapped."
-    )
-    assert "1.00000" not in await page.content()
+    swapped = "This item belongs to another record; it may have been swapped."
+    await expect(page.locator("[data-kind=alert_location]")).to_have_text(swapped)
+    await expect(page.locator("[data-kind=alert_note]")).to_have_text(swapped)
+    assert "1.00000" not in await page.content() and "MOVED-NOTE" not in await page.content()
     assert problems == []
 
 

@@ -64,7 +64,8 @@ async def test_it_rotates_and_keeps_older_items_readable(desk: Desk) -> None:
         record_id=desk.a.report.id,
         kind="report",
     )
-    assert text == "after" and body == {"narrative": "SECRET-CANARY"}
+    assert text == {"alert": str(desk.a.alert.id), "text": "after"}
+    assert body == {"narrative": "SECRET-CANARY"}
 
 
 async def test_it_refuses_a_private_key_in_clear_or_weakly_protected(desk: Desk) -> None:
