@@ -58,12 +58,15 @@ class Viewer:
         return scope in self.principal.scopes
 
 
-async def viewer(request: Request, session: AsyncSession, now: datetime) -> Viewer | None:
-    """The logged-in responder, from the session cookie and its CSRF twin, or None."""
+async def viewer(
+    request: Request, session: AsyncSession, now: datetime, *, touch: bool = True
+) -> Viewer | None:
+    """The logged-in responder, from the session cookie and its CSRF twin, or None.
+    ``touch=False`` for requests the page makes by itself (see core.auth.session_principal)."""
     token, csrf = request.cookies.get(COOKIE), request.cookies.get(CSRF_COOKIE)
     if token is None or csrf is None:
         return None
-    found = await auth.session_principal(session, token, now)
+    found = await auth.session_principal(session, token, now, touch=touch)
     if found is None or found[0].responder_id is None or not auth.csrf_matches(found[1], csrf):
         return None
     username = await session.scalar(
@@ -172,9 +175,11 @@ async def queue(
     state: AlertState | None = None,
     cursor: str | None = None,
     notice: str | None = None,
+    auto: bool = False,
 ) -> Response:
-    """Open alerts (waiting, then acknowledged), or one state's pages."""
-    who = await viewer(request, session, now)
+    """Open alerts (waiting, then acknowledged), or one state's pages. The open alerts refresh
+    themselves every 30 s (``auto``); that alone does not keep an unattended session alive."""
+    who = await viewer(request, session, now, touch=not auto)
     if who is None:
         return to("/login")
     if who.principal.must_change_password:
@@ -204,7 +209,7 @@ async def queue(
         sections=sections,
         filtered=state is not None,
         notice=NOTICES.get(notice or ""),
-        refresh=None if state is not None else "30; url=/",
+        refresh=None if state is not None else "30; url=/?auto=1",
     )
 
 

@@ -142,9 +142,11 @@ async def open_session(
 
 
 async def session_principal(
-    session: AsyncSession, token: str, now: datetime
+    session: AsyncSession, token: str, now: datetime, *, touch: bool = True
 ) -> tuple[Principal, DeskSession] | None:
-    """The principal behind a live session token, or None (expired, idle, revoked, disabled)."""
+    """The principal behind a live session token, or None (expired, idle, revoked, disabled).
+    ``touch=False``: this request is not the responder's doing (a page refreshing itself), so
+    it does not keep the session from going idle."""
     found = (
         await session.execute(
             select(DeskSession, Responder)
@@ -163,7 +165,7 @@ async def session_principal(
         or responder.org_id != row.org_id
     ):
         return None
-    if now - row.last_seen_at >= TOUCH_EVERY:
+    if touch and now - row.last_seen_at >= TOUCH_EVERY:
         row.last_seen_at = now
     principal = Principal(
         org_id=responder.org_id,

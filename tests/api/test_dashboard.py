@@ -241,6 +241,24 @@ async def test_a_session_past_its_idle_timeout_goes_back_to_login(desk: Desk) ->
         assert (await c.get("/")).headers["location"] == "/login"
 
 
+async def test_the_queue_refreshing_itself_does_not_keep_the_session_alive(desk: Desk) -> None:
+    async def last_seen() -> datetime:
+        async with desk.sessions() as s:
+            return (await s.execute(select(DeskSession.last_seen_at))).scalar_one()
+
+    async with browser(desk, desk.a, "responder") as (c, _csrf):
+        page = await c.get("/")
+        assert 'content="30; url=/?auto=1"' in page.text
+        async with transaction(desk.sessions) as s:
+            for row in (await s.execute(select(DeskSession))).scalars():
+                row.last_seen_at = datetime.now(UTC) - timedelta(minutes=20)
+        before = await last_seen()
+        assert (await c.get("/?auto=1")).status_code == 200  # still within the idle timeout
+        assert await last_seen() == before
+        assert (await c.get("/")).status_code == 200  # a responder's own visit counts
+        assert await last_seen() > before
+
+
 def test_the_vendored_libsodium_is_the_one_its_readme_names() -> None:
     vendor = STATIC / "vendor"
     for line in (vendor / "SHA256SUMS").read_text().splitlines():
@@ -353,7 +371,7 @@ async def test_open_alerts_list_the_most_urgent_and_longest_waiting_first(desk: 
         page = (await c.get("/")).text
     order = [page.index(str(a.id)) for a in (org.alert, older, newer)]
     assert order == sorted(order)  # P0 first, then the P1 that has waited longest
-    assert 'content="30; url=/"' in page  # the refresh drops any one-off notice
+    assert 'content="30; url=/?auto=1"' in page  # the refresh drops any one-off notice
 
 
 async def test_guessing_the_current_password_is_throttled(desk: Desk) -> None:
