@@ -8,6 +8,7 @@ import typer
 
 from amparo.admin import audit_app, keys_app, org_app, user_app
 from amparo.command import run, settings, with_runtime
+from amparo.reports import reports_app
 from amparo.runtime import Runtime
 from core.i18n import operator_gettext as _
 
@@ -19,6 +20,7 @@ for sub, name in (
     (user_app, "user"),
     (keys_app, "keys"),
     (audit_app, "audit"),
+    (reports_app, "reports"),
 ):
     app.add_typer(sub, name=name)
 

@@ -3,6 +3,7 @@ a defender, an open alert, a report, a policy and an invite. Runs on both backen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pyotp
 import pytest
+import uvicorn
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -204,3 +206,18 @@ async def desk(engine: AsyncEngine, vault: Vault) -> AsyncIterator[Desk]:
         a = await make_org(s, vault, "alpha")
         b = await make_org(s, vault, "bravo")
     yield Desk(app, sessions, vault, a, b)
+
+
+@pytest.fixture
+async def site(desk: Desk) -> AsyncIterator[str]:
+    """The desk's app served by uvicorn on a loopback port (browsers, the CLI)."""
+    config = uvicorn.Config(desk.app, host="127.0.0.1", port=0, lifespan="off", log_level="error")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task

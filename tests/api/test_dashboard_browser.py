@@ -4,7 +4,6 @@ lays out right to left; another site's form cannot act; the CSP holds (no violat
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import shutil
@@ -12,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from core import alerts, desk_alerts, reports
@@ -33,21 +31,6 @@ async def chromium() -> AsyncIterator[Browser]:
         browser = await p.chromium.launch(executable_path=path, args=["--no-sandbox"])
         yield browser
         await browser.close()
-
-
-@pytest.fixture
-async def site(desk: Desk) -> AsyncIterator[str]:
-    """The desk's app served by uvicorn on a loopback port."""
-    config = uvicorn.Config(desk.app, host="127.0.0.1", port=0, lifespan="off", log_level="error")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
 
 
 async def page_in(chromium: Browser, locale: str = "en-GB") -> tuple[Page, list[str]]:
