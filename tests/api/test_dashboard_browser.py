@@ -17,7 +17,7 @@ from core import alerts, desk_alerts, reports
 from core.crypto import seal
 from core.db import transaction
 from core.messages import InboundAttachment
-from core.models import Alert, AlertKind, AlertState, Defender, utcnow
+from core.models import Alert, AlertKind, AlertState, Defender, Responder, utcnow
 from tests.api.conftest import PASSPHRASE, PASSWORD, Desk, Org, code, make_alert
 from tests.core.test_media import jpeg_with_gps
 
@@ -304,3 +304,22 @@ async def test_without_the_script_the_passphrase_form_cannot_be_used(
     form = page.locator("form.unseal")
     await expect(form).to_be_hidden()
     assert await form.locator("input[type=password]").get_attribute("name") is None
+
+
+async def test_the_roster_in_arabic_reads_right_to_left_and_changes_duty(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    page, problems = await page_in(chromium, locale="ar")
+    await log_in(page, site, desk.a, "responder", button="تسجيل الدخول")
+    await page.get_by_role("link", name="في المناوبة").click()  # "On duty"
+    await expect(page).to_have_url(site + "/roster")
+    await expect(page.locator("html")).to_have_attribute("dir", "rtl")
+    assert await page.evaluate("getComputedStyle(document.body).direction") == "rtl"
+    await expect(page.locator("tr[data-responder=responder-alpha]")).to_be_visible()
+    await page.get_by_role("button", name="إنهاء المناوبة").click()  # "Go off duty"
+    await expect(page.locator("p.duty")).to_have_text("أنت خارج المناوبة.")
+    await expect(page.locator("table.roster")).to_have_count(0)
+    async with desk.sessions() as s:
+        me = await s.get(Responder, desk.a.responders["responder"].id)
+        assert me is not None and not me.on_duty
+    assert problems == []
