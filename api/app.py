@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api import dashboard, dashboard_defenders, dashboard_desk, dashboard_reports
+from api import (
+    dashboard,
+    dashboard_defenders,
+    dashboard_desk,
+    dashboard_keys,
+    dashboard_reports,
+)
 from api.pages import STATIC
 from api.routes import install
 from core import metrics
@@ -75,6 +81,7 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
     app.include_router(dashboard_reports.router)
     app.include_router(dashboard_defenders.router)
     app.include_router(dashboard_desk.router)
+    app.include_router(dashboard_keys.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install(app)  # the desk API; no-store and security headers on every answer; size limits
     return app

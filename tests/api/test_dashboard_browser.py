@@ -11,13 +11,16 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from nacl.public import PrivateKey
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
+from api.dashboard_keys import fingerprint
 from core import alerts, desk_alerts, reports
 from core.crypto import seal
 from core.db import transaction
 from core.messages import InboundAttachment
-from core.models import Alert, AlertKind, AlertState, Defender, Responder, utcnow
+from core.models import Alert, AlertKind, AlertState, Defender, Organisation, Responder, utcnow
+from core.sealing import unprotect_private_key
 from tests.api.conftest import PASSPHRASE, PASSWORD, Desk, Org, code, make_alert
 from tests.core.test_media import jpeg_with_gps
 
@@ -322,4 +325,39 @@ async def test_the_roster_in_arabic_reads_right_to_left_and_changes_duty(
     async with desk.sessions() as s:
         me = await s.get(Responder, desk.a.responders["responder"].id)
         assert me is not None and not me.on_duty
+    assert problems == []
+
+
+async def test_an_admin_makes_a_new_key_pair_in_the_browser(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    """The pair is made and protected in the page; the desk receives only the public key and
+    the protected private key, which opens with the new passphrase (as core/sealing.py opens
+    it) and matches the public key."""
+    page, problems = await page_in(chromium)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(f"{r.url} {r.post_data or ''}"))
+    await log_in(page, site, desk.a, "admin")
+    await page.get_by_role("link", name="Keys").click()
+    await expect(page.locator("tr[data-version]")).to_have_count(1)
+    new = "a new and long organisation passphrase"
+    await page.get_by_label("New passphrase").fill(new)
+    await page.get_by_label("The same passphrase again").fill(new + "!")
+    await page.get_by_role("button", name="Make a new key pair in this browser").click()
+    await expect(page.get_by_role("status").last).to_have_text("The two passphrases differ.")
+    await page.get_by_label("New passphrase").fill(new)
+    await page.get_by_label("The same passphrase again").fill(new)
+    await page.get_by_role("button", name="Make a new key pair in this browser").click()
+    await expect(page).to_have_url(site + "/keys?notice=key", timeout=30_000)
+    await expect(page.locator("tr[data-version]")).to_have_count(2)
+    async with desk.sessions() as s:
+        org = await s.get(Organisation, desk.a.org.id)
+        assert org is not None and org.public_key is not None
+        assert org.protected_private_key is not None
+        public, protected = org.public_key, org.protected_private_key
+    assert public != desk.a.org.public_key
+    private = unprotect_private_key(protected, new)
+    assert bytes(PrivateKey(private).public_key) == public
+    await expect(page.locator("tr[data-version='2']")).to_contain_text(fingerprint(public))
+    assert not [r for r in sent if new in r or "new%20and%20long" in r]
     assert problems == []

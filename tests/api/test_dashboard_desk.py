@@ -8,6 +8,7 @@ import uuid
 
 from sqlalchemy import select, update
 
+from api.dashboard_keys import fingerprint
 from core.db import transaction
 from core.models import AuditEntry, OutboxMessage, OutboxState, Responder, Webhook
 from tests.api.conftest import Desk, Org
@@ -229,3 +230,19 @@ async def test_the_desk_pages_are_translated_and_arabic_is_right_to_left(desk: D
         assert page.status_code == 200 and '<html lang="ar" dir="rtl">' in page.text
         for english in ("On duty", "Webhooks", "Audit log", "Given up", "Replay"):
             assert english not in page.text, english
+
+
+async def test_the_keys_page_lists_every_version_for_admins_only(desk: Desk) -> None:
+    assert desk.a.org.public_key is not None
+    async with browser(desk, desk.a, "admin") as (c, _csrf):
+        page = await c.get("/keys")
+    assert page.status_code == 200
+    assert fingerprint(desk.a.org.public_key) in page.text and "Current key" in page.text
+    assert 'class="newkey stack" hidden' in page.text  # nothing to submit without the script
+    assert 'name="' not in page.text.split('class="newkey')[1].split("</form>")[0]
+    for role in ("responder", "observer"):
+        async with browser(desk, desk.a, role) as (c, _csrf):
+            refused = await c.get("/keys")
+            queue = await c.get("/")
+        assert refused.status_code == 303 and refused.headers["location"] == "/"
+        assert 'href="/keys"' not in queue.text
