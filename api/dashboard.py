@@ -79,6 +79,18 @@ def to(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+async def reader(
+    request: Request, session: AsyncSession, now: datetime, scope: str
+) -> Viewer | Response:
+    """The viewer of a page that needs ``scope``, or where to send them instead."""
+    who = await viewer(request, session, now)
+    if who is None:
+        return to("/login")
+    if who.principal.must_change_password or not who.may(scope):
+        return to("/password" if who.principal.must_change_password else "/")
+    return who
+
+
 def keep(response: Response, name: str, value: str, max_age: int) -> None:
     response.set_cookie(
         name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="strict"

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
 from api import errors
-from api.dashboard import PAGE, Text, Viewer, checked, to, viewer
+from api.dashboard import PAGE, Text, Viewer, checked, reader, to
 from api.deps import LimitsDep, NowDep, SessionDep, SessionsDep, VaultDep
 from api.pages import NOTICES, render
 from api.routes.invites import out as invite_out
@@ -59,11 +59,9 @@ async def defenders_page(
     after: Annotated[str | None, Query(max_length=40)] = None,
     notice: str | None = None,
 ) -> Response:
-    who = await viewer(request, session, now)
-    if who is None:
-        return to("/login")
-    if who.principal.must_change_password or not who.may("defenders:read"):
-        return to("/password" if who.principal.must_change_password else "/")
+    who = await reader(request, session, now, "defenders:read")
+    if isinstance(who, Response):
+        return who
     return await page(request, session, now, who, after=after, notice=NOTICES.get(notice or ""))
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from api.dashboard import Text, Viewer, actor_name, checked, to, viewer
+from api.dashboard import Text, Viewer, actor_name, checked, reader, to
 from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
 from api.pages import NOTICES, render
@@ -47,18 +47,6 @@ DESK_NOTICES = {
 }
 
 
-async def _reader(
-    request: Request, session: SessionDep, now: NowDep, scope: str
-) -> Viewer | Response:
-    """The viewer of a page that needs ``scope``, or where to send them instead."""
-    who = await viewer(request, session, now)
-    if who is None:
-        return to("/login")
-    if who.principal.must_change_password or not who.may(scope):
-        return to("/password" if who.principal.must_change_password else "/")
-    return who
-
-
 async def _writer(
     request: Request, session: SessionDep, now: NowDep, csrf: str, scope: str | None, back: str
 ) -> Viewer | Response:
@@ -76,7 +64,7 @@ async def roster_page(
     request: Request, session: SessionDep, now: NowDep, notice: str | None = None
 ) -> Response:
     """Who is on duty now, and the form to go on or off duty oneself."""
-    who = await _reader(request, session, now, "alerts:read")
+    who = await reader(request, session, now, "alerts:read")
     if isinstance(who, Response):
         return who
     mine = await session.get(Responder, who.principal.responder_id)
@@ -149,7 +137,7 @@ async def webhooks_list(
     request: Request, session: SessionDep, now: NowDep, notice: str | None = None
 ) -> Response:
     """The organisation's endpoints, each with what was given up on and its recent log."""
-    who = await _reader(request, session, now, "org:admin")
+    who = await reader(request, session, now, "org:admin")
     if isinstance(who, Response):
         return who
     return await webhooks_page(request, session, who, notice=DESK_NOTICES.get(notice or ""))
@@ -254,7 +242,7 @@ async def audit_page(
     verify: bool = False,
 ) -> Response:
     """The organisation's audit trail, newest first; ``verify`` walks the whole hash chain."""
-    who = await _reader(request, session, now, "org:admin")
+    who = await reader(request, session, now, "org:admin")
     if isinstance(who, Response):
         return who
     entries = await audit_api.list_entries(who.principal, session, before, AUDIT_PAGE)

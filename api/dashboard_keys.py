@@ -10,7 +10,7 @@ import hashlib
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.dashboard import to, viewer
+from api.dashboard import reader
 from api.deps import NowDep, SessionDep
 from api.errors import N_
 from api.pages import render
@@ -36,11 +36,9 @@ def fingerprint(public_key: bytes) -> str:
 async def keys_page(
     request: Request, session: SessionDep, now: NowDep, notice: str | None = None
 ) -> Response:
-    who = await viewer(request, session, now)
-    if who is None:
-        return to("/login")
-    if who.principal.must_change_password or not who.may("org:admin"):
-        return to("/password" if who.principal.must_change_password else "/")
+    who = await reader(request, session, now, "org:admin")
+    if isinstance(who, Response):
+        return who
     org = await session.get(Organisation, who.principal.org_id)
     assert org is not None
     keys = [

@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.dashboard import PAGE, b64, to, viewer
+from api.dashboard import PAGE, b64, reader
 from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import locale_of
 from api.pages import render, report_labels
@@ -28,11 +28,9 @@ async def reports(
     cursor: str | None = None,
 ) -> Response:
     """Reports, newest first, with what the server may read of them (triage, review)."""
-    who = await viewer(request, session, now)
-    if who is None:
-        return to("/login")
-    if who.principal.must_change_password or not who.may("reports:read"):
-        return to("/password" if who.principal.must_change_password else "/")
+    who = await reader(request, session, now, "reports:read")
+    if isinstance(who, Response):
+        return who
     try:
         after = None if cursor is None else Cursor.decode(cursor)
     except ValueError:
@@ -59,11 +57,9 @@ async def report(
     report_id: uuid.UUID, request: Request, session: SessionDep, vault: VaultDep, now: NowDep
 ) -> Response:
     """One report; opening its sealed body and evidence is recorded in the audit log."""
-    who = await viewer(request, session, now)
-    if who is None:
-        return to("/login")
-    if who.principal.must_change_password or not who.may("reports:read"):
-        return to("/password" if who.principal.must_change_password else "/")
+    who = await reader(request, session, now, "reports:read")
+    if isinstance(who, Response):
+        return who
     found = await desk_reports.get_report(session, who.principal.org_id, report_id)
     if found is None:
         return render(request, "missing.html", 404, me=who)
