@@ -152,6 +152,25 @@ async def alerted(session: AsyncSession, alert: Alert) -> Parties:
     return found
 
 
+async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:
+    """Withdraw the ladder's notices of a closing alert that failed and wait for a retry, once
+    the all-clear is queued (to everyone they were meant for): a "may need help" must never
+    arrive after "they are safe". Notices not tried yet stay: they go before the all-clear,
+    queued after them at the same priority. Webhook events are never withdrawn: an external
+    desk gets them all."""
+    stmt = select(OutboxMessage).where(
+        OutboxMessage.alert_id == alert.id,
+        OutboxMessage.state == OutboxState.pending,
+        OutboxMessage.attempts > 0,
+        OutboxMessage.webhook_id.is_(None),
+    )
+    for row in (await session.execute(stmt)).scalars():
+        stem = row.idempotency_key.split("|", 1)[0].split(":")
+        if len(stem) > 2 and stem[0] == "a" and stem[2].isdigit():  # a ladder step's notice
+            row.state, row.last_error = OutboxState.failed, "withdrawn"
+            row.shred("payload_enc")
+
+
 def origin(actor: str) -> str:
     """Where a change came from, as the responder group is told: "defender", "api" (a token:
     the desk API) or "desk" (a responder in the dashboard)."""

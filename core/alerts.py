@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -91,6 +92,8 @@ async def raise_many(
     stmt = locked(select(Alert).where(Alert.open_key.in_(keys)), session)
     found = {a.defender_id: a for a in (await session.execute(stmt)).scalars()}
     new = [d for d in people.values() if d.id not in found]
+    if found and kind in (AlertKind.panic, AlertKind.duress):
+        await _raised_again(session, vault, list(found.values()), people, now)
     if not new:
         return found
     policies = await policies_for(session, new)
@@ -117,6 +120,35 @@ async def raise_many(
     ]
     await actions.perform_many(session, vault, steps, now=now)
     return {**found, **{a.defender_id: a for a in created}}
+
+
+async def _raised_again(
+    session: AsyncSession,
+    vault: Vault,
+    again: list[Alert],
+    people: dict[uuid.UUID, Defender],
+    now: datetime,
+) -> None:
+    """A defender pressing panic (or giving the duress PIN) again while that alert is open:
+    on the timeline; and if a responder had acknowledged it, the desk hears at once and the
+    alert waits for a responder again (the situation changed), not at the ack timeout. While
+    nobody has acknowledged it, the ladder is already repeating to the desk."""
+    steps = []
+    for alert in again:
+        alert = await lock(session, alert)
+        session.add(actions.event(alert, "raised_again", now, actor="defender"))
+        if alert.state is not AlertState.acknowledged:
+            continue
+        step = escalation.alert_step(
+            kind=alert.kind,
+            state=alert.state,
+            step=alert.step,
+            policy=actions.policy(alert),
+            now=now,
+        )
+        if step is not None:
+            steps.append((alert, people[alert.defender_id], replace(step, reason="raised_again")))
+    await actions.perform_many(session, vault, steps, now=now)
 
 
 def _alert(defender: Defender, kind: AlertKind, policy: Policy, now: datetime) -> Alert:
@@ -244,6 +276,7 @@ async def resolve(
         now=now,
         via=via,
     )
+    await actions.withdraw_steps(session, alert)  # no alarm may arrive after the all-clear
 
 
 async def cancel_alert(

@@ -42,6 +42,9 @@ from core.models import (
 )
 
 MAX_ATTEMPTS = 12  # channel messages; then dead (visible, replayable)
+# A P0/P1 alert notice is given up on by time, not by count: twelve tries at P0's 30 s cap
+# are four minutes, shorter than a signal-cli restart or a provider outage.
+ALERT_PATIENCE = timedelta(hours=24)
 WEBHOOK_ATTEMPTS = 16  # about half a day with the one-hour cap
 CAP_S = {0: 30.0, 1: 120.0, 2: 600.0, 3: 600.0}
 WEBHOOK_CAP_S = 3600.0
@@ -186,12 +189,14 @@ async def retry(
             wait = attempt.retry_after or backoff(row, rng)
             row.state, row.next_attempt_at = OutboxState.pending, now + seconds(wait)
         return
-    if row.attempts >= limit:
+    if given_up(row, now):
         row.state = OutboxState.dead
         if row.alert_id is not None:
             detail = {"outbox": str(row.id), "recipient": row.recipient, "channel": row.channel}
             session.add(_event(row.alert_id, "delivery_dead", now, detail))
-        await fallback(session, vault, row, attempt.message, "gave_up", now, last=False)
+        # Nobody else will try this person for this step: unreachable, so the desk comes sooner.
+        last = row.alert_id is not None
+        await fallback(session, vault, row, attempt.message, "gave_up", now, last=last)
         return
     if attempt.retry_after is not None:  # the channel said how long: honour it, never less
         wait = attempt.retry_after * (1 + 0.1 * rng())
@@ -204,6 +209,17 @@ async def retry(
             row.shred("payload_enc")
             return
     row.state, row.next_attempt_at = OutboxState.pending, now + seconds(wait)
+
+
+def given_up(row: OutboxMessage, now: datetime) -> bool:
+    """Webhooks and ordinary messages give up after so many tries; an alert's P0/P1 notices
+    keep trying at their cap for ALERT_PATIENCE, so a channel that comes back still carries
+    them (a resolved alert's pending notices are withdrawn: core.alerts.resolve)."""
+    if row.webhook_id is not None:
+        return row.attempts >= WEBHOOK_ATTEMPTS
+    if row.alert_id is not None and row.priority <= Priority.P1:
+        return now - row.created_at >= ALERT_PATIENCE
+    return row.attempts >= MAX_ATTEMPTS
 
 
 async def block(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:

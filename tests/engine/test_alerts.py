@@ -53,6 +53,36 @@ async def test_it_keeps_one_open_alert_per_kind(world: World) -> None:
     assert len([m for m in await outbox(world) if m.priority == 0]) == 8  # not 12
 
 
+async def test_a_panic_pressed_again_after_the_ack_reaches_the_desk_at_once(
+    world: World,
+) -> None:
+    """Acknowledged at T0+2 min; at T0+10 min the defender, being detained, presses panic
+    again: the desk hears now (not at the ack timeout) and the alert waits for a responder."""
+    alert = await raise_(world, AlertKind.panic)
+    async with transaction(world.sessions) as s:
+        await alerts.acknowledge(
+            s,
+            world.vault,
+            alert=alert,
+            responder_id=world.responder_ids[0],
+            now=T0 + 2 * MIN,
+            via="desk",
+        )
+    before = len(await outbox(world))
+    again = await raise_(world, AlertKind.panic, T0 + 10 * MIN)
+    assert again.id == alert.id
+    fresh = await alert_of(world)
+    assert fresh is not None and fresh.state is AlertState.triggered
+    queued = (await outbox(world))[before:]
+    assert "responder:0" in {m.person for m in queued}
+    assert [m.body["type"] for m in queued if m.body] == ["alert.escalated"]
+    kinds = [(e.kind, e.detail.get("reason")) for e in await timeline(world, alert.id)]
+    assert kinds[-2:] == [("raised_again", None), ("step", "raised_again")]
+    await raise_(world, AlertKind.panic, T0 + 11 * MIN)  # not yet acknowledged again:
+    assert len(await outbox(world)) == before + len(queued)  # the ladder repeats as it was
+    assert [e.kind for e in await timeline(world, alert.id)][-1] == "raised_again"
+
+
 async def test_it_never_contacts_the_device_under_duress(world: World, sweep: Sweep) -> None:
     alert = await raise_(world, AlertKind.duress)
     assert alert.do_not_contact

@@ -265,3 +265,54 @@ def test_the_bot_wide_telegram_rate_is_a_setting(monkeypatch: pytest.MonkeyPatch
     assert rate() == 1000.0
     monkeypatch.setenv("AMPARO_TELEGRAM_RATE", "0")  # refused by the settings: the default
     assert rate() == 30.0
+
+
+async def test_a_panic_notice_outlasts_a_channel_outage_and_arrives(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """signal-cli restarting or a provider outage: twelve tries at P0's 30 s cap are four
+    minutes; the notice must still reach the contact when the channel comes back."""
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    channel = StandIn("standin")
+    channel.fail("c0-quiet-heron-41", *[DeliveryError("ClientConnectorError")] * 50)
+    d = dispatcher(world, {"standin": channel})
+    await panic(world)
+    at = T0
+    while at < T0 + timedelta(minutes=5):  # down for five minutes: 30-odd tries
+        await d.drain(at)
+        at += 5 * SEC
+    assert channel.to("c0-quiet-heron-41") == [] and "dead" not in await states(world)
+    channel.script.clear()  # back
+    await d.drain(T0 + timedelta(minutes=6))
+    assert len(channel.to("c0-quiet-heron-41")) == 1
+
+
+async def test_a_notice_given_up_after_a_day_marks_the_person_unreachable(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    channel = StandIn("standin")
+    channel.fail("c0-quiet-heron-41", *[DeliveryError("ClientConnectorError")] * 50)
+    d = dispatcher(world, {"standin": channel})
+    alert_id = await panic(world)
+    await d.drain(T0)
+    await d.drain(T0 + timedelta(hours=24, minutes=1))
+    kinds = [e.kind for e in await timeline(world, alert_id)]
+    assert "delivery_dead" in kinds and "recipient_unreachable" in kinds
+
+
+async def test_no_alarm_reaches_a_contact_after_the_all_clear(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    channel = StandIn("standin")
+    channel.fail("c0-quiet-heron-41", DeliveryError("rate limited", retry_after=40))
+    d = dispatcher(world, {"standin": channel})
+    async with transaction(sessions) as s:
+        await alerts.raise_alert(
+            s, vault, defender=await world.defender(s), kind=AlertKind.missed_checkin, now=T0
+        )
+    await d.drain(T0)  # contact 0: 429, again in 40 s; contact 1 told
+    async with transaction(sessions) as s:  # "I'm safe" ten seconds later
+        defender = await world.defender(s)
+        assert await checkins.check_in(s, vault, defender=defender, now=T0 + 10 * SEC)
+    for at in (10, 60, 600):
+        await d.drain(T0 + at * SEC)
+    _alarm, all_clear = channel.to("c1-quiet-heron-41")  # contact 1 (French): both, in order
+    assert all_clear.startswith("Bonne nouvelle")
+    [told] = channel.to("c0-quiet-heron-41")  # contact 0 (Spanish): the retried alarm withdrawn
+    assert told.startswith("Buenas noticias")
