@@ -311,7 +311,7 @@ async def miss_sooner(session: AsyncSession, checkin_id: uuid.UUID, now: datetim
     row = (await session.execute(locked(stmt, session))).scalar_one_or_none()
     if row is None or row.state is not CheckInState.reminded or row.next_action_at <= now:
         return
+    # Only this occurrence is missed sooner: the routine's grace (grace_s) stays as it is.
     row.next_action_at, row.version = now, row.version + 1
-    row.grace_s = max(0, int((now - row.due_at).total_seconds()))
     row.lease_owner, row.lease_until = None, None
     wakeup.touch(session, wakeup.TIMERS, now)

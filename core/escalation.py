@@ -95,7 +95,9 @@ def checkin_step(
         return CheckInStep((Act.pre_remind,), state, due_at, due_at)
     if state is CheckInState.armed and now < miss_at:
         return CheckInStep((Act.remind,), CheckInState.reminded, due_at, miss_at)
-    if state in (CheckInState.armed, CheckInState.reminded) and now >= miss_at:
+    # A reminded check-in comes due at the end of its grace, or sooner when the defender cannot
+    # get the reminder (core.delivery.miss_sooner): either way, it is missed now.
+    if state is CheckInState.reminded or (state is CheckInState.armed and now >= miss_at):
         acts = (Act.open_alert,)  # which reminds the defender again
         if kind is CheckInKind.routine and next_due is not None:
             nxt = first_action_at(next_due, pre_reminder_s, now)

@@ -93,7 +93,8 @@ class Due(NamedTuple):
 
 def decide(r: Due, now: datetime) -> CheckInStep | None:
     next_due = None
-    if r.routine_time and r.routine_days and now >= r.due_at + timedelta(seconds=r.grace_s):
+    missed = r.state is CheckInState.reminded or now >= r.due_at + timedelta(seconds=r.grace_s)
+    if r.routine_time and r.routine_days and missed:
         local = time.fromisoformat(r.routine_time)
         after = max(now, r.due_at)
         next_due = escalation.next_occurrence(local, r.routine_days, r.timezone, after)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import time as clock
 from datetime import timedelta
 
 import aiohttp
@@ -15,7 +16,7 @@ from core import alerts, checkins, webhooks
 from core.db import transaction
 from core.dispatch import Dispatcher
 from core.messages import DeliveryError, Outbound
-from core.models import AlertKind, ChannelAddress, OutboxMessage, Priority, Webhook
+from core.models import Alert, AlertKind, ChannelAddress, CheckIn, OutboxMessage, Priority, Webhook
 from core.outbox import Item, enqueue_many
 from core.ratelimit import Limit
 from core.sweep import Sweep
@@ -23,7 +24,7 @@ from tests.engine.conftest import T0, World, address, alert_of, build_world, tim
 from tests.engine.standin import StandIn
 from tests.standins.http_receiver import Receiver
 
-SEC = timedelta(seconds=1)
+SEC, MIN = timedelta(seconds=1), timedelta(minutes=1)
 
 
 async def standin_world(sessions, vault) -> World:  # type: ignore[no-untyped-def]
@@ -316,3 +317,41 @@ async def test_no_alarm_reaches_a_contact_after_the_all_clear(sessions, vault) -
     assert all_clear.startswith("Bonne nouvelle")
     [told] = channel.to("c0-quiet-heron-41")  # contact 0 (Spanish): the retried alarm withdrawn
     assert told.startswith("Buenas noticias")
+
+
+async def test_a_blocked_reminder_cuts_that_deadline_short_and_no_other(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """Day 1: the defender had blocked the bot, so the alert opens at once (right). Day 2,
+    unblocked, a check-in two minutes late is within the routine's whole grace again."""
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    channel = StandIn("standin")
+    d, sweep = dispatcher(world, {"standin": channel}), Sweep(sessions, vault, owner="s")
+    async with transaction(sessions) as s:
+        defender = await world.defender(s)
+        at_eight = clock(20, 0)
+        await checkins.set_routine(
+            s, defender=defender, local_time=at_eight, days="0123456", now=T0
+        )
+    due = T0.replace(hour=20)
+    channel.fail("d-quiet-heron-41", None, DeliveryError("forbidden", permanent=True))
+    day_one = ((due - 10 * MIN, due - 10 * MIN), (due, due + 2 * SEC), (due + 5 * SEC,) * 2)
+    for at, drain in day_one:
+        await sweep.run(at)
+        await d.drain(drain)
+    async with sessions() as s:  # day 1: missed at once, and the routine rolled over
+        opened = list((await s.execute(select(Alert))).scalars())
+        routine = (await s.execute(select(CheckIn))).scalar_one()
+    assert [a.triggered_at - due < MIN for a in opened] == [True]
+    assert routine.grace_s == 15 * 60 and routine.due_at == due + timedelta(days=1)
+    async with transaction(sessions) as s:
+        await checkins.check_in(s, vault, defender=await world.defender(s), now=due + 20 * MIN)
+    due2 = due + timedelta(days=1)
+    for at in (due2 - 10 * MIN, due2, due2 + 5 * SEC, due2 + MIN):
+        await sweep.run(at)
+        await d.drain(at)
+    async with transaction(sessions) as s:  # two minutes late, within the grace
+        await checkins.check_in(s, vault, defender=await world.defender(s), now=due2 + 2 * MIN)
+    for at in (due2 + 16 * MIN, due2 + 30 * MIN):
+        await sweep.run(at)
+    async with sessions() as s:
+        later = list((await s.execute(select(Alert).where(Alert.triggered_at >= due2))).scalars())
+    assert later == []
