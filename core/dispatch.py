@@ -49,6 +49,9 @@ HORIZON_S = 0.2
 PASSES = 2
 
 
+PAUSED_WAIT_S = 3600.0  # a paused webhook's events are looked at again hourly, or on resume
+
+
 @dataclass
 class Job:
     row_id: uuid.UUID
@@ -59,6 +62,7 @@ class Job:
     hook: Webhook | None = None
     row: OutboxMessage | None = None
     broken: str | None = None  # cannot be sent at all (undecryptable, address gone)
+    paused: bool = False  # a paused webhook: held, not given up (resuming brings it forward)
 
 
 class Dispatcher:
@@ -243,7 +247,8 @@ class Dispatcher:
         job = Job(row.id, row.channel, row.address_id, row=row, hook=hook)
         try:
             if row.channel == WEBHOOK:
-                job.broken = None if hook is not None and hook.active else "webhook_gone"
+                job.broken = None if hook is not None else "webhook_gone"
+                job.paused = hook is not None and not hook.active
                 return job
             raw = row.get(self.vault, "payload_enc")
             value = None if address is None else address.get_text(self.vault, "value_enc")
@@ -263,6 +268,9 @@ class Dispatcher:
         for job in jobs:
             if job.broken is not None:
                 done.append(Attempt(job.row_id, "permanent", job.message, job.broken))
+                continue
+            if job.paused:  # not an attempt: the desk is fixing its receiver
+                done.append(Attempt(job.row_id, "deferred", wait=PAUSED_WAIT_S))
                 continue
             spacing = self.spacing.get(job.channel)
             wait = spacing.wait(job.address_id) if spacing and job.address_id else 0.0

@@ -202,6 +202,20 @@ async def dead_letters(session: AsyncSession, *, org_id: uuid.UUID) -> list[Outb
     return list((await session.execute(stmt)).scalars())
 
 
+async def resume(session: AsyncSession, hook: Webhook, now: datetime) -> None:
+    """Deliveries to a paused endpoint were held (core.dispatch: not given up); resuming sends
+    them now rather than at their next hourly look."""
+    hook.active = True
+    stmt = (
+        update(OutboxMessage)
+        .where(OutboxMessage.webhook_id == hook.id, OutboxMessage.state == OutboxState.pending)
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(stmt)
+    wakeup.touch(session, wakeup.OUTBOX)
+
+
 async def replay(
     session: AsyncSession, *, org_id: uuid.UUID, ids: Iterable[uuid.UUID], now: datetime
 ) -> int:

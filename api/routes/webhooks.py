@@ -163,8 +163,11 @@ async def update_webhook(
     vault: VaultDep,
     now: NowDep,
 ) -> WebhookOut:
-    """Pause or resume deliveries to an endpoint."""
+    """Pause or resume deliveries to an endpoint: while paused its events are held, not lost;
+    resuming sends them at once."""
     hook = await _hook(session, principal, hook_id)
+    if body.active and not hook.active:
+        await webhooks.resume(session, hook, now)
     hook.active = body.active
     await _audit(session, vault, principal, "webhook.update", hook.id, now)
     return out(hook)

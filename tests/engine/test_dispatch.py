@@ -355,3 +355,28 @@ async def test_a_blocked_reminder_cuts_that_deadline_short_and_no_other(sessions
     async with sessions() as s:
         later = list((await s.execute(select(Alert).where(Alert.triggered_at >= due2))).scalars())
     assert later == []
+
+
+async def test_a_paused_webhook_holds_its_events_and_resuming_sends_them(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """A desk pauses its endpoint while it fixes its receiver: the alert.triggered queued
+    meanwhile is held (not given up, its payload kept) and goes out on resume."""
+    world = await standin_world(sessions, vault)
+    async with Receiver() as desk, webhooks.client() as http:
+        await point_webhook_at(world, desk.url())
+        await panic(world)  # queued, then the endpoint is paused before it goes
+        async with transaction(sessions) as s:
+            await s.execute(update(Webhook).values(active=False))
+        d = dispatcher(world, {"standin": StandIn("standin")}, http)
+        await d.drain(T0)
+        assert desk.hits == []
+        async with world.sessions() as s:
+            held = (
+                await s.execute(select(OutboxMessage).where(OutboxMessage.channel == "webhook"))
+            ).scalar_one()
+        assert str(held.state) == "pending" and held.attempts == 0
+        assert held.payload_enc is not None
+        async with transaction(sessions) as s:
+            hook = (await s.execute(select(Webhook))).scalar_one()
+            await webhooks.resume(s, hook, T0 + MIN)
+        await d.drain(T0 + MIN)
+    assert [json.loads(h.body)["type"] for h in desk.hits] == ["alert.triggered"]
