@@ -3,7 +3,7 @@
 | data class                                   | kept                                    |
 |----------------------------------------------|-----------------------------------------|
 | an alert's location (sealed)                 | while the alert is open                 |
-| outbox rows delivered, failed or dead        | 30 days (payloads are shredded earlier) |
+| outbox rows delivered, failed or dead        | 30 days, and while their alert is open  |
 | desk sessions                                | until they expire or are revoked        |
 | invite codes used, revoked or expired        | 30 days, then the code's index goes     |
 | button tokens                                | until they expire (24 h)                |
@@ -88,7 +88,16 @@ async def purge(session: AsyncSession, *, now: datetime) -> dict[str, int]:
     done["outbox"] = _rowcount(
         await session.execute(
             delete(OutboxMessage).where(
-                OutboxMessage.state.in_(_FINAL), OutboxMessage.created_at < now - OUTBOX_KEPT
+                OutboxMessage.state.in_(_FINAL),
+                OutboxMessage.created_at < now - OUTBOX_KEPT,
+                # an open alert's rows say who was alerted: they get the all-clear (a
+                # detention can last longer than 30 days)
+                or_(
+                    OutboxMessage.alert_id.is_(None),
+                    ~exists().where(
+                        Alert.id == OutboxMessage.alert_id, Alert.state != AlertState.resolved
+                    ),
+                ),
             )
         )
     )

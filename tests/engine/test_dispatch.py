@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select, update
 
-from core import alerts, checkins, webhooks
+from core import alerts, checkins, retention, webhooks
 from core.db import transaction
 from core.dispatch import Dispatcher
 from core.messages import DeliveryError, Outbound
@@ -380,3 +380,24 @@ async def test_a_paused_webhook_holds_its_events_and_resuming_sends_them(session
             await webhooks.resume(s, hook, T0 + MIN)
         await d.drain(T0 + MIN)
     assert [json.loads(h.body)["type"] for h in desk.hits] == ["alert.triggered"]
+
+
+async def test_an_alert_open_for_weeks_still_ends_with_an_all_clear(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """A detention lasts longer than the outbox's 30 days: the rows that say who was alerted
+    stay while the alert is open, so its all-clear still reaches them."""
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    channel = StandIn("standin")
+    d = dispatcher(world, {"standin": channel})
+    await panic(world)
+    await d.drain(T0)
+    later = T0 + timedelta(days=31)
+    async with transaction(sessions) as s:
+        assert (await retention.purge(s, now=later))["outbox"] == 0
+    async with transaction(sessions) as s:
+        alert = await alerts.open_alert(s, alerts.dedup_key(world.defender_id, AlertKind.panic))
+        assert alert is not None
+        await alerts.resolve(s, vault, alert=alert, outcome="safe", actor="desk", now=later)
+    await d.drain(later)
+    assert len(channel.to("c0-quiet-heron-41")) == 2  # the panic notice, then the all-clear
+    async with transaction(sessions) as s:  # once resolved, the old rows go as before
+        assert (await retention.purge(s, now=later + MIN))["outbox"] > 0
