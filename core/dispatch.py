@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import aiohttp
 from sqlalchemy import select, update
@@ -35,7 +36,7 @@ from core.crypto import CryptoError, Vault
 from core.db import transaction
 from core.delivery import Attempt, record
 from core.messages import Address, Channel, DeliveryError, Outbound
-from core.models import ChannelAddress, OutboxMessage, OutboxState, Webhook
+from core.models import ChannelAddress, OutboxMessage, OutboxState, Priority, Webhook
 from core.proxies import Proxies
 from core.ratelimit import Bucket, Limit, Spacing, configured
 
@@ -105,22 +106,27 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         stop = wakeup.subscribe(wakeup.OUTBOX, wakeup.event_setter(loop, self._wake))
         passes = asyncio.Semaphore(PASSES)
+        urgent = asyncio.Semaphore(1)  # P0 only, while every pass is sending
         flying: set[asyncio.Task[None]] = set()
         try:
             while True:
                 self._wake.clear()
-                await passes.acquire()
+                # A slow channel can hold a pass for send_timeout_s: a P0 never waits for it.
+                lane, top = passes, None
+                if passes.locked() and not urgent.locked():
+                    lane, top = urgent, Priority.P0
+                await lane.acquire()
                 jobs: list[Job] = []
                 try:
-                    jobs = await self.claim(now := self.clock())
+                    jobs = await self.claim(now := self.clock(), top=top)
                 except Exception:  # a database hiccup must not end delivery
                     log.exception("dispatch failed; retrying")
                 if jobs:  # sent and recorded while the next claim goes on
                     flying.add(task := asyncio.create_task(self._deliver(jobs, now)))
                     task.add_done_callback(flying.discard)
-                    task.add_done_callback(lambda _t: passes.release())
+                    task.add_done_callback(partial(self._freed, lane))
                 else:
-                    passes.release()
+                    lane.release()
                 if len(jobs) < self.batch:
                     idle = min(self.idle_s, self._refill or self.idle_s)
                     try:
@@ -131,6 +137,10 @@ class Dispatcher:
             stop()
             for task in flying:  # their leases expire: the rows are sent again later
                 task.cancel()
+
+    def _freed(self, lane: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
+        lane.release()
+        self._wake.set()  # a pass is free: claim at once, not after the idle wait
 
     async def _deliver(self, jobs: list[Job], now: datetime) -> None:
         try:
@@ -178,7 +188,8 @@ class Dispatcher:
                 self._refill = wait if self._refill is None else min(self._refill, wait)
         return names
 
-    async def claim(self, now: datetime) -> list[Job]:
+    async def claim(self, now: datetime, top: int | None = None) -> list[Job]:
+        """Lease the next batch of due rows (of priority ``top`` or more urgent, if given)."""
         names = self.ready()
         if not names:
             return []
@@ -187,6 +198,8 @@ class Dispatcher:
             & (OutboxMessage.next_attempt_at <= now)
             & OutboxMessage.channel.in_(names)
         )
+        if top is not None:
+            due &= OutboxMessage.priority <= top
         expired = (OutboxMessage.state == OutboxState.sending) & (OutboxMessage.lease_until < now)
         async with self.sessions() as reader:  # idle: two index probes, no write lock taken
             found = await reader.execute(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from datetime import time as clock
-from datetime import timedelta
 
 import aiohttp
 import pytest
@@ -401,3 +403,50 @@ async def test_an_alert_open_for_weeks_still_ends_with_an_all_clear(sessions, va
     assert len(channel.to("c0-quiet-heron-41")) == 2  # the panic notice, then the all-clear
     async with transaction(sessions) as s:  # once resolved, the old rows go as before
         assert (await retention.purge(s, now=later + MIN))["outbox"] > 0
+
+
+class Slow(StandIn):
+    async def send(self, to, message):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(3.0)  # signal-cli answering slowly
+        return await super().send(to, message)
+
+
+async def test_a_p0_does_not_wait_for_passes_held_by_a_slow_channel(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """Both passes are sending a P3 roll-call through a slow channel (up to send_timeout_s,
+    30 s, in production): a panic notice queued meanwhile goes at once on its own lane."""
+    world = await build_world(sessions, vault, channel="fast", webhook_url=None)
+    async with transaction(sessions) as s:
+        members = [address(vault, "slow", f"member-{n}") for n in range(64)]
+        s.add_all(members)
+        await s.flush()
+        roll_call = [
+            Item("slow", int(Priority.P3), f"bc:{n}", Outbound(text="roll-call"), address_id=a.id)
+            for n, a in enumerate(members)
+        ]
+        await enqueue_many(s, vault, roll_call, now=datetime.now(UTC))
+    fast = StandIn("fast")
+    d = Dispatcher(
+        sessions, vault, {"slow": Slow("slow"), "fast": fast}, owner="t", limits={}, idle_s=0.05
+    )
+    task = asyncio.create_task(d.run())
+    try:
+        await asyncio.sleep(0.5)  # both passes are now sending the roll-call
+        async with transaction(sessions) as s:
+            responder = (
+                await s.execute(
+                    select(ChannelAddress).where(
+                        ChannelAddress.responder_id == world.responder_ids[0]
+                    )
+                )
+            ).scalar_one()
+            notice = Outbound(text="PANIC")
+            panic_notice = Item("fast", 0, "panic:1", notice, address_id=responder.id)
+            await enqueue_many(s, vault, [panic_notice], now=datetime.now(UTC))
+        started = time.monotonic()
+        while not fast.sent and time.monotonic() - started < 10:
+            await asyncio.sleep(0.02)
+        assert fast.sent and time.monotonic() - started < 2.0  # not after a 3 s pass
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
