@@ -42,7 +42,10 @@ DESK_NOTICES = {
     **NOTICES,
     "replayed": N_("The delivery is queued again, with the same event id."),
     "not_dead": N_("Only a delivery that was given up on can be replayed."),
-    "paused": N_("Deliveries to the endpoint are paused."),
+    "paused": N_(
+        "Deliveries to the endpoint are paused: its events are held and go out when you"
+        " resume. Events held for over 7 days are given up, and can still be replayed."
+    ),
     "resumed": N_("Deliveries to the endpoint resumed."),
 }
 

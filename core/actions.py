@@ -81,7 +81,7 @@ async def perform_many(
     contacts = await recipients.contacts_of(session, [d for _a, d in wants[Act.notify_contacts]])
     orgs = {a.org_id for a, _d in wants[Act.notify_desk]}
     desks = {org: await recipients.desk(session, org) for org in orgs}
-    hooks = {org: await webhooks.active(session, org) for org in orgs}
+    hooks = {org: await webhooks.endpoints(session, org) for org in orgs}
     items: list[Item] = []
     for alert, defender, step in steps:
         stem = f"a:{alert.id.hex}:{step.step}"
@@ -244,7 +244,7 @@ async def closing(
         )
         items.append(item(stem, group, msg, alert))
     if desk_told(alert.kind, alert.step):
-        hooks = await webhooks.active(session, alert.org_id)
+        hooks = await webhooks.endpoints(session, alert.org_id)
         items.extend(
             webhooks.event_items(
                 alert, hooks, handle=defender.handle, event_type="alert.resolved", stem=stem
@@ -262,7 +262,7 @@ async def webhook_event(
     now: datetime,
 ) -> None:
     stem = f"a:{alert.id.hex}:v{alert.version}"
-    hooks = await webhooks.active(session, alert.org_id)
+    hooks = await webhooks.endpoints(session, alert.org_id)
     items = webhooks.event_items(
         alert, hooks, handle=defender.handle, event_type=event_type, stem=stem
     )

@@ -57,12 +57,13 @@ MAX_DISCREET_DELAY_S = 47 * 3600.0  # Telegram refuses to delete messages older 
 @dataclass(frozen=True)
 class Attempt:
     row_id: uuid.UUID
-    outcome: str  # "delivered", "retry", "permanent" or "deferred"
+    outcome: str  # "delivered", "retry", "permanent", "deferred" or "expired" (held too long)
     message: Outbound | None = None  # what was sent, for a fallback
     error: str | None = None  # a class of error, never content
     retry_after: float | None = None
     wait: float = 0.0  # deferred by a rate limit: not an attempt
     sent_id: str | None = None  # the channel's id(s) of what was delivered, comma-separated
+    elapsed: float = 0.0  # seconds from the claim to the channel's answer
 
 
 def backoff(row: OutboxMessage, rng: Callable[[], float]) -> float:
@@ -96,6 +97,16 @@ async def record(
         if attempt.outcome == "deferred":
             row.state, row.next_attempt_at = OutboxState.pending, now + seconds(attempt.wait)
             continue
+        if attempt.outcome == "expired":  # payload kept: the desk may still replay it
+            row.state, row.last_error = OutboxState.dead, attempt.error
+            if row.alert_id is not None:
+                detail = {
+                    "outbox": str(row.id),
+                    "recipient": row.recipient,
+                    "channel": row.channel,
+                }
+                session.add(_event(row.alert_id, "delivery_dead", now, detail))
+            continue
         row.attempts, row.last_error = row.attempts + 1, attempt.error
         if attempt.outcome == "delivered":
             row.state, row.delivered_at = OutboxState.delivered, now
@@ -112,7 +123,9 @@ async def record(
             await fallback(session, vault, row, attempt.message, attempt.error, now, last=True)
             row.shred("payload_enc")
         else:
-            await retry(session, vault, row, attempt, now, rng)
+            # The wait counts from the channel's answer, not the claim: a 429's retry_after
+            # after a slow send would otherwise be cut short by the send's own duration.
+            await retry(session, vault, row, attempt, now + seconds(attempt.elapsed), rng)
 
 
 def seconds(value: float) -> timedelta:

@@ -11,7 +11,9 @@
 Passes overlap (up to ``PASSES``). A commit that queued rows wakes the loop at once
 (``core.wakeup``); otherwise it polls every ``idle_s`` for rows queued by other processes and
 retries coming due. A crash between 1 and 3
-leaves leases that expire: the row is sent again with the same idempotency key.
+leaves leases that expire: the row is sent again with the same idempotency key. A stop
+(SIGTERM, a deploy) is not a crash: passes still sending get ``stop_grace_s`` to finish and
+record, and whatever this process still holds is handed back at once, not after ``lease_s``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,6 +54,10 @@ PASSES = 2
 
 
 PAUSED_WAIT_S = 3600.0  # a paused webhook's events are looked at again hourly, or on resume
+# An endpoint paused longer than this was abandoned, not under repair: its older events are
+# given up (dead: listed for the desk and replayable until retention removes them).
+PAUSED_HOLD = timedelta(days=7)
+STOP_GRACE_S = 5.0  # within the 10 s a container runtime waits between SIGTERM and SIGKILL
 
 
 @dataclass
@@ -80,6 +87,7 @@ class Dispatcher:
         lease_s: float = 60.0,
         send_timeout_s: float = 30.0,
         idle_s: float = 1.0,
+        stop_grace_s: float = STOP_GRACE_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -89,6 +97,7 @@ class Dispatcher:
         # A send outliving its lease could be claimed and sent again by another dispatcher.
         self.send_timeout_s = min(send_timeout_s, lease_s / 2)
         self.idle_s, self.clock, self.rng = idle_s, clock, rng
+        self.stop_grace_s = stop_grace_s
         limits = configured() if limits is None else limits
         self.buckets = {n: Bucket(lim.per_channel) for n, lim in limits.items() if lim.per_channel}
         self.spacing = {
@@ -135,8 +144,32 @@ class Dispatcher:
                         pass
         finally:
             stop()
-            for task in flying:  # their leases expire: the rows are sent again later
+            await self._stop(flying)
+
+    async def _stop(self, flying: set[asyncio.Task[None]]) -> None:
+        """Let passes finish for a moment, then hand back every row this process holds: after
+        a restart a panic notice goes at once, not when its lease runs out. A row whose send
+        was cut short may have arrived: it goes again under the same idempotency key."""
+        if flying:
+            _, late = await asyncio.wait(set(flying), timeout=self.stop_grace_s)
+            for task in late:
                 task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        held = (OutboxMessage.lease_owner == self.owner) & (
+            OutboxMessage.state == OutboxState.sending
+        )
+        try:
+            async with transaction(self.sessions) as s:
+                handed = await s.execute(
+                    update(OutboxMessage)
+                    .where(held)
+                    .values(state=OutboxState.pending, lease_owner=None, lease_until=None)
+                    .execution_options(synchronize_session=False)
+                )
+            if count := int(getattr(handed, "rowcount", 0) or 0):
+                log.info("handed back unsent messages", extra={"rows": count})
+        except Exception as exc:  # the database is gone too: the leases will expire
+            log.warning("could not hand back leases", extra={"error": type(exc).__name__})
 
     def _freed(self, lane: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
         lane.release()
@@ -282,6 +315,9 @@ class Dispatcher:
             if job.broken is not None:
                 done.append(Attempt(job.row_id, "permanent", job.message, job.broken))
                 continue
+            if job.paused and job.row is not None and now - job.row.created_at > PAUSED_HOLD:
+                done.append(Attempt(job.row_id, "expired", error="paused"))
+                continue
             if job.paused:  # not an attempt: the desk is fixing its receiver
                 done.append(Attempt(job.row_id, "deferred", wait=PAUSED_WAIT_S))
                 continue
@@ -301,7 +337,7 @@ class Dispatcher:
         return done + list(await asyncio.gather(*tasks))
 
     async def send_one(self, job: Job, now: datetime, delay: float = 0.0) -> Attempt:
-        sent_id = None
+        sent_id, began = None, time.monotonic()
         if delay > 0:  # its slot under the channel's rate limit
             await asyncio.sleep(delay)
         try:
@@ -318,10 +354,13 @@ class Dispatcher:
             outcome = "permanent" if exc.permanent else "retry"
             metrics.delivered(job.channel, outcome)
             log.info("delivery failed", extra={"outbox": str(job.row_id), "outcome": outcome})
-            return Attempt(job.row_id, outcome, job.message, str(exc)[:200], exc.retry_after)
+            elapsed = time.monotonic() - began
+            error, after = str(exc)[:200], exc.retry_after
+            return Attempt(job.row_id, outcome, job.message, error, after, elapsed=elapsed)
         except Exception as exc:  # a channel's bug or a timeout: retry, never lose the message
             metrics.delivered(job.channel, "error")
             log.warning("send raised %s", type(exc).__name__, extra={"outbox": str(job.row_id)})
-            return Attempt(job.row_id, "retry", job.message, type(exc).__name__)
+            elapsed = time.monotonic() - began
+            return Attempt(job.row_id, "retry", job.message, type(exc).__name__, elapsed=elapsed)
         metrics.delivered(job.channel, "delivered")
         return Attempt(job.row_id, "delivered", job.message, sent_id=sent_id)

@@ -128,8 +128,10 @@ def signing_secrets(vault: Vault, hook: Webhook, now: datetime) -> list[bytes]:
     return [current, previous] if live and previous is not None else [current]
 
 
-async def active(session: AsyncSession, org_id: uuid.UUID) -> list[uuid.UUID]:
-    stmt = select(Webhook.id).where(Webhook.org_id == org_id, Webhook.active.is_(True))
+async def endpoints(session: AsyncSession, org_id: uuid.UUID) -> list[uuid.UUID]:
+    """Every endpoint of the organisation, paused ones too: a paused endpoint's events are
+    queued and held (core.dispatch), so the desk gets what happened during its maintenance."""
+    stmt = select(Webhook.id).where(Webhook.org_id == org_id)
     return [hook_id for (hook_id,) in await session.execute(stmt.order_by(Webhook.id))]
 
 

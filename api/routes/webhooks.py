@@ -163,8 +163,9 @@ async def update_webhook(
     vault: VaultDep,
     now: NowDep,
 ) -> WebhookOut:
-    """Pause or resume deliveries to an endpoint: while paused its events are held, not lost;
-    resuming sends them at once."""
+    """Pause or resume deliveries to an endpoint: while paused its events (those raised during
+    the pause too) are held, not lost; resuming sends them at once. An event held over 7 days
+    is given up: listed in the deliveries as dead, and replayable."""
     hook = await _hook(session, principal, hook_id)
     if body.active and not hook.active:
         await webhooks.resume(session, hook, now)

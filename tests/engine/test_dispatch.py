@@ -83,7 +83,7 @@ async def test_it_honours_retry_after_retries_5xx_and_falls_back_on_403(sessions
         assert len(backup.to("r0-backup")) == 1  # 403 on the main chat: fallback at once
         await d.drain(T0 + 10 * SEC)  # 5xx: retried with backoff (1.5 s, then 3 s)
         assert main.to("c1-quiet-heron-41") == []
-        await d.drain(T0 + 13 * SEC)
+        await d.drain(T0 + 14 * SEC)  # the 3 s count from the 503's answer
         assert len(main.to("c1-quiet-heron-41")) == 1
         assert [a for a, _t in main.calls].count("c1-quiet-heron-41") == 3
         assert len(hits) == 2  # the webhook got its 500, then its 2xx
@@ -382,6 +382,42 @@ async def test_a_paused_webhook_holds_its_events_and_resuming_sends_them(session
             await webhooks.resume(s, hook, T0 + MIN)
         await d.drain(T0 + MIN)
     assert [json.loads(h.body)["type"] for h in desk.hits] == ["alert.triggered"]
+
+
+async def test_events_raised_while_a_webhook_is_paused_are_held_for_it(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """A panic raised during the desk's maintenance still reaches its system on resume; an
+    endpoint left paused for over a week gets its old events given up (listed, replayable)."""
+    world = await standin_world(sessions, vault)
+    async with Receiver() as desk, webhooks.client() as http:
+        await point_webhook_at(world, desk.url())
+        async with transaction(sessions) as s:
+            await s.execute(update(Webhook).values(active=False))
+        await panic(world)  # raised while paused
+        d = dispatcher(world, {"standin": StandIn("standin")}, http)
+        await d.drain(T0)
+        assert desk.hits == []
+        async with transaction(sessions) as s:
+            hook = (await s.execute(select(Webhook))).scalar_one()
+            await webhooks.resume(s, hook, T0 + MIN)
+        await d.drain(T0 + MIN)
+        assert [json.loads(h.body)["type"] for h in desk.hits] == ["alert.triggered"]
+        async with transaction(sessions) as s:  # paused again, and left so
+            await s.execute(update(Webhook).values(active=False))
+            alert = await alerts.open_alert(
+                s, alerts.dedup_key(world.defender_id, AlertKind.panic)
+            )
+            assert alert is not None
+            await alerts.resolve(s, vault, alert=alert, outcome="safe", actor="desk", now=T0 + MIN)
+        for day in range(1, 9):
+            await d.drain(T0 + timedelta(days=day))
+        assert len(desk.hits) == 1
+        async with world.sessions() as s:
+            org_id = (await s.execute(select(Webhook.org_id))).scalar_one()
+            [dead] = await webhooks.dead_letters(s, org_id=org_id)
+        assert dead.last_error == "paused" and dead.payload_enc is not None
+        assert json.loads(dead.get(vault, "payload_enc"))["type"] == "alert.resolved"
+        kinds = [e.kind for e in await timeline(world, alert.id)]
+        assert "delivery_dead" in kinds
 
 
 async def test_an_alert_open_for_weeks_still_ends_with_an_all_clear(sessions, vault) -> None:  # type: ignore[no-untyped-def]
