@@ -120,13 +120,15 @@ class Context:
 
     def forget_message(self) -> None:
         """Ask channels that can to delete the message just received (a PIN, a report)."""
-        if self.inbound.chat_message_id:
-            self.delete_ids.append(self.inbound.chat_message_id)
+        message_id = self.inbound.chat_message_id
+        if message_id and message_id not in self.delete_ids:
+            self.delete_ids.append(message_id)
 
     # --- reading the input ------------------------------------------------------------
 
     def need_text(self) -> str:
-        if self.inbound.text is None or self.inbound.attachments or self.inbound.location:
+        # A location read from the text (Signal: "52.52, 13.40") does not make it less text.
+        if self.inbound.text is None or self.inbound.attachments:
             raise Retry(self._("Please answer with a text message."))
         try:
             return clean(self.inbound.text)

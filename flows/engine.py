@@ -91,6 +91,7 @@ class Engine:
         index = address_index(self.vault, inbound.channel, inbound.address)
         async with self._locks.hold(index):
             now = self.clock()
+            cache: PinCache = {}
             for attempt in range(ATTEMPTS):
                 try:
                     cache = await self._check_pin_early(index, inbound)
@@ -104,7 +105,7 @@ class Engine:
                 except Exception:
                     log.exception("flow failed", extra={"channel": inbound.channel})
                     break
-            await self._fallback(inbound, index, now)
+            await self._fallback(inbound, index, now, cache)
 
     async def _group(self, inbound: Inbound) -> None:
         """The desk's responder group: its commands only; anything else is never stored."""
@@ -164,10 +165,12 @@ class Engine:
         key = (row.cancel_pin_hash, row.duress_pin_hash, typed)
         return {key: await asyncio.to_thread(pins.check, *key, self.vault.keyring.pepper)}
 
-    async def _fallback(self, inbound: Inbound, index: bytes, now: datetime) -> None:
+    async def _fallback(
+        self, inbound: Inbound, index: bytes, now: datetime, cache: PinCache
+    ) -> None:
         try:
             async with self._writers, transaction(self.sessions) as session:
-                await router.fallback(store.Event(session, self.vault, inbound, index, now, None))
+                await router.fallback(self._context(session, inbound, index, cache, now))
         except Exception:
             log.exception("fallback failed too", extra={"channel": inbound.channel})
 

@@ -17,14 +17,16 @@ import copy
 import re
 from collections.abc import Awaitable, Callable
 
-from core.models import DefenderStatus, Priority
+from core import alerts
+from core.models import AlertKind, DefenderStatus, Priority
 from core.pins import Verdict
-from core.text import fold
+from core.text import fold, pin
 from flows import contact, desk, help, onboarding, panic, registry, store, words
 from flows.context import END, Context, Retry
 from flows.store import EXPIRED, IDLE
 
 _CODE = re.compile(r"(?:/start\s+)?([a-z0-9]{8})")
+_COMMAND = re.compile(r"[\s@]")  # "/sos@AmparoBot", "/sos they are here": the command alone
 
 
 async def handle(event: store.Event) -> None:
@@ -90,20 +92,23 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         ctx.ask_again()
         return flow, state
     typed = fold(inbound.text) if inbound.text else ""  # global words are typed, never keys
-    key = inbound.choice or typed
+    if inbound.text and pin(inbound.text) is not None:
+        ctx.forget_message()  # a PIN, whatever happens next (a late one too): not left on screen
     if ctx.defender is None and (link := desk.private_code(typed)) is not None:
         if await desk.link_private(ctx, link):  # a responder linking this chat
             return IDLE, IDLE
         return await run(ctx, "contact", "welcome")  # what a wrong invite code gets
     if ctx.defender is None:
         return await stranger(ctx, flow, state, typed)
-    if is_alert(ctx, inbound.choice, typed):
+    onboarding = ctx.defender.status is DefenderStatus.onboarding
+    choice = inbound.choice or (None if onboarding else typed_choice(ctx, flow, typed))
+    key = choice or typed
+    if is_alert(ctx, choice, typed):
         ctx.data = {}
         return await run(ctx, "panic", "start")
-    onboarding = ctx.defender.status is DefenderStatus.onboarding
     if onboarding and flow == IDLE:
         flow, state = "onboarding", "resume"
-    if inbound.choice == words.SAFE_CHOICE or (typed and typed == ctx.settings.get("safe_phrase")):
+    if choice == words.SAFE_CHOICE or (typed and typed == ctx.settings.get("safe_phrase")):
         ctx.data = {}
         return await run(ctx, "checkin", "safe")
     if typed in words.HELP:
@@ -139,9 +144,26 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
 
 
 def is_alert(ctx: Context, choice: str | None, typed: str) -> bool:
+    """The alert button, an alert command (words after it, "@bot" or "!" change nothing:
+    "/sos police at the door"), or the defender's code phrase."""
     if choice == words.ALERT_CHOICE or typed in words.ALERT:
         return True
+    command = _COMMAND.split(typed, maxsplit=1)[0].rstrip("!.?")
+    if command.startswith("/") and command in words.ALERT:
+        return True
     return bool(typed) and typed == ctx.settings.get("alert_phrase")
+
+
+def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
+    """Signal and the console have no buttons: their options are numbered. With nothing in
+    progress, a number or an option's words answer the last menu; with no menu kept, the one
+    option a check-in reminder offers ("1. I'm safe", core.notices)."""
+    if flow != IDLE or not typed:
+        return None
+    asked = ctx.data.get("_ask", {}).get("choices") or [[words.SAFE_CHOICE, ctx._("I'm safe")]]
+    if typed.isdigit() and len(typed) <= 2 and 1 <= int(typed) <= len(asked):
+        return str(asked[int(typed) - 1][0])
+    return next((str(key) for key, label in asked if typed == fold(label)), None)
 
 
 async def stranger(ctx: Context, flow: str, state: str, typed: str) -> tuple[str, str]:
@@ -181,6 +203,17 @@ async def run(
     return registry.resolve(flow, target)
 
 
+async def _duress_pin(event: store.Event, loaded: store.Loaded, ctx: Context) -> bool:
+    """The message was the duress PIN, answering a question that asked for a PIN."""
+    typed = pin(event.inbound.text or "")
+    if typed is None or ctx.defender is None or event.checker is None:
+        return False
+    if not registry.is_pin_state(loaded.flow, loaded.state):
+        return False
+    ctx.forget_message()
+    return await event.checker(ctx.defender, typed) is Verdict.duress
+
+
 async def fallback(event: store.Event) -> None:
     """After an unexpected error: still raise a requested alert, and always answer."""
     if not await store.mark_seen(event):
@@ -192,6 +225,11 @@ async def fallback(event: store.Event) -> None:
     typed = fold(event.inbound.text) if event.inbound.text else ""
     if ctx.defender is not None and is_alert(ctx, event.inbound.choice, typed):
         await panic.raise_now(ctx)
+    elif ctx.defender is not None and await _duress_pin(event, loaded, ctx):
+        # R27: an error while handling the duress PIN never swallows its silent alert
+        await alerts.raise_alert(
+            ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.duress, now=ctx.now
+        )
     ctx.say(ctx._("Sorry, something went wrong on our side. Please try again."))
     await store.reply(
         event,

@@ -1,0 +1,133 @@
+"""Found in review: an alert command with words after it, Signal's numbered options with
+nothing in progress (the menu, a reminder), a PIN left on screen after a conversation
+expired, a duress PIN whose handling failed, and report text that looked like coordinates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bot.signal import parse_location
+from core import timers
+from core.db import transaction
+from core.models import Alert, AlertKind, CheckInState
+from flows import store
+from tests.flows.conftest import (
+    CANCEL_PIN,
+    DURESS_PIN,
+    ONBOARDING,
+    Chat,
+    Desk,
+    Event,
+    Pick,
+    onboard,
+)
+
+
+async def alerts(desk: Desk) -> list[Alert]:
+    async with desk.sessions() as s:
+        return list((await s.execute(select(Alert))).scalars())
+
+
+async def onboard_on_signal(desk: Desk, address: str = "alice") -> Chat:
+    chat = desk.chat(address, language="en")
+    chat.channel = "signal"
+    await chat.say(await desk.invite())
+    for said in ONBOARDING:
+        await chat.say(said)
+    return chat
+
+
+async def test_signal_menu_number_raises_the_alert(desk: Desk) -> None:
+    alice = await onboard_on_signal(desk)
+    menu = await alice.say("/menu")
+    keys = [c.key for c in menu[-1].choices]
+    number = str(keys.index("panic") + 1)  # "6. Alert my contacts now" as Signal renders it
+    reply = await alice.text(number)
+    assert [a.kind for a in await alerts(desk)] == [AlertKind.panic], reply
+
+
+async def test_signal_menu_number_one_is_im_safe(desk: Desk) -> None:
+    alice = await onboard_on_signal(desk)
+    menu = await alice.say("/menu")
+    assert menu[-1].choices[0].key == "safe"
+    reply = await alice.text("1")  # "1. I'm safe"
+    assert "Send your PIN to confirm." in reply, reply
+
+
+async def test_signal_reminder_option_one_checks_in(desk: Desk) -> None:
+    alice = await onboard_on_signal(desk)
+    await alice.say("/checkin")
+    await alice.say(Pick("30m"))
+    desk.clock.advance(minutes=31)
+    async with transaction(desk.sessions) as s:
+        await timers.take(s, desk.vault, state=CheckInState.armed, now=desk.clock.now, limit=10)
+    (reminder,) = await alice.received()
+    assert [c.key for c in reminder.choices] == ["safe"]  # Signal shows "1. I'm safe"
+    reply = await alice.text("1")
+    assert "Send your PIN to confirm." in reply, reply
+
+
+async def test_a_late_pin_is_still_deleted_from_the_chat(desk: Desk) -> None:
+    alice = await onboard(desk)
+    await alice.say("/safe")  # "Send your PIN to confirm."
+    desk.clock.advance(minutes=31)  # the check-in conversation's TTL is 30 minutes
+    replies = await alice.say(CANCEL_PIN)
+    assert any(r.delete_message_ids for r in replies), [r.text for r in replies]
+
+
+async def test_a_failing_duress_pin_still_raises_the_duress_alert(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await onboard(desk)
+    await alice.say("/safe")
+    real_save, calls = store.save, []
+
+    async def flaky(
+        *args: Any, **kwargs: Any
+    ) -> None:  # one transient database error, like "database is locked"
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("transient")
+        return await real_save(*args, **kwargs)
+
+    monkeypatch.setattr(store, "save", flaky)
+    await alice.say(DURESS_PIN)
+    assert [a.kind for a in await alerts(desk)] == [AlertKind.duress]
+
+
+async def test_signal_report_text_with_numbers_is_taken(desk: Desk) -> None:
+    alice = await onboard_on_signal(desk)
+    await alice.say("/report")
+    for said in (Pick("threat"), Pick("today"), Pick("skip"), Pick("police"), Pick("me")):
+        await alice.say(said)
+    text = "They fined me 12.50, 3.75 more and took my phone"
+    reply = await alice.text(Event(text=text, location=parse_location(text)))  # as bot/signal.py
+    assert "Received." in reply, reply
+
+
+async def test_alert_command_with_words_raises_the_alert(desk: Desk) -> None:
+    alice = await onboard(desk)
+    reply = await alice.text("/sos police at the door")
+    assert [a.kind for a in await alerts(desk)] == [AlertKind.panic], reply
+
+
+async def test_alert_command_with_words_mid_report_raises_the_alert(desk: Desk) -> None:
+    alice = await onboard(desk)
+    await alice.say("/report")
+    for said in (Pick("threat"), Pick("today"), Pick("skip"), Pick("police"), Pick("me")):
+        await alice.say(said)
+    reply = await alice.text("/alert they are here")
+    assert [a.kind for a in await alerts(desk)] == [AlertKind.panic], reply
+
+
+async def test_alert_command_addressed_to_the_bot_or_shouted_raises_the_alert(desk: Desk) -> None:
+    for n, said in enumerate(("/sos@AmparoBot", "/panic!")):
+        chat = await onboard(desk, f"d{n}")
+        await chat.text(said)
+    assert [a.kind for a in await alerts(desk)] == [AlertKind.panic, AlertKind.panic]
+    other = await onboard(desk, "d9")
+    await other.text("/panicky")  # a look-alike word is not the command
+    assert len(await alerts(desk)) == 2
