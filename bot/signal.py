@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar
 
 import aiohttp
@@ -44,12 +46,16 @@ from core.text import fold
 log = logging.getLogger("amparo.signal")
 Clock = Callable[[], datetime]
 DEFAULT_EXPIRY_S = 24 * 3600
-_COORDS = re.compile(r"(-?\d{1,2}\.\d+)\s*,\s*(-?\d{1,3}\.\d+)")  # also inside maps links
+_PAIR = r"(-?\d{1,2}\.\d+)\s*(?:,|%2C)\s*(-?\d{1,3}\.\d+)"
+# Only a message that is a coordinate pair, a geo: URI or a maps link: ordinary text with two
+# decimals ("between 10.30, 11.45", "12.50, 3.75 more") is not a place.
+_WHOLE = re.compile(rf"\s*{_PAIR}\s*")
+_IN_LINK = re.compile(rf"(?:geo:|https?://\S*?[@=/]){_PAIR}", re.IGNORECASE)
 
 
 def parse_location(text: str | None) -> Location | None:
     """Coordinates typed or pasted as a maps link ("52.52,13.405", geo:…, …/@52.5,13.4,…)."""
-    match = _COORDS.search(text or "")
+    match = _WHOLE.fullmatch(text or "") or _IN_LINK.search(text or "")
     if match is None:
         return None
     lat, lon = float(match.group(1)), float(match.group(2))
@@ -72,6 +78,21 @@ def delivery_error(status: int, body: str) -> DeliveryError:
     if status >= 500:
         return DeliveryError(f"signal-cli {status}")
     return DeliveryError(f"rejected {status}", permanent=status != 429)
+
+
+async def _others_only(
+    receive: Callable[[], AsyncIterator[str]], number: str
+) -> AsyncIterator[str]:
+    """signal-cli's frames, without those from the bot's own account (sync transcripts)."""
+    async for raw in receive():
+        try:
+            envelope = json.loads(raw).get("envelope") or {}
+        except (ValueError, AttributeError):
+            yield raw  # signalbot's parser decides what to do with it
+            continue
+        if "syncMessage" in envelope or envelope.get("sourceNumber") == number:
+            continue
+        yield raw
 
 
 class _Receiver(DataMessageHandler):
@@ -132,8 +153,14 @@ class Signal:
                 signal_service=self.service,
                 connection_mode="http_only",
                 storage={"type": "in-memory"},
+                download_attachments=False,  # ours: size first, deleted after (R16, R17)
             )
         )
+        # Our own account's other devices (a phone linked to the bot's number) are not
+        # defenders: signalbot hands their sync transcripts on with the *recipient* as the
+        # sender, so they are dropped here, before it parses them. Private: tests guard it.
+        messages = bot._signal.messages
+        messages.receive = partial(_others_only, messages.receive, self.number)  # type: ignore[method-assign]
         # signalbot logs every raw message at INFO (content, numbers): keep it quiet (R26),
         # and drop the handler each SignalBot adds so lines are not repeated.
         logger = logging.getLogger("signalbot")
@@ -161,19 +188,18 @@ class Signal:
             self._untimed.discard(source)
         else:
             self._untimed.add(source)
-        attachments = tuple(
-            InboundAttachment(
-                kind="voice" if a.is_voice_note else "document",
-                content_type=a.content_type or "application/octet-stream",
-                size=a.size or 0,
-                data=base64.b64decode(a.base64_content)
-                if a.base64_content and (a.size or 0) <= MAX_BYTES
-                else None,
-                filename=a.remote_filename,
-            )
-            for a in message.attachments or []
-        )
-        inbound = Inbound(
+        # Taken before any await: one sender's messages reach the flows in order even though
+        # signalbot runs three handlers at once.
+        lock = self._locks.setdefault(source, asyncio.Lock())
+        async with lock:
+            attachments = [await self._attachment(a) for a in message.attachments or []]
+            assert self.inbox is not None
+            await self.inbox(self._inbound(message, source, tuple(attachments)))
+
+    def _inbound(
+        self, message: Any, source: str, attachments: tuple[InboundAttachment, ...]
+    ) -> Inbound:
+        return Inbound(
             channel=self.name,
             address=source,
             message_id=f"{source}:{message.timestamp}",  # Signal's (sender, timestamp)
@@ -186,12 +212,40 @@ class Signal:
             # PIN cannot be taken back; their chat's disappearing timer takes it instead.
             chat_message_id=None,
         )
-        # Taken before any await: one sender's messages reach the flows in order even though
-        # signalbot runs three handlers at once.
-        lock = self._locks.setdefault(source, asyncio.Lock())
-        async with lock:
-            assert self.inbox is not None
-            await self.inbox(inbound)
+
+    async def _attachment(self, meta: Any) -> InboundAttachment:
+        """Fetched only if its announced size is allowed (R16), read no further than the
+        limit, and deleted from signal-cli's store afterwards, read or not (R17). A fetch that
+        fails leaves the data out (the flows say so): the message's text still goes on."""
+        size, key = meta.size or 0, meta.local_filename
+        data = await self._fetch(key) if key and size <= MAX_BYTES else None
+        if key:
+            with contextlib.suppress(DeliveryError):
+                await self._call("DELETE", f"/v1/attachments/{key}", {})
+        return InboundAttachment(
+            kind="voice" if meta.is_voice_note else "document",
+            content_type=meta.content_type or "application/octet-stream",
+            size=size if data is None else len(data),
+            data=data,
+            filename=meta.remote_filename,
+        )
+
+    async def _fetch(self, key: str) -> bytes | None:
+        url = f"http://{self.service}/v1/attachments/{key}"
+        try:
+            async with self._session().get(url, proxy=self._proxy(url)) as response:
+                if response.status != 200:
+                    log.warning("attachment not fetched", extra={"status": response.status})
+                    return None
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    data += chunk
+                    if len(data) > MAX_BYTES:  # larger than announced: never held whole
+                        return None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("attachment not fetched", extra={"error": type(exc).__name__})
+            return None
+        return bytes(data)
 
     async def _from_group(self, message: Any, source: str) -> None:
         if not message.text or desk_chat.parse(fold(message.text)) is None:
@@ -254,12 +308,15 @@ class Signal:
         if self._http is not None:
             await self._http.close()
 
-    async def _call(self, verb: str, path: str, body: dict[str, Any]) -> Any:
+    def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self._http
+
+    async def _call(self, verb: str, path: str, body: dict[str, Any]) -> Any:
         url = f"http://{self.service}{path}"
         try:
-            async with self._http.request(
+            async with self._session().request(
                 verb, url, json=body, proxy=self._proxy(url)
             ) as response:
                 status, text = response.status, await response.text()

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
-from telegram import Bot, Message, Update
+from telegram import Bot, CallbackQuery, Message, Update
 from telegram.error import BadRequest, ChatMigrated, TelegramError
 
 from bot.telegram_http import AiohttpRequest
@@ -205,7 +205,7 @@ class Telegram:
         assert query is not None
         message = query.message
         if message is not None and message.chat.type in GROUPS:  # flows.desk checks who
-            await query.answer()
+            await _answer(query)
             token = query.data or ""
             return from_group(update, message.chat.id, query.from_user, self.clock(), token=token)
         chat_id = message.chat.id if message is not None else query.from_user.id
@@ -219,9 +219,9 @@ class Telegram:
             )
         if choice is None or message is None or message.chat.type != "private":
             _ = gettext(negotiate([query.from_user.language_code]))
-            await query.answer(_("This button no longer works. Please send your answer again."))
+            await _answer(query, _("This button no longer works. Please send your answer again."))
             return None
-        await query.answer()
+        await _answer(query)
         try:  # the keyboard goes away once used
             await self.bot.edit_message_reply_markup(chat_id, message.message_id)
         except TelegramError:
@@ -302,3 +302,13 @@ class Telegram:
                 await self.bot.delete_messages(chat_id, numbers[start : start + 100])
             except BadRequest:  # already gone, or too old to delete: retrying cannot help
                 log.info("messages not deleted", extra={"count": len(numbers[start:][:100])})
+
+
+async def _answer(query: CallbackQuery, text: str | None = None) -> None:
+    """Stop the button's spinner. Its failure (a 5xx, "query is too old" after downtime) must
+    not fail the update: the token is already spent, so a redelivered update would be refused
+    and the press (the panic button, "I'm safe") lost."""
+    try:
+        await query.answer(text)
+    except TelegramError as exc:
+        log.info("button not acknowledged", extra={"error": type(exc).__name__})

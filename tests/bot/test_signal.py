@@ -186,7 +186,11 @@ async def test_it_comes_back_after_the_socket_closes(
 def test_it_reads_locations_and_renders_options() -> None:
     assert parse_location("-33.45, -70.66") is not None
     assert parse_location("geo:52.52,13.405") is not None
-    assert parse_location("call me at 12.30, 14.00") is not None  # ambiguous, but harmless
+    assert parse_location("https://maps.google.com/maps?q=52.52%2C13.405") is not None
+    assert parse_location("I am at https://maps.example/@52.5200,13.4050,15z now") is not None
+    # Ordinary text with two decimals is not a place (a report's text would be refused).
+    assert parse_location("call me at 12.30, 14.00") is None
+    assert parse_location("between 10.30, 11.45 they searched the office") is None
     assert parse_location("95.1,200.5") is None and parse_location("ok") is None
     assert render(Outbound("Pick", choices=(Choice("a", "Alpha"),))) == "Pick\n1. Alpha"
 

@@ -279,3 +279,18 @@ async def test_it_guards_the_webhook_with_the_secret(
         assert (await c.post("/hooks/telegram", json=update, headers=good)).status_code == 200
     assert [i.text for i in received] == ["hola"]
     task.cancel()
+
+
+async def test_a_press_survives_a_failed_acknowledgement(
+    api: TelegramStandIn, telegram: Telegram, inbox: list[Inbound]
+) -> None:
+    """answerCallbackQuery answering 502 (or "query is too old" after downtime) must not
+    cost the press: its single-use token is spent before the answer."""
+    question = Outbound("Are you safe?", choices=(Choice("yes", "Yes"), Choice("no", "No")))
+    await telegram.send(Address("telegram", str(CHAT)), question)
+    token = api.sent()[0]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    api.fail_next("answerCallbackQuery", 502, "Bad Gateway")
+    api.press(CHAT, token)
+    api.send_text(CHAT, "marker")
+    await wait_for(lambda: any(i.text == "marker" for i in inbox), seconds=15)
+    assert [i.choice for i in inbox if i.choice] == ["yes"], "the press was lost"

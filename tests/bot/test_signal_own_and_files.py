@@ -1,0 +1,100 @@
+"""Signal: the bot's own account's other devices are not defenders; attachments are fetched
+by us, size first (R16), and deleted from signal-cli afterwards (R17); a failed fetch keeps
+the message's text."""
+
+# ruff: noqa: F811  (the fixtures are imported from test_signal)
+from __future__ import annotations
+
+import asyncio
+
+from bot.signal import Signal
+from core.messages import Inbound
+from tests.bot.test_signal import ALICE, inbox, service, signal, wait_for  # noqa: F401
+from tests.standins.signal_cli import SignalStandIn
+
+
+async def test_sync_message_from_own_device_is_not_a_defender_message(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    ts = 1735725600123
+    frame = {
+        "account": service.number,
+        "envelope": {
+            "source": service.number,
+            "sourceNumber": service.number,
+            "sourceUuid": "11111111-2222-3333-4444-555555555555",
+            "sourceName": "Bot phone",
+            "sourceDevice": 2,
+            "timestamp": ts,
+            "serverReceivedTimestamp": ts + 5,
+            "serverDeliveredTimestamp": ts + 10,
+            "syncMessage": {
+                "sentMessage": {
+                    "destination": ALICE,
+                    "destinationNumber": None,
+                    "destinationUuid": ALICE,
+                    "timestamp": ts,
+                    "message": "I'm safe 1234",
+                    "expiresInSeconds": 0,
+                    "viewOnce": False,
+                }
+            },
+        },
+    }
+    await service.push(frame)
+    await service.send_text(ALICE, "marker")
+    await wait_for(lambda: any(i.text == "marker" for i in inbox))
+    await asyncio.sleep(0.2)
+    spoofed = [i for i in inbox if i.text == "I'm safe 1234"]
+    assert spoofed == [], (
+        f"sync transcript delivered as defender input: address={spoofed[0].address}"
+    )
+
+
+async def test_oversized_attachment_is_not_downloaded(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """R16: size checked before download (cap 20 MB)."""
+    big = 25 * 1024 * 1024
+    service.attachments["big1"] = b"x" * big
+    meta = {
+        "id": "big1",
+        "contentType": "video/mp4",
+        "filename": "v.mp4",
+        "size": big,
+        "isVoiceNote": False,
+    }
+    await service.send_text(ALICE, "video", attachments=[meta])
+    await wait_for(lambda: inbox)
+    gets = [p for v, p, _ in service.requests if v == "GET" and "attachments" in p]
+    assert inbox[0].attachments[0].data is None
+    assert gets == [], f"downloaded a {big}-byte attachment before any size check: {gets}"
+
+
+async def test_text_survives_an_attachment_that_cannot_be_fetched(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """A message whose attachment signal-cli did not store (404 on /v1/attachments)."""
+    meta = {
+        "id": "gone1",
+        "contentType": "image/jpeg",
+        "filename": "p.jpg",
+        "size": 10,
+        "isVoiceNote": False,
+    }
+    await service.send_text(ALICE, "they took him, photo attached", attachments=[meta])
+    await asyncio.sleep(0.5)
+    await service.send_text(ALICE, "marker")
+    await wait_for(lambda: any(i.text == "marker" for i in inbox), seconds=20)
+    assert [i.text for i in inbox] == ["they took him, photo attached", "marker"]
+
+
+async def test_attachments_are_deleted_from_signal_cli(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """R17: no plaintext evidence left in signal-cli's attachment store."""
+    await service.send_attachment(ALICE, b"%PDF-1.7 evidence", "application/pdf", text="doc")
+    await wait_for(lambda: inbox)
+    await asyncio.sleep(0.3)
+    deletes = [p for v, p, _ in service.requests if v == "DELETE" and "attachments" in p]
+    assert deletes, "attachment left on signal-cli's disk"
