@@ -83,7 +83,7 @@ class Console:
                 "forwarded": command == "/forward",
                 "edited": command == "/edit",
             }
-        elif line.strip().isdigit() and 1 <= int(line) <= len(self._choices):
+        elif line.strip().isdecimal() and 1 <= int(line) <= len(self._choices):
             fields = {"choice": self._choices[int(line) - 1].key}
         return Inbound(
             channel=self.name,

@@ -53,6 +53,9 @@ _WHOLE = re.compile(rf"\s*{_PAIR}\s*")
 _IN_LINK = re.compile(rf"(?:geo:|https?://\S*?[@=/]){_PAIR}", re.IGNORECASE)
 
 
+_STATUS_429 = re.compile(r"(?<!\d)429(?!\d)")
+
+
 def parse_location(text: str | None) -> Location | None:
     """Coordinates typed or pasted as a maps link ("52.52,13.405", geo:…, …/@52.5,13.4,…)."""
     match = _WHOLE.fullmatch(text or "") or _IN_LINK.search(text or "")
@@ -73,7 +76,8 @@ def delivery_error(status: int, body: str) -> DeliveryError:
     text = body.lower()
     if "unregistered" in text or "not registered" in text:
         return DeliveryError("unregistered", permanent=True)
-    if any(s in text for s in ("rate limit", "ratelimit", "429", "proof required", "captcha")):
+    limited = any(s in text for s in ("rate limit", "ratelimit", "proof required", "captcha"))
+    if limited or _STATUS_429.search(text):  # not a 429 inside a timestamp or a number
         return DeliveryError("rate limited", permanent=True)  # may last 24 h: fall back now
     if status >= 500:
         return DeliveryError(f"signal-cli {status}")

@@ -18,7 +18,7 @@ from core import checkins, contacts
 from core.defenders import save_settings
 from core.messages import Choice
 from core.models import Consent
-from core.text import fold
+from core.text import fold, pin
 from flows import onboarding, words
 from flows.context import END, Context, Retry
 from flows.when import format_when, parse_clock, parse_zone
@@ -192,7 +192,8 @@ def _save_phrase(ctx: Context, key: str, other: str) -> None:
         return
     phrase = fold(ctx.need_text())
     ctx.forget_message()
-    if not 2 <= len(phrase) <= 64 or words.reserved(phrase) or phrase.isdigit():
+    looks_like_pin = phrase.isdigit() or pin(phrase) is not None  # "12 34" is a PIN
+    if not 2 <= len(phrase) <= 64 or words.reserved(phrase) or looks_like_pin:
         raise Retry(ctx._("Please choose a phrase of 2 to 64 characters that is not a command."))
     if phrase == current.get(other):
         raise Retry(ctx._("The two phrases must be different."))

@@ -40,6 +40,7 @@ async def test_it_numbers_choices_and_reads_a_number_as_that_choice() -> None:
     inbound = console.parse("2")
     assert inbound is not None and inbound.choice == "b" and inbound.text is None
     assert (console.parse("7") or Inbound("", "", "", utcnow())).text == "7"
+    assert (console.parse("²") or Inbound("", "", "", utcnow())).text == "²"  # not a crash
 
 
 async def test_it_turns_commands_into_what_a_phone_would_send(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiohttp import WSCloseCode
 
-from bot.signal import Signal, parse_location, render
+from bot.signal import Signal, delivery_error, parse_location, render
 from core.messages import Address, Attachment, Choice, DeliveryError, Inbound, Outbound
 from tests.standins.signal_cli import SignalStandIn
 
@@ -200,3 +200,10 @@ def test_the_timer_instruction_survives_the_outbox() -> None:
         again = Outbound.from_json(Outbound("", expiry_s=expiry).to_json())
         assert again.expiry_s == expiry
     assert "expiry_s" not in Outbound("hi").to_json()  # old rows and other channels unchanged
+
+
+def test_only_a_real_rate_limit_is_permanent() -> None:
+    """A 429 inside a timestamp of a 5xx's body is a 5xx: retried, not given up on."""
+    assert not delivery_error(500, '{"error": "timeout at 1735429000"}').permanent
+    assert delivery_error(400, '{"error": "Failed: [429] Rate limit exceeded"}').permanent
+    assert delivery_error(500, "status 429").permanent

@@ -131,3 +131,15 @@ async def test_alert_command_addressed_to_the_bot_or_shouted_raises_the_alert(de
     other = await onboard(desk, "d9")
     await other.text("/panicky")  # a look-alike word is not the command
     assert len(await alerts(desk)) == 2
+
+
+async def test_a_code_phrase_is_never_a_pin_nor_taken_for_a_menu_option(desk: Desk) -> None:
+    alice = await onboard_on_signal(desk)
+    await alice.say("/settings")
+    await alice.say(Pick("phrases"))
+    await alice.say(Pick("safe_phrase"))
+    assert "not a command" in await alice.text("12 34")  # a PIN, not a phrase
+    assert "Saved." in await alice.text("Alert my contacts now")  # odd, but theirs
+    await alice.say("/menu")  # the menu's option 6 has the same words
+    assert "PIN" in await alice.text("alert my contacts now")  # their "I'm safe"
+    assert await alerts(desk) == []
