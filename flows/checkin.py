@@ -8,7 +8,8 @@
     (any state) --"I'm safe" button or phrase--> pin
 
 Everything that stops an escalation (I'm safe, extend, pause, replacing a timer whose
-reminder has gone out) needs the PIN. The duress PIN does the same visible thing, so nothing
+reminder has gone out or moving its deadline later, changing or ending a running regular
+check-in) needs the PIN. The duress PIN does the same visible thing, so nothing
 on the phone changes afterwards either, and raises a silent duress alert.
 """
 
@@ -113,7 +114,10 @@ async def _timer(ctx: Context, *states: CheckInState) -> CheckIn | None:
 
 
 async def arm(ctx: Context, due: datetime) -> str:
-    if await _timer(ctx, CheckInState.reminded) is not None:  # replacing it stops an escalation
+    """A new timer replaces a running one. Replacing one whose reminder went out, or moving
+    the deadline later, can stop an escalation: that takes the PIN, as "extend" does."""
+    live = await _timer(ctx)
+    if live is not None and (live.state is CheckInState.reminded or due > live.due_at):
         return ask_pin(ctx, {"kind": "arm", "due": due.isoformat()})
     return await _arm(ctx, due)
 
@@ -180,6 +184,11 @@ async def pin(ctx: Context) -> str:
             return END
         ctx.say(ctx._("Done. Check in by {when}.").format(when=ctx.when(row.due_at)))
         return END
+    if kind == "routine":
+        await setup.apply_routine(ctx, _text(action["time"]), _text(action["days"]))
+        if action["time"] is None:
+            ctx.say(ctx._("Saved."))
+        return END
     if kind == "pause":
         await checkins.pause(ctx.session, defender=defender, reason=str(action["reason"]), now=now)
         ctx.say(ctx._("Check-ins paused. Send /checkin and choose Resume when you are back."))
@@ -187,6 +196,10 @@ async def pin(ctx: Context) -> str:
     await checkins.check_in(ctx.session, ctx.vault, defender=defender, now=now)
     ctx.say(ctx._("Thank you. We noted that you are safe."))
     return await status(ctx)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 async def status(ctx: Context) -> str:

@@ -13,11 +13,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from babel.core import get_global
+from sqlalchemy import select
 
 from core import checkins, contacts
 from core.defenders import save_settings
 from core.messages import Choice
-from core.models import Consent
+from core.models import CheckIn, CheckInKind, Consent
 from core.text import fold, pin
 from flows import onboarding, words
 from flows.context import END, Context, Retry
@@ -128,7 +129,9 @@ def ask_routine(ctx: Context, *, chain: bool = False) -> str:
 async def routine(ctx: Context) -> str:
     assert ctx.defender is not None
     if ctx.choice_or_none("none"):
-        await checkins.clear_routine(ctx.session, defender=ctx.defender)
+        if await _guarded(ctx):
+            return _confirm(ctx, {"kind": "routine", "time": None, "days": None})
+        await apply_routine(ctx, None, None)
         return _next(ctx, "alert_phrase")
     clock = parse_clock(ctx.need_text())
     if clock is None:
@@ -146,16 +149,47 @@ async def routine(ctx: Context) -> str:
 
 
 async def routine_days(ctx: Context) -> str:
+    days, time = ctx.need_choice(*DAYS), str(ctx.data.pop("time"))
+    if await _guarded(ctx):
+        return _confirm(ctx, {"kind": "routine", "time": time, "days": days})
+    await apply_routine(ctx, time, days)
+    return _next(ctx, "alert_phrase")
+
+
+async def _guarded(ctx: Context) -> bool:
+    """Changing or ending a regular check-in that is running can stop the next escalation
+    (someone holding the unlocked phone): it takes the PIN, as "pause" does. Setting up the
+    first one (onboarding) does not."""
     assert ctx.defender is not None
-    days = DAYS[ctx.need_choice(*DAYS)]
-    clock = parse_clock(ctx.data.pop("time"))
+    if ctx.data.get("chain"):
+        return False
+    running = select(CheckIn.id).where(
+        CheckIn.defender_id == ctx.defender.id,
+        CheckIn.kind == CheckInKind.routine,
+        CheckIn.state.in_(checkins.LIVE),
+    )
+    return (await ctx.session.execute(running.limit(1))).first() is not None
+
+
+def _confirm(ctx: Context, action: dict[str, object]) -> str:
+    ctx.data["action"] = action  # done by checkin:pin once the PIN is right
+    ctx.ask(ctx._("Send your PIN to confirm."), sensitive=True)
+    return "checkin:pin"
+
+
+async def apply_routine(ctx: Context, time: str | None, days: str | None) -> None:
+    """A regular check-in at ``time`` on ``days`` (a DAYS key); None: no regular check-in."""
+    assert ctx.defender is not None
+    if time is None or days is None:
+        await checkins.clear_routine(ctx.session, defender=ctx.defender)
+        return
+    clock = parse_clock(time)
     assert clock is not None
     row = await checkins.set_routine(
-        ctx.session, defender=ctx.defender, local_time=clock, days=days, now=ctx.now
+        ctx.session, defender=ctx.defender, local_time=clock, days=DAYS[days], now=ctx.now
     )
     due = ctx.when(row.due_at)
     ctx.say(ctx._("Regular check-in set. The next one is due {when}.").format(when=due))
-    return _next(ctx, "alert_phrase")
 
 
 def ask_alert_phrase(ctx: Context, *, chain: bool = False) -> str:

@@ -4,6 +4,7 @@ expired, a duress PIN whose handling failed, and report text that looked like co
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from bot.signal import parse_location
 from core import timers
 from core.db import transaction
-from core.models import Alert, AlertKind, CheckInState
+from core.models import Alert, AlertKind, CheckIn, CheckInState
 from flows import store
 from tests.flows.conftest import (
     CANCEL_PIN,
@@ -143,3 +144,50 @@ async def test_a_code_phrase_is_never_a_pin_nor_taken_for_a_menu_option(desk: De
     await alice.say("/menu")  # the menu's option 6 has the same words
     assert "PIN" in await alice.text("alert my contacts now")  # their "I'm safe"
     assert await alerts(desk) == []
+
+
+async def live(desk: Desk) -> list[CheckIn]:
+    async with desk.sessions() as s:
+        rows = (await s.execute(select(CheckIn))).scalars()
+        return [r for r in rows if r.state in (CheckInState.armed, CheckInState.reminded)]
+
+
+async def test_moving_a_timer_later_needs_the_pin_and_sooner_does_not(desk: Desk) -> None:
+    """Someone holding the unlocked phone cannot push a timer due in 5 minutes to 72 h."""
+    alice = await onboard(desk)
+    await alice.say("/checkin")
+    await alice.say(Pick("2h"))
+    await alice.say("/checkin")
+    assert "Timer set" in await alice.text(Pick("30m"))  # sooner: no PIN
+    desk.clock.advance(minutes=25)
+    await alice.say("/checkin")
+    await alice.say(Pick("custom"))
+    assert "Send your PIN to confirm." in await alice.text("72h")
+    (timer,) = await live(desk)
+    assert timer.due_at.replace(tzinfo=None) < (desk.clock.now + timedelta(minutes=6)).replace(
+        tzinfo=None
+    )
+    assert "Timer set" in await alice.text(CANCEL_PIN)
+    (timer,) = await live(desk)
+    assert timer.due_at.replace(tzinfo=None) > (desk.clock.now + timedelta(hours=71)).replace(
+        tzinfo=None
+    )
+
+
+async def test_ending_or_moving_a_running_regular_check_in_needs_the_pin(desk: Desk) -> None:
+    alice = await onboard(desk)
+    await alice.say("/settings")
+    await alice.say(Pick("routine"))
+    await alice.say("20:00")
+    assert "Regular check-in set" in await alice.text(Pick("every_day"))  # the first: no PIN
+    await alice.say("/settings")
+    await alice.say(Pick("routine"))
+    await alice.say("23:00")
+    assert "Send your PIN to confirm." in await alice.text(Pick("every_day"))
+    assert "Regular check-in set" in await alice.text(CANCEL_PIN)
+    await alice.say("/settings")
+    await alice.say(Pick("routine"))
+    assert "Send your PIN to confirm." in await alice.text(Pick("none"))
+    assert len(await live(desk)) == 1  # still running until the PIN
+    assert "Saved." in await alice.text(CANCEL_PIN)
+    assert await live(desk) == []
