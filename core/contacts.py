@@ -7,6 +7,7 @@ defender removes a contact by typing the name they gave it, so nothing lists the
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -19,6 +20,9 @@ from core.text import fold
 
 PURPOSE = "contact"
 MAX_CONTACTS = 10
+# A defender-settings key: contacts "removed" under duress (still alerted, no longer counted
+# on screen, flows.settings), so that nothing shows the removal was not real.
+HIDDEN = "hidden_contacts"
 
 
 async def invite(
@@ -79,12 +83,17 @@ async def answer(
     return contact
 
 
-async def counts(session: AsyncSession, *, defender_id: uuid.UUID) -> dict[Consent, int]:
+async def counts(
+    session: AsyncSession, *, defender_id: uuid.UUID, hidden: Collection[str] = ()
+) -> dict[Consent, int]:
+    """How many contacts in each state; ``hidden`` (ids as text) are left out of the count."""
     query = (
         select(TrustedContact.consent, func.count())
         .where(TrustedContact.defender_id == defender_id)
         .group_by(TrustedContact.consent)
     )
+    if hidden:
+        query = query.where(TrustedContact.id.not_in([uuid.UUID(h) for h in hidden]))
     found = {Consent(consent): n for consent, n in (await session.execute(query)).all()}
     return {consent: found.get(consent, 0) for consent in Consent}
 
@@ -96,18 +105,21 @@ async def remove_by_label(
     defender_id: uuid.UUID,
     label: str,
     dry_run: bool = False,
-) -> int:
-    """Revoke the defender's contacts whose name folds equal to ``label``; how many.
-    ``dry_run`` counts without revoking (what a duress PIN gets: the same answer, no change)."""
+    hidden: Collection[str] = (),
+) -> list[str]:
+    """Revoke the defender's contacts whose name folds equal to ``label``; their ids as text.
+    ``dry_run`` finds without revoking (what a duress PIN gets: the same answer, no change);
+    ``hidden`` ones (removed under duress before) are not found again."""
     query = select(TrustedContact).where(
         TrustedContact.defender_id == defender_id,
         TrustedContact.consent.in_([Consent.invited, Consent.confirmed]),
     )
-    removed = 0
+    removed = []
     for contact in (await session.execute(query)).scalars():
-        if fold(contact.get_text(vault, "label_enc") or "") != fold(label):
+        name = contact.get_text(vault, "label_enc") or ""
+        if str(contact.id) in hidden or fold(name) != fold(label):
             continue
-        removed += 1
+        removed.append(str(contact.id))
         if not dry_run:
             contact.consent, contact.address_id, contact.invite_index = Consent.revoked, None, None
             contact.shred("label_enc")

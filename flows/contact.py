@@ -14,6 +14,7 @@ import uuid
 from datetime import timedelta
 
 from core import contacts, i18n
+from core.defenders import settings
 from core.messages import Choice, Outbound
 from core.models import ChannelAddress, Consent, Defender, Priority
 from core.outbox import enqueue
@@ -79,7 +80,9 @@ async def _tell_defender(
         return
     to = await ctx.session.get(ChannelAddress, best[0])
     assert to is not None
-    confirmed = (await contacts.counts(ctx.session, defender_id=defender_id))[Consent.confirmed]
+    hidden = settings(ctx.vault, defender).get(contacts.HIDDEN, [])
+    n = await contacts.counts(ctx.session, defender_id=defender_id, hidden=hidden)
+    confirmed = n[Consent.confirmed]
     _, ngettext = i18n.gettext(defender.locale), i18n.ngettext(defender.locale)
     if accepted:
         text = ngettext(

@@ -144,11 +144,13 @@ async def which(ctx: Context) -> str:
 async def new_pin(ctx: Context) -> str:
     assert ctx.defender is not None
     typed = ctx.need_pin()
-    other = (
-        ctx.defender.duress_pin_hash
-        if ctx.data["which"] == "cancel"
-        else ctx.defender.cancel_pin_hash
-    )
+    cancel, duress = ctx.defender.cancel_pin_hash, ctx.defender.duress_pin_hash
+    if ctx.data.get("shadow"):
+        # Whoever typed the duress PIN as the current one takes it for the everyday PIN:
+        # answer as if it were (and never reveal whether a PIN is the real one).
+        other = duress if ctx.data["which"] == "duress" else None
+    else:
+        other = duress if ctx.data["which"] == "cancel" else cancel
     pepper = ctx.vault.keyring.pepper
     # One Argon2id run inside the transaction: rare (changing a PIN), so not worth an early check.
     if other is not None and await asyncio.to_thread(verify_pin, other, typed, pepper):
@@ -173,7 +175,8 @@ async def new_pin_again(ctx: Context) -> str:
 
 async def show_contacts(ctx: Context) -> str:
     assert ctx.defender is not None
-    n = await contacts.counts(ctx.session, defender_id=ctx.defender.id)
+    hidden = ctx.settings.get(contacts.HIDDEN, [])
+    n = await contacts.counts(ctx.session, defender_id=ctx.defender.id, hidden=hidden)
     confirmed, waiting = n[Consent.confirmed], n[Consent.invited]
     text = ctx.ngettext(
         "You have {count} confirmed contact.", "You have {count} confirmed contacts.", confirmed
@@ -215,10 +218,14 @@ async def remove_label(ctx: Context) -> str:
     assert ctx.defender is not None
     label = ctx.need_text()
     ctx.forget_message()
+    shadow, current = bool(ctx.data.get("shadow")), ctx.settings
+    hidden = current.get(contacts.HIDDEN, [])
     removed = await contacts.remove_by_label(
         ctx.session, ctx.vault, defender_id=ctx.defender.id, label=label,
-        dry_run=bool(ctx.data.get("shadow")),
+        dry_run=shadow, hidden=hidden,
     )  # fmt: skip
+    if shadow and removed:  # still alerted; only no longer shown, as if removed
+        save_settings(ctx.vault, ctx.defender, {**current, contacts.HIDDEN: [*hidden, *removed]})
     ctx.say(ctx._("Removed.") if removed else ctx._("No contact has that name."))
     return END
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from bot.signal import parse_location
 from core import timers
 from core.db import transaction
-from core.models import Alert, AlertKind, CheckIn, CheckInState
+from core.models import Alert, AlertKind, CheckIn, CheckInState, TrustedContact
 from flows import store
 from tests.flows.conftest import (
     CANCEL_PIN,
@@ -191,3 +191,50 @@ async def test_ending_or_moving_a_running_regular_check_in_needs_the_pin(desk: D
     assert len(await live(desk)) == 1  # still running until the PIN
     assert "Saved." in await alice.text(CANCEL_PIN)
     assert await live(desk) == []
+
+
+async def test_a_pin_change_under_duress_answers_as_if_that_pin_were_the_real_one(
+    desk: Desk,
+) -> None:
+    """Whoever forced the duress PIN out takes it for the everyday PIN: keeping it, or making
+    it the emergency PIN too, must get what the real PIN gets, and the real PIN is never
+    confirmed or refused by the answers."""
+    shown: dict[str, list[str]] = {"real": [], "forced": []}
+    for name, current in (("real", CANCEL_PIN), ("forced", DURESS_PIN)):
+        chat = await onboard(desk, name)
+        for which in ("cancel", "duress"):
+            await chat.say("/settings")
+            await chat.say(Pick("pins"))
+            await chat.say(current)  # "your current PIN"
+            await chat.say(Pick(which))
+            shown[name].append(await chat.text(current))  # the same one as the new PIN
+            await chat.say("/cancel")
+    assert shown["real"] == shown["forced"]
+    assert "different" in shown["real"][1]  # the emergency PIN cannot be the everyday one
+
+
+async def test_a_contact_removed_under_duress_looks_removed_and_is_still_alerted(
+    desk: Desk,
+) -> None:
+    shown: dict[str, list[str]] = {"real": [], "forced": []}
+    for name, pin in (("real", CANCEL_PIN), ("forced", DURESS_PIN)):
+        chat = await onboard(desk, name)
+        await chat.say("/settings")
+        await chat.say(Pick("contacts"))
+        await chat.say(Pick("add"))
+        await chat.say("sister")
+        for _ in range(2):  # the second time, the contact is gone
+            await chat.say("/settings")
+            await chat.say(Pick("contacts"))
+            await chat.say(Pick("remove"))
+            await chat.say(pin)
+            shown[name].append(await chat.text("sister"))
+        await chat.say("/settings")
+        shown[name].append(await chat.text(Pick("contacts")))
+    assert shown["real"] == shown["forced"]
+    assert shown["real"][:2] == ["Removed.", "No contact has that name."]
+    async with desk.sessions() as s:
+        states = sorted(
+            str(c.consent) for c in (await s.execute(select(TrustedContact))).scalars()
+        )
+    assert states.count("revoked") == 1  # only the real removal; the forced one still counts
