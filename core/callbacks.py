@@ -21,6 +21,10 @@ from core.db import transaction
 from core.models import CallbackToken
 
 TTL = timedelta(hours=24)
+# An alert button (flows.words.ALERT_CHOICE) keeps working much longer: someone in danger who
+# finds an old menu must not be told "this button no longer works".
+LASTING = frozenset({"panic"})
+LASTING_TTL = timedelta(days=30)
 _KIND = "callback"
 _TABLE: Table = CallbackToken.__table__  # type: ignore[assignment]
 
@@ -37,7 +41,7 @@ def fresh(
             "chat_index": chat_index,
             "keyboard": keyboard,
             "choice": choice,
-            "expires_at": now + TTL,
+            "expires_at": now + (LASTING_TTL if choice in LASTING else TTL),
         }
         for token, choice in zip(tokens, choices, strict=True)
     ]
@@ -111,7 +115,3 @@ async def redeem(
         if token_index == index:
             return str(choice) if expires_at > now else None
     return None
-
-
-async def purge_expired(session: AsyncSession, *, now: datetime) -> None:
-    await session.execute(delete(CallbackToken).where(CallbackToken.expires_at <= now))

@@ -6,7 +6,7 @@
 | outbox rows delivered, failed or dead        | 30 days, and while their alert is open  |
 | desk sessions                                | until they expire or are revoked        |
 | invite codes used, revoked or expired        | 30 days, then the code's index goes     |
-| button tokens                                | until they expire (24 h)                |
+| button tokens                                | until they expire (24 h; alert: 30 days)|
 | addresses nobody owns or refers to any more  | 1 day (a deleted defender's chat id)    |
 
 Alerts, their timelines, reports and the audit log are the desk's case record and stay.

@@ -134,6 +134,15 @@ async def test_it_renders_choices_as_opaque_single_use_tokens(
     await wait_for(lambda: len(api.sent("answerCallbackQuery")) == 5)
     assert len(inbox) == 1  # expired: refused, nothing reached the flows
 
+    # An alert button is still an alert button on a menu from last week (not a day).
+    alarm = Outbound("What now?", choices=(Choice("panic", "Alert my contacts now"),))
+    await telegram.send(Address("telegram", str(CHAT)), alarm)
+    panic = api.sent()[-1]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    clock.now += timedelta(days=7)
+    api.press(CHAT, panic)
+    await wait_for(lambda: len(inbox) == 2)
+    assert inbox[-1].choice == "panic"
+
 
 async def test_it_asks_for_location_and_splits_long_texts(
     api: TelegramStandIn, telegram: Telegram
@@ -294,3 +303,10 @@ async def test_a_press_survives_a_failed_acknowledgement(
     api.send_text(CHAT, "marker")
     await wait_for(lambda: any(i.text == "marker" for i in inbox), seconds=15)
     assert [i.choice for i in inbox if i.choice] == ["yes"], "the press was lost"
+
+
+def test_the_lasting_button_is_the_flows_alert_choice() -> None:
+    from core.callbacks import LASTING
+    from flows.words import ALERT_CHOICE
+
+    assert ALERT_CHOICE in LASTING
