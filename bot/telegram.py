@@ -85,6 +85,7 @@ class Telegram:
         self.inbox: Inbox | None = None
         self.ready = asyncio.Event()
         self.tokens = callbacks.Issuer(sessions, vault)
+        self._failed: dict[int, int] = {}  # webhook mode: update_id -> failed deliveries
 
     def chat_index(self, chat_id: str | int) -> bytes:
         return self.vault.blind_index(self.name, str(chat_id))
@@ -146,7 +147,21 @@ class Telegram:
             update = Update.de_json(await request.json(), self.bot)
         except (ValueError, TypeError, KeyError):
             return Response(status_code=400)
-        await self.handle(update)  # an exception answers 500: Telegram sends it again
+        try:
+            await self.handle(update)
+        except Exception as exc:
+            # 500: Telegram sends it again (the engine dedupes it), but, as in polling, a
+            # poison update is let go after POISON_TRIES instead of being retried for hours.
+            tries = self._failed[update.update_id] = self._failed.get(update.update_id, 0) + 1
+            log.error(
+                "update not handled",
+                extra={"update": update.update_id, "error": type(exc).__name__},
+            )
+            if tries < POISON_TRIES:
+                while len(self._failed) > 1000:  # bounded: the oldest first
+                    del self._failed[next(iter(self._failed))]
+                return Response(status_code=500)
+        self._failed.pop(update.update_id, None)
         return Response(status_code=200)
 
     async def handle(self, update: Update) -> None:

@@ -263,6 +263,8 @@ async def test_it_guards_the_webhook_with_the_secret(
     received: list[Inbound] = []
 
     async def receive(inbound: Inbound) -> None:
+        if inbound.text == "poison":
+            raise RuntimeError("this update always fails")
         received.append(inbound)
 
     task = asyncio.create_task(channel.run(receive))
@@ -286,6 +288,13 @@ async def test_it_guards_the_webhook_with_the_secret(
         good = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
         assert (await c.post("/hooks/telegram", content=b"{", headers=good)).status_code == 400
         assert (await c.post("/hooks/telegram", json=update, headers=good)).status_code == 200
+        # An update that keeps failing: sent again twice (500), then let go as polling does.
+        poison = {"update_id": 10, "message": api._message(CHAT, text="poison")}
+        answers = [
+            (await c.post("/hooks/telegram", json=poison, headers=good)).status_code
+            for _ in range(3)
+        ]
+        assert answers == [500, 500, 200]
     assert [i.text for i in received] == ["hola"]
     task.cancel()
 
