@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,6 +48,7 @@ from core.messages import (
     Location,
     Outbound,
 )
+from core.models import ChannelAddress, Defender, DefenderStatus
 
 os.environ.setdefault("PTB_TIMEDELTA", "1")  # retry_after as a timedelta, as PTB 23 will do
 log = logging.getLogger("amparo.telegram")
@@ -186,6 +188,8 @@ class Telegram:
         if message is None or message.chat.type != "private":
             return None  # private chats only, and the desk's group (SECURITY.md R3)
         user = message.from_user
+        forwarded = message.forward_origin is not None or message.via_bot is not None
+        edited = update.edited_message is not None
         location = None
         if message.location is not None:
             live = bool(message.location.live_period) or update.edited_message is not None
@@ -197,23 +201,43 @@ class Telegram:
             received_at=self.clock(),  # never the client's clock
             text=message.text or message.caption,
             location=location,
-            attachments=await self._attachments(message),
+            attachments=await self._attachments(message, fetch=not (forwarded or edited)),
             language=user.language_code if user else None,
-            forwarded=message.forward_origin is not None or message.via_bot is not None,
-            edited=update.edited_message is not None,
+            forwarded=forwarded,
+            edited=edited,
             chat_message_id=str(message.message_id),
         )
 
-    async def _attachments(self, message: Message) -> tuple[InboundAttachment, ...]:
+    async def _attachments(
+        self, message: Message, *, fetch: bool
+    ) -> tuple[InboundAttachment, ...]:
+        """Files are downloaded only for a defender's own new messages (the flows read nothing
+        else): a stranger sending 20 MB files cannot hold the poller up for everyone."""
+        found = files(message)
+        if found and fetch:
+            fetch = await self._from_defender(message.chat.id)
         attachments = []
-        for kind, file_id, mime, size, name in files(message):
+        for kind, file_id, mime, size, name in found:
             data = None
-            if size is not None and size <= MAX_BYTES:  # checked before any download (R16)
+            if fetch and size is not None and size <= MAX_BYTES:  # size first (R16)
                 # The file URL embeds the token: it is never logged (httpx stays at WARNING).
                 file = await self.bot.get_file(file_id)
                 data = bytes(await file.download_as_bytearray())
             attachments.append(InboundAttachment(kind, mime, size or 0, data, name))
         return tuple(attachments)
+
+    async def _from_defender(self, chat_id: int) -> bool:
+        known = (
+            select(ChannelAddress.id)
+            .join(Defender, Defender.id == ChannelAddress.defender_id)
+            .where(
+                ChannelAddress.channel == self.name,
+                ChannelAddress.blind_index == self.chat_index(chat_id),
+                Defender.status != DefenderStatus.deleted,
+            )
+        )
+        async with self.sessions() as session:
+            return (await session.execute(known.limit(1))).first() is not None
 
     async def _from_callback(self, update: Update) -> Inbound | None:
         query = update.callback_query

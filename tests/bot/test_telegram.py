@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -12,8 +13,11 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.telegram import Telegram, split_text
-from core.crypto import Vault
+from core.crypto import Vault, generate_org_keypair
+from core.db import transaction
+from core.defenders import new_address
 from core.messages import Address, Attachment, Choice, DeliveryError, Inbound, Outbound
+from core.models import Defender, Organisation
 from tests.standins.telegram_api import TelegramStandIn
 
 SECRET = "s" * 40
@@ -210,9 +214,31 @@ async def test_it_sends_nothing_for_an_instruction_it_cannot_follow(
     assert api.sent() == []
 
 
+async def enrol(sessions: async_sessionmaker[AsyncSession], vault: Vault, chat: int) -> None:
+    """A defender reached in ``chat``."""
+    async with transaction(sessions) as s:
+        org = Organisation(id=uuid.uuid4(), name="Desk", public_key=generate_org_keypair()[0])
+        s.add(org)
+        await s.flush()
+        defender = Defender(id=uuid.uuid4(), org_id=org.id, handle="h-1")
+        s.add(defender)
+        await s.flush()
+        address = new_address(vault, "telegram", str(chat))
+        address.defender_id = defender.id
+        s.add(address)
+
+
 async def test_it_checks_file_size_before_downloading(
-    api: TelegramStandIn, telegram: Telegram, inbox: list[Inbound]
+    api: TelegramStandIn,
+    telegram: Telegram,
+    inbox: list[Inbound],
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
 ) -> None:
+    api.send_photo(CHAT + 5, b"\xff\xd8stranger", file_id="stranger")  # nobody we know
+    await wait_for(lambda: len(inbox) == 1)
+    assert inbox.pop().attachments[0].data is None
+    await enrol(sessions, vault, CHAT)
     api.send_photo(CHAT, b"\xff\xd8small", file_id="small")
     big = api._message(
         CHAT,
