@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import (
     dashboard,
+    dashboard_assign,
     dashboard_defenders,
     dashboard_desk,
     dashboard_keys,
@@ -78,6 +79,7 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     app.include_router(dashboard.router)  # the responders' pages at /
+    app.include_router(dashboard_assign.router)
     app.include_router(dashboard_reports.router)
     app.include_router(dashboard_defenders.router)
     app.include_router(dashboard_desk.router)

@@ -256,10 +256,11 @@ async def alert_page(
     )
     events, notes = await desk_alerts.timeline(session, alert.id)
     org = await session.get(Organisation, who.principal.org_id)
-    staff = select(Responder.id, Responder.username).where(
+    staff = select(Responder.id, Responder.username, Responder.active).where(
         Responder.org_id == who.principal.org_id
     )
-    names = {row[0]: row[1] for row in await session.execute(staff)}
+    rows = (await session.execute(staff.order_by(Responder.username))).all()
+    names = {row[0]: row[1] for row in rows}
     return render(
         request,
         "alert.html",
@@ -273,6 +274,8 @@ async def alert_page(
         ],
         keyed=org is not None and org.public_key is not None,
         outcomes=OUTCOMES,
+        assignee=names.get(alert.assigned_to) if alert.assigned_to else None,
+        staff=[(str(rid), name) for rid, name, active in rows if active],
         notice=NOTICES.get(notice or ""),
     )
 
@@ -292,7 +295,7 @@ def actor_name(actor: str | None, names: dict[uuid.UUID, str]) -> str:
     return kind
 
 
-async def _act(
+async def acting(
     alert_id: uuid.UUID, request: Request, session: AsyncSession, now: datetime, csrf: str
 ) -> tuple[Viewer, Alert] | Response:
     who = await checked(request, session, now, csrf)
@@ -316,7 +319,7 @@ async def acknowledge(
     now: NowDep,
     csrf: Text = "",
 ) -> Response:
-    found = await _act(alert_id, request, session, now, csrf)
+    found = await acting(alert_id, request, session, now, csrf)
     if isinstance(found, Response):
         return found
     who, alert = found
@@ -337,7 +340,7 @@ async def resolve(
     csrf: Text = "",
     outcome: Annotated[str, Form(max_length=24)] = "",
 ) -> Response:
-    found = await _act(alert_id, request, session, now, csrf)
+    found = await acting(alert_id, request, session, now, csrf)
     if isinstance(found, Response):
         return found
     who, alert = found
@@ -361,7 +364,7 @@ async def add_note(
     text: Annotated[str, Form(max_length=10_000)] = "",
 ) -> Response:
     """A note for the desk, sealed to the organisation key on arrival (never kept in clear)."""
-    found = await _act(alert_id, request, session, now, csrf)
+    found = await acting(alert_id, request, session, now, csrf)
     if isinstance(found, Response):
         return found
     who, alert = found

@@ -114,6 +114,9 @@ NOTICES = {
     "forbidden": N_("Your role does not allow this."),
     "note": N_("Your note is sealed to the organisation's key."),
     "no_key": N_("Upload an organisation key first."),
+    "assigned": N_("The alert's assignment is saved."),
+    "reopened": N_("You reopened the alert: escalation starts again from the desk step."),
+    "still_open": N_("Another alert of this kind is open for the defender: see that one."),
 }
 
 

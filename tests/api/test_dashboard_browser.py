@@ -85,6 +85,10 @@ async def test_a_responder_logs_in_acknowledges_and_resolves_an_alert(
     await expect(page.locator("dd.state")).to_have_text("Acknowledged")
     await expect(page.locator("li[data-event=acknowledged]")).to_contain_text("responder-alpha")
     assert await alert_state(desk, desk.a) == (AlertState.acknowledged, None)
+    await page.get_by_label("Assign to").select_option(label="responder-alpha")
+    await page.get_by_role("button", name="Assign", exact=True).click()
+    await expect(page.get_by_role("status")).to_have_text("The alert's assignment is saved.")
+    await expect(page.locator("dd.assignee")).to_have_text("responder-alpha")
 
     await page.get_by_label("Outcome").select_option("false_alarm")
     await page.get_by_role("button", name="Resolve", exact=True).click()
