@@ -24,7 +24,7 @@ import asyncio
 from core import contacts, pins
 from core.defenders import delete_data, save_settings
 from core.messages import Choice
-from core.models import Consent
+from core.models import Consent, Defender
 from core.pins import Verdict
 from core.security import verify_pin
 from flows import checkin, delays, help, onboarding, setup
@@ -165,12 +165,22 @@ async def new_pin_again(ctx: Context) -> str:
     if typed is None:
         ctx.say(ctx._("The two PINs were different. Let's try again."))
         return ask_pin(ctx, ctx._("Send the new PIN (4 to 8 digits)."), "new_pin")
+    pepper, defender = ctx.vault.keyring.pepper, ctx.defender
     if not ctx.data.get("shadow"):
         cancel, duress = (typed, None) if ctx.data["which"] == "cancel" else (None, typed)
-        pepper = ctx.vault.keyring.pepper
-        await asyncio.to_thread(pins.set_pins, ctx.defender, pepper, cancel=cancel, duress=duress)
+        await asyncio.to_thread(pins.set_pins, defender, pepper, cancel=cancel, duress=duress)
+    elif ctx.data["which"] == "cancel" and not await _is_cancel(defender, typed, pepper):
+        # Forced to "change the everyday PIN" with the duress PIN: the new one becomes the
+        # emergency PIN, so typed later it does what the real one does (and alerts again),
+        # and the old one is refused, as after a real change. The real PIN stays.
+        await asyncio.to_thread(pins.set_pins, defender, pepper, cancel=None, duress=typed)
     ctx.say(ctx._("PIN changed."))
     return END
+
+
+async def _is_cancel(defender: Defender, typed: str, pepper: bytes) -> bool:
+    stored = defender.cancel_pin_hash
+    return stored is not None and await asyncio.to_thread(verify_pin, stored, typed, pepper)
 
 
 async def show_contacts(ctx: Context) -> str:

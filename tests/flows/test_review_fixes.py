@@ -13,7 +13,7 @@ from sqlalchemy import select
 from bot.signal import parse_location
 from core import timers
 from core.db import transaction
-from core.models import Alert, AlertKind, CheckIn, CheckInState, TrustedContact
+from core.models import Alert, AlertEvent, AlertKind, CheckIn, CheckInState, TrustedContact
 from flows import store
 from tests.flows.conftest import (
     CANCEL_PIN,
@@ -238,3 +238,34 @@ async def test_a_contact_removed_under_duress_looks_removed_and_is_still_alerted
             str(c.consent) for c in (await s.execute(select(TrustedContact))).scalars()
         )
     assert states.count("revoked") == 1  # only the real removal; the forced one still counts
+
+
+async def test_a_pin_forced_out_under_duress_then_used_looks_real_and_alerts(desk: Desk) -> None:
+    """Forced to change the everyday PIN (typing the duress PIN as the current one): the
+    captor's new PIN later gets what a real new PIN gets, the old one is refused as after a
+    real change, and using it alerts the desk again. The defender's real PIN still works."""
+    shown: dict[str, list[str]] = {"real": [], "forced": []}
+    for name, current in (("real", CANCEL_PIN), ("forced", DURESS_PIN)):
+        chat = await onboard(desk, name)
+        await chat.say("/settings")
+        await chat.say(Pick("pins"))
+        await chat.say(current)
+        await chat.say(Pick("cancel"))
+        await chat.say("5555")
+        shown[name].append(await chat.text("5555"))
+        for typed in ("5555", current):
+            await chat.say("/safe")
+            shown[name].append(await chat.text(typed))
+            await chat.say("/cancel")
+    assert shown["real"] == shown["forced"]
+    assert "PIN changed." in shown["real"][0] and "not right" in shown["real"][2]
+    async with desk.sessions() as s:
+        raised = [
+            e.kind
+            for e in (await s.execute(select(AlertEvent))).scalars()
+            if e.kind in ("triggered", "raised_again")
+        ]
+    assert len(raised) >= 2  # the forced change, then the forced PIN used
+    forced = desk.chat("forced", language="en")
+    await forced.say("/safe")
+    assert "Thank you" in await forced.text(CANCEL_PIN)  # the defender's own PIN
