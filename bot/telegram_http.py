@@ -79,10 +79,11 @@ class AiohttpRequest(BaseRequest):
                 method, url, data=_body(request_data), timeout=timeout, proxy=self._proxy(url)
             ) as response:
                 return response.status, await response.read()
+        # The URL holds the token, and aiohttp's errors may quote it: only the error's class
+        # is said, and the original is not chained (SECURITY.md R12).
         except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
-            raise TimedOut from exc
+            raise TimedOut(f"timed out ({type(exc).__name__})") from None
         except aiohttp.ClientError as exc:
-            # The URL holds the token: only the error's class is said (SECURITY.md R12).
             raise NetworkError(f"aiohttp.{type(exc).__name__}") from None
 
 

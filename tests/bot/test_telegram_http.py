@@ -43,8 +43,11 @@ async def test_a_slow_answer_is_timed_out_and_a_patient_call_gets_it() -> None:
     runner, url = await serve(slow)
     try:
         async with Bot(TOKEN, base_url=url, request=AiohttpRequest(read_timeout=2.0)) as bot:
-            with pytest.raises(TimedOut):
+            with pytest.raises(TimedOut) as raised:
                 await bot.get_me(read_timeout=0.1)
+            chain = [raised.value, raised.value.__cause__, raised.value.__context__]
+            assert not any(TOKEN in str(e) for e in chain if e is not None)
+            assert raised.value.__cause__ is None and raised.value.__suppress_context__
             assert (await bot.get_me()).username == "amparo_bot"
     finally:
         await runner.cleanup()
