@@ -9,6 +9,7 @@ the same code cannot both pass.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import uuid
@@ -97,10 +98,12 @@ async def authenticate(
 ) -> Responder:
     """The responder whose password and unused TOTP code these are; AuthError otherwise."""
     responder = await session.scalar(select(Responder).where(Responder.username == username))
+    # Argon2id (~150 ms) in a thread: a burst of logins must not stop the event loop, which
+    # in `amparo serve` also runs the escalation engine and the bots.
     if responder is None:
-        verify_password(_dummy_hash(), password)  # the same work as for a known account
+        await asyncio.to_thread(verify_password, _dummy_hash(), password)  # the same work
         raise AuthError("unknown")
-    if not verify_password(responder.password_hash, password):
+    if not await asyncio.to_thread(verify_password, responder.password_hash, password):
         raise AuthError("password")
     if not responder.active:
         raise AuthError("disabled")
@@ -205,11 +208,11 @@ async def change_password(
     now: datetime,
 ) -> None:
     """Set a new password and revoke every session of the responder (the caller opens one)."""
-    if not verify_password(responder.password_hash, current):
+    if not await asyncio.to_thread(verify_password, responder.password_hash, current):
         raise AuthError("password")
     if len(new) < MIN_PASSWORD or len(new) > 1024 or new == current:
         raise AuthError("weak_password")
-    responder.password_hash = hash_password(new)
+    responder.password_hash = await asyncio.to_thread(hash_password, new)
     responder.must_change_password = False
     await revoke_sessions(session, responder.id, now)
     await audit.record(

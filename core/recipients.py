@@ -20,6 +20,7 @@ from core.models import (
     Defender,
     DeskGroup,
     Responder,
+    Role,
     TrustedContact,
 )
 
@@ -123,12 +124,15 @@ def group_locale(chosen: str | None) -> str:
     return chosen or DESK_LOCALE
 
 
+PAGED = (Role.admin, Role.responder)  # observers read the desk; they are never paged
+
+
 def _responders() -> Select[uuid.UUID, bool, uuid.UUID, str]:
     return (
         select(Responder.id, Responder.on_duty, ChannelAddress.id)
         .add_columns(ChannelAddress.channel)
         .join(ChannelAddress, ChannelAddress.responder_id == Responder.id)
-        .where(Responder.active.is_(True))
+        .where(Responder.active.is_(True), Responder.role.in_(PAGED))
         .order_by(Responder.id, *_ORDER)
     )
 

@@ -87,6 +87,21 @@ class Throttle:
             return 0
         return max(1, int((hits[0] - self._since(now)).total_seconds()) + 1)
 
+    async def forget(self, sessions: Sessions, key: str, at: datetime) -> None:
+        """Take back the hit counted at ``at`` (an attempt that turned out not to be a guess)."""
+        async with transaction(sessions) as session:
+            await self.forget_in(session, key, at)
+
+    async def forget_in(self, session: AsyncSession, key: str, at: datetime) -> None:
+        """``forget`` inside the caller's transaction."""
+        await session.execute(
+            delete(ThrottleHit).where(
+                ThrottleHit.scope == self.scope,
+                ThrottleHit.key_hash == self._key(key),
+                ThrottleHit.at == at,
+            )
+        )
+
     async def reset(self, sessions: Sessions, key: str) -> None:
         async with transaction(sessions) as session:
             await session.execute(

@@ -112,8 +112,11 @@ async def sign_in(
     client brought: (responder, session token, CSRF token). The API and the dashboard share
     it. Raises ApiError 429 when throttled, 401 on any failure (never saying which part)."""
     account, address = "user:" + normalise(body.username), "ip:" + client_address(request)
-    for throttle, key in ((limits.login_account, account), (limits.login_address, address)):
-        if await throttle.blocked(sessions, key, now):
+    # Each attempt is counted before its password is checked (a serialised hit), so requests
+    # sent at the same moment cannot all pass a read-only check; the address first, so that
+    # a throttled address spends no account's budget. A success takes its hits back.
+    for throttle, key in ((limits.login_address, address), (limits.login_account, account)):
+        if not await throttle.hit(sessions, key, now):
             retry = str(await throttle.retry_after(sessions, key, now))
             raise ApiError(429, errors.TOO_MANY, headers={"Retry-After": retry})
     try:
@@ -142,11 +145,10 @@ async def sign_in(
                 now=now,
             )
     except AuthError as exc:
-        await limits.login_account.hit(sessions, account, now)
-        await limits.login_address.hit(sessions, address, now)
         await _failed(sessions, vault, body.username, exc.code, now)
         raise ApiError(401, LOGIN_FAILED) from None
     await limits.login_account.reset(sessions, account)
+    await limits.login_address.forget(sessions, address, now)
     return responder, token, csrf
 
 
@@ -258,7 +260,7 @@ async def guarded_password_change(
     throttle (R21): a stolen session cannot guess the password. The API and the dashboard
     share it. Raises ApiError 429 while the account is throttled, AuthError on refusal."""
     account = "user:" + normalise(responder.username)
-    if await limits.login_account.blocked(sessions, account, now):
+    if not await limits.login_account.hit(sessions, account, now):  # counted before checking
         retry = str(await limits.login_account.retry_after(sessions, account, now))
         raise ApiError(429, errors.TOO_MANY, headers={"Retry-After": retry})
     try:
@@ -266,6 +268,8 @@ async def guarded_password_change(
             session, vault, responder=responder, current=current, new=new, now=now
         )
     except AuthError as exc:
-        if exc.code == "password":  # its own transaction: the caller's is rolled back
-            await limits.login_account.hit(sessions, account, now)
+        if exc.code != "password":  # not a guess (nothing written yet): taken back
+            await limits.login_account.forget(sessions, account, now)
         raise
+    # Right: taken back in the caller's transaction, which holds SQLite's write lock by now.
+    await limits.login_account.forget_in(session, account, now)

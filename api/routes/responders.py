@@ -18,6 +18,7 @@ from core.models import Responder, Role
 router = APIRouter(tags=["responders"])
 
 LAST_ADMIN = N_("the organisation needs at least one active admin")
+NOT_PAGED = N_("observers and disabled accounts are never paged, so never on duty")
 
 
 class ResponderOut(BaseModel):
@@ -91,8 +92,14 @@ async def update_responder(
             )
             setattr(r, field, changes[field])
             await auth.revoke_sessions(session, r.id, now)  # old rights die with old sessions
-    if body.on_duty is not None and body.on_duty != r.on_duty:
-        await _duty(session, vault, r, body.on_duty, principal.actor, now)
+    pageable = r.active and r.role in desk_chat.ACTING
+    if body.on_duty and not pageable:
+        raise ApiError(409, NOT_PAGED)
+    # Someone who can no longer act must not stay on duty: while anyone is on duty, only
+    # those on duty are paged, so a demoted observer would be the only one paged.
+    on_duty = body.on_duty if pageable else False
+    if on_duty is not None and on_duty != r.on_duty:
+        await _duty(session, vault, r, on_duty, principal.actor, now)
     return out(r)
 
 

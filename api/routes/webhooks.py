@@ -27,10 +27,12 @@ RECEIVER = """
 Every event is a POST with a JSON body (`event_id`, `type`, `dedup_key`, `org`, `alert`) and the
 headers `Amparo-Event-Id` and `Amparo-Signature: t=<unix>,v1=<hex>[,v1=<hex>]`, where each v1 is
 HMAC-SHA256(secret, "<t>.<raw body>"). During a secret rotation both secrets sign, so accept any
-v1 that matches. Reject a `t` more than 300 s from your clock and an event id seen before:
+v1 that matches. Reject a `t` more than 300 s from your clock and an event id seen before,
+taking the id from the signed body (the `Amparo-Event-Id` header is not signed: a replayed
+request could carry another):
 
 ```python
-import hashlib, hmac, time
+import hashlib, hmac, json, time
 
 SEEN: set[str] = set()  # keep these for at least the retry window, e.g. in your database
 
@@ -42,7 +44,7 @@ def accept(raw_body: bytes, headers: dict[str, str], secret: bytes) -> bool:
     mac = hmac.new(secret, f"{t}.".encode() + raw_body, hashlib.sha256).hexdigest()
     if not any(k == "v1" and hmac.compare_digest(mac, v) for k, v in items):
         return False
-    event_id = headers["Amparo-Event-Id"]
+    event_id = json.loads(raw_body)["event_id"]  # signed, unlike the header
     if event_id in SEEN:
         return False  # a retry of an event already handled: answer 2xx, do nothing
     SEEN.add(event_id)
