@@ -46,7 +46,7 @@ def load_vault(settings: Settings) -> Vault:
     # Locally a missing key file is created (mode 0600); production never invents keys.
     settings.check_production()
     ring = ensure_keyring(settings.key_file, create=settings.mode is Mode.development)
-    return Vault(ring)
+    return Vault(ring, key_file=settings.key_file)  # follows `amparo keys rotate`
 
 
 def safe_url(url: str) -> str:

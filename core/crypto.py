@@ -20,9 +20,11 @@ import hashlib
 import hmac
 import os
 import struct
+import time
 import unicodedata
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 from nacl import bindings, utils
 from nacl._sodium import ffi as _ffi  # the libsodium PyNaCl itself calls, for seal_many
@@ -93,11 +95,44 @@ def normalise(value: str) -> str:
     return unicodedata.normalize("NFKC", value).strip().casefold()
 
 
+FOLLOW_S = 1.0  # how stale a running process's view of the key file may be
+
+
+def _stamp(path: Path | None) -> tuple[int, int, int] | None:
+    """What changes when the key file is replaced (it is written by rename)."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class Vault:
     """Every operation on data the server must use, bound to one keyring."""
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, *, key_file: Path | None = None) -> None:
         self.keyring = keyring
+        # A long-running process follows ``amparo keys rotate`` (core.keys): new data keys
+        # are wrapped with the file's current key within FOLLOW_S, and a key version it
+        # has not seen yet is looked for in the file at once.
+        self._file, self._stamp = key_file, _stamp(key_file)
+        self._next_look = time.monotonic() + FOLLOW_S
+
+    def follow(self, *, now: bool = False) -> None:
+        """Read the key file again if it changed (one stat at most every FOLLOW_S)."""
+        if self._file is None or (not now and time.monotonic() < self._next_look):
+            return
+        self._next_look = time.monotonic() + FOLLOW_S
+        stamp = _stamp(self._file)
+        if stamp is None or stamp == self._stamp:
+            return
+        try:
+            self.keyring = load_keyring(self._file)
+        except CryptoError:  # mid-write or damaged: keep the keys in memory, look again later
+            return
+        self._stamp = stamp
 
     def __repr__(self) -> str:
         return f"Vault({self.keyring!r})"
@@ -107,6 +142,7 @@ class Vault:
         return utils.random(KEY_BYTES)
 
     def wrap_dek(self, dek: bytes, table: str, row_id: uuid.UUID) -> bytes:
+        self.follow()
         version = self.keyring.current
         aad = f"dek|{table}|{row_id}".encode()
         return (
@@ -117,6 +153,8 @@ class Vault:
 
     def unwrap_dek(self, blob: bytes, table: str, row_id: uuid.UUID) -> bytes:
         version = self.kek_version(blob)
+        if version not in self.keyring.keks:  # rewrapped by a rotation since we read the file
+            self.follow(now=True)
         kek = self.keyring.keks.get(version)
         if kek is None:
             raise MissingKeyError(
@@ -173,6 +211,7 @@ class Vault:
         so shredding one row's key never exposes another's. Only faster for a batch: one
         read of the system's randomness for all rows, and libsodium called without PyNaCl's
         per-call checks (the outbox rows of an escalation spike)."""
+        self.follow()
         version = self.keyring.current
         kek, head = self.keyring.keks[version], _WRAP + struct.pack(">I", version)
         step = KEY_BYTES + 2 * NONCE_BYTES

@@ -7,6 +7,7 @@ separate index key, which rotation keeps as it is.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import uuid
@@ -18,12 +19,13 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.crypto import CryptoError, Keyring, Vault, load_keyring, write_keyring
+from core.crypto import FOLLOW_S, CryptoError, Keyring, Vault, load_keyring, write_keyring
 from core.db import transaction
 from core.i18n import operator_gettext as _
 from core.models import Base, Encrypted
 
 _MAX_PASSES = 3
+SETTLE_S = 2 * FOLLOW_S  # after writing the new key, before the first pass
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,10 @@ async def _rewrap_table(
 
 
 async def rotate(
-    sessions: async_sessionmaker[AsyncSession], key_file: Path, *, batch: int = 500
+    sessions: async_sessionmaker[AsyncSession],
+    key_file: Path,
+    *,
+    batch: int = 500,
 ) -> RotationReport:
     """Rotate the KEK: rewrap every data key, then drop the old KEKs from the key file.
 
@@ -118,8 +123,9 @@ async def rotate(
     crash at any point leaves every row readable with the file on disk; running ``rotate``
     again then finishes the job. The old KEKs leave the file only once no row needs them.
     Field ciphertexts and blind indexes stay byte-for-byte the same: the index key is separate
-    and is not rotated here. Servers holding the old keyring in memory must be restarted, or
-    rows they create meanwhile would be wrapped by a KEK that is gone.
+    and is not rotated here. Running servers need no restart: they follow the key file
+    (``Vault(key_file=…)``) within FOLLOW_S, and the rewrapping starts only after SETTLE_S,
+    so no process is still wrapping with the old key when the last pass proves none is left.
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
@@ -128,6 +134,7 @@ async def rotate(
         old = load_keyring(key_file)
         new = old.with_new_kek()
         write_keyring(key_file, new)
+        await asyncio.sleep(SETTLE_S)  # every running process now wraps with the new key
         vault = Vault(new)
         tables: dict[str, int] = {}
         for _pass in range(_MAX_PASSES):  # a pass finding nothing stale proves every row is done

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import core.keys
 from core.crypto import (
+    FOLLOW_S,
     CryptoError,
     MissingKeyError,
     Vault,
@@ -27,6 +28,12 @@ from core.models import ChannelAddress, Defender, Organisation, OutboxMessage, R
 Sessions = async_sessionmaker[AsyncSession]
 # (table, row id) -> (wrapped dek, {encrypted column: ciphertext}, other fields worth keeping)
 Snapshot = dict[tuple[str, uuid.UUID], tuple[bytes | None, dict[str, bytes | None], Any]]
+
+
+@pytest.fixture(autouse=True)
+def no_settling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No process follows these tests' key files (the one test with a server sets it back)."""
+    monkeypatch.setattr(core.keys, "SETTLE_S", 0.0)
 
 
 @pytest.fixture
@@ -315,3 +322,31 @@ async def test_rotation_gives_up_while_an_old_keyring_keeps_writing(
     ring = load_keyring(key_file)
     assert set(ring.keks) == {1, 2}  # nothing pruned: every row, late ones too, still opens
     assert await decrypt_all(sessions, Vault(ring)) == plain
+
+
+async def test_a_running_server_follows_a_rotation_and_loses_nothing(
+    sessions: Sessions, key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`amparo serve` keeps running through `amparo keys rotate`: rows it wrote before are
+    rewrapped and still open; rows it writes afterwards are wrapped with the new key, so they
+    still open once the old key has left the file (they were lost for good before)."""
+    monkeypatch.setattr(core.keys, "SETTLE_S", 2 * FOLLOW_S)
+    running = Vault(load_keyring(key_file), key_file=key_file)  # what the server holds
+    await populate(sessions, running)
+    await rotate(sessions, key_file)
+    public, _ = generate_org_keypair()
+    async with transaction(sessions) as s:  # a defender enrols after the rotation
+        org = Organisation(name="Late desk", public_key=public)
+        s.add(org)
+        await s.flush()
+        late = Defender(org_id=org.id, handle="heron-late")
+        late.put(running, "settings_enc", '{"code_phrase": "tea"}')
+        s.add(late)
+    restarted = vault_from(key_file)
+    assert len(restarted.keyring.keks) == 1  # the old key is gone from the file
+    async with sessions() as s:
+        for vault in (running, restarted):  # the same server reads the rewrapped rows too
+            rows = (await s.execute(select(Defender))).scalars().all()
+            texts = {d.handle: d.get_text(vault, "settings_enc") for d in rows}
+            assert texts["heron-late"] == '{"code_phrase": "tea"}'
+            assert '{"code_phrase": "the tea is cold"}' in texts.values()
