@@ -66,9 +66,10 @@ def unprotect_private_key(blob: bytes, passphrase: str) -> bytes:
 def seal(
     public_key: bytes, *, org_id: uuid.UUID, record_id: uuid.UUID, kind: str, body: Any
 ) -> bytes:
+    # ASCII JSON: a lone surrogate (a file name from a chat app) is escaped, not an encoding
+    # error that would lose the item; every opener's JSON parser reads it back.
     plaintext = json.dumps(
-        {"org": str(org_id), "record": str(record_id), "kind": kind, "body": body},
-        ensure_ascii=False,
+        {"org": str(org_id), "record": str(record_id), "kind": kind, "body": body}
     ).encode()
     return bytes(SealedBox(PublicKey(public_key)).encrypt(plaintext))
 
