@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import Vault, seal
@@ -133,11 +133,16 @@ async def file(
     return report
 
 
-async def purge_drafts(session: AsyncSession, *, before: datetime) -> None:
-    """Evidence of reports never sent (abandoned, expired or discarded)."""
-    await session.execute(
-        delete(Evidence).where(Evidence.filed_at.is_(None), Evidence.created_at < before)
-    )
+async def purge_drafts(
+    session: AsyncSession, *, before: datetime, keep: Select[Any] | None = None
+) -> None:
+    """Evidence of reports never sent (abandoned, expired or discarded), older than ``before``;
+    ``keep`` selects defenders still writing theirs, whose files stay however old they are
+    (a report sent over days, a file every few hours, must not lose its first ones)."""
+    stmt = delete(Evidence).where(Evidence.filed_at.is_(None), Evidence.created_at < before)
+    if keep is not None:
+        stmt = stmt.where(Evidence.defender_id.is_(None) | Evidence.defender_id.not_in(keep))
+    await session.execute(stmt)
 
 
 async def discard(session: AsyncSession, *, report_id: uuid.UUID) -> None:

@@ -33,7 +33,7 @@ from core.messages import Inbound
 from core.models import ChannelAddress, Conversation, Defender, utcnow
 from core.pins import Verdict
 from core.text import pin
-from flows import desk, registry, router, store
+from flows import desk, registry, report, router, store
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3
@@ -187,5 +187,10 @@ async def housekeeping(sessions: async_sessionmaker[AsyncSession], now: datetime
     async with transaction(sessions) as session, sqlite.off_loop(session):
         closed = await store.expire(session, now=now)
         await store.forget_seen(session, now=now)
-        await reports.purge_drafts(session, before=now - DRAFTS_KEPT)
+        drafting = select(Conversation.defender_id).where(
+            Conversation.flow == report.NAME,
+            Conversation.expires_at > now,
+            Conversation.defender_id.is_not(None),  # NOT IN with a NULL would keep everything
+        )
+        await reports.purge_drafts(session, before=now - DRAFTS_KEPT, keep=drafting)
     return closed

@@ -13,8 +13,18 @@ from sqlalchemy import select
 from bot.signal import parse_location
 from core import timers
 from core.db import transaction
-from core.models import Alert, AlertEvent, AlertKind, CheckIn, CheckInState, TrustedContact
+from core.messages import InboundAttachment
+from core.models import (
+    Alert,
+    AlertEvent,
+    AlertKind,
+    CheckIn,
+    CheckInState,
+    Evidence,
+    TrustedContact,
+)
 from flows import store
+from flows.engine import housekeeping
 from tests.flows.conftest import (
     CANCEL_PIN,
     DURESS_PIN,
@@ -269,3 +279,25 @@ async def test_a_pin_forced_out_under_duress_then_used_looks_real_and_alerts(des
     forced = desk.chat("forced", language="en")
     await forced.say("/safe")
     assert "Thank you" in await forced.text(CANCEL_PIN)  # the defender's own PIN
+
+
+async def test_a_report_written_over_days_keeps_all_its_files(desk: Desk) -> None:
+    """Its conversation stays open (each message within 6 h of the last): housekeeping must
+    not delete its first files a day later (told "6 files received", 4 were filed)."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    await alice.say(Pick("me"))
+    await alice.say("text")
+    await alice.say(Pick("done"))
+    for n in range(6):  # one file every 5 h: the conversation never expires (TTL 6 h)
+        data = b"OggS" + bytes([n])
+        await alice.say(Event(attachments=(InboundAttachment("voice", "audio/ogg", 5, data),)))
+        desk.clock.advance(hours=5)
+        await housekeeping(desk.sessions, desk.clock.now)
+    for said in (Pick("done"), Pick("no"), Pick("record")):
+        await alice.say(said)
+    assert "receipt code" in await alice.text(Pick("send"))
+    async with desk.sessions() as s:
+        filed = list((await s.execute(select(Evidence))).scalars())
+    assert len(filed) == 6, f"told '6 files received', {len(filed)} filed"
