@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
-# Telegram bot tokens, long digit runs (phone numbers, chat ids), and e-mail-like strings.
-_PATTERNS = [
+# Telegram bot tokens, long digit runs (phone numbers, chat ids), numbers written in groups
+# ("0171 234 5678", "(555) 123-4567"), UUIDs (Signal's user ids) and e-mail-like strings.
+_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"bot\d+:[\w-]+"), "bot<redacted>"),
     (re.compile(r"\d+:[A-Za-z0-9_-]{30,}"), "<token>"),
+    (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I), "<id>"),
     (re.compile(r"\+\d[\d\s().-]{5,}\d|\d{7,}"), "<number>"),
+    # Groups of digits split by spaces, hyphens or brackets, 7 digits or more in all (not
+    # dots: "127.0.0.1:8000" stays readable; nor an ISO date, "2026-12-05 19:53").
+    (re.compile(r"\(?\d{1,5}\)?(?:[ -]\(?\d{1,5}\)?){1,5}"), lambda m: _grouped(m[0])),
     (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "<email>"),
 ]
+_DATE = re.compile(r"\d{4}-\d\d-\d\d(?: \d\d)?")
+
+
+def _grouped(found: str) -> str:
+    if _DATE.fullmatch(found) or sum(c.isdigit() for c in found) < 7:
+        return found
+    return "<number>"
+
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b]")
 
 

@@ -17,6 +17,24 @@ def test_it_redacts_tokens_numbers_and_newlines() -> None:
     assert "<number>" in redact("chat -1001234567890")
 
 
+@pytest.mark.parametrize(
+    ("line", "hidden"),
+    [
+        ("call 0171 234 5678", "234 5678"),
+        ("call 555-123-4567", "123-4567"),
+        ("call (555) 123-4567", "123-4567"),
+        ("from 3f2a9c1e-8b7d-4e2a-9c1e-8b7d4e2a9c1e", "3f2a9c1e"),  # a Signal user id
+    ],
+)
+def test_it_redacts_numbers_written_in_groups_and_signal_ids(line: str, hidden: str) -> None:
+    assert hidden not in redact(line)
+
+
+def test_it_keeps_what_is_no_one_s_number() -> None:
+    for line in ("step 2 of 3", "at 2026-12-05 19:53:01", "HTTP 502 from 10.0.0.1", "v1.2.3"):
+        assert redact(line) == line
+
+
 def test_it_redacts_log_records_and_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
     log = logging.getLogger("amparo.test")
     log.addFilter(RedactingFilter())
