@@ -38,6 +38,8 @@ def _config(
         log_config=None,  # our handlers, with redaction
         access_log=False,  # paths can carry ids; the desk's own audit log records actions
         server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
     )
 
 

@@ -147,5 +147,6 @@ AdminDep = Annotated[Principal, Depends(require("org:admin"))]
 
 
 def client_address(request: Request) -> str:
-    # The socket's peer only: X-Forwarded-For is trivially spoofed (abuse case 17).
+    # The socket's peer, or what the trusted proxy (AMPARO_TRUSTED_PROXIES) says it is:
+    # uvicorn believes X-Forwarded-For from that address only (abuse case 17).
     return request.client.host if request.client else "unknown"

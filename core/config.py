@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     signal_number: str | None = None
     # Pinged (GET) after each successful sweep, at most every 30 s (a dead-man's switch).
     heartbeat_url: str | None = None
+    # The TLS proxy's address(es) (comma-separated; networks allowed): only their
+    # X-Forwarded-For is believed, so each client keeps its own login-attempt budget instead
+    # of every client sharing the proxy's (which would be a global lockout).
+    trusted_proxies: str = "127.0.0.1"
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -11,8 +11,12 @@ import time
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI, Request
 from sqlalchemy import inspect
 
+from amparo.serve import _config
+from api.deps import client_address
+from core.config import Settings
 from core.db import create_engine
 
 
@@ -95,3 +99,23 @@ async def test_amparo_api_serves_the_desk_without_the_engine(tmp_path: Path) -> 
     assert proc.returncode in (0, -15), output
     assert "serving the desk API" in output
     assert "engine running" not in output  # the workers sweep and deliver
+
+
+async def test_only_the_trusted_proxy_says_who_the_client_is() -> None:
+    """Behind the TLS proxy every connection comes from the proxy: its X-Forwarded-For is
+    believed (each client keeps its own login budget), anyone else's is not."""
+    app = FastAPI()
+
+    @app.get("/who")
+    async def who(request: Request) -> str:
+        return client_address(request)
+
+    config = _config(app, Settings(trusted_proxies="172.31.250.1"), None, None)
+    config.load()
+    seen = []
+    for peer in ("172.31.250.1", "172.31.250.9"):
+        transport = httpx.ASGITransport(app=config.loaded_app, client=(peer, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://desk") as c:
+            answer = await c.get("/who", headers={"X-Forwarded-For": "203.0.113.7"})
+            seen.append(answer.json())
+    assert seen == ["203.0.113.7", "172.31.250.9"]
