@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -147,6 +148,17 @@ AdminDep = Annotated[Principal, Depends(require("org:admin"))]
 
 
 def client_address(request: Request) -> str:
-    # The socket's peer, or what the trusted proxy (AMPARO_TRUSTED_PROXIES) says it is:
-    # uvicorn believes X-Forwarded-For from that address only (abuse case 17).
-    return request.client.host if request.client else "unknown"
+    """Who is asking, as far as limits go: the socket's peer, or what the trusted proxy
+    (AMPARO_TRUSTED_PROXIES) says it is; uvicorn believes X-Forwarded-For from that address
+    only (abuse case 17). An IPv6 client counts as its /64: one host holds a whole /64, and
+    would otherwise have a fresh budget per address."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

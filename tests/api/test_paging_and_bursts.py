@@ -87,3 +87,15 @@ def test_the_documented_receiver_refuses_a_replay_under_another_event_id_header(
     first = accept(raw, {"Amparo-Signature": signed, "Amparo-Event-Id": "e1"}, secret)
     replay = accept(raw, {"Amparo-Signature": signed, "Amparo-Event-Id": "e1-x"}, secret)
     assert (first, replay) == (True, False)
+
+
+async def test_an_ipv6_host_counts_as_its_slash_64(desk: Desk) -> None:
+    """One host holds a whole /64: a fresh address per guess must not mean a fresh budget."""
+    desk.app.state.limits = Limits(login_address=Throttle(3, 900))
+    codes = []
+    for n in range(5):
+        transport = httpx.ASGITransport(app=desk.app, client=(f"2001:db8:1:2::{n + 1:x}", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+            body = {"username": f"nobody{n}", "password": "x", "totp": "123456"}
+            codes.append((await c.post("/api/v1/auth/login", json=body)).status_code)
+    assert codes == [401, 401, 401, 429, 429]
