@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, delete, insert, select
@@ -25,6 +25,8 @@ TTL = timedelta(hours=24)
 # finds an old menu must not be told "this button no longer works".
 LASTING = frozenset({"panic"})
 LASTING_TTL = timedelta(days=30)
+# Tokens issued before 2026-12-06 were indexed through the blind-index normalisation.
+LEGACY_UNTIL = datetime(2026, 12, 6, tzinfo=UTC) + LASTING_TTL
 _KIND = "callback"
 _TABLE: Table = CallbackToken.__table__  # type: ignore[assignment]
 
@@ -37,7 +39,7 @@ def fresh(
     tokens = [secrets.token_urlsafe(16) for _ in choices]  # 22 characters: within 64 bytes
     rows = [
         {
-            "token_index": vault.blind_index(_KIND, token),
+            "token_index": vault.exact_index(_KIND, token),
             "chat_index": chat_index,
             "keyboard": keyboard,
             "choice": choice,
@@ -101,9 +103,14 @@ async def redeem(
     """
     if not token or len(token) > 64:
         return None
-    index = vault.blind_index(_KIND, token)
+    # Exact: a token with its case changed is another token (R4). Buttons sent before
+    # tokens were indexed exactly (normalised, like addresses) are still honoured until
+    # they expire (LEGACY_UNTIL; an alert button lasts LASTING_TTL), then this goes.
+    indexes = [vault.exact_index(_KIND, token)]
+    if now < LEGACY_UNTIL:
+        indexes.append(vault.blind_index(_KIND, token))
     keyboard = select(CallbackToken.keyboard).where(
-        CallbackToken.token_index == index, CallbackToken.chat_index == chat_index
+        CallbackToken.token_index.in_(indexes), CallbackToken.chat_index == chat_index
     )
     used = await session.execute(
         delete(CallbackToken)
@@ -112,6 +119,6 @@ async def redeem(
         .execution_options(synchronize_session=False)
     )
     for token_index, choice, expires_at in used:
-        if token_index == index:
+        if token_index in indexes:
             return str(choice) if expires_at > now else None
     return None

@@ -243,5 +243,11 @@ class Vault:
         msg = kind.encode() + b"\x00" + normalise(value).encode()
         return hmac.new(self.keyring.index_key, msg, hashlib.sha256).digest()
 
+    def exact_index(self, kind: str, value: str) -> bytes:
+        """HMAC-SHA256 over the value exactly as given (a secret token: "Ab" is not "aB"),
+        domain-separated from ``blind_index`` and by ``kind``."""
+        msg = b"exact\x00" + kind.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
+        return hmac.new(self.keyring.index_key, msg, hashlib.sha256).digest()
+
     def audit_mac(self, previous: bytes, entry: bytes) -> bytes:
         return hmac.new(self.keyring.audit_key, previous + entry, hashlib.sha256).digest()

@@ -345,3 +345,49 @@ def test_the_lasting_button_is_the_flows_alert_choice() -> None:
     from flows.words import ALERT_CHOICE
 
     assert ALERT_CHOICE in LASTING
+
+
+async def test_a_button_token_with_its_case_changed_is_refused(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    """R4: a mutated token is another token (it was case-folded like an address before)."""
+    from core import callbacks
+
+    chat, now = vault.blind_index("telegram", str(CHAT)), datetime.now(UTC)
+    async with transaction(sessions) as s:
+        (token,) = await callbacks.issue(s, vault, chat_index=chat, choices=["panic"], now=now)
+    for mutated in (token.swapcase(), f" {token} ", token.upper()):
+        if mutated != token:
+            async with transaction(sessions) as s:
+                found = await callbacks.redeem(s, vault, token=mutated, chat_index=chat, now=now)
+            assert found is None
+    async with transaction(sessions) as s:
+        found = await callbacks.redeem(s, vault, token=token, chat_index=chat, now=now)
+    assert found == "panic"
+
+
+async def test_a_button_sent_before_exact_tokens_still_works(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    """Keyboards already on defenders' screens at the upgrade keep working until they expire."""
+    import uuid as _uuid
+
+    from sqlalchemy import insert
+
+    from core.models import CallbackToken
+
+    chat, now = vault.blind_index("telegram", str(CHAT)), datetime(2026, 12, 5, tzinfo=UTC)
+    row = {
+        "token_index": vault.blind_index("callback", "OldToken-123"),  # how they were stored
+        "chat_index": chat,
+        "keyboard": _uuid.uuid4(),
+        "choice": "panic",
+        "expires_at": now + timedelta(days=30),
+    }
+    async with transaction(sessions) as s:
+        await s.execute(insert(CallbackToken), [row])
+    from core import callbacks
+
+    async with transaction(sessions) as s:
+        found = await callbacks.redeem(s, vault, token="OldToken-123", chat_index=chat, now=now)
+    assert found == "panic"
