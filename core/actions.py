@@ -100,7 +100,10 @@ async def perform_many(
                 items.append(item(stem, who, msg, alert))
             told["contacts"] = len(contacts[defender.id])
         if Act.notify_desk in step.acts:
-            for who in desks[alert.org_id]:
+            people = desks[alert.org_id]
+            if alert.do_not_contact:  # never the defender's own device, even as a responder's
+                people = await recipients.desk(session, alert.org_id, sparing=alert.defender_id)
+            for who in people:
                 msg = desk_message(alert, step, who.locale, defender, now)
                 if who.role == "group":  # the responder group: priority, short code, buttons
                     msg = notices.desk_group(
@@ -117,7 +120,7 @@ async def perform_many(
                 alert, hooks[alert.org_id], handle=handle, event_type=event_type, stem=stem
             )
             items.extend(hooked)
-            told.update(responders=len(desks[alert.org_id]), webhooks=len(hooked))
+            told.update(responders=len(people), webhooks=len(hooked))
         session.add(
             AlertEvent(alert_id=alert.id, at=now, kind="step", actor="engine", detail=told)
         )

@@ -181,6 +181,11 @@ async def lock(session: AsyncSession, alert: Alert) -> Alert:
     return fresh
 
 
+def _spared(alert: Alert) -> uuid.UUID | None:
+    """The defender whose own chats a desk notice must skip (duress: do not contact)."""
+    return alert.defender_id if alert.do_not_contact else None
+
+
 async def _defender(session: AsyncSession, alert: Alert) -> Defender:
     found = await session.get(Defender, alert.defender_id)
     assert found is not None
@@ -212,7 +217,7 @@ async def add_location(
         stem = f"a:{alert.id.hex}:loc{alert.version}"
         items = [
             actions.item(stem, who, notices.desk_location(who.locale, defender.handle), alert)
-            for who in await recipients.desk(session, alert.org_id)
+            for who in await recipients.desk(session, alert.org_id, sparing=_spared(alert))
         ]
         await enqueue_many(session, vault, items, now=now)
 

@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.crypto import Vault
@@ -122,3 +122,11 @@ async def redeem(
         if token_index in indexes:
             return str(choice) if expires_at > now else None
     return None
+
+
+async def move(session: AsyncSession, *, old: bytes, new: bytes) -> None:
+    """A chat's id changed (a Telegram group became a supergroup, taking its messages along):
+    the buttons already posted in it keep working there."""
+    await session.execute(
+        update(CallbackToken).where(CallbackToken.chat_index == old).values(chat_index=new)
+    )

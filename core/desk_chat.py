@@ -139,6 +139,10 @@ async def link_responder(
     responder = await session.get(Responder, invite.created_by)
     if responder is None or not responder.active or responder.role not in ACTING:
         return None
+    if address.responder_id not in (None, responder.id):
+        # Another account's chat (a coordinator at two desks): taking it would leave that
+        # account, maybe its whole desk, paging no one, unseen. One chat per account.
+        return None
     # One chat per channel: a newly linked chat replaces the old one.
     mine = (ChannelAddress.responder_id == responder.id, ChannelAddress.channel == address.channel)
     older = update(ChannelAddress).where(*mine, ChannelAddress.id != address.id)
@@ -164,6 +168,10 @@ async def link_group(
     invite = await take_invite(session, vault, purpose=GROUP, code=code, now=now)
     if invite is None:
         return None
+    if invite.created_by is not None:  # its admin may have been removed since (A4)
+        admin = await session.get(Responder, invite.created_by)
+        if admin is None or not admin.active or admin.role is not Role.admin:
+            return None
     address = await address_of(session, vault, channel, group)
     old = await session.get(DeskGroup, invite.org_id)
     locale = None if old is None else old.locale  # the desk's choice outlives a relink

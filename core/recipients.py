@@ -144,11 +144,20 @@ def _one_each(rows: Iterable[tuple[uuid.UUID, bool, uuid.UUID, str]]) -> list[Re
     return list(seen.values())
 
 
-async def desk(session: AsyncSession, org_id: uuid.UUID) -> list[Recipient]:
+async def desk(
+    session: AsyncSession, org_id: uuid.UUID, *, sparing: uuid.UUID | None = None
+) -> list[Recipient]:
     """On-duty responders with an address; every active responder when nobody is on duty,
     because an alert that reaches no one is the worst outcome. And the organisation's
-    responder group, if one is linked (role "group"; see ``core.desk_chat``)."""
-    rows = (await session.execute(_responders().where(Responder.org_id == org_id))).all()
+    responder group, if one is linked (role "group"; see ``core.desk_chat``). ``sparing``: a
+    defender under duress, none of whose own chats may be paged (one that is also a
+    responder's chat would put "do not contact the device" on the device)."""
+    stmt = _responders().where(Responder.org_id == org_id)
+    if sparing is not None:
+        stmt = stmt.where(
+            ChannelAddress.defender_id.is_(None) | (ChannelAddress.defender_id != sparing)
+        )
+    rows = (await session.execute(stmt)).all()
     found = _one_each([r for r in rows if r[1]] or rows)
     group = await desk_group(session, org_id)
     return found if group is None else [*found, group]

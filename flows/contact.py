@@ -81,6 +81,8 @@ async def _tell_defender(
     to = await ctx.session.get(ChannelAddress, best[0])
     assert to is not None
     hidden = settings(ctx.vault, defender).get(contacts.HIDDEN, [])
+    if str(contact_id) in hidden:  # "removed" under duress: the phone must hear nothing of it
+        return
     n = await contacts.counts(ctx.session, defender_id=defender_id, hidden=hidden)
     confirmed = n[Consent.confirmed]
     _, ngettext = i18n.gettext(defender.locale), i18n.ngettext(defender.locale)

@@ -142,7 +142,9 @@ async def _moved(event: store.Event, to: str) -> None:
     if await desk_chat.group_of(session, channel, event.index) is None:
         return
     if await store.mark_seen(event):
-        await defenders.move_address(session, event.vault, channel, event.index, to)
+        moved = await defenders.move_address(session, event.vault, channel, event.index, to)
+        if moved is not None:
+            await callbacks.move(session, old=event.index, new=moved.blind_index)
 
 
 async def _done(

@@ -34,7 +34,11 @@ LANGUAGES = {
 
 
 async def redeem(ctx: Context, code: str) -> tuple[str, str] | None:
-    """A desk's invite code: a new defender, asked for a language. None if no such code."""
+    """A desk's invite code: a new defender, asked for a language. None if no such code.
+    A responder's linked chat is not made a defender's too (the invite stays unused): desk
+    pages, duress ones included, would reach the defender's own device."""
+    if ctx.address.responder_id is not None:
+        return None
     invite = await take_invite(ctx.session, ctx.vault, purpose="defender", code=code, now=ctx.now)
     if invite is None:
         return None

@@ -17,7 +17,7 @@ import copy
 import re
 from collections.abc import Awaitable, Callable
 
-from core import alerts
+from core import alerts, contacts
 from core.models import AlertKind, DefenderStatus, Priority
 from core.pins import Verdict
 from core.text import fold, pin
@@ -119,6 +119,12 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         ctx.say(ctx._("Let's finish setting up first."))
         ctx.ask_again()
         return flow, state
+    if (
+        flow == IDLE
+        and typed in ("/stop", "stop")
+        and await contacts.is_contact(ctx.session, address=ctx.address)
+    ):  # a defender who is also someone's trusted contact can still withdraw (as promised)
+        return await run(ctx, "contact", "welcome")
     if typed in words.CANCEL:
         spec = registry.get(flow)
         if spec is not None and spec.on_cancel is not None:

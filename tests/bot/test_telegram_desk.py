@@ -138,8 +138,8 @@ async def desk_org(
         s.add(org)
         await s.flush()
         me = Responder(
-            id=uuid.uuid4(), org_id=org.id, username="ana", role=Role.responder, password_hash="x"
-        )
+            id=uuid.uuid4(), org_id=org.id, username="ana", role=Role.admin, password_hash="x"
+        )  # an admin: only admins make group codes (the API's rule, checked again at linking)
         defender = Defender(
             id=uuid.uuid4(), org_id=org.id, handle="calm-otter-7", status=DefenderStatus.active
         )
