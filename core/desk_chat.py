@@ -177,6 +177,19 @@ async def link_group(
     locale = None if old is None else old.locale  # the desk's choice outlives a relink
     if old is not None and old.address_id != address.id:  # the old group's chat id goes
         await session.execute(delete(ChannelAddress).where(ChannelAddress.id == old.address_id))
+    others = select(DeskGroup.org_id).where(
+        DeskGroup.address_id == address.id, DeskGroup.org_id != invite.org_id
+    )
+    for (lost,) in (await session.execute(others)).all():  # said in that desk's own log
+        await audit.record(
+            session,
+            vault,
+            actor="chat",
+            action="desk_group.taken",
+            org_id=lost,
+            detail={"channel": channel},
+            now=now,
+        )
     await session.execute(  # one organisation per group: it leaves any other organisation
         delete(DeskGroup).where(
             (DeskGroup.org_id == invite.org_id) | (DeskGroup.address_id == address.id)

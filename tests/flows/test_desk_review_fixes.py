@@ -163,3 +163,28 @@ async def test_buttons_posted_before_a_supergroup_move_still_work(desk: Desk) ->
     new = Group(desk, address=new_id)
     answer = await new.say("5151", callback=ack)  # the same message, now in the supergroup
     assert "acknowledged" in answer, answer
+
+
+async def test_a_desk_whose_group_another_desk_links_finds_it_in_its_audit_log(
+    desk: Desk,
+) -> None:
+    """A group belongs to one organisation; the one that loses it is told in its own log."""
+    import uuid as _uuid
+
+    from core.models import AuditEntry, Organisation
+
+    async with transaction(desk.sessions) as s:
+        other = Organisation(id=_uuid.uuid4(), name="Other desk")
+        s.add(other)
+    group = Group(desk)
+    for org_id, member in ((desk.org.id, "1"), (other.id, "2")):
+        admin = await responder(desk, Role.admin, org_id)
+        async with transaction(desk.sessions) as s:
+            code, _ = await desk_chat.group_code(
+                s, desk.vault, org_id=org_id, created_by=admin.id, actor="a", now=desk.clock.now
+            )
+        assert "responder group" in await group.say(member, f"/desk {code}")
+    async with desk.sessions() as s:
+        logged = (await s.execute(select(AuditEntry.org_id, AuditEntry.action))).all()
+    assert (desk.org.id, "desk_group.taken") in logged
+    assert (other.id, "desk_group.taken") not in logged
