@@ -241,9 +241,14 @@ ONBOARDING: Sequence[Said] = (
 )
 
 
-async def onboard(desk: Desk, address: str = "alice", *, language: str = "en") -> Chat:
-    """A defender who went through onboarding (Bogotá, no contacts, no routine)."""
+async def onboard(
+    desk: Desk, address: str = "alice", *, language: str = "en", channel: str | None = None
+) -> Chat:
+    """A defender who went through onboarding (Bogotá, no contacts, no routine), on the
+    console unless ``channel`` says otherwise (Signal numbers its options)."""
     chat = desk.chat(address, language=language)
+    if channel is not None:
+        chat.channel = channel
     await chat.say(await desk.invite())
     for said in (Pick(f"lang:{language}"), *ONBOARDING[1:]):
         await chat.say(said)

@@ -15,7 +15,6 @@ from core import timers
 from core.db import transaction
 from core.messages import InboundAttachment
 from core.models import (
-    Alert,
     AlertEvent,
     AlertKind,
     CheckIn,
@@ -28,31 +27,16 @@ from flows.engine import housekeeping
 from tests.flows.conftest import (
     CANCEL_PIN,
     DURESS_PIN,
-    ONBOARDING,
-    Chat,
     Desk,
     Event,
     Pick,
     onboard,
 )
-
-
-async def alerts(desk: Desk) -> list[Alert]:
-    async with desk.sessions() as s:
-        return list((await s.execute(select(Alert))).scalars())
-
-
-async def onboard_on_signal(desk: Desk, address: str = "alice") -> Chat:
-    chat = desk.chat(address, language="en")
-    chat.channel = "signal"
-    await chat.say(await desk.invite())
-    for said in ONBOARDING:
-        await chat.say(said)
-    return chat
+from tests.flows.test_panic import alerts
 
 
 async def test_signal_menu_number_raises_the_alert(desk: Desk) -> None:
-    alice = await onboard_on_signal(desk)
+    alice = await onboard(desk, channel="signal")
     menu = await alice.say("/menu")
     keys = [c.key for c in menu[-1].choices]
     number = str(keys.index("panic") + 1)  # "6. Alert my contacts now" as Signal renders it
@@ -61,7 +45,7 @@ async def test_signal_menu_number_raises_the_alert(desk: Desk) -> None:
 
 
 async def test_signal_menu_number_one_is_im_safe(desk: Desk) -> None:
-    alice = await onboard_on_signal(desk)
+    alice = await onboard(desk, channel="signal")
     menu = await alice.say("/menu")
     assert menu[-1].choices[0].key == "safe"
     reply = await alice.text("1")  # "1. I'm safe"
@@ -69,7 +53,7 @@ async def test_signal_menu_number_one_is_im_safe(desk: Desk) -> None:
 
 
 async def test_signal_reminder_option_one_checks_in(desk: Desk) -> None:
-    alice = await onboard_on_signal(desk)
+    alice = await onboard(desk, channel="signal")
     await alice.say("/checkin")
     await alice.say(Pick("30m"))
     desk.clock.advance(minutes=31)
@@ -110,7 +94,7 @@ async def test_a_failing_duress_pin_still_raises_the_duress_alert(
 
 
 async def test_signal_report_text_with_numbers_is_taken(desk: Desk) -> None:
-    alice = await onboard_on_signal(desk)
+    alice = await onboard(desk, channel="signal")
     await alice.say("/report")
     for said in (Pick("threat"), Pick("today"), Pick("skip"), Pick("police"), Pick("me")):
         await alice.say(said)
@@ -145,7 +129,7 @@ async def test_alert_command_addressed_to_the_bot_or_shouted_raises_the_alert(de
 
 
 async def test_a_code_phrase_is_never_a_pin_nor_taken_for_a_menu_option(desk: Desk) -> None:
-    alice = await onboard_on_signal(desk)
+    alice = await onboard(desk, channel="signal")
     await alice.say("/settings")
     await alice.say(Pick("phrases"))
     await alice.say(Pick("safe_phrase"))

@@ -13,18 +13,7 @@ from core.delivery import discreet_delay
 from core.messages import Outbound
 from core.models import OutboxMessage
 from core.outbox import payload
-from tests.flows.conftest import ONBOARDING, Chat, Desk, Pick, run_dialog
-
-
-async def onboard_on_signal(desk: Desk, address: str, *, language: str) -> Chat:
-    chat = desk.chat(address, language=language)
-    chat.channel = "signal"
-    await chat.say(await desk.invite())
-    for said in (Pick(f"lang:{language}"), *ONBOARDING[1:]):
-        await chat.say(said)
-    defender = await chat.defender()
-    assert defender is not None and defender.status.value == "active"
-    return chat
+from tests.flows.conftest import Desk, Pick, onboard, run_dialog
 
 
 def instructions(messages: list[Outbound]) -> list[int | None]:
@@ -32,7 +21,7 @@ def instructions(messages: list[Outbound]) -> list[int | None]:
 
 
 async def test_a_signal_defender_picks_the_disappearing_timer(desk: Desk) -> None:
-    alice = await onboard_on_signal(desk, "alice", language="en")
+    alice = await onboard(desk, "alice", language="en", channel="signal")
     menu = await alice.say("/settings")
     assert "disappearing" in [c.key for c in menu[0].choices]
     await run_dialog(
@@ -59,10 +48,7 @@ async def test_a_signal_defender_picks_the_disappearing_timer(desk: Desk) -> Non
 
 
 async def test_only_signal_defenders_see_the_timer(desk: Desk) -> None:
-    bob = desk.chat("bob", language="en")  # the console: no per-chat timer of ours
-    await bob.say(await desk.invite())
-    for said in ONBOARDING:
-        await bob.say(said)
+    bob = await onboard(desk, "bob")  # the console: no per-chat timer of ours
     menu = await bob.say("/settings")
     assert "disappearing" not in [c.key for c in menu[0].choices]
     assert "pick one of the options" in (await bob.text(Pick("disappearing"))).lower()
@@ -71,7 +57,7 @@ async def test_only_signal_defenders_see_the_timer(desk: Desk) -> None:
 
 
 async def test_discreet_mode_asks_how_soon_messages_go(desk: Desk) -> None:
-    alice = await onboard_on_signal(desk, "alice", language="en")
+    alice = await onboard(desk, "alice", language="en", channel="signal")
     await run_dialog(
         alice,
         [
@@ -99,7 +85,7 @@ async def test_discreet_mode_asks_how_soon_messages_go(desk: Desk) -> None:
 
 
 async def test_both_delays_in_spanish(desk: Desk) -> None:
-    sara = await onboard_on_signal(desk, "sara", language="es")
+    sara = await onboard(desk, "sara", language="es", channel="signal")
     await run_dialog(
         sara,
         [
