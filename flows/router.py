@@ -164,17 +164,18 @@ def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
     """Signal and the console have no buttons: their options are numbered. With nothing in
     progress, a number or an option's words answer the last menu; with no menu kept, the one
     option a check-in reminder offers ("1. I'm safe", core.notices)."""
-    chosen = ctx.settings
-    if (
-        flow != IDLE
-        or not typed
-        or typed in (chosen.get("alert_phrase"), chosen.get("safe_phrase"))
-    ):
-        return None  # the defender's own code phrases mean what they chose
+    if flow != IDLE or not typed:
+        return None
     asked = ctx.data.get("_ask", {}).get("choices") or [[words.SAFE_CHOICE, ctx._("I'm safe")]]
     if typed.isdigit() and len(typed) <= 2 and 1 <= int(typed) <= len(asked):
         return str(asked[int(typed) - 1][0])
-    return next((str(key) for key, label in asked if typed == fold(label)), None)
+    key = next((str(key) for key, label in asked if typed == fold(label)), None)
+    if key is not None and typed in (
+        ctx.settings.get("alert_phrase"),
+        ctx.settings.get("safe_phrase"),
+    ):
+        return None  # the defender's own code phrase (read only then: it is decrypted)
+    return key
 
 
 async def stranger(ctx: Context, flow: str, state: str, typed: str) -> tuple[str, str]:
