@@ -1,5 +1,6 @@
 """The dashboard's defenders: handles with check-in health (never names or addresses), pause and
-resume, and the invite codes a desk hands defenders (each shown once)."""
+resume, restoring one whose data was "deleted" under duress, and the invite codes a desk hands
+defenders (each shown once)."""
 
 from __future__ import annotations
 
@@ -87,15 +88,19 @@ async def pause_or_resume(
     now: NowDep,
     csrf: Text = "",
 ) -> Response:
-    """Pause (nothing escalates meanwhile) or resume (a deadline missed meanwhile is due)."""
+    """Pause (nothing escalates meanwhile), resume (a deadline missed meanwhile is due), or
+    restore a defender hidden after a deletion forced with the duress PIN."""
     who = await _writer(request, session, now, csrf)
     if isinstance(who, Response):
         return who
     found = await desk_defenders.get_defender(session, who.principal.org_id, defender_id)
-    if found is None or action not in ("pause", "resume"):
+    if found is None or action not in ("pause", "resume", "restore"):
         return render(request, "missing.html", 404, me=who)
-    paused = action == "pause"
     actor = who.principal.actor
+    if action == "restore":
+        await desk_defenders.restore(session, vault, defender=found, actor=actor, now=now)
+        return to("/defenders")
+    paused = action == "pause"
     await desk_defenders.set_paused(
         session, vault, defender=found, paused=paused, actor=actor, now=now
     )

@@ -97,6 +97,7 @@ HEALTH = {  # core.desk_defenders.Health.state
     "missed": N_("Missed: escalating"),
     "alert": N_("Open alert"),
     "paused": N_("Paused"),
+    "hidden": N_("Data deleted under duress: the bot acts as if it does not know them"),
     "no_checkin": N_("No check-in set"),
 }
 INVITE_STATES = {

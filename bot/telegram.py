@@ -233,7 +233,7 @@ class Telegram:
             .where(
                 ChannelAddress.channel == self.name,
                 ChannelAddress.blind_index == self.chat_index(chat_id),
-                Defender.status != DefenderStatus.deleted,
+                Defender.status.not_in((DefenderStatus.deleted, DefenderStatus.hidden)),
             )
         )
         async with self.sessions() as session:

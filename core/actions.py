@@ -94,7 +94,7 @@ async def perform_many(
                 items.append(item(stem, me, msg, alert))
             told["defender"] = best is not None
         if Act.notify_contacts in step.acts:
-            duress = alert.kind is AlertKind.duress
+            duress = alert.do_not_contact  # duress, or a hidden defender's alert
             for who in contacts[defender.id]:
                 msg = notices.contact_notice(who.locale, defender.handle, duress=duress)
                 items.append(item(stem, who, msg, alert))
@@ -134,7 +134,9 @@ def desk_message(
     if step.reason == "ack_timeout" and alert.acknowledged_at is not None:
         minutes = max(1, round((now - alert.acknowledged_at).total_seconds() / 60))
         return notices.desk_ack_timeout(locale, defender.handle, minutes)
-    return notices.desk_alert(locale, alert.kind, defender.handle, repeat=step.reason == "repeat")
+    repeat = step.reason == "repeat"
+    hidden = alert.do_not_contact and alert.kind is not AlertKind.duress  # says it already
+    return notices.desk_alert(locale, alert.kind, defender.handle, repeat=repeat, hidden=hidden)
 
 
 Parties = dict[str, set[uuid.UUID]]

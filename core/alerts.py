@@ -25,6 +25,7 @@ from core.models import (
     AlertKind,
     AlertState,
     Defender,
+    DefenderStatus,
     EscalationPolicy,
     Organisation,
     Priority,
@@ -163,7 +164,9 @@ def _alert(defender: Defender, kind: AlertKind, policy: Policy, now: datetime) -
         dedup_key=key,
         open_key=key,
         policy_snapshot=policy.to_json(),
-        do_not_contact=kind is AlertKind.duress,
+        # duress, or raised for a defender hidden after a forced deletion: the phone may be
+        # in other hands
+        do_not_contact=kind is AlertKind.duress or defender.status is DefenderStatus.hidden,
         step=0,
         version=1,
         triggered_at=now,

@@ -178,3 +178,15 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     defender.status = DefenderStatus.deleted
     defender.discreet = False
     defender.last_checkin_at = None
+
+
+async def hide(session: AsyncSession, *, defender: Defender) -> None:
+    """A "delete my data" forced with the duress PIN: nothing is deleted, but the phone must not
+    tell. The bot answers the defender's chats as it answers them after a real deletion (a
+    stranger's), sends them nothing (core.recipients), and an alert command or code phrase
+    typed there still raises a silent alert (flows.router). Check-ins keep running, so a
+    missed one still escalates (never to the phone). A responder restores the defender
+    (core.desk_defenders.restore) once they are safe.
+    """
+    await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
+    defender.status = DefenderStatus.hidden

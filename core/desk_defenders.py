@@ -1,5 +1,6 @@
 """The desk's view of defenders: generated handles and check-in health, never names or
-addresses; pausing and resuming; which escalation policy applies; invite codes."""
+addresses; pausing and resuming; restoring one hidden after a forced deletion; which
+escalation policy applies; invite codes."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ LIVE = (CheckInState.armed, CheckInState.reminded, CheckInState.missed)
 
 @dataclass(frozen=True)
 class Health:
-    state: str  # paused, alert, missed, overdue, ok, no_checkin
+    state: str  # hidden, paused, alert, missed, overdue, ok, no_checkin
     next_due_at: datetime | None
 
 
@@ -83,7 +84,9 @@ async def _health(session: AsyncSession, defenders: list[Defender]) -> dict[uuid
         mine = [c for c in checkins if c.defender_id == d.id]
         states = {c.state for c in mine}
         due = min((c.due_at for c in mine if c.state is CheckInState.armed), default=None)
-        if d.status is DefenderStatus.paused:
+        if d.status is DefenderStatus.hidden:
+            state = "hidden"
+        elif d.status is DefenderStatus.paused:
             state = "paused"
         elif d.id in alerting:
             state = "alert"
@@ -148,6 +151,30 @@ async def set_paused(
         vault,
         actor=actor,
         action="defender.pause" if paused else "defender.resume",
+        target=str(defender.id),
+        org_id=defender.org_id,
+        now=now,
+    )
+    return True
+
+
+async def restore(
+    session: AsyncSession, vault: Vault, *, defender: Defender, actor: str, now: datetime
+) -> bool:
+    """Undo a deletion forced with the duress PIN (core.defenders.hide): the bot knows the
+    defender again, menu and reminders included. False if the defender is not hidden."""
+    if defender.status is not DefenderStatus.hidden:
+        return False
+    paused = select(CheckIn.id).where(
+        CheckIn.defender_id == defender.id, CheckIn.state == CheckInState.paused
+    )
+    held = (await session.execute(paused.limit(1))).first() is not None
+    defender.status = DefenderStatus.paused if held else DefenderStatus.active
+    await audit.record(
+        session,
+        vault,
+        actor=actor,
+        action="defender.restore",
         target=str(defender.id),
         org_id=defender.org_id,
         now=now,

@@ -69,7 +69,10 @@ def contact_all_clear(locale: str, handle: str) -> Outbound:
     )
 
 
-def desk_alert(locale: str, kind: AlertKind, handle: str, *, repeat: bool) -> Outbound:
+def desk_alert(
+    locale: str, kind: AlertKind, handle: str, *, repeat: bool, hidden: bool = False
+) -> Outbound:
+    """``hidden``: the defender "deleted their data" under duress (core.defenders.hide)."""
     _ = i18n.gettext(locale)
     if repeat:
         text = _("Still not acknowledged: the alert for {handle}. Open the desk now.")
@@ -87,6 +90,11 @@ def desk_alert(locale: str, kind: AlertKind, handle: str, *, repeat: bool) -> Ou
         )
     else:
         text = _("{handle} filed an urgent report. Open it in the desk.")
+    if hidden:
+        text += " " + _(
+            "Do NOT contact their device: their data was deleted under duress, and the phone "
+            "may be in other hands."
+        )
     return Outbound(text=text.format(handle=handle))
 
 

@@ -18,6 +18,7 @@ from core.models import (
     ChannelAddress,
     Consent,
     Defender,
+    DefenderStatus,
     DeskGroup,
     Responder,
     Role,
@@ -50,13 +51,15 @@ def _first_by_owner(
 async def defender_addresses(
     session: AsyncSession, defender_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[uuid.UUID, str]]:
-    """The best (address id, channel) of each defender, in one query."""
+    """The best (address id, channel) of each defender, in one query. A defender hidden after
+    a forced deletion has none: their phone must get nothing a deleted one would not."""
     ids = list(defender_ids)
     if not ids:
         return {}
     stmt = (
         select(ChannelAddress.defender_id, ChannelAddress.id, ChannelAddress.channel)
-        .where(ChannelAddress.defender_id.in_(ids))
+        .join(Defender, Defender.id == ChannelAddress.defender_id)
+        .where(ChannelAddress.defender_id.in_(ids), Defender.status != DefenderStatus.hidden)
         .order_by(*_ORDER)
     )
     return _first_by_owner((await session.execute(stmt)).all())

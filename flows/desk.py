@@ -45,8 +45,8 @@ def private_code(typed: str) -> str | None:
 async def link_private(ctx: Context, code: str) -> bool:
     """Link this chat to the code's responder and say so; False for a code that is no good
     (the caller then answers exactly as to a wrong invite code)."""
-    if ctx.defender is not None or ctx.inbound.forwarded or ctx.inbound.edited:
-        return False
+    if ctx.address.defender_id is not None or ctx.inbound.forwarded or ctx.inbound.edited:
+        return False  # a defender's chat (a hidden one's too): desk pages never go there
     responder = await desk_chat.link_responder(
         ctx.session, ctx.vault, code=code, address=ctx.address, now=ctx.now
     )

@@ -2,8 +2,10 @@
 
 1. a repeat of a message already handled: nothing at all;
 2. an edit or a forward: never an answer (R3); a live-location edit feeds an open alert;
-3. someone who is not a defender: a responder's link code ("/desk CODE", see ``flows.desk``),
-   an invite code (a desk's, or a trusted contact's), else a short "send your code";
+3. someone who is not a defender (or no longer is, or is hidden after a forced deletion:
+   whose alert trigger still raises a silent alert first): a responder's link code
+   ("/desk CODE", see ``flows.desk``), an invite code (a desk's, or a trusted contact's),
+   else a short "send your code";
 4. the alert trigger (command, button or the defender's own code phrase): from any state, the
    alert is raised before anything is asked;
 5. "I'm safe" (button or code phrase), help, cancel, menu: from any state;
@@ -14,11 +16,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 
 from core import alerts, contacts
-from core.models import AlertKind, DefenderStatus, Priority
+from core.models import AlertKind, Defender, DefenderStatus, Priority
 from core.pins import Verdict
 from core.text import fold, pin
 from flows import contact, desk, help, onboarding, panic, registry, store, words
@@ -43,6 +46,8 @@ async def handle(event: store.Event) -> None:
         data=copy.deepcopy(loaded.data),
         pin_checker=_checker(event, loaded),
     )
+    if loaded.hidden is not None:
+        await hidden_alert(ctx, loaded.hidden)
     flow, state = await route(ctx, loaded.flow, loaded.state)
     if not (flow == IDLE or registry.valid(flow, state)):
         raise AssertionError(f"{flow}:{state} is not a state")
@@ -160,6 +165,21 @@ def is_alert(ctx: Context, choice: str | None, typed: str) -> bool:
     return bool(typed) and typed == ctx.settings.get("alert_phrase")
 
 
+async def hidden_alert(ctx: Context, hidden: Defender) -> None:
+    """A defender hidden after a forced deletion (core.defenders.hide) is answered as a
+    stranger, but their alert button, command or code phrase still raises an alert: silently,
+    and flagged "do not contact the device" (core.alerts), as the phone may be in other hands."""
+    inbound = ctx.inbound
+    if inbound.edited or inbound.forwarded:
+        return
+    typed = fold(inbound.text) if inbound.text else ""
+    owner = dataclasses.replace(ctx, defender=hidden, data={}, replies=[], delete_ids=[])
+    if is_alert(owner, inbound.choice, typed):
+        await alerts.raise_alert(
+            ctx.session, ctx.vault, defender=hidden, kind=AlertKind.panic, now=ctx.now
+        )
+
+
 def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
     """Signal and the console have no buttons: their options are numbered. With nothing in
     progress, a number or an option's words answer the last menu; with no menu kept, the one
@@ -235,6 +255,8 @@ async def fallback(event: store.Event) -> None:
         event.session, event.vault, event.now, event.inbound, loaded.address, loaded.defender, {}
     )
     typed = fold(event.inbound.text) if event.inbound.text else ""
+    if loaded.hidden is not None:
+        await hidden_alert(ctx, loaded.hidden)
     if ctx.defender is not None and is_alert(ctx, event.inbound.choice, typed):
         await panic.raise_now(ctx)
     elif ctx.defender is not None and await _duress_pin(event, loaded, ctx):

@@ -12,7 +12,9 @@ delete my data.
                        --delete my data--> delete_pin --> everything forgotten
 
 Every step that takes a PIN treats the duress PIN like the real one on screen: it says the
-same, raises a silent duress alert, and changes nothing ("shadow" mode).
+same, raises a silent duress alert, and changes nothing ("shadow" mode). Deleting the data
+with it hides the defender instead (``core.defenders.hide``): from then on the bot answers
+as after a real deletion until a responder restores them.
 
 The discreet and disappearing steps, and the two delays they keep, are in ``flows.delays``.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 
 from core import contacts, pins
-from core.defenders import delete_data, save_settings
+from core.defenders import delete_data, hide, save_settings
 from core.messages import Choice
 from core.models import Consent, Defender
 from core.pins import Verdict
@@ -257,7 +259,9 @@ async def delete_pin(ctx: Context) -> str:
     assert ctx.defender is not None
     if await _verdict(ctx) is Verdict.ok:
         await delete_data(ctx.session, defender=ctx.defender)
-        ctx.forgotten = True
+    else:  # the duress PIN: look deleted from now on, keep everything for the desk
+        await hide(ctx.session, defender=ctx.defender)
+    ctx.forgotten = True
     ctx.say(ctx._("Your data is deleted. You can now delete this chat too."))
     return END
 

@@ -36,6 +36,7 @@ from core.pins import Verdict
 IDLE = "idle"
 EXPIRED = "expired"  # idle, and the next message first hears that the last conversation closed
 SEEN_FOR = timedelta(hours=72)  # R2: message ids are remembered at least this long
+GONE = (DefenderStatus.deleted, DefenderStatus.hidden)  # the bot answers them as strangers
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Loaded:
     flow: str
     state: str
     data: dict[str, Any]
+    hidden: Defender | None = None  # the owner, hidden after a forced deletion: a stranger here
 
 
 def _seen_insert(dialect: str) -> Any:
@@ -101,19 +103,21 @@ async def load(event: Event) -> Loaded:
         defender = None
     else:
         address, defender = found
-    if defender is not None and defender.status is DefenderStatus.deleted:
+    hidden = None
+    if defender is not None and defender.status in GONE:
+        hidden = defender if defender.status is DefenderStatus.hidden else None
         defender = None
     query, owner = (
         (_BY_DEFENDER, defender.id) if defender is not None else (_BY_ADDRESS, address.id)
     )
     row = (await session.execute(locked(query, session), {"owner": owner})).scalar()
     if row is None:
-        return Loaded(address, defender, None, IDLE, IDLE, {})
+        return Loaded(address, defender, None, IDLE, IDLE, {}, hidden)
     raw = row.get_text(event.vault, "data_enc")
     data = dict(json.loads(raw)) if raw else {}
     if row.expires_at is not None and row.expires_at <= event.now:
-        return Loaded(address, defender, row, IDLE, EXPIRED, {})
-    return Loaded(address, defender, row, row.flow, row.state, data)
+        return Loaded(address, defender, row, IDLE, EXPIRED, {}, hidden)
+    return Loaded(address, defender, row, row.flow, row.state, data, hidden)
 
 
 async def save(

@@ -1,4 +1,5 @@
-"""Defenders under their generated handles, with check-in health; pause, resume, policy."""
+"""Defenders under their generated handles, with check-in health; pause, resume, restore
+(after a deletion forced with the duress PIN), policy."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from core.models import Defender, DefenderStatus
 router = APIRouter(prefix="/defenders", tags=["defenders"])
 
 CANNOT_PAUSE = N_("only an active defender can be paused, and only a paused one resumed")
+NOT_HIDDEN = N_("only a defender whose data was deleted under duress can be restored")
 
 
 class DefenderOut(BaseModel):
@@ -27,7 +29,7 @@ class DefenderOut(BaseModel):
     handle: str
     status: DefenderStatus
     last_checkin_at: datetime | None
-    health: str  # paused, alert, missed, overdue, ok, no_checkin
+    health: str  # hidden, paused, alert, missed, overdue, ok, no_checkin
     next_due_at: datetime | None
     policy_id: uuid.UUID | None
 
@@ -113,6 +115,26 @@ async def resume(
 ) -> DefenderOut:
     """Resume the defender's check-ins; a deadline missed meanwhile is due at once."""
     return await _pause(defender_id, False, principal, session, vault, now)
+
+
+@router.post("/{defender_id}/restore", responses={404: {}, 409: {}})
+async def restore(
+    defender_id: uuid.UUID,
+    principal: DefendersWrite,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> DefenderOut:
+    """Undo a "delete my data" forced with the duress PIN (status ``hidden``): since then the
+    bot has answered the defender's phone as a stranger's and sent it nothing, while their
+    data, check-ins and contacts stayed. Once they are safe, this makes the bot know them
+    again."""
+    defender = await _defender(session, principal, defender_id)
+    if not await desk_defenders.restore(
+        session, vault, defender=defender, actor=principal.actor, now=now
+    ):
+        raise ApiError(409, NOT_HIDDEN)
+    return out(defender, await desk_defenders.health_of(session, defender))
 
 
 @router.put("/{defender_id}/policy", responses={404: {}})

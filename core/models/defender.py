@@ -17,6 +17,9 @@ class DefenderStatus(StrEnum):
     active = "active"
     paused = "paused"
     deleted = "deleted"
+    # "Deleted" under duress (core.defenders.hide): the bot answers the phone as after a real
+    # deletion, the desk keeps everything and can restore it.
+    hidden = "hidden"
 
 
 class Defender(Encrypted, CreatedMixin, Base):

@@ -17,6 +17,7 @@ from api.dashboard import CSRF_COOKIE, LOGIN_COOKIE
 from api.deps import COOKIE
 from api.pages import STATIC
 from core.db import transaction
+from core import defenders
 from core.defenders import code_index
 from core.models import (
     Alert,
@@ -322,6 +323,33 @@ async def test_defenders_show_by_handle_and_pause_and_resume(desk: Desk) -> None
         forged = await c.post(url + "/pause", data={"csrf": "forged"})
         assert forged.headers["location"] == "/login"
         assert await status_of(desk, desk.a.defender.id) is DefenderStatus.active
+
+
+async def test_a_defender_hidden_after_a_forced_deletion_is_shown_and_restored(
+    desk: Desk,
+) -> None:
+    assert desk.a.defender is not None and desk.b.defender is not None
+    for mine in (desk.a.defender, desk.b.defender):
+        async with transaction(desk.sessions) as s:
+            row = await s.get(Defender, mine.id)
+            assert row is not None
+            await defenders.hide(s, defender=row)
+    async with browser(desk, desk.a, "observer") as (c, csrf):
+        page = await c.get("/defenders")
+        assert "deleted under duress" in page.text and "/restore" not in page.text
+        refused = await c.post(f"/defenders/{desk.a.defender.id}/restore", data={"csrf": csrf})
+        assert refused.headers["location"] == "/defenders?notice=forbidden"
+    async with browser(desk, desk.a, "responder") as (c, csrf):
+        url = f"/defenders/{desk.a.defender.id}/restore"
+        assert f'action="{url}"' in (await c.get("/defenders")).text
+        forged = await c.post(url, data={"csrf": "forged"})
+        assert await status_of(desk, desk.a.defender.id) is DefenderStatus.hidden
+        foreign = await c.post(f"/defenders/{desk.b.defender.id}/restore", data={"csrf": csrf})
+        answer = await c.post(url, data={"csrf": csrf})
+    assert forged.headers["location"] == "/login" and foreign.status_code == 404
+    assert answer.headers["location"] == "/defenders"
+    assert await status_of(desk, desk.a.defender.id) is DefenderStatus.active
+    assert await status_of(desk, desk.b.defender.id) is DefenderStatus.hidden
 
 
 async def status_of(desk: Desk, defender_id: uuid.UUID) -> DefenderStatus:

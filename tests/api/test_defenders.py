@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from core import defenders
 from core.db import transaction
-from core.models import CheckIn, CheckInKind, CheckInState, InviteCode
+from core.models import CheckIn, CheckInKind, CheckInState, Defender, InviteCode
 from tests.api.conftest import Desk
 
 
@@ -55,6 +55,28 @@ async def test_it_pauses_and_resumes_check_ins(desk: Desk) -> None:
     assert resumed.json()["status"] == "active"
     async with desk.sessions() as s:
         assert (await s.get(CheckIn, checkin.id)).state is CheckInState.armed  # type: ignore[union-attr]
+
+
+async def test_it_restores_a_defender_hidden_after_a_forced_deletion(desk: Desk) -> None:
+    defender = desk.a.defender
+    assert defender is not None
+    path = f"/api/v1/defenders/{defender.id}"
+    async with await desk.client(desk.a, "responder") as c:
+        active = await c.post(f"{path}/restore")
+        async with transaction(desk.sessions) as s:
+            row = await s.get(Defender, defender.id)
+            assert row is not None
+            await defenders.hide(s, defender=row)
+        listed = (await c.get("/api/v1/defenders")).json()["items"]
+        paused = await c.post(f"{path}/pause")
+        restored = await c.post(f"{path}/restore")
+    async with await desk.client(desk.a, "admin") as c:
+        audit = (await c.get("/api/v1/audit")).json()
+    assert active.status_code == 409 and "duress" in active.json()["detail"]
+    assert [(d["status"], d["health"]) for d in listed] == [("hidden", "hidden")]
+    assert paused.status_code == 409  # a hidden defender is not paused or resumed
+    assert restored.status_code == 200 and restored.json()["status"] == "active"
+    assert audit["items"][0]["action"] == "defender.restore"
 
 
 async def test_it_assigns_an_escalation_policy(desk: Desk) -> None:

@@ -31,6 +31,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/defenders", None, {A, R, OB, T}),
     ("POST", "/defenders/{defender}/pause", None, {A, R, T}),
     ("POST", "/defenders/{defender}/resume", None, {A, R, T}),
+    ("POST", "/defenders/{defender}/restore", None, {A, R, T}),
     ("PUT", "/defenders/{defender}/policy", {"policy_id": None}, {A, R, T}),
     ("POST", "/invites", {}, {A, R, T}),
     ("GET", "/invites", None, {A, R, OB, T}),

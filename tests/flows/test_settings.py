@@ -101,8 +101,9 @@ async def test_it_keeps_the_data_when_deletion_is_forced(desk: Desk) -> None:
         await chat.say(Pick("delete"))
         shown.append(await chat.say(pin))
     assert shown[0] == shown[1]
-    defender = await forced.defender()
-    assert defender is not None and defender.status is DefenderStatus.active
+    defender = await forced.defender()  # kept, hidden from the phone (tests/flows/test_hidden)
+    assert defender is not None and defender.status is DefenderStatus.hidden
+    assert defender.cancel_pin_hash is not None
     async with desk.sessions() as s:
         assert [a.kind for a in (await s.execute(select(Alert))).scalars()] == [AlertKind.duress]
 
