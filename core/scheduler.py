@@ -23,6 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 from core import metrics, sweep, wakeup
 from core.proxies import proxy_for
 from core.sweep import Sweep
+from core.webhooks import drain
 
 log = logging.getLogger("amparo.scheduler")
 JOB = {"misfire_grace_time": None, "max_instances": 1, "coalesce": True, "replace_existing": True}
@@ -131,7 +132,7 @@ class Scheduler:
         try:
             limit = aiohttp.ClientTimeout(total=10)
             async with http.get(url, timeout=limit, proxy=proxy_for(url)) as answer:
-                await answer.read()
+                await drain(answer)
         except (
             aiohttp.ClientError,
             TimeoutError,

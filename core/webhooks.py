@@ -154,7 +154,27 @@ def client(timeout_s: float = 15.0) -> aiohttp.ClientSession:
     aiohttp, not httpx: at the dispatcher's concurrency httpx's pool spent 2.7 ms of CPU per
     webhook against aiohttp's 0.3 ms. Each request names its proxy (``core.proxies``).
     """
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+    # Answers are never inflated: a small gzip answer could fill the engine's memory.
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        auto_decompress=False,
+        headers={"Accept-Encoding": "identity"},
+    )
+
+
+ANSWER_KEPT = 64 * 1024  # of a receiver's answer, read (and dropped) to reuse the connection
+
+
+async def drain(answer: aiohttp.ClientResponse) -> None:
+    """Read and drop an answer's body so its connection can serve the next request; one
+    larger than ANSWER_KEPT is cut off (the connection closed), never read into memory."""
+    left = ANSWER_KEPT
+    while left > 0:
+        chunk = await answer.content.read(min(left, 16 * 1024))
+        if not chunk:
+            return
+        left -= len(chunk)
+    answer.close()
 
 
 async def post(
@@ -185,7 +205,7 @@ async def post(
             hook.url, data=raw, headers=headers, allow_redirects=False, proxy=proxy
         ) as answer:
             status, retry_after = answer.status, answer.headers.get("Retry-After", "")
-            await answer.read()  # the connection goes back to the pool
+            await drain(answer)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise DeliveryError(f"webhook {type(exc).__name__}") from None
     if not 200 <= status < 300:
