@@ -36,8 +36,15 @@ PRIORITY = {AlertKind.panic: Priority.P0, AlertKind.duress: Priority.P0}
 
 
 def dedup_key(defender_id: uuid.UUID, kind: AlertKind) -> str:
-    """Stable while the alert is open; the external desk acknowledges and resolves by it."""
+    """The open key: one open alert per defender and kind. Each alert's own dedup key (by
+    which the external desk acknowledges and resolves it) adds a suffix of its own (``_alert``)."""
     return f"{defender_id.hex}-{kind}"
+
+
+def own_key(open_key: str, alert_id: uuid.UUID) -> str:
+    """One alert's dedup key, never another's: a late retry of an external desk's "resolve"
+    for an earlier alert must not close the defender's next panic (same defender and kind)."""
+    return f"{open_key}-{alert_id.hex[:12]}"
 
 
 async def policies_for(
@@ -153,15 +160,15 @@ async def _raised_again(
 
 
 def _alert(defender: Defender, kind: AlertKind, policy: Policy, now: datetime) -> Alert:
-    key = dedup_key(defender.id, kind)
+    key, alert_id = dedup_key(defender.id, kind), uuid.uuid4()
     return Alert(
-        id=uuid.uuid4(),
+        id=alert_id,
         org_id=defender.org_id,
         defender_id=defender.id,
         kind=kind,
         priority=int(PRIORITY.get(kind, Priority.P1)),
         state=AlertState.triggered,
-        dedup_key=key,
+        dedup_key=own_key(key, alert_id),
         open_key=key,
         policy_snapshot=policy.to_json(),
         # duress, or raised for a defender hidden after a forced deletion: the phone may be
@@ -310,5 +317,7 @@ async def keep_open(
 
 async def by_dedup_key(session: AsyncSession, *, org_id: uuid.UUID, key: str) -> Alert | None:
     """The open alert an external desk refers to (another organisation's key: None)."""
-    stmt = select(Alert).where(Alert.open_key == key, Alert.org_id == org_id)
+    stmt = select(Alert).where(
+        Alert.dedup_key == key, Alert.open_key.is_not(None), Alert.org_id == org_id
+    )
     return (await session.execute(stmt)).scalar_one_or_none()

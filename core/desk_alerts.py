@@ -276,7 +276,8 @@ async def reopen(
         raise DeskConflict("the alert is open")
     try:
         async with session.begin_nested():  # a unique violation must not abort the transaction
-            alert.state, alert.open_key = AlertState.triggered, alert.dedup_key
+            alert.state = AlertState.triggered
+            alert.open_key = alerts.dedup_key(alert.defender_id, alert.kind)
             alert.resolved_at = alert.outcome = None
             alert.acknowledged_at = alert.acknowledged_by = None
             alert.next_step_at = now

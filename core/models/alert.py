@@ -46,8 +46,8 @@ class Alert(IdMixin, CreatedMixin, Base):
     kind: Mapped[AlertKind]
     priority: Mapped[int] = mapped_column(SmallInteger)
     state: Mapped[AlertState] = mapped_column(default=AlertState.triggered)
-    dedup_key: Mapped[str] = mapped_column(String(80), index=True)
-    # Equal to dedup_key while open, NULL once resolved: one open alert per defender and kind,
+    dedup_key: Mapped[str] = mapped_column(String(80), index=True)  # this alert's own
+    # (defender, kind) while open, NULL once resolved: one open alert per defender and kind,
     # enforced by a plain unique constraint on both backends (NULLs never collide).
     open_key: Mapped[str | None] = mapped_column(String(80), unique=True)
     policy_snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)

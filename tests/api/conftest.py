@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.app import create_app
 from api.deps import COOKIE, CSRF_HEADER
-from core import auth, webhooks
+from core import alerts, auth, webhooks
 from core.accounts import create_org
 from core.config import Settings
 from core.crypto import Vault, seal
@@ -157,14 +157,14 @@ async def make_alert(
     s: AsyncSession, org: Org, kind: AlertKind, at: datetime, *, resolved: bool = False
 ) -> Alert:
     assert org.defender is not None
-    key = f"{org.defender.id.hex}-{kind}"
+    key, alert_id = alerts.dedup_key(org.defender.id, kind), uuid.uuid4()
     alert = Alert(
-        id=uuid.uuid4(),
+        id=alert_id,
         org_id=org.org.id,
         defender_id=org.defender.id,
         kind=kind,
         priority=0 if kind in (AlertKind.panic, AlertKind.duress) else 1,
-        dedup_key=key,
+        dedup_key=alerts.own_key(key, alert_id),
         open_key=None if resolved else key,
         policy_snapshot=Policy().to_json(),
         triggered_at=at,

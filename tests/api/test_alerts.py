@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from core.crypto import open_sealed, unprotect_private_key
 from core.db import transaction
-from core.models import AlertKind
+from core import alerts
+from core.models import AlertKind, Defender
 from tests.api.conftest import PASSPHRASE, Desk, make_alert
 
 
@@ -89,6 +90,36 @@ async def test_it_lets_an_external_desk_act_by_dedup_key(desk: Desk) -> None:
     assert done.json()["outcome"] == "intervention" and unknown.status_code == 404
     actors = {e["actor"] for e in detail["timeline"]}
     assert any(a and a.startswith("token:") for a in actors) or "api" in actors
+
+
+async def test_a_late_retry_about_an_earlier_alert_leaves_the_next_one_open(desk: Desk) -> None:
+    """The external desk resolved alert 1, its client retries later; meanwhile the defender
+    raised the same kind of alert again. The retry must not close the new one."""
+    assert desk.a.defender is not None
+    now = datetime.now(UTC)
+    async with transaction(desk.sessions) as s:
+        person = await s.get(Defender, desk.a.defender.id)
+        assert person is not None
+        first = await alerts.raise_alert(
+            s, desk.vault, defender=person, kind=AlertKind.duress, now=now
+        )
+    base = f"/api/v1/alerts/by-dedup/{first.dedup_key}"
+    async with await desk.client(desk.a, "token") as c:
+        ack = await c.post(f"{base}/acknowledge")
+        done = await c.post(f"{base}/resolve", json={"outcome": "safe"})
+        async with transaction(desk.sessions) as s:
+            person = await s.get(Defender, desk.a.defender.id)
+            assert person is not None
+            second = await alerts.raise_alert(
+                s, desk.vault, defender=person, kind=AlertKind.duress, now=now
+            )
+        late_ack = await c.post(f"{base}/acknowledge")
+        late_resolve = await c.post(f"{base}/resolve", json={"outcome": "safe"})
+        fresh = (await c.get(f"/api/v1/alerts/{second.id}")).json()
+        own = await c.post(f"/api/v1/alerts/by-dedup/{second.dedup_key}/acknowledge")
+    assert (ack.status_code, done.status_code) == (200, 200) and second.id != first.id
+    assert (late_ack.status_code, late_resolve.status_code) == (409, 409)
+    assert fresh["state"] == "triggered" and own.json()["state"] == "acknowledged"
 
 
 async def test_it_refuses_to_reopen_over_another_open_alert(desk: Desk) -> None:
