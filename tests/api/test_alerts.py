@@ -6,9 +6,9 @@ import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from core import alerts
 from core.crypto import open_sealed, unprotect_private_key
 from core.db import transaction
-from core import alerts
 from core.models import AlertKind, Defender
 from tests.api.conftest import PASSPHRASE, Desk, make_alert
 

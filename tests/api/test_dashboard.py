@@ -16,8 +16,8 @@ from sqlalchemy import select
 from api.dashboard import CSRF_COOKIE, LOGIN_COOKIE
 from api.deps import COOKIE
 from api.pages import STATIC
-from core.db import transaction
 from core import defenders
+from core.db import transaction
 from core.defenders import code_index
 from core.models import (
     Alert,
