@@ -157,10 +157,11 @@ async def checked(
 
 
 @router.post("/logout")
-async def logout(
-    request: Request, session: SessionDep, vault: VaultDep, now: NowDep, csrf: Text = ""
-) -> Response:
-    who = await checked(request, session, now, csrf)
+async def logout(request: Request, session: SessionDep, vault: VaultDep, now: NowDep) -> Response:
+    # The session the cookie names ends, whatever the form's token: a page left open from an
+    # earlier login holds a stale one, and "Log out" must never only look done (R20). A
+    # forged logout could do no more, and SameSite=Strict keeps other sites' forms out.
+    who = await viewer(request, session, now)
     if who is not None:
         p = who.principal
         assert p.responder_id is not None and p.session_id is not None
@@ -212,6 +213,11 @@ async def queue(
         more = None if following is None else following.encode()
         items = [queue_item(r) for r in rows]
         if state is None:  # in a storm the oldest P0 must not sink below newer ones
+            urgent, _more = await desk_alerts.list_alerts(
+                session, org_id=who.principal.org_id, state=s, priority=0, limit=OPEN_PAGE
+            )  # nor fall off the page: every waiting P0 is on it, however many came after
+            shown = {a["id"] for a in items}
+            items += [a for a in map(queue_item, urgent) if a["id"] not in shown]
             items.sort(key=lambda a: (a["priority"], a["triggered_at"]))
         sections.append((s.value, items, more))
     return render(

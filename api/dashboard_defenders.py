@@ -15,6 +15,7 @@ from api import errors
 from api.dashboard import PAGE, Text, Viewer, checked, reader, to
 from api.deps import LimitsDep, NowDep, SessionDep, SessionsDep, VaultDep
 from api.pages import NOTICES, render
+from api.routes.defenders import HANDLE
 from api.routes.invites import out as invite_out
 from core import audit, defenders, desk_defenders
 
@@ -57,7 +58,7 @@ async def defenders_page(
     request: Request,
     session: SessionDep,
     now: NowDep,
-    after: Annotated[str | None, Query(max_length=40)] = None,
+    after: Annotated[str | None, Query(max_length=40, pattern=HANDLE)] = None,
     notice: str | None = None,
 ) -> Response:
     who = await reader(request, session, now, "defenders:read")
@@ -160,12 +161,13 @@ async def revoke_invite(
     who = await _writer(request, session, now, csrf)
     if isinstance(who, Response):
         return who
-    await desk_defenders.revoke_invite(
+    if not await desk_defenders.revoke_invite(
         session,
         vault,
         org_id=who.principal.org_id,
         invite_id=invite_id,
         actor=who.principal.actor,
         now=now,
-    )
+    ):  # unknown, or another organisation's (R18)
+        return render(request, "missing.html", 404, me=who)
     return to("/defenders")

@@ -160,6 +160,8 @@ async def _failed(
     now: NowDep,
 ) -> None:
     """Audit a failed login against a known account (never the password or the code)."""
+    if "\x00" in username:  # nobody's name, and PostgreSQL refuses it in a query
+        return
     async with transaction(sessions) as session:
         found = await session.execute(
             select(Responder.id, Responder.org_id).where(Responder.username == username)

@@ -19,6 +19,7 @@ from core.desk_defenders import Health
 from core.models import Defender, DefenderStatus
 
 router = APIRouter(prefix="/defenders", tags=["defenders"])
+HANDLE = r"^[^\x00]*$"  # a handle (a page cursor): PostgreSQL refuses a NUL in text
 
 CANNOT_PAUSE = N_("only an active defender can be paused, and only a paused one resumed")
 NOT_HIDDEN = N_("only a defender whose data was deleted under duress can be restored")
@@ -60,7 +61,7 @@ async def list_defenders(
     principal: DefendersRead,
     session: SessionDep,
     status: DefenderStatus | None = None,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[str | None, Query(max_length=40, pattern=HANDLE)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> DefenderPage:
     """Defenders by handle with their check-in health (never names or addresses)."""
