@@ -240,12 +240,13 @@ async def acknowledge(
     responder_id: uuid.UUID | None,
     now: datetime,
     via: str,
-) -> None:
+) -> bool:
     """Stop the repeats; if it is still open after the ack timeout, it triggers again.
-    ``via``: "api" (a token), "desk" (a responder in the dashboard) or "chat" (the group)."""
+    ``via``: "api" (a token), "desk" (a responder in the dashboard) or "chat" (the group).
+    False when the alert was no longer waiting (acknowledged or resolved meanwhile)."""
     alert = await lock(session, alert)
     if alert.state is not AlertState.triggered:
-        return
+        return False
     alert.state = AlertState.acknowledged
     alert.acknowledged_at, alert.acknowledged_by = now, responder_id
     alert.next_step_at = escalation.ack_deadline(actions.policy(alert), now)
@@ -257,6 +258,7 @@ async def acknowledge(
         await actions.acknowledged(
             session, vault, alert=alert, defender=defender, via=via, now=now
         )
+    return True
 
 
 async def resolve(

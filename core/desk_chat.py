@@ -290,9 +290,10 @@ async def act(
     """Acknowledge or resolve (as safe), exactly as the API does: timeline, webhooks, audit."""
     actor = f"responder:{responder.id}"
     if verb == notices.GROUP_ACK:
-        await alerts.acknowledge(
+        if not await alerts.acknowledge(
             session, vault, alert=alert, responder_id=responder.id, now=now, via="chat"
-        )
+        ):
+            return  # a colleague was first: nothing done, nothing audited
         action, detail = "alert.acknowledge", None
     else:
         await alerts.resolve(

@@ -120,9 +120,10 @@ async def acknowledge_alert(
     if alert.state is AlertState.resolved:
         raise ApiError(409, NOT_OPEN)
     via = "api" if principal.responder_id is None else "desk"
-    await alerts.acknowledge(
+    if not await alerts.acknowledge(
         session, vault, alert=alert, responder_id=principal.responder_id, now=now, via=via
-    )
+    ):  # already acknowledged (a retry, a colleague first): answered as done, not audited
+        return out(alert, await desk_alerts.handle_of(session, alert.defender_id))
     await audit.record(
         session,
         vault,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import func, select
+
 from core import alerts
 from core.crypto import open_sealed, unprotect_private_key
 from core.db import transaction
-from core.models import AlertKind, Defender
+from core.models import Alert, AlertEvent, AlertKind, AuditEntry, Defender
 from tests.api.conftest import PASSPHRASE, Desk, make_alert
 
 
@@ -130,3 +133,25 @@ async def test_it_refuses_to_reopen_over_another_open_alert(desk: Desk) -> None:
     async with await desk.client(desk.a, "admin") as c:
         answer = await c.post(f"/api/v1/alerts/{old.id}/reopen")
     assert answer.status_code == 409
+
+
+async def test_acknowledging_ten_times_at_once_is_one_acknowledgement(desk: Desk) -> None:
+    alert = desk.a.alert
+    assert alert is not None
+    async with transaction(desk.sessions) as s:  # the desk step was taken: acks emit webhooks
+        row = await s.get(Alert, alert.id)
+        assert row is not None
+        row.step = 1
+    async with await desk.client(desk.a, "token") as c:
+        answers = await asyncio.gather(
+            *(c.post(f"/api/v1/alerts/by-dedup/{alert.dedup_key}/acknowledge") for _ in range(10))
+        )
+    assert {a.status_code for a in answers} == {200}
+    async with desk.sessions() as s:
+        events = select(func.count()).where(
+            AlertEvent.alert_id == alert.id, AlertEvent.kind == "acknowledged"
+        )
+        audited = select(func.count()).where(
+            AuditEntry.action == "alert.acknowledge", AuditEntry.target == str(alert.id)
+        )
+        assert (await s.scalar(events), await s.scalar(audited)) == (1, 1)
