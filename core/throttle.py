@@ -64,21 +64,29 @@ class Throttle:
         """Count one event; False when the key had already reached its limit. Concurrent hits
         on one key are serialised (a write lock on SQLite, an advisory lock on PostgreSQL), so
         no number of processes lets more than ``limit`` through."""
-        digest = self._key(key)
         async with transaction(sessions) as session:
-            if session.get_bind().dialect.name == "postgresql":
-                lock = int.from_bytes(digest[:4], "big", signed=True)
-                await session.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_CLASS, lock)))
-            # Expired hits go first; on SQLite this write also takes the database's write lock.
-            await session.execute(
-                delete(ThrottleHit).where(
-                    ThrottleHit.scope == self.scope, ThrottleHit.at <= self._since(now)
-                )
+            return await self.hit_in(session, key, now)
+
+    async def hit_in(self, session: AsyncSession, key: str, now: datetime) -> bool:
+        """``hit`` inside the caller's transaction (the flow engine's: on SQLite it already
+        holds the write lock, which a transaction of our own would wait for)."""
+        digest = self._key(key)
+        if session.get_bind().dialect.name == "postgresql":
+            lock = int.from_bytes(digest[:4], "big", signed=True)
+            await session.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_CLASS, lock)))
+        # Expired hits go first; on SQLite this write also takes the database's write lock.
+        await session.execute(
+            delete(ThrottleHit).where(
+                ThrottleHit.scope == self.scope, ThrottleHit.at <= self._since(now)
             )
-            if len(await self._recent(session, digest, now)) >= self.limit:
-                return False
-            session.add(ThrottleHit(scope=self.scope, key_hash=digest, at=now))
+        )
+        if len(await self._recent(session, digest, now)) >= self.limit:
+            return False
+        session.add(ThrottleHit(scope=self.scope, key_hash=digest, at=now))
         return True
+
+    async def blocked_in(self, session: AsyncSession, key: str, now: datetime) -> bool:
+        return len(await self._recent(session, self._key(key), now)) >= self.limit
 
     async def retry_after(self, sessions: Sessions, key: str, now: datetime) -> int:
         async with sessions() as session:

@@ -18,17 +18,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from core import alerts, contacts
 from core.models import AlertKind, Defender, DefenderStatus, Priority
 from core.pins import Verdict
 from core.text import fold, pin
+from core.throttle import Throttle
 from flows import contact, desk, help, onboarding, panic, registry, store, words
 from flows.context import END, Context, Retry
 from flows.store import EXPIRED, IDLE
 
 _CODE = re.compile(r"(?:/start\s+)?([a-z0-9]{8})")
+CODE_TRIES, CODE_WINDOW_S = 10, 3600  # wrong codes a chat may type an hour
+T = TypeVar("T")
 _COMMAND = re.compile(r"[\s@]")  # "/sos@AmparoBot", "/sos they are here": the command alone
 
 
@@ -100,7 +104,7 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     if inbound.text and pin(inbound.text) is not None:
         ctx.forget_message()  # a PIN, whatever happens next (a late one too): not left on screen
     if ctx.defender is None and (link := desk.private_code(typed)) is not None:
-        if await desk.link_private(ctx, link):  # a responder linking this chat
+        if await tried(ctx, desk.link_private(ctx, link)):  # a responder linking this chat
             return IDLE, IDLE
         return await run(ctx, "contact", "welcome")  # what a wrong invite code gets
     if ctx.defender is None:
@@ -147,7 +151,9 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         ctx.data = {}
         return await run(ctx, *registry.triggers()[key])
     if flow == IDLE:
-        if (code := _CODE.fullmatch(typed)) and (found := await contact.redeem(ctx, code[1])):
+        if (code := _CODE.fullmatch(typed)) and (
+            found := await tried(ctx, contact.redeem(ctx, code[1]))
+        ):
             return found
         help.menu(ctx, unknown=True)
         return IDLE, IDLE
@@ -200,14 +206,30 @@ def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
 
 async def stranger(ctx: Context, flow: str, state: str, typed: str) -> tuple[str, str]:
     """Someone the bot does not know (yet): an invite code, or a trusted contact answering."""
-    if code := _CODE.fullmatch(typed):
-        if found := await onboarding.redeem(ctx, code[1]):
-            return found
-        if found := await contact.redeem(ctx, code[1]):
-            return found
+    if (code := _CODE.fullmatch(typed)) and (found := await tried(ctx, _redeem(ctx, code[1]))):
+        return found
     if flow != IDLE and typed not in words.CANCEL:
         return await run(ctx, flow, state)
     return await run(ctx, "contact", "welcome")
+
+
+async def _redeem(ctx: Context, code: str) -> tuple[str, str] | None:
+    return await onboarding.redeem(ctx, code) or await contact.redeem(ctx, code)
+
+
+async def tried(ctx: Context, attempt: Coroutine[Any, Any, T]) -> T | None:
+    """A code typed in a chat (an invite, a contact's or a desk link code), unless that chat
+    has already typed CODE_TRIES wrong ones this hour: then every code, right or wrong, gets
+    what a wrong one gets, so guessing stays hopeless (R21). A code is about 40 bits."""
+    guesses = Throttle(CODE_TRIES, CODE_WINDOW_S, scope="code_guess", keyer=ctx.vault.blind_index)
+    who = str(ctx.address.id)
+    if await guesses.blocked_in(ctx.session, who, ctx.now):
+        attempt.close()
+        return None
+    found = await attempt
+    if not found:
+        await guesses.hit_in(ctx.session, who, ctx.now)
+    return found or None
 
 
 async def run(
