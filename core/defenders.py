@@ -178,6 +178,7 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     defender.status = DefenderStatus.deleted
     defender.discreet = False
     defender.last_checkin_at = None
+    defender.timezone = "UTC"  # in clear for the sweep's SQL, and it names a city
 
 
 async def hide(session: AsyncSession, *, defender: Defender) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from core.defenders import settings
-from core.models import Alert, AlertKind, ChannelAddress, DefenderStatus, TrustedContact
+from core.models import (
+    Alert,
+    AlertKind,
+    ChannelAddress,
+    Defender,
+    DefenderStatus,
+    TrustedContact,
+)
 from core.security import verify_pin
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Desk, Pick, onboard, run_dialog
 
@@ -90,6 +97,9 @@ async def test_it_deletes_my_data_with_the_pin(desk: Desk) -> None:
         address = (await s.execute(select(ChannelAddress))).scalar_one()
         assert address.defender_id is None
     assert await alice.defender() is None
+    async with desk.sessions() as s:
+        (gone,) = (await s.execute(select(Defender))).scalars()
+        assert gone.timezone == "UTC"  # Bogotá before: in clear, and it names a city
     assert "send it here" in await alice.text("hello")  # a stranger now
 
 
