@@ -20,6 +20,7 @@ from amparo.runtime import Runtime, open_runtime
 from core import logs, metrics, ratelimit, retention, sqlite, webhooks
 from core.config import Settings
 from core.db import transaction
+from core.destinations import operator_hosts
 from core.dispatch import Dispatcher
 from core.messages import Channel
 from core.models import utcnow
@@ -83,7 +84,9 @@ async def run_engine(
 ) -> None:
     """Sweep and deliver until cancelled; a dead worker's claims expire after the leases."""
     owner = owner or owner_id()
-    async with webhooks.client() as http:
+    settings = rt.settings
+    public_only, exempt = settings.webhooks_public_only, operator_hosts(settings.heartbeat_url)
+    async with webhooks.client(public_only=public_only, exempt=exempt) as http:
         sweeper = Sweep(
             rt.sessions,
             rt.vault,

@@ -38,6 +38,7 @@ DELIVERY_STATES = {
     "dead": N_("Given up"),
 }
 BAD_URL = N_("A webhook URL starts with https://.")
+PRIVATE_URL = N_("A webhook URL must name a public address, not a private or local one.")
 DESK_NOTICES = {
     **NOTICES,
     "replayed": N_("The delivery is queued again, with the same event id."),
@@ -162,8 +163,10 @@ async def add_webhook(
     try:
         body = webhooks_api.WebhookIn(url=url.strip())
         made = await webhooks_api.add_webhook(body, request, who.principal, session, vault, now)
-    except (ValidationError, ApiError):
-        return await webhooks_page(request, session, who, status=400, notice=BAD_URL)
+    except (ValidationError, ApiError) as exc:
+        private = isinstance(exc, ApiError) and exc.message == webhooks_api.PRIVATE_URL
+        notice = PRIVATE_URL if private else BAD_URL
+        return await webhooks_page(request, session, who, status=400, notice=notice)
     return await webhooks_page(request, session, who, secret=made)
 
 

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     # X-Forwarded-For is believed, so each client keeps its own login-attempt budget instead
     # of every client sharing the proxy's (which would be a global lockout).
     trusted_proxies: str = "127.0.0.1"
+    # Let organisations' webhooks reach private addresses (a desk system on this network).
+    # Off: in production they reach public addresses only (core.destinations).
+    webhook_allow_private: bool = False
+
+    @property
+    def webhooks_public_only(self) -> bool:
+        return self.mode is Mode.production and not self.webhook_allow_private
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from api import errors
 from api.deps import AdminDep, NowDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
-from core import audit, webhooks
+from core import audit, destinations, webhooks
 from core.auth import Principal
 from core.config import Mode
 from core.models import OutboxMessage, OutboxState, Webhook
@@ -21,6 +21,7 @@ from core.models import OutboxMessage, OutboxState, Webhook
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 BAD_URL = N_("a webhook URL starts with https://")
+PRIVATE_URL = N_("a webhook URL must name a public address, not a private or local one")
 NOT_DEAD = N_("only a delivery that was given up on can be replayed")
 
 RECEIVER = """
@@ -145,9 +146,14 @@ async def add_webhook(
     now: NowDep,
 ) -> NewSecret:
     """Add an endpoint; its signing secret is in this answer only."""
-    production = request.app.state.settings.mode is Mode.production
-    if production and not body.url.startswith("https://"):
+    settings = request.app.state.settings
+    if settings.mode is Mode.production and not body.url.startswith("https://"):
         raise ApiError(400, BAD_URL)
+    if settings.webhooks_public_only:
+        try:
+            await destinations.check(body.url)
+        except destinations.PrivateDestination:
+            raise ApiError(400, PRIVATE_URL) from None
     try:
         hook, secret = await webhooks.add(session, vault, org_id=principal.org_id, url=body.url)
     except ValueError:

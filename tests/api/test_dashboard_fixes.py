@@ -79,3 +79,12 @@ async def test_an_older_panic_stays_on_the_queue_in_a_storm_of_missed_checkins(
         page = (await c.get("/")).text
     assert f'data-alert="{org.alert.id}"' in page, "the waiting panic is not on the queue"
     assert page.index(f'data-alert="{org.alert.id}"') < page.index('data-alert="', 0) + 1
+
+
+async def test_the_dashboard_says_why_a_private_webhook_is_refused(desk: Desk) -> None:
+    from core.config import Mode, Settings
+
+    desk.app.state.settings = Settings(mode=Mode.production)
+    async with browser(desk, desk.a, "admin") as (c, csrf):
+        answer = await c.post("/webhooks", data={"csrf": csrf, "url": "https://10.0.0.5/in"})
+    assert answer.status_code == 400 and "must name a public address" in answer.text

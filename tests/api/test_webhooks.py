@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from api.routes.webhooks import RECEIVER
 from core import webhooks
 from core.db import transaction
@@ -95,3 +97,35 @@ async def test_it_refuses_plain_http_endpoints_in_production(desk: Desk) -> None
     async with await desk.client(desk.a, "admin") as c:
         answer = await c.post("/api/v1/webhooks", json={"url": "http://10.0.0.1/in"})
     assert answer.status_code == 400
+
+
+PRIVATE = (
+    "https://127.0.0.1:8080/v1/send",  # loopback (signal-cli's REST daemon listens there)
+    "https://localhost/in",  # a name resolving to loopback
+    "https://169.254.169.254/latest/meta-data/",  # cloud metadata (link-local)
+    "https://10.0.0.5/in",
+    "https://192.168.1.1/in",
+    "https://100.64.0.1/in",  # shared (carrier-grade NAT)
+    "https://[::1]/in",
+    "https://[::ffff:127.0.0.1]/in",
+    "https://[fe80::1]/in",
+)
+
+
+async def test_production_refuses_webhooks_to_private_addresses(desk: Desk) -> None:
+    from core.config import Mode, Settings
+
+    desk.app.state.settings = Settings(mode=Mode.production)
+    async with await desk.client(desk.a, "admin") as c:
+        answers = {u: (await c.post("/api/v1/webhooks", json={"url": u})) for u in PRIVATE}
+        public = await c.post("/api/v1/webhooks", json={"url": "https://8.8.8.8/desk"})
+    assert {u: a.status_code for u, a in answers.items()} == dict.fromkeys(PRIVATE, 400)
+    assert "public address" in answers[PRIVATE[0]].json()["detail"]
+    assert public.status_code == 201
+    async with desk.sessions() as s:
+        kept = set((await s.execute(select(Webhook.url))).scalars())
+    assert not kept & set(PRIVATE)
+    desk.app.state.settings = Settings(mode=Mode.production, webhook_allow_private=True)
+    async with await desk.client(desk.a, "admin") as c:  # an operator's choice: a desk nearby
+        allowed = await c.post("/api/v1/webhooks", json={"url": "https://10.0.0.5/in"})
+    assert allowed.status_code == 201
