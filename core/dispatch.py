@@ -8,7 +8,9 @@
 3. Record (one transaction, fenced by our lease): delivered (payload shredded), retry later,
    or fall back (``core.delivery``).
 
-Passes overlap (up to ``PASSES``). A commit that queued rows wakes the loop at once
+The people's channels and the desks' webhooks run in two lanes, each with its own passes: a
+receiver slow to answer (up to the client's timeout) never holds back a notice to a person.
+Passes overlap (up to ``PASSES`` per lane). A commit that queued rows wakes the loop at once
 (``core.wakeup``); otherwise it polls every ``idle_s`` for rows queued by other processes and
 retries coming due. A crash between 1 and 3
 leaves leases that expire: the row is sent again with the same idempotency key. A stop
@@ -104,47 +106,62 @@ class Dispatcher:
             n: Spacing(lim.per_recipient) for n, lim in limits.items() if lim.per_recipient
         }
         self.names = [*channels, *([WEBHOOK] if http is not None else [])]
-        self._wake = asyncio.Event()
-        self._refill: float | None = None  # seconds until a rate-limited channel can send
+        # The people's channels, and the desks' webhooks apart: a receiver that takes the
+        # client's whole timeout to answer never holds back a notice to a person.
+        self.lanes = [list(channels), *([[WEBHOOK]] if http is not None else [])]
+        self._wakes = [asyncio.Event() for _ in self.lanes]
+        # Per lane: seconds until one of its rate-limited channels can send again.
+        self._refill: dict[tuple[str, ...], float | None] = {}
 
     def wake(self) -> None:
-        self._wake.set()
+        for flag in self._wakes:
+            flag.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled."""
+        """Deliver until cancelled, each lane in its own loop."""
         loop = asyncio.get_running_loop()
-        stop = wakeup.subscribe(wakeup.OUTBOX, wakeup.event_setter(loop, self._wake))
-        passes = asyncio.Semaphore(PASSES)
-        urgent = asyncio.Semaphore(1)  # P0 only, while every pass is sending
+        stops = [
+            wakeup.subscribe(wakeup.OUTBOX, wakeup.event_setter(loop, w)) for w in self._wakes
+        ]
         flying: set[asyncio.Task[None]] = set()
         try:
-            while True:
-                self._wake.clear()
-                # A slow channel can hold a pass for send_timeout_s: a P0 never waits for it.
-                lane, top = passes, None
-                if passes.locked() and not urgent.locked():
-                    lane, top = urgent, Priority.P0
-                await lane.acquire()
-                jobs: list[Job] = []
-                try:
-                    jobs = await self.claim(now := self.clock(), top=top)
-                except Exception:  # a database hiccup must not end delivery
-                    log.exception("dispatch failed; retrying")
-                if jobs:  # sent and recorded while the next claim goes on
-                    flying.add(task := asyncio.create_task(self._deliver(jobs, now)))
-                    task.add_done_callback(flying.discard)
-                    task.add_done_callback(partial(self._freed, lane))
-                else:
-                    lane.release()
-                if len(jobs) < self.batch:
-                    idle = min(self.idle_s, self._refill or self.idle_s)
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), idle)
-                    except TimeoutError:
-                        pass
+            await asyncio.gather(
+                *(self._lane(n, w, flying) for n, w in zip(self.lanes, self._wakes, strict=True))
+            )
         finally:
-            stop()
+            for stop in stops:
+                stop()
             await self._stop(flying)
+
+    async def _lane(
+        self, names: list[str], woken: asyncio.Event, flying: set[asyncio.Task[None]]
+    ) -> None:
+        passes = asyncio.Semaphore(PASSES)
+        urgent = asyncio.Semaphore(1)  # P0 only, while every pass is sending
+        while True:
+            woken.clear()
+            # A slow channel can hold a pass for send_timeout_s: a P0 never waits for it.
+            lane, top = passes, None
+            if passes.locked() and not urgent.locked():
+                lane, top = urgent, Priority.P0
+            await lane.acquire()
+            jobs: list[Job] = []
+            try:
+                jobs = await self.claim(now := self.clock(), top=top, lane=names)
+            except Exception:  # a database hiccup must not end delivery
+                log.exception("dispatch failed; retrying")
+            if jobs:  # sent and recorded while the next claim goes on
+                flying.add(task := asyncio.create_task(self._deliver(jobs, now)))
+                task.add_done_callback(flying.discard)
+                task.add_done_callback(partial(self._freed, lane, woken))
+            else:
+                lane.release()
+            if len(jobs) < self.batch:
+                idle = min(self.idle_s, self._refill.get(tuple(names)) or self.idle_s)
+                try:
+                    await asyncio.wait_for(woken.wait(), idle)
+                except TimeoutError:
+                    pass
 
     async def _stop(self, flying: set[asyncio.Task[None]]) -> None:
         """Let passes finish for a moment, then hand back every row this process holds: after
@@ -171,9 +188,11 @@ class Dispatcher:
         except Exception as exc:  # the database is gone too: the leases will expire
             log.warning("could not hand back leases", extra={"error": type(exc).__name__})
 
-    def _freed(self, lane: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
+    def _freed(
+        self, lane: asyncio.Semaphore, woken: asyncio.Event, _task: asyncio.Task[None]
+    ) -> None:
         lane.release()
-        self._wake.set()  # a pass is free: claim at once, not after the idle wait
+        woken.set()  # a pass is free: claim at once, not after the idle wait
 
     async def _deliver(self, jobs: list[Job], now: datetime) -> None:
         try:
@@ -203,10 +222,12 @@ class Dispatcher:
                 )
         return len(jobs)
 
-    def ready(self) -> list[str]:
-        """The channels that may send now: a rate-limited one out of budget waits its turn."""
-        names, self._refill = [], None
-        for name in self.names:
+    def ready(self, lane: list[str] | None = None) -> list[str]:
+        """The channels (of ``lane``) that may send now: a rate-limited one out of budget
+        waits its turn."""
+        names: list[str] = []
+        refill: float | None = None
+        for name in self.names if lane is None else lane:
             bucket = self.buckets.get(name)
             if bucket is None:
                 names.append(name)
@@ -218,12 +239,16 @@ class Dispatcher:
                 names.append(name)
             else:
                 wait = (need - left) / bucket.rate
-                self._refill = wait if self._refill is None else min(self._refill, wait)
+                refill = wait if refill is None else min(refill, wait)
+        self._refill[tuple(self.names if lane is None else lane)] = refill
         return names
 
-    async def claim(self, now: datetime, top: int | None = None) -> list[Job]:
-        """Lease the next batch of due rows (of priority ``top`` or more urgent, if given)."""
-        names = self.ready()
+    async def claim(
+        self, now: datetime, top: int | None = None, lane: list[str] | None = None
+    ) -> list[Job]:
+        """Lease the next batch of due rows (of priority ``top`` or more urgent, if given; of
+        ``lane``'s channels, if given)."""
+        names = self.ready(lane)
         if not names:
             return []
         due = (

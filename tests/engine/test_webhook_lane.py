@@ -1,0 +1,82 @@
+"""A desk's webhook receiver that is slow to answer holds back no notice to a person: the
+webhooks have a lane of their own in the dispatcher (found in review; both backends)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from datetime import UTC, datetime
+
+from aiohttp import web
+from sqlalchemy import select
+
+from core import webhooks
+from core.db import transaction
+from core.dispatch import Dispatcher
+from core.messages import Outbound
+from core.models import ChannelAddress, Webhook
+from core.outbox import Item, enqueue_many
+from tests.engine.conftest import build_world
+from tests.engine.standin import StandIn
+
+TARPIT_S = 4.0  # in production up to the webhook client's timeout, per send
+
+
+async def test_a_panic_notice_does_not_wait_for_another_desks_slow_webhook(  # type: ignore[no-untyped-def]
+    sessions, vault
+) -> None:
+    async def tarpit(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(TARPIT_S)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", tarpit)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    slow = await build_world(
+        sessions, vault, handle="a-heron", webhook_url=f"http://127.0.0.1:{port}/hook"
+    )
+    other = await build_world(sessions, vault, channel="fast", handle="b-heron", webhook_url=None)
+    async with sessions() as s:
+        hook = (
+            await s.execute(select(Webhook.id).where(Webhook.org_id == slow.org_id))
+        ).scalar_one()
+        responder = (
+            await s.execute(
+                select(ChannelAddress.id).where(
+                    ChannelAddress.responder_id == other.responder_ids[0]
+                )
+            )
+        ).scalar_one()
+    fast = StandIn("fast")
+    async with webhooks.client() as http:
+        d = Dispatcher(
+            sessions, vault, {"fast": fast}, owner="t", http=http, limits={}, idle_s=0.05
+        )
+        task = asyncio.create_task(d.run())
+        try:
+            for n in range(3):  # P0 webhook events coming due one after another (retries)
+                raw = json.dumps({"event_id": f"a-{n}"}).encode()
+                item = Item("webhook", 0, f"a:{n}|webhook:{hook.hex}", raw=raw, webhook_id=hook)
+                async with transaction(sessions) as s:
+                    await enqueue_many(s, vault, [item], now=datetime.now(UTC))
+                await asyncio.sleep(0.3)
+            async with transaction(sessions) as s:  # another desk's defender panics
+                notice = Item("fast", 0, "b-panic", Outbound(text="PANIC"), address_id=responder)
+                await enqueue_many(s, vault, [notice], now=datetime.now(UTC))
+            started = time.monotonic()
+            while not fast.sent and time.monotonic() - started < 3 * TARPIT_S:
+                await asyncio.sleep(0.02)
+            waited = time.monotonic() - started
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await runner.cleanup()
+    assert fast.sent and waited < TARPIT_S / 2, f"the panic notice waited {waited:.1f} s"
