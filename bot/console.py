@@ -27,6 +27,7 @@ from core.messages import (
     Inbox,
     Location,
     Outbound,
+    handed,
 )
 
 MAX_FILE = 20 * 1024 * 1024
@@ -55,7 +56,7 @@ class Console:
             inbound = self.parse(line.rstrip("\n"))
             if inbound is None:
                 continue
-            await inbox(inbound)
+            await handed(inbox, inbound)
             if self.after is not None:
                 await self.after()
 

@@ -39,6 +39,7 @@ from core.messages import (
     Inbox,
     Location,
     Outbound,
+    handed,
 )
 from core.proxies import Proxies
 from core.text import fold
@@ -198,7 +199,8 @@ class Signal:
         async with lock:
             attachments = [await self._attachment(a) for a in message.attachments or []]
             assert self.inbox is not None
-            await self.inbox(self._inbound(message, source, tuple(attachments)))
+            # signal-cli has let go of it: retried here while the database is down (R27)
+            await handed(self.inbox, self._inbound(message, source, tuple(attachments)))
 
     def _inbound(
         self, message: Any, source: str, attachments: tuple[InboundAttachment, ...]

@@ -46,6 +46,7 @@ from core.messages import (
     InboundAttachment,
     Inbox,
     Location,
+    NotHandled,
     Outbound,
 )
 from core.models import ChannelAddress, Defender, DefenderStatus
@@ -54,6 +55,7 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")  # retry_after as a timedelta, as PT
 log = logging.getLogger("amparo.telegram")
 UPDATES = ["message", "edited_message", "callback_query"]
 POISON_TRIES = 3
+STALLED_S = 1.0  # the first wait while the database is down (doubling up to 30 s)
 Clock = Callable[[], datetime]
 
 
@@ -110,7 +112,7 @@ class Telegram:
             await self._poll()
 
     async def _poll(self) -> None:
-        offset, backoff = 0, 1.0
+        offset, backoff, stalled = 0, 1.0, STALLED_S
         failures: dict[int, int] = {}
         while True:
             try:
@@ -127,6 +129,12 @@ class Telegram:
                 try:
                     await self.handle(update)
                 except Exception as exc:
+                    if isinstance(exc, NotHandled) and exc.transient:
+                        # The database is down: every update waits; none is let go as poison.
+                        log.error("update not handled: database unavailable; retrying")
+                        await asyncio.sleep(stalled)
+                        stalled = min(stalled * 2, 30.0)
+                        break
                     # Keep the offset: the update comes again (the engine dedupes it), but a
                     # poison update must not block everyone else's messages for ever.
                     tries = failures[update.update_id] = failures.get(update.update_id, 0) + 1
@@ -138,7 +146,7 @@ class Telegram:
                         await asyncio.sleep(tries)
                         break
                 failures.pop(update.update_id, None)
-                offset = max(offset, update.update_id + 1)
+                offset, stalled = max(offset, update.update_id + 1), STALLED_S
 
     async def webhook(self, request: Request) -> Response:
         """The ``/hooks/telegram`` route: secret first, body after (SECURITY.md R1)."""
@@ -152,6 +160,9 @@ class Telegram:
         try:
             await self.handle(update)
         except Exception as exc:
+            if isinstance(exc, NotHandled) and exc.transient:  # the database is down
+                log.error("update not handled: database unavailable")
+                return Response(status_code=503)  # Telegram keeps it and sends it again
             # 500: Telegram sends it again (the engine dedupes it), but, as in polling, a
             # poison update is let go after POISON_TRIES instead of being retried for hours.
             tries = self._failed[update.update_id] = self._failed.get(update.update_id, 0) + 1

@@ -7,6 +7,7 @@ the outbox as JSON (``to_json``/``from_json``), encrypted at rest.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -144,6 +145,37 @@ class DeliveryError(Exception):
 
 
 Inbox = Callable[[Inbound], Awaitable[None]]
+
+
+class NotHandled(Exception):
+    """The engine could not handle an event, nor even answer it (its fallback failed too):
+    the channel must not confirm it, so that it comes again. ``transient``: the database
+    was unreachable or locked, so every event fails alike for a while; retry with patience
+    (it is no poison event, and it may be a panic)."""
+
+    def __init__(self, *, transient: bool) -> None:
+        super().__init__("event not handled")
+        self.transient = transient
+
+
+PATIENCE_S = 600.0  # how long a channel that cannot re-fetch an event keeps retrying it
+
+
+async def handed(inbox: Inbox, inbound: Inbound, *, patience_s: float = PATIENCE_S) -> None:
+    """``inbox(inbound)``, retried with backoff while the failure is transient, for channels
+    whose service has already let go of the event (Signal, the console): giving up would
+    lose it. Raises NotHandled when it cannot be handled."""
+    loop = asyncio.get_running_loop()
+    until, wait = loop.time() + patience_s, 0.5
+    while True:
+        try:
+            await inbox(inbound)
+            return
+        except NotHandled as exc:
+            if not exc.transient or loop.time() + wait > until:
+                raise
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, 30.0)
 
 
 class Channel(Protocol):

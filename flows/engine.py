@@ -9,7 +9,9 @@ A channel hands every ``Inbound`` to ``Engine.handle``. For each event the engin
    lets ``flows.router`` run the state function, saves the conversation (a version check turns
    a concurrent writer into a retry) and queues the reply in the outbox;
 4. on an unexpected error, rolls back and answers in a fresh transaction; if the event was an
-   alert trigger, the fallback raises the alert all the same (fail toward escalation, R27).
+   alert trigger, the fallback raises the alert all the same (fail toward escalation, R27);
+   if that fails too (the database is down), ``NotHandled`` tells the channel to keep the
+   event: Telegram gets it again, Signal's adapter retries it (``core.messages.handed``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -29,7 +31,7 @@ from core import pins, reports, sqlite
 from core.crypto import Vault
 from core.db import transaction
 from core.defenders import address_index
-from core.messages import Inbound
+from core.messages import Inbound, NotHandled
 from core.models import ChannelAddress, Conversation, Defender, utcnow
 from core.pins import Verdict
 from core.text import pin
@@ -81,7 +83,9 @@ class Engine:
         self._writers = asyncio.Semaphore(1 if sqlite else 16)
 
     async def handle(self, inbound: Inbound) -> None:
-        """Handle one event from a channel; never raises for a bad event."""
+        """Handle one event from a channel; never raises for a bad event. Raises NotHandled
+        when it could neither handle nor answer it (the database is down): the channel must
+        not confirm such an event."""
         if inbound.group:
             await self._group(inbound)
             return
@@ -168,11 +172,22 @@ class Engine:
     async def _fallback(
         self, inbound: Inbound, index: bytes, now: datetime, cache: PinCache
     ) -> None:
+        """Answer (and raise a requested alert) after an error; when even that fails, the
+        event was not handled: NotHandled tells the channel not to confirm it (R27), so it
+        comes again (the message id was not recorded: the retry is handled afresh)."""
         try:
             async with self._writers, transaction(self.sessions) as session:
                 await router.fallback(self._context(session, inbound, index, cache, now))
-        except Exception:
+        except Exception as exc:
             log.exception("fallback failed too", extra={"channel": inbound.channel})
+            raise NotHandled(transient=unreachable(exc)) from None
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The database was down, locked or cut off: every event fails alike for a while."""
+    if isinstance(exc, OperationalError | InterfaceError | TimeoutError | OSError):
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))
 
 
 async def housekeeping(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:

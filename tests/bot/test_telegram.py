@@ -12,11 +12,19 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.telegram import Telegram, split_text
+from bot.telegram import POISON_TRIES, Telegram, split_text
 from core.crypto import Vault, generate_org_keypair
 from core.db import transaction
 from core.defenders import new_address
-from core.messages import Address, Attachment, Choice, DeliveryError, Inbound, Outbound
+from core.messages import (
+    Address,
+    Attachment,
+    Choice,
+    DeliveryError,
+    Inbound,
+    NotHandled,
+    Outbound,
+)
 from core.models import Defender, Organisation
 from tests.standins.telegram_api import TelegramStandIn
 
@@ -391,3 +399,49 @@ async def test_a_button_sent_before_exact_tokens_still_works(
     async with transaction(sessions) as s:
         found = await callbacks.redeem(s, vault, token="OldToken-123", chat_index=chat, now=now)
     assert found == "panic"
+
+
+async def test_an_update_is_kept_while_the_database_is_down(
+    api: TelegramStandIn,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine could neither handle nor answer it (NotHandled, transient): the update is
+    not let go as poison after POISON_TRIES, however long the outage (R27)."""
+    from bot import telegram as module
+
+    monkeypatch.setattr(module, "STALLED_S", 0.01)
+    channel = Telegram(token=api.token, api_url=api.base_url, sessions=sessions, vault=vault)
+    seen: list[str] = []
+
+    async def down(inbound: Inbound) -> None:
+        seen.append(inbound.message_id)
+        if len(seen) <= POISON_TRIES + 2:
+            raise NotHandled(transient=True)
+
+    task = asyncio.create_task(channel.run(down))
+    api.send_text(CHAT, "/sos")
+    await wait_for(lambda: len(seen) == POISON_TRIES + 3)
+    task.cancel()
+    assert len(set(seen)) == 1  # the same update each time, until it was handled
+    app = FastAPI()
+    hooked = Telegram(
+        token=api.token,
+        api_url=api.base_url,
+        sessions=sessions,
+        vault=vault,
+        webhook_url="https://desk.example/hooks/telegram",
+        webhook_secret=SECRET,
+    )
+    hooked.inbox = down
+    app.add_api_route("/hooks/telegram", hooked.webhook, methods=["POST"])
+    update = {"update_id": 11, "message": api._message(CHAT, text="/sos")}
+    seen.clear()
+    good = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        answers = [
+            (await c.post("/hooks/telegram", json=update, headers=good)).status_code
+            for _ in range(POISON_TRIES + 3)
+        ]
+    assert answers == [503] * (POISON_TRIES + 2) + [200]  # Telegram keeps sending it
