@@ -17,7 +17,15 @@ from core import notices, recipients, webhooks
 from core.crypto import Vault
 from core.escalation import Act, AlertStep, Policy, desk_told
 from core.messages import Outbound
-from core.models import Alert, AlertEvent, AlertKind, Defender, OutboxMessage, OutboxState
+from core.models import (
+    Alert,
+    AlertEvent,
+    AlertKind,
+    Defender,
+    OutboxMessage,
+    OutboxState,
+    TrustedContact,
+)
 from core.outbox import Item, enqueue_many
 from core.recipients import Recipient
 
@@ -157,6 +165,34 @@ async def alerted(session: AsyncSession, alert: Alert) -> Parties:
     return found
 
 
+async def forgotten_contacts(
+    session: AsyncSession, alert: Alert, defender: Defender, alerted: set[uuid.UUID]
+) -> list[Recipient]:
+    """Contacts this alert reached whose records went with the defender's deleted data: they
+    are still owed the all-clear, at the address the alert reached them at."""
+    if not alerted:
+        return []
+    kept = select(TrustedContact.id).where(TrustedContact.id.in_(alerted))
+    gone = alerted - set((await session.execute(kept)).scalars())
+    if not gone:
+        return []
+    stmt = select(
+        OutboxMessage.idempotency_key, OutboxMessage.address_id, OutboxMessage.channel
+    ).where(
+        OutboxMessage.alert_id == alert.id,
+        OutboxMessage.recipient == "contact",
+        OutboxMessage.address_id.is_not(None),
+    )
+    found: dict[uuid.UUID, Recipient] = {}
+    for k, address_id, channel in (await session.execute(stmt)).all():
+        person = key_person(k)
+        if person is not None and person[1] in gone and address_id is not None:
+            found[person[1]] = Recipient(
+                "contact", person[1], address_id, channel, defender.locale
+            )
+    return list(found.values())
+
+
 async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:
     """Withdraw the ladder's notices of a closing alert that failed and wait for a retry, once
     the all-clear is queued (to everyone they were meant for): a "may need help" must never
@@ -233,7 +269,9 @@ async def closing(
     stem = f"a:{alert.id.hex}:closed{alert.version}"
     items: list[Item] = []
     if outcome in notices.SAFE_OUTCOMES:
-        for who in await recipients.contacts(session, defender, only=parties["contact"]):
+        told = await recipients.contacts(session, defender, only=parties["contact"])
+        told += await forgotten_contacts(session, alert, defender, parties["contact"])
+        for who in told:
             msg = notices.contact_all_clear(who.locale, defender.handle)
             items.append(item(stem, who, msg, alert))
     by = origin(actor)
