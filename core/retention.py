@@ -8,6 +8,8 @@
 | invite codes used, revoked or expired        | 30 days, then the code's index goes     |
 | button tokens                                | until they expire (24 h; alert: 30 days)|
 | addresses nobody owns or refers to any more  | 1 day (a deleted defender's chat id)    |
+| check-ins met or cancelled                   | 1 day after they were due (R24: only the|
+|                                              | defender's last check-in time stays)    |
 
 Alerts, their timelines, reports and the audit log are the desk's case record and stay.
 ``purge`` is idempotent and safe to run from several workers at once: every statement is a
@@ -27,6 +29,8 @@ from core.models import (
     Base,
     CallbackToken,
     ChannelAddress,
+    CheckIn,
+    CheckInState,
     DeskSession,
     InviteCode,
     OutboxMessage,
@@ -36,6 +40,7 @@ from core.models import (
 OUTBOX_KEPT = timedelta(days=30)
 INVITES_KEPT = timedelta(days=30)
 ORPHANS_KEPT = timedelta(days=1)
+CHECKINS_KEPT = timedelta(days=1)
 _FINAL = (OutboxState.delivered, OutboxState.failed, OutboxState.dead)
 
 
@@ -121,6 +126,14 @@ async def purge(session: AsyncSession, *, now: datetime) -> dict[str, int]:
     )
     done["button_tokens"] = _rowcount(
         await session.execute(delete(CallbackToken).where(CallbackToken.expires_at <= now))
+    )
+    done["checkins"] = _rowcount(
+        await session.execute(
+            delete(CheckIn).where(
+                CheckIn.state.in_((CheckInState.met, CheckInState.cancelled)),
+                CheckIn.due_at < now - CHECKINS_KEPT,
+            )
+        )
     )
     orphans = select(ChannelAddress.id).where(
         *_unowned(), *_unreferenced(), ChannelAddress.created_at < now - ORPHANS_KEPT

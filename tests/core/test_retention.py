@@ -21,6 +21,9 @@ from core.models import (
     AlertState,
     CallbackToken,
     ChannelAddress,
+    CheckIn,
+    CheckInKind,
+    CheckInState,
     Conversation,
     Defender,
     DeskSession,
@@ -104,7 +107,13 @@ class _Recorder:
         return SimpleNamespace(rowcount=0)
 
 
-GROWING = ("alerts", "outbox", "trusted_contacts", "channel_addresses")  # with the desk's use
+GROWING = (
+    "alerts",
+    "outbox",
+    "trusted_contacts",
+    "channel_addresses",
+    "checkins",
+)  # with the desk's use
 
 
 async def test_it_reads_what_it_purges_not_whole_tables(
@@ -133,11 +142,37 @@ async def test_it_reads_what_it_purges_not_whole_tables(
             params = tuple(compiled.params[n] for n in compiled.positiontup or ())
             plan = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), params)
             plans.append(" | ".join(r[3] for r in plan))
-    assert len(plans) == 6
+    assert len(plans) == 7
     assert "INDEX ix_alerts_located" in plans[0]
     assert "INDEX ix_outbox_ended" in plans[1]
     scans = [p for p in plans for t in GROWING if f"SCAN {t} " in p + " " or f"SCAN {t}|" in p]
     assert scans == [], scans
+
+
+async def test_five_check_ins_leave_no_history_a_day_later(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """R24: only the defender's last check-in time is kept; finished timers are not a diary."""
+    _org_id, defender = await _org(sessions)
+    days = [NOW - timedelta(days=n, hours=1) for n in range(1, 6)]
+    async with transaction(sessions) as s:
+        for due, state in zip(
+            days, [CheckInState.met] * 4 + [CheckInState.cancelled], strict=True
+        ):
+            s.add(_checkin(defender, due, state))
+        s.add(_checkin(defender, NOW - timedelta(hours=2), CheckInState.met))  # today's
+        s.add(_checkin(defender, NOW - timedelta(days=3), CheckInState.missed))  # escalating
+        s.add(_checkin(defender, NOW + timedelta(hours=5), CheckInState.armed))
+    assert (await _purge(sessions, NOW))["checkins"] == 5
+    async with sessions() as s:
+        left = {c.state for c in (await s.execute(select(CheckIn))).scalars()}
+    assert left == {CheckInState.met, CheckInState.missed, CheckInState.armed}
+
+
+def _checkin(defender: uuid.UUID, due: datetime, state: CheckInState) -> CheckIn:
+    return CheckIn(
+        defender_id=defender, kind=CheckInKind.timer, due_at=due, next_action_at=due, state=state
+    )
 
 
 async def test_it_deletes_finished_outbox_rows_after_thirty_days(
