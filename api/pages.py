@@ -25,6 +25,7 @@ KINDS = {
     "duress": N_("Duress"),
     "missed_checkin": N_("Missed check-in"),
     "report": N_("Urgent report"),
+    "identity_changed": N_("Safety number changed"),
 }
 STATES = {
     "triggered": N_("Waiting for a responder"),

@@ -31,6 +31,7 @@ from signalbot import Config, DataMessageContext, DataMessageHandler, SignalBot
 from core import desk_chat
 from core.media import MAX_BYTES
 from core.messages import (
+    IDENTITY_CHANGED,
     Address,
     Delivered,
     DeliveryError,
@@ -75,6 +76,8 @@ def render(message: Outbound) -> str:
 
 def delivery_error(status: int, body: str) -> DeliveryError:
     text = body.lower()
+    if "untrusted identit" in text:  # signal-cli's answer once a safety number changed
+        return DeliveryError(IDENTITY_CHANGED, permanent=True)
     if "unregistered" in text or "not registered" in text:
         return DeliveryError("unregistered", permanent=True)
     limited = any(s in text for s in ("rate limit", "ratelimit", "proof required", "captcha"))

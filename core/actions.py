@@ -143,7 +143,8 @@ def desk_message(
         minutes = max(1, round((now - alert.acknowledged_at).total_seconds() / 60))
         return notices.desk_ack_timeout(locale, defender.handle, minutes)
     repeat = step.reason == "repeat"
-    hidden = alert.do_not_contact and alert.kind is not AlertKind.duress  # says it already
+    says_it = (AlertKind.duress, AlertKind.identity_changed)  # their notices say it already
+    hidden = alert.do_not_contact and alert.kind not in says_it
     return notices.desk_alert(locale, alert.kind, defender.handle, repeat=repeat, hidden=hidden)
 
 

@@ -33,6 +33,7 @@ from core.models import (
 from core.outbox import enqueue_many
 
 PRIORITY = {AlertKind.panic: Priority.P0, AlertKind.duress: Priority.P0}
+DO_NOT_CONTACT = (AlertKind.duress, AlertKind.identity_changed)  # the device may be another's
 
 
 def dedup_key(defender_id: uuid.UUID, kind: AlertKind) -> str:
@@ -173,7 +174,7 @@ def _alert(defender: Defender, kind: AlertKind, policy: Policy, now: datetime) -
         policy_snapshot=policy.to_json(),
         # duress, or raised for a defender hidden after a forced deletion: the phone may be
         # in other hands
-        do_not_contact=kind is AlertKind.duress or defender.status is DefenderStatus.hidden,
+        do_not_contact=kind in DO_NOT_CONTACT or defender.status is DefenderStatus.hidden,
         step=0,
         version=1,
         triggered_at=now,

@@ -23,19 +23,21 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, escalation, outbox, recipients, wakeup
+from core import actions, alerts, escalation, outbox, recipients, wakeup
 from core.claims import locked, write_lock
 from core.crypto import CryptoError, Vault
 from core.defenders import settings
-from core.messages import Outbound
+from core.messages import IDENTITY_CHANGED, Outbound
 from core.models import (
     Alert,
     AlertEvent,
+    AlertKind,
     AlertState,
     ChannelAddress,
     CheckIn,
     CheckInState,
     Defender,
+    DefenderStatus,
     OutboxMessage,
     OutboxState,
     Priority,
@@ -120,6 +122,8 @@ async def record(
         elif attempt.outcome == "permanent":
             row.state = OutboxState.failed
             await block(session, row, now)
+            if attempt.error == IDENTITY_CHANGED:
+                await identity_changed(session, vault, row, now)
             await fallback(session, vault, row, attempt.message, attempt.error, now, last=True)
             row.shred("payload_enc")
         else:
@@ -240,6 +244,22 @@ async def block(session: AsyncSession, row: OutboxMessage, now: datetime) -> Non
         address = await session.get(ChannelAddress, row.address_id)
         if address is not None:
             address.blocked_at = now
+
+
+async def identity_changed(
+    session: AsyncSession, vault: Vault, row: OutboxMessage, now: datetime
+) -> None:
+    """R6: a defender's safety number changed. A new phone, or their number re-registered by
+    whoever holds their SIM: the desk is alerted (flagged do-not-contact) to verify it is
+    them another way before the new key is trusted (signal-cli's identities API)."""
+    address = None if row.address_id is None else await session.get(ChannelAddress, row.address_id)
+    if address is None or address.defender_id is None:
+        return
+    defender = await session.get(Defender, address.defender_id)
+    if defender is not None and defender.status is not DefenderStatus.deleted:
+        await alerts.raise_alert(
+            session, vault, defender=defender, kind=AlertKind.identity_changed, now=now
+        )
 
 
 def _event(

@@ -147,6 +147,11 @@ class DeliveryError(Exception):
 Inbox = Callable[[Inbound], Awaitable[None]]
 
 
+# A send refused because the person's safety number changed (Signal's "untrusted identity"):
+# permanent, and for a defender an alert to the desk (core.delivery, R6).
+IDENTITY_CHANGED = "identity changed"
+
+
 class NotHandled(Exception):
     """The engine could not handle an event, nor even answer it (its fallback failed too):
     the channel must not confirm it, so that it comes again. ``transient``: the database

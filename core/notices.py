@@ -83,6 +83,12 @@ def desk_alert(
             "EMERGENCY: {handle} may be under coercion. Do NOT contact their device. "
             "Acknowledge it in the desk."
         )
+    elif kind is AlertKind.identity_changed:
+        text = _(
+            "{handle}'s Signal safety number changed: a new phone, or their number in someone "
+            "else's hands. Do NOT contact their device before you have verified it is them "
+            "another way. Acknowledge it in the desk."
+        )
     elif kind is AlertKind.missed_checkin:
         text = _(
             "{handle} missed a check-in and has not answered the reminders. "

@@ -18,6 +18,9 @@ class AlertKind(StrEnum):
     duress = "duress"
     missed_checkin = "missed_checkin"
     report = "report"
+    # R6: a defender's Signal safety number changed (a new phone, or their number in other
+    # hands): the desk alone, and never the device until they are verified another way.
+    identity_changed = "identity_changed"
 
 
 class AlertState(StrEnum):
