@@ -88,7 +88,11 @@ class Encrypted(IdMixin):
     """A row with its own data key; ``put``/``get`` encrypt the ``*_enc`` columns with it.
 
     The wrapped data key lives in the row; the key that unwraps it never does. Shredding the
-    key (``shred``) makes every ciphertext of the row unreadable, backups included.
+    key (``shred``) makes every ciphertext of the row unreadable in the database. A backup
+    taken before still holds the wrapped key, which the master key unwraps: backups must not
+    outlive the retention periods, or, after a rotation (``amparo keys rotate`` rewraps the
+    live rows), the retired master key version must be destroyed for them to become
+    unreadable too.
     """
 
     dek: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
