@@ -22,6 +22,7 @@ from core.crypto import Vault, seal
 from core.escalation import DEFAULT_POLICY, Policy
 from core.models import (
     Alert,
+    AlertEvent,
     AlertKind,
     AlertState,
     Defender,
@@ -211,8 +212,12 @@ async def add_location(
     latitude: float,
     longitude: float,
     now: datetime,
+    shared: str | None = None,
+    update: bool = False,
 ) -> None:
-    """Seal the location to the organisation's key (the server cannot read it back)."""
+    """Seal the location to the organisation's key (the server cannot read it back).
+    ``shared``: the chat message of a live location shared for this alert, whose later
+    edits (``update``: an update of it) may feed it; updates tell the desk nothing new."""
     alert = await lock(session, alert)
     org = await session.get(Organisation, alert.org_id)
     if org is None or org.public_key is None:  # never stored in clear: dropped, and said so
@@ -222,7 +227,10 @@ async def add_location(
     alert.location_sealed = seal(
         org.public_key, org_id=org.id, record_id=alert.id, kind="alert_location", body=body
     )
-    session.add(actions.event(alert, "location_added", now, actor="defender"))
+    if update:
+        return  # live: every few seconds; the desk was told when it was shared
+    detail = {} if shared is None else {"live_message": shared}
+    session.add(actions.event(alert, "location_added", now, actor="defender", **detail))
     if escalation.desk_told(alert.kind, alert.step) and alert.state is not AlertState.resolved:
         defender = await _defender(session, alert)
         stem = f"a:{alert.id.hex}:loc{alert.version}"
@@ -231,6 +239,17 @@ async def add_location(
             for who in await recipients.desk(session, alert.org_id, sparing=_spared(alert))
         ]
         await enqueue_many(session, vault, items, now=now)
+
+
+async def shared_live(session: AsyncSession, alert: Alert, message: str | None) -> bool:
+    """Whether ``message`` is a live location the defender shared for this alert (R13: a
+    location is given per alert; one shared for a report or an earlier alert stays there)."""
+    if message is None:
+        return False
+    stmt = select(AlertEvent.detail).where(
+        AlertEvent.alert_id == alert.id, AlertEvent.kind == "location_added"
+    )
+    return any(d.get("live_message") == message for d in (await session.execute(stmt)).scalars())
 
 
 async def acknowledge(

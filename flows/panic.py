@@ -64,6 +64,7 @@ async def _locate(ctx: Context, alert: Alert | None = None) -> bool:
         return False
     alert = alert or await _alert(ctx)
     if alert is not None:
+        live = where.live and not ctx.inbound.edited
         await alerts.add_location(
             ctx.session,
             ctx.vault,
@@ -71,6 +72,8 @@ async def _locate(ctx: Context, alert: Alert | None = None) -> bool:
             latitude=where.latitude,
             longitude=where.longitude,
             now=ctx.now,
+            shared=ctx.inbound.chat_message_id if live else None,
+            update=ctx.inbound.edited,
         )
     return True
 
@@ -142,11 +145,13 @@ async def on_cancel(ctx: Context) -> str:
 
 
 async def edited(ctx: Context) -> None:
-    """An edit: a live location update feeds the open alert; anything else is not read."""
+    """An edit: an update of the live location shared for the open alert feeds it (one
+    shared for a report or an earlier alert does not); anything else is not read."""
     if ctx.inbound.location is not None and ctx.defender is not None:
         key = alerts.dedup_key(ctx.defender.id, AlertKind.panic)
         alert = await alerts.open_alert(ctx.session, key)
-        if alert is not None:
+        message = ctx.inbound.chat_message_id
+        if alert is not None and await alerts.shared_live(ctx.session, alert, message):
             await _locate(ctx, alert)
         return
     if ctx.inbound.text is not None:

@@ -122,6 +122,7 @@ class Event:
     edited: bool = False
     private: bool = True
     message_id: str | None = None
+    chat_message_id: str | None = None  # an edit names the message it edits
 
 
 Said = str | Pick | Event
@@ -180,7 +181,7 @@ class Chat:
             forwarded=event.forwarded,
             edited=event.edited,
             private=event.private,
-            chat_message_id=str(self.sent),
+            chat_message_id=event.chat_message_id or str(self.sent),
         )
         await self.desk.engine.handle(inbound)
         return await self.received()

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 
+from core.crypto import open_sealed
 from core.db import transaction
 from core.messages import InboundAttachment, Location
 from core.models import (
     Alert,
+    AlertEvent,
     AlertKind,
     CheckIn,
     Conversation,
@@ -160,11 +162,45 @@ async def test_it_still_raises_the_alert_when_the_flow_fails(
 async def test_it_feeds_live_location_edits_to_the_open_alert(desk: Desk) -> None:
     alice = await onboard(desk)
     await alice.say("/alert")
+    shared = Location(4.6, -74.1, live=True)
+    await alice.say(Event(location=shared, chat_message_id="live-1"))  # for this alert
     await alice.say("/checkin")  # the conversation moved on; the alert is still open
-    assert await alice.say(Event(location=Location(4.6, -74.1), edited=True)) == []
+    moved = Event(location=Location(4.7, -74.2, live=True), edited=True, chat_message_id="live-1")
+    assert await alice.say(moved) == []
     async with desk.sessions() as s:
         (alert,) = (await s.execute(select(Alert))).scalars()
+        kinds = (await s.execute(select(AlertEvent.kind))).scalars().all()
     assert alert.location_sealed is not None
+    where = open_sealed(
+        desk.private_key, alert.location_sealed, org_id=desk.org.id, record_id=alert.id,
+        kind="alert_location",
+    )  # fmt: skip
+    assert (where["latitude"], where["longitude"]) == (4.7, -74.2)
+    assert kinds.count("location_added") == 1  # the desk hears of it once, not every update
+
+
+async def test_a_live_location_shared_before_never_feeds_a_later_alert(desk: Desk) -> None:
+    """R13: a location is given per alert. One shared for a report, or for an alert since
+    called off, keeps updating (Telegram: up to 8 hours); a later alert must not take it."""
+    alice = await onboard(desk)
+    live = Location(4.6, -74.1, live=True)
+    await alice.say("/alert")
+    await alice.say(Event(location=live, chat_message_id="first"))
+    await alice.say(Pick("no"))
+    await alice.say(CANCEL_PIN)  # called off
+    for said in ("/report", Pick("threat"), Pick("today")):
+        await alice.say(said)
+    await alice.say(Event(location=live, chat_message_id="report"))  # where it happened
+    await alice.say("/cancel")
+    await alice.say("/alert")
+    await alice.say(Pick("skip"))  # no location for this one
+    for message in ("first", "report"):
+        await alice.say(Event(location=live, edited=True, chat_message_id=message))
+    async with desk.sessions() as s:
+        second = (await s.execute(select(Alert).where(Alert.open_key.is_not(None)))).scalar_one()
+        told = select(AlertEvent.kind).where(AlertEvent.alert_id == second.id)
+        kinds = (await s.execute(told)).scalars().all()
+    assert second.location_sealed is None and "location_added" not in kinds
 
 
 async def test_it_forgets_old_message_ids_and_unsent_evidence(desk: Desk) -> None:
