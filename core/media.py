@@ -4,6 +4,10 @@ The original is only ever kept sealed (by the caller); what this module returns 
 is a re-encoded copy of the pixels alone: no EXIF (GPS, device), no XMP or IPTC, no embedded
 thumbnail of an uncropped original (SECURITY.md R16). Decoding is limited to an allowlist of
 formats and a pixel budget, so a decompression bomb is refused before it is decoded.
+
+A preview is a convenience for the desk; the original is the evidence. Whatever a decoder or
+Pillow's EXIF code raises (struct.error, SyntaxError, TypeError on odd tags…) means no preview,
+never a lost file.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def _image_format(data: bytes) -> str | None:
     try:
         with Image.open(io.BytesIO(data)) as im:  # reads the header only
             return im.format if im.format in IMAGE_FORMATS else None
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except Exception:  # any header Pillow cannot read is not an image we take
         return None
 
 
@@ -64,14 +68,14 @@ def preview(data: bytes) -> bytes | None:
                     return None
                 im.draft("RGB", (PREVIEW_EDGE, PREVIEW_EDGE))  # JPEG: decode at lower size
                 upright = ImageOps.exif_transpose(im).convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+            upright.thumbnail((PREVIEW_EDGE, PREVIEW_EDGE))
+            # A new image from the pixels alone carries no info dict: nothing of the
+            # original's EXIF, XMP, IPTC, ICC profile or embedded thumbnail survives.
+            clean = Image.frombytes("RGB", upright.size, upright.tobytes())
+            out = io.BytesIO()
+            clean.save(out, "JPEG", quality=85, optimize=True)
+    except Exception:  # no preview; the caller still seals the original
         return None
-    upright.thumbnail((PREVIEW_EDGE, PREVIEW_EDGE))
-    # A new image from the pixels alone carries no info dict: nothing of the original's
-    # EXIF, XMP, IPTC, ICC profile or embedded thumbnail survives.
-    clean = Image.frombytes("RGB", upright.size, upright.tobytes())
-    out = io.BytesIO()
-    clean.save(out, "JPEG", quality=85, optimize=True)
     return out.getvalue()
 
 

@@ -2,13 +2,36 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import zipfile
 
+import pytest
 from PIL import Image
 
 from core.media import MAX_BYTES, inspect, preview, sniff
 
 GPS_IFD = 0x8825
+
+
+def exif_block(entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """A big-endian EXIF block with one IFD of (tag, type, count, value) entries."""
+    ifd = struct.pack(">H", len(entries))
+    for tag, kind, count, value in entries:
+        ifd += struct.pack(">HHI", tag, kind, count) + value.ljust(4, b"\0")
+    return b"Exif\x00\x00MM\x00*" + struct.pack(">I", 8) + ifd + b"\0\0\0\0"
+
+
+# A phone held upright (Orientation 6) plus a tag stored with another type than Pillow expects
+# (Threshholding as ASCII): exif_transpose writes the EXIF back and raises struct.error.
+MISTYPED_EXIF = exif_block([(0x0107, 2, 2, b"X\0"), (0x0112, 3, 1, struct.pack(">H", 6))])
+# A damaged TIFF header ("MMB*"): reading the EXIF raises SyntaxError.
+BROKEN_EXIF = b"Exif\x00\x00MMB*\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00"
+
+
+def image_with_exif(exif: bytes, image_format: str) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (9, 9, 9)).save(out, image_format, exif=exif)
+    return out.getvalue()
 
 
 def jpeg_with_gps() -> bytes:
@@ -73,3 +96,21 @@ def test_it_sniffs_instead_of_trusting_names() -> None:
 
 def test_it_refuses_oversized_files() -> None:
     assert preview(b"\xff\xd8" + bytes(MAX_BYTES)) is None
+
+
+@pytest.mark.parametrize(
+    ("exif", "image_format"),
+    [
+        (MISTYPED_EXIF, "JPEG"),
+        (MISTYPED_EXIF, "PNG"),
+        (MISTYPED_EXIF, "WEBP"),
+        (BROKEN_EXIF, "WEBP"),
+    ],
+    ids=["mistyped-jpeg", "mistyped-png", "mistyped-webp", "broken-header-webp"],
+)
+def test_odd_exif_means_no_preview_at_worst_never_an_error(exif: bytes, image_format: str) -> None:
+    data = image_with_exif(exif, image_format)
+    clean = preview(data)
+    assert clean is None or clean.startswith(b"\xff\xd8")
+    evidence = inspect(data)
+    assert evidence.sha256 == hashlib.sha256(data).hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from typing import Any
 
 from sqlalchemy import select
 
@@ -12,7 +13,8 @@ from core.crypto import open_sealed
 from core.messages import InboundAttachment
 from core.models import Alert, AlertKind, Evidence, Report
 from core.reports import EVIDENCE_KIND, PART_KIND
-from tests.flows.conftest import Desk, Event, Pick, onboard, run_dialog
+from tests.core.test_media import MISTYPED_EXIF, image_with_exif
+from tests.flows.conftest import Chat, Desk, Event, Pick, onboard, run_dialog
 
 CANARY = "CANARY soldiers at the river crossing"
 PHOTO = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 10
@@ -42,6 +44,28 @@ async def file_report(desk: Desk, chat_address: str = "alice") -> tuple[Report, 
     async with desk.sessions() as s:
         report = (await s.execute(select(Report))).scalar_one()
     return report, shown
+
+
+async def at_evidence(desk: Desk) -> Chat:
+    """Alice, onboarded, with a report started and its narrative sent: files are asked for."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    await alice.say(Pick("me"))
+    await alice.say("they came at night")
+    await alice.say(Pick("done"))
+    return alice
+
+
+async def sealed_evidence(desk: Desk) -> list[dict[str, Any]]:
+    async with desk.sessions() as s:
+        rows = (await s.execute(select(Evidence).order_by(Evidence.created_at))).scalars()
+        return [
+            open_sealed(
+                desk.private_key, e.sealed, org_id=desk.org.id, record_id=e.id, kind=EVIDENCE_KIND
+            )
+            for e in rows
+        ]
 
 
 async def test_it_runs_a_report_dialog_in_english(desk: Desk) -> None:
@@ -169,3 +193,14 @@ async def test_it_runs_a_report_dialog_in_portuguese(desk: Desk) -> None:
             (Pick("send"), "O seu código de recibo é"),
         ],
     )
+
+
+async def test_a_photo_whose_exif_breaks_the_preview_is_still_sealed(desk: Desk) -> None:
+    """Pillow raised struct.error on an oddly typed EXIF tag: the message's files were lost."""
+    alice = await at_evidence(desk)
+    data = image_with_exif(MISTYPED_EXIF, "JPEG")
+    photo = InboundAttachment("document", "image/jpeg", len(data), data, "IMG_0001.jpg")
+    assert "1 file received" in await alice.text(Event(attachments=(photo,)))
+    (sealed,) = await sealed_evidence(desk)
+    assert base64.b64decode(sealed["original"]) == data
+    assert sealed["sha256"] == hashlib.sha256(data).hexdigest()
