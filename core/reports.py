@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import Vault, seal
 from core.desk_reports import SEALED_KIND, TRIAGE_KEYS
-from core.media import MAX_BYTES, inspect
+from core.media import MAX_BYTES, examine
 from core.messages import InboundAttachment
 from core.models import Defender, Evidence, Organisation, Report
 from core.security import generate_code
@@ -63,7 +63,7 @@ async def add_evidence(
     if data is None or len(data) > MAX_BYTES:
         return None
     public = await org_key(session, defender.org_id)
-    found = inspect(data)
+    found = await examine(data)  # hashed as received; decoded off the event loop
     row = Evidence(
         id=uuid.uuid4(), org_id=defender.org_id, defender_id=defender.id, report_id=report_id
     )

@@ -3,7 +3,10 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -11,6 +14,7 @@ from PIL import Image
 from core.media import MAX_BYTES, inspect, preview, sniff
 
 GPS_IFD = 0x8825
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def exif_block(entries: list[tuple[int, int, int, bytes]]) -> bytes:
@@ -114,3 +118,42 @@ def test_odd_exif_means_no_preview_at_worst_never_an_error(exif: bytes, image_fo
     assert clean is None or clean.startswith(b"\xff\xd8")
     evidence = inspect(data)
     assert evidence.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_tiny_file_cannot_cost_hundreds_of_megabytes() -> None:
+    """1.6 kB of lossless WebP declaring 6324x6324 px (under MAX_PIXELS) was decoded whole:
+    ~640 MB and a second of CPU. Measured in a fresh process, where the peak is preview's."""
+    out = io.BytesIO()
+    Image.new("RGBA", (6324, 6324)).save(out, "WEBP", lossless=True)
+    tiny = out.getvalue()
+    assert len(tiny) < 4096
+    child = (
+        "import resource, sys\n"
+        "from core.media import preview\n"
+        "data = sys.stdin.buffer.read()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "made = preview(data)\n"
+        "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
+        "print(made is None, grown // 1024)\n"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", child], input=tiny, capture_output=True, check=True, cwd=ROOT
+    ).stdout.split()
+    assert answer[0] == b"True"
+    assert int(answer[1]) < 100, f"preview() grew by {int(answer[1])} MB for {len(tiny)} bytes"
+
+
+def test_what_is_really_decoded_is_bounded_not_only_what_is_declared() -> None:
+    # Formats decoded whole: up to MAX_DECODED_PIXELS.
+    for width, height, made in ((4000, 4000, True), (4000, 4001, False)):
+        out = io.BytesIO()
+        Image.new("1", (width, height)).save(out, "PNG")
+        assert (preview(out.getvalue()) is not None) is made, (width, height)
+    # A JPEG decodes at a reduced size when both sides allow it (here to 3650x2738)...
+    out = io.BytesIO()
+    Image.new("RGB", (7300, 5475)).save(out, "JPEG", quality=10)
+    assert preview(out.getvalue()) is not None
+    # ...but a panorama cannot be reduced below 1600 px high: decoded whole, so refused.
+    out = io.BytesIO()
+    Image.new("RGB", (26_000, 800)).save(out, "JPEG", quality=10)
+    assert preview(out.getvalue()) is None

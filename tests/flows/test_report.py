@@ -5,15 +5,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from core import media
 from core.crypto import open_sealed
 from core.messages import InboundAttachment
 from core.models import Alert, AlertKind, Evidence, Report
 from core.reports import EVIDENCE_KIND, PART_KIND
-from tests.core.test_media import MISTYPED_EXIF, image_with_exif
+from tests.core.test_media import MISTYPED_EXIF, image_with_exif, jpeg_with_gps
 from tests.flows.conftest import Chat, Desk, Event, Pick, onboard, run_dialog
 
 CANARY = "CANARY soldiers at the river crossing"
@@ -204,3 +207,24 @@ async def test_a_photo_whose_exif_breaks_the_preview_is_still_sealed(desk: Desk)
     (sealed,) = await sealed_evidence(desk)
     assert base64.b64decode(sealed["original"]) == data
     assert sealed["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+async def test_images_are_decoded_off_the_event_loop(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to a second of decoding ran on the event loop, holding back every other chat."""
+    decoded_in: list[threading.Thread] = []
+    real = media.preview
+
+    def watched(data: bytes) -> bytes | None:
+        decoded_in.append(threading.current_thread())
+        return real(data)
+
+    monkeypatch.setattr(media, "preview", watched)
+    alice = await at_evidence(desk)
+    data = jpeg_with_gps()
+    photo = InboundAttachment("photo", "image/jpeg", len(data), data)
+    assert "1 file received" in await alice.text(Event(attachments=(photo,)))
+    (sealed,) = await sealed_evidence(desk)
+    assert sealed["preview"] is not None
+    assert decoded_in and threading.current_thread() not in decoded_in
