@@ -16,6 +16,7 @@ from core.crypto import open_sealed
 from core.messages import InboundAttachment
 from core.models import Alert, AlertKind, Evidence, Report
 from core.reports import EVIDENCE_KIND, PART_KIND
+from flows import report
 from tests.core.test_media import MISTYPED_EXIF, image_with_exif, jpeg_with_gps
 from tests.flows.conftest import Chat, Desk, Event, Pick, onboard, run_dialog
 
@@ -228,3 +229,39 @@ async def test_images_are_decoded_off_the_event_loop(
     (sealed,) = await sealed_evidence(desk)
     assert sealed["preview"] is not None
     assert decoded_in and threading.current_thread() not in decoded_in
+
+
+async def test_a_report_takes_a_bounded_number_of_files(desk: Desk) -> None:
+    """240 files went into one report; now the first MAX_FILES are kept, the defender is told."""
+    alice = await at_evidence(desk)
+    files = tuple(
+        InboundAttachment("document", "application/pdf", 9, b"%%PDF-%03d" % i) for i in range(15)
+    )
+    assert "15 files received" in await alice.text(Event(attachments=files))
+    said = await alice.text(Event(attachments=files))
+    assert "One report can hold up to 20 files (100 MB in all)" in said
+    assert "The files already received are kept." in said and "20 files received" in said
+    said = await alice.text(Event(attachments=files[:1]))
+    assert "One report can hold up to 20 files" in said and "20 files received" in said
+    assert "May the desk share" in await alice.text(Pick("done"))
+    await alice.say(Pick("no"))
+    await alice.say(Pick("record"))
+    assert "Your receipt code is" in await alice.text(Pick("send"))
+    sealed = await sealed_evidence(desk)
+    assert len(sealed) == report.MAX_FILES
+    originals = sorted(base64.b64decode(e["original"]) for e in sealed)
+    assert originals == sorted(f.data or b"" for f in files + files[:5])
+
+
+async def test_a_report_takes_a_bounded_total_of_bytes(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "MAX_TOTAL_BYTES", 100)
+    alice = await at_evidence(desk)
+    forty = InboundAttachment("document", "application/pdf", 40, b"%PDF-" + b"x" * 35)
+    said = await alice.text(Event(attachments=(forty, forty, forty, forty)))
+    assert "I couldn't take the rest" in said and "2 files received" in said
+    assert "I couldn't take the rest" in await alice.text(Event(attachments=(forty,)))
+    small = InboundAttachment("document", "application/pdf", 6, b"%PDF-1")
+    assert "3 files received" in await alice.text(Event(attachments=(small,)))
+    assert len(await sealed_evidence(desk)) == 3
