@@ -23,6 +23,7 @@ from core.media import MAX_BYTES, examine
 from core.messages import InboundAttachment
 from core.models import Defender, Evidence, Organisation, Report
 from core.security import generate_code
+from core.text import file_name
 
 PART_KIND = "report.part"
 EVIDENCE_KIND = "report.evidence"
@@ -74,7 +75,7 @@ async def add_evidence(
         "content_type": found.content_type,
         "declared_type": attachment.content_type,
         "kind": attachment.kind,
-        "filename": attachment.filename,
+        "filename": file_name(attachment.filename),  # as sent, but never U+202E or NUL
         "received_at": now.isoformat(),
         "original": base64.b64encode(data).decode(),
         "preview": base64.b64encode(found.preview).decode() if found.preview else None,

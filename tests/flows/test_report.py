@@ -265,3 +265,14 @@ async def test_a_report_takes_a_bounded_total_of_bytes(
     small = InboundAttachment("document", "application/pdf", 6, b"%PDF-1")
     assert "3 files received" in await alice.text(Event(attachments=(small,)))
     assert len(await sealed_evidence(desk)) == 3
+
+
+async def test_file_names_are_sealed_without_bidi_overrides_or_controls(desk: Desk) -> None:
+    """Text with U+202E or NUL is refused; a file's name was sealed as sent, and the desk saw
+    "statement\u202egpj.exe" as "statementexe.jpg"."""
+    alice = await at_evidence(desk)
+    name = "statement\u202egpj.exe\x00"
+    document = InboundAttachment("document", "application/pdf", 10, b"%PDF-1.7 x", name)
+    assert "1 file received" in await alice.text(Event(attachments=(document,)))
+    (sealed,) = await sealed_evidence(desk)
+    assert sealed["filename"] == "statementgpj.exe"
