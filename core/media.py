@@ -30,8 +30,19 @@ MAX_PIXELS = 40_000_000  # declared in the header, checked before anything is de
 # reduce for a 1600 px preview (a short side under 3,200 px: 4032x3024, 5120x2880).
 MAX_DECODED_PIXELS = 16_000_000
 PREVIEW_EDGE = 1600
-IMAGE_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
-_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+# "MPO": a JPEG followed by more pictures (Ultra HDR's gain map, on Pixel and Samsung phones).
+# The first picture is the photo, and is what is decoded: it is a JPEG like any other.
+IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF"})
+# The openers Pillow may try: it has none named MPO (its JPEG opener returns those), and naming
+# one it lacks raises for every file tried before the right opener is reached.
+_OPENERS = sorted(IMAGE_FORMATS - {"MPO"})
+_MIME = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+}
 # Decoding costs up to a few hundred ms of CPU and ~140 MB: never on the event loop, and no
 # more than two at once, so a burst of photos from several people cannot add up.
 _DECODER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="amparo-media")
@@ -75,7 +86,7 @@ def preview(data: bytes) -> bytes | None:
     if len(data) > MAX_BYTES:
         return None
     try:
-        with Image.open(io.BytesIO(data), formats=sorted(IMAGE_FORMATS)) as im:
+        with Image.open(io.BytesIO(data), formats=_OPENERS) as im:
             width, height = im.size
             if width * height > MAX_PIXELS:
                 return None

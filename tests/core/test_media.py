@@ -157,3 +157,26 @@ def test_what_is_really_decoded_is_bounded_not_only_what_is_declared() -> None:
     out = io.BytesIO()
     Image.new("RGB", (26_000, 800)).save(out, "JPEG", quality=10)
     assert preview(out.getvalue()) is None
+
+
+def test_a_multi_picture_jpeg_is_a_jpeg_with_a_preview_of_its_first_picture() -> None:
+    """Pillow opens an Ultra HDR photo as "MPO": it was sniffed as application/octet-stream
+    and had no preview, so the desk could only open the original, GPS and all."""
+    exif = Image.open(io.BytesIO(jpeg_with_gps())).getexif().tobytes()
+    photo, gain_map = Image.new("RGB", (64, 48), (200, 0, 0)), Image.new("RGB", (32, 24))
+    out = io.BytesIO()
+    photo.save(out, "MPO", save_all=True, append_images=[gain_map], exif=exif)
+    found = inspect(out.getvalue())
+    assert found.content_type == "image/jpeg" and found.preview is not None
+    assert b"CANARY-CAMERA-MAKER" in out.getvalue()
+    assert b"CANARY-CAMERA-MAKER" not in found.preview
+    with Image.open(io.BytesIO(found.preview)) as im:
+        assert im.format == "JPEG" and im.size == (64, 48) and not im.getexif()
+        assert im.getpixel((10, 10))[0] > 150  # the photo, not the gain map
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "WEBP", "GIF", "JPEG"])
+def test_every_allowed_format_gets_a_preview(image_format: str) -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (0, 120, 0)).save(out, image_format)
+    assert preview(out.getvalue()) is not None
