@@ -26,6 +26,7 @@ from core.desk_reports import EVIDENCE_KIND, SEALED_KIND
 from core.i18n import operator_gettext as _
 from core.reports import PART_KIND
 from core.sealing import SealedMismatchError, open_sealed, unprotect_private_key
+from core.text import file_name
 
 reports_app = typer.Typer(no_args_is_help=True, help="Incident reports, opened on this machine.")
 
@@ -247,7 +248,7 @@ def show(data: dict[str, Any], saving: bool) -> None:
             echo("  " + refusal(item["refused"]))
             continue
         line = _("evidence {name} ({type}, {size} bytes), SHA-256 {sha256}").format(
-            name=item["filename"] or item["id"],
+            name=file_name(item["filename"]) or item["id"],  # no escapes for the terminal
             type=item["content_type"],
             size=item["size"],
             sha256=item["sha256"],

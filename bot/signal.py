@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar
@@ -88,10 +88,32 @@ def delivery_error(status: int, body: str) -> DeliveryError:
     return DeliveryError(f"rejected {status}", permanent=status != 429)
 
 
+def _stored_files(envelope: Any) -> list[str]:
+    """The keys of a frame's attachments in signal-cli's store (its own message, an edit, or
+    a transcript of one sent from another device)."""
+
+    def part(parent: Any, key: str) -> dict[str, Any]:
+        found = parent.get(key) if isinstance(parent, dict) else None
+        return found if isinstance(found, dict) else {}
+
+    messages = (
+        part(envelope, "dataMessage"),
+        part(part(envelope, "editMessage"), "dataMessage"),
+        part(part(envelope, "syncMessage"), "sentMessage"),
+    )
+    metas = [
+        a for m in messages if isinstance(m.get("attachments"), list) for a in m["attachments"]
+    ]
+    return [a["id"] for a in metas if isinstance(a, dict) and isinstance(a.get("id"), str)]
+
+
 async def _others_only(
-    receive: Callable[[], AsyncIterator[str]], number: str
+    receive: Callable[[], AsyncIterator[str]],
+    number: str,
+    discard: Callable[[list[str]], Awaitable[None]],
 ) -> AsyncIterator[str]:
-    """signal-cli's frames, without those from the bot's own account (sync transcripts)."""
+    """signal-cli's frames, without those from the bot's own account (sync transcripts),
+    whose attachments are deleted from signal-cli's store unread (R17)."""
     async for raw in receive():
         try:
             envelope = json.loads(raw).get("envelope") or {}
@@ -99,6 +121,7 @@ async def _others_only(
             yield raw  # signalbot's parser decides what to do with it
             continue
         if "syncMessage" in envelope or envelope.get("sourceNumber") == number:
+            await discard(_stored_files(envelope))
             continue
         yield raw
 
@@ -168,7 +191,7 @@ class Signal:
         # defenders: signalbot hands their sync transcripts on with the *recipient* as the
         # sender, so they are dropped here, before it parses them. Private: tests guard it.
         messages = bot._signal.messages
-        messages.receive = partial(_others_only, messages.receive, self.number)  # type: ignore[method-assign]
+        messages.receive = partial(_others_only, messages.receive, self.number, self._discard)  # type: ignore[method-assign]
         # signalbot logs every raw message at INFO (content, numbers): keep it quiet (R26),
         # and drop the handler each SignalBot adds so lines are not repeated.
         logger = logging.getLogger("signalbot")
@@ -188,8 +211,10 @@ class Signal:
         message = ctx.message
         source = message.source_uuid or message.source_number
         if not source or message.source_number == self.number:
+            await self._discard([a.local_filename for a in message.attachments or []])
             return  # our own devices' sync messages are not defenders talking
         if message.is_group():  # only the desk's responder group commands (flows.desk)
+            await self._discard([a.local_filename for a in message.attachments or []])
             await self._from_group(message, source)
             return
         if message.expires_in_seconds:
@@ -228,9 +253,7 @@ class Signal:
         fails leaves the data out (the flows say so): the message's text still goes on."""
         size, key = meta.size or 0, meta.local_filename
         data = await self._fetch(key) if key and size <= MAX_BYTES else None
-        if key:
-            with contextlib.suppress(DeliveryError):
-                await self._call("DELETE", f"/v1/attachments/{key}", {})
+        await self._discard([key])
         return InboundAttachment(
             kind="voice" if meta.is_voice_note else "document",
             content_type=meta.content_type or "application/octet-stream",
@@ -238,6 +261,14 @@ class Signal:
             data=data,
             filename=meta.remote_filename,
         )
+
+    async def _discard(self, keys: Sequence[str | None]) -> None:
+        """Delete files from signal-cli's attachment store (R17): after reading them, or
+        unread where nothing is fetched (groups, the bot's own devices)."""
+        for key in keys:
+            if key:
+                with contextlib.suppress(DeliveryError):
+                    await self._call("DELETE", f"/v1/attachments/{key}", {})
 
     async def _fetch(self, key: str) -> bytes | None:
         url = f"http://{self.service}/v1/attachments/{key}"

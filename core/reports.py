@@ -19,10 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import Vault, seal
 from core.desk_reports import SEALED_KIND, TRIAGE_KEYS
-from core.media import MAX_BYTES, inspect
+from core.media import MAX_BYTES, examine
 from core.messages import InboundAttachment
 from core.models import Defender, Evidence, Organisation, Report
 from core.security import generate_code
+from core.text import file_name
 
 PART_KIND = "report.part"
 EVIDENCE_KIND = "report.evidence"
@@ -63,7 +64,7 @@ async def add_evidence(
     if data is None or len(data) > MAX_BYTES:
         return None
     public = await org_key(session, defender.org_id)
-    found = inspect(data)
+    found = await examine(data)  # hashed as received; decoded off the event loop
     row = Evidence(
         id=uuid.uuid4(), org_id=defender.org_id, defender_id=defender.id, report_id=report_id
     )
@@ -74,7 +75,7 @@ async def add_evidence(
         "content_type": found.content_type,
         "declared_type": attachment.content_type,
         "kind": attachment.kind,
-        "filename": attachment.filename,
+        "filename": file_name(attachment.filename),  # as sent, but never U+202E or NUL
         "received_at": now.isoformat(),
         "original": base64.b64encode(data).decode(),
         "preview": base64.b64encode(found.preview).decode() if found.preview else None,

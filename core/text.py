@@ -5,6 +5,7 @@ report read differently on the desk's screen, lone surrogates, floods of combini
 than 4,000 characters) and drops the invisible marks keyboards insert (LRM/RLM, ALM).
 ``fold`` is the form words are compared in: commands, code phrases, choice labels. ``digits``
 reads any Unicode decimal digit (Arabic-Indic ٠١٢, Persian ۰۱۲, Devanagari…) as ASCII.
+``file_name`` cleans the name a file arrives with: what ``clean`` refuses is dropped instead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import unicodedata
 
 MAX_TEXT = 4000
+MAX_NAME = 255  # a file name, as most file systems allow
 # Embeddings, overrides and isolates: they reorder what the desk reads (U+202E and friends).
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # Marks that keyboards insert on their own; harmless, so silently dropped.
@@ -57,6 +59,23 @@ def clean(text: str) -> str:
     if not text:
         raise BadText("empty")
     return text
+
+
+def file_name(name: str | None) -> str | None:
+    """A sender's file name, safe to seal and to show: NFC, without control characters, bidi
+    overrides and marks, lone surrogates, line separators or floods of combining marks (a name
+    like "statement\u202egpj.exe" reads "statementexe.jpg"), at most MAX_NAME characters; None
+    if nothing is left. Cleaned, never refused: the name comes with evidence, which is kept."""
+    if name is None:
+        return None
+    kept, marks = [], 0
+    for c in unicodedata.normalize("NFC", name):
+        marks = marks + 1 if unicodedata.combining(c) else 0
+        unsafe = unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")
+        if unsafe or c in _BIDI_CONTROLS or c in _BIDI_MARKS or marks > _MAX_MARKS:
+            continue
+        kept.append(c)
+    return "".join(kept).strip()[:MAX_NAME] or None
 
 
 def fold(text: str) -> str:

@@ -27,6 +27,10 @@ from flows.when import parse_date, zone
 NAME = "report"
 TTL = timedelta(hours=6)
 MAX_PARTS = 20
+# Files per report (R21: submissions are bounded): a phone's worth of photos, or five at the
+# 20 MB limit. Each is sealed into the database, a third larger as base64.
+MAX_FILES = 20
+MAX_TOTAL_BYTES = 100 * 1024 * 1024
 
 
 async def start(ctx: Context) -> str:
@@ -36,7 +40,7 @@ async def start(ctx: Context) -> str:
     except reports.NoOrgKey:
         ctx.say(ctx._("Reports cannot be received yet. Please reach the desk another way."))
         return END
-    ctx.data = {"report": str(uuid.uuid4()), "parts": [], "evidence": 0}
+    ctx.data = {"report": str(uuid.uuid4()), "parts": [], "evidence": 0, "evidence_bytes": 0}
     labels = huridocs.labels(ctx)
     ctx.say(ctx._("Your report goes only to the desk. You can stop at any time with /cancel."))
     ctx.ask(
@@ -180,7 +184,13 @@ async def evidence(ctx: Context) -> str:
         ctx.need_choice("done", "none")
         return ask_consent(ctx)
     report_id = uuid.UUID(ctx.data["report"])
+    full = False
     for attachment in ctx.inbound.attachments:
+        size = len(attachment.data) if attachment.data is not None else 0
+        taken = ctx.data.get("evidence_bytes", 0)  # 0: a report begun before the limit
+        if full or ctx.data["evidence"] >= MAX_FILES or taken + size > MAX_TOTAL_BYTES:
+            full = True  # checked before sealing; what came before stays
+            continue
         row = await reports.add_evidence(
             ctx.session,
             defender=ctx.defender,
@@ -192,6 +202,14 @@ async def evidence(ctx: Context) -> str:
             ctx.say(ctx._("I couldn't take that file: the limit is 20 MB."))
             continue
         ctx.data["evidence"] += 1
+        ctx.data["evidence_bytes"] = taken + size
+    if full:
+        ctx.say(
+            ctx._(
+                "One report can hold up to {files} files ({mb} MB in all): I couldn't take the "
+                "rest. The files already received are kept."
+            ).format(files=MAX_FILES, mb=MAX_TOTAL_BYTES // (1024 * 1024))
+        )
     n = ctx.data["evidence"]
     ctx.forget_message()
     ctx.ask(

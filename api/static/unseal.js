@@ -125,6 +125,17 @@ function showReport(item, body, context) {
   }
 }
 
+// What a file name may not carry, shown or as a download name: control characters, bidi
+// overrides, isolates and marks ("statement\u202egpj.exe" reads "statementexe.jpg"), line
+// separators, lone surrogates. The server cleans names on receipt (core.text.file_name), but
+// a file sealed before that, or by anything else holding the public key, is not trusted.
+const UNSAFE_IN_NAMES =
+  /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/gu;
+
+function safeName(name) { // cut first: half a surrogate pair left at the end goes too
+  return String(name || "").slice(0, 255).replace(UNSAFE_IN_NAMES, "").trim();
+}
+
 // One evidence file: what it is, its hash on receipt, a metadata-free preview, the original.
 // Its plaintext names its report: a file moved to another report is refused.
 function showEvidence(item, body, context) {
@@ -136,7 +147,7 @@ function showEvidence(item, body, context) {
   const words = JSON.parse(context.labels.labels || "{}");
   const fields = words.fields || {};
   const type = String(body.content_type || "application/octet-stream");
-  const name = String(body.filename || `${fields.file || "file"} ${body.sha256 || ""}`.trim());
+  const name = safeName(body.filename) || `${fields.file || "file"} ${body.sha256 || ""}`.trim();
   item.append(element("p", `${name} · ${type} · ${Number(body.size || 0)} B`));
   item.append(element("p", `${fields.sha256 || "SHA-256"}: ${body.sha256 || ""}`, "hash"));
   if (body.preview) { // always a JPEG stripped of EXIF, GPS and XMP (core/media.py)

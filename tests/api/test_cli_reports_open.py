@@ -10,6 +10,7 @@ import stat
 import uuid
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
@@ -97,6 +98,17 @@ async def test_an_evidence_file_moved_from_another_report_is_refused(
     assert sorted("refused" in e for e in evidence) == [False, True]
     assert [e["refused"] for e in evidence if "refused" in e] == ["swapped"]
     assert [p.name.endswith("b.jpg") for p in saved_dir.iterdir()] == [True]
+
+
+async def test_a_file_name_never_reaches_the_terminal_unclean(
+    desk: Desk, site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name sealed as sent (before core.text.file_name): no escape sequence is printed."""
+    monkeypatch.setattr(reports, "file_name", lambda name: name)
+    report_id = await file_report(desk, desk.a, jpeg_with_gps(), "door\x1b[2J\u202egpj.exe")
+    text = await cli([str(report_id)], site, desk.a.token)
+    assert text.exit_code == 0, text.output
+    assert "evidence door[2Jgpj.exe (image/jpeg" in text.stdout, text.stdout
 
 
 async def test_it_refuses_clearly_and_never_prints_a_traceback(desk: Desk, site: str) -> None:

@@ -19,7 +19,16 @@ from core import alerts, desk_alerts, reports
 from core.crypto import seal
 from core.db import transaction
 from core.messages import InboundAttachment
-from core.models import Alert, AlertKind, AlertState, Defender, Organisation, Responder, utcnow
+from core.models import (
+    Alert,
+    AlertKind,
+    AlertState,
+    Defender,
+    Organisation,
+    Report,
+    Responder,
+    utcnow,
+)
 from core.sealing import unprotect_private_key
 from tests.api.conftest import PASSPHRASE, PASSWORD, Desk, Org, code, make_alert
 from tests.core.test_media import jpeg_with_gps
@@ -229,12 +238,8 @@ async def test_a_sealed_item_moved_to_another_record_is_refused(
     assert problems == []
 
 
-async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(
-    desk: Desk, site: str, chromium: Browser
-) -> None:
-    org = desk.a
+async def report_with_photo(desk: Desk, org: Org, photo: bytes, name: str) -> Report:
     assert org.defender is not None
-    photo = jpeg_with_gps()
     async with transaction(desk.sessions) as s:
         defender = await s.get(Defender, org.defender.id)
         assert defender is not None
@@ -247,7 +252,7 @@ async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(
                 s, defender=defender, report_id=rid, body={"place": "Zona 1, by the market"}
             ),
         ]
-        attachment = InboundAttachment("photo", "image/jpeg", len(photo), photo, "door.jpg")
+        attachment = InboundAttachment("photo", "image/jpeg", len(photo), photo, name)
         await reports.add_evidence(
             s, defender=defender, report_id=rid, attachment=attachment, now=now
         )
@@ -263,9 +268,14 @@ async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(
             "parts": parts,
         }
         triage = {"type_of_act": "02010303", "urgency": "urgent", "country": "GT"}
-        filed = await reports.file(
+        return await reports.file(
             s, desk.vault, defender=defender, report_id=rid, triage=triage, body=body, now=now
         )
+
+
+async def open_report(
+    chromium: Browser, site: str, org: Org, filed: Report
+) -> tuple[Page, list[str]]:
     page, problems = await page_in(chromium)
     await log_in(page, site, org, "responder")
     await page.get_by_role("link", name="Reports").click()
@@ -273,6 +283,16 @@ async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(
     await expect(page.locator("h1")).to_contain_text(filed.receipt_code)
     await page.get_by_label("Organisation passphrase").fill(PASSPHRASE)
     await page.get_by_role("button", name="Open the sealed items in this browser").click()
+    await expect(page.locator("[data-kind='report.evidence']")).to_contain_text("SHA-256")
+    return page, problems
+
+
+async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    photo = jpeg_with_gps()
+    filed = await report_with_photo(desk, desk.a, photo, "door.jpg")
+    page, problems = await open_report(chromium, site, desk.a, filed)
     report = page.locator("[data-kind=report]")
     await expect(report).to_contain_text("Two men followed me home.")
     await expect(report).to_contain_text("Zona 1, by the market")
@@ -291,6 +311,26 @@ async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(
     assert download.suggested_filename == "door.jpg"
     saved = await download.path()
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == hashlib.sha256(photo).hexdigest()
+    assert problems == []
+
+
+async def test_a_file_name_is_never_trusted_in_the_browser(
+    desk: Desk, site: str, chromium: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file sealed with its name as sent (as before core.text.file_name, or by anything else
+    with the public key): "statement\u202egpj.exe" must not read "statementexe.jpg"."""
+    monkeypatch.setattr(reports, "file_name", lambda name: name)
+    name = "statement\u202egpj.exe\u2066\x1b[2J\x00"
+    filed = await report_with_photo(desk, desk.a, jpeg_with_gps(), name)
+    page, problems = await open_report(chromium, site, desk.a, filed)
+    evidence = page.locator("[data-kind='report.evidence']")
+    shown = await evidence.locator("p").first.text_content()
+    assert shown is not None and shown.startswith("statementgpj.exe[2J · image/jpeg"), shown
+    await expect(evidence.locator("img")).to_have_attribute("alt", "statementgpj.exe[2J")
+    async with page.expect_download() as download_info:
+        await evidence.get_by_role("link", name="Download the original").click()
+    download = await download_info.value
+    assert "\u202e" not in download.suggested_filename
     assert problems == []
 
 

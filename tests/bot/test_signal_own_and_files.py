@@ -1,6 +1,7 @@
 """Signal: the bot's own account's other devices are not defenders; attachments are fetched
-by us, size first (R16), and deleted from signal-cli afterwards (R17); a failed fetch keeps
-the message's text."""
+by us, size first (R16), and deleted from signal-cli afterwards (R17), unread where nothing is
+fetched (groups, the bot's own devices, a frame without a sender); a failed fetch keeps the
+message's text."""
 
 # ruff: noqa: F811  (the fixtures are imported from test_signal)
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 from bot.signal import Signal
 from core.messages import Inbound
 from tests.bot.test_signal import ALICE, inbox, service, signal, wait_for  # noqa: F401
-from tests.standins.signal_cli import SignalStandIn
+from tests.standins.signal_cli import GROUP_INTERNAL_ID, SignalStandIn
 
 
 async def test_sync_message_from_own_device_is_not_a_defender_message(
@@ -98,3 +99,74 @@ async def test_attachments_are_deleted_from_signal_cli(
     await asyncio.sleep(0.3)
     deletes = [p for v, p, _ in service.requests if v == "DELETE" and "attachments" in p]
     assert deletes, "attachment left on signal-cli's disk"
+
+
+def photo_meta(service: SignalStandIn, key: str) -> dict[str, object]:
+    """A photo in signal-cli's attachment store, as a frame announces it."""
+    service.attachments[key] = b"\xff\xd8\xff CANARY photo"
+    return {
+        "id": key,
+        "contentType": "image/jpeg",
+        "filename": "p.jpg",
+        "size": 18,
+        "isVoiceNote": False,
+    }
+
+
+async def deleted_unread(service: SignalStandIn, inbox: list[Inbound], key: str) -> bool:
+    """After a marker from Alice has come through: was ``key`` deleted, and never fetched?"""
+    await service.send_text(ALICE, "marker")
+    await wait_for(lambda: any(i.text == "marker" for i in inbox))
+    await asyncio.sleep(0.2)
+    calls = [(verb, path) for verb, path, _ in service.requests if key in path]
+    return calls == [("DELETE", f"/v1/attachments/{key}")]
+
+
+async def test_a_group_attachment_is_deleted_unread(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """The group path (the desk's responder group) neither fetched nor deleted files (R17)."""
+    service.add_group([ALICE])
+    group = {"groupId": GROUP_INTERNAL_ID, "groupName": "Desk", "revision": 1, "type": "DELIVER"}
+    meta = photo_meta(service, "grp1")
+    await service.send_text(ALICE, "look at this", groupInfo=group, attachments=[meta])
+    assert await deleted_unread(service, inbox, "grp1")
+    assert [i.text for i in inbox] == ["marker"]
+
+
+async def test_attachments_of_the_bots_own_devices_are_deleted_unread(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """A phone linked to the bot's number: its messages and sync transcripts are dropped
+    before signalbot parses them, and their files stayed in signal-cli's store (R17)."""
+    own = service.envelope(
+        ALICE, {"message": "from my laptop", "attachments": [photo_meta(service, "own1")]}
+    )
+    own["envelope"]["sourceNumber"] = service.number
+    await service.push(own)
+    transcript = service.envelope(ALICE, {})
+    transcript["envelope"]["syncMessage"] = {
+        "sentMessage": {
+            "destinationUuid": ALICE,
+            "message": "sent from the bot's phone",
+            "attachments": [photo_meta(service, "sync1")],
+        }
+    }
+    del transcript["envelope"]["dataMessage"]
+    await service.push(transcript)
+    assert await deleted_unread(service, inbox, "own1")
+    assert await deleted_unread(service, inbox, "sync1")
+    assert [i.text for i in inbox] == ["marker", "marker"]
+
+
+async def test_attachments_of_a_frame_without_a_sender_are_deleted_unread(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    frame = service.envelope(
+        ALICE, {"message": "who sent this?", "attachments": [photo_meta(service, "anon1")]}
+    )
+    for field in ("source", "sourceNumber", "sourceUuid"):
+        frame["envelope"][field] = None
+    await service.push(frame)
+    assert await deleted_unread(service, inbox, "anon1")
+    assert [i.text for i in inbox] == ["marker"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.text import MAX_TEXT, BadText, clean, digits, fold, pin
+from core.text import MAX_NAME, MAX_TEXT, BadText, clean, digits, file_name, fold, pin
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,21 @@ def test_it_reads_digits_of_any_script() -> None:
     assert digits("۱۲۳") == "123" and digits("१२३") == "123"
     assert pin("١٢٣٤") == "1234" and pin("۵۶ ۷۸") == "5678" and pin("１２３４") == "1234"
     assert pin("123") is None and pin("123456789") is None and pin("12a4") is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("statement\u202egpj.exe", "statementgpj.exe"),  # shown as "statementexe.jpg"
+        ("photo\x00.jpg\n", "photo.jpg"),
+        ("\u2067isolated\u2069 \u200fname\u2028.pdf", "isolated name.pdf"),
+        ("lone \ud800 surrogate.ogg", "lone  surrogate.ogg"),
+        ("e" + "\u0301" * 20 + ".png", "é" + "\u0301" * 8 + ".png"),  # NFC, then 8 marks
+        ("می\u200cخواهم.jpg", "می\u200cخواهم.jpg"),  # Persian keeps its ZWNJ
+        ("x" * 300, "x" * MAX_NAME),
+        ("\u202e\x07 ", None),
+        (None, None),
+    ],
+)
+def test_file_names_are_cleaned_not_refused(sent: str | None, kept: str | None) -> None:
+    assert file_name(sent) == kept

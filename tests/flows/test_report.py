@@ -5,14 +5,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from core import media
 from core.crypto import open_sealed
 from core.messages import InboundAttachment
 from core.models import Alert, AlertKind, Evidence, Report
 from core.reports import EVIDENCE_KIND, PART_KIND
-from tests.flows.conftest import Desk, Event, Pick, onboard, run_dialog
+from flows import report
+from tests.core.test_media import MISTYPED_EXIF, image_with_exif, jpeg_with_gps
+from tests.flows.conftest import Chat, Desk, Event, Pick, onboard, run_dialog
 
 CANARY = "CANARY soldiers at the river crossing"
 PHOTO = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 10
@@ -42,6 +48,28 @@ async def file_report(desk: Desk, chat_address: str = "alice") -> tuple[Report, 
     async with desk.sessions() as s:
         report = (await s.execute(select(Report))).scalar_one()
     return report, shown
+
+
+async def at_evidence(desk: Desk) -> Chat:
+    """Alice, onboarded, with a report started and its narrative sent: files are asked for."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    await alice.say(Pick("me"))
+    await alice.say("they came at night")
+    await alice.say(Pick("done"))
+    return alice
+
+
+async def sealed_evidence(desk: Desk) -> list[dict[str, Any]]:
+    async with desk.sessions() as s:
+        rows = (await s.execute(select(Evidence).order_by(Evidence.created_at))).scalars()
+        return [
+            open_sealed(
+                desk.private_key, e.sealed, org_id=desk.org.id, record_id=e.id, kind=EVIDENCE_KIND
+            )
+            for e in rows
+        ]
 
 
 async def test_it_runs_a_report_dialog_in_english(desk: Desk) -> None:
@@ -169,3 +197,82 @@ async def test_it_runs_a_report_dialog_in_portuguese(desk: Desk) -> None:
             (Pick("send"), "O seu código de recibo é"),
         ],
     )
+
+
+async def test_a_photo_whose_exif_breaks_the_preview_is_still_sealed(desk: Desk) -> None:
+    """Pillow raised struct.error on an oddly typed EXIF tag: the message's files were lost."""
+    alice = await at_evidence(desk)
+    data = image_with_exif(MISTYPED_EXIF, "JPEG")
+    photo = InboundAttachment("document", "image/jpeg", len(data), data, "IMG_0001.jpg")
+    assert "1 file received" in await alice.text(Event(attachments=(photo,)))
+    (sealed,) = await sealed_evidence(desk)
+    assert base64.b64decode(sealed["original"]) == data
+    assert sealed["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+async def test_images_are_decoded_off_the_event_loop(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to a second of decoding ran on the event loop, holding back every other chat."""
+    decoded_in: list[threading.Thread] = []
+    real = media.preview
+
+    def watched(data: bytes) -> bytes | None:
+        decoded_in.append(threading.current_thread())
+        return real(data)
+
+    monkeypatch.setattr(media, "preview", watched)
+    alice = await at_evidence(desk)
+    data = jpeg_with_gps()
+    photo = InboundAttachment("photo", "image/jpeg", len(data), data)
+    assert "1 file received" in await alice.text(Event(attachments=(photo,)))
+    (sealed,) = await sealed_evidence(desk)
+    assert sealed["preview"] is not None
+    assert decoded_in and threading.current_thread() not in decoded_in
+
+
+async def test_a_report_takes_a_bounded_number_of_files(desk: Desk) -> None:
+    """240 files went into one report; now the first MAX_FILES are kept, the defender is told."""
+    alice = await at_evidence(desk)
+    files = tuple(
+        InboundAttachment("document", "application/pdf", 9, b"%%PDF-%03d" % i) for i in range(15)
+    )
+    assert "15 files received" in await alice.text(Event(attachments=files))
+    said = await alice.text(Event(attachments=files))
+    assert "One report can hold up to 20 files (100 MB in all)" in said
+    assert "The files already received are kept." in said and "20 files received" in said
+    said = await alice.text(Event(attachments=files[:1]))
+    assert "One report can hold up to 20 files" in said and "20 files received" in said
+    assert "May the desk share" in await alice.text(Pick("done"))
+    await alice.say(Pick("no"))
+    await alice.say(Pick("record"))
+    assert "Your receipt code is" in await alice.text(Pick("send"))
+    sealed = await sealed_evidence(desk)
+    assert len(sealed) == report.MAX_FILES
+    originals = sorted(base64.b64decode(e["original"]) for e in sealed)
+    assert originals == sorted(f.data or b"" for f in files + files[:5])
+
+
+async def test_a_report_takes_a_bounded_total_of_bytes(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "MAX_TOTAL_BYTES", 100)
+    alice = await at_evidence(desk)
+    forty = InboundAttachment("document", "application/pdf", 40, b"%PDF-" + b"x" * 35)
+    said = await alice.text(Event(attachments=(forty, forty, forty, forty)))
+    assert "I couldn't take the rest" in said and "2 files received" in said
+    assert "I couldn't take the rest" in await alice.text(Event(attachments=(forty,)))
+    small = InboundAttachment("document", "application/pdf", 6, b"%PDF-1")
+    assert "3 files received" in await alice.text(Event(attachments=(small,)))
+    assert len(await sealed_evidence(desk)) == 3
+
+
+async def test_file_names_are_sealed_without_bidi_overrides_or_controls(desk: Desk) -> None:
+    """Text with U+202E or NUL is refused; a file's name was sealed as sent, and the desk saw
+    "statement\u202egpj.exe" as "statementexe.jpg"."""
+    alice = await at_evidence(desk)
+    name = "statement\u202egpj.exe\x00"
+    document = InboundAttachment("document", "application/pdf", 10, b"%PDF-1.7 x", name)
+    assert "1 file received" in await alice.text(Event(attachments=(document,)))
+    (sealed,) = await sealed_evidence(desk)
+    assert sealed["filename"] == "statementgpj.exe"
