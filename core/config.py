@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     telegram_rate: float = 30.0
     signal_service: str | None = None
     signal_number: str | None = None
+    # /metrics answers direct loopback connections only; with this token (at least 32
+    # characters), also a scraper elsewhere that sends "Authorization: Bearer <token>".
+    metrics_token: SecretStr | None = None
     # Pinged (GET) after each successful sweep, at most every 30 s (a dead-man's switch).
     heartbeat_url: str | None = None
     # The TLS proxy's address(es) (comma-separated; networks allowed): only their
@@ -65,6 +68,8 @@ class Settings(BaseSettings):
         secret = self.telegram_webhook_secret
         if self.telegram_webhook_url and (secret is None or len(secret.get_secret_value()) < 32):
             raise ValueError("AMPARO_TELEGRAM_WEBHOOK_SECRET must be at least 32 characters")
+        if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 32:
+            raise ValueError("AMPARO_METRICS_TOKEN must be at least 32 characters")
         return self
 
     @property
