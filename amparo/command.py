@@ -48,6 +48,10 @@ def settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
+        error = (first.get("ctx") or {}).get("error")
+        if not first["loc"] and isinstance(error, ValueError):
+            # The settings' own check across fields: its message names the setting already.
+            raise fail(str(error)) from None
         field = "AMPARO_" + "_".join(str(p) for p in first["loc"]).upper()
         message = _("invalid setting {field}: {reason}").format(field=field, reason=first["msg"])
         raise fail(message) from None

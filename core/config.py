@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 
@@ -9,6 +10,10 @@ from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.i18n import operator_gettext as _
+
+# What Telegram accepts as setWebhook's secret_token (1-256 of A-Z a-z 0-9 _ -); ours is at
+# least 32 characters.
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{32,256}")
 
 
 class Mode(StrEnum):
@@ -68,6 +73,21 @@ class Settings(BaseSettings):
         secret = self.telegram_webhook_secret
         if self.telegram_webhook_url and (secret is None or len(secret.get_secret_value()) < 32):
             raise ValueError("AMPARO_TELEGRAM_WEBHOOK_SECRET must be at least 32 characters")
+        if self.telegram_webhook_url and not _WEBHOOK_SECRET.fullmatch(
+            secret.get_secret_value() if secret else ""
+        ):
+            raise ValueError(
+                "AMPARO_TELEGRAM_WEBHOOK_SECRET may hold only letters A-Z a-z, digits, _ and -, "
+                "at most 256 (Telegram refuses any other)"
+            )
+        if (
+            self.mode is Mode.production
+            and self.telegram_webhook_url
+            and not self.telegram_webhook_url.lower().startswith("https://")
+        ):
+            raise ValueError(
+                "AMPARO_TELEGRAM_WEBHOOK_URL must start with https:// (Telegram posts to no other)"
+            )
         if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 32:
             raise ValueError("AMPARO_METRICS_TOKEN must be at least 32 characters")
         return self

@@ -125,6 +125,23 @@ def test_it_rejects_a_bad_setting_in_one_line(tmp_path: Path) -> None:
     assert_one_line_error(result, "AMPARO_PORT")
 
 
+def test_a_setting_refused_with_another_is_named_in_one_line(tmp_path: Path) -> None:
+    env = {
+        "AMPARO_DATA_DIR": str(tmp_path),
+        "AMPARO_MODE": "production",
+        "AMPARO_TELEGRAM_TOKEN": "123:abc",
+        "AMPARO_TELEGRAM_WEBHOOK_URL": "http://desk.example.org/hooks/telegram",
+        "AMPARO_TELEGRAM_WEBHOOK_SECRET": "s" * 40,
+    }
+    result = amparo(env, "worker")
+    assert_one_line_error(result, "amparo: AMPARO_TELEGRAM_WEBHOOK_URL must start with https://")
+    env["AMPARO_TELEGRAM_WEBHOOK_URL"] = "https://desk.example.org/hooks/telegram"
+    env["AMPARO_TELEGRAM_WEBHOOK_SECRET"] = "q1Zx+/8rT0kPq1Zx+/8rT0kPq1Zx+/8rT0kPq1Zx+/8="
+    result = amparo(env, "worker")
+    assert_one_line_error(result, "amparo: AMPARO_TELEGRAM_WEBHOOK_SECRET may hold only")
+    assert "q1Zx" not in result.stderr
+
+
 def test_it_answers_in_the_operators_language(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -41,3 +41,30 @@ def test_it_refuses_a_short_webhook_secret() -> None:
             telegram_webhook_url="https://x.example/hooks/telegram",
             telegram_webhook_secret="short",
         )
+
+
+def test_it_refuses_a_webhook_secret_telegram_refuses() -> None:
+    """setWebhook answers 400 to any other character (a base64 secret from `openssl rand
+    -base64 32`): the bot would never receive a message."""
+    url = "https://x.example/hooks/telegram"
+    for secret in ("q1Zx+/8rT0kPq1Zx+/8rT0kPq1Zx+/8rT0kPq1Zx+/8=", "a" * 40 + " ", "s" * 257):
+        with pytest.raises(ValidationError, match="AMPARO_TELEGRAM_WEBHOOK_SECRET may hold only"):
+            Settings(telegram_webhook_url=url, telegram_webhook_secret=secret)
+    Settings(telegram_webhook_url=url, telegram_webhook_secret="aZ09_-" * 6)
+    Settings(telegram_webhook_url=url, telegram_webhook_secret="s" * 256)
+
+
+def test_production_refuses_a_plain_http_webhook_url() -> None:
+    """Telegram posts only to https:// (setWebhook would fail at every start)."""
+    secret = "s" * 40
+    for url in ("http://desk.example.org/hooks/telegram", "desk.example.org/hooks/telegram"):
+        with pytest.raises(ValidationError, match="AMPARO_TELEGRAM_WEBHOOK_URL must start with"):
+            Settings(
+                mode=Mode.production, telegram_webhook_url=url, telegram_webhook_secret=secret
+            )
+        Settings(telegram_webhook_url=url, telegram_webhook_secret=secret)  # a local stand-in
+    Settings(
+        mode=Mode.production,
+        telegram_webhook_url="HTTPS://desk.example.org/hooks/telegram",
+        telegram_webhook_secret=secret,
+    )
