@@ -185,3 +185,16 @@ async def test_it_rotates_keys_and_verifies_the_audit_log(tmp_path: Path) -> Non
     assert broken.returncode == 1
     assert "entry" in broken.stdout
     assert_one_line_error(amparo(env, "audit", "verify", "--head", "nonsense"), "not valid")
+
+
+def test_the_database_in_an_existing_data_dir_is_not_readable_by_others(tmp_path: Path) -> None:
+    data = tmp_path / "srv"  # /srv/amparo, a host bind mount: not created by amparo, 0755
+    data.mkdir()
+    data.chmod(0o755)
+    old_umask = os.umask(0o022)  # what most services run with; the process inherits it
+    try:
+        result = amparo({"AMPARO_DATA_DIR": str(data)}, "db", "upgrade")
+    finally:
+        os.umask(old_umask)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((data / "amparo.db").stat().st_mode) == 0o600
