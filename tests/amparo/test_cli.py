@@ -198,3 +198,12 @@ def test_the_database_in_an_existing_data_dir_is_not_readable_by_others(tmp_path
         os.umask(old_umask)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE((data / "amparo.db").stat().st_mode) == 0o600
+
+
+def test_a_bad_token_or_log_level_is_one_line_that_does_not_echo_it(tmp_path: Path) -> None:
+    env = {"AMPARO_DATA_DIR": str(tmp_path), "AMPARO_TELEGRAM_TOKEN": "paste-here-CANARY"}
+    result = amparo(env, "worker")
+    assert_one_line_error(result, "invalid setting AMPARO_TELEGRAM_TOKEN: not a bot token")
+    assert "CANARY" not in result.stderr
+    result = amparo({"AMPARO_DATA_DIR": str(tmp_path), "AMPARO_LOG_LEVEL": "loud"}, "worker")
+    assert_one_line_error(result, "invalid setting AMPARO_LOG_LEVEL: must be one of DEBUG")
