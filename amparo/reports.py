@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -71,6 +72,32 @@ class Desk:
         if answer.status_code != 200:
             raise fail(_("the desk answered {status}").format(status=answer.status_code))
         return answer.json()
+
+
+def check_url(url: str) -> None:
+    """The API token goes in clear over http://: only to this machine's loopback."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        parsed = None
+    if parsed is not None and parsed.host and parsed.scheme == "https":
+        return
+    if parsed is not None and parsed.scheme == "http" and _is_loopback(parsed.host):
+        return
+    # Plain English, like the settings' errors (the catalogues are not this change's).
+    raise fail(
+        "the desk's address must start with https:// (http:// only on this machine's "
+        "loopback): the API token would cross the network in clear"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def read_secret(path: Path | None, env: str, prompt: str) -> str:
@@ -206,6 +233,7 @@ def open_report(
     as_json: JsonOpt = False,
 ) -> None:
     """Open a sealed report on this machine with the organisation key's passphrase."""
+    check_url(url)  # before the token is even read
     token = read_secret(token_file, "AMPARO_API_TOKEN", _("API token"))
     desk = Desk(url, token)
     try:

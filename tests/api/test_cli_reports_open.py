@@ -11,6 +11,7 @@ import stat
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
@@ -165,3 +166,39 @@ async def test_it_refuses_clearly_and_never_prints_a_traceback(desk: Desk, site:
         assert "Traceback" not in result.output and "Two men" not in result.output
     spanish = await cli([str(report_id)], site, desk.a.token, "no es", lang="es_ES.UTF-8")
     assert "frase de contraseña incorrecta" in spanish.stderr.lower(), spanish.stderr
+
+
+def test_the_token_never_goes_to_a_plain_http_desk_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`AMPARO_DESK_URL=http://desk.example.org` sent the API token (reports:read) in clear
+    across the network. Only https://, or http:// to this machine's loopback."""
+    seen: list[str] = []
+
+    def desk(request: httpx.Request) -> httpx.Response:
+        seen.append(
+            f"{request.url.scheme}://{request.url.host} {request.headers['authorization']}"
+        )
+        return httpx.Response(401)
+
+    real = httpx.Client
+    monkeypatch.setattr(
+        "amparo.reports.httpx.Client",
+        lambda **kw: real(transport=httpx.MockTransport(desk), **kw),
+    )
+    runner, report_id = CliRunner(), str(uuid.uuid4())
+
+    def run(url: str) -> Result:
+        env = {"AMPARO_DESK_URL": url, "AMPARO_API_TOKEN": "amp_CANARY", "LC_ALL": "C"}
+        return runner.invoke(app, ["reports", "open", report_id], env=env)
+
+    for url in ("http://desk.example.org", "http://10.0.0.5:8000", "desk.example.org", "ftp://x"):
+        refused = run(url)
+        assert refused.exit_code == 2, refused.output
+        assert "must start with https://" in refused.stderr
+        assert "Traceback" not in refused.output
+    assert seen == []
+    allowed = ("https://desk.example.org", "http://127.0.0.1:8000", "http://[::1]:8000")
+    for url in (*allowed, "http://localhost:8000"):
+        assert "the desk refused the API token" in run(url).stderr, url
+    assert len(seen) == 4 and all(s.endswith(" Bearer amp_CANARY") for s in seen), seen
