@@ -6,8 +6,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
-RUN groupadd --system amparo \
-    && useradd --system --gid amparo --home-dir /app --shell /usr/sbin/nologin amparo \
+# A fixed uid and gid (10001): files mounted into the container (the master key file, a host
+# data directory) must belong to it, and stay 0600 (README, "Deployment").
+RUN groupadd --system --gid 10001 amparo \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin amparo \
     && install -d -o amparo -g amparo -m 0700 /data
 
 WORKDIR /app

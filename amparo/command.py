@@ -48,8 +48,12 @@ def settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
+        error = (first.get("ctx") or {}).get("error")
+        reason = str(error) if isinstance(error, ValueError) else first["msg"]
+        if not first["loc"]:  # the settings' own check across fields names the setting
+            raise fail(reason) from None
         field = "AMPARO_" + "_".join(str(p) for p in first["loc"]).upper()
-        message = _("invalid setting {field}: {reason}").format(field=field, reason=first["msg"])
+        message = _("invalid setting {field}: {reason}").format(field=field, reason=reason)
         raise fail(message) from None
 
 

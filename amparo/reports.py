@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -29,6 +30,18 @@ from core.sealing import SealedMismatchError, open_sealed, unprotect_private_key
 from core.text import file_name
 
 reports_app = typer.Typer(no_args_is_help=True, help="Incident reports, opened on this machine.")
+
+# What a terminal acts on instead of showing (abuse case 13): C0 controls (ESC starts OSC 52,
+# which writes the clipboard, and cursor movement that erases a "refused" line above), DEL, C1
+# (U+009B is CSI on its own), line and paragraph separators, and the bidirectional overrides
+# and isolates that reorder a file name on screen ("photo\u202egpj.exe").
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with everything a terminal would act on written as a visible escape."""
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+
 
 SWAPPED = "swapped"  # an item that opened but names another record
 UNOPENED = "unopened"  # an item no key of the organisation opens
@@ -60,6 +73,32 @@ class Desk:
         if answer.status_code != 200:
             raise fail(_("the desk answered {status}").format(status=answer.status_code))
         return answer.json()
+
+
+def check_url(url: str) -> None:
+    """The API token goes in clear over http://: only to this machine's loopback."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        parsed = None
+    if parsed is not None and parsed.host and parsed.scheme == "https":
+        return
+    if parsed is not None and parsed.scheme == "http" and _is_loopback(parsed.host):
+        return
+    # Plain English, like the settings' errors (the catalogues are not this change's).
+    raise fail(
+        "the desk's address must start with https:// (http:// only on this machine's "
+        "loopback): the API token would cross the network in clear"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def read_secret(path: Path | None, env: str, prompt: str) -> str:
@@ -195,6 +234,7 @@ def open_report(
     as_json: JsonOpt = False,
 ) -> None:
     """Open a sealed report on this machine with the organisation key's passphrase."""
+    check_url(url)  # before the token is even read
     token = read_secret(token_file, "AMPARO_API_TOKEN", _("API token"))
     desk = Desk(url, token)
     try:
@@ -222,8 +262,8 @@ def open_report(
     body["parts"] = [{"refused": p} if p in (SWAPPED, UNOPENED) else p for p in parts]
     found = [evidence_entry(privates, f, org_id, report_id, evidence) for f in files]
     data = {"report": str(report_id), "body": body, "evidence": found}
-    if as_json:
-        typer.echo(json.dumps(data, ensure_ascii=False))
+    if as_json:  # the same JSON: \u escapes are JSON's own
+        typer.echo(printable(json.dumps(data, ensure_ascii=False)))
     else:
         show(data, evidence is not None)
     if any("refused" in item for item in [*body["parts"], *found]):
@@ -231,7 +271,9 @@ def open_report(
 
 
 def show(data: dict[str, Any], saving: bool) -> None:
-    echo = typer.echo
+    def echo(line: str) -> None:
+        typer.echo(printable(line))  # names, types and text as the defender's phone sent them
+
     body = data["body"]
     echo(_("report {id}, opened on this machine").format(id=data["report"]))
     for key, value in body.items():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -42,6 +45,33 @@ def prepare_data_dir(settings: Settings) -> None:
         raise StartupError(_("the data directory {path} is not writable").format(path=path))
 
 
+# SQLite's files beside the database: its write-ahead log, the WAL index, a rollback journal.
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def protect_sqlite_files(url: str) -> None:
+    """The embedded database only for this user (R17): created 0600 before SQLite opens it
+    (SQLite then gives its -wal and -shm files the database file's mode), and an existing one
+    that others could read tightened to 0600. Created with the umask (0644) in a data directory
+    that already existed, it let every local user read password hashes, blind indexes and
+    the audit chain."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if parsed.database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return  # a URI SQLite itself interprets
+    database = Path(parsed.database)
+    try:
+        os.close(os.open(database, os.O_RDONLY | os.O_CREAT, 0o600))
+    except OSError:
+        return  # SQLite's own error, on connecting, says what is wrong
+    for suffix in _SQLITE_COMPANIONS:
+        path = database.with_name(database.name + suffix)
+        with contextlib.suppress(OSError):  # absent, or another user's: left as it is
+            if stat.S_IMODE(path.stat().st_mode) & 0o077:
+                path.chmod(0o600)
+
+
 def load_vault(settings: Settings) -> Vault:
     # Locally a missing key file is created (mode 0600); production never invents keys.
     settings.check_production()
@@ -71,6 +101,7 @@ async def open_runtime(
     """Open everything; ``migrate`` defaults to upgrading only the embedded SQLite database."""
     prepare_data_dir(settings)
     vault = load_vault(settings)
+    protect_sqlite_files(settings.db_url)
     engine = create_engine(settings.db_url)
     try:
         await check_database(engine, settings.db_url)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import hmac
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,6 +39,36 @@ async def _frozen_heap(_app: FastAPI) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()
     yield
+
+
+# Headers a proxy adds when it forwards a request: a loopback peer that carries one of them is a
+# proxy relaying someone else, who may be anywhere.
+_FORWARDING = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def _loopback(host: str | None) -> bool:
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def may_scrape(request: Request, settings: Settings) -> bool:
+    """/metrics shows live P0 depth and delivery counts: whether an alert went out right now.
+    It answers a direct connection from this machine's loopback that no proxy relayed, or a
+    caller with ``Authorization: Bearer <AMPARO_METRICS_TOKEN>``; anyone else gets 404."""
+    token = settings.metrics_token
+    if token is not None:
+        given = request.headers.get("authorization", "")
+        expected = "Bearer " + token.get_secret_value()
+        if hmac.compare_digest(given.encode(), expected.encode()):
+            return True
+    if any(name in request.headers for name in _FORWARDING):
+        return False
+    return _loopback(request.client.host if request.client else None)
 
 
 def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI:
@@ -70,8 +102,10 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
         )
 
     @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> PlainTextResponse:
+    async def prometheus(request: Request) -> PlainTextResponse:
         """Prometheus text format: lateness, outbox depth by priority, deliveries."""
+        if not may_scrape(request, settings):
+            raise HTTPException(404)  # what any unknown path answers
         now = utcnow()
         async with app.state.sessions() as session:
             lag = await sweep_lag(session, now)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import SecretStr, model_validator
+from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.i18n import operator_gettext as _
+
+# What Telegram accepts as setWebhook's secret_token (1-256 of A-Z a-z 0-9 _ -); ours is at
+# least 32 characters.
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{32,256}")
+
+
+_BOT_TOKEN = re.compile(r"\d+:[A-Za-z0-9_-]+")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Mode(StrEnum):
@@ -42,6 +52,9 @@ class Settings(BaseSettings):
     telegram_rate: float = 30.0
     signal_service: str | None = None
     signal_number: str | None = None
+    # /metrics answers direct loopback connections only; with this token (at least 32
+    # characters), also a scraper elsewhere that sends "Authorization: Bearer <token>".
+    metrics_token: SecretStr | None = None
     # Pinged (GET) after each successful sweep, at most every 30 s (a dead-man's switch).
     heartbeat_url: str | None = None
     # The TLS proxy's address(es) (comma-separated; networks allowed): only their
@@ -51,6 +64,44 @@ class Settings(BaseSettings):
     # Let organisations' webhooks reach private addresses (a desk system on this network).
     # Off: in production they reach public addresses only (core.destinations).
     webhook_allow_private: bool = False
+
+    @field_validator(
+        "data_dir",
+        "database_url",
+        "master_key_file",
+        "host",
+        "log_level",
+        "telegram_token",
+        "telegram_api_url",
+        "telegram_webhook_url",
+        "telegram_webhook_secret",
+        "signal_service",
+        "signal_number",
+        "metrics_token",
+        "heartbeat_url",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        """``AMPARO_TELEGRAM_TOKEN=`` (a line left empty in .env) is as if it were absent: the
+        channel stays off, instead of starting with an empty token."""
+        if isinstance(value, str) and not value.strip() and info.field_name:
+            return cls.model_fields[info.field_name].default
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in _LOG_LEVELS:
+            raise ValueError("must be one of " + ", ".join(_LOG_LEVELS))
+        return value.upper()
+
+    @field_validator("telegram_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _BOT_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError("not a bot token (digits, a colon, then letters, digits, _ and -)")
+        return value
 
     @property
     def webhooks_public_only(self) -> bool:
@@ -65,6 +116,23 @@ class Settings(BaseSettings):
         secret = self.telegram_webhook_secret
         if self.telegram_webhook_url and (secret is None or len(secret.get_secret_value()) < 32):
             raise ValueError("AMPARO_TELEGRAM_WEBHOOK_SECRET must be at least 32 characters")
+        if self.telegram_webhook_url and not _WEBHOOK_SECRET.fullmatch(
+            secret.get_secret_value() if secret else ""
+        ):
+            raise ValueError(
+                "AMPARO_TELEGRAM_WEBHOOK_SECRET may hold only letters A-Z a-z, digits, _ and -, "
+                "at most 256 (Telegram refuses any other)"
+            )
+        if (
+            self.mode is Mode.production
+            and self.telegram_webhook_url
+            and not self.telegram_webhook_url.lower().startswith("https://")
+        ):
+            raise ValueError(
+                "AMPARO_TELEGRAM_WEBHOOK_URL must start with https:// (Telegram posts to no other)"
+            )
+        if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 32:
+            raise ValueError("AMPARO_METRICS_TOKEN must be at least 32 characters")
         return self
 
     @property

@@ -48,15 +48,60 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# The loggers whose lines we write and redact ourselves; every other one is a library's.
+OWN = ("amparo", "flows", "core", "bot", "api")
+# Libraries known to log what must stay out (R26), set to their floor at the source too:
+# httpx logs full URLs at INFO, and Telegram URLs embed the bot token; aiohttp (signalbot's
+# transport) and websockets log frames at DEBUG; PIL logs every EXIF tag of evidence at DEBUG
+# (an owner's name, a camera's serial number); aiosqlite logs each call with its parameters.
+QUIET = (
+    "httpx",
+    "httpcore",
+    "aiohttp",
+    "telegram",
+    "apscheduler",
+    "signalbot",
+    "websockets",
+    "PIL",
+    "aiosqlite",
+    "asyncio",
+    "multipart",
+    "python_multipart",
+    "uvicorn",
+)
+
+
+# One exception: uvicorn's server lifecycle ("Application startup complete", "Finished server
+# process"), which carries no request (the access log is off), stays at INFO.
+LIFECYCLE = "uvicorn.error"
+
+
+class LibraryFloor(logging.Filter):
+    """A library's records pass at WARNING or above, whatever level the operator chose: its
+    DEBUG and INFO lines carry URLs, payloads and metadata nobody has allowlisted (R26)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.floor = max(logging.WARNING, level)
+        self.lifecycle = max(logging.INFO, level)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" or record.name.split(".", 1)[0] in OWN:
+            return True
+        if record.name == LIFECYCLE:
+            return record.levelno >= self.lifecycle
+        return record.levelno >= self.floor
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
     root.setLevel(level)
-    # httpx logs full URLs at INFO, and Telegram URLs embed the bot token; aiohttp (signalbot's
-    # transport) logs none at INFO, but its DEBUG is no place for addresses either.
-    quiet = ("httpx", "httpcore", "aiohttp", "telegram", "apscheduler", "signalbot", "websockets")
-    for name in quiet:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    floor = LibraryFloor(root.getEffectiveLevel())
+    handler.addFilter(floor)
+    handler.addFilter(RedactingFilter())
+    root.handlers[:] = [handler]
+    for name in QUIET:
+        logging.getLogger(name).setLevel(floor.floor)
+    logging.getLogger(LIFECYCLE).setLevel(floor.lifecycle)

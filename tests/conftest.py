@@ -86,3 +86,12 @@ def _no_amparo_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("AMPARO_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(autouse=True)
+def _this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `python -m amparo` a test starts runs this checkout's code, not whichever
+    checkout the virtualenv's editable install points at (another worktree)."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", root + (os.pathsep + path if path else ""))

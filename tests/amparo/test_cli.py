@@ -125,6 +125,23 @@ def test_it_rejects_a_bad_setting_in_one_line(tmp_path: Path) -> None:
     assert_one_line_error(result, "AMPARO_PORT")
 
 
+def test_a_setting_refused_with_another_is_named_in_one_line(tmp_path: Path) -> None:
+    env = {
+        "AMPARO_DATA_DIR": str(tmp_path),
+        "AMPARO_MODE": "production",
+        "AMPARO_TELEGRAM_TOKEN": "123:abc",
+        "AMPARO_TELEGRAM_WEBHOOK_URL": "http://desk.example.org/hooks/telegram",
+        "AMPARO_TELEGRAM_WEBHOOK_SECRET": "s" * 40,
+    }
+    result = amparo(env, "worker")
+    assert_one_line_error(result, "amparo: AMPARO_TELEGRAM_WEBHOOK_URL must start with https://")
+    env["AMPARO_TELEGRAM_WEBHOOK_URL"] = "https://desk.example.org/hooks/telegram"
+    env["AMPARO_TELEGRAM_WEBHOOK_SECRET"] = "q1Zx+/8rT0kPq1Zx+/8rT0kPq1Zx+/8rT0kPq1Zx+/8="
+    result = amparo(env, "worker")
+    assert_one_line_error(result, "amparo: AMPARO_TELEGRAM_WEBHOOK_SECRET may hold only")
+    assert "q1Zx" not in result.stderr
+
+
 def test_it_answers_in_the_operators_language(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -168,3 +185,25 @@ async def test_it_rotates_keys_and_verifies_the_audit_log(tmp_path: Path) -> Non
     assert broken.returncode == 1
     assert "entry" in broken.stdout
     assert_one_line_error(amparo(env, "audit", "verify", "--head", "nonsense"), "not valid")
+
+
+def test_the_database_in_an_existing_data_dir_is_not_readable_by_others(tmp_path: Path) -> None:
+    data = tmp_path / "srv"  # /srv/amparo, a host bind mount: not created by amparo, 0755
+    data.mkdir()
+    data.chmod(0o755)
+    old_umask = os.umask(0o022)  # what most services run with; the process inherits it
+    try:
+        result = amparo({"AMPARO_DATA_DIR": str(data)}, "db", "upgrade")
+    finally:
+        os.umask(old_umask)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((data / "amparo.db").stat().st_mode) == 0o600
+
+
+def test_a_bad_token_or_log_level_is_one_line_that_does_not_echo_it(tmp_path: Path) -> None:
+    env = {"AMPARO_DATA_DIR": str(tmp_path), "AMPARO_TELEGRAM_TOKEN": "paste-here-CANARY"}
+    result = amparo(env, "worker")
+    assert_one_line_error(result, "invalid setting AMPARO_TELEGRAM_TOKEN: not a bot token")
+    assert "CANARY" not in result.stderr
+    result = amparo({"AMPARO_DATA_DIR": str(tmp_path), "AMPARO_LOG_LEVEL": "loud"}, "worker")
+    assert_one_line_error(result, "invalid setting AMPARO_LOG_LEVEL: must be one of DEBUG")

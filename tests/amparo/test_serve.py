@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import FastAPI, Request
 from sqlalchemy import inspect
 
@@ -26,10 +27,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_it_serves_healthz_on_a_fresh_data_dir(tmp_path: Path) -> None:
+# Lines left empty in .env: as if absent (an empty token started Telegram, and crashed).
+EMPTY = dict.fromkeys(
+    (
+        "AMPARO_TELEGRAM_TOKEN",
+        "AMPARO_TELEGRAM_API_URL",
+        "AMPARO_TELEGRAM_WEBHOOK_URL",
+        "AMPARO_TELEGRAM_WEBHOOK_SECRET",
+        "AMPARO_SIGNAL_SERVICE",
+        "AMPARO_SIGNAL_NUMBER",
+        "AMPARO_HEARTBEAT_URL",
+        "AMPARO_METRICS_TOKEN",
+        "AMPARO_MASTER_KEY_FILE",
+        "AMPARO_DATABASE_URL",
+        "AMPARO_LOG_LEVEL",
+        "AMPARO_HOST",
+    ),
+    "",
+)
+
+
+@pytest.mark.parametrize("unset", [{}, EMPTY], ids=["absent", "empty"])
+async def test_it_serves_healthz_on_a_fresh_data_dir(
+    tmp_path: Path, unset: dict[str, str]
+) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
-    env.update({"AMPARO_DATA_DIR": str(tmp_path / "var"), "AMPARO_PORT": str(port)})
+    env.update({"AMPARO_DATA_DIR": str(tmp_path / "var"), "AMPARO_PORT": str(port), **unset})
     proc = subprocess.Popen(
         [sys.executable, "-m", "amparo", "serve"],
         env=env,
@@ -56,6 +80,7 @@ async def test_it_serves_healthz_on_a_fresh_data_dir(tmp_path: Path) -> None:
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert proc.returncode in (0, -15), output
     assert "Application shutdown complete" in output
+    assert "Traceback" not in output
     key_file = tmp_path / "var" / "master.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'var' / 'amparo.db'}")

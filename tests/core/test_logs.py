@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Callable, Iterator
 
 import pytest
+from PIL import Image
 
-from core.logs import RedactingFilter, redact
+from core import media
+from core.logs import LIFECYCLE, QUIET, RedactingFilter, configure, redact
 
 
 def test_it_redacts_tokens_numbers_and_newlines() -> None:
@@ -50,3 +54,67 @@ def test_it_redacts_log_records_and_tracebacks(caplog: pytest.LogCaptureFixture)
     text = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert "7319046682" not in text
     assert "ValueError" in text
+
+
+@pytest.fixture
+def configured() -> Iterator[Callable[[str], None]]:
+    """core.logs.configure, with the root logger and the libraries' levels put back after."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    levels = {name: logging.getLogger(name).level for name in (*QUIET, LIFECYCLE, "somelib")}
+    yield configure
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def photo_with_owner() -> bytes:
+    image = Image.new("RGB", (64, 48), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x010F] = "CANARY-MAKE"
+    exif[0x013B] = "CANARY-OWNER Maria Lopez"  # Artist: phones and cameras put the owner here
+    exif[0xA431] = "CANARY-SERIAL-4471"  # BodySerialNumber
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+def test_evidence_metadata_stays_out_of_a_debug_log(
+    configured: Callable[[str], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """AMPARO_LOG_LEVEL=DEBUG, turned on to chase a problem: Pillow wrote every EXIF tag of
+    each evidence photo (the owner's name, the camera's serial) to the log (R26)."""
+    data = photo_with_owner()
+    configured("DEBUG")
+    assert media.preview(data) is not None  # what a report's evidence goes through on arrival
+    media.inspect(data)
+    logging.getLogger("amparo.test").debug("our own debug line")
+    err = capsys.readouterr().err
+    assert "our own debug line" in err  # the level really was DEBUG
+    leaked = [c for c in ("CANARY-MAKE", "CANARY-OWNER", "CANARY-SERIAL") if c in err]
+    assert leaked == [], err[:600]
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING", "ERROR"])
+def test_libraries_log_at_warning_or_above_whatever_the_level(
+    configured: Callable[[str], None], capsys: pytest.CaptureFixture[str], level: str
+) -> None:
+    configured(level)
+    floor = max(logging.WARNING, logging.getLevelNamesMapping()[level])
+    for name in ("somelib.sub", "httpx", "PIL.TiffImagePlugin"):
+        for at in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
+            logging.getLogger(name).log(at, "%s line at %s", name, logging.getLevelName(at))
+    logging.getLogger("amparo.x").log(logging.getLevelNamesMapping()[level], "ours at level")
+    err = capsys.readouterr().err
+    assert "ours at level" in err
+    for name in ("somelib.sub", "httpx", "PIL.TiffImagePlugin"):
+        for at in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
+            line = f"{name} line at {logging.getLevelName(at)}"
+            assert (line in err) == (at >= floor), (line, err)
+    # uvicorn's own lifecycle lines (no request in them) keep INFO, never DEBUG.
+    for at in (logging.DEBUG, logging.INFO):
+        logging.getLogger(LIFECYCLE).log(at, "lifecycle at %s", logging.getLevelName(at))
+    err = capsys.readouterr().err
+    assert "lifecycle at DEBUG" not in err
+    assert ("lifecycle at INFO" in err) == (level in ("DEBUG", "INFO"))
