@@ -37,9 +37,21 @@ def redact(text: str) -> str:
     return _CONTROL.sub("?", text.replace("\n", "\\n").replace("\r", "\\r"))
 
 
+# The ``extra`` fields a line may carry (R26: an allowlist): classes of errors, ids of our
+# own rows, counts. Anything else passed as ``extra`` is never written.
+FIELDS = (
+    "error", "channel", "channels", "outcome", "status", "method", "update", "outbox", "rows",
+    "count", "owner", "port", "workers",
+)  # fmt: skip
+
+
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
+        if getattr(record, "redacted", False):  # a second handler: already done
+            return True
+        record.redacted = True
+        shown = [f"{k}={getattr(record, k)}" for k in FIELDS if hasattr(record, k)]
+        record.msg = redact(" ".join([record.getMessage(), *shown]))
         record.args = None
         if record.exc_info and record.exc_info[1] is not None:
             # Tracebacks are rendered to text and redacted like the message.

@@ -118,3 +118,20 @@ def test_libraries_log_at_warning_or_above_whatever_the_level(
     err = capsys.readouterr().err
     assert "lifecycle at DEBUG" not in err
     assert ("lifecycle at INFO" in err) == (level in ("DEBUG", "INFO"))
+
+
+def test_a_line_says_its_allowlisted_details_and_nothing_else() -> None:
+    """The details passed as ``extra`` were never written ("getUpdates failed", and no why);
+    now the allowlisted ones are, redacted like the message, and no other."""
+    record = logging.LogRecord(
+        "amparo.x", logging.WARNING, __file__, 1, "getUpdates failed", None, None
+    )
+    record.error = "InvalidToken"
+    record.update = 812
+    record.text = "they are at the door"  # message text: never a logged field
+    record.chat = "7319046682"
+    RedactingFilter().filter(record)
+    line = record.getMessage()
+    assert line == "getUpdates failed error=InvalidToken update=812", line
+    RedactingFilter().filter(record)  # a second handler's filter changes nothing
+    assert record.getMessage() == line
