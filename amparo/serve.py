@@ -49,6 +49,7 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
         app = create_app(settings, rt.engine, rt.vault)
         config = _config(app, settings, host, port)
         channels = build_channels(rt)
+        app.state.channels = channels  # /healthz reports a channel that cannot receive
         mount_webhooks(app, channels)
         log.info("serving the desk", extra={"port": config.port, "channels": sorted(channels)})
         engine = asyncio.create_task(run_engine(rt, channels))

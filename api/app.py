@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import hmac
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
@@ -71,6 +71,21 @@ def may_scrape(request: Request, settings: Settings) -> bool:
     return _loopback(request.client.host if request.client else None)
 
 
+INBOUND_DOWN_S = 120.0  # a channel that could not fetch messages this long is "failing"
+
+
+def inbound_state(channels: Mapping[str, object]) -> dict[str, str]:
+    """Each receiving channel that can tell: "ok", or "failing" once it has been unable to
+    fetch messages for INBOUND_DOWN_S (Telegram polling: a revoked token, a block upstream).
+    Meanwhile no panic, PIN or "I'm safe" arrives: a monitor must see it (R27)."""
+    state = {}
+    for name, channel in channels.items():
+        down = getattr(channel, "inbound_down_s", None)
+        if callable(down):
+            state[name] = "failing" if down() >= INBOUND_DOWN_S else "ok"
+    return state
+
+
 def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI:
     production = settings.mode is Mode.production
     app = FastAPI(
@@ -95,11 +110,16 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
             database = "ok"
         except Exception:  # any failure means "not ok"; details stay in the server's log
             return JSONResponse({"status": "degraded", "database": "unreachable"}, 503)
-        ok = engine_state["escalation"] == "ok"
-        return JSONResponse(
-            {"status": "ok" if ok else "degraded", "database": database, **engine_state},
-            status_code=200 if ok else 503,
-        )
+        inbound = inbound_state(getattr(app.state, "channels", {}))
+        ok = engine_state["escalation"] == "ok" and "failing" not in inbound.values()
+        body: dict[str, object] = {
+            "status": "ok" if ok else "degraded",
+            "database": database,
+            **engine_state,
+        }
+        if inbound:
+            body["inbound"] = inbound
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> PlainTextResponse:

@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import logging
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -90,6 +91,14 @@ class Telegram:
         self.ready = asyncio.Event()
         self.tokens = callbacks.Issuer(sessions, vault)
         self._failed: dict[int, int] = {}  # webhook mode: update_id -> failed deliveries
+        # Polling: when getUpdates started failing (a revoked token, Telegram blocked
+        # upstream): no defender's message arrives meanwhile; /healthz says so (R27).
+        self.failing_since: float | None = None
+
+    def inbound_down_s(self) -> float:
+        """How long no message could be fetched (0: it can)."""
+        since = self.failing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def chat_index(self, chat_id: str | int) -> bytes:
         return self.vault.blind_index(self.name, str(chat_id))
@@ -119,8 +128,10 @@ class Telegram:
                 updates = await self.bot.get_updates(
                     offset=offset, timeout=timedelta(seconds=25), allowed_updates=UPDATES
                 )
-                backoff = 1.0
+                backoff, self.failing_since = 1.0, None
             except TelegramError as exc:
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
                 log.warning("getUpdates failed", extra={"error": type(exc).__name__})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)

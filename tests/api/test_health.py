@@ -103,3 +103,28 @@ async def test_metrics_answer_a_scraper_with_the_metrics_token(
 def test_a_short_metrics_token_is_refused() -> None:
     with pytest.raises(ValidationError, match="AMPARO_METRICS_TOKEN"):
         Settings(metrics_token="short")
+
+
+async def test_it_reports_a_channel_that_cannot_receive(
+    engine: AsyncEngine, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Telegram polling failing (a revoked token, a block upstream): no defender's message
+    arrives, so /healthz says so once it has lasted INBOUND_DOWN_S (R27)."""
+    from api import app as module
+
+    class Polling:
+        down = 0.0
+
+        def inbound_down_s(self) -> float:
+            return self.down
+
+    telegram = Polling()
+    app = create_app(Settings(), engine, vault)
+    app.state.channels = {"telegram": telegram, "console": object()}
+    async with client(app) as c:
+        fine = await c.get("/healthz")
+        telegram.down = module.INBOUND_DOWN_S + 1
+        failing = await c.get("/healthz")
+    assert (fine.status_code, fine.json()["inbound"]) == (200, {"telegram": "ok"})
+    assert (failing.status_code, failing.json()["status"]) == (503, "degraded")
+    assert failing.json()["inbound"] == {"telegram": "failing"}

@@ -445,3 +445,20 @@ async def test_an_update_is_kept_while_the_database_is_down(
             for _ in range(POISON_TRIES + 3)
         ]
     assert answers == [503] * (POISON_TRIES + 2) + [200]  # Telegram keeps sending it
+
+
+async def test_it_says_how_long_it_could_not_fetch_messages(
+    api: TelegramStandIn, sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    channel = Telegram(token=api.token, api_url=api.base_url, sessions=sessions, vault=vault)
+
+    async def receive(_inbound: Inbound) -> None:
+        return None
+
+    task = asyncio.create_task(channel.run(receive))
+    await asyncio.wait_for(channel.ready.wait(), 10)
+    assert channel.inbound_down_s() == 0.0
+    api.fail_next("getUpdates", 401, "Unauthorized", times=1000)  # the token was revoked
+    api.send_text(CHAT, "wake the long poll")
+    await wait_for(lambda: channel.inbound_down_s() > 0.5, seconds=10)
+    task.cancel()
