@@ -71,3 +71,19 @@ async def test_it_keeps_bound_values_out_of_error_texts(
         async with transaction(sessions) as s:
             s.add(Organisation(name="CANARY-DESK-NAME"))
     assert "CANARY-DESK-NAME" not in str(duplicate.value)
+
+
+def test_deleted_rows_are_overwritten_whatever_the_build(tmp_path: Path) -> None:
+    """R17: a deleted report or address must not stay readable in the file's free pages.
+    Debian builds SQLite with secure_delete on; a build without it must get it from us."""
+    import sqlite3
+
+    from core.sqlite import pragmas
+
+    conn = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
+    try:
+        conn.execute("PRAGMA secure_delete=0")  # as a build without the default starts
+        pragmas(conn, None)
+        assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    finally:
+        conn.close()
