@@ -78,6 +78,7 @@ REPORT_FIELDS = {
     "priority": N_("Urgency"),
     "language": N_("Language"),
     "text": N_("Account"),
+    "correction": N_("Account, corrected by the defender (the earlier words are kept above)"),
     "place": N_("Place"),
     "location": N_("Location"),
     "file": N_("File"),

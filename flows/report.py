@@ -27,6 +27,7 @@ from flows.when import parse_date, zone
 NAME = "report"
 TTL = timedelta(hours=6)
 MAX_PARTS = 20
+WRITING = ("what", "what_more")  # an edit here corrects the account (``corrected``)
 # Files per report (R21: submissions are bounded): a phone's worth of photos, or five at the
 # 20 MB limit. Each is sealed into the database, a third larger as base64.
 MAX_FILES = 20
@@ -158,6 +159,14 @@ async def what(ctx: Context) -> str:
         (Choice("done", ctx._("That's all")),),
         sensitive=True,
     )
+    return "what_more"
+
+
+async def corrected(ctx: Context) -> str:
+    """An edited message while the account is being written (R3): the new words are sealed as
+    a correction; the earlier ones stay, as sent."""
+    await _seal(ctx, {"text": ctx.need_text(), "correction": True})
+    ctx.say(ctx._("Received your correction. The first version is kept too."), sensitive=True)
     return "what_more"
 
 

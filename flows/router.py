@@ -26,7 +26,7 @@ from core.models import AlertKind, Defender, DefenderStatus, Priority
 from core.pins import Verdict
 from core.text import fold, pin
 from core.throttle import Throttle
-from flows import contact, desk, help, onboarding, panic, registry, store, words
+from flows import contact, desk, help, onboarding, panic, registry, report, store, words
 from flows.context import END, Context, Retry
 from flows.store import EXPIRED, IDLE
 
@@ -94,6 +94,8 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         flow, state = IDLE, IDLE
     inbound = ctx.inbound
     if inbound.edited:
+        if flow == report.NAME and state in report.WRITING and inbound.text:
+            return await run(ctx, flow, state, handler=report.corrected)  # R3: a new part
         await panic.edited(ctx)
         return flow, state
     if inbound.forwarded:

@@ -113,7 +113,8 @@ function showReport(item, body, context) {
     const piece = opened.body || {};
     const block = element("div", undefined, "part");
     if ("text" in piece) {
-      block.append(element("h3", fields.text || "text"), element("p", String(piece.text)));
+      const heading = piece.correction ? fields.correction || "correction" : fields.text || "text";
+      block.append(element("h3", heading), element("p", String(piece.text)));
     } else if ("place" in piece) {
       block.append(element("h3", fields.place || "place"), element("p", String(piece.place)));
     } else if ("location" in piece) {

@@ -276,3 +276,31 @@ async def test_file_names_are_sealed_without_bidi_overrides_or_controls(desk: De
     assert "1 file received" in await alice.text(Event(attachments=(document,)))
     (sealed,) = await sealed_evidence(desk)
     assert sealed["filename"] == "statementgpj.exe"
+
+
+async def test_an_edited_message_of_the_account_is_kept_as_a_correction(desk: Desk) -> None:
+    """R3: the edit becomes a new part; the original stays as it was sent."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    await alice.say(Pick("me"))
+    await alice.say(Event(text="they came at 10", chat_message_id="m1"))
+    answer = await alice.text(Event(text="they came at 11", edited=True, chat_message_id="m1"))
+    assert "correction" in answer
+    for said in (Pick("done"), Pick("done"), Pick("anonymous"), Pick("urgent"), Pick("send")):
+        await alice.say(said)
+    async with desk.sessions() as s:
+        filed = (await s.execute(select(Report))).scalar_one()
+    body = open_sealed(
+        desk.private_key, filed.sealed_body, org_id=desk.org.id, record_id=filed.id, kind="report"
+    )
+    parts = [
+        open_sealed(
+            desk.private_key, base64.b64decode(p), org_id=desk.org.id, record_id=filed.id,
+            kind=PART_KIND,
+        )
+        for p in body["parts"]
+    ]  # fmt: skip
+    assert parts == [{"text": "they came at 10"}, {"text": "they came at 11", "correction": True}]
+    # outside the account an edit is still not read
+    assert "edited messages" in await alice.text(Event(text="hola", edited=True))
