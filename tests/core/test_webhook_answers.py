@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -12,9 +13,21 @@ from core import webhooks
 from core.crypto import Vault
 from core.messages import DeliveryError
 from core.models import OutboxMessage, Webhook
+from tests.standins.http_receiver import serving
 
 CHUNK = b"x" * (1 << 20)
 OFFERED_MB = 192  # a malicious endpoint could offer gigabytes within the 15 s timeout
+
+
+async def _deliver(vault: Vault, url: str) -> None:
+    """One webhook event to ``url``, as the dispatcher sends it; its failure is no matter."""
+    hook = Webhook(id=uuid.uuid4(), org_id=uuid.uuid4(), url=url)
+    hook.put(vault, "secret_enc", "s" * 43)
+    row = OutboxMessage(id=uuid.uuid4(), channel="webhook", idempotency_key="k")
+    row.put(vault, "payload_enc", json.dumps({"event_id": "e1"}).encode())
+    async with webhooks.client() as http:
+        with contextlib.suppress(DeliveryError):
+            await webhooks.post(http, vault, hook, row, datetime.now(UTC))
 
 
 async def test_a_huge_answer_body_is_not_read_into_memory(vault: Vault) -> None:
@@ -34,25 +47,8 @@ async def test_a_huge_answer_body_is_not_read_into_memory(vault: Vault) -> None:
             pass
         return answer
 
-    app = web.Application()
-    app.router.add_post("/hook", flood)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        hook = Webhook(id=uuid.uuid4(), org_id=uuid.uuid4(), url=f"http://127.0.0.1:{port}/hook")
-        hook.put(vault, "secret_enc", "s" * 43)
-        row = OutboxMessage(id=uuid.uuid4(), channel="webhook", idempotency_key="k")
-        row.put(vault, "payload_enc", json.dumps({"event_id": "e1"}).encode())
-        async with webhooks.client() as http:
-            try:
-                await webhooks.post(http, vault, hook, row, datetime.now(UTC))
-            except DeliveryError:
-                pass
-    finally:
-        await runner.cleanup()
+    async with serving(flood) as url:
+        await _deliver(vault, url)
     mb = written / (1 << 20)
     assert mb < 8, f"the dispatcher read {mb:.0f} MB of the receiver's answer into memory"
 
@@ -71,26 +67,9 @@ async def test_a_compressed_answer_is_not_inflated_whole(vault: Vault) -> None:
         await request.read()
         return web.Response(body=bomb, headers={"Content-Encoding": "gzip"})
 
-    app = web.Application()
-    app.router.add_post("/hook", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    try:
-        hook = Webhook(id=uuid.uuid4(), org_id=uuid.uuid4(), url=f"http://127.0.0.1:{port}/hook")
-        hook.put(vault, "secret_enc", "s" * 43)
-        row = OutboxMessage(id=uuid.uuid4(), channel="webhook", idempotency_key="k")
-        row.put(vault, "payload_enc", json.dumps({"event_id": "e1"}).encode())
-        async with webhooks.client() as http:
-            try:
-                await webhooks.post(http, vault, hook, row, datetime.now(UTC))
-            except DeliveryError:
-                pass
-    finally:
-        await runner.cleanup()
+    async with serving(answer) as url:
+        await _deliver(vault, url)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 64, (
         f"{len(bomb) // 1024} KB on the wire grew the process by {grown_mb:.0f} MB"

@@ -20,6 +20,7 @@ from core.models import ChannelAddress, Webhook
 from core.outbox import Item, enqueue_many
 from tests.engine.conftest import build_world
 from tests.engine.standin import StandIn
+from tests.standins.http_receiver import serving
 
 TARPIT_S = 4.0  # in production up to the webhook client's timeout, per send
 
@@ -32,16 +33,17 @@ async def test_a_panic_notice_does_not_wait_for_another_desks_slow_webhook(  # t
         await asyncio.sleep(TARPIT_S)
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", tarpit)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    slow = await build_world(
-        sessions, vault, handle="a-heron", webhook_url=f"http://127.0.0.1:{port}/hook"
-    )
+    async with serving(tarpit) as url:
+        waited, sent = await _panic_while_webhooks_wait(sessions, vault, url)
+    assert sent and waited < TARPIT_S / 2, f"the panic notice waited {waited:.1f} s"
+
+
+async def _panic_while_webhooks_wait(  # type: ignore[no-untyped-def]
+    sessions, vault, url: str
+) -> tuple[float, bool]:
+    """Three P0 webhook events to ``url`` come due one after another (retries), then another
+    desk's defender panics: how long its notice to a responder waited."""
+    slow = await build_world(sessions, vault, handle="a-heron", webhook_url=url)
     other = await build_world(sessions, vault, channel="fast", handle="b-heron", webhook_url=None)
     async with sessions() as s:
         hook = (
@@ -78,5 +80,4 @@ async def test_a_panic_notice_does_not_wait_for_another_desks_slow_webhook(  # t
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await runner.cleanup()
-    assert fast.sent and waited < TARPIT_S / 2, f"the panic notice waited {waited:.1f} s"
+    return waited, bool(fast.sent)
