@@ -117,3 +117,9 @@ def configure(level: str = "INFO") -> None:
     for name in QUIET:
         logging.getLogger(name).setLevel(floor.floor)
     logging.getLogger(LIFECYCLE).setLevel(floor.lifecycle)
+    # uvicorn's own logging config (any uvicorn.Config built without log_config=None) gives
+    # its loggers handlers of their own that stop at them: every line must pass ours (R26).
+    for name in ("uvicorn", LIFECYCLE, "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True

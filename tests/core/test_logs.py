@@ -135,3 +135,17 @@ def test_a_line_says_its_allowlisted_details_and_nothing_else() -> None:
     assert line == "getUpdates failed error=InvalidToken update=812", line
     RedactingFilter().filter(record)  # a second handler's filter changes nothing
     assert record.getMessage() == line
+
+
+def test_uvicorns_own_logging_config_cannot_bypass_redaction(
+    configured: Callable[[str], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A uvicorn.Config built with uvicorn's logging config gives its loggers handlers of their
+    own that stop there: their lines would skip redaction (and our level floor)."""
+    import uvicorn
+
+    uvicorn.Config(app=lambda *_: None)  # uvicorn's default logging config, as a library's
+    configured("INFO")
+    logging.getLogger(LIFECYCLE).info("started for chat 7319046682")
+    err = capsys.readouterr().err
+    assert "started for chat <number>" in err, err
