@@ -50,7 +50,7 @@ from core.messages import (
     NotHandled,
     Outbound,
 )
-from core.models import ChannelAddress, Defender, DefenderStatus
+from core.models import GONE, ChannelAddress, Defender
 
 os.environ.setdefault("PTB_TIMEDELTA", "1")  # retry_after as a timedelta, as PTB 23 will do
 log = logging.getLogger("amparo.telegram")
@@ -255,7 +255,7 @@ class Telegram:
             .where(
                 ChannelAddress.channel == self.name,
                 ChannelAddress.blind_index == self.chat_index(chat_id),
-                Defender.status.not_in((DefenderStatus.deleted, DefenderStatus.hidden)),
+                Defender.status.not_in(GONE),
             )
         )
         async with self.sessions() as session:

@@ -18,9 +18,9 @@ from core.crypto import Vault
 from core.escalation import Act, AlertStep, Policy, desk_told
 from core.messages import Outbound
 from core.models import (
+    DO_NOT_CONTACT,
     Alert,
     AlertEvent,
-    AlertKind,
     Defender,
     OutboxMessage,
     OutboxState,
@@ -143,8 +143,7 @@ def desk_message(
         minutes = max(1, round((now - alert.acknowledged_at).total_seconds() / 60))
         return notices.desk_ack_timeout(locale, defender.handle, minutes)
     repeat = step.reason == "repeat"
-    says_it = (AlertKind.duress, AlertKind.identity_changed)  # their notices say it already
-    hidden = alert.do_not_contact and alert.kind not in says_it
+    hidden = alert.do_not_contact and alert.kind not in DO_NOT_CONTACT  # those say it already
     return notices.desk_alert(locale, alert.kind, defender.handle, repeat=repeat, hidden=hidden)
 
 

@@ -21,6 +21,7 @@ from core.claims import locked, write_lock
 from core.crypto import Vault, seal
 from core.escalation import DEFAULT_POLICY, Policy
 from core.models import (
+    DO_NOT_CONTACT,
     Alert,
     AlertEvent,
     AlertKind,
@@ -34,7 +35,6 @@ from core.models import (
 from core.outbox import enqueue_many
 
 PRIORITY = {AlertKind.panic: Priority.P0, AlertKind.duress: Priority.P0}
-DO_NOT_CONTACT = (AlertKind.duress, AlertKind.identity_changed)  # the device may be another's
 
 
 def dedup_key(defender_id: uuid.UUID, kind: AlertKind) -> str:

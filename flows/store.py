@@ -23,6 +23,7 @@ from core.crypto import Vault
 from core.defenders import new_address
 from core.messages import Inbound, Outbound
 from core.models import (
+    GONE,
     ChannelAddress,
     Conversation,
     Defender,
@@ -36,7 +37,6 @@ from core.pins import Verdict
 IDLE = "idle"
 EXPIRED = "expired"  # idle, and the next message first hears that the last conversation closed
 SEEN_FOR = timedelta(hours=72)  # R2: message ids are remembered at least this long
-GONE = (DefenderStatus.deleted, DefenderStatus.hidden)  # the bot answers them as strangers
 
 
 @dataclass

@@ -23,6 +23,11 @@ class AlertKind(StrEnum):
     identity_changed = "identity_changed"
 
 
+# Kinds whose alerts are flagged "do not contact the device" (the phone may be another's);
+# their desk notices say so themselves.
+DO_NOT_CONTACT = (AlertKind.duress, AlertKind.identity_changed)
+
+
 class AlertState(StrEnum):
     triggered = "triggered"
     acknowledged = "acknowledged"

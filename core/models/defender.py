@@ -22,6 +22,10 @@ class DefenderStatus(StrEnum):
     hidden = "hidden"
 
 
+# Those the bot answers as strangers (flows.store), and whose files it never fetches.
+GONE = (DefenderStatus.deleted, DefenderStatus.hidden)
+
+
 class Defender(Encrypted, CreatedMixin, Base):
     """A defender is known by a generated handle; no real name is ever required."""
 
