@@ -8,9 +8,10 @@
 3. Record (one transaction, fenced by our lease): delivered (payload shredded), retry later,
    or fall back (``core.delivery``).
 
-The people's channels and the desks' webhooks run in two lanes, each with its own passes: a
-receiver slow to answer (up to the client's timeout) never holds back a notice to a person.
-Passes overlap (up to ``PASSES`` per lane). A commit that queued rows wakes the loop at once
+Passes overlap (up to ``PASSES``). A desk's webhook does not hold its pass: a receiver slow
+to answer (up to the client's timeout) must never hold back a notice to a person, so webhook
+sends are sent and recorded apart, at most ``HOOK_SENDS`` at once (beyond that, webhook rows
+wait in the queue). A commit that queued rows wakes the loop at once
 (``core.wakeup``); otherwise it polls every ``idle_s`` for rows queued by other processes and
 retries coming due. A crash between 1 and 3
 leaves leases that expire: the row is sent again with the same idempotency key. A stop
@@ -53,6 +54,8 @@ HORIZON_S = 0.2
 # Passes in flight at once: a P0 queued while earlier passes send is claimed at once, not
 # after them (claimed rows are leased, so passes never overlap on a row).
 PASSES = 2
+# Webhook sends in flight at once, apart from the passes (each up to the client's timeout).
+HOOK_SENDS = 16
 
 
 PAUSED_WAIT_S = 3600.0  # a paused webhook's events are looked at again hourly, or on resume
@@ -106,62 +109,54 @@ class Dispatcher:
             n: Spacing(lim.per_recipient) for n, lim in limits.items() if lim.per_recipient
         }
         self.names = [*channels, *([WEBHOOK] if http is not None else [])]
-        # The people's channels, and the desks' webhooks apart: a receiver that takes the
-        # client's whole timeout to answer never holds back a notice to a person.
-        self.lanes = [list(channels), *([[WEBHOOK]] if http is not None else [])]
-        self._wakes = [asyncio.Event() for _ in self.lanes]
-        # Per lane: seconds until one of its rate-limited channels can send again.
-        self._refill: dict[tuple[str, ...], float | None] = {}
+        self._wake = asyncio.Event()
+        self._refill: float | None = None  # seconds until a rate-limited channel can send
+        self._hooks = 0  # webhook sends claimed and not yet recorded
 
     def wake(self) -> None:
-        for flag in self._wakes:
-            flag.set()
+        self._wake.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled, each lane in its own loop."""
+        """Deliver until cancelled."""
         loop = asyncio.get_running_loop()
-        stops = [
-            wakeup.subscribe(wakeup.OUTBOX, wakeup.event_setter(loop, w)) for w in self._wakes
-        ]
-        flying: set[asyncio.Task[None]] = set()
-        try:
-            await asyncio.gather(
-                *(self._lane(n, w, flying) for n, w in zip(self.lanes, self._wakes, strict=True))
-            )
-        finally:
-            for stop in stops:
-                stop()
-            await self._stop(flying)
-
-    async def _lane(
-        self, names: list[str], woken: asyncio.Event, flying: set[asyncio.Task[None]]
-    ) -> None:
+        stop = wakeup.subscribe(wakeup.OUTBOX, wakeup.event_setter(loop, self._wake))
         passes = asyncio.Semaphore(PASSES)
         urgent = asyncio.Semaphore(1)  # P0 only, while every pass is sending
-        while True:
-            woken.clear()
-            # A slow channel can hold a pass for send_timeout_s: a P0 never waits for it.
-            lane, top = passes, None
-            if passes.locked() and not urgent.locked():
-                lane, top = urgent, Priority.P0
-            await lane.acquire()
-            jobs: list[Job] = []
-            try:
-                jobs = await self.claim(now := self.clock(), top=top, lane=names)
-            except Exception:  # a database hiccup must not end delivery
-                log.exception("dispatch failed; retrying")
-            if jobs:  # sent and recorded while the next claim goes on
-                flying.add(task := asyncio.create_task(self._deliver(jobs, now)))
-                task.add_done_callback(flying.discard)
-                task.add_done_callback(partial(self._freed, lane, woken))
-            else:
-                lane.release()
-            if len(jobs) < self.batch:
-                idle = min(self.idle_s, self._refill.get(tuple(names)) or self.idle_s)
+        flying: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._wake.clear()
+                # A slow channel can hold a pass for send_timeout_s: a P0 never waits for it.
+                lane, top = passes, None
+                if passes.locked() and not urgent.locked():
+                    lane, top = urgent, Priority.P0
+                await lane.acquire()
+                jobs: list[Job] = []
                 try:
-                    await asyncio.wait_for(woken.wait(), idle)
-                except TimeoutError:
-                    pass
+                    jobs = await self.claim(now := self.clock(), top=top)
+                except Exception:  # a database hiccup must not end delivery
+                    log.exception("dispatch failed; retrying")
+                hooks = [j for j in jobs if j.channel == WEBHOOK]
+                if hooks:  # sent and recorded apart: a slow receiver holds no pass
+                    self._hooks += len(hooks)
+                    flying.add(task := asyncio.create_task(self._deliver(hooks, now)))
+                    task.add_done_callback(flying.discard)
+                    task.add_done_callback(partial(self._hooks_done, len(hooks)))
+                if people := [j for j in jobs if j.channel != WEBHOOK]:
+                    flying.add(task := asyncio.create_task(self._deliver(people, now)))
+                    task.add_done_callback(flying.discard)
+                    task.add_done_callback(partial(self._freed, lane))
+                else:
+                    lane.release()
+                if len(jobs) < self.batch:
+                    idle = min(self.idle_s, self._refill or self.idle_s)
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), idle)
+                    except TimeoutError:
+                        pass
+        finally:
+            stop()
+            await self._stop(flying)
 
     async def _stop(self, flying: set[asyncio.Task[None]]) -> None:
         """Let passes finish for a moment, then hand back every row this process holds: after
@@ -188,11 +183,13 @@ class Dispatcher:
         except Exception as exc:  # the database is gone too: the leases will expire
             log.warning("could not hand back leases", extra={"error": type(exc).__name__})
 
-    def _freed(
-        self, lane: asyncio.Semaphore, woken: asyncio.Event, _task: asyncio.Task[None]
-    ) -> None:
+    def _freed(self, lane: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
         lane.release()
-        woken.set()  # a pass is free: claim at once, not after the idle wait
+        self._wake.set()  # a pass is free: claim at once, not after the idle wait
+
+    def _hooks_done(self, n: int, _task: asyncio.Task[None]) -> None:
+        self._hooks -= n
+        self._wake.set()  # room for webhook rows that waited
 
     async def _deliver(self, jobs: list[Job], now: datetime) -> None:
         try:
@@ -222,12 +219,13 @@ class Dispatcher:
                 )
         return len(jobs)
 
-    def ready(self, lane: list[str] | None = None) -> list[str]:
-        """The channels (of ``lane``) that may send now: a rate-limited one out of budget
-        waits its turn."""
-        names: list[str] = []
-        refill: float | None = None
-        for name in self.names if lane is None else lane:
+    def ready(self) -> list[str]:
+        """The channels that may send now: a rate-limited one out of budget waits its turn, and
+        webhooks wait while ``HOOK_SENDS`` of them are in flight."""
+        names, self._refill = [], None
+        for name in self.names:
+            if name == WEBHOOK and self._hooks >= HOOK_SENDS:
+                continue  # woken when one is recorded
             bucket = self.buckets.get(name)
             if bucket is None:
                 names.append(name)
@@ -239,16 +237,12 @@ class Dispatcher:
                 names.append(name)
             else:
                 wait = (need - left) / bucket.rate
-                refill = wait if refill is None else min(refill, wait)
-        self._refill[tuple(self.names if lane is None else lane)] = refill
+                self._refill = wait if self._refill is None else min(self._refill, wait)
         return names
 
-    async def claim(
-        self, now: datetime, top: int | None = None, lane: list[str] | None = None
-    ) -> list[Job]:
-        """Lease the next batch of due rows (of priority ``top`` or more urgent, if given; of
-        ``lane``'s channels, if given)."""
-        names = self.ready(lane)
+    async def claim(self, now: datetime, top: int | None = None) -> list[Job]:
+        """Lease the next batch of due rows (of priority ``top`` or more urgent, if given)."""
+        names = self.ready()
         if not names:
             return []
         due = (
@@ -285,6 +279,7 @@ class Dispatcher:
             )
             # No more rows of a rate-limited channel than it can send within the horizon.
             budget = {n: int(b.available(HORIZON_S)) for n, b in self.buckets.items()}
+            budget[WEBHOOK] = HOOK_SENDS - self._hooks
             ids = []
             for row_id, channel in await s.execute(locked(pick, s, skip=True)):
                 if budget.get(channel, 1) >= 1:

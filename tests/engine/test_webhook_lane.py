@@ -1,5 +1,6 @@
-"""A desk's webhook receiver that is slow to answer holds back no notice to a person: the
-webhooks have a lane of their own in the dispatcher (found in review; both backends)."""
+"""A desk's webhook receiver that is slow to answer holds back no notice to a person: webhook
+sends hold no pass of the dispatcher (found in review; both backends), and how many wait on
+receivers at once is bounded."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from sqlalchemy import select
 
-from core import webhooks
+from core import dispatch, webhooks
 from core.db import transaction
 from core.dispatch import Dispatcher
 from core.messages import Outbound
@@ -81,3 +82,55 @@ async def _panic_while_webhooks_wait(  # type: ignore[no-untyped-def]
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     return waited, bool(fast.sent)
+
+
+async def test_webhook_sends_in_flight_are_bounded(  # type: ignore[no-untyped-def]
+    sessions, vault, monkeypatch
+) -> None:
+    """A receiver that never answers quickly does not make the dispatcher start a send for
+    every queued event: at most HOOK_SENDS wait on it at once, the rest wait in the queue,
+    and every event still arrives."""
+    monkeypatch.setattr(dispatch, "HOOK_SENDS", 3)
+    now_open, most, arrived = 0, 0, 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal now_open, most, arrived
+        now_open += 1
+        most = max(most, now_open)
+        await request.read()
+        await asyncio.sleep(0.3)
+        now_open -= 1
+        arrived += 1
+        return web.Response(status=204)
+
+    async with serving(slow) as url:
+        world = await build_world(sessions, vault, handle="c-heron", webhook_url=url)
+        async with sessions() as s:
+            hook = (
+                await s.execute(select(Webhook.id).where(Webhook.org_id == world.org_id))
+            ).scalar_one()
+        items = [
+            Item(
+                "webhook",
+                0,
+                f"c:{n}|webhook:{hook.hex}",
+                raw=json.dumps({"event_id": f"c-{n}"}).encode(),
+                webhook_id=hook,
+            )
+            for n in range(8)
+        ]
+        async with transaction(sessions) as s:
+            await enqueue_many(s, vault, items, now=datetime.now(UTC))
+        async with webhooks.client() as http:
+            d = Dispatcher(sessions, vault, {}, owner="t", http=http, limits={}, idle_s=0.05)
+            task = asyncio.create_task(d.run())
+            try:
+                started = time.monotonic()
+                while arrived < len(items) and time.monotonic() - started < 10:
+                    await asyncio.sleep(0.02)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    assert arrived == len(items)
+    assert most == 3, f"{most} sends waited on the receiver at once"
