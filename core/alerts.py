@@ -79,6 +79,12 @@ async def open_alert(session: AsyncSession, key: str) -> Alert | None:
     return (await session.execute(locked(stmt, session))).scalar_one_or_none()
 
 
+async def is_open(session: AsyncSession, defender_id: uuid.UUID, kind: AlertKind) -> bool:
+    """Whether the defender has an alert of ``kind`` not yet resolved (one index probe)."""
+    stmt = select(Alert.id).where(Alert.open_key == dedup_key(defender_id, kind)).limit(1)
+    return (await session.execute(stmt)).first() is not None
+
+
 async def raise_alert(
     session: AsyncSession, vault: Vault, *, defender: Defender, kind: AlertKind, now: datetime
 ) -> Alert:

@@ -25,6 +25,9 @@ from flows.context import END, Context, Retry
 NAME = "panic"
 TTL = timedelta(hours=24)  # the alert itself never expires with the conversation
 PIN_STATES = ("hold", "pin")
+# The questions after the alert (where, can they talk): answered even from a chat whose
+# safety number changed (flows.router.frozen); calling the alert off is not.
+TELLING = ("location", "talk")
 
 
 async def raise_now(ctx: Context) -> Alert:

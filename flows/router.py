@@ -7,7 +7,8 @@
    ("/desk CODE", see ``flows.desk``), an invite code (a desk's, or a trusted contact's),
    else a short "send your code";
 4. the alert trigger (command, button or the defender's own code phrase): from any state, the
-   alert is raised before anything is asked;
+   alert is raised before anything is asked; after it, nothing else from a Signal chat whose
+   safety number changed until the desk has verified it (``frozen``, R6);
 5. "I'm safe" (button or code phrase), help, cancel, menu: from any state;
 6. a command or menu button starting another flow;
 7. otherwise the current state's function, or the menu when nothing is in progress.
@@ -117,6 +118,14 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     if is_alert(ctx, choice, typed):
         ctx.data = {}
         return await run(ctx, "panic", "start")
+    if not (flow == panic.NAME and state in panic.TELLING) and await frozen(ctx):
+        ctx.say(
+            ctx._(
+                "Your Signal safety number has changed. Until your protection desk confirms "
+                "it is you, this chat can only raise an alert: send /sos if you are in danger."
+            )
+        )
+        return flow, state
     if onboarding and flow == IDLE:
         flow, state = "onboarding", "resume"
     if choice == words.SAFE_CHOICE or (typed and typed == ctx.settings.get("safe_phrase")):
@@ -171,6 +180,17 @@ def is_alert(ctx: Context, choice: str | None, typed: str) -> bool:
     if command.startswith("/") and command in words.ALERT:
         return True
     return bool(typed) and typed == ctx.settings.get("alert_phrase")
+
+
+async def frozen(ctx: Context) -> bool:
+    """R6: while the desk has not resolved a defender's "safety number changed" alert, their
+    Signal chat may be a new phone, or their number in someone else's hands. Only an alert
+    is taken from it: no "I'm safe", PIN, cancel, setting or deletion (an "I'm safe" from a
+    phone in other hands would stop the check-in's escalation). The desk resolves the alert
+    once it has verified the defender another way and trusted the new key."""
+    if ctx.inbound.channel != "signal" or ctx.defender is None:
+        return False
+    return await alerts.is_open(ctx.session, ctx.defender.id, AlertKind.identity_changed)
 
 
 async def hidden_alert(ctx: Context, hidden: Defender) -> None:
