@@ -27,6 +27,7 @@ CHANGE_PASSWORD = N_("change your password first")
 INVALID = N_("the request is not valid")
 TOO_MANY = N_("too many attempts; wait and try again")
 TOO_LARGE = N_("the request is too large")
+HAS_NUL = N_("the request contains a NUL character, which no field accepts")
 INTERNAL = N_("internal error; it was logged for the operators")
 CONFLICT = N_("this conflicts with the current state")
 GENERIC = {

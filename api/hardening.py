@@ -1,4 +1,6 @@
-"""Security headers with a CSP on every response, and a cap on request bodies (R22)."""
+"""Security headers with a CSP on every response, a cap on request bodies (R22), and no NUL
+character in a request's path, query or typed fields (PostgreSQL refuses it in text: each
+route would otherwise answer it with a 500 of its own, SQLite stores it)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import json
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import TOO_LARGE, locale_from
+from api.errors import HAS_NUL, TOO_LARGE, locale_from
 from api.security_headers import HEADERS
 from core.i18n import gettext
 
@@ -15,11 +17,30 @@ MAX_BODY = 256 * 1024  # the largest legitimate request is a key upload or a pol
 DOCS = ("/api/v1/docs", "/api/v1/docs/oauth2-redirect")  # development only; loads its own assets
 
 
-class TooLarge(HTTPException):
+# A NUL as typed in a form (%00) or in JSON (\u0000); raw in either. Not file uploads.
+_FORM, _JSON = b"application/x-www-form-urlencoded", b"application/json"
+
+
+class Refused(HTTPException):
     """Raised while the body streams in; FastAPI passes HTTP errors through as they are."""
 
-    def __init__(self) -> None:
-        super().__init__(413)
+    def __init__(self, status: int = 413) -> None:
+        super().__init__(status)
+
+
+def _has_nul(data: bytes, kind: bytes) -> bool:
+    """A NUL in a body of ``kind``: in JSON a ``\\u0000`` whose backslash is not escaped."""
+    if b"\x00" in data or (kind == _FORM and b"%00" in data):
+        return True
+    if kind != _JSON:
+        return False
+    at = data.find(b"\\u0000")
+    while at >= 0:
+        run = len(data[:at]) - len(data[:at].rstrip(b"\\"))
+        if run % 2 == 0:  # this backslash is not itself escaped
+            return True
+        at = data.find(b"\\u0000", at + 1)
+    return False
 
 
 class Hardening:
@@ -31,28 +52,39 @@ class Hardening:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length", b"0")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"0")
         if not length.isdigit() or int(length) > self.max_body:
-            await _too_large(scope, send)
+            await _refuse(scope, send, 413)
             return
-        seen, exceeded, replaced = 0, False, False
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            await _refuse(scope, send, 400)
+            return
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        typed = kind in (_FORM, _JSON)
+        seen, refused, replaced, tail = 0, 0, False, b""
 
         async def limited_receive() -> Message:
-            nonlocal seen, exceeded
+            nonlocal seen, refused, tail
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                seen += len(chunk)
                 if seen > self.max_body:
-                    exceeded = True
-                    raise TooLarge
+                    refused = 413
+                    raise Refused(413)
+                if typed and _has_nul(tail + chunk, kind):
+                    refused = 400
+                    raise Refused(400)
+                tail = (tail + chunk)[-64:]  # a %00 or \u0000 split between two chunks
             return message
 
         async def send_with_headers(message: Message) -> None:
             nonlocal replaced
-            if exceeded:  # whatever the app made of the error (middlewares may rewrap it)
+            if refused:  # whatever the app made of the error (middlewares may rewrap it)
                 if not replaced:
                     replaced = True
-                    await _too_large(scope, send)
+                    await _refuse(scope, send, refused)
                 return
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _v in message.get("headers", [])}
@@ -64,19 +96,19 @@ class Hardening:
 
         try:
             await self.app(scope, limited_receive, send_with_headers)
-        except TooLarge:
+        except Refused as exc:
             if not replaced:
-                await _too_large(scope, send)
+                await _refuse(scope, send, exc.status_code)
 
 
-async def _too_large(scope: Scope, send: Send) -> None:
+async def _refuse(scope: Scope, send: Send, status: int) -> None:
     language = dict(scope["headers"]).get(b"accept-language", b"").decode("latin-1")
-    detail = gettext(locale_from(language))(TOO_LARGE)
+    detail = gettext(locale_from(language))(TOO_LARGE if status == 413 else HAS_NUL)
     body = json.dumps({"detail": detail}, ensure_ascii=False).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
     headers += HEADERS
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
