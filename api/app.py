@@ -90,6 +90,10 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
     production = settings.mode is Mode.production
     app = FastAPI(
         title="Amparo protection desk",
+        # FastAPI's own OpenTelemetry stays off: nothing about a request leaves the process
+        # outside the logs' allowlist (R26), even with FASTAPI_OTEL_AUTO_CONFIGURE and an
+        # OTLP endpoint in the environment; and no request looks up the global providers.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
         lifespan=_frozen_heap,
         openapi_url=None if production else "/api/v1/openapi.json",
         docs_url=None if production else "/api/v1/docs",

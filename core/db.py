@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Float, LargeBinary, Select, event, func, select, text
+from sqlalchemy import Select, event, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -63,22 +62,11 @@ _Compiled = tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...],
 _compiled: dict[tuple[AnySelect, str], _Compiled] = {}
 
 
-def _packed(statement: AnySelect) -> AnySelect:
-    """SQLite: the whole result as one JSON array of rows, built inside SQLite. The driver's
-    thread then takes the GIL back once, not once per row while the event loop holds it
-    (the alert queue, 32 clients: a fifth of the context switches, 10-20 % more pages/s)."""
-    inner = statement.subquery()
-    if any(isinstance(c.type, LargeBinary | Float) for c in inner.c):
-        raise ValueError("bytes and floats do not survive JSON unchanged")
-    return select(func.json_group_array(func.json_array(*inner.c)))
-
-
 def _compile(statement: AnySelect, dialect: Dialect) -> _Compiled:
     key = (statement, dialect.name)
     found = _compiled.get(key)
     if found is None:
-        packed = _packed(statement) if dialect.name == "sqlite" else statement
-        compiled = packed.compile(dialect=dialect)
+        compiled = statement.compile(dialect=dialect)
         names = tuple(compiled.positiontup or ())
         if "POSTCOMPILE" in compiled.string or set(names) != set(compiled.bind_names.values()):
             raise ValueError("only plain positional parameters can go straight to the driver")
@@ -93,13 +81,14 @@ def _compile(statement: AnySelect, dialect: Dialect) -> _Compiled:
 async def fetch_raw(
     conn: AsyncConnection, statement: AnySelect, params: dict[str, Any]
 ) -> Sequence[Sequence[Any]]:
-    """The rows of a SELECT in one round trip to the driver, as the driver gives them: no
-    result processing (on SQLite a UUID is its hex text, a timestamp its text, a boolean 0
-    or 1; asyncpg gives objects). The values in ``params`` are processed as SQLAlchemy would.
-    ``statement`` must live as long as the process (it keys a cache). For the hottest reads
-    only: four round trips to the driver's thread, a GIL hand-over per row and SQLAlchemy's
-    typing cost the alert queue more than its query (bench/api.py). On SQLite the rows come
-    in the statement's order in practice, but SQL does not promise it: sort if it matters."""
+    """The rows of a SELECT in one round trip to the driver, as the driver gives them, in the
+    statement's order: no result processing (on SQLite a UUID is its hex text, a timestamp its
+    text, a boolean 0 or 1; asyncpg gives objects). The values in ``params`` are processed as
+    SQLAlchemy would. ``statement`` must live as long as the process (it keys a cache). For
+    the hottest reads only: SQLAlchemy's result typing and its round trips through the
+    driver's adapter cost the alert queue more than its query (bench/api.py). On SQLite the
+    SELECT runs on the event loop's thread (core.sqlite), so the rows need no packing to
+    cross from the driver's thread."""
     sql, names, processors, defaults = _compile(statement, conn.dialect)
     values = []
     for name, process in zip(names, processors, strict=True):
@@ -107,8 +96,7 @@ async def fetch_raw(
         values.append(value if process is None else process(value))
     driver: Any = (await conn.get_raw_connection()).driver_connection
     if conn.dialect.driver == "aiosqlite":
-        packed = await driver.execute_fetchall(sql, values)
-        return json.loads(packed[0][0])  # type: ignore[no-any-return]
+        return await driver.execute_fetchall(sql, values)  # type: ignore[no-any-return]
     if conn.dialect.driver == "asyncpg":
         return list(await driver.fetch(sql, *values))
     return list((await conn.execute(statement, params)).tuples())

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, or_, select
+from sqlalchemy import Integer, bindparam, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -99,16 +99,10 @@ def _queue_query(state: bool, kind: bool, priority: bool, after: bool) -> AnySel
         query = query.where(Alert.kind == bindparam("kind"))
     if priority:
         query = query.where(Alert.priority == bindparam("priority"))
-    if after:
-        query = query.where(
-            or_(
-                Alert.triggered_at < bindparam("after_at"),
-                and_(
-                    Alert.triggered_at == bindparam("after_at"),
-                    Alert.id < bindparam("after_id"),
-                ),
-            )
-        )
+    if after:  # a row value: the index's range starts there (an OR would scan from the top)
+        after_at = bindparam("after_at", type_=Alert.triggered_at.type)
+        after_id = bindparam("after_id", type_=Alert.id.type)
+        query = query.where(tuple_(Alert.triggered_at, Alert.id) < tuple_(after_at, after_id))
     order = query.order_by(Alert.triggered_at.desc(), Alert.id.desc())
     page: AnySelect = order.limit(bindparam("limit", type_=Integer))
     return page
@@ -138,9 +132,6 @@ async def list_alerts(
         params["after_at"], params["after_id"] = after.at, after.id
     # On the session's connection and transaction: one round trip, no ORM, no result typing.
     rows = list(await fetch_raw(await session.connection(), query, params))
-    # The ORDER BY's own order (SQLite packs the rows in it, but SQL does not promise that);
-    # on SQLite the texts compare as SQLite compared them, on asyncpg the objects do.
-    rows.sort(key=lambda row: (row[_AT], row[_ID]), reverse=True)
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]

@@ -22,27 +22,29 @@ from api.routes import (
     webhooks,
 )
 
-api_router = APIRouter(prefix="/api/v1")
-for module in (
-    auth,
-    external,
-    alerts,
-    defenders,
-    invites,
-    reports,
-    policies,
-    responders,
-    desk_group,
-    keys,
-    tokens,
-    webhooks,
-    audit,
-):
-    api_router.include_router(module.router)
+PREFIX = "/api/v1"
+ROUTERS: tuple[APIRouter, ...] = (
+    auth.router,
+    external.router,
+    alerts.router,
+    defenders.router,
+    invites.router,
+    reports.router,
+    policies.router,
+    responders.router,
+    desk_group.router,
+    keys.router,
+    tokens.router,
+    webhooks.router,
+    audit.router,
+)
 
 
 def install(app: FastAPI) -> None:
-    """Routes, translated error answers, security headers and the request-size cap."""
-    app.include_router(api_router)
+    """Routes, translated error answers, security headers and the request-size cap. Each
+    router is included in the app itself, not in an /api/v1 router included in turn: FastAPI
+    matches a nested router's routes again at every level on every request (bench/api.py)."""
+    for router in ROUTERS:
+        app.include_router(router, prefix=PREFIX)
     install_handlers(app)
     app.add_middleware(Hardening)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
@@ -60,3 +63,26 @@ async def test_it_turns_the_docs_off_in_production(
     app = create_app(Settings(mode=Mode.production), engine, vault)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
         assert (await c.get(path)).status_code == 404
+
+
+async def test_it_hands_no_request_to_opentelemetry(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R26: a tracer provider set up in the process (an OpenTelemetry agent, a library) gets
+    no span of the desk's requests, whose paths and timings say which alert was looked at."""
+    asked: list[str] = []
+
+    class Recording(trace.TracerProvider):  # configured, as an SDK's provider would be
+        def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+            asked.append(str(args[0]))
+            return trace.NoOpTracer()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: Recording())
+    async with await desk.client(desk.a, "token") as c:
+        assert (await c.get("/api/v1/alerts")).status_code == 200
+    assert asked == []
+    bare = FastAPI()  # the control: FastAPI's default would have traced it
+    bare.get("/x")(lambda: {})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url=BASE) as c:
+        assert (await c.get("/x")).status_code == 200
+    assert asked == ["fastapi"]
