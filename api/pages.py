@@ -79,6 +79,7 @@ REPORT_FIELDS = {
     "language": N_("Language"),
     "text": N_("Account"),
     "correction": N_("Account, corrected by the defender (the earlier words are kept above)"),
+    "caption": N_("Account, written with files the defender sent"),
     "place": N_("Place"),
     "location": N_("Location"),
     "file": N_("File"),

@@ -19,9 +19,9 @@ from typing import Any
 from core import alerts, reports
 from core.messages import Choice
 from core.models import AlertKind
-from core.text import digits
+from core.text import BadText, clean, digits
 from flows import huridocs, setup
-from flows.context import END, Context, Retry
+from flows.context import END, Context, Retry, bad_text_message
 from flows.when import parse_date, zone
 
 NAME = "report"
@@ -193,7 +193,7 @@ async def evidence(ctx: Context) -> str:
         ctx.need_choice("done", "none")
         return ask_consent(ctx)
     report_id = uuid.UUID(ctx.data["report"])
-    full = False
+    full, files = False, []
     for attachment in ctx.inbound.attachments:
         size = len(attachment.data) if attachment.data is not None else 0
         taken = ctx.data.get("evidence_bytes", 0)  # 0: a report begun before the limit
@@ -212,6 +212,9 @@ async def evidence(ctx: Context) -> str:
             continue
         ctx.data["evidence"] += 1
         ctx.data["evidence_bytes"] = taken + size
+        files.append(str(row.id))
+    if ctx.inbound.text:  # a caption: the defender's words about these files are kept too
+        await _caption(ctx, files)
     if full:
         ctx.say(
             ctx._(
@@ -226,6 +229,19 @@ async def evidence(ctx: Context) -> str:
         (Choice("done", ctx._("Done")),),
     )
     return "evidence"
+
+
+async def _caption(ctx: Context, files: list[str]) -> None:
+    """Sealed as a part of the account, naming the files it came with (none: over a limit)."""
+    try:
+        text = clean(ctx.inbound.text or "")
+    except BadText as bad:
+        ctx.say(bad_text_message(ctx, bad.reason))
+        return
+    if len(ctx.data["parts"]) >= MAX_PARTS:
+        ctx.say(ctx._("That is all we can take in one report. Choose when you are done."))
+        return
+    await _seal(ctx, {"text": text, "caption": files})
 
 
 def ask_consent(ctx: Context) -> str:

@@ -113,7 +113,8 @@ function showReport(item, body, context) {
     const piece = opened.body || {};
     const block = element("div", undefined, "part");
     if ("text" in piece) {
-      const heading = piece.correction ? fields.correction || "correction" : fields.text || "text";
+      const heading = piece.correction ? fields.correction || "correction"
+        : "caption" in piece ? fields.caption || "caption" : fields.text || "text";
       block.append(element("h3", heading), element("p", String(piece.text)));
     } else if ("place" in piece) {
       block.append(element("h3", fields.place || "place"), element("p", String(piece.place)));

@@ -251,6 +251,12 @@ async def report_with_photo(desk: Desk, org: Org, photo: bytes, name: str) -> Re
             await reports.seal_part(
                 s, defender=defender, report_id=rid, body={"place": "Zona 1, by the market"}
             ),
+            await reports.seal_part(
+                s,
+                defender=defender,
+                report_id=rid,
+                body={"text": "His plate is on the photo.", "caption": [str(uuid.uuid4())]},
+            ),
         ]
         attachment = InboundAttachment("photo", "image/jpeg", len(photo), photo, name)
         await reports.add_evidence(
@@ -296,6 +302,10 @@ async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(
     report = page.locator("[data-kind=report]")
     await expect(report).to_contain_text("Two men followed me home.")
     await expect(report).to_contain_text("Zona 1, by the market")
+    caption = report.locator(".part", has_text="His plate is on the photo.")
+    await expect(caption.locator("h3")).to_have_text(
+        "Account, written with files the defender sent"
+    )
     await expect(report).to_contain_text("Being watched or followed (02010303)")
     await expect(report).to_contain_text("Police")
     await expect(report).to_contain_text("May be shared without name or details")

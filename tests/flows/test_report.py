@@ -304,3 +304,35 @@ async def test_an_edited_message_of_the_account_is_kept_as_a_correction(desk: De
     assert parts == [{"text": "they came at 10"}, {"text": "they came at 11", "correction": True}]
     # outside the account an edit is still not read
     assert "edited messages" in await alice.text(Event(text="hola", edited=True))
+
+
+async def test_a_caption_sent_with_files_is_kept_with_them(desk: Desk) -> None:
+    """The words a defender writes under a photo are part of their account: sealed, naming the
+    files they came with (they were dropped). One that breaks the text rules is refused out
+    loud, and the files are still taken."""
+    alice = await at_evidence(desk)
+    photo = InboundAttachment("photo", "image/jpeg", len(PHOTO), PHOTO)
+    shown = await alice.text(Event(text="the badge of the officer", attachments=(photo,)))
+    assert "1 file received" in shown
+    shown = await alice.text(Event(text="bad \u202e caption", attachments=(photo,)))
+    assert "2 files received" in shown and "invisible control characters" in shown
+    for said in (Pick("done"), Pick("anonymous"), Pick("urgent"), Pick("send")):
+        await alice.say(said)
+    async with desk.sessions() as s:
+        filed = (await s.execute(select(Report))).scalar_one()
+        first = (await s.execute(select(Evidence).order_by(Evidence.created_at))).scalars().first()
+    assert first is not None
+    body = open_sealed(
+        desk.private_key, filed.sealed_body, org_id=desk.org.id, record_id=filed.id, kind="report"
+    )
+    parts = [
+        open_sealed(
+            desk.private_key, base64.b64decode(p), org_id=desk.org.id, record_id=filed.id,
+            kind=PART_KIND,
+        )
+        for p in body["parts"]
+    ]  # fmt: skip
+    assert parts == [
+        {"text": "they came at night"},
+        {"text": "the badge of the officer", "caption": [str(first.id)]},
+    ]
