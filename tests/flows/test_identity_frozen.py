@@ -11,7 +11,7 @@ from core import alerts
 from core.db import transaction
 from core.messages import Location
 from core.models import Alert, AlertKind, CheckIn, CheckInState, Defender, DefenderStatus
-from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Event, Pick, onboard
+from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Event, Pick, onboard
 
 FROZEN = "this chat can only raise an alert"
 
@@ -83,3 +83,19 @@ async def test_only_the_signal_chat_is_frozen(desk: Desk) -> None:
     assert FROZEN not in await chat.text("/safe")
     assert "safe" in await chat.text(CANCEL_PIN)
     assert (await _checkin(desk)).state is CheckInState.met
+
+
+async def test_the_duress_pin_still_raises_its_silent_alert_from_a_frozen_chat(
+    desk: Desk,
+) -> None:
+    chat = await onboard(desk, "+15550101", channel="signal")
+    await chat.say("/checkin")
+    await chat.say(Pick("30m"))
+    assert "PIN" in await chat.text("/safe")  # asked for the PIN before the key changed
+    await _key_changed(desk, chat)
+    answers = [await chat.text(DURESS_PIN), await chat.text(CANCEL_PIN)]
+    assert answers[0] == answers[1] and FROZEN in answers[0]  # the same, whichever PIN
+    async with desk.sessions() as s:
+        kinds = set((await s.execute(select(Alert.kind))).scalars())
+    assert kinds == {AlertKind.identity_changed, AlertKind.duress}
+    assert (await _checkin(desk)).state is CheckInState.armed
