@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import aiohttp
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core import metrics, wakeup, webhooks
@@ -63,6 +63,34 @@ PAUSED_WAIT_S = 3600.0  # a paused webhook's events are looked at again hourly, 
 # given up (dead: listed for the desk and replayable until retention removes them).
 PAUSED_HOLD = timedelta(days=7)
 STOP_GRACE_S = 5.0  # within the 10 s a container runtime waits between SIGTERM and SIGKILL
+
+
+# The claim's statements, built once with bound parameters (now, names, top): the dispatcher
+# claims after every commit that queued rows, and building them anew cost more than the probe.
+def _due(top: bool) -> ColumnElement[bool]:
+    due = (
+        (OutboxMessage.state == OutboxState.pending)
+        & (OutboxMessage.next_attempt_at <= bindparam("now"))
+        & OutboxMessage.channel.in_(bindparam("names", expanding=True))
+    )
+    return due & (OutboxMessage.priority <= bindparam("top")) if top else due
+
+
+_EXPIRED = (OutboxMessage.state == OutboxState.sending) & (
+    OutboxMessage.lease_until < bindparam("now")
+)
+_PROBE = {  # idle: two index probes, no write lock taken
+    top: select(select(OutboxMessage.id).where(_due(top)).limit(1).exists()).add_columns(
+        select(OutboxMessage.id).where(_EXPIRED).limit(1).exists()
+    )
+    for top in (False, True)
+}
+_RELEASE_EXPIRED = (
+    update(OutboxMessage)
+    .where(_EXPIRED)
+    .values(state=OutboxState.pending, lease_owner=None, lease_until=None)
+    .execution_options(synchronize_session=False)
+)
 
 
 @dataclass
@@ -112,6 +140,13 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._refill: float | None = None  # seconds until a rate-limited channel can send
         self._hooks = 0  # webhook sends claimed and not yet recorded
+        self._pick = {
+            top: select(OutboxMessage.id, OutboxMessage.channel)
+            .where(_due(top))
+            .order_by(OutboxMessage.priority, OutboxMessage.next_attempt_at)
+            .limit(batch)
+            for top in (False, True)
+        }
 
     def wake(self) -> None:
         self._wake.set()
@@ -245,43 +280,21 @@ class Dispatcher:
         names = self.ready()
         if not names:
             return []
-        due = (
-            (OutboxMessage.state == OutboxState.pending)
-            & (OutboxMessage.next_attempt_at <= now)
-            & OutboxMessage.channel.in_(names)
-        )
-        if top is not None:
-            due &= OutboxMessage.priority <= top
-        expired = (OutboxMessage.state == OutboxState.sending) & (OutboxMessage.lease_until < now)
-        async with self.sessions() as reader:  # idle: two index probes, no write lock taken
-            found = await reader.execute(
-                select(select(OutboxMessage.id).where(due).limit(1).exists()).add_columns(
-                    select(OutboxMessage.id).where(expired).limit(1).exists()
-                )
-            )
-            has_due, has_expired = found.one()
+        params = {"now": now, "names": names, "top": top}
+        async with self.sessions() as reader:
+            has_due, has_expired = (await reader.execute(_PROBE[top is not None], params)).one()
         if not (has_due or has_expired):
             return []
         async with transaction(self.sessions) as s:
             if has_expired:  # a dispatcher died while sending: those rows are sent again
-                await s.execute(
-                    update(OutboxMessage)
-                    .where(expired)
-                    .values(state=OutboxState.pending, lease_owner=None, lease_until=None)
-                    .execution_options(synchronize_session=False)
-                )
+                await s.execute(_RELEASE_EXPIRED, params)
             await write_lock(s)  # SQLite: before reading what this transaction updates
-            pick = (
-                select(OutboxMessage.id, OutboxMessage.channel)
-                .where(due)
-                .order_by(OutboxMessage.priority, OutboxMessage.next_attempt_at)
-                .limit(self.batch)
-            )
             # No more rows of a rate-limited channel than it can send within the horizon.
             budget = {n: int(b.available(HORIZON_S)) for n, b in self.buckets.items()}
             budget[WEBHOOK] = HOOK_SENDS - self._hooks
             ids = []
-            for row_id, channel in await s.execute(locked(pick, s, skip=True)):
+            pick = self._pick[top is not None]
+            for row_id, channel in await s.execute(locked(pick, s, skip=True), params):
                 if budget.get(channel, 1) >= 1:
                     ids.append(row_id)
                     if channel in budget:
