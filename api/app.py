@@ -136,6 +136,10 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
             text = await metrics.render(session, now, lag)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
+    # The desk API first: routes are tried in order on every request, and its callers are
+    # machines (external desks, integrations polling the queue) where the dashboard's are people.
+    # No dashboard path starts with /api/v1, so the order changes no match.
+    install(app)  # the desk API; no-store and security headers on every answer; size limits
     app.include_router(dashboard.router)  # the responders' pages at /
     app.include_router(dashboard_assign.router)
     app.include_router(dashboard_reports.router)
@@ -143,5 +147,4 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
     app.include_router(dashboard_desk.router)
     app.include_router(dashboard_keys.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    install(app)  # the desk API; no-store and security headers on every answer; size limits
     return app
