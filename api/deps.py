@@ -25,10 +25,14 @@ AFTER_COMMIT = "amparo.after_commit"
 
 async def get_db(request: Request) -> AsyncGenerator[AsyncSession, None]:
     """One transaction per request, committed before the response leaves; then the
-    callbacks registered with ``after_commit`` run (never when the transaction failed)."""
+    callbacks registered with ``after_commit`` run (never when the transaction failed).
+    The transaction begins with the session's first use, and an error rolls it back as the
+    session closes: a ``session.begin()`` block does the same, for one more hop through
+    SQLAlchemy's greenlet bridge and a context of its own (bench/api.py)."""
     async with request.app.state.sessions() as session:
-        async with session.begin():
-            yield session
+        yield session
+        if session.in_transaction():
+            await session.commit()
         for callback in session.info.pop(AFTER_COMMIT, ()):
             callback()
 
