@@ -1,7 +1,7 @@
 """Alert-queue listing under load: N historical alerts on SQLite, concurrent clients, loopback.
 
 Usage: python bench/api.py [--alerts 1000000] [--clients 32] [--seconds 20] [--rates 25,50,100]
-                           [--db PATH] [--workers 1]
+                           [--db PATH] [--workers N]
 
 Builds a SQLite database (two organisations; 90 % of the alerts belong to the one being
 listed; --db keeps it for the next run), starts the real desk app under uvicorn on 127.0.0.1
@@ -417,6 +417,13 @@ async def measure(port: int, pid: int, token: str, args: argparse.Namespace) -> 
     }
 
 
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alerts", type=int, default=1_000_000)
@@ -431,7 +438,11 @@ def main() -> None:
     )
     parser.add_argument("--db", type=Path, help="keep the seeded database here and reuse it")
     parser.add_argument(
-        "--workers", type=int, default=1, help="server processes (amparo api --workers)"
+        "--workers",
+        type=int,
+        default=_cores(),
+        help="server processes (amparo api --workers); default: one per usable core, as a"
+        " deployment on this machine would run it",
     )
     parser.add_argument(
         "--serve", nargs=3, metavar=("URL", "KEY_FILE", "PORT"), help=argparse.SUPPRESS
