@@ -1,8 +1,9 @@
 """Signal, through signal-cli-rest-api (json-rpc mode): signalbot 2 receives, we send.
 
-signalbot receives (websocket, attachments downloaded before dispatch). Sending goes straight
-to ``/v2/send``, because signalbot drops the error body that tells an unregistered recipient
-(permanent) or a rate limit (which can last a day: fall back at once) from a hiccup.
+signalbot receives (websocket); attachments are ours to fetch: only a defender's, size first.
+Sending goes straight to ``/v2/send``, because signalbot drops the error body that tells an
+unregistered recipient (permanent) or a rate limit (which can last a day: fall back at once)
+from a hiccup.
 signalbot stops receiving for good when the websocket closes cleanly; ``run`` watches its
 receiver and starts a new bot whenever that happens.
 
@@ -47,6 +48,7 @@ from core.text import fold
 
 log = logging.getLogger("amparo.signal")
 Clock = Callable[[], datetime]
+Known = Callable[[str], Awaitable[bool]]  # is this Signal address a defender's? (R16, R17)
 DEFAULT_EXPIRY_S = 24 * 3600
 _PAIR = r"(-?\d{1,2}\.\d+)\s*(?:,|%2C)\s*(-?\d{1,3}\.\d+)"
 # Only a message that is a coordinate pair, a geo: URI or a maps link: ordinary text with two
@@ -142,11 +144,13 @@ class Signal:
         *,
         service: str,
         number: str,
+        known: Known,
         expiry_s: int = DEFAULT_EXPIRY_S,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
         self.service = service
         self.number = number
+        self.known = known
         self.expiry_s = expiry_s
         self.clock = clock
         self.inbox: Inbox | None = None
@@ -225,7 +229,9 @@ class Signal:
         # signalbot runs three handlers at once.
         lock = self._locks.setdefault(source, asyncio.Lock())
         async with lock:
-            attachments = [await self._attachment(a) for a in message.attachments or []]
+            metas = message.attachments or []
+            fetch = bool(metas) and await self._reads_files_of(source)
+            attachments = [await self._attachment(a, fetch) for a in metas]
             assert self.inbox is not None
             # signal-cli has let go of it: retried here while the database is down (R27)
             await handed(self.inbox, self._inbound(message, source, tuple(attachments)))
@@ -247,12 +253,22 @@ class Signal:
             chat_message_id=None,
         )
 
-    async def _attachment(self, meta: Any) -> InboundAttachment:
-        """Fetched only if its announced size is allowed (R16), read no further than the
-        limit, and deleted from signal-cli's store afterwards, read or not (R17). A fetch that
-        fails leaves the data out (the flows say so): the message's text still goes on."""
+    async def _reads_files_of(self, source: str) -> bool:
+        """Only a defender's files are read (a report's evidence): a stranger's are deleted
+        unread, as the flows only ask them for an invite code. If the lookup fails (the
+        database is down) they are fetched: the flows decide later, and no evidence is lost."""
+        try:
+            return await self.known(source)
+        except Exception as exc:
+            log.warning("sender not looked up", extra={"error": type(exc).__name__})
+            return True
+
+    async def _attachment(self, meta: Any, fetch: bool) -> InboundAttachment:
+        """Fetched only if wanted and its announced size is allowed (R16), read no further
+        than the limit, and deleted from signal-cli's store afterwards, read or not (R17). A
+        fetch that fails leaves the data out (the flows say so): the text still goes on."""
         size, key = meta.size or 0, meta.local_filename
-        data = await self._fetch(key) if key and size <= MAX_BYTES else None
+        data = await self._fetch(key) if fetch and key and size <= MAX_BYTES else None
         await self._discard([key])
         return InboundAttachment(
             kind="voice" if meta.is_voice_note else "document",
@@ -264,7 +280,7 @@ class Signal:
 
     async def _discard(self, keys: Sequence[str | None]) -> None:
         """Delete files from signal-cli's attachment store (R17): after reading them, or
-        unread where nothing is fetched (groups, the bot's own devices)."""
+        unread where nothing is fetched (strangers, groups, the bot's own devices)."""
         for key in keys:
             if key:
                 with contextlib.suppress(DeliveryError):

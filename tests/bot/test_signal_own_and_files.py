@@ -10,7 +10,14 @@ import asyncio
 
 from bot.signal import Signal
 from core.messages import Inbound
-from tests.bot.test_signal import ALICE, inbox, service, signal, wait_for  # noqa: F401
+from tests.bot.test_signal import (  # noqa: F401
+    ALICE,
+    defenders,
+    inbox,
+    service,
+    signal,
+    wait_for,
+)
 from tests.standins.signal_cli import GROUP_INTERNAL_ID, SignalStandIn
 
 
@@ -170,3 +177,21 @@ async def test_attachments_of_a_frame_without_a_sender_are_deleted_unread(
     await service.push(frame)
     assert await deleted_unread(service, inbox, "anon1")
     assert [i.text for i in inbox] == ["marker"]
+
+
+STRANGER = "7c0ffee0-3c57-4d3c-9d25-6f1f1d3c0a12"
+
+
+async def test_a_strangers_files_are_deleted_unread(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """Someone the lookup does not know as a defender is only asked for an invite code: their
+    files were fetched from signal-cli all the same (R16, R17)."""
+    await service.send_text(STRANGER, "hello", attachments=[photo_meta(service, "str1")])
+    await wait_for(lambda: inbox)
+    await asyncio.sleep(0.2)
+    calls = [(verb, path) for verb, path, _ in service.requests if "str1" in path]
+    assert calls == [("DELETE", "/v1/attachments/str1")]
+    (theirs,) = inbox
+    assert theirs.address == STRANGER and theirs.text == "hello"
+    assert [(a.size, a.data) for a in theirs.attachments] == [(18, None)]  # told, not read
