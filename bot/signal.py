@@ -1,9 +1,9 @@
 """Signal, through signal-cli-rest-api (json-rpc mode): signalbot 2 receives, we send.
 
-signalbot receives (websocket); attachments are ours to fetch: only a defender's, size first.
-Sending goes straight to ``/v2/send``, because signalbot drops the error body that tells an
-unregistered recipient (permanent) or a rate limit (which can last a day: fall back at once)
-from a hiccup.
+signalbot receives (websocket); what it may see is screened first (bot.signal_frames), and
+attachments are ours to fetch: only a defender's, size first. Sending goes straight
+to ``/v2/send``, because signalbot drops the error body that tells an unregistered recipient
+(permanent) or a rate limit (which can last a day: fall back at once) from a hiccup.
 signalbot stops receiving for good when the websocket closes cleanly; ``run`` watches its
 receiver and starts a new bot whenever that happens.
 
@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar
@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import aiohttp
 from signalbot import Config, DataMessageContext, DataMessageHandler, SignalBot
 
+from bot.signal_frames import screen
 from core import desk_chat
 from core.media import MAX_BYTES
 from core.messages import (
@@ -88,44 +89,6 @@ def delivery_error(status: int, body: str) -> DeliveryError:
     if status >= 500:
         return DeliveryError(f"signal-cli {status}")
     return DeliveryError(f"rejected {status}", permanent=status != 429)
-
-
-def _stored_files(envelope: Any) -> list[str]:
-    """The keys of a frame's attachments in signal-cli's store (its own message, an edit, or
-    a transcript of one sent from another device)."""
-
-    def part(parent: Any, key: str) -> dict[str, Any]:
-        found = parent.get(key) if isinstance(parent, dict) else None
-        return found if isinstance(found, dict) else {}
-
-    messages = (
-        part(envelope, "dataMessage"),
-        part(part(envelope, "editMessage"), "dataMessage"),
-        part(part(envelope, "syncMessage"), "sentMessage"),
-    )
-    metas = [
-        a for m in messages if isinstance(m.get("attachments"), list) for a in m["attachments"]
-    ]
-    return [a["id"] for a in metas if isinstance(a, dict) and isinstance(a.get("id"), str)]
-
-
-async def _others_only(
-    receive: Callable[[], AsyncIterator[str]],
-    number: str,
-    discard: Callable[[list[str]], Awaitable[None]],
-) -> AsyncIterator[str]:
-    """signal-cli's frames, without those from the bot's own account (sync transcripts),
-    whose attachments are deleted from signal-cli's store unread (R17)."""
-    async for raw in receive():
-        try:
-            envelope = json.loads(raw).get("envelope") or {}
-        except (ValueError, AttributeError):
-            yield raw  # signalbot's parser decides what to do with it
-            continue
-        if "syncMessage" in envelope or envelope.get("sourceNumber") == number:
-            await discard(_stored_files(envelope))
-            continue
-        yield raw
 
 
 class _Receiver(DataMessageHandler):
@@ -195,7 +158,8 @@ class Signal:
         # defenders: signalbot hands their sync transcripts on with the *recipient* as the
         # sender, so they are dropped here, before it parses them. Private: tests guard it.
         messages = bot._signal.messages
-        messages.receive = partial(_others_only, messages.receive, self.number, self._discard)  # type: ignore[method-assign]
+        screened = partial(screen, messages.receive, self.number, self._discard)
+        messages.receive = screened  # type: ignore[method-assign]
         # signalbot logs every raw message at INFO (content, numbers): keep it quiet (R26),
         # and drop the handler each SignalBot adds so lines are not repeated.
         logger = logging.getLogger("signalbot")
@@ -280,7 +244,8 @@ class Signal:
 
     async def _discard(self, keys: Sequence[str | None]) -> None:
         """Delete files from signal-cli's attachment store (R17): after reading them, or
-        unread where nothing is fetched (strangers, groups, the bot's own devices)."""
+        unread where nothing is fetched (strangers, groups, the bot's own devices, previews,
+        quotes)."""
         for key in keys:
             if key:
                 with contextlib.suppress(DeliveryError):

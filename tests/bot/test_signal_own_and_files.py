@@ -195,3 +195,50 @@ async def test_a_strangers_files_are_deleted_unread(
     (theirs,) = inbox
     assert theirs.address == STRANGER and theirs.text == "hello"
     assert [(a.size, a.data) for a in theirs.attachments] == [(18, None)]  # told, not read
+
+
+async def test_preview_images_quote_thumbnails_and_avatars_are_deleted_unread(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """signal-cli stores a link preview's image, a quoted message's thumbnail and a shared
+    contact's avatar as it stores attachments (its JsonDataMessage); they stayed there."""
+    quote = {
+        "id": 1735725500000,
+        "author": ALICE,
+        "authorNumber": None,
+        "authorUuid": ALICE,
+        "text": "the photo",
+        "attachments": [
+            {
+                "contentType": "image/jpeg",
+                "filename": "p.jpg",
+                "thumbnail": photo_meta(service, "thumb1"),
+            }
+        ],
+    }
+    preview = {
+        "url": "https://example.org/a",
+        "title": "A",
+        "description": "",
+        "image": photo_meta(service, "prev1"),
+    }
+    contact = {
+        "name": {"display": "Bea"},
+        "avatar": {"attachment": photo_meta(service, "avat1"), "isProfile": False},
+        "organization": None,
+    }
+    extra = {"quote": quote, "previews": [preview], "contacts": [contact]}
+    await service.send_text(
+        ALICE, "see https://example.org/a", attachments=[photo_meta(service, "own2")], **extra
+    )
+    await service.send_text(STRANGER, "look", **extra)
+    await service.send_text(ALICE, "marker")
+    await wait_for(lambda: any(i.text == "marker" for i in inbox))
+    await asyncio.sleep(0.2)
+    for key in ("thumb1", "prev1", "avat1"):  # once for each of the two messages
+        calls = [(verb, path) for verb, path, _ in service.requests if key in path]
+        assert calls == [("DELETE", f"/v1/attachments/{key}")] * 2, key
+    own = [(verb, path) for verb, path, _ in service.requests if "own2" in path]
+    assert own == [("GET", "/v1/attachments/own2"), ("DELETE", "/v1/attachments/own2")]
+    (mine,) = [i for i in inbox if i.text and i.text.startswith("see")]
+    assert [a.data for a in mine.attachments] == [b"\xff\xd8\xff CANARY photo"]
