@@ -41,6 +41,7 @@ from core.messages import (
     InboundAttachment,
     Inbox,
     Location,
+    NotHandled,
     Outbound,
     handed,
 )
@@ -124,6 +125,7 @@ class Signal:
         self._proxy = Proxies()
         self._locks: dict[str, asyncio.Lock] = {}
         self._untimed: set[str] = set()  # chats whose last message carried no timer
+        self._handing: set[asyncio.Task[None]] = set()  # changed keys on their way to the flows
 
     # --- inbound ---------------------------------------------------------------------------
 
@@ -156,9 +158,10 @@ class Signal:
         )
         # Our own account's other devices (a phone linked to the bot's number) are not
         # defenders: signalbot hands their sync transcripts on with the *recipient* as the
-        # sender, so they are dropped here, before it parses them. Private: tests guard it.
+        # sender, so they are dropped here, before it parses them; so is a message from a
+        # changed key, which it cannot parse. Private: tests guard it.
         messages = bot._signal.messages
-        screened = partial(screen, messages.receive, self.number, self._discard)
+        screened = partial(screen, messages.receive, self.number, self._discard, self._key_changed)
         messages.receive = screened  # type: ignore[method-assign]
         # signalbot logs every raw message at INFO (content, numbers): keep it quiet (R26),
         # and drop the handler each SignalBot adds so lines are not repeated.
@@ -241,6 +244,36 @@ class Signal:
             data=data,
             filename=meta.remote_filename,
         )
+
+    async def _key_changed(self, envelope: dict[str, Any]) -> None:
+        """R6 on receipt: signal-cli could not decrypt a message, its sender's safety number
+        having changed. Nothing of it can be read; the flows alert the desk at once. Handed
+        on in a task of its own: signalbot's receiver must never wait for the database, or
+        signal-cli-rest-api drops the frames it cannot write meanwhile."""
+        source = envelope.get("sourceUuid") or envelope.get("sourceNumber")
+        stamp = envelope.get("timestamp")
+        if not isinstance(source, str) or not source or stamp is None:
+            return
+        inbound = Inbound(
+            channel=self.name,
+            address=source,
+            # Not the (sender, timestamp) of the message itself: signal-cli offers it again,
+            # decrypted, once the new key is trusted, and it must not pass for a replay then.
+            message_id=f"{source}:{stamp}:untrusted",
+            received_at=self.clock(),
+            key_changed=True,
+        )
+        task = asyncio.create_task(self._hand(source, inbound))
+        self._handing.add(task)
+        task.add_done_callback(self._handing.discard)
+
+    async def _hand(self, source: str, inbound: Inbound) -> None:
+        async with self._locks.setdefault(source, asyncio.Lock()):
+            assert self.inbox is not None
+            try:
+                await handed(self.inbox, inbound)
+            except NotHandled:  # the alert then waits for a send to them to be refused
+                log.error("changed safety number not handled")
 
     async def _discard(self, keys: Sequence[str | None]) -> None:
         """Delete files from signal-cli's attachment store (R17): after reading them, or

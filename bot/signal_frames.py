@@ -6,6 +6,12 @@ message's thumbnails (``quote.attachments[].thumbnail``), a shared contact's ava
 (``contacts[].avatar.attachment``), a story's file. Each is an attachment object with a
 string ``id`` and a ``contentType``. Only a data message's own attachments are ever read;
 every other file is deleted from the store unread (R17).
+
+A message signal-cli could not decrypt because its sender's safety number changed (R6: it
+runs ``on-first-use``, so a changed key is untrusted on receipt too) comes as a frame with
+``"exception": {"type": "UntrustedIdentityException", "message": …}`` and an envelope that
+names the sender but carries no message. signal-cli keeps it in its message cache (up to 30
+days) and retries it once the new key is trusted: it then comes as an ordinary message.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+UNTRUSTED = "UntrustedIdentityException"
 Discard = Callable[[list[str]], Awaitable[None]]
+KeyChanged = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def _part(parent: Any, key: str) -> dict[str, Any]:
@@ -51,14 +59,22 @@ def readable_files(envelope: Any) -> set[str]:
     return found
 
 
+def untrusted(frame: dict[str, Any]) -> bool:
+    """signal-cli could not decrypt this message: the sender's safety number changed."""
+    exception = frame.get("exception")
+    return isinstance(exception, dict) and exception.get("type") == UNTRUSTED
+
+
 async def screen(
     receive: Callable[[], AsyncIterator[str]],
     number: str,
     discard: Discard,
+    key_changed: KeyChanged,
 ) -> AsyncIterator[str]:
-    """signal-cli's frames as signalbot may see them, without the bot's own account's (sync
-    transcripts). The files of a frame kept from signalbot, and the files nobody reads of the
-    others, are deleted from signal-cli's store unread (R17)."""
+    """signal-cli's frames as signalbot may see them. Kept from it: the bot's own account's
+    (sync transcripts), and a message from a changed key (handed to ``key_changed``). The
+    files of a frame kept from signalbot, and the files nobody reads of the others, are
+    deleted from signal-cli's store unread (R17)."""
     async for raw in receive():
         try:
             frame = json.loads(raw)
@@ -70,8 +86,10 @@ async def screen(
             continue
         files = stored_files(envelope)
         own = "syncMessage" in envelope or envelope.get("sourceNumber") == number
-        if own:
+        if own or untrusted(frame):
             await discard(files)
+            if not own:
+                await key_changed(envelope)
             continue
         readable = readable_files(envelope)
         await discard([key for key in files if key not in readable])

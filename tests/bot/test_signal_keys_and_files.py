@@ -1,5 +1,6 @@
 """Signal, through the flow engine and the database (both backends), with the real signalbot
-against the signal-cli stand-in: whose files are fetched (a defender's only, R16/R17)."""
+against the signal-cli stand-in: whose files are fetched (a defender's only, R16/R17), and a
+message signal-cli could not decrypt because a defender's safety number changed (R6)."""
 
 # ruff: noqa: F811  (the fixtures are imported from test_signal_desk)
 from __future__ import annotations
@@ -69,3 +70,41 @@ async def test_only_a_defenders_files_are_fetched(
         ("GET", "/v1/attachments/hers"),
         ("DELETE", "/v1/attachments/hers"),
     ]
+
+
+async def raised(
+    dispatcher: Dispatcher, sessions: async_sessionmaker[AsyncSession]
+) -> list[tuple[AlertKind, bool]]:
+    """The alerts, once there is one (the outbox drained meanwhile)."""
+    deadline = asyncio.get_running_loop().time() + 15
+    while not (found := await alerts_of(sessions)):
+        assert asyncio.get_running_loop().time() < deadline, "no alert"
+        await dispatcher.drain(NOW)
+        await asyncio.sleep(0.02)
+    return found
+
+
+async def test_a_changed_key_alerts_the_desk_before_anything_from_it_is_acted_on(
+    service: SignalStandIn,
+    dispatcher: Dispatcher,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    """Before, nothing happened until a send to the defender was refused: the desk was not
+    told, and the message (maybe an alert) waited unseen in signal-cli's cache."""
+    await a_defender(sessions, vault)
+    await service.send_untrusted(STRANGER)  # not a defender: nothing to alert
+    await service.send_untrusted(DEF, timestamp=1735725600123)
+    assert await raised(dispatcher, sessions) == [(AlertKind.identity_changed, True)]
+    await dispatcher.drain(NOW)
+    assert said_to(service, DEF) == [] and said_to(service, STRANGER) == []  # no reply
+
+    # The desk trusts the new key: signal-cli offers the message again, decrypted, with its
+    # own timestamp. Not a replay; but the chat is frozen until the desk resolves the alert.
+    await service.send_text(DEF, "/safe", timestamp=1735725600123)
+    await until(dispatcher, lambda: said_to(service, DEF))
+    assert FROZEN in said_to(service, DEF)[0]
+    await service.send_untrusted(DEF)  # another message from the new key: the same alert
+    await service.send_text(DEF, "/help")
+    await until(dispatcher, lambda: len(said_to(service, DEF)) == 2)
+    assert await alerts_of(sessions) == [(AlertKind.identity_changed, True)]  # still one

@@ -1,7 +1,7 @@
 """Signal: the bot's own account's other devices are not defenders; attachments are fetched
 by us, size first (R16), and deleted from signal-cli afterwards (R17), unread where nothing is
-fetched (groups, the bot's own devices, a frame without a sender); a failed fetch keeps the
-message's text."""
+fetched (strangers, groups, the bot's own devices, a frame without a sender, previews, quotes);
+a failed fetch keeps the message's text; a message from a changed key is handed on as such."""
 
 # ruff: noqa: F811  (the fixtures are imported from test_signal)
 from __future__ import annotations
@@ -242,3 +242,17 @@ async def test_preview_images_quote_thumbnails_and_avatars_are_deleted_unread(
     assert own == [("GET", "/v1/attachments/own2"), ("DELETE", "/v1/attachments/own2")]
     (mine,) = [i for i in inbox if i.text and i.text.startswith("see")]
     assert [a.data for a in mine.attachments] == [b"\xff\xd8\xff CANARY photo"]
+
+
+async def test_a_message_from_a_changed_key_is_handed_on_as_such(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """R6: signal-cli could not decrypt it (untrusted identity): the flows hear of it at once,
+    under an id that the same message, decrypted once the key is trusted, does not repeat."""
+    await service.send_untrusted(ALICE, timestamp=1735725600123)
+    await service.send_text(ALICE, "again", timestamp=1735725600123)
+    await wait_for(lambda: len(inbox) == 2)
+    changed, decrypted = inbox
+    assert changed.key_changed and changed.address == ALICE and changed.text is None
+    assert not decrypted.key_changed and decrypted.text == "again"
+    assert changed.message_id != decrypted.message_id
