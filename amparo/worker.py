@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from amparo.runtime import Runtime, open_runtime
-from core import logs, metrics, ratelimit, retention, sqlite, webhooks
+from core import defenders, logs, metrics, ratelimit, retention, sqlite, webhooks
 from core.config import Settings
 from core.db import transaction
 from core.destinations import operator_hosts
@@ -54,7 +54,11 @@ def build_channels(rt: Runtime) -> dict[str, Channel]:
             webhook_secret=secret.get_secret_value() if secret else None,
         )
     if cfg.signal_service and cfg.signal_number:
-        channels["signal"] = Signal(service=cfg.signal_service, number=cfg.signal_number)
+        channels["signal"] = Signal(
+            service=cfg.signal_service,
+            number=cfg.signal_number,
+            known=defenders.defender_lookup(rt.sessions, rt.vault, Signal.name),
+        )
     return channels
 
 

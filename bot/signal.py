@@ -1,6 +1,7 @@
 """Signal, through signal-cli-rest-api (json-rpc mode): signalbot 2 receives, we send.
 
-signalbot receives (websocket, attachments downloaded before dispatch). Sending goes straight
+signalbot receives (websocket); what it may see is screened first (bot.signal_frames), and
+attachments are ours to fetch: only a defender's, size first. Sending goes straight
 to ``/v2/send``, because signalbot drops the error body that tells an unregistered recipient
 (permanent) or a rate limit (which can last a day: fall back at once) from a hiccup.
 signalbot stops receiving for good when the websocket closes cleanly; ``run`` watches its
@@ -20,7 +21,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 import aiohttp
 from signalbot import Config, DataMessageContext, DataMessageHandler, SignalBot
 
+from bot.signal_frames import screen
 from core import desk_chat
 from core.media import MAX_BYTES
 from core.messages import (
@@ -39,6 +41,7 @@ from core.messages import (
     InboundAttachment,
     Inbox,
     Location,
+    NotHandled,
     Outbound,
     handed,
 )
@@ -47,6 +50,7 @@ from core.text import fold
 
 log = logging.getLogger("amparo.signal")
 Clock = Callable[[], datetime]
+Known = Callable[[str], Awaitable[bool]]  # is this Signal address a defender's? (R16, R17)
 DEFAULT_EXPIRY_S = 24 * 3600
 _PAIR = r"(-?\d{1,2}\.\d+)\s*(?:,|%2C)\s*(-?\d{1,3}\.\d+)"
 # Only a message that is a coordinate pair, a geo: URI or a maps link: ordinary text with two
@@ -88,44 +92,6 @@ def delivery_error(status: int, body: str) -> DeliveryError:
     return DeliveryError(f"rejected {status}", permanent=status != 429)
 
 
-def _stored_files(envelope: Any) -> list[str]:
-    """The keys of a frame's attachments in signal-cli's store (its own message, an edit, or
-    a transcript of one sent from another device)."""
-
-    def part(parent: Any, key: str) -> dict[str, Any]:
-        found = parent.get(key) if isinstance(parent, dict) else None
-        return found if isinstance(found, dict) else {}
-
-    messages = (
-        part(envelope, "dataMessage"),
-        part(part(envelope, "editMessage"), "dataMessage"),
-        part(part(envelope, "syncMessage"), "sentMessage"),
-    )
-    metas = [
-        a for m in messages if isinstance(m.get("attachments"), list) for a in m["attachments"]
-    ]
-    return [a["id"] for a in metas if isinstance(a, dict) and isinstance(a.get("id"), str)]
-
-
-async def _others_only(
-    receive: Callable[[], AsyncIterator[str]],
-    number: str,
-    discard: Callable[[list[str]], Awaitable[None]],
-) -> AsyncIterator[str]:
-    """signal-cli's frames, without those from the bot's own account (sync transcripts),
-    whose attachments are deleted from signal-cli's store unread (R17)."""
-    async for raw in receive():
-        try:
-            envelope = json.loads(raw).get("envelope") or {}
-        except (ValueError, AttributeError):
-            yield raw  # signalbot's parser decides what to do with it
-            continue
-        if "syncMessage" in envelope or envelope.get("sourceNumber") == number:
-            await discard(_stored_files(envelope))
-            continue
-        yield raw
-
-
 class _Receiver(DataMessageHandler):
     def __init__(self, channel: Signal) -> None:
         self.channel = channel
@@ -142,11 +108,13 @@ class Signal:
         *,
         service: str,
         number: str,
+        known: Known,
         expiry_s: int = DEFAULT_EXPIRY_S,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
         self.service = service
         self.number = number
+        self.known = known
         self.expiry_s = expiry_s
         self.clock = clock
         self.inbox: Inbox | None = None
@@ -157,6 +125,7 @@ class Signal:
         self._proxy = Proxies()
         self._locks: dict[str, asyncio.Lock] = {}
         self._untimed: set[str] = set()  # chats whose last message carried no timer
+        self._handing: set[asyncio.Task[None]] = set()  # changed keys on their way to the flows
 
     # --- inbound ---------------------------------------------------------------------------
 
@@ -189,9 +158,11 @@ class Signal:
         )
         # Our own account's other devices (a phone linked to the bot's number) are not
         # defenders: signalbot hands their sync transcripts on with the *recipient* as the
-        # sender, so they are dropped here, before it parses them. Private: tests guard it.
+        # sender, so they are dropped here, before it parses them; so is a message from a
+        # changed key, which it cannot parse. Private: tests guard it.
         messages = bot._signal.messages
-        messages.receive = partial(_others_only, messages.receive, self.number, self._discard)  # type: ignore[method-assign]
+        screened = partial(screen, messages.receive, self.number, self._discard, self._key_changed)
+        messages.receive = screened  # type: ignore[method-assign]
         # signalbot logs every raw message at INFO (content, numbers): keep it quiet (R26),
         # and drop the handler each SignalBot adds so lines are not repeated.
         logger = logging.getLogger("signalbot")
@@ -225,7 +196,9 @@ class Signal:
         # signalbot runs three handlers at once.
         lock = self._locks.setdefault(source, asyncio.Lock())
         async with lock:
-            attachments = [await self._attachment(a) for a in message.attachments or []]
+            metas = message.attachments or []
+            fetch = bool(metas) and await self._reads_files_of(source)
+            attachments = [await self._attachment(a, fetch) for a in metas]
             assert self.inbox is not None
             # signal-cli has let go of it: retried here while the database is down (R27)
             await handed(self.inbox, self._inbound(message, source, tuple(attachments)))
@@ -247,12 +220,22 @@ class Signal:
             chat_message_id=None,
         )
 
-    async def _attachment(self, meta: Any) -> InboundAttachment:
-        """Fetched only if its announced size is allowed (R16), read no further than the
-        limit, and deleted from signal-cli's store afterwards, read or not (R17). A fetch that
-        fails leaves the data out (the flows say so): the message's text still goes on."""
+    async def _reads_files_of(self, source: str) -> bool:
+        """Only a defender's files are read (a report's evidence): a stranger's are deleted
+        unread, as the flows only ask them for an invite code. If the lookup fails (the
+        database is down) they are fetched: the flows decide later, and no evidence is lost."""
+        try:
+            return await self.known(source)
+        except Exception as exc:
+            log.warning("sender not looked up", extra={"error": type(exc).__name__})
+            return True
+
+    async def _attachment(self, meta: Any, fetch: bool) -> InboundAttachment:
+        """Fetched only if wanted and its announced size is allowed (R16), read no further
+        than the limit, and deleted from signal-cli's store afterwards, read or not (R17). A
+        fetch that fails leaves the data out (the flows say so): the text still goes on."""
         size, key = meta.size or 0, meta.local_filename
-        data = await self._fetch(key) if key and size <= MAX_BYTES else None
+        data = await self._fetch(key) if fetch and key and size <= MAX_BYTES else None
         await self._discard([key])
         return InboundAttachment(
             kind="voice" if meta.is_voice_note else "document",
@@ -262,9 +245,40 @@ class Signal:
             filename=meta.remote_filename,
         )
 
+    async def _key_changed(self, envelope: dict[str, Any]) -> None:
+        """R6 on receipt: signal-cli could not decrypt a message, its sender's safety number
+        having changed. Nothing of it can be read; the flows alert the desk at once. Handed
+        on in a task of its own: signalbot's receiver must never wait for the database, or
+        signal-cli-rest-api drops the frames it cannot write meanwhile."""
+        source = envelope.get("sourceUuid") or envelope.get("sourceNumber")
+        stamp = envelope.get("timestamp")
+        if not isinstance(source, str) or not source or stamp is None:
+            return
+        inbound = Inbound(
+            channel=self.name,
+            address=source,
+            # Not the (sender, timestamp) of the message itself: signal-cli offers it again,
+            # decrypted, once the new key is trusted, and it must not pass for a replay then.
+            message_id=f"{source}:{stamp}:untrusted",
+            received_at=self.clock(),
+            key_changed=True,
+        )
+        task = asyncio.create_task(self._hand(source, inbound))
+        self._handing.add(task)
+        task.add_done_callback(self._handing.discard)
+
+    async def _hand(self, source: str, inbound: Inbound) -> None:
+        async with self._locks.setdefault(source, asyncio.Lock()):
+            assert self.inbox is not None
+            try:
+                await handed(self.inbox, inbound)
+            except NotHandled:  # the alert then waits for a send to them to be refused
+                log.error("changed safety number not handled")
+
     async def _discard(self, keys: Sequence[str | None]) -> None:
         """Delete files from signal-cli's attachment store (R17): after reading them, or
-        unread where nothing is fetched (groups, the bot's own devices)."""
+        unread where nothing is fetched (strangers, groups, the bot's own devices, previews,
+        quotes)."""
         for key in keys:
             if key:
                 with contextlib.suppress(DeliveryError):

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,7 +34,7 @@ from bot.telegram_render import (
     moved,
     split_text,
 )
-from core import callbacks
+from core import callbacks, defenders
 from core.crypto import Vault
 from core.db import transaction
 from core.i18n import gettext, negotiate
@@ -50,7 +49,6 @@ from core.messages import (
     NotHandled,
     Outbound,
 )
-from core.models import GONE, ChannelAddress, Defender
 
 os.environ.setdefault("PTB_TIMEDELTA", "1")  # retry_after as a timedelta, as PTB 23 will do
 log = logging.getLogger("amparo.telegram")
@@ -249,17 +247,8 @@ class Telegram:
         return tuple(attachments)
 
     async def _from_defender(self, chat_id: int) -> bool:
-        known = (
-            select(ChannelAddress.id)
-            .join(Defender, Defender.id == ChannelAddress.defender_id)
-            .where(
-                ChannelAddress.channel == self.name,
-                ChannelAddress.blind_index == self.chat_index(chat_id),
-                Defender.status.not_in(GONE),
-            )
-        )
         async with self.sessions() as session:
-            return (await session.execute(known.limit(1))).first() is not None
+            return await defenders.is_defender(session, self.name, self.chat_index(chat_id))
 
     async def _from_callback(self, update: Update) -> Inbound | None:
         query = update.callback_query

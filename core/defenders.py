@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.crypto import Vault
 from core.models import (
+    GONE,
     ChannelAddress,
     CheckIn,
     Conversation,
@@ -42,6 +44,33 @@ async def find_address(session: AsyncSession, channel: str, index: bytes) -> Cha
         ChannelAddress.channel == channel, ChannelAddress.blind_index == index
     )
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def is_defender(session: AsyncSession, channel: str, index: bytes) -> bool:
+    """Whether the address with blind index ``index`` is a defender's whom the bot serves
+    (a deleted or hidden one is a stranger to the flows)."""
+    known = (
+        select(ChannelAddress.id)
+        .join(Defender, Defender.id == ChannelAddress.defender_id)
+        .where(
+            ChannelAddress.channel == channel,
+            ChannelAddress.blind_index == index,
+            Defender.status.not_in(GONE),
+        )
+    )
+    return (await session.execute(known.limit(1))).first() is not None
+
+
+def defender_lookup(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, channel: str
+) -> Callable[[str], Awaitable[bool]]:
+    """``is_defender`` for a channel's raw address, each call in a session of its own."""
+
+    async def known(value: str) -> bool:
+        async with sessions() as session:
+            return await is_defender(session, channel, address_index(vault, channel, value))
+
+    return known
 
 
 async def move_address(

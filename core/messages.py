@@ -120,6 +120,9 @@ class Inbound:
     # The group's chat now has this id (Telegram upgraded it to a supergroup): said by the
     # platform itself in a service message, which no member can forge.
     moved_to: str | None = field(default=None, repr=False)
+    # Signal: a message its service could not decrypt because the sender's safety number
+    # changed (R6). It carries nothing else: the flows alert the desk and answer nothing.
+    key_changed: bool = False
 
 
 @dataclass(frozen=True)

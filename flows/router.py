@@ -1,6 +1,7 @@
 """Which state function an event goes to, in this order:
 
-1. a repeat of a message already handled: nothing at all;
+1. a repeat of a message already handled: nothing at all; a Signal message that could not
+   be decrypted as its sender's safety number changed: the desk's alert (R6), nothing else;
 2. an edit or a forward: never an answer (R3); a live-location edit feeds an open alert;
 3. someone who is not a defender (or no longer is, or is hidden after a forced deletion:
    whose alert trigger still raises a silent alert first): a responder's link code
@@ -41,6 +42,9 @@ async def handle(event: store.Event) -> None:
     if not await store.mark_seen(event):
         return
     loaded = await store.load(event)
+    if event.inbound.key_changed:
+        await key_changed(event, loaded)
+        return
     ctx = Context(
         event.session,
         event.vault,
@@ -202,6 +206,23 @@ async def frozen(ctx: Context) -> bool:
     return await alerts.is_open(ctx.session, ctx.defender.id, AlertKind.identity_changed)
 
 
+async def key_changed(event: store.Event, loaded: store.Loaded) -> None:
+    """R6 on receipt: signal-cli could not decrypt a message from a defender's Signal chat,
+    their safety number having changed. The desk is alerted at once, as when a send to them
+    is refused (core.delivery), so the chat is ``frozen`` before anything from the new key is
+    acted on (signal-cli offers the message again once the desk has trusted the key).
+    Nothing is answered: no reply could reach an untrusted key."""
+    owner = loaded.defender or loaded.hidden
+    if owner is not None:
+        await alerts.raise_alert(
+            event.session,
+            event.vault,
+            defender=owner,
+            kind=AlertKind.identity_changed,
+            now=event.now,
+        )
+
+
 async def hidden_alert(ctx: Context, hidden: Defender) -> None:
     """A defender hidden after a forced deletion (core.defenders.hide) is answered as a
     stranger, but their alert button, command or code phrase still raises an alert: silently,
@@ -304,6 +325,9 @@ async def fallback(event: store.Event) -> None:
     if not await store.mark_seen(event):
         return
     loaded = await store.load(event)
+    if event.inbound.key_changed:
+        await key_changed(event, loaded)
+        return
     ctx = Context(
         event.session, event.vault, event.now, event.inbound, loaded.address, loaded.defender, {}
     )

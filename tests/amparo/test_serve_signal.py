@@ -200,3 +200,14 @@ async def test_no_message_is_lost_when_the_socket_closes(desk: SignalDesk, code:
     await desk.signal.send_text(ALICE, "1")  # I understand
     await wait_for(lambda: len(alice.seen()) == 3, 60)
     assert "Choose a PIN" in alice.seen()[-1]
+
+
+async def test_a_strangers_file_is_deleted_unread(desk_on: SignalDesk) -> None:
+    """Wired to the database: someone who is no defender is asked for a code, and the file
+    they sent is deleted from signal-cli's store without being fetched (R16, R17)."""
+    stranger = Phone(desk_on.signal, "7c0ffee0-3c57-4d3c-9d25-6f1f1d3c0a12")
+    assert "If you were given a code" in await stranger.send_file(photo_with_gps(), "image/jpeg")
+    (key,) = desk_on.signal.attachments
+    await wait_for(lambda: any(key in path for _v, path, _b in desk_on.signal.requests))
+    calls = [(verb, path) for verb, path, _b in desk_on.signal.requests if key in path]
+    assert calls == [("DELETE", f"/v1/attachments/{key}")]

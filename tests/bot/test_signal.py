@@ -36,8 +36,19 @@ def inbox() -> list[Inbound]:
 
 
 @pytest.fixture
-async def signal(service: SignalStandIn, inbox: list[Inbound]) -> AsyncIterator[Signal]:
-    channel = Signal(service=service.service, number=service.number)
+def defenders() -> set[str]:
+    """The addresses the adapter's lookup says are defenders' (whose files are read)."""
+    return {ALICE}
+
+
+@pytest.fixture
+async def signal(
+    service: SignalStandIn, inbox: list[Inbound], defenders: set[str]
+) -> AsyncIterator[Signal]:
+    async def known(source: str) -> bool:
+        return source in defenders
+
+    channel = Signal(service=service.service, number=service.number, known=known)
 
     async def receive(inbound: Inbound) -> None:
         await asyncio.sleep(0.01 if inbound.text == "first" else 0)  # a slow first message
@@ -112,7 +123,8 @@ async def test_it_applies_the_defenders_timer_and_keeps_it_across_restarts(
     delivered = await signal.send(to, Outbound("", expiry_s=3600))  # an instruction only
     assert delivered.message_id is None and service.sent == []
     assert timers(service) == [{"recipient": ALICE, "expiration_in_seconds": 3600}]
-    restarted = Signal(service=service.service, number=service.number)  # a new process
+    # a new process
+    restarted = Signal(service=service.service, number=service.number, known=signal.known)
     heard: list[Inbound] = []
 
     async def receive(inbound: Inbound) -> None:

@@ -16,6 +16,7 @@ from bot.signal import Signal
 from core import alerts, desk_chat, notices
 from core.crypto import Vault
 from core.db import transaction
+from core.defenders import defender_lookup
 from core.dispatch import Dispatcher
 from core.models import (
     Alert,
@@ -47,7 +48,10 @@ async def service() -> AsyncIterator[SignalStandIn]:
 async def dispatcher(
     service: SignalStandIn, sessions: async_sessionmaker[AsyncSession], vault: Vault
 ) -> AsyncIterator[Dispatcher]:
-    channel = Signal(service=service.service, number=service.number, clock=lambda: NOW)
+    known = defender_lookup(sessions, vault, "signal")
+    channel = Signal(
+        service=service.service, number=service.number, known=known, clock=lambda: NOW
+    )
     engine = Engine(sessions, vault, clock=lambda: NOW)
     task = asyncio.create_task(channel.run(engine.handle))
     await asyncio.wait_for(channel.ready.wait(), 15)

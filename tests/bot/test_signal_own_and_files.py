@@ -1,7 +1,7 @@
 """Signal: the bot's own account's other devices are not defenders; attachments are fetched
 by us, size first (R16), and deleted from signal-cli afterwards (R17), unread where nothing is
-fetched (groups, the bot's own devices, a frame without a sender); a failed fetch keeps the
-message's text."""
+fetched (strangers, groups, the bot's own devices, a frame without a sender, previews, quotes);
+a failed fetch keeps the message's text; a message from a changed key is handed on as such."""
 
 # ruff: noqa: F811  (the fixtures are imported from test_signal)
 from __future__ import annotations
@@ -10,7 +10,14 @@ import asyncio
 
 from bot.signal import Signal
 from core.messages import Inbound
-from tests.bot.test_signal import ALICE, inbox, service, signal, wait_for  # noqa: F401
+from tests.bot.test_signal import (  # noqa: F401
+    ALICE,
+    defenders,
+    inbox,
+    service,
+    signal,
+    wait_for,
+)
 from tests.standins.signal_cli import GROUP_INTERNAL_ID, SignalStandIn
 
 
@@ -170,3 +177,82 @@ async def test_attachments_of_a_frame_without_a_sender_are_deleted_unread(
     await service.push(frame)
     assert await deleted_unread(service, inbox, "anon1")
     assert [i.text for i in inbox] == ["marker"]
+
+
+STRANGER = "7c0ffee0-3c57-4d3c-9d25-6f1f1d3c0a12"
+
+
+async def test_a_strangers_files_are_deleted_unread(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """Someone the lookup does not know as a defender is only asked for an invite code: their
+    files were fetched from signal-cli all the same (R16, R17)."""
+    await service.send_text(STRANGER, "hello", attachments=[photo_meta(service, "str1")])
+    await wait_for(lambda: inbox)
+    await asyncio.sleep(0.2)
+    calls = [(verb, path) for verb, path, _ in service.requests if "str1" in path]
+    assert calls == [("DELETE", "/v1/attachments/str1")]
+    (theirs,) = inbox
+    assert theirs.address == STRANGER and theirs.text == "hello"
+    assert [(a.size, a.data) for a in theirs.attachments] == [(18, None)]  # told, not read
+
+
+async def test_preview_images_quote_thumbnails_and_avatars_are_deleted_unread(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """signal-cli stores a link preview's image, a quoted message's thumbnail and a shared
+    contact's avatar as it stores attachments (its JsonDataMessage); they stayed there."""
+    quote = {
+        "id": 1735725500000,
+        "author": ALICE,
+        "authorNumber": None,
+        "authorUuid": ALICE,
+        "text": "the photo",
+        "attachments": [
+            {
+                "contentType": "image/jpeg",
+                "filename": "p.jpg",
+                "thumbnail": photo_meta(service, "thumb1"),
+            }
+        ],
+    }
+    preview = {
+        "url": "https://example.org/a",
+        "title": "A",
+        "description": "",
+        "image": photo_meta(service, "prev1"),
+    }
+    contact = {
+        "name": {"display": "Bea"},
+        "avatar": {"attachment": photo_meta(service, "avat1"), "isProfile": False},
+        "organization": None,
+    }
+    extra = {"quote": quote, "previews": [preview], "contacts": [contact]}
+    await service.send_text(
+        ALICE, "see https://example.org/a", attachments=[photo_meta(service, "own2")], **extra
+    )
+    await service.send_text(STRANGER, "look", **extra)
+    await service.send_text(ALICE, "marker")
+    await wait_for(lambda: any(i.text == "marker" for i in inbox))
+    await asyncio.sleep(0.2)
+    for key in ("thumb1", "prev1", "avat1"):  # once for each of the two messages
+        calls = [(verb, path) for verb, path, _ in service.requests if key in path]
+        assert calls == [("DELETE", f"/v1/attachments/{key}")] * 2, key
+    own = [(verb, path) for verb, path, _ in service.requests if "own2" in path]
+    assert own == [("GET", "/v1/attachments/own2"), ("DELETE", "/v1/attachments/own2")]
+    (mine,) = [i for i in inbox if i.text and i.text.startswith("see")]
+    assert [a.data for a in mine.attachments] == [b"\xff\xd8\xff CANARY photo"]
+
+
+async def test_a_message_from_a_changed_key_is_handed_on_as_such(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """R6: signal-cli could not decrypt it (untrusted identity): the flows hear of it at once,
+    under an id that the same message, decrypted once the key is trusted, does not repeat."""
+    await service.send_untrusted(ALICE, timestamp=1735725600123)
+    await service.send_text(ALICE, "again", timestamp=1735725600123)
+    await wait_for(lambda: len(inbox) == 2)
+    changed, decrypted = inbox
+    assert changed.key_changed and changed.address == ALICE and changed.text is None
+    assert not decrypted.key_changed and decrypted.text == "again"
+    assert changed.message_id != decrypted.message_id

@@ -5,8 +5,9 @@ Speaks what signalbot calls (LIBRARIES.md §2.2–2.3): ``/v1/health`` (204), ``
 kept open: a clean close would stop signalbot for good), ``/v2/send`` answering 201 with a
 *list*, contacts, typing, reactions, receipts, remote delete and attachments.
 
-Tests push envelopes as people would (``send_text``, ``send_group_text``), read what the bot
-sent from ``sent``, inject failures with ``fail_next`` and drop sockets with ``close_sockets``.
+Tests push envelopes as people would (``send_text``, ``send_group_text``, ``send_untrusted``
+from a changed key), read what the bot sent from ``sent``, inject failures with ``fail_next``
+and drop sockets with ``close_sockets``.
 Each chat's disappearing-messages timer (``PUT /v1/contacts``) is kept in ``timers`` and, as a
 phone would, stamped on what that person sends next (``expiresInSeconds``).
 """
@@ -136,6 +137,20 @@ class SignalStandIn:
             "isVoiceNote": False,
         }
         return await self.send_text(source_uuid, text or "", attachments=[meta])
+
+    async def send_untrusted(self, source_uuid: str, timestamp: int | None = None) -> None:
+        """A message signal-cli could not decrypt: the sender's safety number changed and it
+        trusts keys on first use only. signal-cli's JsonReceiveMessageHandler writes the
+        exception next to an envelope that names the sender and carries no message. Once the
+        new key is trusted it retries the message from its cache: an ordinary ``send_text``
+        with the same timestamp."""
+        frame = self.envelope(source_uuid, {} if timestamp is None else {"timestamp": timestamp})
+        del frame["envelope"]["dataMessage"]
+        frame["exception"] = {
+            "message": f"Untrusted identity: {source_uuid}",
+            "type": "UntrustedIdentityException",
+        }
+        await self.push(frame)
 
     async def send_group_text(self, source_uuid: str, text: str) -> dict[str, Any]:
         group = {
