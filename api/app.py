@@ -30,6 +30,16 @@ from core.db import ping, sessionmaker
 from core.models import utcnow
 from core.sweep import lag as sweep_lag
 
+# The dashboard's page modules, included after the desk API (no path of theirs under it).
+PAGES = (
+    dashboard,
+    dashboard_assign,
+    dashboard_reports,
+    dashboard_defenders,
+    dashboard_desk,
+    dashboard_keys,
+)
+
 
 @asynccontextmanager
 async def _frozen_heap(_app: FastAPI) -> AsyncIterator[None]:
@@ -140,11 +150,7 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
     # machines (external desks, integrations polling the queue) where the dashboard's are people.
     # No dashboard path starts with /api/v1, so the order changes no match.
     install(app)  # the desk API; no-store and security headers on every answer; size limits
-    app.include_router(dashboard.router)  # the responders' pages at /
-    app.include_router(dashboard_assign.router)
-    app.include_router(dashboard_reports.router)
-    app.include_router(dashboard_defenders.router)
-    app.include_router(dashboard_desk.router)
-    app.include_router(dashboard_keys.router)
+    for pages in PAGES:  # the responders' pages at /
+        app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import re
@@ -124,14 +125,8 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         return await run(ctx, "panic", "start")
     if not (flow == panic.NAME and state in panic.TELLING) and await frozen(ctx):
         if registry.is_pin_state(flow, state) and pin(inbound.text or "") is not None:
-            if await ctx.check_pin() is Verdict.duress:  # counted; the answer stays the same
-                await alerts.raise_alert(
-                    ctx.session,
-                    ctx.vault,
-                    defender=ctx.defender,
-                    kind=AlertKind.duress,
-                    now=ctx.now,
-                )
+            with contextlib.suppress(Retry):  # counted; the duress PIN raises its alert
+                await ctx.confirm_pin()  # and the answer is the same whichever PIN
         ctx.say(
             ctx._(
                 "Your Signal safety number has changed. Until your protection desk confirms "

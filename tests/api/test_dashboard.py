@@ -13,14 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import select
 
-from api import (
-    dashboard,
-    dashboard_assign,
-    dashboard_defenders,
-    dashboard_desk,
-    dashboard_keys,
-    dashboard_reports,
-)
+from api.app import PAGES
 from api.dashboard import CSRF_COOKIE, LOGIN_COOKIE
 from api.deps import COOKIE
 from api.pages import STATIC
@@ -431,13 +424,5 @@ async def test_guessing_the_current_password_is_throttled(desk: Desk) -> None:
 def test_no_page_lives_under_the_api_prefix() -> None:
     """The desk API's routes are tried before the pages (api.app): a page under its prefix
     could be shadowed by an API route."""
-    pages = (
-        dashboard,
-        dashboard_assign,
-        dashboard_defenders,
-        dashboard_desk,
-        dashboard_keys,
-        dashboard_reports,
-    )
-    paths = [route.path for module in pages for route in module.router.routes]  # type: ignore[attr-defined]
+    paths = [route.path for module in PAGES for route in module.router.routes]  # type: ignore[attr-defined]
     assert paths and not [p for p in paths if p.startswith(PREFIX)]

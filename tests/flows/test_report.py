@@ -72,6 +72,20 @@ async def sealed_evidence(desk: Desk) -> list[dict[str, Any]]:
         ]
 
 
+def sealed_parts(desk: Desk, filed: Report) -> list[dict[str, Any]]:
+    """The parts of a filed report's account, opened with the desk's private key."""
+    body = open_sealed(
+        desk.private_key, filed.sealed_body, org_id=desk.org.id, record_id=filed.id, kind="report"
+    )
+    return [
+        open_sealed(
+            desk.private_key, base64.b64decode(p), org_id=desk.org.id, record_id=filed.id,
+            kind=PART_KIND,
+        )
+        for p in body["parts"]
+    ]  # fmt: skip
+
+
 async def test_it_runs_a_report_dialog_in_english(desk: Desk) -> None:
     alice = await onboard(desk)
     await run_dialog(
@@ -291,16 +305,7 @@ async def test_an_edited_message_of_the_account_is_kept_as_a_correction(desk: De
         await alice.say(said)
     async with desk.sessions() as s:
         filed = (await s.execute(select(Report))).scalar_one()
-    body = open_sealed(
-        desk.private_key, filed.sealed_body, org_id=desk.org.id, record_id=filed.id, kind="report"
-    )
-    parts = [
-        open_sealed(
-            desk.private_key, base64.b64decode(p), org_id=desk.org.id, record_id=filed.id,
-            kind=PART_KIND,
-        )
-        for p in body["parts"]
-    ]  # fmt: skip
+    parts = sealed_parts(desk, filed)
     assert parts == [{"text": "they came at 10"}, {"text": "they came at 11", "correction": True}]
     # outside the account an edit is still not read
     assert "edited messages" in await alice.text(Event(text="hola", edited=True))
@@ -322,16 +327,7 @@ async def test_a_caption_sent_with_files_is_kept_with_them(desk: Desk) -> None:
         filed = (await s.execute(select(Report))).scalar_one()
         first = (await s.execute(select(Evidence).order_by(Evidence.created_at))).scalars().first()
     assert first is not None
-    body = open_sealed(
-        desk.private_key, filed.sealed_body, org_id=desk.org.id, record_id=filed.id, kind="report"
-    )
-    parts = [
-        open_sealed(
-            desk.private_key, base64.b64decode(p), org_id=desk.org.id, record_id=filed.id,
-            kind=PART_KIND,
-        )
-        for p in body["parts"]
-    ]  # fmt: skip
+    parts = sealed_parts(desk, filed)
     assert parts == [
         {"text": "they came at night"},
         {"text": "the badge of the officer", "caption": [str(first.id)]},
