@@ -111,6 +111,7 @@ async def arm(url: str, vault: Vault, n: int, spike: int) -> None:
 
 
 async def worker(url: str, key_file: str, out: str) -> None:
+    from amparo.worker import settle
     from core.scheduler import Scheduler
     from core.sweep import Sweep
 
@@ -136,6 +137,7 @@ async def worker(url: str, key_file: str, out: str) -> None:
 
     sweeper.run = timed  # type: ignore[method-assign]
     scheduler, stop = Scheduler(sweeper, interval_s=1.0), asyncio.Event()
+    settle()  # as amparo worker does before its first sweep
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     scheduler.start()
     await stop.wait()
