@@ -48,6 +48,11 @@ def pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Deleted rows are overwritten, not left in free pages of the file (R17, R25). Debian's
     # SQLite does it by default; other builds do not.
     cursor.execute("PRAGMA secure_delete=ON")
+    # Pages a connection keeps (SQLite's default: 2 MiB). A spike's batches touch index pages
+    # all over a large database; with 16 MiB, 1,000,000 armed, the sweep spent about a fifth
+    # less time in the kernel reading them again. It is per connection and filled only as
+    # pages are read: a process's pool (5 connections, 10 more at most) stays under 240 MiB.
+    cursor.execute("PRAGMA cache_size=-16384")
     cursor.close()
 
 
