@@ -38,6 +38,7 @@ from core.models import (
     Priority,
 )
 from core.outbox import Item, insert_rows
+from core.sqlite import off_loop
 
 P2, DEFENDER = int(Priority.P2), "defender"
 _TABLE: Table = CheckIn.__table__  # type: ignore[assignment]
@@ -167,7 +168,8 @@ async def take(
         .limit(limit)
     )
     conn = await session.connection()  # Core rows: no ORM loading for thousands of them
-    found = await conn.execute(locked(pick, session, skip=True, of=_TABLE))
+    async with off_loop(session):  # thousands of rows: SQLite reads them off the event loop
+        found = await conn.execute(locked(pick, session, skip=True, of=_TABLE))
     claimed, addresses = [], {}
     for *row, address_id, channel in found:
         due_row = Due._make(row)
