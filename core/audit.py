@@ -19,9 +19,9 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, Subquery, func, select, text
+from sqlalchemy import Row, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -176,31 +176,41 @@ async def verify(
     return Verdict(ok=True, checked=last, first_bad_seq=None, reason=None)
 
 
-def _numbered(org_id: uuid.UUID) -> Subquery:
-    """The organisation's entries with their own numbers (1, 2, 3... in chain order)."""
-    number = func.row_number().over(order_by=AuditEntry.seq).label("number")
-    shown = (
-        AuditEntry.at,
-        AuditEntry.actor,
-        AuditEntry.action,
-        AuditEntry.target,
-        AuditEntry.detail,
-    )
-    return select(number, *shown).where(AuditEntry.org_id == org_id).subquery()
+class OrgEntry(NamedTuple):
+    """An entry as its organisation sees it: ``number`` counts its own entries, no ``seq``."""
+
+    number: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    detail: dict[str, Any]
 
 
 async def org_entries(
     session: AsyncSession, org_id: uuid.UUID, *, before: int | None = None, limit: int = 100
-) -> list[Row[Any]]:
-    """One organisation's entries, newest first, numbered by the organisation's own count
-    (``number``), never the global ``seq`` (not even selected): the global gaps between them
-    would show how active the other organisations are. ``before`` is a number from an
-    earlier page. Numbering costs a pass over the organisation's own entries, and only its."""
-    numbered = _numbered(org_id)
-    query = select(numbered).order_by(numbered.c.number.desc()).limit(limit)
-    if before is not None:
-        query = query.where(numbered.c.number < before)
-    return list((await session.execute(query)).all())
+) -> list[OrgEntry]:
+    """One organisation's entries, newest first, numbered by the organisation's own count,
+    never the global ``seq`` (not even selected): the global gaps between them would show
+    how active the other organisations are. ``before`` is a number from an earlier page.
+    The count and the page's offset read the index (org_id, seq) alone; the page is bounded
+    by the last seq counted, so an entry written meanwhile does not shift the numbers."""
+    mine = AuditEntry.org_id == org_id
+    stats = select(func.count(), func.max(AuditEntry.seq)).where(mine)
+    total, last = (await session.execute(stats)).one()
+    top = total if before is None else min(total, before - 1)
+    if top <= 0:
+        return []
+    shown = (AuditEntry.at, AuditEntry.actor, AuditEntry.action, AuditEntry.target)
+    page = (
+        select(*shown, AuditEntry.detail)
+        .where(mine, AuditEntry.seq <= last)
+        .order_by(AuditEntry.seq.desc())
+        .offset(total - top)
+        .limit(limit)
+    )
+    rows = (await session.execute(page)).all()
+    return [OrgEntry(top - i, *row) for i, row in enumerate(rows)]
 
 
 async def verify_for(session: AsyncSession, vault: Vault, org_id: uuid.UUID) -> OrgVerdict:
