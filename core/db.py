@@ -23,7 +23,7 @@ from core import sqlite
 # page cache each time. Sixteen sessions at once, each listing the alert queue, cost three to
 # four times the CPU per listing with the default pool of five (1.6-2.2 ms against 0.4-0.5).
 # An idle connection costs a parked thread and at most its page cache (2 MB).
-SQLITE_POOL = 32
+SQLITE_POOL = 16
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
