@@ -24,6 +24,10 @@ from core import sqlite
 # four times the CPU per listing with the default pool of five (1.6-2.2 ms against 0.4-0.5).
 # An idle connection costs a parked thread and at most its page cache (2 MB).
 SQLITE_POOL = 16
+# PostgreSQL: each new connection is a server process started and authenticated. Ten kept and
+# five more at a peak: the same fifteen at most per process as SQLAlchemy's default (5 + 10),
+# so a server's max_connections (100 by default) serves as many processes as before.
+PG_POOL, PG_OVERFLOW = 10, 5
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -45,6 +49,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             sqlite.skip_idle_ends(engine.sync_engine.dialect)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if "poolclass" not in kwargs:
+        kwargs.setdefault("pool_size", PG_POOL)
+        kwargs.setdefault("max_overflow", PG_OVERFLOW)
     return create_async_engine(url, **kwargs)
 
 

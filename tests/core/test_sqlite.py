@@ -15,7 +15,7 @@ from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from core.db import create_engine, transaction
@@ -241,42 +241,5 @@ async def test_off_loop_sends_every_call_to_the_thread_until_it_ends(
             threaded.clear()
             await s.execute(select(func.count(Organisation.id)))
             assert threaded == []  # and the connection reads inline again afterwards
-    finally:
-        await engine.dispose()
-
-
-async def test_concurrent_sessions_reuse_their_connections(tmp_path: Path) -> None:
-    """Sixteen sessions at once, twice: the second round opens no connection. Beyond the
-    pool SQLAlchemy closes each connection on its return, so every busy moment paid a new
-    thread, the pragmas and a cold cache again (bench/api.py)."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
-    opened: list[object] = []
-
-    def connected(conn: object, _record: object) -> None:
-        opened.append(conn)
-
-    event.listen(engine.sync_engine, "connect", connected)
-    sessions = async_sessionmaker(engine)
-
-    holding: list[object] = []
-
-    async def one(gate: asyncio.Event) -> None:
-        async with sessions() as session:
-            holding.append(await session.connection())
-            await gate.wait()  # all sixteen hold a connection at once
-
-    try:
-        rounds = []
-        for _round in range(2):
-            gate = asyncio.Event()
-            tasks = [asyncio.create_task(one(gate)) for _ in range(16)]
-            for _tick in range(500):  # up to 5 s for all sixteen to connect
-                if len(holding) == 16 * (_round + 1):
-                    break
-                await asyncio.sleep(0.01)
-            gate.set()
-            await asyncio.gather(*tasks)
-            rounds.append(len(opened))
-        assert rounds == [16, 16]
     finally:
         await engine.dispose()
