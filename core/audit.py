@@ -3,6 +3,12 @@
 ``record`` appends an entry inside the caller's transaction; ``verify`` walks the chain and
 names the first bad entry; ``head`` is the (seq, hash) to export regularly to a separate
 append-only store, since truncating the tail is only detectable against an exported head.
+
+The chain and its ``seq`` are global, for whoever runs the server (`amparo audit`). An
+organisation must learn nothing of another's activity, and the gaps in the global ``seq``
+between its own entries would tell it how much the others do: what an organisation sees
+(``org_entries``, ``verify_for``) numbers its own entries 1, 2, 3... with no gaps, and never
+shows a global ``seq``, count or position.
 """
 
 from __future__ import annotations
@@ -13,9 +19,9 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, select, text
+from sqlalchemy import Row, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +44,16 @@ class Verdict:
     checked: int  # entries that verified before the first bad one (all of them when ok)
     first_bad_seq: int | None
     reason: str | None
+
+
+@dataclass(frozen=True)
+class OrgVerdict:
+    """The chain's verdict as told to one organisation: ``first_bad`` is the organisation's own
+    number of the first bad entry when that entry is one of its own, else None (another
+    organisation's entry, an operator's, or a deleted one: only `amparo audit verify` says)."""
+
+    ok: bool
+    first_bad: int | None
 
 
 def canonical(e: AuditEntry | Row[Any]) -> bytes:
@@ -158,3 +174,61 @@ async def verify(
         reason = f"the log ends at {last} but the exported head is {expected_head[0]} (truncated)"
         return Verdict(ok=False, checked=last, first_bad_seq=seq, reason=reason)
     return Verdict(ok=True, checked=last, first_bad_seq=None, reason=None)
+
+
+class OrgEntry(NamedTuple):
+    """An entry as its organisation sees it: ``number`` counts its own entries, no ``seq``."""
+
+    number: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    detail: dict[str, Any]
+
+
+async def org_entries(
+    session: AsyncSession, org_id: uuid.UUID, *, before: int | None = None, limit: int = 100
+) -> list[OrgEntry]:
+    """One organisation's entries, newest first, numbered by the organisation's own count,
+    never the global ``seq`` (not even selected): the global gaps between them would show
+    how active the other organisations are. ``before`` is a number from an earlier page.
+    The count and the page's offset read the index (org_id, seq) alone; the page is bounded
+    by the last seq counted, so an entry written meanwhile does not shift the numbers."""
+    mine = AuditEntry.org_id == org_id
+    stats = select(func.count(), func.max(AuditEntry.seq)).where(mine)
+    total, last = (await session.execute(stats)).one()
+    top = total if before is None else min(total, before - 1)
+    if top <= 0:
+        return []
+    shown = (AuditEntry.at, AuditEntry.actor, AuditEntry.action, AuditEntry.target)
+    page = (
+        select(*shown, AuditEntry.detail)
+        .where(mine, AuditEntry.seq <= last)
+        .order_by(AuditEntry.seq.desc())
+        .offset(total - top)
+        .limit(limit)
+    )
+    rows = (await session.execute(page)).all()
+    return [OrgEntry(top - i, *row) for i, row in enumerate(rows)]
+
+
+async def verify_for(session: AsyncSession, vault: Vault, org_id: uuid.UUID) -> OrgVerdict:
+    """Walk the whole chain (its tamper evidence is the whole chain's) and tell one
+    organisation only what concerns it: intact or not, and which of its own entries is the
+    first bad one when it is one of them. Never a global seq, a count or another
+    organisation's position."""
+    verdict = await verify(session, vault)
+    if verdict.ok or verdict.first_bad_seq is None:
+        return OrgVerdict(ok=verdict.ok, first_bad=None)
+    owner = await session.scalar(
+        select(AuditEntry.org_id).where(AuditEntry.seq == verdict.first_bad_seq)
+    )
+    if owner != org_id:
+        return OrgVerdict(ok=False, first_bad=None)
+    own = (
+        select(func.count())
+        .select_from(AuditEntry)
+        .where(AuditEntry.org_id == org_id, AuditEntry.seq <= verdict.first_bad_seq)
+    )
+    return OrgVerdict(ok=False, first_bad=await session.scalar(own))

@@ -54,11 +54,14 @@ TOKEN_SCOPES = ROLE_SCOPES[Role.responder] | {"policies:write"}
 
 
 class AuthError(Exception):
-    """Authentication failed; ``code`` says why, for the server only (the client sees one text)."""
+    """Authentication failed; ``code`` says why, for the server only (the client sees one text).
+    ``responder_id`` and ``org_id`` name the account tried, when the username is someone's."""
 
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str, responder: Responder | None = None) -> None:
         super().__init__(code)
         self.code = code
+        self.responder_id = None if responder is None else responder.id
+        self.org_id = None if responder is None else responder.org_id
 
 
 @dataclass(frozen=True)
@@ -106,13 +109,13 @@ async def authenticate(
         await asyncio.to_thread(verify_password, _dummy_hash(), password)  # the same work
         raise AuthError("unknown")
     if not await asyncio.to_thread(verify_password, responder.password_hash, password):
-        raise AuthError("password")
+        raise AuthError("password", responder)
     if not responder.active:
-        raise AuthError("disabled")
+        raise AuthError("disabled", responder)
     secret = responder.get_text(vault, "totp_secret_enc")
     step = None if secret is None else totp_step(secret, code, now)
     if step is None:
-        raise AuthError("totp")
+        raise AuthError("totp", responder)
     used = await session.execute(
         update(Responder)
         .where(Responder.id == responder.id, Responder.totp_last_step < step)
@@ -121,7 +124,7 @@ async def authenticate(
         .execution_options(synchronize_session=False)
     )
     if used.first() is None:
-        raise AuthError("totp_reused")
+        raise AuthError("totp_reused", responder)
     responder.totp_last_step = step
     return responder
 

@@ -1,4 +1,8 @@
-"""The organisation's audit trail, and a check of the whole hash chain."""
+"""The organisation's audit trail, and a check of the whole hash chain.
+
+The chain's ``seq`` is global; an organisation sees its own entries numbered 1, 2, 3... with no
+gaps (``seq`` here), and a verdict naming only its own entries: nothing of how active the other
+organisations are. The whole chain, global seq included, is `amparo audit verify`'s."""
 
 from __future__ import annotations
 
@@ -6,18 +10,18 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
-from sqlalchemy import select
+from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, SessionDep, VaultDep
 from core import audit
-from core.models import AuditEntry
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
 class EntryOut(BaseModel):
-    seq: int
+    seq: int = Field(
+        description="The entry's number among the organisation's own entries (1, 2, 3...)"
+    )
     at: datetime
     actor: str
     action: str
@@ -32,7 +36,10 @@ class EntryPage(BaseModel):
 
 class VerifyOut(BaseModel):
     ok: bool
-    first_bad_seq: int | None
+    first_bad_seq: int | None = Field(
+        description="The organisation's own number of the first bad entry; null when intact, "
+        "or when the chain breaks elsewhere (the server's operator locates it)"
+    )
 
 
 @router.get("")
@@ -42,18 +49,14 @@ async def list_entries(
     before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> EntryPage:
-    """The organisation's entries, newest first (ids and metadata, never content)."""
-    query = select(AuditEntry).where(AuditEntry.org_id == principal.org_id)
-    if before_seq is not None:
-        query = query.where(AuditEntry.seq < before_seq)
-    rows = list(
-        (await session.execute(query.order_by(AuditEntry.seq.desc()).limit(limit + 1))).scalars()
-    )
-    following = rows[limit - 1].seq if len(rows) > limit else None
+    """The organisation's entries, newest first (ids and metadata, never content), numbered
+    among its own entries only."""
+    rows = await audit.org_entries(session, principal.org_id, before=before_seq, limit=limit + 1)
+    following = rows[limit - 1].number if len(rows) > limit else None
     return EntryPage(
         items=[
             EntryOut(
-                seq=e.seq,
+                seq=e.number,
                 at=e.at,
                 actor=e.actor,
                 action=e.action,
@@ -67,7 +70,8 @@ async def list_entries(
 
 
 @router.get("/verify")
-async def verify(_principal: AdminDep, session: SessionDep, vault: VaultDep) -> VerifyOut:
-    """Walk the whole hash chain; names the first altered, deleted or reordered entry."""
-    verdict = await audit.verify(session, vault)
-    return VerifyOut(ok=verdict.ok, first_bad_seq=verdict.first_bad_seq)
+async def verify(principal: AdminDep, session: SessionDep, vault: VaultDep) -> VerifyOut:
+    """Walk the whole hash chain; names the first altered, deleted or reordered entry when it
+    is one of the organisation's own (by its own number), never another organisation's."""
+    verdict = await audit.verify_for(session, vault, principal.org_id)
+    return VerifyOut(ok=verdict.ok, first_bad_seq=verdict.first_bad)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+import pytest
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.deps import COOKIE, CSRF_HEADER
+from core import auth
 from core.db import transaction
 from core.models import ApiToken, AuditEntry, DeskSession, Responder
 from core.throttle import Limits, Throttle
@@ -66,6 +70,54 @@ async def test_it_refuses_wrong_passwords_and_codes_alike(desk: Desk) -> None:
         answers = [await login(c, body) for body in (wrong_password, wrong_code, unknown)]
     assert {a.status_code for a in answers} == {401}
     assert len({a.json()["detail"] for a in answers}) == 1  # nothing tells which part was wrong
+
+
+async def test_a_known_and_an_unknown_username_take_the_same_steps(
+    desk: Desk, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a username exists must not show in how long a refusal takes (abuse case 19): a
+    wrong password for a known account and any password for an unknown name run the same
+    statements (throttle hits, the lookup, one audit entry) and one Argon2id check each.
+    Counted, never timed; and the unknown name is written nowhere."""
+    statements: list[str] = []
+    checks: list[str] = []
+    verify = auth.verify_password
+
+    def seen(*args: Any) -> None:
+        statements.append(args[2])  # (conn, cursor, statement, parameters, context, many)
+
+    def counted(hashed: str, password: str) -> bool:
+        checks.append(password)
+        return verify(hashed, password)
+
+    async def attempt(c: httpx.AsyncClient, username: str) -> tuple[list[str], int]:
+        statements.clear()
+        checks.clear()
+        answer = await login(c, {"username": username, "password": "wrong", "totp": "123456"})
+        assert answer.status_code == 401
+        return list(statements), len(checks)
+
+    monkeypatch.setattr(auth, "verify_password", counted)
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with desk.anonymous() as c:
+            await attempt(c, desk.a.responders["observer"].username)  # this address's first hit
+            known = await attempt(c, desk.a.responders["responder"].username)
+            unknown = await attempt(c, "no-such-responder")
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    assert known == unknown and known[1] == 1
+    assert sum("INSERT INTO audit_entries" in s for s in known[0]) == 1
+    async with desk.sessions() as s:
+        log = (await s.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars().all()
+    *_, on_known, on_unknown = [e for e in log if e.action == "auth.login_failed"]
+    assert (on_known.org_id, on_known.target) == (
+        desk.a.org.id,
+        str(desk.a.responders["responder"].id),
+    )
+    assert (on_unknown.org_id, on_unknown.target, on_unknown.actor) == (None, None, "anonymous")
+    assert on_unknown.detail == {"reason": "unknown"}
+    assert not any("no-such-responder" in f"{e.actor}{e.target}{e.detail}" for e in log)
 
 
 async def test_it_never_keeps_a_session_the_client_brought(desk: Desk) -> None:

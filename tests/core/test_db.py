@@ -1,14 +1,15 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.db import create_engine, transaction
+from core.db import PG_POOL, SQLITE_POOL, create_engine, transaction
 from core.models import Defender, Organisation
 
 
@@ -89,3 +90,41 @@ def test_deleted_rows_are_overwritten_whatever_the_build(tmp_path: Path) -> None
         assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+async def test_concurrent_sessions_reuse_their_connections(db_url: str) -> None:
+    """As many sessions at once as the pool keeps, twice: the second round opens no
+    connection. Beyond the pool SQLAlchemy closes each connection on its return, so every
+    busy moment paid a new one again (SQLite: a thread, the pragmas, the schema and a cold
+    cache; PostgreSQL: a server process and its authentication)."""
+    engine = create_engine(db_url)
+    kept = SQLITE_POOL if db_url.startswith("sqlite") else PG_POOL
+    opened: list[object] = []
+
+    def connected(conn: object, _record: object) -> None:
+        opened.append(conn)
+
+    event.listen(engine.sync_engine, "connect", connected)
+    sessions = async_sessionmaker(engine)
+    holding: list[object] = []
+
+    async def one(gate: asyncio.Event) -> None:
+        async with sessions() as session:
+            holding.append(await session.connection())
+            await gate.wait()  # all of them hold a connection at once
+
+    try:
+        rounds = []
+        for turn in range(2):
+            gate = asyncio.Event()
+            tasks = [asyncio.create_task(one(gate)) for _ in range(kept)]
+            for _tick in range(500):  # up to 5 s for all of them to connect
+                if len(holding) == kept * (turn + 1):
+                    break
+                await asyncio.sleep(0.01)
+            gate.set()
+            await asyncio.gather(*tasks)
+            rounds.append(len(opened))
+        assert rounds == [kept, kept]
+    finally:
+        await engine.dispose()
