@@ -5,9 +5,10 @@ Usage: python bench/escalation.py --timers N [--spike F] [--backend sqlite|postg
 
 Arms N check-ins (one defender and address each); a fraction F of them fall due in the same
 second, the rest over the following week. K engine workers (processes running the real
-Scheduler + Sweep, as ``amparo worker`` does) take the deadline step of every due check-in:
-the reminder written to the outbox and the next timer, committed together. The dispatcher does
-not run (delivery is capped by the channels anyway: Telegram takes 30 messages/s per bot).
+Scheduler + Sweep under uvloop, as ``amparo worker`` does) take the deadline step of every
+due check-in: the reminder written to the outbox and the next timer, committed together. The
+dispatcher does not run (delivery is capped by the channels anyway: Telegram takes 30
+messages/s per bot).
 ``seconds`` runs from the spike's due second until the last step commits. A step's lateness is
 the moment its transaction (the transition with its outbox rows) has committed minus its due
 time, so the last batch of a spike is as late as the whole spike takes: with F·N due in the
@@ -110,6 +111,7 @@ async def arm(url: str, vault: Vault, n: int, spike: int) -> None:
 
 
 async def worker(url: str, key_file: str, out: str) -> None:
+    from amparo.worker import settle
     from core.scheduler import Scheduler
     from core.sweep import Sweep
 
@@ -135,6 +137,7 @@ async def worker(url: str, key_file: str, out: str) -> None:
 
     sweeper.run = timed  # type: ignore[method-assign]
     scheduler, stop = Scheduler(sweeper, interval_s=1.0), asyncio.Event()
+    settle()  # as amparo worker does before its first sweep
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     scheduler.start()
     await stop.wait()
@@ -266,6 +269,10 @@ if __name__ == "__main__":
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     cli = parser.parse_args()
     if cli.worker:
-        asyncio.run(worker(*cli.worker))
+        import uvloop
+
+        # As ``amparo worker`` runs (amparo.command.run): the same event loop.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(worker(*cli.worker))
     else:
         print(json.dumps(asyncio.run(main(cli))))

@@ -22,7 +22,7 @@ from core import sqlite
 # checkout and closes it on return: a new thread, the pragmas, the schema read again and a cold
 # page cache each time. Sixteen sessions at once, each listing the alert queue, cost three to
 # four times the CPU per listing with the default pool of five (1.6-2.2 ms against 0.4-0.5).
-# An idle connection costs a parked thread and at most its page cache (2 MB).
+# An idle connection costs a parked thread and at most its page cache (16 MiB, core.sqlite).
 SQLITE_POOL = 16
 # PostgreSQL: each new connection is a server process started and authenticated. Ten kept and
 # five more at a peak: the same fifteen at most per process as SQLAlchemy's default (5 + 10),

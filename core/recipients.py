@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +47,14 @@ def _first_by_owner(
         if owner is not None:
             best.setdefault(owner, (address_id, channel))
     return best
+
+
+def best_address(owner: Any) -> Any:
+    """The id of the best address of the defender ``owner`` (a column), as a correlated
+    scalar subquery: the order of ``defender_addresses``, for one defender per row of a
+    larger query (the sweep's claim)."""
+    best = select(ChannelAddress.id).where(ChannelAddress.defender_id == owner)
+    return best.order_by(*_ORDER).limit(1).scalar_subquery()
 
 
 async def defender_addresses(

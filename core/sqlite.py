@@ -48,6 +48,12 @@ def pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Deleted rows are overwritten, not left in free pages of the file (R17, R25). Debian's
     # SQLite does it by default; other builds do not.
     cursor.execute("PRAGMA secure_delete=ON")
+    # Pages a connection keeps (SQLite's default: 2 MiB). A spike's batches touch index pages
+    # all over a large database; with 16 MiB, 1,000,000 armed, the sweep spent about a fifth
+    # less time in the kernel reading them again. It is per connection and filled only as
+    # pages are read, each connection with its own copies: at worst 16 MiB times the pool's
+    # connections (core.db), if each read that many pages of its own.
+    cursor.execute("PRAGMA cache_size=-16384")
     cursor.close()
 
 

@@ -1,14 +1,13 @@
 """The sweep's check-in transitions, in batches: the hot path of a spike.
 
 One transaction per batch and one statement per kind of work, no ORM objects: the claim
-(``UPDATE … WHERE id IN (due rows, LIMIT n[, FOR UPDATE SKIP LOCKED]) RETURNING`` what the
-decisions need: SQLite's single writer makes it atomic, PostgreSQL's SKIP LOCKED lets any
-number of workers claim disjoint rows), one query for the defenders and one for their
-addresses, the pure decisions of ``core.escalation``, then the outbox rows (one executemany)
-and the next timers (one UPDATE per distinct outcome: a spike is one). A worker that dies
-before the commit leaves nothing behind: the rows are due again, and their redone steps
-carry the same idempotency keys. Only a missed deadline (rarer, and heavier) goes through
-``alerts.raise_many``.
+(``SELECT`` of the due rows, each joined to its defender and the defender's best address,
+``LIMIT n``: under SQLite's write lock, taken first, or ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so any number of workers claim disjoint rows), the pure decisions of
+``core.escalation``, then the outbox rows (one executemany) and the next timers (one UPDATE
+per distinct outcome: a spike is one). A worker that dies before the commit leaves nothing
+behind: the rows are due again, and their redone steps carry the same idempotency keys. Only
+a missed deadline (rarer, and heavier) goes through ``alerts.raise_many``.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from core.escalation import Act, CheckInStep
 from core.messages import Outbound
 from core.models import (
     AlertKind,
+    ChannelAddress,
     CheckIn,
     CheckInKind,
     CheckInState,
@@ -38,6 +38,7 @@ from core.models import (
     Priority,
 )
 from core.outbox import Item, insert_rows
+from core.sqlite import off_loop
 
 P2, DEFENDER = int(Priority.P2), "defender"
 _TABLE: Table = CheckIn.__table__  # type: ignore[assignment]
@@ -57,6 +58,12 @@ _CLAIMED = (
 )
 _D = Defender.__table__.c
 _PEOPLE = (_D.id, _D.locale, _D.timezone, _D.discreet, _D.status)
+# Each claimed row's best address, joined in the claim (not one more query for the batch).
+# A defender hidden after a forced deletion has none (``recipients.defender_addresses``).
+_BEST = ChannelAddress.__table__.alias("best")
+_BEST_ON = (_BEST.c.id == recipients.best_address(_T.defender_id)) & (
+    _D.status != DefenderStatus.hidden
+)
 _STEP = (
     update(_TABLE)
     .where(_T.id == bindparam("b_id"), _T.version == bindparam("b_version"))
@@ -153,19 +160,25 @@ async def take(
     due = (_T.state == state) & (_T.next_action_at <= now)
     free = or_(_T.lease_until.is_(None), _T.lease_until < now)  # a two-phase claim (``apply``)
     pick = (
-        select(*_CLAIMED, *_PEOPLE[1:])
+        select(*_CLAIMED, *_PEOPLE[1:], _BEST.c.id, _BEST.c.channel)
         .join(Defender.__table__, _D.id == _T.defender_id)
+        .outerjoin(_BEST, _BEST_ON)
         .where(due, free)
         .order_by(_T.next_action_at)
         .limit(limit)
     )
     conn = await session.connection()  # Core rows: no ORM loading for thousands of them
-    found = await conn.execute(locked(pick, session, skip=True, of=_TABLE))
-    claimed = [Due._make(r) for r in found]
+    async with off_loop(session):  # thousands of rows: SQLite reads them off the event loop
+        found = await conn.execute(locked(pick, session, skip=True, of=_TABLE))
+    claimed, addresses = [], {}
+    for *row, address_id, channel in found:
+        due_row = Due._make(row)
+        claimed.append(due_row)
+        if address_id is not None:
+            addresses[due_row.defender_id] = (address_id, channel)
     if not claimed:
         return []
-    ids = {r.defender_id for r in claimed}
-    plan = prepare(vault, (claimed, await recipients.defender_addresses(session, ids)), now)
+    plan = prepare(vault, (claimed, addresses), now)
     await write(session, vault, plan, now)
     return plan.due
 

@@ -46,9 +46,11 @@ async def test_it_runs_sqlite_in_wal_mode_with_foreign_keys(tmp_path: Path) -> N
         async with engine.connect() as conn:
             mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
             fks = (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one()
+            cache = (await conn.execute(text("PRAGMA cache_size"))).scalar_one()
     finally:
         await engine.dispose()
     assert (mode, fks) == ("wal", 1)
+    assert cache == -16384  # 16 MiB of pages per connection (core.sqlite.pragmas)
 
 
 async def test_it_rolls_back_a_failed_transaction(

@@ -8,14 +8,15 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import outbox, timers
+from core import outbox, recipients, timers
 from core.crypto import CryptoError, Vault
 from core.db import transaction
 from core.messages import Outbound
 from core.models import (
+    ChannelAddress,
     CheckIn,
     CheckInKind,
     CheckInState,
@@ -182,6 +183,34 @@ async def test_a_deleted_defenders_timer_is_cancelled_without_a_message(
         states = dict(found.all())
         queued = await s.scalar(select(func.count()).select_from(OutboxMessage))
     assert states[gone.id] is CheckInState.cancelled and queued == SPIKE - 1
+
+
+async def test_each_reminder_goes_to_the_defenders_best_address(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, org: uuid.UUID
+) -> None:
+    """The claim joins each defender's best address: as ``recipients.defender_addresses``
+    picks it (not blocked first, then by preference), none for a defender without one."""
+    await spike(sessions, vault, org)
+    async with transaction(sessions) as s:
+        first, second, bare = (await s.execute(select(Defender).limit(3))).scalars()
+        await s.execute(delete(ChannelAddress).where(ChannelAddress.defender_id == bare.id))
+        old = (await recipients.defender_addresses(s, [first.id, second.id])).copy()
+        # first: its address is blocked, a new one is not; second: a more preferred one.
+        (await s.get_one(ChannelAddress, old[first.id][0])).blocked_at = T0
+        s.add(address(vault, "signal", "+100", defender_id=first.id, preference=5))
+        s.add(address(vault, "signal", "+200", defender_id=second.id, preference=-1))
+        await s.flush()
+        best = await recipients.defender_addresses(s, [first.id, second.id])
+    assert best[first.id][0] != old[first.id][0] and best[second.id][0] != old[second.id][0]
+    assert await Sweep(sessions, vault, owner="s").run(T0) == SPIKE
+    async with sessions() as s:
+        owners = dict((await s.execute(select(CheckIn.id, CheckIn.defender_id))).all())
+        queued = await s.execute(select(OutboxMessage.idempotency_key, OutboxMessage.address_id))
+    # A check-in's key starts "c:<its id>:" (core.timers.prepare).
+    sent = {owners[uuid.UUID(key.split(":")[1])]: to for key, to in queued.all()}
+    assert sent[first.id] == best[first.id][0] and sent[second.id] == best[second.id][0]
+    assert bare.id not in sent and len(sent) == SPIKE - 1
+    assert await reminded(sessions) == SPIKE  # the bare one's step is taken all the same
 
 
 async def test_enqueued_rows_read_back_like_orm_rows(
