@@ -32,9 +32,10 @@ OPEN = (AlertState.triggered, AlertState.acknowledged)
 FIRST_BATCH = 64  # a spike's first batch: committed in milliseconds, then batches double
 # The largest batch. Every commit writes each page it dirtied to the WAL (and may checkpoint),
 # and rows scattered over an index (the outbox's keys and addresses) share more pages in a
-# larger batch: 4000 took a spike with about 10% less CPU per step than 1000
-# (bench/escalation.py). The write lock is held about 0.3 s a batch meanwhile.
-BATCH = 4000
+# larger batch: 2000 and 4000 took a spike with about 10% less CPU per step than 1000, alike
+# within noise (bench/escalation.py). SQLite's write lock is held meanwhile, about 0.15 s a
+# batch at 2000 (0.3 s at 4000): a panic written during a spike waits up to that long.
+BATCH = 2000
 Observe = Callable[[float], None]  # lateness in seconds of each step taken
 # Claim and take up to ``limit`` steps in one state: (rows claimed, when each step was due).
 Take = Callable[[AsyncSession, Any, datetime, int], Awaitable[tuple[int, list[datetime]]]]
