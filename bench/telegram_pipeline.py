@@ -145,6 +145,7 @@ async def amparo(
             for task in tasks:
                 with suppress(asyncio.CancelledError):
                     await task
+            await channel.close()  # the sending side's connections, as amparo serve does
 
 
 async def until(condition: Any, seconds: float) -> None:
