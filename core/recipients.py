@@ -49,12 +49,13 @@ def _first_by_owner(
     return best
 
 
-def best_address(owner: Any) -> Any:
-    """The id of the best address of the defender ``owner`` (a column), as a correlated
-    scalar subquery: the order of ``defender_addresses``, for one defender per row of a
-    larger query (the sweep's claim)."""
+def best_address_on(address: Any, owner: Any, status: Any) -> Any:
+    """A join condition: ``address`` (an alias of channel_addresses) is the best address of the
+    defender ``owner`` whose status is ``status`` (columns of a larger query: the sweep's
+    claim), as ``defender_addresses`` picks it, and none for a hidden defender."""
     best = select(ChannelAddress.id).where(ChannelAddress.defender_id == owner)
-    return best.order_by(*_ORDER).limit(1).scalar_subquery()
+    best = best.order_by(*_ORDER).limit(1)
+    return (address.c.id == best.scalar_subquery()) & (status != DefenderStatus.hidden)
 
 
 async def defender_addresses(

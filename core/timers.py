@@ -59,11 +59,8 @@ _CLAIMED = (
 _D = Defender.__table__.c
 _PEOPLE = (_D.id, _D.locale, _D.timezone, _D.discreet, _D.status)
 # Each claimed row's best address, joined in the claim (not one more query for the batch).
-# A defender hidden after a forced deletion has none (``recipients.defender_addresses``).
 _BEST = ChannelAddress.__table__.alias("best")
-_BEST_ON = (_BEST.c.id == recipients.best_address(_T.defender_id)) & (
-    _D.status != DefenderStatus.hidden
-)
+_BEST_ON = recipients.best_address_on(_BEST, _T.defender_id, _D.status)
 _STEP = (
     update(_TABLE)
     .where(_T.id == bindparam("b_id"), _T.version == bindparam("b_version"))
