@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.crypto import Vault
 from core.models import (
     GONE,
+    CallbackToken,
     ChannelAddress,
     CheckIn,
     Conversation,
@@ -197,6 +198,10 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     await session.execute(delete(CheckIn).where(CheckIn.defender_id == defender.id))
     await session.execute(delete(TrustedContact).where(TrustedContact.defender_id == defender.id))
     await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
+    # The buttons sent to the defender's chats: each row names its chat by the address's
+    # blind index, and an alert button's lasts 30 days, long after the address is purged.
+    chats = select(ChannelAddress.blind_index).where(ChannelAddress.defender_id == defender.id)
+    await session.execute(delete(CallbackToken).where(CallbackToken.chat_index.in_(chats)))
     await session.execute(
         update(ChannelAddress)
         .where(ChannelAddress.defender_id == defender.id)

@@ -309,3 +309,39 @@ async def test_it_deletes_the_address_of_a_deleted_defender_and_nothing_in_use(
     async with sessions() as s:
         assert await s.get(ChannelAddress, queued.id) is None
         assert (await s.get(OutboxMessage, pending.id)).address_id is None  # type: ignore[union-attr]
+
+
+async def test_a_deletion_forgets_the_buttons_sent_to_the_defenders_chats(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    """An alert button lasts 30 days and names its chat by the address's blind index: after
+    "delete my data" nothing may still tie that chat to the service. Other chats keep theirs."""
+    from core import callbacks
+    from core.defenders import hide
+
+    org, defender_id = await _org(sessions)
+    async with transaction(sessions) as s:
+        other = Defender(org_id=org, handle="swift-wren-2")
+        s.add(other)
+        await s.flush()
+        mine = new_address(vault, "telegram", "2001")
+        mine.defender_id = defender_id
+        theirs = new_address(vault, "telegram", "2002")
+        theirs.defender_id = other.id
+        s.add_all([mine, theirs])
+        await s.flush()
+        for address in (mine, theirs):
+            await callbacks.issue(
+                s, vault, chat_index=address.blind_index, choices=["panic", "safe"], now=NOW
+            )
+    async with transaction(sessions) as s:
+        hidden = await s.get(Defender, other.id)
+        assert hidden is not None
+        await hide(s, defender=hidden)  # forced with the duress PIN: nothing is deleted
+    async with transaction(sessions) as s:
+        defender = await s.get(Defender, defender_id)
+        assert defender is not None
+        await delete_data(s, defender=defender)
+    async with sessions() as s:
+        left = (await s.execute(select(CallbackToken.chat_index))).scalars().all()
+    assert left == [theirs.blind_index] * 2
