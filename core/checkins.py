@@ -8,6 +8,7 @@ change drops its stale decision. Flows must verify the PIN before ``check_in``, 
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, time, timedelta
 
 from sqlalchemy import func, select
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import actions, alerts, notices, recipients, wakeup
 from core.claims import locked, write_lock
 from core.crypto import Vault
-from core.escalation import first_action_at, next_occurrence, parse_days
+from core.escalation import Policy, first_action_at, next_occurrence, parse_days
 from core.models import (
     AlertKind,
     CheckIn,
@@ -51,7 +52,17 @@ def _touch(session: AsyncSession, row: CheckIn, state: CheckInState) -> None:
         wakeup.touch(session, wakeup.TIMERS, row.next_action_at)
 
 
-def _arm(session: AsyncSession, row: CheckIn, due_at: datetime, now: datetime) -> None:
+def _follow(row: CheckIn, policy: Policy) -> None:
+    row.grace_s, row.pre_reminder_s = policy.grace_s, policy.pre_reminder_s
+
+
+def _arm(
+    session: AsyncSession, row: CheckIn, due_at: datetime, now: datetime, policy: Policy
+) -> None:
+    """Arm ``row`` for ``due_at`` with the defender's policy as it is now: the sweep re-arms a
+    routine with the row's own copy (no policy read in its hot path), so every arm here, and
+    ``follow_policy`` when a policy changes, keep that copy current."""
+    _follow(row, policy)
     row.due_at = due_at
     row.next_action_at = first_action_at(due_at, row.pre_reminder_s, now)
     _touch(session, row, CheckInState.armed)
@@ -68,15 +79,8 @@ async def _new(
     session: AsyncSession, defender: Defender, kind: CheckInKind, due_at: datetime, now: datetime
 ) -> CheckIn:
     policy = await alerts.policy_for(session, defender)
-    row = CheckIn(
-        defender_id=defender.id,
-        kind=kind,
-        grace_s=policy.grace_s,
-        pre_reminder_s=policy.pre_reminder_s,
-        version=0,
-        created_at=now,
-    )
-    _arm(session, row, due_at, now)
+    row = CheckIn(defender_id=defender.id, kind=kind, version=0, created_at=now)
+    _arm(session, row, due_at, now, policy)
     session.add(row)
     return row
 
@@ -102,7 +106,8 @@ async def set_routine(
         if row.kind is CheckInKind.routine:
             row.routine_time, row.routine_days = hhmm, days
             if row.state is CheckInState.armed:
-                _arm(session, row, next_occurrence(local_time, days, defender.timezone, now), now)
+                due = next_occurrence(local_time, days, defender.timezone, now)
+                _arm(session, row, due, now, await alerts.policy_for(session, defender))
             else:
                 _touch(session, row, row.state)
             return row
@@ -131,7 +136,8 @@ async def check_in(
     keeps only this time as the last check-in (R24) and closes an open missed-check-in alert as
     safe, with an all-clear to everyone who was alerted. True if anything was met or closed."""
     something = False
-    window = timedelta(seconds=(await alerts.policy_for(session, defender)).early_checkin_s)
+    policy = await alerts.policy_for(session, defender)
+    window = timedelta(seconds=policy.early_checkin_s)
     for row in await _rows(session, defender, LIVE):
         early = row.due_at - window
         if row.kind is CheckInKind.timer:
@@ -141,7 +147,7 @@ async def check_in(
             if following is None:
                 _touch(session, row, CheckInState.met)
             else:
-                _arm(session, row, following, now)
+                _arm(session, row, following, now, policy)
         else:
             continue
         something = True
@@ -180,7 +186,8 @@ async def extend(
     """Push the live one-off deadline back by ``by`` (from now, if it has already passed)."""
     for row in await _rows(session, defender, LIVE):
         if row.kind is CheckInKind.timer:
-            _arm(session, row, max(row.due_at, now) + by, now)
+            policy = await alerts.policy_for(session, defender)
+            _arm(session, row, max(row.due_at, now) + by, now, policy)
             return row
     return None
 
@@ -199,15 +206,74 @@ async def pause(session: AsyncSession, *, defender: Defender, reason: str, now: 
 
 async def resume(session: AsyncSession, *, defender: Defender, now: datetime) -> None:
     """Re-arm paused check-ins: a routine at its next occurrence, a timer if still ahead."""
+    policy = await alerts.policy_for(session, defender)
     for row in await _rows(session, defender, (CheckInState.paused,)):
         row.paused_reason = None
         due = _routine_due(defender, row, now) if row.kind is CheckInKind.routine else row.due_at
         if due is None or due <= now:
             _touch(session, row, CheckInState.cancelled)
         else:
-            _arm(session, row, due, now)
+            _arm(session, row, due, now, policy)
     if defender.status is DefenderStatus.paused:
         defender.status = DefenderStatus.active
+
+
+async def move_zone(session: AsyncSession, *, defender: Defender, now: datetime) -> None:
+    """The defender's zone changed (``defender.timezone`` already set): an armed routine not
+    yet due moves to the next occurrence of its local time in the new zone, earlier or later.
+    A deadline already passed (reminded, or due and not swept yet) keeps its course, since
+    moving it could postpone an escalation; the occurrence after it is in the new zone."""
+    policy = await alerts.policy_for(session, defender)
+    for row in await _rows(session, defender, (CheckInState.armed,)):
+        if row.kind is not CheckInKind.routine or row.due_at <= now:
+            continue
+        due = _routine_due(defender, row, now)
+        if due is not None and due != row.due_at:
+            _arm(session, row, due, now, policy)
+
+
+def _refresh(session: AsyncSession, row: CheckIn, policy: Policy, now: datetime) -> None:
+    if (row.grace_s, row.pre_reminder_s) == (policy.grace_s, policy.pre_reminder_s):
+        return
+    pending = row.state is CheckInState.armed and now < row.next_action_at < row.due_at
+    started = row.state is CheckInState.armed and row.due_at <= now
+    grace = min(row.grace_s, policy.grace_s)
+    _follow(row, policy)
+    if pending:  # its pre-reminder has not gone out: it follows the new one
+        row.next_action_at = first_action_at(row.due_at, row.pre_reminder_s, now)
+    if started:  # due, not swept yet: its grace runs already and is never lengthened
+        row.grace_s = grace
+    _touch(session, row, row.state)
+
+
+async def follow_policy(
+    session: AsyncSession,
+    *,
+    org_id: uuid.UUID,
+    now: datetime,
+    defender_id: uuid.UUID | None = None,
+) -> None:
+    """After an organisation's policies change (one edited, made the default or deleted; a
+    defender given another), each live check-in of its defenders (or of ``defender_id``)
+    takes its defender's policy's grace and pre-reminder, which the sweep copies when it
+    re-arms a routine. A deadline already passed keeps its course: a reminded row's alert
+    stays at the time set (only its next occurrence follows), and a row due but not swept
+    yet keeps the shorter grace. A paused row takes the policy when it is resumed."""
+    await write_lock(session)
+    where = [Defender.org_id == org_id, CheckIn.state.in_(LIVE)]
+    if defender_id is not None:
+        where.append(Defender.id == defender_id)
+    stmt = (
+        select(CheckIn, Defender)
+        .join(Defender, Defender.id == CheckIn.defender_id)
+        .where(*where)
+        .execution_options(populate_existing=True)
+    )
+    found = list(await session.execute(locked(stmt, session, of=CheckIn.__table__)))
+    people = {d.id: d for _, d in found}
+    policies = await alerts.policies_for(session, people.values())
+    for row, _ in found:
+        _refresh(session, row, policies[row.defender_id], now)
 
 
 async def next_due(session: AsyncSession, *, defender: Defender) -> datetime | None:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import audit
+from core import audit, checkins
 from core.crypto import Vault
 from core.models import (
     Alert,
@@ -201,6 +201,7 @@ async def set_policy(
         if found.first() is None:
             return False
     defender.policy_id = policy_id
+    await checkins.follow_policy(session, org_id=defender.org_id, defender_id=defender.id, now=now)
     await audit.record(
         session,
         vault,

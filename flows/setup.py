@@ -54,6 +54,7 @@ async def zone(ctx: Context) -> str:
     if found is None:
         raise Retry(ctx._("I don't know that place. Try a big city nearby, or send like UTC+3."))
     ctx.defender.timezone = found
+    await checkins.move_zone(ctx.session, defender=ctx.defender, now=ctx.now)
     local = format_when(ctx.now, now=ctx.now, zone_name=found, locale=ctx.locale)
     ctx.say(ctx._("Time zone set: it is {time} there now.").format(time=local))
     return _next(ctx, "contacts")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import select
 
 from core.defenders import settings
@@ -9,6 +11,7 @@ from core.models import (
     Alert,
     AlertKind,
     ChannelAddress,
+    CheckIn,
     Defender,
     DefenderStatus,
     TrustedContact,
@@ -67,6 +70,19 @@ async def test_it_changes_language_zone_and_phrases(desk: Desk) -> None:
     assert (defender.timezone, defender.locale) == ("Etc/GMT-3", "pt")
     assert settings(desk.vault, defender) == {"safe_phrase": "the tea is ready"}
     assert "PIN" in await alice.text("the tea is READY")  # the phrase asks for the PIN
+
+
+async def test_it_moves_the_routine_to_its_local_time_in_the_new_zone(desk: Desk) -> None:
+    alice = await onboard(desk)  # Bogotá, Monday 10:00 there
+    for said in ("/settings", Pick("routine"), "20:00"):
+        await alice.say(said)
+    assert "Regular check-in set" in await alice.text(Pick("every_day"))
+    for said in ("/settings", Pick("zone")):
+        await alice.say(said)
+    assert "Saved." in await alice.text("Madrid")
+    async with desk.sessions() as s:
+        (row,) = (await s.execute(select(CheckIn))).scalars()
+    assert row.due_at == datetime(2026, 5, 4, 18, 0, tzinfo=UTC)  # 20:00 in Madrid, not 03:00
 
 
 async def test_it_removes_a_contact_by_name_without_listing_them(desk: Desk) -> None:
