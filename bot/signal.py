@@ -3,7 +3,7 @@
 signalbot receives (websocket); what it may see is screened first (bot.signal_frames), and
 attachments are ours to fetch: only a defender's, size first. Sending goes straight
 to ``/v2/send``, because signalbot drops the error body that tells an unregistered recipient
-(permanent) or a rate limit (which can last a day: fall back at once) from a hiccup.
+(permanent) or a rate limit (it passes: retried after ``RATE_LIMIT_WAIT_S``) from a hiccup.
 signalbot stops receiving for good when the websocket closes cleanly; ``run`` watches its
 receiver and starts a new bot whenever that happens.
 
@@ -60,6 +60,11 @@ _IN_LINK = re.compile(rf"(?:geo:|https?://\S*?[@=/]){_PAIR}", re.IGNORECASE)
 
 
 _STATUS_429 = re.compile(r"(?<!\d)429(?!\d)")
+# Signal's rate limits (an account's sends, a proof-of-work challenge) pass, but
+# signal-cli-rest-api's 429 says nothing of when: wait long, never block the address. Longer
+# than a P0/P1 notice's patience, so it goes to the person's next address at once if they have
+# one (core.delivery); otherwise it is tried here again until core.delivery.given_up.
+RATE_LIMIT_WAIT_S = 600.0
 
 
 def parse_location(text: str | None) -> Location | None:
@@ -85,11 +90,11 @@ def delivery_error(status: int, body: str) -> DeliveryError:
     if "unregistered" in text or "not registered" in text:
         return DeliveryError("unregistered", permanent=True)
     limited = any(s in text for s in ("rate limit", "ratelimit", "proof required", "captcha"))
-    if limited or _STATUS_429.search(text):  # not a 429 inside a timestamp or a number
-        return DeliveryError("rate limited", permanent=True)  # may last 24 h: fall back now
+    if status == 429 or limited or _STATUS_429.search(text):  # not a 429 inside a number
+        return DeliveryError("rate limited", retry_after=RATE_LIMIT_WAIT_S)  # transient
     if status >= 500:
         return DeliveryError(f"signal-cli {status}")
-    return DeliveryError(f"rejected {status}", permanent=status != 429)
+    return DeliveryError(f"rejected {status}", permanent=True)
 
 
 class _Receiver(DataMessageHandler):

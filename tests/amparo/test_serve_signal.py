@@ -20,7 +20,16 @@ from sqlalchemy import select, update
 
 from core.crypto import open_sealed, unprotect_private_key
 from core.db import create_engine, sessionmaker, transaction
-from core.models import AlertEvent, CheckIn, CheckInState, Evidence, Organisation, utcnow
+from core.models import (
+    AlertEvent,
+    ChannelAddress,
+    CheckIn,
+    CheckInState,
+    Evidence,
+    Organisation,
+    OutboxMessage,
+    utcnow,
+)
 from core.reports import EVIDENCE_KIND
 from tests.amparo.signal_desk import (
     PASSPHRASE,
@@ -165,10 +174,10 @@ async def test_a_signal_defender_from_invite_to_the_desk(desk_on: SignalDesk) ->
         assert getattr(moved, "rowcount", 0) == 1
     await wait_for(lambda: desk.triggered("missed_checkin"), 60)
 
-    # Panic, while Signal rate-limits the responder: the notice falls back to her Telegram at
-    # once (a Signal rate limit can last a day), and the fallback is on the alert's timeline.
-    rate_limited = "Failed to send message: [429] Rate limit exceeded"
-    desk.signal.fail_next("/v2/send", 400, rate_limited, recipient=RESPONDER_SIGNAL)
+    # Panic, while Signal rate-limits the responder: the limit passes, but not within a panic's
+    # patience, so the notice falls back to her Telegram at once, and the fallback is on the
+    # alert's timeline. Her Signal address is not blocked: a rate limit is no refusal.
+    desk.signal.rate_limit_next(recipient=RESPONDER_SIGNAL)
     await alice.say("/panic")
     await wait_for(lambda: desk.triggered("panic"))
     await wait_for(
@@ -178,7 +187,13 @@ async def test_a_signal_defender_from_invite_to_the_desk(desk_on: SignalDesk) ->
         events = (await s.execute(select(AlertEvent))).scalars().all()
     fallbacks = [e.detail for e in events if e.kind == "delivery_fallback"]
     assert fallbacks and fallbacks[0]["from"] == "signal" and fallbacks[0]["to"] == "telegram"
-    assert fallbacks[0]["reason"] == "rate limited"
+    assert fallbacks[0]["reason"] == "patience"
+    async with sessions() as s:
+        rows = (await s.execute(select(OutboxMessage))).scalars().all()
+        limited = [r for r in rows if r.last_error == "rate limited"]
+        assert limited and all(r.channel == "signal" for r in limited)
+        addresses = (await s.execute(select(ChannelAddress))).scalars().all()
+        assert all(a.blocked_at is None for a in addresses)
     await engine.dispose()
     assert desk.signal.timers_set(ALICE) == [DAY, WEEK]  # never put back over her choice
     for body in desk.webhooks:

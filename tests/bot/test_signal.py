@@ -173,7 +173,7 @@ async def test_it_classifies_send_failures(service: SignalStandIn, signal: Signa
     await signal.send(to, Outbound("warm up"))
     cases = [
         (400, f'Failed to send message: Unregistered user "{ALICE}"', True, "unregistered"),
-        (400, "Failed to send message: [429] Rate limit exceeded", True, "rate limited"),
+        (400, "Failed to send message: [429] Rate limit exceeded", False, "rate limited"),
         (500, "signal-cli daemon unavailable", False, "signal-cli 500"),
     ]
     for status, error, permanent, reason in cases:
@@ -182,6 +182,24 @@ async def test_it_classifies_send_failures(service: SignalStandIn, signal: Signa
             await signal.send(to, Outbound("hi"))
         assert (failure.value.permanent, str(failure.value)) == (permanent, reason)
         assert ALICE not in str(failure.value)
+
+
+async def test_a_passing_rate_limit_is_waited_out_not_given_up(
+    service: SignalStandIn, signal: Signal
+) -> None:
+    """Signal's rate limit passes: the send is retried after a long wait (core.delivery honours
+    retry_after, and falls back first if the wait is beyond the message's patience); it is no
+    permanent failure, which would block the address and drop the message (a panic notice to
+    a contact with no other address would never be retried)."""
+    to = Address("signal", ALICE)
+    service.rate_limit_next(recipient=ALICE)
+    with pytest.raises(DeliveryError) as failure:
+        await signal.send(to, Outbound("Alert: Ana pressed panic."))
+    assert not failure.value.permanent and str(failure.value) == "rate limited"
+    assert failure.value.retry_after is not None and failure.value.retry_after >= 300
+    assert ALICE not in str(failure.value) and service.sent == []
+    await signal.send(to, Outbound("Alert: Ana pressed panic."))  # once the limit has passed
+    assert service.messages_to(ALICE) == ["Alert: Ana pressed panic."]
 
 
 @pytest.mark.parametrize("code", [WSCloseCode.INTERNAL_ERROR, WSCloseCode.OK])
@@ -214,8 +232,17 @@ def test_the_timer_instruction_survives_the_outbox() -> None:
     assert "expiry_s" not in Outbound("hi").to_json()  # old rows and other channels unchanged
 
 
-def test_only_a_real_rate_limit_is_permanent() -> None:
-    """A 429 inside a timestamp of a 5xx's body is a 5xx: retried, not given up on."""
-    assert not delivery_error(500, '{"error": "timeout at 1735429000"}').permanent
-    assert delivery_error(400, '{"error": "Failed: [429] Rate limit exceeded"}').permanent
-    assert delivery_error(500, "status 429").permanent
+def test_only_a_real_rate_limit_waits_long() -> None:
+    """A 429 inside a timestamp of a 5xx's body is a 5xx: retried soon. A rate limit, however
+    signal-cli words it, is retried after a long wait; neither is given up on."""
+    hiccup = delivery_error(500, '{"error": "timeout at 1735429000"}')
+    assert not hiccup.permanent and hiccup.retry_after is None
+    for status, body in [
+        (400, '{"error": "Failed: [429] Rate limit exceeded"}'),
+        (500, "status 429"),
+        (400, '{"error": "CAPTCHA proof required for sending to \\"x\\""}'),
+        (429, '{"error": "Failed to send message due to rate limiting."}'),
+    ]:
+        limited = delivery_error(status, body)
+        assert not limited.permanent and str(limited) == "rate limited"
+        assert limited.retry_after is not None and limited.retry_after >= 300

@@ -7,7 +7,8 @@ kept open: a clean close would stop signalbot for good), ``/v2/send`` answering 
 
 Tests push envelopes as people would (``send_text``, ``send_group_text``, ``send_untrusted``
 from a changed key), read what the bot sent from ``sent``, inject failures with ``fail_next``
-and drop sockets with ``close_sockets``.
+(or Signal's rate limit, as the real API answers it, with ``rate_limit_next``) and drop sockets
+with ``close_sockets``.
 Each chat's disappearing-messages timer (``PUT /v1/contacts``) is kept in ``timers`` and, as a
 phone would, stamped on what that person sends next (``expiresInSeconds``).
 """
@@ -188,6 +189,18 @@ class SignalStandIn:
     ) -> None:
         failure = Failure(status, {"error": error}, recipient)
         self._failures.setdefault(path, []).extend([failure] * times)
+
+    def rate_limit_next(self, times: int = 1, recipient: str | None = None) -> None:
+        """Signal rate-limits the account (a plain rate limit or a proof-of-work challenge):
+        signal-cli's json-rpc error -5, which signal-cli-rest-api answers with a 429 carrying
+        the challenge tokens and no wait (api.go ``SendV2``, client/jsonrpc2.go)."""
+        error = (
+            "Failed to send message due to rate limiting. Use the attached challenge tokens"
+            " to lift the rate limit restrictions via the"
+            " '/v1/accounts/{number}/rate-limit-challenge' endpoint."
+        )
+        body = {"error": error, "challenge_tokens": ["a1b2c3d4-challenge"], "account": self.number}
+        self._failures.setdefault("/v2/send", []).extend([Failure(429, body, recipient)] * times)
 
     def messages_to(self, recipient: str) -> list[str]:
         """What the bot sent this person, in order."""
