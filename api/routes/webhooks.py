@@ -54,8 +54,10 @@ def accept(raw_body: bytes, headers: dict[str, str], secret: bytes) -> bool:
 
 Answer 2xx once the event is stored; anything else is retried with backoff. Acknowledge or
 resolve back with an API token: `POST /api/v1/alerts/by-dedup/{dedup_key}/acknowledge`.
-A `dedup_key` names one alert: the defender's next alert of the same kind has its own, so a
-late retry about an earlier alert answers 409 and closes nothing.
+A `dedup_key` names one alert: the defender's next alert of the same kind has its own, and a
+reopened alert gets a new one, which its next events carry (`alert.id` stays the same). So a
+late retry about an earlier alert, or about this one before it was reopened, answers 409 and
+closes nothing: act with the `dedup_key` of the latest event about the alert.
 """
 
 
