@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import alerts, audit
+from core.claims import locked, write_lock
 from core.crypto import Vault, seal
 from core.db import AnySelect, fetch_raw
 from core.models import (
@@ -34,6 +35,8 @@ from core.models import (
 from core.org_keys import current_version
 
 OUTCOMES = ("safe", "false_alarm", "intervention", "other")
+# A reopened alert's dedup key: "<its first key>.<reopenings>" (the first key has no ".").
+REOPENED = "."
 NOTE_KIND = "alert_note"
 
 
@@ -147,14 +150,45 @@ async def get_alert(session: AsyncSession, org_id: uuid.UUID, alert_id: uuid.UUI
 
 
 async def open_by_dedup(session: AsyncSession, org_id: uuid.UUID, dedup_key: str) -> Alert | None:
-    """The open alert an external desk knows by its dedup key, else the latest one."""
+    """The open alert an external desk knows by its dedup key, else the latest one, locked
+    (nothing reopens it before the caller acts). Raises DeskConflict for a key the alert had
+    before it was reopened: a late retry about it must not close the reopened alert."""
+    await write_lock(session)
     query = (
         select(Alert)
         .where(Alert.org_id == org_id, Alert.dedup_key == dedup_key)
         .order_by(Alert.open_key.is_(None), Alert.triggered_at.desc())
         .limit(1)
     )
-    return (await session.execute(query)).scalar_one_or_none()
+    alert = (await session.execute(locked(query, session))).scalar_one_or_none()
+    if alert is None and await _reopened_since(session, org_id, dedup_key):
+        raise DeskConflict("the alert was reopened since")
+    return alert
+
+
+def reopened_key(dedup_key: str) -> str:
+    """A reopened alert's new dedup key: its own, with a count of its reopenings."""
+    base, _sep, count = dedup_key.partition(REOPENED)
+    return f"{base}{REOPENED}{int(count) + 1 if count.isdigit() else 1}"
+
+
+async def _reopened_since(session: AsyncSession, org_id: uuid.UUID, dedup_key: str) -> bool:
+    """Whether ``dedup_key`` is one an alert had before a reopening gave it a later one. An
+    alert's key starts with its defender's id (core.alerts.own_key), which narrows the look."""
+    base, _sep, count = dedup_key.partition(REOPENED)
+    if count and not count.isdigit():
+        return False
+    try:
+        defender_id = uuid.UUID(hex=base[:32])
+    except ValueError:
+        return False
+    query = select(Alert.dedup_key).where(
+        Alert.org_id == org_id,
+        Alert.defender_id == defender_id,
+        Alert.dedup_key.startswith(base + REOPENED, autoescape=True),
+    )
+    later = (key.partition(REOPENED)[2] for key in (await session.scalars(query)))
+    return any(n.isdigit() and int(n) > int(count or 0) for n in later)
 
 
 async def handle_of(session: AsyncSession, defender_id: uuid.UUID) -> str | None:
@@ -259,7 +293,9 @@ async def add_note(
 async def reopen(
     session: AsyncSession, vault: Vault, *, alert: Alert, actor: str, now: datetime
 ) -> None:
-    """Put a resolved alert back in the queue; the engine escalates it from the desk step."""
+    """Put a resolved alert back in the queue; the engine escalates it from the desk step.
+    It gets a new dedup key (reopened_key), which its next webhook events carry: the external
+    desk's late retry of a "resolve" about it before, by the key it had, closes nothing."""
     if alert.state is not AlertState.resolved:
         raise DeskConflict("the alert is open")
     alert = await alerts.lock(session, alert)  # bumps the fence: a sweep's stale claim drops
@@ -268,6 +304,7 @@ async def reopen(
     try:
         async with session.begin_nested():  # a unique violation must not abort the transaction
             alert.state = AlertState.triggered
+            alert.dedup_key = reopened_key(alert.dedup_key)
             alert.open_key = alerts.dedup_key(alert.defender_id, alert.kind)
             alert.resolved_at = alert.outcome = None
             alert.acknowledged_at = alert.acknowledged_by = None

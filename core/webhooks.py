@@ -108,24 +108,48 @@ async def add(
     return hook, secret
 
 
+MAX_SECRETS = 3  # signing at once: the current one and the two it most recently replaced
+
+
+def _older(vault: Vault, hook: Webhook) -> list[tuple[bytes, datetime]]:
+    """The replaced secrets and when each stops signing, newest first. ``previous_secret_enc``
+    holds them as a JSON list ``[[secret, until], ...]``; a row rotated before it could hold
+    several has the one secret itself, until ``previous_until``."""
+    raw = hook.get(vault, "previous_secret_enc")
+    if raw is None:
+        return []
+    if not raw.startswith(b"["):  # a token_urlsafe secret never starts with "["
+        return [] if hook.previous_until is None else [(raw, hook.previous_until)]
+    return [(s.encode(), datetime.fromisoformat(u)) for s, u in json.loads(raw)]
+
+
 async def rotate(
     session: AsyncSession, vault: Vault, *, hook: Webhook, now: datetime, overlap: timedelta
 ) -> str:
-    """A new secret; the old one keeps signing too until ``now + overlap``."""
+    """A new secret. The replaced one keeps signing until ``now + overlap``, and so does each
+    older one still signing, if its own overlap ends sooner: a second rotation during an
+    overlap does not cut off a receiver still on the first secret, while an overlap of 0
+    ends every older secret at once (a leak). At most MAX_SECRETS sign: beyond, the oldest
+    stops."""
+    end = now + overlap
+    current = hook.get(vault, "secret_enc")
+    assert current is not None
+    older = [(current, end), *((s, min(u, end)) for s, u in _older(vault, hook))]
+    kept = [(s, u) for s, u in older if now < u][: MAX_SECRETS - 1]
+    listed = [[s.decode(), u.isoformat()] for s, u in kept]
+    hook.put(vault, "previous_secret_enc", json.dumps(listed).encode() if kept else None)
+    hook.previous_until = max((u for _s, u in kept), default=None)
     secret = secrets.token_urlsafe(32)
-    hook.put(vault, "previous_secret_enc", hook.get(vault, "secret_enc"))
-    hook.previous_until = now + overlap
     hook.put(vault, "secret_enc", secret)
     await session.flush()
     return secret
 
 
 def signing_secrets(vault: Vault, hook: Webhook, now: datetime) -> list[bytes]:
+    """The current secret first, then each replaced one whose overlap has not ended."""
     current = hook.get(vault, "secret_enc")
     assert current is not None
-    previous = hook.get(vault, "previous_secret_enc")
-    live = previous is not None and hook.previous_until is not None and now < hook.previous_until
-    return [current, previous] if live and previous is not None else [current]
+    return [current, *(s for s, until in _older(vault, hook) if now < until)]
 
 
 async def endpoints(session: AsyncSession, org_id: uuid.UUID) -> list[uuid.UUID]:

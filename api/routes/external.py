@@ -1,4 +1,10 @@
-"""External desks act on an alert by the dedup_key their webhook events carry."""
+"""External desks act on an alert by the dedup_key their webhook events carry.
+
+A dedup_key names one alert, and one stretch of it: the defender's next alert of the same kind
+has its own, and a reopened alert gets a new one (``<key>.<n>``) that its next events carry.
+A request naming an earlier alert's key, or the key an alert had before it was reopened (a
+late retry), answers 409 and changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +29,10 @@ DedupKey = Annotated[str, Field(min_length=1, max_length=80)]
 
 
 async def _by_dedup(session: AsyncSession, principal: Principal, dedup_key: str) -> Alert:
-    alert = await desk_alerts.open_by_dedup(session, principal.org_id, dedup_key)
+    try:
+        alert = await desk_alerts.open_by_dedup(session, principal.org_id, dedup_key)
+    except desk_alerts.DeskConflict:  # the key it had before it was reopened: a late retry
+        raise ApiError(409, errors.CONFLICT) from None
     if alert is None:
         raise ApiError(404, errors.NOT_FOUND)
     return alert
@@ -33,7 +42,9 @@ async def _by_dedup(session: AsyncSession, principal: Principal, dedup_key: str)
 async def acknowledge_by_dedup(
     dedup_key: DedupKey, principal: AlertsWrite, session: SessionDep, vault: VaultDep, now: NowDep
 ) -> AlertOut:
-    """External desks: acknowledge the alert known by its webhook dedup_key."""
+    """External desks: acknowledge the alert known by its webhook dedup_key. Use the key of
+    the latest event about the alert: a reopened alert has a new one, and the key it had
+    before answers 409 (a late retry must not act on the reopened alert)."""
     alert = await _by_dedup(session, principal, dedup_key)
     return await acknowledge_alert(session, vault, principal, alert, now)
 
@@ -47,6 +58,8 @@ async def resolve_by_dedup(
     vault: VaultDep,
     now: NowDep,
 ) -> AlertOut:
-    """External desks: resolve the alert known by its webhook dedup_key, with an outcome."""
+    """External desks: resolve the alert known by its webhook dedup_key, with an outcome.
+    Use the key of the latest event about the alert: a reopened alert has a new one, and the
+    key it had before answers 409 and closes nothing (a late retry of an earlier resolve)."""
     alert = await _by_dedup(session, principal, dedup_key)
     return await resolve_alert(session, vault, principal, alert, body.outcome, now)

@@ -27,10 +27,10 @@ NOT_DEAD = N_("only a delivery that was given up on can be replayed")
 RECEIVER = """
 Every event is a POST with a JSON body (`event_id`, `type`, `dedup_key`, `org`, `alert`) and the
 headers `Amparo-Event-Id` and `Amparo-Signature: t=<unix>,v1=<hex>[,v1=<hex>]`, where each v1 is
-HMAC-SHA256(secret, "<t>.<raw body>"). During a secret rotation both secrets sign, so accept any
-v1 that matches. Reject a `t` more than 300 s from your clock and an event id seen before,
-taking the id from the signed body (the `Amparo-Event-Id` header is not signed: a replayed
-request could carry another):
+HMAC-SHA256(secret, "<t>.<raw body>"). During a secret rotation the old secrets sign too (up
+to three v1 in all), so accept any v1 that matches. Reject a `t` more than 300 s from your
+clock and an event id seen before, taking the id from the signed body (the `Amparo-Event-Id`
+header is not signed: a replayed request could carry another):
 
 ```python
 import hashlib, hmac, json, time
@@ -54,8 +54,10 @@ def accept(raw_body: bytes, headers: dict[str, str], secret: bytes) -> bool:
 
 Answer 2xx once the event is stored; anything else is retried with backoff. Acknowledge or
 resolve back with an API token: `POST /api/v1/alerts/by-dedup/{dedup_key}/acknowledge`.
-A `dedup_key` names one alert: the defender's next alert of the same kind has its own, so a
-late retry about an earlier alert answers 409 and closes nothing.
+A `dedup_key` names one alert: the defender's next alert of the same kind has its own, and a
+reopened alert gets a new one, which its next events carry (`alert.id` stays the same). So a
+late retry about an earlier alert, or about this one before it was reopened, answers 409 and
+closes nothing: act with the `dedup_key` of the latest event about the alert.
 """
 
 
@@ -193,7 +195,12 @@ async def rotate_secret(
     vault: VaultDep,
     now: NowDep,
 ) -> NewSecret:
-    """A new signing secret; the old one signs too until the overlap ends."""
+    """A new signing secret; the old one signs too until the overlap ends. So does one replaced
+    by an earlier rotation whose overlap is still running (until its own end, at the latest
+    this one's): rotating twice does not cut off a receiver still on the first secret. An
+    overlap of 0 ends every old secret at once (a leaked one). At most three secrets sign: a
+    third rotation within the overlaps ends the oldest. ``previous_secret_until``: when the
+    last old secret stops signing (null: none does)."""
     hook = await _hook(session, principal, hook_id)
     secret = await webhooks.rotate(
         session, vault, hook=hook, now=now, overlap=timedelta(hours=body.overlap_hours)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 from core import alerts
 from core.crypto import open_sealed, unprotect_private_key
 from core.db import transaction
-from core.models import Alert, AlertEvent, AlertKind, AuditEntry, Defender
+from core.models import Alert, AlertEvent, AlertKind, AuditEntry, Defender, OutboxMessage
 from tests.api.conftest import PASSPHRASE, Desk, make_alert
 
 
@@ -123,6 +124,52 @@ async def test_a_late_retry_about_an_earlier_alert_leaves_the_next_one_open(desk
     assert (ack.status_code, done.status_code) == (200, 200) and second.id != first.id
     assert (late_ack.status_code, late_resolve.status_code) == (409, 409)
     assert fresh["state"] == "triggered" and own.json()["state"] == "acknowledged"
+
+
+async def test_a_late_retry_about_an_alert_before_it_was_reopened_closes_nothing(
+    desk: Desk,
+) -> None:
+    """The external desk resolved the alert, a responder reopened it, then the desk's client
+    retried its resolve: the retry (or an acknowledge) by the key the alert had before answers
+    409 and leaves it open (no false "safe"); the desk's resolve by the new key, which the
+    reopened alert's events carry, closes it."""
+    alert = desk.a.alert
+    assert alert is not None and desk.a.webhook is not None
+    async with transaction(desk.sessions) as s:  # the desk step was taken: events go out
+        row = await s.get(Alert, alert.id)
+        assert row is not None
+        row.step = 1
+    old = alert.dedup_key
+    async with (
+        await desk.client(desk.a, "token") as ext,
+        await desk.client(desk.a, "responder") as r,
+    ):
+        first = await ext.post(f"/api/v1/alerts/by-dedup/{old}/resolve", json={"outcome": "safe"})
+        reopened = await r.post(f"/api/v1/alerts/{alert.id}/reopen")
+        new = reopened.json()["dedup_key"]
+        late = await ext.post(f"/api/v1/alerts/by-dedup/{old}/resolve", json={"outcome": "safe"})
+        late_ack = await ext.post(f"/api/v1/alerts/by-dedup/{old}/acknowledge")
+        still = (await r.get(f"/api/v1/alerts/{alert.id}")).json()
+        fresh = await ext.post(f"/api/v1/alerts/by-dedup/{new}/resolve", json={"outcome": "other"})
+        again = await r.post(f"/api/v1/alerts/{alert.id}/reopen")
+        newer = again.json()["dedup_key"]
+        stale = [
+            await ext.post(f"/api/v1/alerts/by-dedup/{key}/resolve", json={"outcome": "safe"})
+            for key in (old, new)
+        ]
+        unknown = await ext.post(f"/api/v1/alerts/by-dedup/{newer}.1/acknowledge")
+        ack = await ext.post(f"/api/v1/alerts/by-dedup/{newer}/acknowledge")
+    assert (first.status_code, reopened.status_code) == (200, 200)
+    assert (late.status_code, late_ack.status_code) == (409, 409)
+    assert still["state"] == "triggered" and still["outcome"] is None and new != old
+    assert fresh.status_code == 200 and fresh.json()["outcome"] == "other"
+    assert newer not in (old, new) and [a.status_code for a in stale] == [409, 409]
+    assert unknown.status_code == 404 and ack.json()["state"] == "acknowledged"
+    async with desk.sessions() as s:  # the resolved event told the desk the key it used
+        rows = await s.scalars(select(OutboxMessage).where(OutboxMessage.alert_id == alert.id))
+        told = [json.loads(m.get(desk.vault, "payload_enc") or b"{}") for m in rows]
+    resolved = [b["dedup_key"] for b in told if b.get("type") == "alert.resolved"]
+    assert sorted(resolved) == sorted([old, new])
 
 
 async def test_it_refuses_to_reopen_over_another_open_alert(desk: Desk) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 
 from api.dashboard_keys import fingerprint
+from core import webhooks
 from core.db import transaction
 from core.models import AuditEntry, OutboxMessage, OutboxState, Responder, Webhook
 from tests.api.conftest import Desk, Org
@@ -190,7 +192,10 @@ async def test_a_new_endpoint_and_a_rotated_secret_are_shown_once(desk: Desk) ->
         assert fresh is not None and fresh.group(1) != shown.group(1)
         hook = await hook_of(desk, hook.id)
         assert hook.get(desk.vault, "secret_enc") == fresh.group(1).encode()
-        assert hook.get(desk.vault, "previous_secret_enc") == shown.group(1).encode()
+        assert webhooks.signing_secrets(desk.vault, hook, datetime.now(UTC)) == [
+            fresh.group(1).encode(),
+            shown.group(1).encode(),
+        ]
         assert hook.previous_until is not None
 
         paused = await c.post(f"/webhooks/{hook.id}/pause", data={"csrf": csrf})

@@ -73,6 +73,58 @@ async def test_it_rotates_with_two_valid_secrets_then_one(desk: Desk) -> None:
     assert rotated["previous_secret_until"] is not None and old != new
 
 
+async def test_a_second_rotation_keeps_the_first_secret_until_its_overlap_ends(desk: Desk) -> None:
+    """Rotating again within the overlap (a leak found right after a rotation) must not cut off
+    a receiver still on the original secret; an overlap of 0 ends every old secret."""
+    async with await desk.client(desk.a, "admin") as c:
+        made = (await c.post("/api/v1/webhooks", json={"url": "https://cases.example/in"})).json()
+        path = f"/api/v1/webhooks/{made['id']}/rotate"
+        first = (await c.post(path, json={"overlap_hours": 24})).json()
+        second = (await c.post(path, json={"overlap_hours": 48})).json()
+        async with desk.sessions() as s:
+            hook = await s.get(Webhook, uuid.UUID(made["id"]))
+            assert hook is not None
+            now = datetime.now(UTC)
+            during = webhooks.signing_secrets(desk.vault, hook, now)
+            day = webhooks.signing_secrets(desk.vault, hook, now + timedelta(hours=25))
+            later = webhooks.signing_secrets(desk.vault, hook, now + timedelta(hours=49))
+        third = (await c.post(path, json={"overlap_hours": 1})).json()
+        async with desk.sessions() as s:
+            hook = await s.get(Webhook, uuid.UUID(made["id"]))
+            assert hook is not None
+            capped = webhooks.signing_secrets(desk.vault, hook, datetime.now(UTC))
+        fourth = (await c.post(path, json={"overlap_hours": 0})).json()
+        async with desk.sessions() as s:
+            hook = await s.get(Webhook, uuid.UUID(made["id"]))
+            assert hook is not None
+            ended = webhooks.signing_secrets(desk.vault, hook, datetime.now(UTC))
+    original, one, two = (x["secret"].encode() for x in (made, first, second))
+    assert during == [two, one, original]
+    assert day == [two, one] and later == [two]
+    assert datetime.fromisoformat(second["previous_secret_until"]) > now + timedelta(hours=47)
+    # a third rotation ends the oldest (three sign at most); an overlap of 0 ends them all
+    assert capped == [third["secret"].encode(), two, one]
+    assert ended == [fourth["secret"].encode()]
+    assert fourth["previous_secret_until"] is None
+
+
+async def test_a_secret_rotated_before_the_list_still_signs_until_its_end(desk: Desk) -> None:
+    """A row rotated by an earlier version holds the replaced secret itself."""
+    hook = desk.a.webhook
+    assert hook is not None
+    now = datetime.now(UTC)
+    async with transaction(desk.sessions) as s:
+        row = await s.get(Webhook, hook.id)
+        assert row is not None
+        row.put(desk.vault, "previous_secret_enc", b"old-secret")
+        row.previous_until = now + timedelta(hours=2)
+        current = row.get(desk.vault, "secret_enc")
+        await webhooks.rotate(s, desk.vault, hook=row, now=now, overlap=timedelta(hours=1))
+        signing = webhooks.signing_secrets(desk.vault, row, now)
+        later = webhooks.signing_secrets(desk.vault, row, now + timedelta(minutes=61))
+    assert signing[1:] == [current, b"old-secret"] and len(later) == 1
+
+
 async def test_it_logs_deliveries_and_replays_a_dead_one(desk: Desk) -> None:
     hook, dead = desk.a.webhook, desk.a.dead
     assert hook is not None and dead is not None
