@@ -63,20 +63,36 @@ async def _writer(
     return who
 
 
+def _reach(roster: responders.Roster) -> str:
+    """Which case the roster page explains: "on_duty" (responders on duty are paged),
+    "no_chat_on_duty" or "nobody_on_duty" (so everyone with a linked chat is paged instead),
+    "group_only" (no responder is paged, the group chat is) or "nobody" (no one is paged)."""
+    paged = [r for r in roster.people if r.paged]
+    if any(r.on_duty for r in paged):
+        return "on_duty"
+    if paged:
+        return "no_chat_on_duty" if any(r.on_duty for r in roster.people) else "nobody_on_duty"
+    return "group_only" if roster.group else "nobody"
+
+
 @router.get("/roster")
 async def roster_page(
     request: Request, session: SessionDep, now: NowDep, notice: str | None = None
 ) -> Response:
-    """Who is on duty now, and the form to go on or off duty oneself."""
+    """Who a P0 alert pages now (and who is on duty but unreachable), and the form to go on
+    or off duty oneself."""
     who = await reader(request, session, now, "alerts:read")
     if isinstance(who, Response):
         return who
     mine = await session.get(Responder, who.principal.responder_id)
+    now_paged = await responders.paged_now(session, who.principal.org_id)
     return render(
         request,
         "roster.html",
         me=who,
-        roster=await responders.roster(who.principal, session),
+        roster=now_paged.people,
+        group=now_paged.group,
+        reach=_reach(now_paged),
         on_duty=mine is not None and mine.on_duty,
         pageable=who.principal.role is not Role.observer,  # as PUT /roster/me decides
         roles=ROLES,

@@ -16,12 +16,13 @@ from api.errors import N_, ApiError
 from core import audit
 from core.auth import Principal
 from core.escalation import Policy
-from core.models import Defender, EscalationPolicy
+from core.models import Defender, DefenderStatus, EscalationPolicy
 
 router = APIRouter(prefix="/policies", tags=["policies"])
 
 DUPLICATE = N_("a policy with this name already exists")
 IN_USE = N_("defenders still use this policy")
+FOLLOWED = N_("defenders follow this default policy: make another policy the default first")
 
 Seconds = Annotated[int, Field(ge=0, le=7 * 86400)]
 
@@ -40,11 +41,14 @@ class Steps(BaseModel):
 class PolicyIn(BaseModel):
     name: str = Field(min_length=1, max_length=120)
     steps: Steps
-    is_default: bool = False
+    # Omitted: a new policy is not the default, a replaced one keeps its flag. The default
+    # changes when another policy is made the default, never by leaving the field out.
+    is_default: bool | None = None
 
 
 class PolicyOut(PolicyIn):
     id: uuid.UUID
+    is_default: bool
     version: int
 
 
@@ -67,6 +71,17 @@ async def _policy(
     return p
 
 
+async def _followed(session: SessionDep, org_id: uuid.UUID) -> bool:
+    """Whether a defender follows the organisation's default policy (has none of their own):
+    without a default, they would fall back to the built-in ladder, slower than most."""
+    stmt = select(Defender.id).where(
+        Defender.org_id == org_id,
+        Defender.policy_id.is_(None),
+        Defender.status != DefenderStatus.deleted,  # a hidden one may be restored
+    )
+    return (await session.execute(stmt.limit(1))).first() is not None
+
+
 async def _save(
     session: SessionDep,
     vault: VaultDep,
@@ -76,14 +91,17 @@ async def _save(
     now: NowDep,
 ) -> PolicyOut:
     steps = Policy.from_json(body.steps.model_dump()).to_json()  # the engine's own check too
-    if body.is_default:
+    is_default = bool(p.is_default) if body.is_default is None else body.is_default
+    if p.is_default and not is_default and await _followed(session, principal.org_id):
+        raise ApiError(409, FOLLOWED)
+    if is_default:
         await session.execute(
             update(EscalationPolicy)
             .where(EscalationPolicy.org_id == principal.org_id, EscalationPolicy.id != p.id)
             .values(is_default=False)
             .execution_options(synchronize_session=False)
         )
-    p.name, p.steps, p.is_default = body.name, steps, body.is_default
+    p.name, p.steps, p.is_default = body.name, steps, is_default
     try:
         async with session.begin_nested():
             session.add(p)
@@ -140,7 +158,8 @@ async def update_policy(
     vault: VaultDep,
     now: NowDep,
 ) -> PolicyOut:
-    """Replace a policy; alerts already open keep the copy they froze."""
+    """Replace a policy; alerts already open keep the copy they froze. Without
+    ``is_default`` it stays the default, or not, as it was."""
     p = await _policy(session, principal, policy_id)
     p.version += 1
     return await _save(session, vault, principal, p, body, now)
@@ -154,11 +173,14 @@ async def delete_policy(
     vault: VaultDep,
     now: NowDep,
 ) -> None:
-    """Delete a policy no defender uses."""
+    """Delete a policy no defender uses; defenders without a policy of their own use the
+    default one."""
     p = await _policy(session, principal, policy_id)
     used = await session.execute(select(Defender.id).where(Defender.policy_id == p.id).limit(1))
     if used.first() is not None:
         raise ApiError(409, IN_USE)
+    if p.is_default and await _followed(session, principal.org_id):
+        raise ApiError(409, FOLLOWED)
     await session.delete(p)
     await audit.record(
         session,

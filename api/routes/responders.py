@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from fastapi import APIRouter
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from api import errors
 from api.deps import AdminDep, AlertsRead, NowDep, PrincipalDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
-from core import audit, auth, desk_chat
+from core import audit, auth, desk_chat, recipients
 from core.models import Responder, Role
 
 router = APIRouter(tags=["responders"])
@@ -27,6 +28,18 @@ class ResponderOut(BaseModel):
     role: Role
     active: bool
     on_duty: bool
+
+
+class RosterOut(ResponderOut):
+    # Paged for P0 alerts now, as paging chooses (core.recipients.desk). False: on duty, but
+    # no linked chat with the bot, so no page reaches them.
+    paged: bool
+
+
+@dataclass(frozen=True)
+class Roster:
+    people: list[RosterOut]  # those paged, and those on duty whom no page reaches
+    group: bool  # the organisation's responder group chat is paged too
 
 
 class ResponderPatch(BaseModel):
@@ -127,19 +140,27 @@ async def _duty(
     )
 
 
-@router.get("/roster")
-async def roster(principal: AlertsRead, session: SessionDep) -> list[ResponderOut]:
-    """Who is on duty now: the responders paged for P0 alerts."""
+async def paged_now(session: SessionDep, org_id: uuid.UUID) -> Roster:
+    """Who a P0 alert pages now: the very selection paging makes, never a guess of it."""
+    chosen = await recipients.desk(session, org_id)
+    paged = {r.person for r in chosen if r.role == "responder"}
+    on_duty = Responder.on_duty.is_(True) & Responder.active.is_(True)
     rows = await session.execute(
         select(Responder)
-        .where(
-            Responder.org_id == principal.org_id,
-            Responder.on_duty.is_(True),
-            Responder.active.is_(True),
-        )
+        .where(Responder.org_id == org_id, on_duty | Responder.id.in_(paged))
         .order_by(Responder.username)
     )
-    return [out(r) for r in rows.scalars()]
+    people = [RosterOut(**out(r).model_dump(), paged=r.id in paged) for r in rows.scalars()]
+    return Roster(people, group=any(r.role == "group" for r in chosen))
+
+
+@router.get("/roster")
+async def roster(principal: AlertsRead, session: SessionDep) -> list[RosterOut]:
+    """Who is paged for P0 alerts now: the on-duty responders who linked a chat with the bot;
+    when none of them has, every responder who has (``on_duty`` false). Those on duty without
+    a linked chat are listed with ``paged`` false: no page reaches them. When no one is
+    ``paged``, no responder is reachable (a linked responder group chat is still paged)."""
+    return (await paged_now(session, principal.org_id)).people
 
 
 @router.put("/roster/me", responses={403: {}, 404: {}})

@@ -76,7 +76,7 @@ async def test_a_responder_goes_off_and_on_duty_as_the_api_records_it(desk: Desk
         assert answer.headers["location"] == "/roster"
         assert not await on_duty(desk, desk.a, "responder")
         page = await c.get("/roster")
-        assert "You are off duty." in page.text and "Nobody is on duty" in page.text
+        assert "You are off duty." in page.text and "Nobody is reachable" in page.text
         assert 'data-responder="responder-alpha"' not in page.text
 
         await c.post("/roster/me", data={"csrf": csrf, "duty": "on"})
