@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from api import errors
 from api.deps import NowDep, PoliciesRead, PoliciesWrite, SessionDep, VaultDep
 from api.errors import N_, ApiError
-from core import audit
+from core import audit, checkins
 from core.auth import Principal
 from core.escalation import Policy
 from core.models import Defender, DefenderStatus, EscalationPolicy
@@ -108,6 +108,9 @@ async def _save(
             await session.flush()
     except IntegrityError:
         raise ApiError(409, DUPLICATE) from None
+    # The live check-ins of the defenders it governs take its grace and pre-reminder now,
+    # not at their next check-in (core.checkins.follow_policy).
+    await checkins.follow_policy(session, org_id=principal.org_id, now=now)
     await audit.record(
         session,
         vault,

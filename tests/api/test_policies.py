@@ -99,3 +99,30 @@ async def test_replacing_a_policy_without_its_flag_keeps_the_flag(desk: Desk) ->
     assert other["is_default"] is False and plain.json()["is_default"] is False
     assert [p["name"] for p in listed if p["is_default"]] == ["default"]
     assert await grace_of(desk) == 300
+
+
+async def test_an_edited_policy_reaches_the_check_ins_already_armed(desk: Desk) -> None:
+    """The desk shortens its default grace: a routine armed before takes it now, not at the
+    defender's next check-in (the sweep re-arms with the row's own copy)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from core import checkins
+    from core.models import CheckIn
+
+    assert desk.a.defender is not None and desk.a.policy is not None
+    async with transaction(desk.sessions) as s:
+        d = await s.get(Defender, desk.a.defender.id)
+        assert d is not None
+        now = datetime.now(UTC)
+        await checkins.arm_timer(s, defender=d, due_at=now + timedelta(hours=2), now=now)
+    async with await desk.client(desk.a, "admin") as c:
+        edited = await c.put(
+            f"/api/v1/policies/{desk.a.policy.id}",
+            json={"name": "default", "steps": {"grace_s": 120}, "is_default": True},
+        )
+    assert edited.status_code == 200, edited.text
+    async with desk.sessions() as s:
+        (grace,) = (await s.execute(select(CheckIn.grace_s))).scalars().all()
+    assert grace == 120
