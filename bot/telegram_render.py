@@ -53,16 +53,22 @@ def delivery_error(exc: TelegramError) -> DeliveryError:
 
 def markup(message: Outbound, tokens: list[str]) -> Any:
     """The keyboard under the message: buttons carrying ``tokens`` (one per choice, in order),
-    a location request, or none (any earlier reply keyboard goes away)."""
+    a location request, or none (any earlier reply keyboard goes away).
+
+    A message has one keyboard, and only a reply keyboard can ask for a location: a location
+    request ("Skip" beside it) is one, its choices plain text buttons that send their label,
+    which the flows take as the choice (``Context.need_choice``). It hides once used, and the
+    next message without buttons removes it."""
+    if message.request_location:
+        rows = [[KeyboardButton("📍", request_location=True)]]
+        rows += [[KeyboardButton(c.label)] for c in message.choices]
+        return ReplyKeyboardMarkup(rows, one_time_keyboard=True, resize_keyboard=True)
     if message.choices:
         buttons = [
             [InlineKeyboardButton(c.label, callback_data=t)]
             for c, t in zip(message.choices, tokens, strict=True)
         ]
         return InlineKeyboardMarkup(buttons)
-    if message.request_location:
-        button = KeyboardButton("📍", request_location=True)
-        return ReplyKeyboardMarkup([[button]], one_time_keyboard=True, resize_keyboard=True)
     return ReplyKeyboardRemove()
 
 

@@ -6,8 +6,9 @@
                                          --duress PIN, or 3rd wrong--> the same reply, and a
                                            silent duress alert (do not contact the device)
 
-Discreet mode asks nothing: a plain "OK." and the PIN still calls it off. Live location
-updates arrive as edits and feed the open alert silently.
+Discreet mode asks nothing: a plain "OK." and the PIN still calls it off; a location shared
+anyway is deleted from the chat (``flows.router``). Live location updates arrive as edits and
+feed the open alert silently.
 """
 
 from __future__ import annotations

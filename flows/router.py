@@ -99,6 +99,10 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         ctx.say(ctx._("Our last conversation was closed after a long silence."))
         flow, state = IDLE, IDLE
     inbound = ctx.inbound
+    if pin(inbound.text or "") is not None or (ctx.discreet and inbound.location is not None):
+        # Whatever happens next, not left on screen: a PIN (a late or an edited one too), and
+        # in discreet mode a location (a live one stops sharing: its message is gone).
+        ctx.forget_message()
     if inbound.edited:
         if flow == report.NAME and state in report.WRITING and inbound.text:
             return await run(ctx, flow, state, handler=report.corrected)  # R3: a new part
@@ -109,8 +113,6 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         ctx.ask_again()
         return flow, state
     typed = fold(inbound.text) if inbound.text else ""  # global words are typed, never keys
-    if inbound.text and pin(inbound.text) is not None:
-        ctx.forget_message()  # a PIN, whatever happens next (a late one too): not left on screen
     if ctx.defender is None and (link := desk.private_code(typed)) is not None:
         if await tried(ctx, desk.link_private(ctx, link)):  # a responder linking this chat
             return IDLE, IDLE

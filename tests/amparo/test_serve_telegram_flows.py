@@ -112,13 +112,19 @@ class Chat:
         return await self._answered(before)
 
     async def press(self, label: str) -> dict[str, Any]:
+        removed = False  # a reply keyboard lasts until one is removed; inline buttons stay
         for reply in reversed(self.replies()):
-            rows = reply.get("reply_markup", {}).get("inline_keyboard", [])
+            markup = reply.get("reply_markup", {})
+            removed = removed or "remove_keyboard" in markup
+            rows = markup.get("inline_keyboard", [])
             found = [b for row in rows for b in row if b["text"] == label]
             if found:
                 before = len(self.replies())
                 self.api.press(self.id, found[0]["callback_data"])
                 return await self._answered(before)
+            rows = [] if removed else markup.get("keyboard", [])
+            if any(b == {"text": label} for row in rows for b in row):
+                return await self.say(label)  # a reply keyboard's text button sends its label
         raise AssertionError(f"no button {label!r} in the chat")
 
     async def onboard(self) -> dict[str, Any]:
@@ -258,11 +264,15 @@ async def test_onboarding_then_panic_with_location(
 
         asked = await chat.say("/panic")
         assert "Only the desk can read it" in asked["text"]
-        assert asked["reply_markup"]["inline_keyboard"]  # skip, and the location request …
+        keyboard = asked["reply_markup"]["keyboard"]  # the location request, and skip
+        assert keyboard[0][0]["request_location"] is True and keyboard[1][0]["text"] == "Skip"
         before = len(chat.replies())
         served.api.send_location(chat.id, 40.4168, -3.7038)
         await wait_for(lambda: len(chat.replies()) > before)
         assert "Location received." in chat.replies()[-1]["text"]
+        await chat.press("No, I can't talk")
+        asked_pin = await chat.press("Call it off")
+        assert asked_pin["reply_markup"] == {"remove_keyboard": True}  # gone by now
         await wait_for(lambda: served.received)
         event = served.events()[0]
         assert event["type"] == "alert.triggered" and event["alert"]["kind"] == "panic"

@@ -178,6 +178,25 @@ async def test_it_asks_for_location_and_splits_long_texts(
     assert api.sent("sendDocument")
 
 
+async def test_a_location_request_with_a_skip_is_a_reply_keyboard(
+    api: TelegramStandIn, telegram: Telegram, inbox: list[Inbound]
+) -> None:
+    """One keyboard per message, and only a reply keyboard asks for a location: its "Skip"
+    is a text button (sending its label), never an inline one hiding the request."""
+    to = Address("telegram", str(CHAT))
+    asked = Outbound("Share your location?", (Choice("skip", "Omitir"),), request_location=True)
+    await telegram.send(to, asked)
+    markup = api.sent()[0]["reply_markup"]
+    assert "inline_keyboard" not in markup
+    assert markup["keyboard"][0][0]["request_location"] is True
+    assert markup["keyboard"][1] == [{"text": "Omitir"}]
+    assert markup["one_time_keyboard"] is True
+    await telegram.send(to, Outbound("Can you talk?", (Choice("yes", "Yes"),)))
+    assert "inline_keyboard" in api.sent()[1]["reply_markup"]  # the next choices: inline
+    await telegram.send(to, Outbound("Thank you."))
+    assert api.sent()[2]["reply_markup"] == {"remove_keyboard": True}  # and it goes away
+
+
 def test_it_splits_at_word_boundaries() -> None:
     assert split_text("abc", 10) == ["abc"]
     assert split_text("aaaa bbbb cccc", 10) == ["aaaa bbbb", "cccc"]
