@@ -99,9 +99,11 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         ctx.say(ctx._("Our last conversation was closed after a long silence."))
         flow, state = IDLE, IDLE
     inbound = ctx.inbound
-    if pin(inbound.text or "") is not None or (ctx.discreet and inbound.location is not None):
+    located = inbound.location
+    if pin(inbound.text or "") is not None or (ctx.discreet and located and not located.live):
         # Whatever happens next, not left on screen: a PIN (a late or an edited one too), and
-        # in discreet mode a location (a live one stops sharing: its message is gone).
+        # in discreet mode a location. Not a live one: deleting its message would stop the
+        # sharing the defender just started, and with it the desk's updates of where they are.
         ctx.forget_message()
     if inbound.edited:
         if flow == report.NAME and state in report.WRITING and inbound.text:
