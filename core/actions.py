@@ -206,10 +206,43 @@ async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:
         OutboxMessage.webhook_id.is_(None),
     )
     for row in (await session.execute(stmt)).scalars():
-        stem = row.idempotency_key.split("|", 1)[0].split(":")
-        if len(stem) > 2 and stem[0] == "a" and stem[2].isdigit():  # a ladder step's notice
+        if step_notice(row.idempotency_key):
             row.state, row.last_error = OutboxState.failed, "withdrawn"
             row.shred("payload_enc")
+
+
+def step_notice(idempotency_key: str) -> bool:
+    """A ladder step's notice (``a:<alert>:<step>:…``): an alarm, not an all-clear."""
+    stem = idempotency_key.split("|", 1)[0].split(":")
+    return len(stem) > 2 and stem[0] == "a" and stem[2].isdigit()
+
+
+async def page_instead(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    alert: Alert,
+    stem: str,
+    message: Outbound,
+    now: datetime,
+) -> Recipient | None:
+    """Queue a step's desk notice (``stem``: ``a:<alert>:<step>``), which its responder cannot
+    get, for another responder: one the step has not paged yet, reachable and on duty first
+    (``recipients.stand_ins``). None when nobody is left."""
+    stmt = select(OutboxMessage.idempotency_key).where(
+        OutboxMessage.alert_id == alert.id, OutboxMessage.recipient == "responder"
+    )
+    paged = set()
+    for (k,) in (await session.execute(stmt)).all():
+        person = key_person(k)
+        if person is not None and k.startswith(f"{stem}:responder:"):
+            paged.add(person[1])
+    sparing = alert.defender_id if alert.do_not_contact else None
+    found = await recipients.stand_ins(session, alert.org_id, besides=paged, sparing=sparing)
+    if not found:
+        return None
+    await enqueue_many(session, vault, [item(stem, found[0], message, alert)], now=now)
+    return found[0]
 
 
 def origin(actor: str) -> str:

@@ -2,8 +2,10 @@
 
 A permanent failure (a blocked bot, an unregistered Signal user) or a wait longer than the
 message's patience falls back to the person's next address, written on the alert's timeline.
-When nobody else can be tried, escalation comes sooner rather than silently waiting: an
-unreachable contact or defender brings the alert's desk step (or the missed check-in) forward.
+A desk notice none of its responder's addresses can carry goes to another responder, once a
+step (``another_responder``). When nobody else can be tried, escalation comes sooner rather
+than silently waiting: an unreachable contact or defender brings the alert's desk step (or the
+missed check-in) forward.
 
 Discreet mode: a sensitive message delivered to a defender who turned discreet mode on queues,
 in the same transaction, its own deletion (``del:<key>``), due after the defender's delay
@@ -307,9 +309,39 @@ async def fallback(
             detail["reason"] = str(reason)
             session.add(_event(row.alert_id, "delivery_fallback", now, detail))
         return True
+    if last and await another_responder(session, vault, row, message, reason, now):
+        return True
     if last:
         await unreachable(session, row, now)
     return False
+
+
+async def another_responder(
+    session: AsyncSession,
+    vault: Vault,
+    row: OutboxMessage,
+    message: Outbound | None,
+    reason: str | None,
+    now: datetime,
+) -> bool:
+    """A ladder step's desk notice its responder cannot get on any address goes to another
+    responder (R27: a blocked bot escalates); True if someone was left to page."""
+    if row.recipient != "responder" or row.alert_id is None or message is None:
+        return False
+    if not actions.step_notice(row.idempotency_key):  # an all-clear: only for who was alerted
+        return False
+    alert = await session.get(Alert, row.alert_id, populate_existing=True)
+    if alert is None or alert.state is AlertState.resolved:
+        return False
+    stem = row.idempotency_key.split("|", 1)[0].rsplit(":", 2)[0]  # a:<alert>:<step>
+    page = actions.page_instead
+    who = await page(session, vault, alert=alert, stem=stem, message=message, now=now)
+    if who is None:
+        return False
+    detail = {"outbox": str(row.id), "from": row.channel, "to": who.channel}
+    detail.update(reason=str(reason), recipient=who.role)
+    session.add(_event(alert.id, "delivery_fallback", now, detail))
+    return True
 
 
 async def unreachable(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:
