@@ -197,8 +197,9 @@ async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:
     """Withdraw the ladder's notices of a closing alert that failed and wait for a retry, once
     the all-clear is queued (to everyone they were meant for): a "may need help" must never
     arrive after "they are safe". Notices not tried yet stay: they go before the all-clear,
-    queued after them at the same priority. Webhook events are never withdrawn: an external
-    desk gets them all."""
+    queued after them at the same priority. One being sent now is withdrawn if its send fails
+    (``core.delivery.overtaken``). Webhook events are never withdrawn: an external desk gets
+    them all."""
     stmt = select(OutboxMessage).where(
         OutboxMessage.alert_id == alert.id,
         OutboxMessage.state == OutboxState.pending,
@@ -207,14 +208,18 @@ async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:
     )
     for row in (await session.execute(stmt)).scalars():
         if step_notice(row.idempotency_key):
-            row.state, row.last_error = OutboxState.failed, "withdrawn"
-            row.shred("payload_enc")
+            withdraw(row)
 
 
 def step_notice(idempotency_key: str) -> bool:
     """A ladder step's notice (``a:<alert>:<step>:…``): an alarm, not an all-clear."""
     stem = idempotency_key.split("|", 1)[0].split(":")
     return len(stem) > 2 and stem[0] == "a" and stem[2].isdigit()
+
+
+def withdraw(row: OutboxMessage) -> None:
+    row.state, row.last_error = OutboxState.failed, "withdrawn"
+    row.shred("payload_enc")
 
 
 async def page_instead(

@@ -5,7 +5,8 @@ message's patience falls back to the person's next address, written on the alert
 A desk notice none of its responder's addresses can carry goes to another responder, once a
 step (``another_responder``). When nobody else can be tried, escalation comes sooner rather
 than silently waiting: an unreachable contact or defender brings the alert's desk step (or the
-missed check-in) forward.
+missed check-in) forward. An alarm that was being sent when its alert closed is withdrawn
+rather than tried again or elsewhere (``overtaken``): the all-clear is already queued.
 
 Discreet mode: a sensitive message delivered to a defender who turned discreet mode on queues,
 in the same transaction, its own deletion (``del:<key>``), due after the defender's delay
@@ -95,9 +96,15 @@ async def record(
     )
     rows = (await session.execute(locked(stmt, session))).scalars().all()
     await unblock(session, {r.address_id for r in rows if by_id[r.id].outcome == "delivered"})
+    stale = await overtaken(session, [r for r in rows if by_id[r.id].outcome != "delivered"])
     for row in rows:
         attempt = by_id[row.id]
         row.lease_owner, row.lease_until = None, None
+        if row.id in stale and attempt.outcome in ("deferred", "retry"):
+            if attempt.outcome == "retry":
+                row.attempts += 1
+            actions.withdraw(row)  # as core.alerts.resolve would have, had it been waiting
+            continue
         if attempt.outcome == "deferred":
             row.state, row.next_attempt_at = OutboxState.pending, now + seconds(attempt.wait)
             continue
@@ -126,12 +133,34 @@ async def record(
             await block(session, row, now)
             if attempt.error == IDENTITY_CHANGED:
                 await identity_changed(session, vault, row, now)
-            await fallback(session, vault, row, attempt.message, attempt.error, now, last=True)
+            if row.id not in stale:
+                await fallback(session, vault, row, attempt.message, attempt.error, now, last=True)
             row.shred("payload_enc")
         else:
             # The wait counts from the channel's answer, not the claim: a 429's retry_after
             # after a slow send would otherwise be cut short by the send's own duration.
             await retry(session, vault, row, attempt, now + seconds(attempt.elapsed), rng)
+
+
+async def overtaken(session: AsyncSession, rows: list[OutboxMessage]) -> set[uuid.UUID]:
+    """The alarms among ``rows`` (a ladder step's notices) whose alert was closed while they
+    were being sent: the all-clear is queued, so they must never be retried nor sent
+    elsewhere ("may need help" after "they are safe"). The alerts are locked: a check-in
+    closing one now waits, then withdraws what this transaction puts back in the queue."""
+    alarms = [
+        r
+        for r in rows
+        if r.alert_id is not None
+        and r.webhook_id is None
+        and actions.step_notice(r.idempotency_key)
+    ]
+    if not alarms:
+        return set()
+    ids = sorted({r.alert_id for r in alarms if r.alert_id is not None})
+    stmt = select(Alert.id, Alert.state).where(Alert.id.in_(ids)).order_by(Alert.id)
+    found = (await session.execute(locked(stmt, session, of=Alert))).all()
+    still = {alert_id for alert_id, state in found if state is not AlertState.resolved}
+    return {r.id for r in alarms if r.alert_id not in still}
 
 
 def seconds(value: float) -> timedelta:
