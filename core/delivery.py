@@ -316,7 +316,8 @@ async def fallback(
     if address is None or message is None:
         others: list[ChannelAddress] = []
     else:
-        others = await recipients.alternatives(session, address)
+        sparing = await spared(session, row)
+        others = await recipients.alternatives(session, address, sparing=sparing)
     for other in others:  # an address already tried for this message has its key queued
         assert message is not None
         key = f"{stem}|{other.channel}:{other.id.hex}"
@@ -343,6 +344,15 @@ async def fallback(
     if last:
         await unreachable(session, row, now)
     return False
+
+
+async def spared(session: AsyncSession, row: OutboxMessage) -> uuid.UUID | None:
+    """The defender under duress none of whose chats a desk notice may fall back to (one that
+    is also a responder's would put "do not contact the device" on the device)."""
+    if row.alert_id is None or row.recipient != "responder":
+        return None
+    alert = await session.get(Alert, row.alert_id)
+    return alert.defender_id if alert is not None and alert.do_not_contact else None
 
 
 async def another_responder(

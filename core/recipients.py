@@ -226,8 +226,11 @@ async def stand_ins(
     return [who for *_rank, who in sorted(best.values(), key=lambda b: b[:2])]
 
 
-async def alternatives(session: AsyncSession, failed: ChannelAddress) -> list[ChannelAddress]:
-    """The same person's other addresses, best first (a contact may have only one)."""
+async def alternatives(
+    session: AsyncSession, failed: ChannelAddress, *, sparing: uuid.UUID | None = None
+) -> list[ChannelAddress]:
+    """The same person's other addresses, best first (a contact may have only one);
+    ``sparing`` as for ``desk``."""
     if failed.defender_id is not None:
         owner = ChannelAddress.defender_id == failed.defender_id
     elif failed.responder_id is not None:
@@ -235,4 +238,5 @@ async def alternatives(session: AsyncSession, failed: ChannelAddress) -> list[Ch
     else:
         return []
     stmt = select(ChannelAddress).where(owner, ChannelAddress.id != failed.id).order_by(*_ORDER)
+    stmt = _sparing(stmt, sparing)
     return list((await session.execute(stmt)).scalars())

@@ -124,3 +124,18 @@ async def test_a_stand_in_is_never_the_device_of_a_defender_under_duress(session
     await d.drain(T0)
     assert [a for a, _t in channel.calls if a == "r1-quiet-heron-41"] == []
     assert ("recipient_unreachable", "responder") in await kinds_of(world, alert_id)
+
+
+async def test_a_duress_notice_never_falls_back_to_the_defenders_own_chat(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    async with transaction(sessions) as s:  # r0 is the defender too: their phone is r0's too
+        shared = address(vault, "standin", "phone", responder_id=world.responder_ids[0])
+        shared.defender_id, shared.preference = world.defender_id, 1
+        s.add(shared)
+    channel = StandIn("standin")
+    channel.fail("r0-quiet-heron-41", BLOCKED)
+    d = dispatcher(world, {"standin": channel})
+    await raise_now(world, AlertKind.duress)
+    await d.drain(T0)
+    assert [a for a, _t in channel.calls if a == "phone"] == []
+    assert len(channel.to("r1-quiet-heron-41")) == 1
