@@ -197,8 +197,9 @@ async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:
     """Withdraw the ladder's notices of a closing alert that failed and wait for a retry, once
     the all-clear is queued (to everyone they were meant for): a "may need help" must never
     arrive after "they are safe". Notices not tried yet stay: they go before the all-clear,
-    queued after them at the same priority. Webhook events are never withdrawn: an external
-    desk gets them all."""
+    queued after them at the same priority. One being sent now is withdrawn if its send fails
+    (``core.delivery.overtaken``). Webhook events are never withdrawn: an external desk gets
+    them all."""
     stmt = select(OutboxMessage).where(
         OutboxMessage.alert_id == alert.id,
         OutboxMessage.state == OutboxState.pending,
@@ -206,10 +207,47 @@ async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:
         OutboxMessage.webhook_id.is_(None),
     )
     for row in (await session.execute(stmt)).scalars():
-        stem = row.idempotency_key.split("|", 1)[0].split(":")
-        if len(stem) > 2 and stem[0] == "a" and stem[2].isdigit():  # a ladder step's notice
-            row.state, row.last_error = OutboxState.failed, "withdrawn"
-            row.shred("payload_enc")
+        if step_notice(row.idempotency_key):
+            withdraw(row)
+
+
+def step_notice(idempotency_key: str) -> bool:
+    """A ladder step's notice (``a:<alert>:<step>:…``): an alarm, not an all-clear."""
+    stem = idempotency_key.split("|", 1)[0].split(":")
+    return len(stem) > 2 and stem[0] == "a" and stem[2].isdigit()
+
+
+def withdraw(row: OutboxMessage) -> None:
+    row.state, row.last_error = OutboxState.failed, "withdrawn"
+    row.shred("payload_enc")
+
+
+async def page_instead(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    alert: Alert,
+    stem: str,
+    message: Outbound,
+    now: datetime,
+) -> Recipient | None:
+    """Queue a step's desk notice (``stem``: ``a:<alert>:<step>``), which its responder cannot
+    get, for another responder: one the step has not paged yet, reachable and on duty first
+    (``recipients.stand_ins``). None when nobody is left."""
+    stmt = select(OutboxMessage.idempotency_key).where(
+        OutboxMessage.alert_id == alert.id, OutboxMessage.recipient == "responder"
+    )
+    paged = set()
+    for (k,) in (await session.execute(stmt)).all():
+        person = key_person(k)
+        if person is not None and k.startswith(f"{stem}:responder:"):
+            paged.add(person[1])
+    sparing = alert.defender_id if alert.do_not_contact else None
+    found = await recipients.stand_ins(session, alert.org_id, besides=paged, sparing=sparing)
+    if not found:
+        return None
+    await enqueue_many(session, vault, [item(stem, found[0], message, alert)], now=now)
+    return found[0]
 
 
 def origin(actor: str) -> str:

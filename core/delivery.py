@@ -2,8 +2,11 @@
 
 A permanent failure (a blocked bot, an unregistered Signal user) or a wait longer than the
 message's patience falls back to the person's next address, written on the alert's timeline.
-When nobody else can be tried, escalation comes sooner rather than silently waiting: an
-unreachable contact or defender brings the alert's desk step (or the missed check-in) forward.
+A desk notice none of its responder's addresses can carry goes to another responder, once a
+step (``another_responder``). When nobody else can be tried, escalation comes sooner rather
+than silently waiting: an unreachable contact or defender brings the alert's desk step (or the
+missed check-in) forward. An alarm that was being sent when its alert closed is withdrawn
+rather than tried again or elsewhere (``overtaken``): the all-clear is already queued.
 
 Discreet mode: a sensitive message delivered to a defender who turned discreet mode on queues,
 in the same transaction, its own deletion (``del:<key>``), due after the defender's delay
@@ -93,9 +96,15 @@ async def record(
     )
     rows = (await session.execute(locked(stmt, session))).scalars().all()
     await unblock(session, {r.address_id for r in rows if by_id[r.id].outcome == "delivered"})
+    stale = await overtaken(session, [r for r in rows if by_id[r.id].outcome != "delivered"])
     for row in rows:
         attempt = by_id[row.id]
         row.lease_owner, row.lease_until = None, None
+        if row.id in stale and attempt.outcome in ("deferred", "retry"):
+            if attempt.outcome == "retry":
+                row.attempts += 1
+            actions.withdraw(row)  # as core.alerts.resolve would have, had it been waiting
+            continue
         if attempt.outcome == "deferred":
             row.state, row.next_attempt_at = OutboxState.pending, now + seconds(attempt.wait)
             continue
@@ -124,12 +133,34 @@ async def record(
             await block(session, row, now)
             if attempt.error == IDENTITY_CHANGED:
                 await identity_changed(session, vault, row, now)
-            await fallback(session, vault, row, attempt.message, attempt.error, now, last=True)
+            if row.id not in stale:
+                await fallback(session, vault, row, attempt.message, attempt.error, now, last=True)
             row.shred("payload_enc")
         else:
             # The wait counts from the channel's answer, not the claim: a 429's retry_after
             # after a slow send would otherwise be cut short by the send's own duration.
             await retry(session, vault, row, attempt, now + seconds(attempt.elapsed), rng)
+
+
+async def overtaken(session: AsyncSession, rows: list[OutboxMessage]) -> set[uuid.UUID]:
+    """The alarms among ``rows`` (a ladder step's notices) whose alert was closed while they
+    were being sent: the all-clear is queued, so they must never be retried nor sent
+    elsewhere ("may need help" after "they are safe"). The alerts are locked: a check-in
+    closing one now waits, then withdraws what this transaction puts back in the queue."""
+    alarms = [
+        r
+        for r in rows
+        if r.alert_id is not None
+        and r.webhook_id is None
+        and actions.step_notice(r.idempotency_key)
+    ]
+    if not alarms:
+        return set()
+    ids = sorted({r.alert_id for r in alarms if r.alert_id is not None})
+    stmt = select(Alert.id, Alert.state).where(Alert.id.in_(ids)).order_by(Alert.id)
+    found = (await session.execute(locked(stmt, session, of=Alert))).all()
+    still = {alert_id for alert_id, state in found if state is not AlertState.resolved}
+    return {r.id for r in alarms if r.alert_id not in still}
 
 
 def seconds(value: float) -> timedelta:
@@ -285,7 +316,8 @@ async def fallback(
     if address is None or message is None:
         others: list[ChannelAddress] = []
     else:
-        others = await recipients.alternatives(session, address)
+        sparing = await spared(session, row)
+        others = await recipients.alternatives(session, address, sparing=sparing)
     for other in others:  # an address already tried for this message has its key queued
         assert message is not None
         key = f"{stem}|{other.channel}:{other.id.hex}"
@@ -307,9 +339,48 @@ async def fallback(
             detail["reason"] = str(reason)
             session.add(_event(row.alert_id, "delivery_fallback", now, detail))
         return True
+    if last and await another_responder(session, vault, row, message, reason, now):
+        return True
     if last:
         await unreachable(session, row, now)
     return False
+
+
+async def spared(session: AsyncSession, row: OutboxMessage) -> uuid.UUID | None:
+    """The defender under duress none of whose chats a desk notice may fall back to (one that
+    is also a responder's would put "do not contact the device" on the device)."""
+    if row.alert_id is None or row.recipient != "responder":
+        return None
+    alert = await session.get(Alert, row.alert_id)
+    return alert.defender_id if alert is not None and alert.do_not_contact else None
+
+
+async def another_responder(
+    session: AsyncSession,
+    vault: Vault,
+    row: OutboxMessage,
+    message: Outbound | None,
+    reason: str | None,
+    now: datetime,
+) -> bool:
+    """A ladder step's desk notice its responder cannot get on any address goes to another
+    responder (R27: a blocked bot escalates); True if someone was left to page."""
+    if row.recipient != "responder" or row.alert_id is None or message is None:
+        return False
+    if not actions.step_notice(row.idempotency_key):  # an all-clear: only for who was alerted
+        return False
+    alert = await session.get(Alert, row.alert_id, populate_existing=True)
+    if alert is None or alert.state is AlertState.resolved:
+        return False
+    stem = row.idempotency_key.split("|", 1)[0].rsplit(":", 2)[0]  # a:<alert>:<step>
+    page = actions.page_instead
+    who = await page(session, vault, alert=alert, stem=stem, message=message, now=now)
+    if who is None:
+        return False
+    detail = {"outbox": str(row.id), "from": row.channel, "to": who.channel}
+    detail.update(reason=str(reason), recipient=who.role)
+    session.add(_event(alert.id, "delivery_fallback", now, detail))
+    return True
 
 
 async def unreachable(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:

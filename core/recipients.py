@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +25,8 @@ from core.models import (
     Role,
     TrustedContact,
 )
+
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,15 @@ def _one_each(rows: Iterable[tuple[uuid.UUID, bool, uuid.UUID, str]]) -> list[Re
     return list(seen.values())
 
 
+def _sparing(stmt: S, sparing: uuid.UUID | None) -> S:
+    """None of the chats of ``sparing`` (a defender under duress): see ``desk``."""
+    if sparing is None:
+        return stmt
+    return stmt.where(
+        ChannelAddress.defender_id.is_(None) | (ChannelAddress.defender_id != sparing)
+    )
+
+
 async def desk(
     session: AsyncSession, org_id: uuid.UUID, *, sparing: uuid.UUID | None = None
 ) -> list[Recipient]:
@@ -165,11 +176,7 @@ async def desk(
     responder group, if one is linked (role "group"; see ``core.desk_chat``). ``sparing``: a
     defender under duress, none of whose own chats may be paged (one that is also a
     responder's chat would put "do not contact the device" on the device)."""
-    stmt = _responders().where(Responder.org_id == org_id)
-    if sparing is not None:
-        stmt = stmt.where(
-            ChannelAddress.defender_id.is_(None) | (ChannelAddress.defender_id != sparing)
-        )
+    stmt = _sparing(_responders().where(Responder.org_id == org_id), sparing)
     rows = (await session.execute(stmt)).all()
     found = _one_each([r for r in rows if r[1]] or rows)
     group = await desk_group(session, org_id)
@@ -197,8 +204,33 @@ async def responders(session: AsyncSession, ids: set[uuid.UUID]) -> list[Recipie
     return _one_each(rows)
 
 
-async def alternatives(session: AsyncSession, failed: ChannelAddress) -> list[ChannelAddress]:
-    """The same person's other addresses, best first (a contact may have only one)."""
+async def stand_ins(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    besides: set[uuid.UUID],
+    sparing: uuid.UUID | None = None,
+) -> list[Recipient]:
+    """The organisation's other responders, each at their best address, for a desk notice
+    its responder cannot get: reachable ones (an address not blocked) first, and among them
+    those on duty first. ``sparing`` as for ``desk``."""
+    stmt = _responders().add_columns(ChannelAddress.blocked_at)
+    stmt = _sparing(stmt.where(Responder.org_id == org_id), sparing)
+    if besides:
+        stmt = stmt.where(Responder.id.not_in(besides))
+    best: dict[uuid.UUID, tuple[bool, bool, Recipient]] = {}
+    for rid, on_duty, aid, channel, blocked_at in (await session.execute(stmt)).all():
+        if rid not in best:
+            who = Recipient("responder", rid, aid, channel, DESK_LOCALE)
+            best[rid] = (blocked_at is not None, not on_duty, who)
+    return [who for *_rank, who in sorted(best.values(), key=lambda b: b[:2])]
+
+
+async def alternatives(
+    session: AsyncSession, failed: ChannelAddress, *, sparing: uuid.UUID | None = None
+) -> list[ChannelAddress]:
+    """The same person's other addresses, best first (a contact may have only one);
+    ``sparing`` as for ``desk``."""
     if failed.defender_id is not None:
         owner = ChannelAddress.defender_id == failed.defender_id
     elif failed.responder_id is not None:
@@ -206,4 +238,5 @@ async def alternatives(session: AsyncSession, failed: ChannelAddress) -> list[Ch
     else:
         return []
     stmt = select(ChannelAddress).where(owner, ChannelAddress.id != failed.id).order_by(*_ORDER)
+    stmt = _sparing(stmt, sparing)
     return list((await session.execute(stmt)).scalars())
