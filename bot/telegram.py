@@ -3,7 +3,8 @@
 Polling is our own ``getUpdates`` loop, so an update's offset is confirmed only after the flows
 have taken it (at-least-once; the engine dedupes on ``update_id``). In webhook mode, the route
 ``/hooks/telegram`` checks the secret header in constant time before reading the body, and only
-answers 200 once the update is handled, so Telegram retries what failed.
+answers 200 once the update is handled, so Telegram retries what failed. While the database or
+Telegram (its file server) cannot be reached, every update waits, however long that lasts.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import hmac
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
 from telegram import Bot, CallbackQuery, Message, Update
-from telegram.error import BadRequest, ChatMigrated, TelegramError
+from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter, TelegramError
 
 from bot.telegram_http import AiohttpRequest
 from bot.telegram_render import (
@@ -36,7 +39,6 @@ from bot.telegram_render import (
 )
 from core import callbacks, defenders
 from core.crypto import Vault
-from core.db import transaction
 from core.i18n import gettext, negotiate
 from core.media import MAX_BYTES
 from core.messages import (
@@ -89,6 +91,11 @@ class Telegram:
         self.ready = asyncio.Event()
         self.tokens = callbacks.Issuer(sessions, vault)
         self._failed: dict[int, int] = {}  # webhook mode: update_id -> failed deliveries
+        # One press at a time per chat (webhook mode is concurrent): a keyboard's token is
+        # spent only after the flows took its press, and no sibling may pass meanwhile.
+        self._pressing: weakref.WeakValueDictionary[bytes, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         # Polling: when getUpdates started failing (a revoked token, Telegram blocked
         # upstream): no defender's message arrives meanwhile; /healthz says so (R27).
         self.failing_since: float | None = None
@@ -139,8 +146,9 @@ class Telegram:
                     await self.handle(update)
                 except Exception as exc:
                     if isinstance(exc, NotHandled) and exc.transient:
-                        # The database is down: every update waits; none is let go as poison.
-                        log.error("update not handled: database unavailable; retrying")
+                        # The database or Telegram is down: every update waits; none is let
+                        # go as poison.
+                        log.error("update not handled: unavailable; retrying")
                         await asyncio.sleep(stalled)
                         stalled = min(stalled * 2, 30.0)
                         break
@@ -169,8 +177,8 @@ class Telegram:
         try:
             await self.handle(update)
         except Exception as exc:
-            if isinstance(exc, NotHandled) and exc.transient:  # the database is down
-                log.error("update not handled: database unavailable")
+            if isinstance(exc, NotHandled) and exc.transient:  # the database or Telegram is down
+                log.error("update not handled: unavailable")
                 return Response(status_code=503)  # Telegram keeps it and sends it again
             # 500: Telegram sends it again (the engine dedupes it), but, as in polling, a
             # poison update is let go after POISON_TRIES instead of being retried for hours.
@@ -187,14 +195,24 @@ class Telegram:
         return Response(status_code=200)
 
     async def handle(self, update: Update) -> None:
+        """Hand ``update`` to the flows. Raises NotHandled(transient=True) when the database or
+        Telegram could not be reached (a lost connection, a 5xx): the update must come again,
+        and not be let go as poison after POISON_TRIES (R2: the handlers are idempotent)."""
         assert self.inbox is not None, "run() first"
-        inbound: Inbound | None
-        if update.callback_query is not None:
-            inbound = await self._from_callback(update)
-        else:
+        try:
+            if update.callback_query is not None:
+                await self._press(update)
+                return
             inbound = await self._from_message(update)
-        if inbound is not None:
-            await self.inbox(inbound)
+            if inbound is not None:
+                await self.inbox(inbound)
+        except NotHandled:
+            raise
+        except Exception as exc:
+            if not _unreachable(exc):
+                raise
+            log.warning("update not handled for now", extra={"error": type(exc).__name__})
+            raise NotHandled(transient=True) from None
 
     async def _from_message(self, update: Update) -> Inbound | None:
         if update.message is not None and update.message.chat.type in GROUPS:
@@ -250,41 +268,55 @@ class Telegram:
         async with self.sessions() as session:
             return await defenders.is_defender(session, self.name, self.chat_index(chat_id))
 
-    async def _from_callback(self, update: Update) -> Inbound | None:
+    async def _press(self, update: Update) -> None:
         query = update.callback_query
-        assert query is not None
+        assert query is not None and self.inbox is not None
         message = query.message
         if message is not None and message.chat.type in GROUPS:  # flows.desk checks who
             await _answer(query)
-            token = query.data or ""
-            return from_group(update, message.chat.id, query.from_user, self.clock(), token=token)
+            user, token = query.from_user, query.data or ""
+            group = from_group(update, message.chat.id, user, self.clock(), token=token)
+            if group is not None:
+                await self.inbox(group)
+            return
         chat_id = message.chat.id if message is not None else query.from_user.id
-        async with transaction(self.sessions) as session:
-            choice = await callbacks.redeem(
-                session,
-                self.vault,
-                token=query.data or "",
-                chat_index=self.chat_index(chat_id),
-                now=self.clock(),
+        chat = self.chat_index(chat_id)
+        async with self._pressing.setdefault(chat, asyncio.Lock()):
+            choice = await self._redeem(query.data or "", chat, spend=False)
+            if choice is None or message is None or message.chat.type != "private":
+                _ = gettext(negotiate([query.from_user.language_code]))
+                text = _("This button no longer works. Please send your answer again.")
+                await _answer(query, text)
+                return
+            await _answer(query)
+            try:  # the keyboard goes away once used
+                await self.bot.edit_message_reply_markup(chat_id, message.message_id)
+            except TelegramError:
+                pass
+            await self.inbox(
+                Inbound(
+                    channel=self.name,
+                    address=str(chat_id),
+                    message_id=str(update.update_id),
+                    received_at=self.clock(),
+                    choice=choice,
+                    language=query.from_user.language_code,
+                    chat_message_id=str(message.message_id),
+                )
             )
-        if choice is None or message is None or message.chat.type != "private":
-            _ = gettext(negotiate([query.from_user.language_code]))
-            await _answer(query, _("This button no longer works. Please send your answer again."))
-            return None
-        await _answer(query)
-        try:  # the keyboard goes away once used
-            await self.bot.edit_message_reply_markup(chat_id, message.message_id)
-        except TelegramError:
-            pass
-        return Inbound(
-            channel=self.name,
-            address=str(chat_id),
-            message_id=str(update.update_id),
-            received_at=self.clock(),
-            choice=choice,
-            language=query.from_user.language_code,
-            chat_message_id=str(message.message_id),
-        )
+            # Only now: had the flows failed, the update would come again and must find its
+            # token. Should this fail, it comes again too: the engine dedupes the press.
+            await self._redeem(query.data or "", chat, spend=True)
+
+    async def _redeem(self, token: str, chat: bytes, *, spend: bool) -> str | None:
+        """The button's choice (``callbacks.redeem``): first only looked at (its statement
+        rolled back), then spent once the flows have handled the press."""
+        async with self.sessions() as session:
+            choice = await callbacks.redeem(
+                session, self.vault, token=token, chat_index=chat, now=self.clock()
+            )
+            await (session.commit() if spend else session.rollback())
+        return choice
 
     # --- outbound ------------------------------------------------------------------------
 
@@ -354,10 +386,20 @@ class Telegram:
                 log.info("messages not deleted", extra={"count": len(numbers[start:][:100])})
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """The database, or Telegram, could not be reached: every update fails alike for a while
+    (flows.engine.unreachable's test, and Telegram's network errors; a BadRequest is none)."""
+    if isinstance(exc, NetworkError | RetryAfter):
+        return not isinstance(exc, BadRequest)
+    if isinstance(exc, OperationalError | InterfaceError | TimeoutError | OSError):
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))
+
+
 async def _answer(query: CallbackQuery, text: str | None = None) -> None:
     """Stop the button's spinner. Its failure (a 5xx, "query is too old" after downtime) must
-    not fail the update: the token is already spent, so a redelivered update would be refused
-    and the press (the panic button, "I'm safe") lost."""
+    not fail the update: a query too old to answer stays too old, and the press (the panic
+    button, "I'm safe") must not be let go as poison over a spinner."""
     try:
         await query.answer(text)
     except TelegramError as exc:

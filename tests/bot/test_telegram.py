@@ -356,7 +356,7 @@ async def test_a_press_survives_a_failed_acknowledgement(
     api: TelegramStandIn, telegram: Telegram, inbox: list[Inbound]
 ) -> None:
     """answerCallbackQuery answering 502 (or "query is too old" after downtime) must not
-    cost the press: its single-use token is spent before the answer."""
+    cost the press: retrying cannot make an old query answerable."""
     question = Outbound("Are you safe?", choices=(Choice("yes", "Yes"), Choice("no", "No")))
     await telegram.send(Address("telegram", str(CHAT)), question)
     token = api.sent()[0]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
