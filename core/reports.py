@@ -17,11 +17,13 @@ from typing import Any
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import webhooks
 from core.crypto import Vault, seal
 from core.desk_reports import SEALED_KIND, TRIAGE_KEYS
 from core.media import MAX_BYTES, examine
 from core.messages import InboundAttachment
 from core.models import Defender, Evidence, Organisation, Report
+from core.outbox import enqueue_many
 from core.security import generate_code
 from core.text import file_name
 
@@ -107,7 +109,8 @@ async def file(
     body: dict[str, Any],
     now: datetime,
 ) -> Report:
-    """The report, sealed to the organisation key, and its evidence marked as filed."""
+    """The report, sealed to the organisation key, its evidence marked as filed, and a
+    ``report.filed`` event queued for each of the organisation's webhooks."""
     public = await org_key(session, defender.org_id)
     evidence = list(
         (
@@ -131,6 +134,10 @@ async def file(
     await session.execute(
         update(Evidence).where(Evidence.report_id == report_id).values(filed_at=now)
     )
+    # The desk's webhooks hear of it in this transaction: ids and times, nothing written.
+    hooks = await webhooks.endpoints(session, defender.org_id)
+    items = webhooks.report_items(report, hooks, handle=defender.handle)
+    await enqueue_many(session, vault, items, now=now)
     return report
 
 

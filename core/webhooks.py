@@ -14,7 +14,7 @@ import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import destinations, wakeup
 from core.crypto import Vault
 from core.messages import DeliveryError
-from core.models import Alert, OutboxMessage, OutboxState, Webhook
+from core.models import Alert, OutboxMessage, OutboxState, Priority, Report, Webhook
 from core.outbox import Item
 
 EVENTS = (
@@ -37,6 +37,9 @@ EVENTS = (
     "rollcall.closed",
 )
 TOLERANCE_S = 300  # receivers reject a timestamp further than this from their clock
+# A filed report is the defender's word to the desk, like a reply; an urgent one also raises
+# an alert, whose own events go at that alert's priority.
+REPORT_PRIORITY = Priority.P1
 
 
 def iso(at: datetime | None) -> str | None:
@@ -68,6 +71,29 @@ def body(event_type: str, alert: Alert, *, handle: str, event_id: str) -> bytes:
             "location_sealed": None if sealed is None else base64.b64encode(sealed).decode(),
         },
     }
+    return _dump(data)
+
+
+def report_body(report: Report, *, handle: str, event_id: str) -> bytes:
+    """The ``report.filed`` body: which report, when, by whom; ``alert`` is null. Nothing the
+    defender wrote or chose: the narrative and the type of act are sealed in the report (the
+    type of act also in the encrypted triage), for the desk to open with its own key."""
+    data = {
+        "event_id": event_id,
+        "type": "report.filed",
+        "dedup_key": f"report:{report.id}",
+        "org": str(report.org_id),
+        "alert": None,
+        "report": {
+            "id": str(report.id),
+            "defender": handle,
+            "filed_at": iso(report.created_at),
+        },
+    }
+    return _dump(data)
+
+
+def _dump(data: Mapping[str, object]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -169,6 +195,19 @@ def event_items(
         key = f"{stem}:{event_type}|webhook:{hook_id.hex}"
         item = Item("webhook", alert.priority, key, raw=raw, webhook_id=hook_id)
         items.append(replace(item, alert_id=alert.id, recipient="webhook"))
+    return items
+
+
+def report_items(report: Report, hooks: Iterable[uuid.UUID], *, handle: str) -> list[Item]:
+    """Outbox items for ``report.filed`` to each of the organisation's ``hooks``; the key
+    names the report, so filing it again queues nothing twice."""
+    items = []
+    for hook_id in hooks:
+        raw = report_body(report, handle=handle, event_id=uuid.uuid4().hex)
+        key = f"r:{report.id.hex}:report.filed|webhook:{hook_id.hex}"
+        items.append(
+            Item("webhook", REPORT_PRIORITY, key, raw=raw, webhook_id=hook_id, recipient="webhook")
+        )
     return items
 
 

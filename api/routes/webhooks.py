@@ -25,12 +25,13 @@ PRIVATE_URL = N_("a webhook URL must name a public address, not a private or loc
 NOT_DEAD = N_("only a delivery that was given up on can be replayed")
 
 RECEIVER = """
-Every event is a POST with a JSON body (`event_id`, `type`, `dedup_key`, `org`, `alert`) and the
-headers `Amparo-Event-Id` and `Amparo-Signature: t=<unix>,v1=<hex>[,v1=<hex>]`, where each v1 is
-HMAC-SHA256(secret, "<t>.<raw body>"). During a secret rotation the old secrets sign too (up
-to three v1 in all), so accept any v1 that matches. Reject a `t` more than 300 s from your
-clock and an event id seen before, taking the id from the signed body (the `Amparo-Event-Id`
-header is not signed: a replayed request could carry another):
+Every event is a POST with a JSON body (`event_id`, `type`, `dedup_key`, `org`, `alert`; a
+`report.filed` event also has `report`, below) and the headers `Amparo-Event-Id` and
+`Amparo-Signature: t=<unix>,v1=<hex>[,v1=<hex>]`, where each v1 is HMAC-SHA256(secret,
+"<t>.<raw body>"). During a secret rotation the old secrets sign too (up to three v1 in all),
+so accept any v1 that matches. Reject a `t` more than 300 s from your clock and an event id
+seen before, taking the id from the signed body (the `Amparo-Event-Id` header is not signed: a
+replayed request could carry another):
 
 ```python
 import hashlib, hmac, json, time
@@ -54,10 +55,16 @@ def accept(raw_body: bytes, headers: dict[str, str], secret: bytes) -> bool:
 
 Answer 2xx once the event is stored; anything else is retried with backoff. Acknowledge or
 resolve back with an API token: `POST /api/v1/alerts/by-dedup/{dedup_key}/acknowledge`.
-A `dedup_key` names one alert: the defender's next alert of the same kind has its own, and a
-reopened alert gets a new one, which its next events carry (`alert.id` stays the same). So a
-late retry about an earlier alert, or about this one before it was reopened, answers 409 and
-closes nothing: act with the `dedup_key` of the latest event about the alert.
+An alert event's `dedup_key` names one alert: the defender's next alert of the same kind has
+its own, and a reopened alert gets a new one, which its next events carry (`alert.id` stays the
+same). So a late retry about an earlier alert, or about this one before it was reopened,
+answers 409 and closes nothing: act with the `dedup_key` of the latest event about the alert.
+
+A `report.filed` event tells of an incident report a defender filed: its `alert` is null, its
+`dedup_key` is `report:<report id>` (not an alert's: there is nothing to acknowledge), and its
+`report` holds `id`, `defender` (the handle) and `filed_at`. It carries nothing the defender
+wrote or chose: open the report in the dashboard or with `amparo reports open`. Events about
+alerts have no `report`.
 """
 
 
