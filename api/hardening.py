@@ -1,6 +1,8 @@
 """Security headers with a CSP on every response, a cap on request bodies (R22), and no NUL
 character in a request's path, query or typed fields (PostgreSQL refuses it in text: each
-route would otherwise answer it with a 500 of its own, SQLite stores it)."""
+route would otherwise answer it with a 500 of its own, SQLite stores it). Telegram's updates are
+the exception: a defender's message holding a NUL is answered by the flows, which ask for it to
+be typed again (as when polling); a 400 would only make Telegram resend it, then drop it."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from core.i18n import gettext
 
 MAX_BODY = 256 * 1024  # the largest legitimate request is a key upload or a policy
 DOCS = ("/api/v1/docs", "/api/v1/docs/oauth2-redirect")  # development only; loads its own assets
+NUL_ANSWERED = ("/hooks/telegram",)  # bodies whose NUL the flows answer (amparo.inbound)
 
 
 # A NUL as typed in a form (%00) or in JSON (\u0000); raw in either. Not file uploads.
@@ -61,7 +64,7 @@ class Hardening:
             await _refuse(scope, send, 400)
             return
         kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        typed = kind in (_FORM, _JSON)
+        typed = kind in (_FORM, _JSON) and scope["path"] not in NUL_ANSWERED
         seen, refused, replaced, tail = 0, 0, False, b""
 
         async def limited_receive() -> Message:
