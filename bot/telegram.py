@@ -257,12 +257,26 @@ class Telegram:
         attachments = []
         for kind, file_id, mime, size, name in found:
             data = None
-            if fetch and size is not None and size <= MAX_BYTES:  # size first (R16)
-                # The file URL embeds the token: it is never logged (httpx stays at WARNING).
-                file = await self.bot.get_file(file_id)
-                data = bytes(await file.download_as_bytearray())
+            if fetch and (size is None or size <= MAX_BYTES):  # size first (R16)
+                data, size = await self._download(file_id, size)
             attachments.append(InboundAttachment(kind, mime, size or 0, data, name))
         return tuple(attachments)
+
+    async def _download(self, file_id: str, size: int | None) -> tuple[bytes | None, int | None]:
+        """(the file, or None if over MAX_BYTES; its size if known). The message does not
+        always say a file's size: getFile says it too, and refuses files over 20 MB."""
+        try:
+            file = await self.bot.get_file(file_id)
+        except BadRequest as exc:
+            if "too big" not in exc.message.lower():
+                raise
+            return None, size  # "file is too big": over 20 MB
+        size = file.file_size if file.file_size is not None else size
+        if size is not None and size > MAX_BYTES:
+            return None, size
+        # The file URL embeds the token: it is never logged (httpx stays at WARNING).
+        data = bytes(await file.download_as_bytearray())
+        return (data if len(data) <= MAX_BYTES else None), len(data)
 
     async def _from_defender(self, chat_id: int) -> bool:
         async with self.sessions() as session:
