@@ -57,6 +57,10 @@ log = logging.getLogger("amparo.telegram")
 UPDATES = ["message", "edited_message", "callback_query"]
 POISON_TRIES = 3
 STALLED_S = 1.0  # the first wait while the database is down (doubling up to 30 s)
+# How long a defender's file that Telegram fails to hand over (a 5xx, a flood wait) holds its
+# message back. Updates are taken in order, so everyone's wait behind it: past this, the
+# message goes on to the flows without the file, which ask for it again.
+FILE_PATIENCE_S = 120.0
 Clock = Callable[[], datetime]
 
 
@@ -99,11 +103,13 @@ class Telegram:
         # Polling: when getUpdates started failing (a revoked token, Telegram blocked
         # upstream): no defender's message arrives meanwhile; /healthz says so (R27).
         self.failing_since: float | None = None
+        self.stalled_since: float | None = None  # polling: an update waits on an outage
+        self._file_failing: dict[str, float] = {}  # file_id -> when fetching it first failed
 
     def inbound_down_s(self) -> float:
-        """How long no message could be fetched (0: it can)."""
-        since = self.failing_since
-        return 0.0 if since is None else time.monotonic() - since
+        """How long no message could be fetched, or handled for an outage (0: they can)."""
+        since = [t for t in (self.failing_since, self.stalled_since) if t is not None]
+        return 0.0 if not since else time.monotonic() - min(since)
 
     def chat_index(self, chat_id: str | int) -> bytes:
         return self.vault.blind_index(self.name, str(chat_id))
@@ -149,6 +155,8 @@ class Telegram:
                         # The database or Telegram is down: every update waits; none is let
                         # go as poison.
                         log.error("update not handled: unavailable; retrying")
+                        if self.stalled_since is None:
+                            self.stalled_since = time.monotonic()
                         await asyncio.sleep(stalled)
                         stalled = min(stalled * 2, 30.0)
                         break
@@ -164,6 +172,7 @@ class Telegram:
                         break
                 failures.pop(update.update_id, None)
                 offset, stalled = max(offset, update.update_id + 1), STALLED_S
+                self.stalled_since = None
 
     async def webhook(self, request: Request) -> Response:
         """The ``/hooks/telegram`` route: secret first, body after (SECURITY.md R1)."""
@@ -267,15 +276,25 @@ class Telegram:
         always say a file's size: getFile says it too, and refuses files over 20 MB."""
         try:
             file = await self.bot.get_file(file_id)
+            size = file.file_size if file.file_size is not None else size
+            if size is not None and size > MAX_BYTES:
+                return None, size
+            # The file URL embeds the token: it is never logged (httpx stays at WARNING).
+            data = bytes(await file.download_as_bytearray())
         except BadRequest as exc:
             if "too big" not in exc.message.lower():
                 raise
             return None, size  # "file is too big": over 20 MB
-        size = file.file_size if file.file_size is not None else size
-        if size is not None and size > MAX_BYTES:
+        except (NetworkError, RetryAfter):
+            first = self._file_failing.setdefault(file_id, time.monotonic())
+            while len(self._file_failing) > 1000:  # bounded: the oldest first
+                del self._file_failing[next(iter(self._file_failing))]
+            if time.monotonic() - first < FILE_PATIENCE_S:
+                raise  # a passing outage: the update comes again (``handle``)
+            self._file_failing.pop(file_id, None)
+            log.warning("file not fetched: the message goes on without it")
             return None, size
-        # The file URL embeds the token: it is never logged (httpx stays at WARNING).
-        data = bytes(await file.download_as_bytearray())
+        self._file_failing.pop(file_id, None)
         return (data if len(data) <= MAX_BYTES else None), len(data)
 
     async def _from_defender(self, chat_id: int) -> bool:

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from core import alerts, reports
+from core.media import MAX_BYTES
 from core.messages import Choice
 from core.models import AlertKind
 from core.text import BadText, clean, digits
@@ -207,6 +208,10 @@ async def evidence(ctx: Context) -> str:
             attachment=attachment,
             now=ctx.now,
         )
+        if row is None and attachment.data is None and attachment.size <= MAX_BYTES:
+            # Within the limit (or of unknown size), but the channel could not fetch it.
+            ctx.say(ctx._("I couldn't receive that file. Please send it again."))
+            continue
         if row is None:
             ctx.say(ctx._("I couldn't take that file: the limit is 20 MB."))
             continue

@@ -270,3 +270,26 @@ async def test_a_file_server_outage_is_answered_503_by_webhook(
     answers = [await post(client, update) for _ in range(POISON_TRIES + 2)]
     assert answers == [503] * (POISON_TRIES + 1) + [200]
     assert inbox[0].attachments[0].data == b"\xff\xd8evidence"
+
+
+async def test_a_file_that_never_comes_holds_nobody_back_for_long(
+    api: TelegramStandIn,
+    polling: Telegram,
+    inbox: list[Inbound],
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Updates are taken in order: a file Telegram keeps failing to hand over would hold back
+    every later message (a panic too). It waits FILE_PATIENCE_S, and /healthz sees the stall
+    meanwhile; then its message goes on without the file, and the rest follow."""
+    monkeypatch.setattr(module, "FILE_PATIENCE_S", 0.5)
+    await enrol(sessions, vault, CHAT)
+    api.fail_next("getFile", 502, "Bad Gateway", times=10_000)
+    api.send_photo(CHAT, b"\xff\xd8evidence", file_id="ev")
+    api.send_text(CHAT, "/sos")
+    await wait_for(lambda: polling.inbound_down_s() > 0)  # the stall shows
+    await wait_for(lambda: any(i.text == "/sos" for i in inbox))
+    photo = inbox[0].attachments[0]
+    assert (photo.kind, photo.data) == ("photo", None)  # gone on without it: asked again
+    assert polling.inbound_down_s() == 0.0

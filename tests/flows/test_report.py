@@ -189,6 +189,11 @@ async def test_it_refuses_a_file_over_the_limit_and_keeps_the_state(desk: Desk) 
     await alice.say(Pick("done"))
     huge = InboundAttachment("document", "application/pdf", 25 * 1024 * 1024, None)
     assert "the limit is 20 MB" in await alice.text(Event(attachments=(huge,)))
+    # Within the limit, but the channel could not fetch it (Telegram kept failing): not "too
+    # large", and the defender is asked to send it again.
+    lost = InboundAttachment("photo", "image/jpeg", 0, None)
+    said = await alice.text(Event(attachments=(lost,)))
+    assert "send it again" in said and "limit" not in said
     assert "May the desk share" in await alice.text(Pick("done"))
 
 
