@@ -122,8 +122,13 @@ async def perform_many(
                         base=msg,
                     )
                 items.append(item(stem, who, msg, alert))
+            # The external desk learns of an alert with "alert.triggered": the first desk
+            # step is that, whatever brought it (a missed check-in acknowledged before its
+            # desk step reaches the desk first at the ack timeout).
+            first = not desk_told(alert.kind, alert.step)
             alert.step, alert.state = step.step, step.state  # as the webhook body reports it
-            event_type, handle = step.desk_event or "alert.escalated", defender.handle
+            event_type = "alert.triggered" if first else step.desk_event or "alert.escalated"
+            handle = defender.handle
             hooked = webhooks.event_items(
                 alert, hooks[alert.org_id], handle=handle, event_type=event_type, stem=stem
             )

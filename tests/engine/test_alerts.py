@@ -226,3 +226,45 @@ async def test_it_forgets_the_location_when_the_alert_ends(world: World) -> None
     fresh = await alert_of(world)
     assert fresh is not None and fresh.state.value == "resolved"
     assert fresh.location_sealed is None
+
+
+async def _missed(world: World, sweep: Sweep, due: timedelta) -> None:
+    async with transaction(world.sessions) as s:
+        await checkins.arm_timer(s, defender=await world.defender(s), due_at=T0 + due, now=T0)
+    await sweep.run(T0 + due + 15 * MIN)  # T + grace: the alert opens (or is open already)
+
+
+async def test_a_missed_check_in_acknowledged_before_its_desk_step_reaches_the_desk_triggered(
+    world: World, sweep: Sweep
+) -> None:
+    """Found in review: a responder acknowledged a missed check-in before its desk step; at
+    the ack timeout the external desk's first event was "alert.escalated", for a dedup key it
+    had never seen. It learns of the alert with "alert.triggered", then all the rest."""
+    await _missed(world, sweep, 0 * MIN)
+    alert = await alert_of(world)
+    assert alert is not None and alert.step == 1
+    async with transaction(world.sessions) as s:
+        await alerts.acknowledge(
+            s,
+            world.vault,
+            alert=alert,
+            responder_id=world.responder_ids[0],
+            now=T0 + 20 * MIN,
+            via="desk",
+        )
+    await sweep.run(T0 + 80 * MIN)  # ack + 60 min: re-triggered, now at the desk
+    async with transaction(world.sessions) as s:
+        await alerts.acknowledge(
+            s, world.vault, alert=alert, responder_id=None, now=T0 + 81 * MIN, via="api"
+        )
+    async with transaction(world.sessions) as s:
+        await alerts.resolve(
+            s, world.vault, alert=alert, outcome="safe", actor="api", now=T0 + 82 * MIN
+        )
+    hooked = [m.body for m in await outbox(world) if m.body]
+    assert [b["type"] for b in hooked] == [
+        "alert.triggered",
+        "alert.acknowledged",
+        "alert.resolved",
+    ]
+    assert {b["dedup_key"] for b in hooked} == {alert.dedup_key}
