@@ -268,3 +268,19 @@ async def test_a_missed_check_in_acknowledged_before_its_desk_step_reaches_the_d
         "alert.resolved",
     ]
     assert {b["dedup_key"] for b in hooked} == {alert.dedup_key}
+
+
+async def test_a_further_missed_check_in_is_on_the_open_alerts_timeline(
+    world: World, sweep: Sweep
+) -> None:
+    """Found in review: a second deadline missed while the missed check-in alert was open
+    was folded into it silently; the desk sees the defender missed again."""
+    await _missed(world, sweep, 0 * MIN)
+    alert = await alert_of(world)
+    assert alert is not None
+    await _missed(world, sweep, 60 * MIN)
+    await _missed(world, sweep, 120 * MIN)
+    fresh = await alert_of(world)
+    assert fresh is not None and fresh.id == alert.id and fresh.state is AlertState.triggered
+    kinds = [e.kind for e in await timeline(world, alert.id)]
+    assert kinds.count("triggered") == 1 and kinds.count("missed_again") == 2
