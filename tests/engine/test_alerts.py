@@ -284,3 +284,46 @@ async def test_a_further_missed_check_in_is_on_the_open_alerts_timeline(
     assert fresh is not None and fresh.id == alert.id and fresh.state is AlertState.triggered
     kinds = [e.kind for e in await timeline(world, alert.id)]
     assert kinds.count("triggered") == 1 and kinds.count("missed_again") == 2
+
+
+async def test_an_endpoint_added_while_an_alert_is_open_hears_of_it_triggered_first(
+    world: World, sweep: Sweep
+) -> None:
+    """Found in review: an endpoint added after an alert reached the desk got that alert's
+    "alert.escalated" (then its acknowledgement and end) for a dedup key it had never seen.
+    It hears of the alert with "alert.triggered" first; one added later still, of nothing
+    but events about alerts it knows."""
+    alert = await raise_(world, AlertKind.panic)
+    (first,) = [m.key.split("|webhook:")[1] for m in await outbox(world) if m.body]
+
+    async def endpoint() -> str:
+        async with transaction(world.sessions) as s:
+            hook, _secret = await webhooks.add(
+                s, world.vault, org_id=world.org_id, url="http://desk.invalid/other"
+            )
+        return hook.id.hex
+
+    second = await endpoint()
+    await sweep.run(T0 + 15 * MIN)  # the repeat
+    async with transaction(world.sessions) as s:
+        await alerts.acknowledge(
+            s, world.vault, alert=alert, responder_id=None, now=T0 + 16 * MIN, via="api"
+        )
+    third = await endpoint()
+    async with transaction(world.sessions) as s:
+        await alerts.resolve(
+            s, world.vault, alert=alert, outcome="safe", actor="api", now=T0 + 17 * MIN
+        )
+    heard: dict[str, list[str]] = {}
+    for m in await outbox(world):
+        if m.body is not None:
+            assert m.body["dedup_key"] == alert.dedup_key
+            heard.setdefault(m.key.split("|webhook:")[1], []).append(m.body["type"])
+    assert heard[first] == [
+        "alert.triggered",
+        "alert.escalated",
+        "alert.acknowledged",
+        "alert.resolved",
+    ]
+    assert heard[second] == ["alert.triggered", "alert.acknowledged", "alert.resolved"]
+    assert third not in heard
