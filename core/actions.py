@@ -90,6 +90,11 @@ async def perform_many(
     orgs = {a.org_id for a, _d in wants[Act.notify_desk]}
     desks = {org: await recipients.desk(session, org) for org in orgs}
     hooks = {org: await webhooks.endpoints(session, org) for org in orgs}
+    # The endpoints each alert the desk was told of before reached (one query for the batch).
+    heard: dict[uuid.UUID, set[uuid.UUID]] = {}
+    told_before = [a.id for a, _d in wants[Act.notify_desk] if desk_told(a.kind, a.step)]
+    for alert_id, hook_id in await webhooks.introduced(session, told_before):
+        heard.setdefault(alert_id, set()).add(hook_id)
     items: list[Item] = []
     for alert, defender, step in steps:
         stem = f"a:{alert.id.hex}:{step.step}"
@@ -122,10 +127,19 @@ async def perform_many(
                         base=msg,
                     )
                 items.append(item(stem, who, msg, alert))
+            # The external desk learns of an alert with "alert.triggered": the first desk
+            # step is that, whatever brought it (a missed check-in acknowledged before its
+            # desk step reaches the desk first at the ack timeout).
+            first = not desk_told(alert.kind, alert.step)
             alert.step, alert.state = step.step, step.state  # as the webhook body reports it
-            event_type, handle = step.desk_event or "alert.escalated", defender.handle
+            event_type = "alert.triggered" if first else step.desk_event or "alert.escalated"
             hooked = webhooks.event_items(
-                alert, hooks[alert.org_id], handle=handle, event_type=event_type, stem=stem
+                alert,
+                hooks[alert.org_id],
+                handle=defender.handle,
+                event_type=event_type,
+                stem=stem,
+                known=None if first else heard.get(alert.id, set()),
             )
             items.extend(hooked)
             told.update(responders=len(people), webhooks=len(hooked))
@@ -328,7 +342,12 @@ async def closing(
         hooks = await webhooks.endpoints(session, alert.org_id)
         items.extend(
             webhooks.event_items(
-                alert, hooks, handle=defender.handle, event_type="alert.resolved", stem=stem
+                alert,
+                hooks,
+                handle=defender.handle,
+                event_type="alert.resolved",
+                stem=stem,
+                known=await _known(session, alert),
             )
         )
     await enqueue_many(session, vault, items, now=now)
@@ -344,10 +363,16 @@ async def webhook_event(
 ) -> None:
     stem = f"a:{alert.id.hex}:v{alert.version}"
     hooks = await webhooks.endpoints(session, alert.org_id)
+    known = await _known(session, alert)
     items = webhooks.event_items(
-        alert, hooks, handle=defender.handle, event_type=event_type, stem=stem
+        alert, hooks, handle=defender.handle, event_type=event_type, stem=stem, known=known
     )
     await enqueue_many(session, vault, items, now=now)
+
+
+async def _known(session: AsyncSession, alert: Alert) -> set[uuid.UUID]:
+    """The endpoints that heard of this alert (its ``alert.triggered`` was queued to them)."""
+    return {hook_id for _a, hook_id in await webhooks.introduced(session, [alert.id])}
 
 
 def policy(alert: Alert) -> Policy:

@@ -110,6 +110,7 @@ async def raise_many(
     new = [d for d in people.values() if d.id not in found]
     if found and kind in (AlertKind.panic, AlertKind.duress):
         await _raised_again(session, vault, list(found.values()), people, now)
+    _missed_again(session, kind, found.values(), now)
     if not new:
         return found
     policies = await policies_for(session, new)
@@ -125,6 +126,7 @@ async def raise_many(
         existing = await open_alert(session, dedup_key(new[0].id, kind))
         if existing is None:
             raise
+        _missed_again(session, kind, [existing], now)
         return {**found, new[0].id: existing}
     actor = "engine" if kind is AlertKind.missed_checkin else "defender"
     session.add_all(
@@ -165,6 +167,15 @@ async def _raised_again(
         if step is not None:
             steps.append((alert, people[alert.defender_id], replace(step, reason="raised_again")))
     await actions.perform_many(session, vault, steps, now=now)
+
+
+def _missed_again(
+    session: AsyncSession, kind: AlertKind, again: Iterable[Alert], now: datetime
+) -> None:
+    """A further deadline missed while the defender's missed check-in alert is open: folded
+    into that alert (one open alert per kind), and on its timeline for the desk to see."""
+    if kind is AlertKind.missed_checkin:
+        session.add_all(actions.event(alert, "missed_again", now) for alert in again)
 
 
 def _alert(defender: Defender, kind: AlertKind, policy: Policy, now: datetime) -> Alert:

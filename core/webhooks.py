@@ -14,7 +14,7 @@ import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -185,14 +185,48 @@ async def endpoints(session: AsyncSession, org_id: uuid.UUID) -> list[uuid.UUID]
     return [hook_id for (hook_id,) in await session.execute(stmt.order_by(Webhook.id))]
 
 
+TRIGGERED = "alert.triggered"
+
+
+async def introduced(
+    session: AsyncSession, alert_ids: Collection[uuid.UUID]
+) -> set[tuple[uuid.UUID, uuid.UUID]]:
+    """The (alert, endpoint) pairs an ``alert.triggered`` was queued for, in one query: an
+    open alert's outbox rows are all kept (core.retention)."""
+    if not alert_ids:
+        return set()
+    stmt = select(OutboxMessage.alert_id, OutboxMessage.webhook_id).where(
+        OutboxMessage.alert_id.in_(list(alert_ids)),
+        OutboxMessage.webhook_id.is_not(None),
+        OutboxMessage.idempotency_key.like(f"%:{TRIGGERED}|webhook:%"),
+    )
+    return {(a, h) for a, h in await session.execute(stmt) if a is not None and h is not None}
+
+
 def event_items(
-    alert: Alert, hooks: Iterable[uuid.UUID], *, handle: str, event_type: str, stem: str
+    alert: Alert,
+    hooks: Iterable[uuid.UUID],
+    *,
+    handle: str,
+    event_type: str,
+    stem: str,
+    known: Container[uuid.UUID] | None = None,
 ) -> list[Item]:
-    """Outbox items for ``event_type`` to each of the organisation's ``hooks``."""
+    """Outbox items for ``event_type`` to each of the organisation's ``hooks``.
+
+    An external desk learns of an alert with ``alert.triggered`` first. ``known``: the
+    endpoints that were told (``introduced``; None: all of them). Another one, added since,
+    gets ``alert.triggered`` in place of a later event (the body says where the alert
+    stands), and nothing of the end of an alert it never heard of."""
     items = []
     for hook_id in hooks:
-        raw = body(event_type, alert, handle=handle, event_id=uuid.uuid4().hex)
-        key = f"{stem}:{event_type}|webhook:{hook_id.hex}"
+        kind = event_type
+        if known is not None and hook_id not in known:
+            if event_type == "alert.resolved":
+                continue
+            kind = TRIGGERED
+        raw = body(kind, alert, handle=handle, event_id=uuid.uuid4().hex)
+        key = f"{stem}:{kind}|webhook:{hook_id.hex}"
         item = Item("webhook", alert.priority, key, raw=raw, webhook_id=hook_id)
         items.append(replace(item, alert_id=alert.id, recipient="webhook"))
     return items

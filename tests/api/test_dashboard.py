@@ -18,7 +18,7 @@ from api.dashboard import CSRF_COOKIE, LOGIN_COOKIE
 from api.deps import COOKIE
 from api.pages import STATIC
 from api.routes import PREFIX
-from core import defenders
+from core import actions, defenders
 from core.db import transaction
 from core.defenders import code_index
 from core.models import (
@@ -426,3 +426,17 @@ def test_no_page_lives_under_the_api_prefix() -> None:
     could be shadowed by an API route."""
     paths = [route.path for module in PAGES for route in module.router.routes]  # type: ignore[attr-defined]
     assert paths and not [p for p in paths if p.startswith(PREFIX)]
+
+
+async def test_the_timeline_names_a_further_missed_check_in(desk: Desk) -> None:
+    """A deadline missed while the missed check-in alert is open (core.alerts) is a line of
+    its own on the timeline, in the responder's words."""
+    assert desk.a.alert is not None
+    async with transaction(desk.sessions) as s:
+        alert = await s.get(Alert, desk.a.alert.id)
+        assert alert is not None
+        s.add(actions.event(alert, "missed_again", datetime.now(UTC)))
+    async with browser(desk, desk.a, "responder") as (c, _csrf):
+        page = await c.get(f"/alerts/{desk.a.alert.id}")
+    assert 'data-event="missed_again"' in page.text
+    assert "The defender missed another check-in" in page.text

@@ -226,3 +226,104 @@ async def test_it_forgets_the_location_when_the_alert_ends(world: World) -> None
     fresh = await alert_of(world)
     assert fresh is not None and fresh.state.value == "resolved"
     assert fresh.location_sealed is None
+
+
+async def _missed(world: World, sweep: Sweep, due: timedelta) -> None:
+    async with transaction(world.sessions) as s:
+        await checkins.arm_timer(s, defender=await world.defender(s), due_at=T0 + due, now=T0)
+    await sweep.run(T0 + due + 15 * MIN)  # T + grace: the alert opens (or is open already)
+
+
+async def test_a_missed_check_in_acknowledged_before_its_desk_step_reaches_the_desk_triggered(
+    world: World, sweep: Sweep
+) -> None:
+    """Found in review: a responder acknowledged a missed check-in before its desk step; at
+    the ack timeout the external desk's first event was "alert.escalated", for a dedup key it
+    had never seen. It learns of the alert with "alert.triggered", then all the rest."""
+    await _missed(world, sweep, 0 * MIN)
+    alert = await alert_of(world)
+    assert alert is not None and alert.step == 1
+    async with transaction(world.sessions) as s:
+        await alerts.acknowledge(
+            s,
+            world.vault,
+            alert=alert,
+            responder_id=world.responder_ids[0],
+            now=T0 + 20 * MIN,
+            via="desk",
+        )
+    await sweep.run(T0 + 80 * MIN)  # ack + 60 min: re-triggered, now at the desk
+    async with transaction(world.sessions) as s:
+        await alerts.acknowledge(
+            s, world.vault, alert=alert, responder_id=None, now=T0 + 81 * MIN, via="api"
+        )
+    async with transaction(world.sessions) as s:
+        await alerts.resolve(
+            s, world.vault, alert=alert, outcome="safe", actor="api", now=T0 + 82 * MIN
+        )
+    hooked = [m.body for m in await outbox(world) if m.body]
+    assert [b["type"] for b in hooked] == [
+        "alert.triggered",
+        "alert.acknowledged",
+        "alert.resolved",
+    ]
+    assert {b["dedup_key"] for b in hooked} == {alert.dedup_key}
+
+
+async def test_a_further_missed_check_in_is_on_the_open_alerts_timeline(
+    world: World, sweep: Sweep
+) -> None:
+    """Found in review: a second deadline missed while the missed check-in alert was open
+    was folded into it silently; the desk sees the defender missed again."""
+    await _missed(world, sweep, 0 * MIN)
+    alert = await alert_of(world)
+    assert alert is not None
+    await _missed(world, sweep, 60 * MIN)
+    await _missed(world, sweep, 120 * MIN)
+    fresh = await alert_of(world)
+    assert fresh is not None and fresh.id == alert.id and fresh.state is AlertState.triggered
+    kinds = [e.kind for e in await timeline(world, alert.id)]
+    assert kinds.count("triggered") == 1 and kinds.count("missed_again") == 2
+
+
+async def test_an_endpoint_added_while_an_alert_is_open_hears_of_it_triggered_first(
+    world: World, sweep: Sweep
+) -> None:
+    """Found in review: an endpoint added after an alert reached the desk got that alert's
+    "alert.escalated" (then its acknowledgement and end) for a dedup key it had never seen.
+    It hears of the alert with "alert.triggered" first; one added later still, of nothing
+    but events about alerts it knows."""
+    alert = await raise_(world, AlertKind.panic)
+    (first,) = [m.key.split("|webhook:")[1] for m in await outbox(world) if m.body]
+
+    async def endpoint() -> str:
+        async with transaction(world.sessions) as s:
+            hook, _secret = await webhooks.add(
+                s, world.vault, org_id=world.org_id, url="http://desk.invalid/other"
+            )
+        return hook.id.hex
+
+    second = await endpoint()
+    await sweep.run(T0 + 15 * MIN)  # the repeat
+    async with transaction(world.sessions) as s:
+        await alerts.acknowledge(
+            s, world.vault, alert=alert, responder_id=None, now=T0 + 16 * MIN, via="api"
+        )
+    third = await endpoint()
+    async with transaction(world.sessions) as s:
+        await alerts.resolve(
+            s, world.vault, alert=alert, outcome="safe", actor="api", now=T0 + 17 * MIN
+        )
+    heard: dict[str, list[str]] = {}
+    for m in await outbox(world):
+        if m.body is not None:
+            assert m.body["dedup_key"] == alert.dedup_key
+            heard.setdefault(m.key.split("|webhook:")[1], []).append(m.body["type"])
+    assert heard[first] == [
+        "alert.triggered",
+        "alert.escalated",
+        "alert.acknowledged",
+        "alert.resolved",
+    ]
+    assert heard[second] == ["alert.triggered", "alert.acknowledged", "alert.resolved"]
+    assert third not in heard
