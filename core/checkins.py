@@ -220,15 +220,17 @@ async def resume(session: AsyncSession, *, defender: Defender, now: datetime) ->
 
 async def move_zone(session: AsyncSession, *, defender: Defender, now: datetime) -> None:
     """The defender's zone changed (``defender.timezone`` already set): an armed routine not
-    yet due moves to the next occurrence of its local time in the new zone, earlier or later.
-    A deadline already passed (reminded, or due and not swept yet) keeps its course, since
-    moving it could postpone an escalation; the occurrence after it is in the new zone."""
+    yet due moves to the next occurrence of its local time in the new zone if that comes
+    sooner. Never later: a settings change (made by whoever holds the phone) must not put off
+    a deadline, and a deadline already passed (reminded, or due and not swept yet) keeps its
+    course. The occurrences after it are in the new zone; the flow tells the defender when
+    the next one is due."""
     policy = await alerts.policy_for(session, defender)
     for row in await _rows(session, defender, (CheckInState.armed,)):
         if row.kind is not CheckInKind.routine or row.due_at <= now:
             continue
         due = _routine_due(defender, row, now)
-        if due is not None and due != row.due_at:
+        if due is not None and due < row.due_at:
             _arm(session, row, due, now, policy)
 
 

@@ -57,6 +57,13 @@ async def zone(ctx: Context) -> str:
     await checkins.move_zone(ctx.session, defender=ctx.defender, now=ctx.now)
     local = format_when(ctx.now, now=ctx.now, zone_name=found, locale=ctx.locale)
     ctx.say(ctx._("Time zone set: it is {time} there now.").format(time=local))
+    due = await checkins.next_due(ctx.session, defender=ctx.defender)
+    if due is not None:  # a routine moves sooner, never later: say when, in the new zone
+        ctx.say(
+            ctx._("Your next check-in is due {when} ({relative}).").format(
+                when=ctx.when(due), relative=ctx.in_(due)
+            )
+        )
     return _next(ctx, "contacts")
 
 

@@ -131,11 +131,15 @@ async def test_it_moves_a_routine_to_the_new_zone_unless_its_deadline_passed(
     assert await alert_of(world) is not None
     row = await only_row(world)  # the occurrence after it is in the new zone
     assert (row.state, row.due_at) == (CheckInState.armed, bogota)
-    async with transaction(world.sessions) as s:  # not due yet: moved later too
+    async with transaction(world.sessions) as s:  # not due yet, but never put off
         d = await world.defender(s)
         d.timezone = "Europe/Madrid"
         await checkins.move_zone(s, defender=d, now=madrid + 20 * MIN)
-    assert (await only_row(world)).due_at == madrid + DAY
+    assert (await only_row(world)).due_at == bogota  # not madrid + DAY, 18 hours later
+    await sweep.run(bogota)
+    await sweep.run(bogota + 15 * MIN)
+    row = await only_row(world)  # and the occurrence after it is Madrid's 20:00
+    assert (row.state, row.due_at) == (CheckInState.armed, madrid + DAY)
 
 
 async def test_it_never_lengthens_the_grace_of_a_deadline_not_swept_yet(
