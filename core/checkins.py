@@ -38,7 +38,7 @@ async def _rows(
     stmt = (
         select(CheckIn)
         .where(CheckIn.defender_id == defender.id, CheckIn.state.in_(states))
-        .order_by(CheckIn.due_at)
+        .order_by(CheckIn.due_at, CheckIn.id)  # the lock order follow_policy keeps too
         .execution_options(populate_existing=True)
     )
     return list((await session.execute(locked(stmt, session))).scalars())
@@ -269,6 +269,9 @@ async def follow_policy(
         select(CheckIn, Defender)
         .join(Defender, Defender.id == CheckIn.defender_id)
         .where(*where)
+        # Each defender's rows locked in the order ``_rows`` locks them (PostgreSQL): a
+        # check-in at the same moment waits, it does not deadlock.
+        .order_by(CheckIn.defender_id, CheckIn.due_at, CheckIn.id)
         .execution_options(populate_existing=True)
     )
     found = list(await session.execute(locked(stmt, session, of=CheckIn.__table__)))
