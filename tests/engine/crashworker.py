@@ -1,15 +1,21 @@
 """A worker process for the crash and concurrency tests: the real engine, a logging channel.
 
 python -m tests.engine.crashworker DB_URL KEY_FILE LOG_FILE
-Each delivery appends one line "address<TAB>text" to LOG_FILE with a single write(2), so a
-SIGKILL never leaves half a line, and a line is never lost once send() has returned.
+Each delivery appends one line "key<TAB>address<TAB>text" to LOG_FILE with a single write(2),
+so a SIGKILL never leaves half a line, and a line is never lost once send() has returned. The
+key is the idempotency key of the outbox row being sent (a channel is not told it: the
+dispatcher's send_one is wrapped to hand it over), so a repeat can be told from a duplicate;
+the text is JSON (one line whatever it holds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+from contextvars import ContextVar
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +24,21 @@ from amparo.worker import run_engine
 from core.config import Settings
 from core.crypto import Vault, load_keyring
 from core.db import create_engine, sessionmaker
+from core.delivery import Attempt
+from core.dispatch import Dispatcher, Job
 from core.messages import Address, Delivered, Inbox, Outbound
+
+SENDING: ContextVar[str] = ContextVar("sending", default="?")  # the key of the row this task sends
+_send_one = Dispatcher.send_one
+
+
+async def send_one(self: Dispatcher, job: Job, now: datetime, delay: float = 0.0) -> Attempt:
+    """Each send runs in a task of its own: the key set here is seen by that send alone."""
+    SENDING.set(job.row.idempotency_key if job.row is not None else "?")
+    return await _send_one(self, job, now, delay)
+
+
+Dispatcher.send_one = send_one  # type: ignore[method-assign]
 
 
 class LoggingChannel:
@@ -31,7 +51,8 @@ class LoggingChannel:
         await asyncio.Event().wait()
 
     async def send(self, to: Address, message: Outbound) -> Delivered:
-        os.write(self.fd, f"{to.value}\t{message.text}\n".encode())
+        line = f"{SENDING.get()}\t{to.value}\t{json.dumps(message.text)}\n"
+        os.write(self.fd, line.encode())
         return Delivered()
 
 
@@ -39,7 +60,9 @@ async def main(db_url: str, key_file: str, log_file: str) -> None:
     engine = create_engine(db_url)
     rt = Runtime(Settings(), engine, sessionmaker(engine), Vault(load_keyring(Path(key_file))))
     channels = {"standin": LoggingChannel(log_file)}
-    await run_engine(rt, channels, interval_s=0.25, lease_s=1.0, send_lease_s=2.0)  # type: ignore[dict-item]
+    # A send lease long enough that a live worker's pass never outlives it, even on a slow
+    # machine: the test counts any repeat of a row no dead worker held as a fault.
+    await run_engine(rt, channels, interval_s=0.25, lease_s=1.0, send_lease_s=4.0)  # type: ignore[dict-item]
 
 
 if __name__ == "__main__":
