@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import signal
 import subprocess
@@ -362,7 +363,10 @@ async def test_it_loses_nothing_when_a_worker_is_killed_mid_spike(
     Then one worker finishes the spike, and nothing was lost or done twice."""
     await population(sessions, vault)
     log = tmp_path / "deliveries.log"
-    seed = random.randrange(2**32)
+    # A fixed seed by default (a failure replays); AMPARO_CRASH_SEED=random, or a number,
+    # explores other kill points.
+    chosen = os.environ.get("AMPARO_CRASH_SEED", "4")
+    seed = random.randrange(2**32) if chosen == "random" else int(chosen)
     rng = random.Random(seed)
     story.info("seed %d (a failure shows each kill below)", seed)
     states = [await snapshot(sessions, log)]  # before the spike, then after each kill
