@@ -11,12 +11,17 @@ rather than tried again or elsewhere (``overtaken``): the all-clear is already q
 Discreet mode: a sensitive message delivered to a defender who turned discreet mode on queues,
 in the same transaction, its own deletion (``del:<key>``), due after the defender's delay
 (setting ``discreet_delay_s``, 10 minutes by default, always before Telegram's 48-hour limit).
-A deletion that fails for good is dropped: it never falls back, blocks or escalates anything.
+A deletion never falls back, blocks or escalates anything. It is retried with its backoff
+capped so that its last attempt comes before the limit (``LAST_DELETION``). R12's alarm: one
+not done by 47 h after the message was sent (still failing, given up, or refused by the
+channel as too old, ``NOT_DELETED``) is written on the defender's open alerts' timelines
+(``delivery_dead``, reason ``not_deleted``) and logged for the operator (``not_deleted``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import uuid
 from collections.abc import Callable, Mapping
@@ -57,6 +62,14 @@ PATIENCE_S = {0: 60.0, 1: 300.0, 2: 900.0, 3: 3600.0}  # longer waits try anothe
 DELETION = "del:"  # the key prefix of discreet mode's delayed deletions
 DISCREET_DELAY_S = 600.0  # the default delay before the bot's sensitive messages go
 MAX_DISCREET_DELAY_S = 47 * 3600.0  # Telegram refuses to delete messages older than 48 h
+# From the message's delivery (its deletion row's creation): the desk is told of a deletion
+# not done by DELETION_ALARM (R12), and no retry is scheduled after LAST_DELETION.
+DELETION_ALARM = timedelta(hours=47)
+LAST_DELETION = timedelta(hours=47, minutes=45)
+# A channel's refusal to delete a message (Telegram: older than 48 h): it stays on the phone.
+NOT_DELETED = "too old to delete"
+
+log = logging.getLogger("amparo.delivery")
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,8 @@ async def record(
         elif attempt.outcome == "permanent" and is_deletion(row):
             row.state = OutboxState.failed  # the chat is gone or blocked: nothing to delete
             row.shred("payload_enc")
+            if attempt.error == NOT_DELETED:  # the message stays on the defender's phone
+                await not_deleted(session, row, now)
         elif attempt.outcome == "permanent":
             row.state = OutboxState.failed
             await block(session, row, now)
@@ -216,8 +231,32 @@ async def delete_later(
         now=now,
         recipient=row.recipient,
     )
-    if queued is not None:
+    if queued is not None:  # its creation: when the message was sent, for the 48-hour limit
+        queued.created_at = now
         queued.next_attempt_at = now + seconds(discreet_delay(vault, defender))
+
+
+async def not_deleted(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:
+    """R12's alarm: ``row`` (a discreet deletion) is not done by 47 h after the message was
+    sent, or never will be. The desk reads it once on each of the defender's open alerts
+    (``delivery_dead``, reason ``not_deleted``); the operator in the log."""
+    log.warning("discreet deletion not done", extra={"outbox": str(row.id)})
+    address = None if row.address_id is None else await session.get(ChannelAddress, row.address_id)
+    if address is None or address.defender_id is None:
+        return
+    stmt = select(Alert.id).where(
+        Alert.defender_id == address.defender_id, Alert.state != AlertState.resolved
+    )
+    open_ids = list((await session.execute(stmt.order_by(Alert.id))).scalars())
+    told = select(AlertEvent.alert_id, AlertEvent.detail).where(
+        AlertEvent.alert_id.in_(open_ids), AlertEvent.kind == "delivery_dead"
+    )
+    done = {a for a, d in (await session.execute(told)).all() if d.get("outbox") == str(row.id)}
+    detail = {"outbox": str(row.id), "recipient": row.recipient, "channel": row.channel}
+    detail["reason"] = "not_deleted"
+    for alert_id in open_ids:
+        if alert_id not in done:
+            session.add(_event(alert_id, "delivery_dead", now, detail))
 
 
 async def retry(
@@ -229,13 +268,21 @@ async def retry(
     rng: Callable[[], float],
 ) -> None:
     limit = WEBHOOK_ATTEMPTS if row.webhook_id is not None else MAX_ATTEMPTS
-    if is_deletion(row):  # a deletion never falls back nor escalates: retried, then dropped
-        if row.attempts >= limit:
+    if is_deletion(row):  # never falls back nor escalates: retried, then dropped (R12 alarm)
+        latest = row.created_at + LAST_DELETION
+        if row.attempts >= limit or now >= latest:
             row.state = OutboxState.dead
             row.shred("payload_enc")
+            await not_deleted(session, row, now)
+            return
+        then = now + seconds(attempt.retry_after or backoff(row, rng))
+        # Tried once more at the alarm's hour if still failing, and never after ``latest``.
+        alarm = row.created_at + DELETION_ALARM
+        row.state, row.next_attempt_at = OutboxState.pending, min(then, latest)
+        if now < alarm:
+            row.next_attempt_at = min(row.next_attempt_at, alarm)
         else:
-            wait = attempt.retry_after or backoff(row, rng)
-            row.state, row.next_attempt_at = OutboxState.pending, now + seconds(wait)
+            await not_deleted(session, row, now)
         return
     if given_up(row, now):
         row.state = OutboxState.dead
