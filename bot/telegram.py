@@ -39,7 +39,7 @@ from bot.telegram_render import (
 )
 from core import callbacks, defenders
 from core.crypto import Vault
-from core.delivery import NOT_DELETED
+from core.discreet import NOT_DELETED
 from core.i18n import gettext, negotiate
 from core.media import MAX_BYTES
 from core.messages import (
@@ -381,7 +381,7 @@ class Telegram:
 
     async def _delete(self, chat_id: str, ids: tuple[str, ...]) -> None:
         """Already gone is done; too old to delete (48 h) is refused for good: the messages
-        stay on the phone, and the engine tells the desk (core.delivery.NOT_DELETED)."""
+        stay on the phone, and the engine tells the desk (core.discreet.NOT_DELETED)."""
         numbers = [int(i) for i in ids]
         kept = 0
         for start in range(0, len(numbers), 100):  # deleteMessages takes up to 100

@@ -17,7 +17,7 @@ from bot.telegram import POISON_TRIES, Telegram, split_text
 from core.crypto import Vault, generate_org_keypair
 from core.db import transaction
 from core.defenders import new_address
-from core.delivery import NOT_DELETED
+from core.discreet import NOT_DELETED
 from core.messages import (
     Address,
     Attachment,

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core import alerts
 from core.crypto import Vault
 from core.db import transaction
-from core.delivery import NOT_DELETED
+from core.discreet import NOT_DELETED
 from core.messages import DeliveryError, Outbound
 from core.models import AlertEvent, AlertKind, OutboxState
 from tests.engine.conftest import T0, World
