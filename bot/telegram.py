@@ -39,11 +39,13 @@ from bot.telegram_render import (
 )
 from core import callbacks, defenders
 from core.crypto import Vault
+from core.discreet import NOT_DELETED
 from core.i18n import gettext, negotiate
 from core.media import MAX_BYTES
 from core.messages import (
     Address,
     Delivered,
+    DeliveryError,
     Inbound,
     InboundAttachment,
     Inbox,
@@ -411,12 +413,24 @@ class Telegram:
         return markup(message, tokens)
 
     async def _delete(self, chat_id: str, ids: tuple[str, ...]) -> None:
+        """Already gone is done; too old to delete (48 h) is refused for good: the messages
+        stay on the phone, and the engine tells the desk (core.discreet.NOT_DELETED)."""
         numbers = [int(i) for i in ids]
+        kept = 0
         for start in range(0, len(numbers), 100):  # deleteMessages takes up to 100
+            batch = numbers[start : start + 100]
             try:
-                await self.bot.delete_messages(chat_id, numbers[start : start + 100])
-            except BadRequest:  # already gone, or too old to delete: retrying cannot help
-                log.info("messages not deleted", extra={"count": len(numbers[start:][:100])})
+                await self.bot.delete_messages(chat_id, batch)
+            except BadRequest as exc:
+                if "not found" in exc.message.lower():  # the person deleted them already
+                    log.info("messages already deleted", extra={"count": len(batch)})
+                elif "can't be deleted" in exc.message.lower():  # the rest may still go
+                    kept += len(batch)
+                else:
+                    raise
+        if kept:
+            log.warning("messages too old to delete", extra={"count": kept})
+            raise DeliveryError(NOT_DELETED, permanent=True)
 
 
 def _unreachable(exc: BaseException) -> bool:

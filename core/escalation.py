@@ -96,7 +96,7 @@ def checkin_step(
     if state is CheckInState.armed and now < miss_at:
         return CheckInStep((Act.remind,), CheckInState.reminded, due_at, miss_at)
     # A reminded check-in comes due at the end of its grace, or sooner when the defender cannot
-    # get the reminder (core.delivery.miss_sooner): either way, it is missed now.
+    # get the reminder (core.fallback.miss_sooner): either way, it is missed now.
     if state is CheckInState.reminded or (state is CheckInState.armed and now >= miss_at):
         acts = (Act.open_alert,)  # which reminds the defender again
         if kind is CheckInKind.routine and next_due is not None:

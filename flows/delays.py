@@ -22,7 +22,7 @@ from flows.context import END, Context
 # from the channel (bot/signal.py), the safe side for a seized phone.
 EXPIRY_KEY, EXPIRY_DEFAULT_S = "signal_expiry_s", 24 * 3600
 EXPIRIES = {"1h": 3600, "1d": 24 * 3600, "1w": 7 * 24 * 3600}
-DELAY_KEY = "discreet_delay_s"  # core.delivery reads it (10 minutes when unset)
+DELAY_KEY = "discreet_delay_s"  # core.discreet reads it (10 minutes when unset)
 DELAYS = {"1m": 60, "10m": 10 * 60, "1h": 3600, "12h": 12 * 3600}
 
 

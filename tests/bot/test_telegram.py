@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from bot.telegram import POISON_TRIES, Telegram, split_text
 from core.crypto import Vault, generate_org_keypair
 from core.db import transaction
 from core.defenders import new_address
+from core.discreet import NOT_DELETED
 from core.messages import (
     Address,
     Attachment,
@@ -230,6 +232,28 @@ async def test_it_deletes_messages_on_instruction(
     await telegram.send(to, Outbound("", delete_message_ids=("5",)))  # already gone: done
     await telegram.send(to, Outbound("Which language?", delete_message_ids=("7",)))
     assert api.sent()[-1]["text"] == "Which language?"  # a reply may carry a deletion too
+
+
+async def test_it_says_so_when_telegram_refuses_a_deletion_as_too_old(
+    api: TelegramStandIn, telegram: Telegram
+) -> None:
+    """R12: a message past Telegram's 48 hours stays on the phone: a permanent refusal the
+    engine alarms on, never a deletion done; the other batches are still deleted."""
+    to = Address("telegram", str(CHAT))
+    pin = await telegram.send(to, Outbound("Your PIN is set."))
+    api.clock = lambda: time.time() + 47 * 3600  # within the limit: deleted
+    await telegram.send(to, Outbound("", delete_message_ids=(pin.message_id or "",)))
+    assert api.sent("deleteMessages")[-1]["message_ids"] == [int(pin.message_id or 0)]
+    api.clock = lambda: time.time() + 49 * 3600
+    fresh = await telegram.send(to, Outbound("Your report was received."))
+    unknown = tuple(str(n) for n in range(5000, 5099))
+    ids = (pin.message_id or "", *unknown, fresh.message_id or "")  # two batches
+    with pytest.raises(DeliveryError) as refused:
+        await telegram.send(to, Outbound("", delete_message_ids=ids))
+    assert refused.value.permanent and str(refused.value) == NOT_DELETED
+    first, second = [c for c in api.calls if c.method == "deleteMessages"][-2:]
+    assert first.status == 400 and len(first.params["message_ids"]) == 100
+    assert second.status == 200 and second.params["message_ids"] == [int(fresh.message_id or 0)]
 
 
 async def test_it_sends_nothing_for_an_instruction_it_cannot_follow(

@@ -14,7 +14,8 @@ from core import checkins, outbox
 from core.crypto import Vault
 from core.db import transaction
 from core.defenders import save_settings
-from core.delivery import MAX_ATTEMPTS, deletion_key, record
+from core.delivery import MAX_ATTEMPTS, record
+from core.discreet import deletion_key
 from core.dispatch import Dispatcher
 from core.messages import Address, Delivered, DeliveryError, Outbound
 from core.models import (

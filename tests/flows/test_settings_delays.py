@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from core.defenders import settings
-from core.delivery import discreet_delay
+from core.discreet import discreet_delay
 from core.messages import Outbound
 from core.models import OutboxMessage
 from core.outbox import payload

@@ -6,7 +6,9 @@ own except plain strings; answers are ``{"ok": true, "result": ...}`` or an erro
 the real status codes. ``getUpdates`` long-polls. Files are served under ``/file/bot<token>/``.
 
 Tests push updates as a user would (``send_text``, ``press``, ``send_location``, ``send_photo``),
-read what the bot did from ``calls``, and inject failures with ``fail_next``.
+read what the bot did from ``calls``, and inject failures with ``fail_next``. Messages age by
+``clock`` (seconds, the wall clock unless a test moves it): like Telegram, the stand-in refuses
+to delete one older than 48 hours.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from aiohttp import web
 BOT_ID = 123456
 TOKEN = f"{BOT_ID}:TEST-stand-in-token-0123456789abcdef"
 MAX_TEXT = 4096
+DELETE_LIMIT_S = 48 * 3600  # Telegram deletes a message for everyone only this long
+TOO_OLD = "Bad Request: message can't be deleted for everyone"
 
 
 @dataclass
@@ -67,6 +71,8 @@ class TelegramStandIn:
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
     port: int = 0
+    clock: Callable[[], float] = time.time
+    _dates: dict[tuple[int, int], float] = field(default_factory=dict)  # (chat, message): sent
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -101,10 +107,15 @@ class TelegramStandIn:
             user["language_code"] = language
         return user
 
+    def _dated(self, chat_id: Any, message_id: int) -> int:
+        self._dates[(int(chat_id), message_id)] = now = self.clock()
+        return int(now)
+
     def _message(self, chat_id: int, language: str | None = "en", **body: Any) -> dict[str, Any]:
+        number = next(self._message_ids)
         message = {
-            "message_id": next(self._message_ids),
-            "date": int(time.time()),
+            "message_id": number,
+            "date": self._dated(chat_id, number),
             "chat": {"id": chat_id, "type": "private", "first_name": "Defender"},
             "from": self._user(chat_id, language),
         }
@@ -269,9 +280,10 @@ class TelegramStandIn:
         return self._ok([*replays, *self._updates][:limit])
 
     def _bot_message(self, chat_id: Any, **body: Any) -> dict[str, Any]:
+        number = next(self._message_ids)
         message = {
-            "message_id": next(self._message_ids),
-            "date": int(time.time()),
+            "message_id": number,
+            "date": self._dated(chat_id, number),
             "chat": {"id": int(chat_id), "type": "private"},
             "from": {
                 "id": BOT_ID,
@@ -322,10 +334,20 @@ class TelegramStandIn:
     async def _api_answerCallbackQuery(self, _params: dict[str, Any]) -> web.Response:
         return self._ok(True)
 
-    async def _api_deleteMessage(self, _params: dict[str, Any]) -> web.Response:
+    def _too_old(self, chat_id: Any, ids: list[Any]) -> bool:
+        """Whether one of the messages (those it knows of) is past Telegram's 48 hours."""
+        now = self.clock()
+        sent = [self._dates.get((int(chat_id), int(i))) for i in ids]
+        return any(at is not None and now - at > DELETE_LIMIT_S for at in sent)
+
+    async def _api_deleteMessage(self, params: dict[str, Any]) -> web.Response:
+        if self._too_old(params["chat_id"], [params["message_id"]]):
+            return self._error(400, TOO_OLD)
         return self._ok(True)
 
-    async def _api_deleteMessages(self, _params: dict[str, Any]) -> web.Response:
+    async def _api_deleteMessages(self, params: dict[str, Any]) -> web.Response:
+        if self._too_old(params["chat_id"], list(params["message_ids"])):
+            return self._error(400, TOO_OLD)
         return self._ok(True)
 
     async def _api_getFile(self, params: dict[str, Any]) -> web.Response:

@@ -1,0 +1,140 @@
+"""Discreet mode's deletions: a sensitive message delivered to a defender who turned discreet
+mode on queues, in the same transaction, its own deletion (``del:<key>``), due after the
+defender's delay (setting ``discreet_delay_s``, 10 minutes by default, always before
+Telegram's 48-hour limit).
+
+A deletion never falls back, blocks or escalates anything. It is retried with its backoff
+capped so that its last attempt comes before the limit (``LAST_DELETION``). R12's alarm: one
+not done by 47 h after the message was sent (still failing, given up, or refused by the
+channel as too old, ``NOT_DELETED``) is written on the defender's open alerts' timelines
+(``delivery_dead``, reason ``not_deleted``) and logged for the operator (``not_deleted``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import outbox
+from core.crypto import CryptoError, Vault
+from core.defenders import settings
+from core.messages import Outbound
+from core.models import (
+    Alert,
+    AlertEvent,
+    AlertState,
+    ChannelAddress,
+    Defender,
+    OutboxMessage,
+    OutboxState,
+    Priority,
+)
+
+DELETION = "del:"  # the key prefix of discreet mode's delayed deletions
+DISCREET_DELAY_S = 600.0  # the default delay before the bot's sensitive messages go
+MAX_DISCREET_DELAY_S = 47 * 3600.0  # Telegram refuses to delete messages older than 48 h
+# From the message's delivery (its deletion row's creation): the desk is told of a deletion
+# not done by DELETION_ALARM (R12), and no retry is scheduled after LAST_DELETION.
+DELETION_ALARM = timedelta(hours=47)
+LAST_DELETION = timedelta(hours=47, minutes=45)
+# A channel's refusal to delete a message (Telegram: older than 48 h): it stays on the phone.
+NOT_DELETED = "too old to delete"
+
+log = logging.getLogger("amparo.delivery")
+
+
+def is_deletion(row: OutboxMessage) -> bool:
+    return row.idempotency_key.startswith(DELETION)
+
+
+def deletion_key(key: str) -> str:
+    """Derived from the deleted message's key: a repeated delivery queues one deletion."""
+    derived = DELETION + key
+    return derived if len(derived) <= 160 else DELETION + hashlib.sha256(key.encode()).hexdigest()
+
+
+def discreet_delay(vault: Vault, defender: Defender) -> float:
+    """The defender's chosen delay in seconds, within [0, 47 h]; the default if unreadable."""
+    try:
+        value = float(settings(vault, defender).get("discreet_delay_s", DISCREET_DELAY_S))
+    except (CryptoError, TypeError, ValueError):
+        value = DISCREET_DELAY_S
+    if not math.isfinite(value):
+        value = DISCREET_DELAY_S
+    return min(max(0.0, value), MAX_DISCREET_DELAY_S)
+
+
+async def delete_later(
+    session: AsyncSession, vault: Vault, row: OutboxMessage, sent_id: str, now: datetime
+) -> None:
+    """Discreet mode: queue the deletion of what ``row`` put in a discreet defender's chat."""
+    address = None if row.address_id is None else await session.get(ChannelAddress, row.address_id)
+    if address is None or address.defender_id is None:
+        return
+    defender = await session.get(Defender, address.defender_id)
+    if defender is None or not defender.discreet:
+        return
+    ids = tuple(i for i in sent_id.split(",") if i)
+    queued = await outbox.enqueue(
+        session,
+        vault,
+        to=address,
+        message=Outbound(text="", delete_message_ids=ids),
+        priority=Priority.P2,
+        key=deletion_key(row.idempotency_key),
+        now=now,
+        recipient=row.recipient,
+    )
+    if queued is not None:  # its creation: when the message was sent, for the 48-hour limit
+        queued.created_at = now
+        queued.next_attempt_at = now + timedelta(seconds=discreet_delay(vault, defender))
+
+
+async def not_deleted(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:
+    """R12's alarm: ``row`` (a discreet deletion) is not done by 47 h after the message was
+    sent, or never will be. The desk reads it once on each of the defender's open alerts
+    (``delivery_dead``, reason ``not_deleted``); the operator in the log."""
+    log.warning("discreet deletion not done", extra={"outbox": str(row.id)})
+    address = None if row.address_id is None else await session.get(ChannelAddress, row.address_id)
+    if address is None or address.defender_id is None:
+        return
+    stmt = select(Alert.id).where(
+        Alert.defender_id == address.defender_id, Alert.state != AlertState.resolved
+    )
+    open_ids = list((await session.execute(stmt.order_by(Alert.id))).scalars())
+    told = select(AlertEvent.alert_id, AlertEvent.detail).where(
+        AlertEvent.alert_id.in_(open_ids), AlertEvent.kind == "delivery_dead"
+    )
+    done = {a for a, d in (await session.execute(told)).all() if d.get("outbox") == str(row.id)}
+    detail = {"outbox": str(row.id), "recipient": row.recipient, "channel": row.channel}
+    detail["reason"] = "not_deleted"
+    session.add_all(
+        AlertEvent(alert_id=a, at=now, kind="delivery_dead", actor="engine", detail=dict(detail))
+        for a in open_ids
+        if a not in done
+    )
+
+
+async def retry(
+    session: AsyncSession, row: OutboxMessage, now: datetime, *, wait: float, limit: int
+) -> None:
+    """A deletion that failed: tried again after ``wait`` seconds, once more at the alarm's
+    hour if still failing, and never after ``LAST_DELETION``; dropped after ``limit`` tries."""
+    latest = row.created_at + LAST_DELETION
+    if row.attempts >= limit or now >= latest:
+        row.state = OutboxState.dead
+        row.shred("payload_enc")
+        await not_deleted(session, row, now)
+        return
+    then = now + timedelta(seconds=wait)
+    alarm = row.created_at + DELETION_ALARM
+    row.state, row.next_attempt_at = OutboxState.pending, min(then, latest)
+    if now < alarm:
+        row.next_attempt_at = min(row.next_attempt_at, alarm)
+    else:
+        await not_deleted(session, row, now)
