@@ -244,17 +244,24 @@ async def page_instead(
     stem: str,
     message: Outbound,
     now: datetime,
+    failing: uuid.UUID,
 ) -> Recipient | None:
     """Queue a step's desk notice (``stem``: ``a:<alert>:<step>``), which its responder cannot
-    get, for another responder: one the step has not paged yet, reachable and on duty first
-    (``recipients.stand_ins``). None when nobody is left."""
-    stmt = select(OutboxMessage.idempotency_key).where(
-        OutboxMessage.alert_id == alert.id, OutboxMessage.recipient == "responder"
+    get (``failing``), for another responder: one the step has not paged yet, reachable and on
+    duty first (``recipients.stand_ins``). None when nobody is left, or when the step still
+    reaches the desk another way (another responder's or the group's notice, waiting or
+    delivered): an off-duty stand-in is paged only when the desk would otherwise not hear."""
+    stmt = select(OutboxMessage.id, OutboxMessage.idempotency_key, OutboxMessage.state).where(
+        OutboxMessage.alert_id == alert.id, OutboxMessage.recipient.in_(("responder", "group"))
     )
     paged = set()
-    for (k,) in (await session.execute(stmt)).all():
+    for row_id, k, state in (await session.execute(stmt)).all():
         person = key_person(k)
-        if person is not None and k.startswith(f"{stem}:responder:"):
+        if person is None or not k.startswith(f"{stem}:"):
+            continue
+        if row_id != failing and state in _REACHING:
+            return None
+        if person[0] == "responder":
             paged.add(person[1])
     sparing = alert.defender_id if alert.do_not_contact else None
     found = await recipients.stand_ins(session, alert.org_id, besides=paged, sparing=sparing)
@@ -262,6 +269,9 @@ async def page_instead(
         return None
     await enqueue_many(session, vault, [item(stem, found[0], message, alert)], now=now)
     return found[0]
+
+
+_REACHING = (OutboxState.pending, OutboxState.sending, OutboxState.delivered)
 
 
 def origin(actor: str) -> str:

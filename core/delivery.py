@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import actions, discreet
 from core.claims import locked, write_lock
 from core.crypto import Vault
-from core.fallback import alert_event, block, fallback, identity_changed
+from core.fallback import alert_event, block, escalated, fallback, identity_changed
 from core.messages import IDENTITY_CHANGED, Outbound
 from core.models import (
     Alert,
@@ -188,7 +188,11 @@ async def retry(
         wait = backoff(row, rng)
     patience = PATIENCE_S.get(row.priority, 3600.0)
     if wait > patience and row.webhook_id is None:
-        if await fallback(session, vault, row, attempt.message, "patience", now, last=False):
+        # With nobody else to try, the alert escalates as for an unreachable person (another
+        # responder paged, the desk step brought forward), once: the row itself keeps trying,
+        # since such a wait passes (a Signal rate limit) and the address is not blocked.
+        last = row.alert_id is not None and not await escalated(session, row)
+        if await fallback(session, vault, row, attempt.message, "patience", now, last=last):
             row.state = OutboxState.failed
             row.shred("payload_enc")
             return

@@ -141,13 +141,24 @@ async def another_responder(
         return False
     stem = row.idempotency_key.split("|", 1)[0].rsplit(":", 2)[0]  # a:<alert>:<step>
     page = actions.page_instead
-    who = await page(session, vault, alert=alert, stem=stem, message=message, now=now)
+    who = await page(
+        session, vault, alert=alert, stem=stem, message=message, now=now, failing=row.id
+    )
     if who is None:
         return False
     detail = {"outbox": str(row.id), "from": row.channel, "to": who.channel}
     detail.update(reason=str(reason), recipient=who.role)
     session.add(alert_event(alert.id, "delivery_fallback", now, detail))
     return True
+
+
+async def escalated(session: AsyncSession, row: OutboxMessage) -> bool:
+    """Whether ``row``'s failure already fell back or escalated (its alert's timeline says)."""
+    stmt = select(AlertEvent.detail).where(
+        AlertEvent.alert_id == row.alert_id,
+        AlertEvent.kind.in_(("delivery_fallback", "recipient_unreachable")),
+    )
+    return any(d.get("outbox") == str(row.id) for (d,) in await session.execute(stmt) if d)
 
 
 async def unreachable(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:

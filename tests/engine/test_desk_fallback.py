@@ -139,3 +139,26 @@ async def test_a_duress_notice_never_falls_back_to_the_defenders_own_chat(sessio
     await d.drain(T0)
     assert [a for a, _t in channel.calls if a == "phone"] == []
     assert len(channel.to("r1-quiet-heron-41")) == 1
+
+
+async def test_no_stand_in_is_paged_while_the_step_reaches_the_desk_another_way(
+    sessions, vault
+) -> None:  # type: ignore[no-untyped-def]
+    """r0 blocked the bot, but r2, also on duty, has the notice: the off-duty r1 is not woken
+    for it (nor for each repeat). Once every on-duty notice of a step fails, r1 is."""
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    await add_responder(world, "r2", on_duty=True, last=1)
+    channel = StandIn("standin")
+    channel.fail("r0-quiet-heron-41", *[BLOCKED] * 20)
+    d, sweep = dispatcher(world, {"standin": channel}), Sweep(sessions, vault, owner="s")
+    alert_id = await raise_now(world)
+    await d.drain(T0)
+    await sweep.run(T0 + 15 * MIN)  # a repeat
+    await d.drain(T0 + 15 * MIN)
+    assert len(channel.to("r2")) == 2
+    assert channel.to("r1-quiet-heron-41") == []
+    channel.fail("r2", *[BLOCKED] * 20)  # now r2 blocks the bot too
+    await sweep.run(T0 + 30 * MIN)
+    await d.drain(T0 + 30 * MIN)
+    assert len(channel.to("r1-quiet-heron-41")) == 1
+    assert ("delivery_fallback", "responder") in await kinds_of(world, alert_id)

@@ -486,3 +486,32 @@ async def test_a_p0_does_not_wait_for_passes_held_by_a_slow_channel(sessions, va
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_long_rate_limit_brings_the_desk_forward_once_and_still_delivers(
+    sessions, vault
+) -> None:  # type: ignore[no-untyped-def]
+    """A Signal rate limit is a wait (600 s), not a failure: past the notice's patience, with
+    nobody else to try, the alert escalates as for an unreachable contact, once, while the
+    notice keeps trying and arrives when the limit passes (review: it used to wait quietly,
+    for up to a day, with nothing on the timeline)."""
+    world = await standin_world(sessions, vault)
+    main = StandIn("standin")
+    limited = DeliveryError("rate limited", retry_after=600)
+    for n in (0, 1):
+        main.fail(f"c{n}-quiet-heron-41", limited, limited)
+    async with transaction(world.sessions) as s:
+        await checkins.arm_timer(s, defender=await world.defender(s), due_at=T0, now=T0 - 60 * SEC)
+    sweep, d = Sweep(world.sessions, world.vault, owner="s"), dispatcher(world, {"standin": main})
+    opened = T0 + 15 * 60 * SEC
+    await sweep.run(opened)  # the alert opens: contacts are told …
+    await d.drain(opened)  # … but their channel says: wait ten minutes
+    await sweep.run(opened + SEC)  # so the desk is told now, not 15 minutes later
+    await d.drain(opened + SEC)
+    assert main.to("r0-quiet-heron-41")
+    for k in (1, 2):  # the limit still holds at the first retry, then passes
+        await d.drain(opened + k * 700 * SEC)
+    assert main.to("c0-quiet-heron-41") and main.to("c1-quiet-heron-41")
+    kinds = [e.kind for e in await timeline(world, await timeline_alert(world))]
+    # Once each, though each was tried twice past its patience.
+    assert kinds.count("recipient_unreachable") == 2 and "desk_brought_forward" in kinds
