@@ -198,10 +198,7 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     await session.execute(delete(CheckIn).where(CheckIn.defender_id == defender.id))
     await session.execute(delete(TrustedContact).where(TrustedContact.defender_id == defender.id))
     await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
-    # The buttons sent to the defender's chats: each row names its chat by the address's
-    # blind index, and an alert button's lasts 30 days, long after the address is purged.
-    chats = select(ChannelAddress.blind_index).where(ChannelAddress.defender_id == defender.id)
-    await session.execute(delete(CallbackToken).where(CallbackToken.chat_index.in_(chats)))
+    await forget_buttons(session, defender)
     await session.execute(
         update(ChannelAddress)
         .where(ChannelAddress.defender_id == defender.id)
@@ -215,13 +212,23 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     defender.timezone = "UTC"  # in clear for the sweep's SQL, and it names a city
 
 
+async def forget_buttons(session: AsyncSession, defender: Defender) -> None:
+    """The buttons sent to the defender's chats: each row names its chat by the address's
+    blind index, and an alert button's lasts 30 days, long after the address is purged."""
+    chats = select(ChannelAddress.blind_index).where(ChannelAddress.defender_id == defender.id)
+    await session.execute(delete(CallbackToken).where(CallbackToken.chat_index.in_(chats)))
+
+
 async def hide(session: AsyncSession, *, defender: Defender) -> None:
-    """A "delete my data" forced with the duress PIN: nothing is deleted, but the phone must not
-    tell. The bot answers the defender's chats as it answers them after a real deletion (a
-    stranger's), sends them nothing (core.recipients), and an alert command or code phrase
-    typed there still raises a silent alert (flows.router). Check-ins keep running, so a
+    """A "delete my data" forced with the duress PIN: nothing the desk needs is deleted, but
+    the phone must not tell (R8). The bot answers the defender's chats as it answers them
+    after a real deletion (a stranger's; old buttons no longer work, their tokens go as in
+    ``delete_data``), sends them nothing (core.recipients), deletes nothing there after the
+    fact (core.discreet), and an alert command or code phrase typed there still raises a
+    silent alert (flows.router). Check-ins keep running, so a
     missed one still escalates (never to the phone). A responder restores the defender
     (core.desk_defenders.restore) once they are safe.
     """
     await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
+    await forget_buttons(session, defender)  # an old button answers as after a real deletion
     defender.status = DefenderStatus.hidden

@@ -30,6 +30,7 @@ from core.models import (
     AlertState,
     ChannelAddress,
     Defender,
+    DefenderStatus,
     OutboxMessage,
     OutboxState,
     Priority,
@@ -79,6 +80,8 @@ async def delete_later(
     defender = await session.get(Defender, address.defender_id)
     if defender is None or not defender.discreet:
         return
+    if defender.status is DefenderStatus.hidden:  # R8: as after a real deletion, whose
+        return  # address is detached: nothing is deleted from that chat after the fact
     ids = tuple(i for i in sent_id.split(",") if i)
     queued = await outbox.enqueue(
         session,

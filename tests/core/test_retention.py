@@ -315,33 +315,36 @@ async def test_a_deletion_forgets_the_buttons_sent_to_the_defenders_chats(
     sessions: async_sessionmaker[AsyncSession], vault: Vault
 ) -> None:
     """An alert button lasts 30 days and names its chat by the address's blind index: after
-    "delete my data" nothing may still tie that chat to the service. Other chats keep theirs."""
+    "delete my data" nothing may still tie that chat to the service. A deletion forced with
+    the duress PIN does the same (R8: an old button must answer as after a real one). Other
+    defenders' chats keep theirs."""
     from core import callbacks
     from core.defenders import hide
 
     org, defender_id = await _org(sessions)
     async with transaction(sessions) as s:
-        other = Defender(org_id=org, handle="swift-wren-2")
-        s.add(other)
+        forced, other = (Defender(org_id=org, handle=f"swift-wren-{n}") for n in (2, 3))
+        s.add_all([forced, other])
         await s.flush()
-        mine = new_address(vault, "telegram", "2001")
-        mine.defender_id = defender_id
-        theirs = new_address(vault, "telegram", "2002")
-        theirs.defender_id = other.id
-        s.add_all([mine, theirs])
+        addresses = []
+        for n, owner in enumerate((defender_id, forced.id, other.id)):
+            address = new_address(vault, "telegram", f"200{n}")
+            address.defender_id = owner
+            addresses.append(address)
+        s.add_all(addresses)
         await s.flush()
-        for address in (mine, theirs):
+        for address in addresses:
             await callbacks.issue(
                 s, vault, chat_index=address.blind_index, choices=["panic", "safe"], now=NOW
             )
     async with transaction(sessions) as s:
-        hidden = await s.get(Defender, other.id)
+        hidden = await s.get(Defender, forced.id)
         assert hidden is not None
-        await hide(s, defender=hidden)  # forced with the duress PIN: nothing is deleted
+        await hide(s, defender=hidden)
     async with transaction(sessions) as s:
         defender = await s.get(Defender, defender_id)
         assert defender is not None
         await delete_data(s, defender=defender)
     async with sessions() as s:
         left = (await s.execute(select(CallbackToken.chat_index))).scalars().all()
-    assert left == [theirs.blind_index] * 2
+    assert left == [addresses[2].blind_index] * 2

@@ -128,6 +128,26 @@ async def test_nothing_is_deleted_when_discreet_mode_is_off(
     assert channel.deleted() == [] and await deletion_rows(world) == []
 
 
+async def test_nothing_is_deleted_after_a_deletion_forced_with_the_duress_pin(
+    sessions: Sessions, vault: Vault
+) -> None:
+    """R8: after a real "delete my data" the address is detached, so the last reply ("Your
+    data is deleted") stays on the phone. Under duress (hidden) it must stay too: deleting it
+    after the delay would tell whoever holds the phone which PIN they were given."""
+    from core.defenders import hide
+
+    world = await discreet_world(sessions, vault, discreet_delay_s=120)
+    async with transaction(sessions) as s:
+        await hide(s, defender=await world.defender(s))
+    channel = Recording()
+    d = dispatcher(world, channel)
+    await to_defender(world, "reply:gone", Outbound("Your data is deleted.", sensitive=True))
+    await d.drain(T0)
+    await d.drain(T0 + 48 * 3600 * SEC)
+    assert channel.to(ME) == ["Your data is deleted."]
+    assert channel.deleted() == [] and await deletion_rows(world) == []
+
+
 async def test_the_delay_defaults_to_ten_minutes_and_stays_under_48_hours(
     sessions: Sessions, vault: Vault
 ) -> None:
