@@ -17,7 +17,11 @@ CANCEL = _folded(
 )
 MENU = _folded("menu", "/menu", "/start", "menú", "início", "inicio", "القائمة")
 # Typed commands for an alert; the defender's own innocuous code phrase works the same way.
-ALERT = _folded("/panic", "/sos", "/alert", "/alerta", "/alerte", "/alerta")
+# A bare "SOS" too, and "panic" as a command in each language: someone in danger types what
+# comes first, and a reply of "I didn't understand" costs the time they do not have.
+ALERT = _folded(
+    "/panic", "/sos", "sos", "/alert", "/alerta", "/alerte", "/pánico", "/panique", "/pânico"
+)
 ALERT_CHOICE = "panic"  # the key of the menu button (never shown: labels are innocuous)
 SAFE_CHOICE = "safe"  # the key of the reminders' "I'm safe" button (core.notices)
 YES = _folded("yes", "y", "si", "sí", "oui", "sim", "نعم", "ok")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import select
 
 from core.crypto import open_sealed
@@ -32,6 +33,17 @@ async def test_it_raises_the_alert_before_asking_anything(desk: Desk) -> None:
     (raised,) = await alerts(desk)
     assert raised.kind is AlertKind.panic and raised.state is AlertState.triggered
     assert "Alert sent." in replies[0].text and replies[0].request_location
+
+
+@pytest.mark.parametrize("typed", ["SOS", "sos!", "/pánico", "/panico", "/panique", "/pânico"])
+async def test_it_takes_a_bare_sos_and_panic_in_each_language(desk: Desk, typed: str) -> None:
+    """Someone in danger types what comes first, in the middle of anything (review: "SOS"
+    without the slash answered "I didn't understand", and mid-dialog was taken as an answer)."""
+    alice = await onboard(desk)
+    await alice.say("/report")  # mid-dialog
+    replies = await alice.say(typed)
+    assert "Alert sent." in replies[0].text
+    assert [a.kind for a in await alerts(desk)] == [AlertKind.panic]
 
 
 async def test_it_runs_a_panic_dialog_in_english(desk: Desk) -> None:
