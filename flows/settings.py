@@ -3,7 +3,7 @@ delete my data.
 
     /settings --> menu --language--> language --> saved
                        --PINs--> old_pin --> which --> new_pin --> new_pin_again --> saved
-                       --contacts--> contacts --add--> setup:contact_label
+                       --contacts--> contacts --add--> add_pin --> setup:contact_label
                                               --remove--> remove_pin --> remove_label
                        --routine / time zone / code phrases--> the setup step, alone
                        --discreet--> discreet --on--> discreet_delay --> saved
@@ -33,7 +33,7 @@ from flows import checkin, delays, help, onboarding, setup
 from flows.context import END, Context, Retry
 
 NAME = "settings"
-PIN_STATES = ("old_pin", "remove_pin", "delete_pin")
+PIN_STATES = ("old_pin", "add_pin", "remove_pin", "delete_pin")
 MENU = (
     "language", "pins", "contacts", "routine", "zone", "discreet", "disappearing", "phrases",
     "pause", "delete", "help",
@@ -213,11 +213,19 @@ async def show_contacts(ctx: Context) -> str:
 async def contacts_step(ctx: Context) -> str:
     picked = ctx.need_choice("add", "remove", "back")
     if picked == "add":
-        ctx.data["chain"] = False
-        return setup.ask_label(ctx)
+        return ask_pin(ctx, ctx._("Send your PIN first."), "add_pin")
     if picked == "remove":
         return ask_pin(ctx, ctx._("Send your PIN first."), "remove_pin")
     return await start(ctx)
+
+
+async def add_pin(ctx: Context) -> str:
+    """Whoever holds the phone must not make themselves a contact who hears every alert:
+    the PIN first. Under the duress PIN the contact is a shadow one (``setup.contact_label``):
+    the same code and answers, but never notified."""
+    await _verdict(ctx)
+    ctx.data["chain"] = False
+    return setup.ask_label(ctx)
 
 
 async def remove_pin(ctx: Context) -> str:
@@ -276,6 +284,7 @@ STATES = {
     "new_pin": new_pin,
     "new_pin_again": new_pin_again,
     "contacts": contacts_step,
+    "add_pin": add_pin,
     "remove_pin": remove_pin,
     "remove_label": remove_label,
     "discreet": delays.discreet,

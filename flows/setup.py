@@ -99,8 +99,9 @@ async def contact_label(ctx: Context) -> str:
     if sum(counts.values()) - counts[Consent.revoked] >= contacts.MAX_CONTACTS:
         ctx.say(ctx._("You already have the most contacts we allow."))
         return _next(ctx, "routine")
+    shadow = bool(ctx.data.get("shadow"))  # settings, under the duress PIN: never notified
     code = await contacts.invite(
-        ctx.session, ctx.vault, defender=ctx.defender, label=label, now=ctx.now
+        ctx.session, ctx.vault, defender=ctx.defender, label=label, now=ctx.now, shadow=shadow
     )
     ctx.say(
         ctx._(

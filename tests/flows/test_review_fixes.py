@@ -216,6 +216,7 @@ async def test_a_contact_removed_under_duress_looks_removed_and_is_still_alerted
         await chat.say("/settings")
         await chat.say(Pick("contacts"))
         await chat.say(Pick("add"))
+        await chat.say(CANCEL_PIN)
         await chat.say("sister")
         for _ in range(2):  # the second time, the contact is gone
             await chat.say("/settings")

@@ -1,0 +1,67 @@
+"""R8 in settings: whoever holds the unlocked phone, forced to use the duress PIN, sees exactly
+what the real PIN shows, and can neither tell them apart afterwards nor weaken the defender's
+protection (a contact of their own, a PIN, the code phrases, discreet mode)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from core.messages import Outbound
+from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, Said, onboard
+
+CODE = re.compile(r"(in person or by phone: )\S+")
+
+
+def shown(messages: list[Outbound]) -> list[dict[str, Any]]:
+    """What the phone shows (text, buttons, deletions…), the random invite code masked."""
+    out = []
+    for m in messages:
+        data = m.to_json()
+        data["text"] = CODE.sub(r"\1<code>", data["text"])
+        out.append(data)
+    return out
+
+
+async def dialog(chat: Chat, said: list[Said]) -> list[list[dict[str, Any]]]:
+    return [shown(await chat.say(s)) for s in said]
+
+
+async def _add_contact(defender: Chat, contact: Chat, pin: str) -> list[list[dict[str, Any]]]:
+    """The defender's phone adds ``contact`` with ``pin``; the contact redeems and accepts."""
+    seen = await dialog(defender, ["/settings", Pick("contacts"), Pick("add"), pin])
+    replies = await defender.say("friend")
+    code = replies[0].text.split("in person or by phone: ")[1].split("\n")[0]
+    seen.append(shown(replies))
+    assert "accept" in (await contact.text(code)).lower()
+    await contact.say(Pick("accept"))
+    seen.append(shown(await defender.received()))  # "A contact accepted. You now have…"
+    seen += await dialog(defender, ["/settings", Pick("contacts")])
+    return seen
+
+
+async def test_a_contact_added_under_duress_is_never_told_anything(desk: Desk) -> None:
+    alice, bob = await onboard(desk, "alice"), await onboard(desk, "bob")
+    friend, captor = desk.chat("friend"), desk.chat("captor")
+    real = await _add_contact(alice, friend, CANCEL_PIN)
+    forced = await _add_contact(bob, captor, DURESS_PIN)
+    assert real == forced
+    assert "You have 1 confirmed contact." in str(forced[-1])
+    assert (await friend.text("hello")) == (await captor.text("hello"))  # "You are a contact"
+    await friend.received(), await captor.received()
+    for chat in (alice, bob):  # forced "/safe" with the duress PIN, then a panic
+        assert (await chat.text("/safe")) and (await chat.text(DURESS_PIN))
+    real_heard = await friend.received()
+    assert any("may need help" in m.text for m in real_heard), real_heard
+    assert await captor.received() == []
+    await alice.say("/sos"), await bob.say("/sos")
+    assert await friend.received()
+    assert await captor.received() == []
+
+
+async def test_adding_a_contact_takes_the_pin(desk: Desk) -> None:
+    alice = await onboard(desk)
+    for said in ("/settings", Pick("contacts")):
+        await alice.say(said)
+    assert "Send your PIN first." in await alice.text(Pick("add"))
+    assert "That PIN is not right." in await alice.text("5555")
