@@ -176,6 +176,12 @@ async def new_pin_again(ctx: Context) -> str:
         # emergency PIN, so typed later it does what the real one does (and alerts again),
         # and the old one is refused, as after a real change. The real PIN stays.
         await asyncio.to_thread(pins.set_pins, defender, pepper, cancel=None, duress=typed)
+    elif ctx.data["which"] == "duress":
+        # Forced to "change the emergency PIN" with the duress PIN: the new one must do later
+        # what an emergency PIN does (look accepted, alert silently), yet the real one stays.
+        # At the wrong-PIN limit any PIN but the real one reads as duress, until the real
+        # one (the defender's) resets the count (core.pins.count).
+        defender.failed_pins = max(defender.failed_pins, pins.WRONG_LIMIT)
     ctx.say(ctx._("PIN changed."))
     return END
 

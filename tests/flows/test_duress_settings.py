@@ -65,3 +65,30 @@ async def test_adding_a_contact_takes_the_pin(desk: Desk) -> None:
         await alice.say(said)
     assert "Send your PIN first." in await alice.text(Pick("add"))
     assert "That PIN is not right." in await alice.text("5555")
+
+
+async def _change_then_use(desk: Desk, name: str, current: str, which: str) -> list[Any]:
+    chat = await onboard(desk, name)
+    said: list[Said] = ["/settings", Pick("pins"), current, Pick(which), "5555", "5555"]
+    # then the new PIN, and the one they gave as the current one, where a PIN is asked
+    return await dialog(chat, [*said, "/safe", "5555", "/safe", current])
+
+
+async def test_a_pin_changed_under_duress_works_later_as_the_new_pin_would(desk: Desk) -> None:
+    for which in ("cancel", "duress"):
+        real = await _change_then_use(desk, f"real-{which}", CANCEL_PIN, which)
+        forced = await _change_then_use(desk, f"forced-{which}", DURESS_PIN, which)
+        assert real == forced, which
+        assert "Thank you. We noted that you are safe." in str(forced[7]), which
+
+
+async def test_the_real_pin_still_works_after_a_forced_change(desk: Desk) -> None:
+    alice = await onboard(desk)
+    for said in ("/settings", Pick("pins"), DURESS_PIN, Pick("duress"), "5555", "5555"):
+        await alice.say(said)
+    await alice.say("/safe")
+    assert "noted that you are safe" in await alice.text(CANCEL_PIN)
+    await alice.say("/safe")
+    assert "That PIN is not right." in await alice.text("4444")  # the count was reset
+    defender = await alice.defender()
+    assert defender is not None and defender.failed_pins == 1
