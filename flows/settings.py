@@ -5,8 +5,10 @@ delete my data.
                        --PINs--> old_pin --> which --> new_pin --> new_pin_again --> saved
                        --contacts--> contacts --add--> add_pin --> setup:contact_label
                                               --remove--> remove_pin --> remove_label
-                       --routine / time zone / code phrases--> the setup step, alone
+                       --routine / time zone--> the setup step, alone
+                       --code phrases--> phrases_pin --> phrases --> the setup step, alone
                        --discreet--> discreet --on--> discreet_delay --> saved
+                                              --off--> discreet_pin --> saved
                        --disappearing (Signal only)--> disappearing --> saved
                        --pause--> checkin:pause_reason
                        --delete my data--> delete_pin --> everything forgotten
@@ -25,7 +27,7 @@ import asyncio
 
 from core import contacts, pins
 from core.defenders import delete_data, hide, save_settings
-from core.messages import Choice
+from core.messages import Choice, Outbound
 from core.models import Consent, Defender
 from core.pins import Verdict
 from core.security import verify_pin
@@ -33,7 +35,7 @@ from flows import checkin, delays, help, onboarding, setup
 from flows.context import END, Context, Retry
 
 NAME = "settings"
-PIN_STATES = ("old_pin", "add_pin", "remove_pin", "delete_pin")
+PIN_STATES = ("old_pin", "add_pin", "remove_pin", "phrases_pin", "discreet_pin", "delete_pin")
 MENU = (
     "language", "pins", "contacts", "routine", "zone", "discreet", "disappearing", "phrases",
     "pause", "delete", "help",
@@ -92,15 +94,7 @@ async def menu(ctx: Context) -> str:
     if picked == "disappearing":
         return delays.ask_disappearing(ctx)
     if picked == "phrases":
-        ctx.ask(
-            _("Which code phrase?"),
-            (
-                Choice("alert_phrase", _("Alert phrase")),
-                Choice("safe_phrase", _("I'm safe phrase")),
-                Choice("remove", _("Remove both")),
-            ),
-        )
-        return "phrases"
+        return ask_pin(ctx, _("Send your PIN first."), "phrases_pin")
     if picked == "pause":
         return checkin.ask_pause(ctx)
     if picked == "delete":
@@ -256,6 +250,22 @@ async def remove_label(ctx: Context) -> str:
     return END
 
 
+async def phrases_pin(ctx: Context) -> str:
+    """Whoever holds the phone must not silence the alert phrase: the PIN first. Under the
+    duress PIN every answer is the same and nothing changes (``setup._save_phrase``)."""
+    await _verdict(ctx)
+    _ = ctx._
+    ctx.ask(
+        _("Which code phrase?"),
+        (
+            Choice("alert_phrase", _("Alert phrase")),
+            Choice("safe_phrase", _("I'm safe phrase")),
+            Choice("remove", _("Remove both")),
+        ),
+    )
+    return "phrases"
+
+
 async def phrases(ctx: Context) -> str:
     assert ctx.defender is not None
     picked = ctx.need_choice("alert_phrase", "safe_phrase", "remove")
@@ -263,9 +273,22 @@ async def phrases(ctx: Context) -> str:
         return setup.ask_alert_phrase(ctx)
     if picked == "safe_phrase":
         return setup.ask_safe_phrase(ctx)
-    current = ctx.settings
-    save_settings(ctx.vault, ctx.defender, {**current, "alert_phrase": None, "safe_phrase": None})
+    if not ctx.data.get("shadow"):
+        current = ctx.settings
+        cleared = {**current, "alert_phrase": None, "safe_phrase": None}
+        save_settings(ctx.vault, ctx.defender, cleared)
     ctx.say(ctx._("Code phrases removed."))
+    return END
+
+
+async def discreet_pin(ctx: Context) -> str:
+    """Turning discreet mode off takes the PIN (``delays.discreet``); the duress PIN says the
+    same and leaves it on."""
+    assert ctx.defender is not None
+    if await _verdict(ctx) is Verdict.ok:
+        ctx.defender.discreet = False
+    # Said as once it is off (not a sensitive message) even while it stays on.
+    ctx.replies.append(Outbound(text=ctx._("Discreet mode is off.")))
     return END
 
 
@@ -296,6 +319,8 @@ STATES = {
     "discreet": delays.discreet,
     "discreet_delay": delays.discreet_delay,
     "disappearing": delays.disappearing,
+    "phrases_pin": phrases_pin,
     "phrases": phrases,
+    "discreet_pin": discreet_pin,
     "delete_pin": delete_pin,
 }

@@ -7,8 +7,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sqlalchemy import select
+
 from core.messages import Outbound
+from core.models import Alert, AlertKind
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, Said, onboard
+from tests.flows.test_panic import alerts
 
 CODE = re.compile(r"(in person or by phone: )\S+")
 
@@ -92,3 +96,59 @@ async def test_the_real_pin_still_works_after_a_forced_change(desk: Desk) -> Non
     assert "That PIN is not right." in await alice.text("4444")  # the count was reset
     defender = await alice.defender()
     assert defender is not None and defender.failed_pins == 1
+
+
+PHRASE = "Is the bakery open?"
+
+
+async def _with_phrase(desk: Desk, name: str) -> Chat:
+    chat = await onboard(desk, name)
+    for said in ("/settings", Pick("phrases"), CANCEL_PIN, Pick("alert_phrase"), PHRASE):
+        await chat.say(said)
+    return chat
+
+
+async def _raises_alert(desk: Desk, chat: Chat) -> bool:
+    before = len(await alerts(desk))
+    await chat.say(PHRASE)
+    return len(await alerts(desk)) > before
+
+
+async def test_the_code_phrases_change_only_with_the_real_pin(desk: Desk) -> None:
+    calm, forced = await _with_phrase(desk, "calm"), await _with_phrase(desk, "forced")
+    for chat in (calm, forced):
+        assert "That PIN is not right." in str(
+            await dialog(chat, ["/settings", Pick("phrases"), "5555"])
+        )
+        await chat.say("/cancel")
+    real = await dialog(calm, ["/settings", Pick("phrases"), CANCEL_PIN, Pick("remove")])
+    fake = await dialog(forced, ["/settings", Pick("phrases"), DURESS_PIN, Pick("remove")])
+    assert real == fake and "Code phrases removed." in str(fake)
+    new = [Pick("alert_phrase"), "Is the river high?"]
+    assert await dialog(calm, ["/settings", Pick("phrases"), CANCEL_PIN, *new]) == await dialog(
+        forced, ["/settings", Pick("phrases"), DURESS_PIN, *new]
+    )
+    assert not await _raises_alert(desk, calm)  # really removed, then replaced
+    async with desk.sessions() as s:  # the forced one raised only the silent duress alert
+        kinds = [a.kind for a in (await s.execute(select(Alert))).scalars()]
+    assert kinds == [AlertKind.duress]
+    assert await _raises_alert(desk, forced)  # the forced one still alerts with it
+
+
+async def test_discreet_mode_goes_off_only_with_the_real_pin(desk: Desk) -> None:
+    chats = {}
+    for name in ("calm", "forced"):
+        chats[name] = await onboard(desk, name)
+        for said in ("/settings", Pick("discreet"), Pick("on"), Pick("10m")):
+            await chats[name].say(said)
+    off: list[Said] = ["/settings", Pick("discreet"), Pick("off")]
+    for chat in chats.values():
+        assert "Send your PIN first." in str(await dialog(chat, off))
+        assert "That PIN is not right." in str(await dialog(chat, ["5555"]))
+        await chat.say("/cancel")
+    real = await dialog(chats["calm"], [*off, CANCEL_PIN])
+    fake = await dialog(chats["forced"], [*off, DURESS_PIN])
+    assert real == fake and "Discreet mode is off." in str(fake)
+    calm, forced = await chats["calm"].defender(), await chats["forced"].defender()
+    assert calm is not None and not calm.discreet
+    assert forced is not None and forced.discreet

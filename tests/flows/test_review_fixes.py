@@ -132,6 +132,7 @@ async def test_a_code_phrase_is_never_a_pin_nor_taken_for_a_menu_option(desk: De
     alice = await onboard(desk, channel="signal")
     await alice.say("/settings")
     await alice.say(Pick("phrases"))
+    await alice.say(CANCEL_PIN)
     await alice.say(Pick("safe_phrase"))
     assert "not a command" in await alice.text("12 34")  # a PIN, not a phrase
     assert "Saved." in await alice.text("Alert my contacts now")  # odd, but theirs

@@ -59,6 +59,7 @@ async def test_it_changes_language_zone_and_phrases(desk: Desk) -> None:
     assert "Saved." in await alice.text("UTC+3")
     await alice.say("/settings")
     await alice.say(Pick("phrases"))
+    await alice.say(CANCEL_PIN)
     await alice.say(Pick("safe_phrase"))
     assert "not a command" in await alice.text("/weather")
     assert "Saved." in await alice.text("The tea is ready")
