@@ -30,7 +30,7 @@ from core.defenders import delete_data, hide, save_settings
 from core.messages import Choice, Outbound
 from core.models import Consent, Defender
 from core.pins import Verdict
-from core.security import verify_pin
+from core.security import hash_pin, verify_pin
 from flows import checkin, delays, help, onboarding, setup
 from flows.context import END, Context, Retry
 
@@ -149,7 +149,10 @@ async def new_pin(ctx: Context) -> str:
         other = duress if ctx.data["which"] == "cancel" else cancel
     pepper = ctx.vault.keyring.pepper
     # One Argon2id run inside the transaction: rare (changing a PIN), so not worth an early check.
-    if other is not None and await asyncio.to_thread(verify_pin, other, typed, pepper):
+    # Run on every path (against either PIN when none is to differ), for the same latency (R8).
+    checked = other or duress or cancel
+    clash = checked is not None and await asyncio.to_thread(verify_pin, checked, typed, pepper)
+    if other is not None and clash:
         raise Retry(ctx._("Your two PINs must be different."))
     onboarding.remember_pin(ctx, "first")
     return ask_pin(ctx, ctx._("Send the new PIN again to confirm."), "new_pin_again")
@@ -162,15 +165,19 @@ async def new_pin_again(ctx: Context) -> str:
         ctx.say(ctx._("The two PINs were different. Let's try again."))
         return ask_pin(ctx, ctx._("Send the new PIN (4 to 8 digits)."), "new_pin")
     pepper, defender = ctx.vault.keyring.pepper, ctx.defender
+    # Every path runs one Argon2id check and one hash, for the same latency (R8).
+    is_cancel = await _is_cancel(defender, typed, pepper)
     if not ctx.data.get("shadow"):
         cancel, duress = (typed, None) if ctx.data["which"] == "cancel" else (None, typed)
         await asyncio.to_thread(pins.set_pins, defender, pepper, cancel=cancel, duress=duress)
-    elif ctx.data["which"] == "cancel" and not await _is_cancel(defender, typed, pepper):
+    elif ctx.data["which"] == "cancel" and not is_cancel:
         # Forced to "change the everyday PIN" with the duress PIN: the new one becomes the
         # emergency PIN, so typed later it does what the real one does (and alerts again),
         # and the old one is refused, as after a real change. The real PIN stays.
         await asyncio.to_thread(pins.set_pins, defender, pepper, cancel=None, duress=typed)
-    elif ctx.data["which"] == "duress":
+    else:
+        await asyncio.to_thread(hash_pin, typed, pepper)  # a hash as the other paths run
+    if ctx.data.get("shadow") and ctx.data["which"] == "duress":
         # Forced to "change the emergency PIN" with the duress PIN: the new one must do later
         # what an emergency PIN does (look accepted, alert silently), yet the real one stays.
         # At the wrong-PIN limit any PIN but the real one reads as duress, until the real

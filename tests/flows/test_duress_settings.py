@@ -7,8 +7,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from core import security
 from core.messages import Outbound
 from core.models import Alert, AlertKind
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, Said, onboard
@@ -152,3 +154,42 @@ async def test_discreet_mode_goes_off_only_with_the_real_pin(desk: Desk) -> None
     calm, forced = await chats["calm"].defender(), await chats["forced"].defender()
     assert calm is not None and not calm.discreet
     assert forced is not None and forced.discreet
+
+
+class CountingHasher:
+    """Counts the Argon2id hashes and checks around the real (fast, test) hasher."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, {"hash": 0, "verify": 0}
+
+    def hash(self, *args: Any) -> Any:
+        self.calls["hash"] += 1
+        return self.inner.hash(*args)
+
+    def verify(self, *args: Any) -> Any:
+        self.calls["verify"] += 1
+        return self.inner.verify(*args)
+
+
+async def _argon2_runs(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch, name: str, current: str, which: str
+) -> list[dict[str, int]]:
+    chat = await onboard(desk, name)
+    runs = []
+    for said in ("/settings", Pick("pins"), current, Pick(which), "5555", "5555"):
+        counter = CountingHasher(security._hasher)
+        with monkeypatch.context() as patch:
+            patch.setattr(security, "_hasher", counter)
+            await chat.say(said)
+        runs.append(counter.calls)
+    return runs
+
+
+async def test_a_pin_change_runs_as_many_argon2_steps_under_duress(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for which in ("cancel", "duress"):
+        real = await _argon2_runs(desk, monkeypatch, f"real-{which}", CANCEL_PIN, which)
+        forced = await _argon2_runs(desk, monkeypatch, f"forced-{which}", DURESS_PIN, which)
+        assert real == forced, which
+        assert sum(step["hash"] for step in real) == 1, which  # the new PIN's hash
