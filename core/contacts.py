@@ -25,14 +25,31 @@ MAX_CONTACTS = 10
 HIDDEN = "hidden_contacts"
 
 
+# Contacts someone may be (and who a defender sees as invited or confirmed): a shadow one,
+# added under duress, is never told anything (core.recipients selects confirmed ones only).
+LIVE = (Consent.invited, Consent.confirmed, Consent.shadow)
+
+
 async def invite(
-    session: AsyncSession, vault: Vault, *, defender: Defender, label: str, now: datetime
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    defender: Defender,
+    label: str,
+    now: datetime,
+    shadow: bool = False,
 ) -> str:
-    """A new invited contact; returns the code the defender hands over (shown once)."""
+    """A new invited contact; returns the code the defender hands over (shown once).
+    ``shadow`` (added under duress): the same code and answers, but never notified."""
     row, code = await create_invite(
         session, vault, org_id=defender.org_id, purpose=PURPOSE, now=now
     )
-    contact = TrustedContact(id=uuid.uuid4(), defender_id=defender.id, invite_index=row.code_index)
+    contact = TrustedContact(
+        id=uuid.uuid4(),
+        defender_id=defender.id,
+        invite_index=row.code_index,
+        consent=Consent.shadow if shadow else Consent.invited,
+    )
     contact.put(vault, "label_enc", label)
     session.add(contact)
     return code
@@ -48,7 +65,7 @@ async def find_invited(
         .join(InviteCode, InviteCode.code_index == TrustedContact.invite_index)
         .where(
             TrustedContact.invite_index == index,
-            TrustedContact.consent == Consent.invited,
+            TrustedContact.consent.in_([Consent.invited, Consent.shadow]),
             InviteCode.purpose == PURPOSE,
             InviteCode.used_at.is_(None),
             InviteCode.revoked_at.is_(None),
@@ -73,9 +90,10 @@ async def answer(
     if await take_invite(session, vault, purpose=PURPOSE, code=code, now=now) is None:
         return None
     contact = await session.get(TrustedContact, contact_id)
-    if contact is None or contact.consent is not Consent.invited:
+    if contact is None or contact.consent not in (Consent.invited, Consent.shadow):
         return None
-    contact.consent = Consent.confirmed if accept else Consent.declined
+    if contact.consent is Consent.invited or not accept:  # a shadow one accepting stays so
+        contact.consent = Consent.confirmed if accept else Consent.declined
     contact.address_id = address.id if accept else None
     contact.invite_index = None
     contact.responded_at = now
@@ -86,16 +104,23 @@ async def answer(
 async def counts(
     session: AsyncSession, *, defender_id: uuid.UUID, hidden: Collection[str] = ()
 ) -> dict[Consent, int]:
-    """How many contacts in each state; ``hidden`` (ids as text) are left out of the count."""
+    """How many contacts in each state; ``hidden`` (ids as text) are left out of the count.
+    A shadow contact counts as what it looks like: confirmed once it answered, else invited."""
+    answered = TrustedContact.address_id.is_not(None)
     query = (
-        select(TrustedContact.consent, func.count())
+        select(TrustedContact.consent, answered, func.count())
         .where(TrustedContact.defender_id == defender_id)
-        .group_by(TrustedContact.consent)
+        .group_by(TrustedContact.consent, answered)
     )
     if hidden:
         query = query.where(TrustedContact.id.not_in([uuid.UUID(h) for h in hidden]))
-    found = {Consent(consent): n for consent, n in (await session.execute(query)).all()}
-    return {consent: found.get(consent, 0) for consent in Consent}
+    found = dict.fromkeys(Consent, 0)
+    for consent, has_address, n in (await session.execute(query)).all():
+        shown = Consent(consent)
+        if shown is Consent.shadow:
+            shown = Consent.confirmed if has_address else Consent.invited
+        found[shown] += n
+    return found
 
 
 async def remove_by_label(
@@ -112,7 +137,7 @@ async def remove_by_label(
     ``hidden`` ones (removed under duress before) are not found again."""
     query = select(TrustedContact).where(
         TrustedContact.defender_id == defender_id,
-        TrustedContact.consent.in_([Consent.invited, Consent.confirmed]),
+        TrustedContact.consent.in_(LIVE),
     )
     removed = []
     for contact in (await session.execute(query)).scalars():
@@ -131,7 +156,8 @@ async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime)
     result = await session.execute(
         update(TrustedContact)
         .where(
-            TrustedContact.address_id == address.id, TrustedContact.consent == Consent.confirmed
+            TrustedContact.address_id == address.id,
+            TrustedContact.consent.in_([Consent.confirmed, Consent.shadow]),
         )
         .values(consent=Consent.revoked, address_id=None, responded_at=now)
     )
@@ -140,6 +166,7 @@ async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime)
 
 async def is_contact(session: AsyncSession, *, address: ChannelAddress) -> bool:
     query = select(TrustedContact.id).where(
-        TrustedContact.address_id == address.id, TrustedContact.consent == Consent.confirmed
+        TrustedContact.address_id == address.id,
+        TrustedContact.consent.in_([Consent.confirmed, Consent.shadow]),
     )
     return (await session.execute(query.limit(1))).first() is not None

@@ -59,10 +59,10 @@ def ask_discreet(ctx: Context) -> str:
 
 async def discreet(ctx: Context) -> str:
     assert ctx.defender is not None
-    ctx.defender.discreet = ctx.need_choice("on", "off") == "on"
-    if not ctx.defender.discreet:
-        ctx.say(ctx._("Discreet mode is off."))
-        return END
+    if ctx.need_choice("on", "off") == "off":  # takes the PIN: flows.settings.discreet_pin
+        ctx.ask(ctx._("Send your PIN first."), sensitive=True)
+        return "discreet_pin"
+    ctx.defender.discreet = True
     ctx.say(ctx._("Discreet mode is on."))
     ctx.ask(
         ctx._("After how long should we delete our sensitive messages?"),

@@ -3,10 +3,12 @@ delete my data.
 
     /settings --> menu --language--> language --> saved
                        --PINs--> old_pin --> which --> new_pin --> new_pin_again --> saved
-                       --contacts--> contacts --add--> setup:contact_label
+                       --contacts--> contacts --add--> add_pin --> setup:contact_label
                                               --remove--> remove_pin --> remove_label
-                       --routine / time zone / code phrases--> the setup step, alone
+                       --routine / time zone--> the setup step, alone
+                       --code phrases--> phrases_pin --> phrases --> the setup step, alone
                        --discreet--> discreet --on--> discreet_delay --> saved
+                                              --off--> discreet_pin --> saved
                        --disappearing (Signal only)--> disappearing --> saved
                        --pause--> checkin:pause_reason
                        --delete my data--> delete_pin --> everything forgotten
@@ -25,15 +27,15 @@ import asyncio
 
 from core import contacts, pins
 from core.defenders import delete_data, hide, save_settings
-from core.messages import Choice
+from core.messages import Choice, Outbound
 from core.models import Consent, Defender
 from core.pins import Verdict
-from core.security import verify_pin
+from core.security import hash_pin, verify_pin
 from flows import checkin, delays, help, onboarding, setup
 from flows.context import END, Context, Retry
 
 NAME = "settings"
-PIN_STATES = ("old_pin", "remove_pin", "delete_pin")
+PIN_STATES = ("old_pin", "add_pin", "remove_pin", "phrases_pin", "discreet_pin", "delete_pin")
 MENU = (
     "language", "pins", "contacts", "routine", "zone", "discreet", "disappearing", "phrases",
     "pause", "delete", "help",
@@ -92,15 +94,7 @@ async def menu(ctx: Context) -> str:
     if picked == "disappearing":
         return delays.ask_disappearing(ctx)
     if picked == "phrases":
-        ctx.ask(
-            _("Which code phrase?"),
-            (
-                Choice("alert_phrase", _("Alert phrase")),
-                Choice("safe_phrase", _("I'm safe phrase")),
-                Choice("remove", _("Remove both")),
-            ),
-        )
-        return "phrases"
+        return ask_pin(ctx, _("Send your PIN first."), "phrases_pin")
     if picked == "pause":
         return checkin.ask_pause(ctx)
     if picked == "delete":
@@ -155,7 +149,10 @@ async def new_pin(ctx: Context) -> str:
         other = duress if ctx.data["which"] == "cancel" else cancel
     pepper = ctx.vault.keyring.pepper
     # One Argon2id run inside the transaction: rare (changing a PIN), so not worth an early check.
-    if other is not None and await asyncio.to_thread(verify_pin, other, typed, pepper):
+    # Run on every path (against either PIN when none is to differ), for the same latency (R8).
+    checked = other or duress or cancel
+    clash = checked is not None and await asyncio.to_thread(verify_pin, checked, typed, pepper)
+    if other is not None and clash:
         raise Retry(ctx._("Your two PINs must be different."))
     onboarding.remember_pin(ctx, "first")
     return ask_pin(ctx, ctx._("Send the new PIN again to confirm."), "new_pin_again")
@@ -168,14 +165,24 @@ async def new_pin_again(ctx: Context) -> str:
         ctx.say(ctx._("The two PINs were different. Let's try again."))
         return ask_pin(ctx, ctx._("Send the new PIN (4 to 8 digits)."), "new_pin")
     pepper, defender = ctx.vault.keyring.pepper, ctx.defender
+    # Every path runs one Argon2id check and one hash, for the same latency (R8).
+    is_cancel = await _is_cancel(defender, typed, pepper)
     if not ctx.data.get("shadow"):
         cancel, duress = (typed, None) if ctx.data["which"] == "cancel" else (None, typed)
         await asyncio.to_thread(pins.set_pins, defender, pepper, cancel=cancel, duress=duress)
-    elif ctx.data["which"] == "cancel" and not await _is_cancel(defender, typed, pepper):
+    elif ctx.data["which"] == "cancel" and not is_cancel:
         # Forced to "change the everyday PIN" with the duress PIN: the new one becomes the
         # emergency PIN, so typed later it does what the real one does (and alerts again),
         # and the old one is refused, as after a real change. The real PIN stays.
         await asyncio.to_thread(pins.set_pins, defender, pepper, cancel=None, duress=typed)
+    else:
+        await asyncio.to_thread(hash_pin, typed, pepper)  # a hash as the other paths run
+    if ctx.data.get("shadow") and ctx.data["which"] == "duress":
+        # Forced to "change the emergency PIN" with the duress PIN: the new one must do later
+        # what an emergency PIN does (look accepted, alert silently), yet the real one stays.
+        # At the wrong-PIN limit any PIN but the real one reads as duress, until the real
+        # one (the defender's) resets the count (core.pins.count).
+        defender.failed_pins = max(defender.failed_pins, pins.WRONG_LIMIT)
     ctx.say(ctx._("PIN changed."))
     return END
 
@@ -213,11 +220,19 @@ async def show_contacts(ctx: Context) -> str:
 async def contacts_step(ctx: Context) -> str:
     picked = ctx.need_choice("add", "remove", "back")
     if picked == "add":
-        ctx.data["chain"] = False
-        return setup.ask_label(ctx)
+        return ask_pin(ctx, ctx._("Send your PIN first."), "add_pin")
     if picked == "remove":
         return ask_pin(ctx, ctx._("Send your PIN first."), "remove_pin")
     return await start(ctx)
+
+
+async def add_pin(ctx: Context) -> str:
+    """Whoever holds the phone must not make themselves a contact who hears every alert:
+    the PIN first. Under the duress PIN the contact is a shadow one (``setup.contact_label``):
+    the same code and answers, but never notified."""
+    await _verdict(ctx)
+    ctx.data["chain"] = False
+    return setup.ask_label(ctx)
 
 
 async def remove_pin(ctx: Context) -> str:
@@ -242,6 +257,22 @@ async def remove_label(ctx: Context) -> str:
     return END
 
 
+async def phrases_pin(ctx: Context) -> str:
+    """Whoever holds the phone must not silence the alert phrase: the PIN first. Under the
+    duress PIN every answer is the same and nothing changes (``setup._save_phrase``)."""
+    await _verdict(ctx)
+    _ = ctx._
+    ctx.ask(
+        _("Which code phrase?"),
+        (
+            Choice("alert_phrase", _("Alert phrase")),
+            Choice("safe_phrase", _("I'm safe phrase")),
+            Choice("remove", _("Remove both")),
+        ),
+    )
+    return "phrases"
+
+
 async def phrases(ctx: Context) -> str:
     assert ctx.defender is not None
     picked = ctx.need_choice("alert_phrase", "safe_phrase", "remove")
@@ -249,9 +280,22 @@ async def phrases(ctx: Context) -> str:
         return setup.ask_alert_phrase(ctx)
     if picked == "safe_phrase":
         return setup.ask_safe_phrase(ctx)
-    current = ctx.settings
-    save_settings(ctx.vault, ctx.defender, {**current, "alert_phrase": None, "safe_phrase": None})
+    if not ctx.data.get("shadow"):
+        current = ctx.settings
+        cleared = {**current, "alert_phrase": None, "safe_phrase": None}
+        save_settings(ctx.vault, ctx.defender, cleared)
     ctx.say(ctx._("Code phrases removed."))
+    return END
+
+
+async def discreet_pin(ctx: Context) -> str:
+    """Turning discreet mode off takes the PIN (``delays.discreet``); the duress PIN says the
+    same and leaves it on."""
+    assert ctx.defender is not None
+    if await _verdict(ctx) is Verdict.ok:
+        ctx.defender.discreet = False
+    # Said as once it is off (not a sensitive message) even while it stays on.
+    ctx.replies.append(Outbound(text=ctx._("Discreet mode is off.")))
     return END
 
 
@@ -276,11 +320,14 @@ STATES = {
     "new_pin": new_pin,
     "new_pin_again": new_pin_again,
     "contacts": contacts_step,
+    "add_pin": add_pin,
     "remove_pin": remove_pin,
     "remove_label": remove_label,
     "discreet": delays.discreet,
     "discreet_delay": delays.discreet_delay,
     "disappearing": delays.disappearing,
+    "phrases_pin": phrases_pin,
     "phrases": phrases,
+    "discreet_pin": discreet_pin,
     "delete_pin": delete_pin,
 }

@@ -99,8 +99,9 @@ async def contact_label(ctx: Context) -> str:
     if sum(counts.values()) - counts[Consent.revoked] >= contacts.MAX_CONTACTS:
         ctx.say(ctx._("You already have the most contacts we allow."))
         return _next(ctx, "routine")
+    shadow = bool(ctx.data.get("shadow"))  # settings, under the duress PIN: never notified
     code = await contacts.invite(
-        ctx.session, ctx.vault, defender=ctx.defender, label=label, now=ctx.now
+        ctx.session, ctx.vault, defender=ctx.defender, label=label, now=ctx.now, shadow=shadow
     )
     ctx.say(
         ctx._(
@@ -239,7 +240,8 @@ def _save_phrase(ctx: Context, key: str, other: str) -> None:
         raise Retry(ctx._("Please choose a phrase of 2 to 64 characters that is not a command."))
     if phrase == current.get(other):
         raise Retry(ctx._("The two phrases must be different."))
-    save_settings(ctx.vault, ctx.defender, {**current, key: phrase})
+    if not ctx.data.get("shadow"):  # settings under the duress PIN: the same words, no change
+        save_settings(ctx.vault, ctx.defender, {**current, key: phrase})
 
 
 async def alert_phrase(ctx: Context) -> str:

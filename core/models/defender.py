@@ -75,6 +75,9 @@ class Consent(StrEnum):
     confirmed = "confirmed"
     declined = "declined"
     revoked = "revoked"
+    # Added under duress (flows.settings): looks like an invited, then (with an address) a
+    # confirmed contact to everyone, but is never selected as a recipient (core.recipients).
+    shadow = "shadow"
 
 
 class TrustedContact(Encrypted, CreatedMixin, Base):

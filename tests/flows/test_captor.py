@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from tests.flows.conftest import Desk, Pick, onboard
+from tests.flows.conftest import CANCEL_PIN, Desk, Pick, onboard
 
 CANARIES = ("CANARY-sister", "CANARY river crossing", "CANARY-bakery", "Barrio CANARY")
 
 
 async def test_it_tells_a_captor_nothing_from_the_past(desk: Desk) -> None:
     alice = await onboard(desk)
-    for said in ("/settings", Pick("contacts"), Pick("add"), CANARIES[0]):
+    for said in ("/settings", Pick("contacts"), Pick("add"), CANCEL_PIN, CANARIES[0]):
         await alice.say(said)
-    for said in ("/settings", Pick("phrases"), Pick("alert_phrase"), CANARIES[2]):
+    for said in ("/settings", Pick("phrases"), CANCEL_PIN, Pick("alert_phrase"), CANARIES[2]):
         await alice.say(said)
     for said in (
         "/report", Pick("threat"), Pick("today"), CANARIES[3], Pick("police"), Pick("me"),

@@ -14,7 +14,7 @@ from core.models import (
     Role,
     TrustedContact,
 )
-from tests.flows.conftest import ONBOARDING, Chat, Desk, Pick, onboard
+from tests.flows.conftest import CANCEL_PIN, ONBOARDING, Chat, Desk, Pick, onboard
 from tests.flows.test_desk_chat import REFUSAL, Group, link_code, responder
 
 
@@ -44,6 +44,7 @@ async def _contact_of(desk: Desk, defender: Chat, contact: Chat) -> None:
     await defender.say("/settings")
     await defender.say(Pick("contacts"))
     await defender.say(Pick("add"))
+    await defender.say(CANCEL_PIN)
     shown = await defender.say("friend")
     code = shown[0].text.split("in person or by phone: ")[1].split("\n")[0]
     assert "accept" in (await contact.text(code)).lower()
@@ -124,6 +125,7 @@ async def test_a_contact_removed_under_duress_who_accepts_later_stays_unseen(des
     await alice.say("/settings")
     await alice.say(Pick("contacts"))
     await alice.say(Pick("add"))
+    await alice.say(CANCEL_PIN)
     shown = await alice.say("sister")
     code = shown[0].text.split("in person or by phone: ")[1].split("\n")[0]
     await alice.say("/settings")

@@ -64,7 +64,7 @@ async def test_it_resumes_each_flow_after_a_restart(desk: Desk, flow: str) -> No
 
 async def test_it_resumes_a_contact_confirmation_after_a_restart(desk: Desk) -> None:
     alice = await onboard(desk)
-    for said in ("/settings", Pick("contacts"), Pick("add")):
+    for said in ("/settings", Pick("contacts"), Pick("add"), CANCEL_PIN):
         await alice.say(said)
     code = (await alice.text("Ana")).split("by phone: ")[1].split("\n")[0]
     ana = desk.chat("ana")

@@ -29,7 +29,13 @@ AFTERWARDS = ("hello", "/menu", "/sos", Pick("panic"), "/settings", "1234", "/ch
 async def _prepared(desk: Desk, name: str) -> Chat:
     """A defender with an alert phrase, a confirmed contact and a check-in due in 30 min."""
     chat = await onboard(desk, name)
-    for said in ("/settings", Pick("phrases"), Pick("alert_phrase"), "Is the bakery open?"):
+    for said in (
+        "/settings",
+        Pick("phrases"),
+        CANCEL_PIN,
+        Pick("alert_phrase"),
+        "Is the bakery open?",
+    ):
         await chat.say(said)
     await _contact_of(desk, chat, desk.chat(f"{name}-friend"))
     await chat.say("/checkin")

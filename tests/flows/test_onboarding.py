@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from core.models import Consent, DefenderStatus, TrustedContact
 from core.security import verify_pin
-from tests.flows.conftest import Desk, Pick, onboard, run_dialog
+from tests.flows.conftest import CANCEL_PIN, Desk, Pick, onboard, run_dialog
 
 
 async def test_it_onboards_in_english(desk: Desk) -> None:
@@ -97,6 +97,7 @@ async def test_it_counts_a_contact_only_after_they_confirm(desk: Desk) -> None:
     assert "Settings" in replies[0].text
     await alice.say(Pick("contacts"))
     await alice.say(Pick("add"))
+    await alice.say(CANCEL_PIN)
     shown = await alice.say("my sister")
     assert shown[0].sensitive
     code = shown[0].text.split("in person or by phone: ")[1].split("\n")[0]
@@ -120,6 +121,7 @@ async def test_it_lets_a_contact_decline_and_stop(desk: Desk) -> None:
     await alice.say("/settings")
     await alice.say(Pick("contacts"))
     await alice.say(Pick("add"))
+    await alice.say(CANCEL_PIN)
     code = (await alice.text("Tom")).split("by phone: ")[1].split("\n")[0]
     tom = desk.chat("tom")
     await tom.say(code)

@@ -132,6 +132,7 @@ async def test_a_code_phrase_is_never_a_pin_nor_taken_for_a_menu_option(desk: De
     alice = await onboard(desk, channel="signal")
     await alice.say("/settings")
     await alice.say(Pick("phrases"))
+    await alice.say(CANCEL_PIN)
     await alice.say(Pick("safe_phrase"))
     assert "not a command" in await alice.text("12 34")  # a PIN, not a phrase
     assert "Saved." in await alice.text("Alert my contacts now")  # odd, but theirs
@@ -216,6 +217,7 @@ async def test_a_contact_removed_under_duress_looks_removed_and_is_still_alerted
         await chat.say("/settings")
         await chat.say(Pick("contacts"))
         await chat.say(Pick("add"))
+        await chat.say(CANCEL_PIN)
         await chat.say("sister")
         for _ in range(2):  # the second time, the contact is gone
             await chat.say("/settings")

@@ -59,6 +59,7 @@ async def test_it_changes_language_zone_and_phrases(desk: Desk) -> None:
     assert "Saved." in await alice.text("UTC+3")
     await alice.say("/settings")
     await alice.say(Pick("phrases"))
+    await alice.say(CANCEL_PIN)
     await alice.say(Pick("safe_phrase"))
     assert "not a command" in await alice.text("/weather")
     assert "Saved." in await alice.text("The tea is ready")
@@ -88,7 +89,7 @@ async def test_it_moves_the_routine_to_its_local_time_in_the_new_zone(desk: Desk
 
 async def test_it_removes_a_contact_by_name_without_listing_them(desk: Desk) -> None:
     alice = await onboard(desk)
-    for said in ("/settings", Pick("contacts"), Pick("add")):
+    for said in ("/settings", Pick("contacts"), Pick("add"), CANCEL_PIN):
         await alice.say(said)
     code = (await alice.text("Grandma")).split("by phone: ")[1].split("\n")[0]
     await desk.chat("gran").say(code)

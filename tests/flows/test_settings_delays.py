@@ -13,7 +13,7 @@ from core.discreet import discreet_delay
 from core.messages import Outbound
 from core.models import OutboxMessage
 from core.outbox import payload
-from tests.flows.conftest import Desk, Pick, onboard, run_dialog
+from tests.flows.conftest import CANCEL_PIN, Desk, Pick, onboard, run_dialog
 
 
 def instructions(messages: list[Outbound]) -> list[int | None]:
@@ -77,7 +77,8 @@ async def test_discreet_mode_asks_how_soon_messages_go(desk: Desk) -> None:
         [
             ("/settings", "Settings"),
             (Pick("discreet"), "Discreet mode"),
-            (Pick("off"), "Discreet mode is off."),
+            (Pick("off"), "Send your PIN first."),
+            (CANCEL_PIN, "Discreet mode is off."),
         ],
     )
     defender = await alice.defender()
