@@ -4,6 +4,8 @@ signalbot receives (websocket); what it may see is screened first (bot.signal_fr
 attachments are ours to fetch: only a defender's, size first. Sending goes straight
 to ``/v2/send``, because signalbot drops the error body that tells an unregistered recipient
 (permanent) or a rate limit (it passes: retried after ``RATE_LIMIT_WAIT_S``) from a hiccup.
+signal-cli-rest-api answers any other failure with a 400, signal-cli's network failures
+("Failed to send message", "IOException") included: those are retried, never permanent.
 signalbot stops receiving for good when the websocket closes cleanly; ``run`` watches its
 receiver and starts a new bot whenever that happens.
 
@@ -94,7 +96,11 @@ def delivery_error(status: int, body: str) -> DeliveryError:
         return DeliveryError("rate limited", retry_after=RATE_LIMIT_WAIT_S)  # transient
     if status >= 500:
         return DeliveryError(f"signal-cli {status}")
-    return DeliveryError(f"rejected {status}", permanent=True)
+    # Anything else is no verdict on the recipient: signal-cli-rest-api answers every error
+    # that is not a rate limit with a 400, a network failure between signal-cli and Signal
+    # ("Failed to send message", "IOException") included. Retried as usual, never blocking
+    # the address: a reminder or an alert's confirmation is not dropped on a network blip.
+    return DeliveryError(f"rejected {status}")
 
 
 class _Receiver(DataMessageHandler):

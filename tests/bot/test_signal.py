@@ -202,6 +202,46 @@ async def test_a_passing_rate_limit_is_waited_out_not_given_up(
     assert service.messages_to(ALICE) == ["Alert: Ana pressed panic."]
 
 
+def test_only_a_verdict_on_the_recipient_is_permanent() -> None:
+    """signal-cli-rest-api answers every error that is no rate limit with a 400, signal-cli's
+    network failures too: only an unregistered recipient or a changed key is for good."""
+    for body in [
+        '{"error": "Failed to send message"}',
+        '{"error": "Failed to send message (IOException)"}',
+        '{"error": "Failed to send message: java.net.SocketTimeoutException: timeout"}',
+        '{"error": "Couldn\'t process request - signal-cli daemon not reachable"}',
+        "",
+    ]:
+        blip = delivery_error(400, body)
+        assert not blip.permanent and blip.retry_after is None, body
+    for body, reason in [
+        ('{"error": "Failed to send message: Unregistered user \\"x\\""}', "unregistered"),
+        ('{"error": "User x is not registered."}', "unregistered"),
+        ('{"error": "Untrusted Identity for \\"x\\""}', "identity changed"),
+    ]:
+        refused = delivery_error(400, body)
+        assert refused.permanent and str(refused) == reason, body
+
+
+async def test_a_network_failure_is_retried_not_given_up(
+    service: SignalStandIn, signal: Signal
+) -> None:
+    """signal-cli could not reach Signal for her: a 400, but the message is retried (a
+    permanent failure would drop it and block her address), for the timer too."""
+    to = Address("signal", ALICE)
+    service.fail_next("/v2/send", 400, "Failed to send message (IOException)", recipient=ALICE)
+    with pytest.raises(DeliveryError) as failure:
+        await signal.send(to, Outbound("Alert raised."))
+    assert not failure.value.permanent and ALICE not in str(failure.value)
+    service.fail_next(f"/v1/contacts/{service.number}", 400, "Failed to send message")
+    with pytest.raises(DeliveryError) as failure:
+        await signal.send(to, Outbound("", expiry_s=3600))
+    assert not failure.value.permanent
+    await signal.send(to, Outbound("", expiry_s=3600))
+    await signal.send(to, Outbound("Alert raised."))  # the outbox's retry goes through
+    assert service.messages_to(ALICE) == ["Alert raised."] and service.timers[ALICE] == 3600
+
+
 @pytest.mark.parametrize("code", [WSCloseCode.INTERNAL_ERROR, WSCloseCode.OK])
 async def test_it_comes_back_after_the_socket_closes(
     service: SignalStandIn, signal: Signal, inbox: list[Inbound], code: int
