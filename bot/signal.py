@@ -86,6 +86,10 @@ RATE_LIMIT_WAIT_S = 600.0
 # After the receive websocket closed or failed, open it again this soon: every second it is
 # closed, signal-cli-rest-api drops what arrives (json-rpc mode, see above).
 RECONNECT_S = 1.0
+# Files signal-cli's store kept because deleting them failed (R17): tried again after the next
+# delete that succeeds and every DELETE_RETRY_S. Bounded: beyond it the oldest is forgotten.
+DELETE_RETRY_S = 60.0
+UNDELETED_MAX = 1000
 
 
 def parse_location(text: str | None) -> Location | None:
@@ -156,6 +160,7 @@ class Signal:
         self._locks: dict[str, asyncio.Lock] = {}
         self._untimed: set[str] = set()  # chats whose last message carried no timer
         self._handing: set[asyncio.Task[None]] = set()  # changed keys on their way to the flows
+        self._undeleted: dict[str, None] = {}  # attachment ids whose delete failed, in order
         # Since when the receive websocket is not open (None: it is); down until first opened.
         self._down_since: float | None = time.monotonic()
 
@@ -183,9 +188,13 @@ class Signal:
             try:
                 bot.start(run_forever=False)
                 await bot.wait_until_ready()
+                retried = time.monotonic()
                 while not lost.is_set() and not self._receiver_stopped(bot):
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), 0.5)
+                    if self._undeleted and time.monotonic() - retried >= DELETE_RETRY_S:
+                        retried = time.monotonic()
+                        await self._discard([])
                 # Its producer failed (signalbot would retry it after a growing backoff, with
                 # nobody listening meanwhile) or ended: a new bot, at once.
                 log.warning("signal receiver stopped; restarting it")
@@ -354,11 +363,35 @@ class Signal:
     async def _discard(self, keys: Sequence[str | None]) -> None:
         """Delete files from signal-cli's attachment store (R17): after reading them, or
         unread where nothing is fetched (strangers, groups, the bot's own devices, previews,
-        quotes)."""
+        quotes). One that fails is kept and tried again after the next delete that succeeds
+        (or the next in ``run``'s watch): a file left in the store is readable by whoever
+        takes the server."""
+        failed = False
         for key in keys:
             if key:
-                with contextlib.suppress(DeliveryError):
-                    await self._call("DELETE", f"/v1/attachments/{key}", {})
+                failed = not await self._delete(key) or failed
+        if failed or not self._undeleted:
+            return
+        pending, self._undeleted = list(self._undeleted), {}
+        for key in pending:
+            await self._delete(key)  # kept again if it still fails
+
+    async def _delete(self, key: str) -> bool:
+        try:
+            await self._call("DELETE", f"/v1/attachments/{key}", {})
+        except DeliveryError as exc:
+            if str(exc) == "rejected 404":  # not in the store (any more): nothing to retry
+                return True
+            log.warning("attachment not deleted; kept to retry", extra={"error": str(exc)})
+            self._keep(key)
+            return False
+        return True
+
+    def _keep(self, key: str) -> None:
+        self._undeleted[key] = None
+        if len(self._undeleted) > UNDELETED_MAX:
+            del self._undeleted[next(iter(self._undeleted))]
+            log.error("attachment delete given up: too many waiting")
 
     async def _fetch(self, key: str) -> bytes | None:
         url = f"http://{self.service}/v1/attachments/{key}"

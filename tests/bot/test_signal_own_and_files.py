@@ -256,3 +256,22 @@ async def test_a_message_from_a_changed_key_is_handed_on_as_such(
     assert changed.key_changed and changed.address == ALICE and changed.text is None
     assert not decrypted.key_changed and decrypted.text == "again"
     assert changed.message_id != decrypted.message_id
+
+
+async def test_a_failed_delete_is_tried_again(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """signal-cli-rest-api failed to delete a read file: it is not left in signal-cli's store
+    (R17) but deleted after the next delete that goes through."""
+    key = "evidence1"
+    service.attachments[key] = b"%PDF-1.7 evidence"
+    service.fail_next(f"/v1/attachments/{key}", 500, "signal-cli daemon unavailable")
+    meta = {"id": key, "contentType": "application/pdf", "filename": None, "size": 17}
+    await service.send_text(ALICE, "doc", attachments=[{**meta, "isVoiceNote": False}])
+    await wait_for(lambda: inbox)
+    assert inbox[0].attachments[0].data == b"%PDF-1.7 evidence"
+    assert key not in service.deleted
+    await service.send_attachment(ALICE, b"second", "text/plain", text="more")
+    await wait_for(lambda: len(inbox) == 2)
+    await wait_for(lambda: key in service.deleted)
+    assert len(service.deleted) == 2

@@ -47,6 +47,7 @@ class SignalStandIn:
     sent: list[dict[str, Any]] = field(default_factory=list)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)  # (verb, path, body)
     attachments: dict[str, bytes] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)  # attachment ids deleted from the store
     groups: list[dict[str, Any]] = field(default_factory=list)
     timers: dict[str, int] = field(default_factory=dict)  # recipient -> expiration seconds
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
@@ -77,7 +78,7 @@ class SignalStandIn:
         r.add_post("/v1/receipts/{number}", self._record_204)
         r.add_delete("/v1/remote-delete/{number}", self._remote_delete)
         r.add_get("/v1/attachments/{id}", self._attachment)
-        r.add_delete("/v1/attachments/{id}", self._record_204)
+        r.add_delete("/v1/attachments/{id}", self._delete_attachment)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -301,6 +302,13 @@ class SignalStandIn:
         body = await request.json()
         self.requests.append(("DELETE", request.path, body))
         return web.json_response({"timestamp": str(next(self._clock))})
+
+    async def _delete_attachment(self, request: web.Request) -> web.Response:
+        self.requests.append(("DELETE", request.path, None))
+        failure = self._failure(request.path)
+        if failure is None:
+            self.deleted.append(request.match_info["id"])
+        return failure or web.Response(status=204)
 
     async def _attachment(self, request: web.Request) -> web.Response:
         self.requests.append(("GET", request.path, None))
