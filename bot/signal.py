@@ -246,7 +246,9 @@ class Signal:
         # changed key, which it cannot parse. Private: tests guard it.
         messages = bot._signal.messages
         frames = partial(self._frames, messages, lost)
-        screened = partial(screen, frames, self.number, self._discard, self._key_changed)
+        screened = partial(
+            screen, frames, self.number, self._discard, self._key_changed, self._unparsed
+        )
         messages.receive = screened  # type: ignore[method-assign]
         # signalbot logs every raw message at INFO (content, numbers): keep it quiet (R26),
         # and drop the handler each SignalBot adds so lines are not repeated.
@@ -352,13 +354,52 @@ class Signal:
         self._handing.add(task)
         task.add_done_callback(self._handing.discard)
 
+    async def _unparsed(self, envelope: dict[str, Any]) -> None:
+        """A frame signalbot cannot take (bot.signal_frames): its files are deleted already;
+        its text, if any, goes on, with the files it carried named but empty (the flows say
+        they did not arrive). A group's is dropped, as anything but a desk command is."""
+        source = envelope.get("sourceUuid") or envelope.get("sourceNumber")
+        stamp = envelope.get("timestamp")
+        data = envelope.get("dataMessage")
+        if not isinstance(source, str) or not source or stamp is None:
+            return
+        if not isinstance(data, dict) or data.get("groupInfo") is not None:
+            return
+        text = data.get("message") if isinstance(data.get("message"), str) else None
+        metas = data.get("attachments")
+        metas = metas if isinstance(metas, list) else []
+        files = tuple(
+            InboundAttachment(
+                kind="document",
+                content_type=str(meta.get("contentType") or "application/octet-stream"),
+                size=meta["size"] if isinstance(meta.get("size"), int) else 0,
+                data=None,
+            )
+            for meta in metas
+            if isinstance(meta, dict)
+        )
+        if not text and not files:
+            return
+        inbound = Inbound(
+            channel=self.name,
+            address=source,
+            message_id=f"{source}:{stamp}",  # as if parsed: a replay is still a replay
+            received_at=self.clock(),
+            text=text,
+            location=parse_location(text),
+            attachments=files,
+        )
+        task = asyncio.create_task(self._hand(source, inbound))
+        self._handing.add(task)
+        task.add_done_callback(self._handing.discard)
+
     async def _hand(self, source: str, inbound: Inbound) -> None:
         async with self._locks.setdefault(source, asyncio.Lock()):
             assert self.inbox is not None
             try:
                 await handed(self.inbox, inbound)
-            except NotHandled:  # the alert then waits for a send to them to be refused
-                log.error("changed safety number not handled")
+            except NotHandled:  # a changed key's alert then waits for a send to be refused
+                log.error("signal message not handled")
 
     async def _discard(self, keys: Sequence[str | None]) -> None:
         """Delete files from signal-cli's attachment store (R17): after reading them, or
