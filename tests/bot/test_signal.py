@@ -266,6 +266,27 @@ async def test_it_listens_again_within_seconds_after_the_socket_closes(
     assert [i.text for i in inbox] == ["back"] and len(service.dropped) == 5
 
 
+async def test_a_failing_receiver_is_restarted_at_once(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """signalbot's producer fails (here: its group list cannot be fetched for a group's
+    message): signalbot would retry it after 1, 2, 4 s… with nobody listening meanwhile; a
+    new bot listens again within about a second, every time."""
+    loop = asyncio.get_running_loop()
+    for n in range(4):
+        service.fail_next(f"/v1/groups/{service.number}", 500, "signal-cli daemon unavailable")
+        failed = loop.time()
+        await service.send_group_text(ALICE, "in an unknown group")
+        await wait_for(lambda: not service._failures[f"/v1/groups/{service.number}"], 5)
+        await asyncio.sleep(0.2)  # the producer has failed by now
+        await asyncio.wait_for(service.connected.wait(), 10)
+        await asyncio.wait_for(signal.ready.wait(), 10)
+        assert loop.time() - failed < 3, f"restart {n} took {loop.time() - failed:.1f} s"
+    await service.send_text(ALICE, "back")
+    await wait_for(lambda: inbox, 10)
+    assert [i.text for i in inbox] == ["back"]
+
+
 def test_it_reads_locations_and_renders_options() -> None:
     assert parse_location("-33.45, -70.66") is not None
     assert parse_location("geo:52.52,13.405") is not None

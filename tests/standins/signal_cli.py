@@ -255,8 +255,8 @@ class SignalStandIn:
             }
         )
 
-    async def _groups(self, _request: web.Request) -> web.Response:
-        return web.json_response(self.groups)
+    async def _groups(self, request: web.Request) -> web.Response:
+        return self._failure(request.path) or web.json_response(self.groups)
 
     async def _record_204(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else None
