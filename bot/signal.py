@@ -4,8 +4,24 @@ signalbot receives (websocket); what it may see is screened first (bot.signal_fr
 attachments are ours to fetch: only a defender's, size first. Sending goes straight
 to ``/v2/send``, because signalbot drops the error body that tells an unregistered recipient
 (permanent) or a rate limit (it passes: retried after ``RATE_LIMIT_WAIT_S``) from a hiccup.
-signalbot stops receiving for good when the websocket closes cleanly; ``run`` watches its
-receiver and starts a new bot whenever that happens.
+signal-cli-rest-api answers any other failure with a 400, signal-cli's network failures
+("Failed to send message", "IOException") included: those are retried, never permanent.
+
+Receiving is ours too, below signalbot: ``_frames`` holds the ``/v1/receive`` websocket and
+opens it again ``RECONNECT_S`` after any close or error. signalbot's own receiver stops for good
+on a clean close and waits longer after each failure (1 s, 2 s, … 300 s, reset only after three
+minutes connected); and if its producer fails anyway (a frame it cannot take), ``run`` starts a
+new bot at once rather than wait out that backoff. While the socket is not open ``ready`` is
+clear and ``inbound_down_s`` counts: /healthz reports Signal's inbound as failing once that
+lasts (api.app.INBOUND_DOWN_S).
+
+The remaining risk (R27): in json-rpc mode signal-cli takes each message off Signal's servers
+at once and signal-cli-rest-api hands it only to the websockets connected at that moment
+(upstream issues #537, #834). A message that arrives while ours is not connected, in the
+second before it is open again, or while this process restarts, is lost: neither Signal nor
+signal-cli keeps it for us. The full fix is signal-cli-rest-api's normal mode, polled with
+``GET /v1/receive`` (signal-cli then leaves messages on Signal's servers until fetched), or a
+manual receive mode once upstream offers one in json-rpc mode.
 
 Disappearing messages are a per-chat setting on Signal, kept by signal-cli. The defender picks
 the timer in /settings, which reaches us as an instruction (``Outbound.expiry_s``). A chat
@@ -21,12 +37,14 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar
 
 import aiohttp
+import websockets
 from signalbot import Config, DataMessageContext, DataMessageHandler, SignalBot
 
 from bot.signal_frames import screen
@@ -65,6 +83,13 @@ _STATUS_429 = re.compile(r"(?<!\d)429(?!\d)")
 # than a P0/P1 notice's patience, so it goes to the person's next address at once if they have
 # one (core.delivery); otherwise it is tried here again until core.delivery.given_up.
 RATE_LIMIT_WAIT_S = 600.0
+# After the receive websocket closed or failed, open it again this soon: every second it is
+# closed, signal-cli-rest-api drops what arrives (json-rpc mode, see above).
+RECONNECT_S = 1.0
+# Files signal-cli's store kept because deleting them failed (R17): tried again after the next
+# delete that succeeds and every DELETE_RETRY_S. Bounded: beyond it the oldest is forgotten.
+DELETE_RETRY_S = 60.0
+UNDELETED_MAX = 1000
 
 
 def parse_location(text: str | None) -> Location | None:
@@ -94,7 +119,11 @@ def delivery_error(status: int, body: str) -> DeliveryError:
         return DeliveryError("rate limited", retry_after=RATE_LIMIT_WAIT_S)  # transient
     if status >= 500:
         return DeliveryError(f"signal-cli {status}")
-    return DeliveryError(f"rejected {status}", permanent=True)
+    # Anything else is no verdict on the recipient: signal-cli-rest-api answers every error
+    # that is not a rate limit with a 400, a network failure between signal-cli and Signal
+    # ("Failed to send message", "IOException") included. Retried as usual, never blocking
+    # the address: a reminder or an alert's confirmation is not dropped on a network blip.
+    return DeliveryError(f"rejected {status}")
 
 
 class _Receiver(DataMessageHandler):
@@ -131,27 +160,77 @@ class Signal:
         self._locks: dict[str, asyncio.Lock] = {}
         self._untimed: set[str] = set()  # chats whose last message carried no timer
         self._handing: set[asyncio.Task[None]] = set()  # changed keys on their way to the flows
+        self._undeleted: dict[str, None] = {}  # attachment ids whose delete failed, in order
+        # Since when the receive websocket is not open (None: it is); down until first opened.
+        self._down_since: float | None = time.monotonic()
+
+    def inbound_down_s(self) -> float:
+        """How long the receive websocket has not been open (0: it is): whatever reaches
+        signal-cli meanwhile is dropped, and /healthz says so once it lasts (R27)."""
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
+
+    def _up(self) -> None:
+        self._down_since = None
+        self.ready.set()
+
+    def _down(self) -> None:
+        self.ready.clear()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
 
     # --- inbound ---------------------------------------------------------------------------
 
     async def run(self, inbox: Inbox) -> None:
         self.inbox = inbox
         while True:
-            bot = self._bot()
+            lost = asyncio.Event()  # this bot's producer let go of the websocket
+            bot = self._bot(lost)
             try:
                 bot.start(run_forever=False)
                 await bot.wait_until_ready()
-                self.ready.set()
-                while not self._receiver_stopped(bot):
-                    await asyncio.sleep(0.5)
-                log.warning("signal receiver stopped; reconnecting")
+                retried = time.monotonic()
+                while not lost.is_set() and not self._receiver_stopped(bot):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 0.5)
+                    if self._undeleted and time.monotonic() - retried >= DELETE_RETRY_S:
+                        retried = time.monotonic()
+                        await self._discard([])
+                # Its producer failed (signalbot would retry it after a growing backoff, with
+                # nobody listening meanwhile) or ended: a new bot, at once.
+                log.warning("signal receiver stopped; restarting it")
             finally:
-                self.ready.clear()
+                self._down()
                 await bot._pipeline.stop()
                 await bot.close()
-            await asyncio.sleep(1)
+            await asyncio.sleep(RECONNECT_S)
 
-    def _bot(self) -> SignalBot:
+    async def _frames(self, messages: Any, lost: asyncio.Event) -> AsyncIterator[str]:
+        """signal-cli-rest-api's frames, for signalbot's producer in place of its own
+        ``receive``: the websocket is opened again ``RECONNECT_S`` after any close or error,
+        so the producer never ends nor waits out signalbot's backoff. ``lost`` is set once the
+        producer lets go (it failed on a frame): ``run`` then starts a new bot."""
+        uri = messages._uris.receive_ws_uri()  # private: tests/bot/test_signal.py guards them
+        try:
+            while True:
+                try:
+                    async with websockets.connect(
+                        uri, additional_headers=messages._add_auth(), open_timeout=10
+                    ) as socket:
+                        self._up()
+                        async for raw in socket:
+                            yield str(raw)
+                    log.warning("signal receive socket closed; reopening")
+                except Exception as exc:  # refused, reset, a failed handshake: all the same
+                    if self._down_since is None:  # once per outage, not every second
+                        error = type(exc).__name__
+                        log.warning("signal receive socket failed", extra={"error": error})
+                finally:
+                    self._down()
+                await asyncio.sleep(RECONNECT_S)
+        finally:
+            lost.set()
+
+    def _bot(self, lost: asyncio.Event) -> SignalBot:
         bot = SignalBot(
             Config(
                 phone_number=self.number,
@@ -166,7 +245,10 @@ class Signal:
         # sender, so they are dropped here, before it parses them; so is a message from a
         # changed key, which it cannot parse. Private: tests guard it.
         messages = bot._signal.messages
-        screened = partial(screen, messages.receive, self.number, self._discard, self._key_changed)
+        frames = partial(self._frames, messages, lost)
+        screened = partial(
+            screen, frames, self.number, self._discard, self._key_changed, self._unparsed
+        )
         messages.receive = screened  # type: ignore[method-assign]
         # signalbot logs every raw message at INFO (content, numbers): keep it quiet (R26),
         # and drop the handler each SignalBot adds so lines are not repeated.
@@ -272,22 +354,85 @@ class Signal:
         self._handing.add(task)
         task.add_done_callback(self._handing.discard)
 
+    async def _unparsed(self, envelope: dict[str, Any]) -> None:
+        """A frame signalbot cannot take (bot.signal_frames): its files are deleted already;
+        its text, if any, goes on, with the files it carried named but empty (the flows say
+        they did not arrive). A group's is dropped, as anything but a desk command is."""
+        source = envelope.get("sourceUuid") or envelope.get("sourceNumber")
+        stamp = envelope.get("timestamp")
+        data = envelope.get("dataMessage")
+        if not isinstance(source, str) or not source or stamp is None:
+            return
+        if not isinstance(data, dict) or data.get("groupInfo") is not None:
+            return
+        text = data.get("message") if isinstance(data.get("message"), str) else None
+        metas = data.get("attachments")
+        metas = metas if isinstance(metas, list) else []
+        files = tuple(
+            InboundAttachment(
+                kind="document",
+                content_type=str(meta.get("contentType") or "application/octet-stream"),
+                size=meta["size"] if isinstance(meta.get("size"), int) else 0,
+                data=None,
+            )
+            for meta in metas
+            if isinstance(meta, dict)
+        )
+        if not text and not files:
+            return
+        inbound = Inbound(
+            channel=self.name,
+            address=source,
+            message_id=f"{source}:{stamp}",  # as if parsed: a replay is still a replay
+            received_at=self.clock(),
+            text=text,
+            location=parse_location(text),
+            attachments=files,
+        )
+        task = asyncio.create_task(self._hand(source, inbound))
+        self._handing.add(task)
+        task.add_done_callback(self._handing.discard)
+
     async def _hand(self, source: str, inbound: Inbound) -> None:
         async with self._locks.setdefault(source, asyncio.Lock()):
             assert self.inbox is not None
             try:
                 await handed(self.inbox, inbound)
-            except NotHandled:  # the alert then waits for a send to them to be refused
-                log.error("changed safety number not handled")
+            except NotHandled:  # a changed key's alert then waits for a send to be refused
+                log.error("signal message not handled")
 
     async def _discard(self, keys: Sequence[str | None]) -> None:
         """Delete files from signal-cli's attachment store (R17): after reading them, or
         unread where nothing is fetched (strangers, groups, the bot's own devices, previews,
-        quotes)."""
+        quotes). One that fails is kept and tried again after the next delete that succeeds
+        (or the next in ``run``'s watch): a file left in the store is readable by whoever
+        takes the server."""
+        failed = False
         for key in keys:
             if key:
-                with contextlib.suppress(DeliveryError):
-                    await self._call("DELETE", f"/v1/attachments/{key}", {})
+                failed = not await self._delete(key) or failed
+        if failed or not self._undeleted:
+            return
+        pending, self._undeleted = list(self._undeleted), {}
+        for key in pending:
+            await self._delete(key)  # kept again if it still fails
+
+    async def _delete(self, key: str) -> bool:
+        try:
+            await self._call("DELETE", f"/v1/attachments/{key}", {})
+        except DeliveryError as exc:
+            if str(exc) == "rejected 404":  # not in the store (any more): nothing to retry
+                return True
+            log.warning("attachment not deleted; kept to retry", extra={"error": str(exc)})
+            self._keep(key)
+            return False
+        return True
+
+    def _keep(self, key: str) -> None:
+        self._undeleted[key] = None
+        if len(self._undeleted) > UNDELETED_MAX:
+            del self._undeleted[next(iter(self._undeleted))]
+            log.error("attachment delete given up: too many waiting")
 
     async def _fetch(self, key: str) -> bytes | None:
         url = f"http://{self.service}/v1/attachments/{key}"

@@ -12,17 +12,30 @@ runs ``on-first-use``, so a changed key is untrusted on receipt too) comes as a 
 ``"exception": {"type": "UntrustedIdentityException", "message": …}`` and an envelope that
 names the sender but carries no message. signal-cli keeps it in its message cache (up to 30
 days) and retries it once the new key is trusted: it then comes as an ordinary message.
+
+A frame signalbot's strict model refuses (an attachment without ``isVoiceNote``, a field of a
+newer signal-cli) would make its receiver fail: the message lost, its files never deleted, and
+signalbot's traceback, which quotes the frame, on stderr. Each frame is checked against that
+model first; one it refuses never reaches signalbot: all its files are deleted unread and it is
+handed to ``unparsed``, which passes on what can be read of it (its text); only the error's
+class is logged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+from signalbot._generated import Message  # what signalbot's parser validates every frame with
+
+log = logging.getLogger("amparo.signal")
 
 UNTRUSTED = "UntrustedIdentityException"
 Discard = Callable[[list[str]], Awaitable[None]]
 KeyChanged = Callable[[dict[str, Any]], Awaitable[None]]
+Unparsed = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def _part(parent: Any, key: str) -> dict[str, Any]:
@@ -70,26 +83,37 @@ async def screen(
     number: str,
     discard: Discard,
     key_changed: KeyChanged,
+    unparsed: Unparsed,
 ) -> AsyncIterator[str]:
     """signal-cli's frames as signalbot may see them. Kept from it: the bot's own account's
     (sync transcripts), and a message from a changed key (handed to ``key_changed``). The
     files of a frame kept from signalbot, and the files nobody reads of the others, are
-    deleted from signal-cli's store unread (R17)."""
+    deleted from signal-cli's store unread (R17). A frame signalbot's model refuses is kept
+    from it too, its files deleted, and handed to ``unparsed`` (if it names a sender)."""
     async for raw in receive():
         try:
             frame = json.loads(raw)
         except ValueError:
             frame = None
-        envelope = frame.get("envelope") if isinstance(frame, dict) else None
-        if not isinstance(envelope, dict):
-            yield raw  # signalbot's parser decides what to do with it
+        if frame is None:
+            yield raw  # not JSON: signalbot's parser skips it
             continue
+        envelope = frame.get("envelope") if isinstance(frame, dict) else None
+        envelope = envelope if isinstance(envelope, dict) else {}
         files = stored_files(envelope)
         own = "syncMessage" in envelope or envelope.get("sourceNumber") == number
-        if own or untrusted(frame):
+        if own or (isinstance(frame, dict) and untrusted(frame)):
             await discard(files)
             if not own:
                 await key_changed(envelope)
+            continue
+        try:
+            Message.model_validate(frame)
+        except Exception as exc:  # pydantic's ValidationError: it would stop signalbot
+            log.warning("signal frame not understood", extra={"error": type(exc).__name__})
+            await discard(files)
+            if envelope:
+                await unparsed(envelope)
             continue
         readable = readable_files(envelope)
         await discard([key for key in files if key not in readable])

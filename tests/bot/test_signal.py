@@ -202,15 +202,89 @@ async def test_a_passing_rate_limit_is_waited_out_not_given_up(
     assert service.messages_to(ALICE) == ["Alert: Ana pressed panic."]
 
 
+def test_only_a_verdict_on_the_recipient_is_permanent() -> None:
+    """signal-cli-rest-api answers every error that is no rate limit with a 400, signal-cli's
+    network failures too: only an unregistered recipient or a changed key is for good."""
+    for body in [
+        '{"error": "Failed to send message"}',
+        '{"error": "Failed to send message (IOException)"}',
+        '{"error": "Failed to send message: java.net.SocketTimeoutException: timeout"}',
+        '{"error": "Couldn\'t process request - signal-cli daemon not reachable"}',
+        "",
+    ]:
+        blip = delivery_error(400, body)
+        assert not blip.permanent and blip.retry_after is None, body
+    for body, reason in [
+        ('{"error": "Failed to send message: Unregistered user \\"x\\""}', "unregistered"),
+        ('{"error": "User x is not registered."}', "unregistered"),
+        ('{"error": "Untrusted Identity for \\"x\\""}', "identity changed"),
+    ]:
+        refused = delivery_error(400, body)
+        assert refused.permanent and str(refused) == reason, body
+
+
+async def test_a_network_failure_is_retried_not_given_up(
+    service: SignalStandIn, signal: Signal
+) -> None:
+    """signal-cli could not reach Signal for her: a 400, but the message is retried (a
+    permanent failure would drop it and block her address), for the timer too."""
+    to = Address("signal", ALICE)
+    service.fail_next("/v2/send", 400, "Failed to send message (IOException)", recipient=ALICE)
+    with pytest.raises(DeliveryError) as failure:
+        await signal.send(to, Outbound("Alert raised."))
+    assert not failure.value.permanent and ALICE not in str(failure.value)
+    service.fail_next(f"/v1/contacts/{service.number}", 400, "Failed to send message")
+    with pytest.raises(DeliveryError) as failure:
+        await signal.send(to, Outbound("", expiry_s=3600))
+    assert not failure.value.permanent
+    await signal.send(to, Outbound("", expiry_s=3600))
+    await signal.send(to, Outbound("Alert raised."))  # the outbox's retry goes through
+    assert service.messages_to(ALICE) == ["Alert raised."] and service.timers[ALICE] == 3600
+
+
 @pytest.mark.parametrize("code", [WSCloseCode.INTERNAL_ERROR, WSCloseCode.OK])
-async def test_it_comes_back_after_the_socket_closes(
+async def test_it_listens_again_within_seconds_after_the_socket_closes(
     service: SignalStandIn, signal: Signal, inbox: list[Inbound], code: int
 ) -> None:
-    await service.close_sockets(code)  # a clean close stops signalbot for good by itself
-    await service.send_text(ALICE, "while away")
-    await asyncio.wait_for(service.connected.wait(), 20)
+    """signal-cli-rest-api drops what arrives while no websocket is open (json-rpc mode): the
+    socket is opened again within about a second, every time (signalbot alone waits 1, 2,
+    4, 8 s… and never after a clean close), and meanwhile the channel says it is down."""
+    loop = asyncio.get_running_loop()
+    assert signal.inbound_down_s() == 0.0
+    for n in range(5):
+        await service.close_sockets(code)  # a clean close stops signalbot for good by itself
+        await wait_for(lambda: not signal.ready.is_set(), 5)
+        await service.send_text(ALICE, "while away")  # lost: the risk that is left
+        assert signal.inbound_down_s() > 0
+        closed = loop.time()
+        await asyncio.wait_for(service.connected.wait(), 10)
+        await asyncio.wait_for(signal.ready.wait(), 10)
+        assert loop.time() - closed < 3, f"reconnect {n} took {loop.time() - closed:.1f} s"
+        assert signal.inbound_down_s() == 0.0
+    await service.send_text(ALICE, "back")
     await wait_for(lambda: inbox, 20)
-    assert [i.text for i in inbox] == ["while away"]
+    assert [i.text for i in inbox] == ["back"] and len(service.dropped) == 5
+
+
+async def test_a_failing_receiver_is_restarted_at_once(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """signalbot's producer fails (here: its group list cannot be fetched for a group's
+    message): signalbot would retry it after 1, 2, 4 s… with nobody listening meanwhile; a
+    new bot listens again within about a second, every time."""
+    loop = asyncio.get_running_loop()
+    for n in range(4):
+        service.fail_next(f"/v1/groups/{service.number}", 500, "signal-cli daemon unavailable")
+        failed = loop.time()
+        await service.send_group_text(ALICE, "in an unknown group")
+        await wait_for(lambda: not service._failures[f"/v1/groups/{service.number}"], 5)
+        await asyncio.sleep(0.2)  # the producer has failed by now
+        await asyncio.wait_for(service.connected.wait(), 10)
+        await asyncio.wait_for(signal.ready.wait(), 10)
+        assert loop.time() - failed < 3, f"restart {n} took {loop.time() - failed:.1f} s"
+    await service.send_text(ALICE, "back")
+    await wait_for(lambda: inbox, 10)
+    assert [i.text for i in inbox] == ["back"]
 
 
 def test_it_reads_locations_and_renders_options() -> None:

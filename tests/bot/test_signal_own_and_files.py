@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.signal import Signal
 from core.messages import Inbound
 from tests.bot.test_signal import (  # noqa: F401
@@ -256,3 +258,49 @@ async def test_a_message_from_a_changed_key_is_handed_on_as_such(
     assert changed.key_changed and changed.address == ALICE and changed.text is None
     assert not decrypted.key_changed and decrypted.text == "again"
     assert changed.message_id != decrypted.message_id
+
+
+async def test_a_failed_delete_is_tried_again(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """signal-cli-rest-api failed to delete a read file: it is not left in signal-cli's store
+    (R17) but deleted after the next delete that goes through."""
+    key = "evidence1"
+    service.attachments[key] = b"%PDF-1.7 evidence"
+    service.fail_next(f"/v1/attachments/{key}", 500, "signal-cli daemon unavailable")
+    meta = {"id": key, "contentType": "application/pdf", "filename": None, "size": 17}
+    await service.send_text(ALICE, "doc", attachments=[{**meta, "isVoiceNote": False}])
+    await wait_for(lambda: inbox)
+    assert inbox[0].attachments[0].data == b"%PDF-1.7 evidence"
+    assert key not in service.deleted
+    await service.send_attachment(ALICE, b"second", "text/plain", text="more")
+    await wait_for(lambda: len(inbox) == 2)
+    await wait_for(lambda: key in service.deleted)
+    assert len(service.deleted) == 2
+
+
+async def test_a_frame_signalbot_refuses_keeps_its_text_and_loses_its_files(
+    service: SignalStandIn,
+    signal: Signal,
+    inbox: list[Inbound],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """An attachment without ``isVoiceNote`` fails signalbot's strict model, which would stop
+    its receiver (the message lost, its file never deleted, the frame's traceback on stderr).
+    The text goes on, the file is deleted unread, and the next message arrives at once."""
+    service.attachments["evid1"] = b"x" * 8
+    meta = {"id": "evid1", "contentType": "image/jpeg", "filename": "badge_4411.jpg", "size": 8}
+    await service.push(
+        service.envelope(ALICE, {"message": "SOS at Calle 5", "attachments": [meta]})
+    )
+    await wait_for(lambda: inbox, 5)
+    (first,) = inbox
+    assert (first.address, first.text) == (ALICE, "SOS at Calle 5")
+    assert [(a.data, a.size) for a in first.attachments] == [(None, 8)]
+    await wait_for(lambda: service.deleted == ["evid1"], 5)
+    assert [v for v, p, _ in service.requests if "evid1" in p] == ["DELETE"]
+    await service.send_text(ALICE, "after")
+    await wait_for(lambda: len(inbox) == 2, 2)  # no restart, no backoff
+    out, err = capfd.readouterr()
+    for secret in ("4411", "badge", "Calle", ALICE):
+        assert secret not in out + err

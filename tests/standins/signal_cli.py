@@ -9,6 +9,10 @@ Tests push envelopes as people would (``send_text``, ``send_group_text``, ``send
 from a changed key), read what the bot sent from ``sent``, inject failures with ``fail_next``
 (or Signal's rate limit, as the real API answers it, with ``rate_limit_next``) and drop sockets
 with ``close_sockets``.
+As the real service in json-rpc mode (signal-cli takes each message off Signal's servers at
+once; signal-cli-rest-api hands it only to the websockets open at that moment, upstream issues
+#537, #834), a message pushed while no websocket is open is dropped (kept in ``dropped``),
+unless a test opts in to ``queue_while_away``.
 Each chat's disappearing-messages timer (``PUT /v1/contacts``) is kept in ``timers`` and, as a
 phone would, stamped on what that person sends next (``expiresInSeconds``).
 """
@@ -43,10 +47,13 @@ class SignalStandIn:
     sent: list[dict[str, Any]] = field(default_factory=list)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)  # (verb, path, body)
     attachments: dict[str, bytes] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)  # attachment ids deleted from the store
     groups: list[dict[str, Any]] = field(default_factory=list)
     timers: dict[str, int] = field(default_factory=dict)  # recipient -> expiration seconds
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # pushed with nobody listening
+    queue_while_away: bool = False  # opt-in: keep those for the next socket instead (not real)
     _backlog: list[str] = field(default_factory=list)  # frames for when no socket is open
     _failures: dict[str, list[Failure]] = field(default_factory=dict)
     _clock: itertools.count[int] = field(
@@ -71,7 +78,7 @@ class SignalStandIn:
         r.add_post("/v1/receipts/{number}", self._record_204)
         r.add_delete("/v1/remote-delete/{number}", self._remote_delete)
         r.add_get("/v1/attachments/{id}", self._attachment)
-        r.add_delete("/v1/attachments/{id}", self._record_204)
+        r.add_delete("/v1/attachments/{id}", self._delete_attachment)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -116,7 +123,10 @@ class SignalStandIn:
         text = json.dumps(frame)
         open_sockets = [ws for ws in self.sockets if not ws.closed]
         if not open_sockets:
-            self._backlog.append(text)  # signal-cli queues messages until someone receives
+            if self.queue_while_away:
+                self._backlog.append(text)
+            else:
+                self.dropped.append(frame)  # lost, as with signal-cli-rest-api's json-rpc mode
             return
         await open_sockets[-1].send_str(text)
 
@@ -245,8 +255,8 @@ class SignalStandIn:
             }
         )
 
-    async def _groups(self, _request: web.Request) -> web.Response:
-        return web.json_response(self.groups)
+    async def _groups(self, request: web.Request) -> web.Response:
+        return self._failure(request.path) or web.json_response(self.groups)
 
     async def _record_204(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else None
@@ -275,6 +285,8 @@ class SignalStandIn:
             pass
         if ws in self.sockets:
             self.sockets.remove(ws)
+        if not any(not other.closed for other in self.sockets):
+            self.connected.clear()
         return ws
 
     async def _send(self, request: web.Request) -> web.Response:
@@ -290,6 +302,13 @@ class SignalStandIn:
         body = await request.json()
         self.requests.append(("DELETE", request.path, body))
         return web.json_response({"timestamp": str(next(self._clock))})
+
+    async def _delete_attachment(self, request: web.Request) -> web.Response:
+        self.requests.append(("DELETE", request.path, None))
+        failure = self._failure(request.path)
+        if failure is None:
+            self.deleted.append(request.match_info["id"])
+        return failure or web.Response(status=204)
 
     async def _attachment(self, request: web.Request) -> web.Response:
         self.requests.append(("GET", request.path, None))
