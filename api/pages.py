@@ -49,6 +49,7 @@ EVENTS = {
     "note_added": N_("Sealed note added"),
     "kept_open": N_("Kept open after the defender's check-in"),
     "missed_again": N_("The defender missed another check-in"),
+    "raised_again": N_("The defender raised the alert again"),
     "checked_in": N_("The defender checked in"),
     "checked_in_under_duress": N_("The defender checked in with the duress PIN"),
     "cancel_ignored": N_("The defender's cancel was ignored (duress)"),

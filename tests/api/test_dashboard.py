@@ -440,3 +440,24 @@ async def test_the_timeline_names_a_further_missed_check_in(desk: Desk) -> None:
         page = await c.get(f"/alerts/{desk.a.alert.id}")
     assert 'data-event="missed_again"' in page.text
     assert "The defender missed another check-in" in page.text
+
+
+def test_every_timeline_kind_the_engine_writes_has_the_desks_words() -> None:
+    """An event kind without a label shows raw on the timeline ("raised_again" did): every
+    kind written in core/ or flows/ (``actions.event(…, "kind"…)`` and the like) is in
+    api.pages.EVENTS, and so translated."""
+    import re
+    from pathlib import Path
+
+    from api.pages import EVENTS
+
+    root = Path(__file__).resolve().parents[2]
+    written = re.compile(r'\b(?:event|alert_event|_event)\([^()]*?, "([a-z_]+)"')
+    kinds = {
+        kind
+        for folder in ("core", "flows")
+        for path in (root / folder).rglob("*.py")
+        for kind in written.findall(path.read_text())
+    }
+    assert {"triggered", "missed_again", "raised_again"} <= kinds  # the scan finds them
+    assert kinds - set(EVENTS) == set()
