@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from api import errors
 from api.deps import AdminDep, NowDep, SessionDep, VaultDep
@@ -191,6 +191,19 @@ async def update_webhook(
     hook.active = body.active
     await _audit(session, vault, principal, "webhook.update", hook.id, now)
     return out(hook)
+
+
+@router.delete("/{hook_id}", status_code=204, responses={404: {}})
+async def delete_webhook(
+    hook_id: uuid.UUID, principal: AdminDep, session: SessionDep, vault: VaultDep, now: NowDep
+) -> None:
+    """Remove an endpoint (a desk system retired, or its receiver compromised): nothing more is
+    sent to it, and its deliveries, queued and past, and its secrets go with it. To stop only
+    for a while, pause it instead (PATCH), which holds its events."""
+    hook = await _hook(session, principal, hook_id)
+    await session.execute(delete(OutboxMessage).where(OutboxMessage.webhook_id == hook.id))
+    await session.delete(hook)
+    await _audit(session, vault, principal, "webhook.delete", hook_id, now)
 
 
 @router.post("/{hook_id}/rotate", responses={404: {}})

@@ -68,6 +68,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/audit", None, {A}),
     ("GET", "/audit/verify", None, {A}),
     ("DELETE", "/policies/{policy}", None, {A, T}),
+    ("DELETE", "/webhooks/{webhook}", None, {A}),  # last: the routes above use it
 ]
 
 

@@ -142,6 +142,26 @@ async def test_it_logs_deliveries_and_replays_a_dead_one(desk: Desk) -> None:
         assert row is not None and row.state is OutboxState.pending
 
 
+async def test_an_endpoint_removed_gets_nothing_more_and_leaves_nothing(desk: Desk) -> None:
+    """A desk system retired, or a receiver compromised: the endpoint goes with its queued and
+    past deliveries; the other organisation's endpoint is untouched; it is audited."""
+    hook, dead = desk.a.webhook, desk.a.dead
+    assert hook is not None and dead is not None and desk.b.webhook is not None
+    async with await desk.client(desk.a, "admin") as c:
+        gone = await c.delete(f"/api/v1/webhooks/{hook.id}")
+        again = await c.delete(f"/api/v1/webhooks/{hook.id}")
+        listed = (await c.get("/api/v1/webhooks")).json()
+        audit = (await c.get("/api/v1/audit")).json()
+    assert (gone.status_code, again.status_code) == (204, 404)
+    assert str(hook.id) not in [h["id"] for h in listed]
+    assert "webhook.delete" in [e["action"] for e in audit["items"]]
+    async with desk.sessions() as s:
+        assert await s.get(Webhook, hook.id) is None
+        rows = (await s.execute(select(OutboxMessage.webhook_id))).scalars().all()
+        assert hook.id not in rows and await s.get(OutboxMessage, dead.id) is None
+        assert await s.get(Webhook, desk.b.webhook.id) is not None
+
+
 async def test_it_refuses_plain_http_endpoints_in_production(desk: Desk) -> None:
     from core.config import Mode, Settings
 
