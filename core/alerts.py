@@ -345,13 +345,12 @@ async def cancel_alert(
     await resolve(session, vault, alert=alert, outcome="false_alarm", actor="defender", now=now)
 
 
-async def keep_open(
-    session: AsyncSession, *, alert: Alert, responder_id: uuid.UUID, now: datetime
-) -> None:
-    """A responder wants proof of life: a later check-in will not close this alert."""
+async def keep_open(session: AsyncSession, *, alert: Alert, actor: str, now: datetime) -> None:
+    """The desk wants proof of life: a later check-in will not close this alert. ``actor``:
+    "responder:<id>", or "token:<id>" for an external desk system (as in the audit log)."""
     alert = await lock(session, alert)
     alert.keep_open = True
-    session.add(actions.event(alert, "kept_open", now, actor=f"responder:{responder_id}"))
+    session.add(actions.event(alert, "kept_open", now, actor=actor))
 
 
 async def by_dedup_key(session: AsyncSession, *, org_id: uuid.UUID, key: str) -> Alert | None:

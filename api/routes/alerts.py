@@ -247,9 +247,9 @@ async def keep_open(
 ) -> AlertOut:
     """Keep the alert open after a check-in, until proof of life is verified."""
     alert = await _alert(session, principal, alert_id)
-    if alert.state is AlertState.resolved or principal.responder_id is None:
+    if alert.state is AlertState.resolved:
         raise ApiError(409, NOT_OPEN)
-    await alerts.keep_open(session, alert=alert, responder_id=principal.responder_id, now=now)
+    await alerts.keep_open(session, alert=alert, actor=principal.actor, now=now)
     await audit.record(
         session,
         vault,

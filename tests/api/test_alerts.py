@@ -202,3 +202,24 @@ async def test_acknowledging_ten_times_at_once_is_one_acknowledgement(desk: Desk
             AuditEntry.action == "alert.acknowledge", AuditEntry.target == str(alert.id)
         )
         assert (await s.scalar(events), await s.scalar(audited)) == (1, 1)
+
+
+async def test_an_external_desk_can_keep_an_alert_open_for_proof_of_life(desk: Desk) -> None:
+    """The role matrix grants keep-open to API tokens (an external desk system), but a token
+    always got 409 "the alert is not open": only a responder could. It is recorded as the
+    token's act, as in the audit log."""
+    assert desk.a.alert is not None
+    async with await desk.client(desk.a, "token") as c:
+        kept = await c.post(f"/api/v1/alerts/{desk.a.alert.id}/keep-open")
+    assert kept.status_code == 200, kept.text
+    async with desk.sessions() as s:
+        alert = await s.get(Alert, desk.a.alert.id)
+        assert alert is not None and alert.keep_open
+        actors = (
+            await s.execute(
+                select(AlertEvent.actor).where(
+                    AlertEvent.alert_id == alert.id, AlertEvent.kind == "kept_open"
+                )
+            )
+        ).scalars()
+        assert [a.split(":")[0] for a in actors] == ["token"]

@@ -138,9 +138,8 @@ async def test_it_keeps_an_alert_open_for_proof_of_life(world: World, sweep: Swe
     alert = await alert_of(world)
     assert alert is not None
     async with transaction(world.sessions) as s:
-        await alerts.keep_open(
-            s, alert=alert, responder_id=world.responder_ids[0], now=T0 + 31 * MIN
-        )
+        actor = f"responder:{world.responder_ids[0]}"
+        await alerts.keep_open(s, alert=alert, actor=actor, now=T0 + 31 * MIN)
     async with transaction(world.sessions) as s:
         assert await checkins.check_in(
             s, world.vault, defender=await world.defender(s), now=T0 + 32 * MIN
