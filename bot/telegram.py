@@ -19,7 +19,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,6 +38,7 @@ from bot.telegram_render import (
 )
 from core import callbacks, defenders
 from core.crypto import Vault
+from core.db import unreachable
 from core.discreet import NOT_DELETED
 from core.i18n import gettext, negotiate
 from core.media import MAX_BYTES
@@ -435,12 +435,10 @@ class Telegram:
 
 def _unreachable(exc: BaseException) -> bool:
     """The database, or Telegram, could not be reached: every update fails alike for a while
-    (flows.engine.unreachable's test, and Telegram's network errors; a BadRequest is none)."""
+    (core.db.unreachable, and Telegram's network errors; a BadRequest is none)."""
     if isinstance(exc, NetworkError | RetryAfter):
         return not isinstance(exc, BadRequest)
-    if isinstance(exc, OperationalError | InterfaceError | TimeoutError | OSError):
-        return True
-    return bool(getattr(exc, "connection_invalidated", False))
+    return unreachable(exc)
 
 
 async def _answer(query: CallbackQuery, text: str | None = None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Select, event, text
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -117,3 +118,11 @@ async def fetch_raw(
     if conn.dialect.driver == "asyncpg":
         return list(await driver.fetch(sql, *values))
     return list((await conn.execute(statement, params)).tuples())
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The database was down, locked or cut off: every event fails alike for a while (the
+    flows' and the channels' test for an error worth waiting out, not one to give up on)."""
+    if isinstance(exc, OperationalError | InterfaceError | TimeoutError | OSError):
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))

@@ -23,13 +23,13 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from core import pins, reports, sqlite
 from core.crypto import Vault
-from core.db import transaction
+from core.db import transaction, unreachable
 from core.defenders import address_index
 from core.messages import Inbound, NotHandled
 from core.models import ChannelAddress, Conversation, Defender, utcnow
@@ -181,13 +181,6 @@ class Engine:
         except Exception as exc:
             log.exception("fallback failed too", extra={"channel": inbound.channel})
             raise NotHandled(transient=unreachable(exc)) from None
-
-
-def unreachable(exc: BaseException) -> bool:
-    """The database was down, locked or cut off: every event fails alike for a while."""
-    if isinstance(exc, OperationalError | InterfaceError | TimeoutError | OSError):
-        return True
-    return bool(getattr(exc, "connection_invalidated", False))
 
 
 async def housekeeping(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:

@@ -7,8 +7,8 @@
                                            silent duress alert (do not contact the device)
 
 Discreet mode asks nothing: a plain "OK." and the PIN still calls it off; a location shared
-anyway is deleted from the chat (``flows.router``). Live location updates arrive as edits and
-feed the open alert silently.
+anyway is deleted from the chat (``flows.router``), unless it is live: its updates arrive as
+edits and feed the open alert silently, and deleting it would stop them.
 """
 
 from __future__ import annotations
