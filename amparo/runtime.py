@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.config import Mode, Settings
 from core.crypto import Vault, ensure_keyring
-from core.db import create_engine, ping, sessionmaker
+from core.db import create_engine, dispose, ping, sessionmaker
 from core.i18n import operator_gettext as _
 from core.migrate import current_revision, head_revision, upgrade
 
@@ -115,4 +115,4 @@ async def open_runtime(
             )
         yield Runtime(settings, engine, sessionmaker(engine), vault)
     finally:
-        await engine.dispose()
+        await dispose(engine)

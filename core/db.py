@@ -69,6 +69,12 @@ async def transaction(
         yield session
 
 
+async def dispose(engine: AsyncEngine) -> None:
+    """Close the engine's connections: its pool's and its hot reads' (core.sqlite.reader)."""
+    await engine.dispose()
+    sqlite.close_readers(engine.sync_engine)
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Raise if the database cannot answer a trivial query."""
     async with engine.connect() as conn:
@@ -96,6 +102,18 @@ def _compile(statement: AnySelect, dialect: Dialect) -> _Compiled:
     return found
 
 
+def _bound(
+    statement: AnySelect, dialect: Dialect, params: dict[str, Any]
+) -> tuple[str, list[Any]]:
+    """The statement's SQL and its positional values, processed as SQLAlchemy would."""
+    sql, names, processors, defaults = _compile(statement, dialect)
+    values = []
+    for name, process in zip(names, processors, strict=True):
+        value = params[name] if name in params else defaults[name]
+        values.append(value if process is None else process(value))
+    return sql, values
+
+
 async def fetch_raw(
     conn: AsyncConnection, statement: AnySelect, params: dict[str, Any]
 ) -> Sequence[Sequence[Any]]:
@@ -107,17 +125,30 @@ async def fetch_raw(
     driver's adapter cost the alert queue more than its query (bench/api.py). On SQLite the
     SELECT runs on the event loop's thread (core.sqlite), so the rows need no packing to
     cross from the driver's thread."""
-    sql, names, processors, defaults = _compile(statement, conn.dialect)
-    values = []
-    for name, process in zip(names, processors, strict=True):
-        value = params[name] if name in params else defaults[name]
-        values.append(value if process is None else process(value))
+    sql, values = _bound(statement, conn.dialect, params)
     driver: Any = (await conn.get_raw_connection()).driver_connection
     if conn.dialect.driver == "aiosqlite":
         return await driver.execute_fetchall(sql, values)  # type: ignore[no-any-return]
     if conn.dialect.driver == "asyncpg":
         return list(await driver.fetch(sql, *values))
     return list((await conn.execute(statement, params)).tuples())
+
+
+async def fetch_hot(
+    session: AsyncSession, statement: AnySelect, params: dict[str, Any]
+) -> Sequence[Sequence[Any]]:
+    """``fetch_raw`` for a read that needs nothing of the session's transaction: it sees what
+    was committed when it runs, not the session's own pending writes. On a SQLite file it runs
+    on this thread's read-only connection (core.sqlite.reader): no pool checkout, no
+    transaction to begin and end, no hop through SQLAlchemy's greenlet bridge, which cost the
+    alert queue about half as much as its query (bench/api.py). Elsewhere, ``fetch_raw`` on
+    the session's connection."""
+    bind = session.bind
+    found = sqlite.reader(bind.sync_engine) if isinstance(bind, AsyncEngine) else None
+    if found is None or bind is None:
+        return await fetch_raw(await session.connection(), statement, params)
+    sql, values = _bound(statement, bind.dialect, params)
+    return found.execute(sql, values).fetchall()
 
 
 def unreachable(exc: BaseException) -> bool:

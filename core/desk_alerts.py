@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import alerts, audit
 from core.claims import locked, write_lock
 from core.crypto import Vault, seal
-from core.db import AnySelect, fetch_raw
+from core.db import AnySelect, fetch_hot
 from core.models import (
     Alert,
     AlertEvent,
@@ -133,8 +133,8 @@ async def list_alerts(
         params["priority"] = priority
     if after is not None:
         params["after_at"], params["after_id"] = after.at, after.id
-    # On the session's connection and transaction: one round trip, no ORM, no result typing.
-    rows = list(await fetch_raw(await session.connection(), query, params))
+    # One statement, no ORM, no result typing; what was committed when it runs.
+    rows = list(await fetch_hot(session, query, params))
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]

@@ -25,18 +25,22 @@ and put work whose statements may be long (maintenance) in ``off_loop``.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import wraps
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
 _STATEMENTS = {"execute", "executemany", "_execute_fetchall", "_execute_insert"}
 _CURSOR_ONLY = {"cursor", "fetchone", "fetchmany", "fetchall"}
 _WRITES = {"INSERT", "UPDATE", "DELETE", "REPLACE"}
 BULK = 200  # parameters (or rows) beyond which a statement goes to the driver's thread
+# Hot reads' connections: per engine, one per thread that reads (``reader``).
+_readers: WeakKeyDictionary[Engine, dict[int, sqlite3.Connection]] = WeakKeyDictionary()
 
 
 def pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -55,6 +59,37 @@ def pragmas(dbapi_conn: Any, _record: Any) -> None:
     # connections (core.db), if each read that many pages of its own.
     cursor.execute("PRAGMA cache_size=-16384")
     cursor.close()
+
+
+def reader(engine: Engine) -> sqlite3.Connection | None:
+    """This thread's read-only connection to ``engine``'s SQLite file, for hot reads that need
+    no transaction of their own (core.db.fetch_hot); None for any other database (PostgreSQL,
+    in-memory SQLite, a URL with options). Opened at first use, kept as long as the engine is
+    (or until ``close_readers``). In autocommit, each statement reads what was committed when
+    it starts (WAL: no writer is waited for). ``query_only``: it can never write."""
+    if engine.dialect.driver != "aiosqlite":
+        return None
+    per_thread = _readers.get(engine)
+    if per_thread is None:
+        url = engine.url
+        if url.database in (None, "", ":memory:") or url.query:
+            return None
+        per_thread = _readers[engine] = {}
+    conn = per_thread.get(threading.get_ident())
+    if conn is None:
+        path = engine.url.database
+        assert path is not None
+        conn = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only=ON")
+        conn.execute("PRAGMA cache_size=-16384")  # as the pool's connections (``pragmas``)
+        per_thread[threading.get_ident()] = conn
+    return conn
+
+
+def close_readers(engine: Engine) -> None:
+    """Close ``engine``'s hot-read connections (with its pool, at shutdown)."""
+    for conn in _readers.pop(engine, {}).values():
+        conn.close()
 
 
 def _verb(sql: object) -> str:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.crypto import Keyring, Vault
-from core.db import create_engine, sessionmaker
+from core.db import create_engine, dispose, sessionmaker
 from core.models import Base
 from tests.pg import Cluster, start_cluster
 
@@ -62,7 +62,7 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     async with eng.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
     yield eng
-    await eng.dispose()
+    await dispose(eng)
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.alert_schemas import ROW_FIELDS, AlertPage
 from api.deps import after_commit, get_db, get_now
@@ -131,3 +132,27 @@ async def test_after_commit_callbacks_run_once_committed_and_never_on_failure(de
     with pytest.raises(RuntimeError):
         await failed.athrow(RuntimeError("the route failed"))
     assert calls == ["ok"]
+
+
+async def test_the_queue_reads_what_is_committed_without_a_connection_of_the_pool(
+    desk: Desk, engine: AsyncEngine, backend: str
+) -> None:
+    """On a SQLite file the queue is read on a connection of its own (core.db.fetch_hot): no
+    pool checkout, no transaction. It must still show an alert the moment it is committed,
+    never one still being written, and never wait for the writer."""
+    checkouts: list[int] = []
+    event.listen(engine.sync_engine, "checkout", lambda *_: checkouts.append(1))
+    async with await desk.client(desk.a, "token") as c:
+        assert (await c.get("/api/v1/alerts")).status_code == 200  # the token is cached now
+        checkouts.clear()
+        before = [a["id"] for a in (await c.get("/api/v1/alerts")).json()["items"]]
+        assert len(checkouts) == (0 if backend == "sqlite" else 1)
+        async with desk.sessions() as writer:  # a write under way, its lock held
+            pending = await make_alert(writer, desk.a, AlertKind.duress, datetime.now(UTC))
+            await writer.flush()
+            during = await c.get("/api/v1/alerts")
+            assert during.status_code == 200
+            assert [a["id"] for a in during.json()["items"]] == before
+            await writer.commit()
+        after = [a["id"] for a in (await c.get("/api/v1/alerts")).json()["items"]]
+    assert after == [str(pending.id), *before]

@@ -18,9 +18,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from core.db import create_engine, transaction
+from core.db import create_engine, dispose, transaction
 from core.models import Organisation
-from core.sqlite import BULK, kind, off_loop, run_inline
+from core.sqlite import BULK, kind, off_loop, reader, run_inline
 
 
 def test_it_sorts_the_calls() -> None:
@@ -243,3 +243,25 @@ async def test_off_loop_sends_every_call_to_the_thread_until_it_ends(
             assert threaded == []  # and the connection reads inline again afterwards
     finally:
         await engine.dispose()
+
+
+async def test_the_hot_reader_only_reads_and_closes_with_its_engine(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(Organisation.metadata.create_all)
+    conn = reader(engine.sync_engine)
+    assert conn is not None and reader(engine.sync_engine) is conn  # one per thread, kept
+    assert conn.execute("SELECT count(*) FROM organisations").fetchone() == (0,)
+    with pytest.raises(sqlite3.OperationalError):
+        conn.execute("DELETE FROM organisations")  # query_only: it can never write
+    other: list[sqlite3.Connection | None] = []
+    thread = threading.Thread(target=lambda: other.append(reader(engine.sync_engine)))
+    thread.start()
+    thread.join()
+    assert other[0] is not None and other[0] is not conn
+    await dispose(engine)
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("SELECT 1")
+    memory = create_engine("sqlite+aiosqlite://")
+    assert reader(memory.sync_engine) is None  # another connection would be another database
+    await dispose(memory)
