@@ -414,7 +414,7 @@ async def change_password(
     new: Text = "",
 ) -> Response:
     """Every session ends with a password change; this browser gets a new one. Wrong current
-    passwords count against the account's login throttle: a stolen session cannot guess it."""
+    passwords count against the login throttles: a stolen session cannot guess it."""
     who = await checked(request, session, now, csrf)
     if who is None:
         return to("/login")
@@ -422,7 +422,7 @@ async def change_password(
     assert responder is not None
     try:
         await guarded_password_change(
-            session, sessions, vault, limits, responder, current, new, now
+            request, session, sessions, vault, limits, responder, current, new, now
         )
     except ApiError:  # throttled
         message = errors.translated(request, errors.TOO_MANY)

@@ -1,17 +1,24 @@
 """Sliding-window limits kept in the database, keyed per account, address or responder.
 
 There is deliberately no global key: throttling one account or one address never locks out
-the others (SECURITY.md R19, R21). The hits live in the shared database, so every API process
-counts the same attempts: running N processes does not give an attacker N allowances. A key
-is stored as a SHA-256 digest (usernames and addresses stay out of the table), and a hit is
-kept no longer than its window. Each hit is its own short transaction: a failed login rolls
-its request back, never the attempt it made.
+the others (SECURITY.md R19, R21). Nor can a few wrong passwords lock a responder out: they
+count per account *and address* (five), so an adversary who knows a login name throttles
+only their own address for it, while the responder still logs in from theirs (OWASP's
+lockout advice, django-axes' username+address key). Two wider limits stay: per address
+(spraying many accounts) and per account, far higher (guessing from many addresses; Argon2id
+and TOTP already make each guess slow and nearly hopeless).
+
+The hits live in the shared database, so every API process counts the same attempts: running
+N processes does not give an attacker N allowances. A key is stored as a digest, keyed by the
+vault's blind-index key (usernames and addresses stay out of the table), and a hit is kept no
+longer than its window. Each hit is its own short transaction: a failed login rolls its
+request back, never the attempt it made.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 
@@ -119,12 +126,20 @@ class Throttle:
             )
 
 
+Keyed = tuple[Throttle, str]
+
+
 @dataclass
 class Limits:
     """The desk API's limits; tests may build tighter ones."""
 
-    login_account: Throttle = field(default_factory=lambda: Throttle(5, 15 * 60))
+    # One account from one address: the lockout an attacker's guesses run into.
+    login_account_address: Throttle = field(default_factory=lambda: Throttle(5, 15 * 60))
+    # One address, whatever the accounts: spraying.
     login_address: Throttle = field(default_factory=lambda: Throttle(30, 15 * 60))
+    # One account, whatever the addresses: the backstop against distributed guessing. It is
+    # the only limit an attacker can trip for somebody else, hence its far higher ceiling.
+    login_account: Throttle = field(default_factory=lambda: Throttle(100, 15 * 60))
     export: Throttle = field(default_factory=lambda: Throttle(10, 60 * 60))
     invite: Throttle = field(default_factory=lambda: Throttle(30, 60 * 60))
 
@@ -135,3 +150,29 @@ class Limits:
             throttle = getattr(self, f.name)
             if isinstance(throttle, Throttle):
                 throttle.scope, throttle.keyer = f.name, self.keyer
+
+    def login(self, account: str, address: str) -> list[Keyed]:
+        """The throttles a login attempt (or a guess at the current password) counts against,
+        in the order they are hit: the address first, so that a throttled address spends no
+        account's budget; the account's backstop last. Keys are digested (blind index) like
+        every other, the pair's too."""
+        return [
+            (self.login_address, address),
+            (self.login_account_address, f"{address}\0{account}"),  # no NUL in an address
+            (self.login_account, account),
+        ]
+
+
+async def hit_each(sessions: Sessions, keyed: Sequence[Keyed], now: datetime) -> Keyed | None:
+    """Count one attempt against each (throttle, key) in turn: None when all took it, else
+    the first that refused, with the hits this attempt already made taken back (a refused
+    attempt checks nothing, so it must not use up a budget: a responder refused by the
+    account's backstop would otherwise use up their own address's budget meanwhile)."""
+    counted: list[Keyed] = []
+    for throttle, key in keyed:
+        if not await throttle.hit(sessions, key, now):
+            for done, done_key in counted:
+                await done.forget(sessions, done_key, now)
+            return throttle, key
+        counted.append((throttle, key))
+    return None

@@ -26,7 +26,7 @@ from core.auth import AuthError
 from core.crypto import Vault, normalise
 from core.db import transaction
 from core.models import Responder, Role
-from core.throttle import Limits
+from core.throttle import Keyed, Limits, hit_each
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -110,14 +110,12 @@ async def sign_in(
     """Check the credentials under the throttles and open a fresh session, replacing any the
     client brought: (responder, session token, CSRF token). The API and the dashboard share
     it. Raises ApiError 429 when throttled, 401 on any failure (never saying which part)."""
-    account, address = "user:" + normalise(body.username), "ip:" + client_address(request)
     # Each attempt is counted before its password is checked (a serialised hit), so requests
-    # sent at the same moment cannot all pass a read-only check; the address first, so that
-    # a throttled address spends no account's budget. A success takes its hits back.
-    for throttle, key in ((limits.login_address, address), (limits.login_account, account)):
-        if not await throttle.hit(sessions, key, now):
-            retry = str(await throttle.retry_after(sessions, key, now))
-            raise ApiError(429, errors.TOO_MANY, headers={"Retry-After": retry})
+    # sent at the same moment cannot all pass a read-only check. Wrong passwords and wrong
+    # codes alike count per address, per account from that address, and per account (a far
+    # higher backstop): someone guessing a responder's password locks out only their own
+    # address for it, never the responder at theirs (core.throttle).
+    keyed = await count_attempt(request, sessions, limits, body.username, now)
     try:
         async with transaction(sessions) as session:
             responder = await auth.authenticate(
@@ -146,9 +144,33 @@ async def sign_in(
     except AuthError as exc:
         await _failed(sessions, vault, exc, now)
         raise ApiError(401, LOGIN_FAILED) from None
-    await limits.login_account.reset(sessions, account)
-    await limits.login_address.forget(sessions, address, now)
+    # A success takes its hits back, and clears the earlier failures from this address (the
+    # responder's own typos); not the account's backstop, where others' guesses count too.
+    for throttle, key in keyed:
+        if throttle is limits.login_account_address:
+            await throttle.reset(sessions, key)
+        else:
+            await throttle.forget(sessions, key, now)
     return responder, token, csrf
+
+
+async def count_attempt(
+    request: Request,
+    sessions: async_sessionmaker[AsyncSession],
+    limits: Limits,
+    username: str,
+    now: datetime,
+) -> list[Keyed]:
+    """Count one attempt at ``username``'s password from this client against the login
+    throttles (Limits.login); ApiError 429 when one refuses. The client's address is the one
+    the trusted proxy names (api.deps.client_address, AMPARO_TRUSTED_PROXIES)."""
+    keyed = limits.login("user:" + normalise(username), "ip:" + client_address(request))
+    refused = await hit_each(sessions, keyed, now)
+    if refused is not None:
+        throttle, key = refused
+        retry = str(await throttle.retry_after(sessions, key, now))
+        raise ApiError(429, errors.TOO_MANY, headers={"Retry-After": retry})
+    return keyed
 
 
 async def _failed(
@@ -211,6 +233,7 @@ async def _responder(session: AsyncSession, responder_id: uuid.UUID | None) -> R
 @router.post("/password", responses={400: {}, 429: {}})
 async def change_password(
     body: PasswordIn,
+    request: Request,
     principal: AnyPrincipalDep,
     response: Response,
     session: SessionDep,
@@ -223,6 +246,7 @@ async def change_password(
     responder = await _responder(session, principal.responder_id)
     try:
         await guarded_password_change(
+            request,
             session,
             sessions,
             vault,
@@ -240,6 +264,7 @@ async def change_password(
 
 
 async def guarded_password_change(
+    request: Request,
     session: AsyncSession,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
@@ -249,20 +274,20 @@ async def guarded_password_change(
     new: str,
     now: datetime,
 ) -> None:
-    """auth.change_password, with wrong current passwords counted against the account's login
-    throttle (R21): a stolen session cannot guess the password. The API and the dashboard
-    share it. Raises ApiError 429 while the account is throttled, AuthError on refusal."""
-    account = "user:" + normalise(responder.username)
-    if not await limits.login_account.hit(sessions, account, now):  # counted before checking
-        retry = str(await limits.login_account.retry_after(sessions, account, now))
-        raise ApiError(429, errors.TOO_MANY, headers={"Retry-After": retry})
+    """auth.change_password, with wrong current passwords counted against the login throttles
+    (R21), as at login: a stolen session cannot guess the password, and its thief locks out
+    only their own address. The API and the dashboard share it. Raises ApiError 429 while
+    throttled, AuthError on refusal."""
+    keyed = await count_attempt(request, sessions, limits, responder.username, now)
     try:
         await auth.change_password(
             session, vault, responder=responder, current=current, new=new, now=now
         )
     except AuthError as exc:
         if exc.code != "password":  # not a guess (nothing written yet): taken back
-            await limits.login_account.forget(sessions, account, now)
+            for throttle, key in keyed:
+                await throttle.forget(sessions, key, now)
         raise
     # Right: taken back in the caller's transaction, which holds SQLite's write lock by now.
-    await limits.login_account.forget_in(session, account, now)
+    for throttle, key in keyed:
+        await throttle.forget_in(session, key, now)

@@ -33,6 +33,7 @@ def client(app: FastAPI, ip: str = "192.0.2.1") -> httpx.AsyncClient:
 
 
 async def test_failed_logins_count_in_every_process(desk: Desk) -> None:
+    # The account's backstop, hit from two addresses through two processes.
     desk.app.state.limits = Limits(login_account=Throttle(3, 900))
     other = second_process(desk, Limits(login_account=Throttle(3, 900)))
     wrong = creds(desk) | {"password": "wrong"}
@@ -128,7 +129,11 @@ async def test_the_apps_throttles_key_their_digests_with_the_vault(desk: Desk) -
     async with desk.sessions() as s:
         rows = (await s.execute(select(ThrottleHit))).scalars().all()
     username = desk.a.responders["responder"].username
-    keys = {"login_account": f"user:{username}", "login_address": "ip:192.0.2.9"}
+    keys = {
+        "login_account": f"user:{username}",
+        "login_address": "ip:192.0.2.9",
+        "login_account_address": f"ip:192.0.2.9\0user:{username}",
+    }
     assert sorted(r.scope for r in rows) == sorted(keys)
     for row in rows:
         assert row.key_hash != hashlib.sha256(f"{row.scope}\0{keys[row.scope]}".encode()).digest()
