@@ -360,15 +360,18 @@ class Telegram:
         await self.bot.request.shutdown()
 
     async def send(self, to: Address, message: Outbound) -> Delivered:
+        sent: list[str] = []  # the ids of the parts this try put in the chat
         try:
             try:
-                return await self._send(to.value, message)
+                return await self._send(to.value, message, sent)
             except ChatMigrated as exc:  # the group is a supergroup now, under a new id
                 new = str(exc.new_chat_id)
                 await self._tell_moved(to.value, new)
-                return await self._send(new, message)
+                return await self._send(new, message, sent)
         except TelegramError as exc:
-            raise delivery_error(exc) from None
+            # Those parts are in the chat: the retry sends the rest, and discreet mode
+            # deletes them all (core.delivery keeps them with the outbox row).
+            raise delivery_error(exc, tuple(sent)) from None
 
     async def _tell_moved(self, old: str, new: str) -> None:
         """Move the group's address now, in case the service message saying so never comes
@@ -380,27 +383,32 @@ class Telegram:
         except Exception as exc:  # the message itself still goes to the new chat
             log.warning("group move not recorded", extra={"error": type(exc).__name__})
 
-    async def _send(self, chat_id: str, message: Outbound) -> Delivered:
+    async def _send(self, chat_id: str, message: Outbound, sent: list[str]) -> Delivered:
+        """Send the parts of ``message`` (its text's chunks, then its files) not yet in the chat
+        (``message.sent_parts``: earlier tries'; ``sent``: this try's), adding each to ``sent``.
+        Delivered names this try's parts: core.delivery adds the earlier ones."""
         if message.delete_message_ids:
             await self._delete(chat_id, message.delete_message_ids)
         if not (message.text or message.attachments or message.choices):
             return Delivered()  # an instruction only (a deletion, Signal's timer)
-        markup = await self._markup(chat_id, message)
-        sent: list[Message] = []
         chunks = split_text(message.text)
-        for i, chunk in enumerate(chunks):
+        done = len(message.sent_parts) + len(sent)  # 0 but for a retry that failed partway
+        # The keyboard goes under the last chunk: its tokens only if that is still to send.
+        markup = await self._markup(chat_id, message) if done < len(chunks) else None
+        for i in range(done, len(chunks)):
             last = i == len(chunks) - 1
             # Never parse_mode: user-supplied text must not break delivery (R26).
             reply_markup = markup if last else None
-            sent.append(await self.bot.send_message(chat_id, chunk, reply_markup=reply_markup))
-        for attachment in message.attachments:
-            sent.append(
-                await self.bot.send_document(
-                    chat_id, attachment.data, filename=attachment.filename
-                )
+            part = await self.bot.send_message(chat_id, chunks[i], reply_markup=reply_markup)
+            sent.append(str(part.message_id))
+        for attachment in message.attachments[max(0, done - len(chunks)) :]:
+            part = await self.bot.send_document(
+                chat_id, attachment.data, filename=attachment.filename
             )
-        # Every part, so that discreet mode deletes all of them (core.delivery).
-        return Delivered(message_id=",".join(str(m.message_id) for m in sent) or None)
+            sent.append(str(part.message_id))
+        # Every part this try sent: core.delivery adds the earlier tries', so that discreet
+        # mode deletes all of them.
+        return Delivered(message_id=",".join(sent) or None)
 
     async def _markup(self, chat_id: str, message: Outbound) -> Any:
         tokens = []

@@ -37,18 +37,19 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return [*chunks, text] if text or not chunks else chunks
 
 
-def delivery_error(exc: TelegramError) -> DeliveryError:
+def delivery_error(exc: TelegramError, sent: tuple[str, ...] = ()) -> DeliveryError:
+    """The outbox's view of ``exc``; ``sent``: the ids of the parts already in the chat."""
     if isinstance(exc, RetryAfter):
         wait = exc.retry_after
         seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
-        return DeliveryError("rate limited", retry_after=seconds)
+        return DeliveryError("rate limited", retry_after=seconds, sent=sent)
     if isinstance(exc, Forbidden):  # blocked by the user, deactivated account
-        return DeliveryError("forbidden", permanent=True)
+        return DeliveryError("forbidden", permanent=True, sent=sent)
     if isinstance(exc, BadRequest) and "chat not found" in exc.message.lower():
-        return DeliveryError("chat not found", permanent=True)
+        return DeliveryError("chat not found", permanent=True, sent=sent)
     if isinstance(exc, InvalidToken):  # an operator error: retry until it is fixed
-        return DeliveryError("invalid token")
-    return DeliveryError(type(exc).__name__)
+        return DeliveryError("invalid token", sent=sent)
+    return DeliveryError(type(exc).__name__, sent=sent)
 
 
 def markup(message: Outbound, tokens: list[str]) -> Any:

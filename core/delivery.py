@@ -7,19 +7,25 @@ elsewhere (``overtaken``): the all-clear is already queued.
 
 Discreet mode: a sensitive message delivered to a defender who turned it on queues its own
 deletion in the same transaction; deletions are retried on their own terms (core.discreet).
+
+A message a channel sends in parts (Telegram: a long text's chunks, then files) can fail
+partway: the ids of the parts already in the chat (``DeliveryError.sent``) are kept in the
+row's payload (``Outbound.sent_parts``) in the transaction that records the failure, so the
+retry, by any process, sends only the rest, and discreet mode deletes every part: all of them
+once delivered, or those sent if the row ends undelivered. A fallback elsewhere sends it whole.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, discreet
+from core import actions, discreet, outbox
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.fallback import alert_event, block, escalated, fallback, identity_changed
@@ -51,8 +57,9 @@ class Attempt:
     error: str | None = None  # a class of error, never content
     retry_after: float | None = None
     wait: float = 0.0  # deferred by a rate limit: not an attempt
-    sent_id: str | None = None  # the channel's id(s) of what was delivered, comma-separated
+    sent_id: str | None = None  # the channel's id(s) of what this try sent, comma-separated
     elapsed: float = 0.0  # seconds from the claim to the channel's answer
+    parts: tuple[str, ...] = ()  # failed partway: the ids of the parts this try sent
 
 
 def backoff(row: OutboxMessage, rng: Callable[[], float]) -> float:
@@ -84,10 +91,14 @@ async def record(
     for row in rows:
         attempt = by_id[row.id]
         row.lease_owner, row.lease_until = None, None
+        # Not delivered, with parts of it in the chat: ``attempt.message`` is now whole again,
+        # as a fallback sends it (elsewhere).
+        partway, attempt = stopped(attempt)
         if row.id in stale and attempt.outcome in ("deferred", "retry"):
             if attempt.outcome == "retry":
                 row.attempts += 1
             actions.withdraw(row)  # as core.alerts.resolve would have, had it been waiting
+            await left_partway(session, vault, row, attempt.message, partway, now)
             continue
         if attempt.outcome == "deferred":
             row.state, row.next_attempt_at = OutboxState.pending, now + seconds(attempt.wait)
@@ -107,8 +118,10 @@ async def record(
             row.state, row.delivered_at = OutboxState.delivered, now
             row.shred("payload_enc")
             message = attempt.message
-            if message is not None and message.sensitive and attempt.sent_id:
-                await discreet.delete_later(session, vault, row, attempt.sent_id, now)
+            if message is not None and message.sensitive:
+                sent_id = every_part(message.sent_parts, attempt.sent_id)
+                if sent_id:
+                    await discreet.delete_later(session, vault, row, sent_id, now)
         elif attempt.outcome == "permanent" and discreet.is_deletion(row):
             row.state = OutboxState.failed  # the chat is gone or blocked: nothing to delete
             row.shred("payload_enc")
@@ -123,9 +136,46 @@ async def record(
                 await fallback(session, vault, row, attempt.message, attempt.error, now, last=True)
             row.shred("payload_enc")
         else:
+            if attempt.parts and attempt.message is not None:  # the retry sends the rest
+                outbox.store(vault, row, replace(attempt.message, sent_parts=partway))
             # The wait counts from the channel's answer, not the claim: a 429's retry_after
             # after a slow send would otherwise be cut short by the send's own duration.
             await retry(session, vault, row, attempt, now + seconds(attempt.elapsed), rng)
+        if partway and row.state in (OutboxState.failed, OutboxState.dead):
+            await left_partway(session, vault, row, attempt.message, partway, now)
+
+
+def stopped(attempt: Attempt) -> tuple[tuple[str, ...], Attempt]:
+    """(the ids of the parts of a message not delivered that earlier tries and this one put
+    in the chat, the attempt with its message whole again); ((), attempt) mostly."""
+    message = attempt.message
+    if attempt.outcome == "delivered" or message is None:
+        return (), attempt
+    if not (message.sent_parts or attempt.parts):
+        return (), attempt
+    whole = replace(message, sent_parts=())
+    return (*message.sent_parts, *attempt.parts), replace(attempt, message=whole)
+
+
+def every_part(earlier: tuple[str, ...], sent_id: str | None) -> str | None:
+    """The ids of a delivered message's parts: earlier tries' and the last one's."""
+    if not earlier:
+        return sent_id
+    return ",".join((*earlier, sent_id) if sent_id else earlier)
+
+
+async def left_partway(
+    session: AsyncSession,
+    vault: Vault,
+    row: OutboxMessage,
+    message: Outbound | None,
+    partway: tuple[str, ...],
+    now: datetime,
+) -> None:
+    """``row`` will not be tried again, with some of its parts in the chat: discreet mode
+    deletes those (a fallback sends the message whole, elsewhere)."""
+    if partway and message is not None and message.sensitive:
+        await discreet.delete_later(session, vault, row, ",".join(partway), now)
 
 
 async def overtaken(session: AsyncSession, rows: list[OutboxMessage]) -> set[uuid.UUID]:

@@ -389,7 +389,9 @@ class Dispatcher:
             log.info("delivery failed", extra={"outbox": str(job.row_id), "outcome": outcome})
             elapsed = time.monotonic() - began
             error, after = str(exc)[:200], exc.retry_after
-            return Attempt(job.row_id, outcome, job.message, error, after, elapsed=elapsed)
+            return Attempt(
+                job.row_id, outcome, job.message, error, after, elapsed=elapsed, parts=exc.sent
+            )
         except Exception as exc:  # a channel's bug or a timeout: retry, never lose the message
             metrics.delivered(job.channel, "error")
             log.warning("send raised %s", type(exc).__name__, extra={"outbox": str(job.row_id)})

@@ -42,6 +42,10 @@ class Outbound:
     # Another instruction: the chat's disappearing-messages timer in seconds (0: off), applied
     # before any text by channels that have one (Signal); None leaves it alone. Others ignore it.
     expiry_s: int | None = None
+    # The channel's ids of the parts (text chunks, files) of this message that earlier tries
+    # put in the chat before one failed (``DeliveryError.sent``), in order: a channel that
+    # sends in parts sends only the rest. Set by core.delivery, never by flows.
+    sent_parts: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"text": self.text}
@@ -60,6 +64,8 @@ class Outbound:
             data["delete_message_ids"] = list(self.delete_message_ids)
         if self.expiry_s is not None:
             data["expiry_s"] = self.expiry_s
+        if self.sent_parts:
+            data["sent_parts"] = list(self.sent_parts)
         return data
 
     @classmethod
@@ -75,6 +81,7 @@ class Outbound:
             sensitive=bool(data.get("sensitive", False)),
             delete_message_ids=tuple(data.get("delete_message_ids", ())),
             expiry_s=None if data.get("expiry_s") is None else int(data["expiry_s"]),
+            sent_parts=tuple(str(i) for i in data.get("sent_parts", ())),
         )
 
 
@@ -137,14 +144,22 @@ class Delivered:
 
 
 class DeliveryError(Exception):
-    """A send failed; ``permanent`` says whether retrying can help."""
+    """A send failed; ``permanent`` says whether retrying can help. ``sent``: the channel's
+    ids of the parts this try put in the chat before failing, in order (one per part, so
+    ``len(sent)`` parts): the retry sends only the rest, and discreet mode deletes them."""
 
     def __init__(
-        self, reason: str, *, permanent: bool = False, retry_after: float | None = None
+        self,
+        reason: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        sent: tuple[str, ...] = (),
     ) -> None:
         super().__init__(reason)
         self.permanent = permanent
         self.retry_after = retry_after
+        self.sent = sent
 
 
 Inbox = Callable[[Inbound], Awaitable[None]]

@@ -57,7 +57,7 @@ async def enqueue(
         idempotency_key=key,
         next_attempt_at=now,
     )
-    row.put(vault, "payload_enc", json.dumps(message.to_json(), ensure_ascii=False))
+    store(vault, row, message)
     session.add(row)
     wakeup.touch(session, wakeup.OUTBOX)
     return row
@@ -214,6 +214,11 @@ async def enqueue_many(
 ) -> None:
     """Queue many messages in one statement; keys already queued are skipped, not an error."""
     await insert_rows(session, rows(vault, items, now=now))
+
+
+def store(vault: Vault, row: OutboxMessage, message: Outbound) -> None:
+    """Write (or rewrite) ``row``'s payload: ``message``, encrypted with the row's key."""
+    row.put(vault, "payload_enc", json.dumps(message.to_json(), ensure_ascii=False))
 
 
 def payload(vault: Vault, row: OutboxMessage) -> Outbound:
