@@ -21,6 +21,7 @@ from api import (
     dashboard_keys,
     dashboard_reports,
 )
+from api.deps import NowDep, SessionDep, signed_in
 from api.pages import STATIC
 from api.routes import install
 from core import metrics
@@ -96,6 +97,9 @@ def inbound_state(channels: Mapping[str, object]) -> dict[str, str]:
     return state
 
 
+OPENAPI = "/api/v1/openapi.json"
+
+
 def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI:
     production = settings.mode is Mode.production
     app = FastAPI(
@@ -105,7 +109,7 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
         # OTLP endpoint in the environment; and no request looks up the global providers.
         telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
         lifespan=_frozen_heap,
-        openapi_url=None if production else "/api/v1/openapi.json",
+        openapi_url=None if production else OPENAPI,
         docs_url=None if production else "/api/v1/docs",
         redoc_url=None,
     )
@@ -134,6 +138,16 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
         if inbound:
             body["inbound"] = inbound
         return JSONResponse(body, status_code=200 if ok else 503)
+
+    if production:  # the schema is for the desk's own callers: signed in (R22, DESIGN's path)
+
+        @app.get(OPENAPI, include_in_schema=False)
+        async def schema(request: Request, session: SessionDep, now: NowDep) -> JSONResponse:
+            """The API's OpenAPI schema, to a caller holding a token or a session; anyone else
+            gets what an unknown path gets, so scanners learn nothing. No docs UI."""
+            if await signed_in(request, session, now) is None:
+                raise HTTPException(404)
+            return JSONResponse(app.openapi())
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> PlainTextResponse:

@@ -248,7 +248,9 @@ async def pause_or_resume(
         return render(request, "missing.html", 404, me=who)
     body = webhooks_api.WebhookPatch(active=action == "resume")
     try:
-        await webhooks_api.update_webhook(hook_id, body, who.principal, session, vault, now)
+        await webhooks_api.update_webhook(
+            hook_id, body, request, who.principal, session, vault, now
+        )
     except ApiError:
         return render(request, "missing.html", 404, me=who)
     return to(f"/webhooks?notice={'resumed' if body.active else 'paused'}")

@@ -108,6 +108,14 @@ async def _principal(request: Request, session: SessionDep, now: NowDep) -> Prin
     return principal
 
 
+async def signed_in(request: Request, session: AsyncSession, now: datetime) -> Principal | None:
+    """The caller, or None for one holding no live token or session (no exception)."""
+    try:
+        return await _principal(request, session, now)
+    except ApiError:
+        return None
+
+
 async def any_principal(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
     """The caller, even one who must still change the password (for /auth routes)."""
     return principal

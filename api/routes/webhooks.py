@@ -73,7 +73,10 @@ class WebhookIn(BaseModel):
 
 
 class WebhookPatch(BaseModel):
-    active: bool
+    """What to change; a field left out stays as it is."""
+
+    active: bool | None = None
+    url: Annotated[str | None, Field(min_length=8, max_length=500)] = None
 
 
 class RotateIn(BaseModel):
@@ -155,14 +158,7 @@ async def add_webhook(
     now: NowDep,
 ) -> NewSecret:
     """Add an endpoint; its signing secret is in this answer only."""
-    settings = request.app.state.settings
-    if settings.mode is Mode.production and not body.url.startswith("https://"):
-        raise ApiError(400, BAD_URL)
-    if settings.webhooks_public_only:
-        try:
-            await destinations.check(body.url)
-        except destinations.PrivateDestination:
-            raise ApiError(400, PRIVATE_URL) from None
+    await _receivable(request, body.url)
     try:
         hook, secret = await webhooks.add(session, vault, org_id=principal.org_id, url=body.url)
     except ValueError:
@@ -173,23 +169,46 @@ async def add_webhook(
     return NewSecret(**out(hook).model_dump(), secret=secret)
 
 
-@router.patch("/{hook_id}", responses={404: {}})
+async def _receivable(request: Request, url: str) -> None:
+    """ApiError 400 unless ``url`` may receive events: HTTPS in production, and a public
+    address when the operator says so (AMPARO_WEBHOOK_ALLOW_PRIVATE)."""
+    settings = request.app.state.settings
+    if settings.mode is Mode.production and not url.startswith("https://"):
+        raise ApiError(400, BAD_URL)
+    if not url.startswith(("https://", "http://")):
+        raise ApiError(400, BAD_URL)
+    if settings.webhooks_public_only:
+        try:
+            await destinations.check(url)
+        except destinations.PrivateDestination:
+            raise ApiError(400, PRIVATE_URL) from None
+
+
+@router.patch("/{hook_id}", responses={400: {}, 404: {}})
 async def update_webhook(
     hook_id: uuid.UUID,
     body: WebhookPatch,
+    request: Request,
     principal: AdminDep,
     session: SessionDep,
     vault: VaultDep,
     now: NowDep,
 ) -> WebhookOut:
-    """Pause or resume deliveries to an endpoint: while paused its events (those raised during
-    the pause too) are held, not lost; resuming sends them at once. An event held over 7 days
-    is given up: listed in the deliveries as dead, and replayable."""
+    """Pause or resume deliveries to an endpoint, or move it to a new URL (the desk system
+    moved: same secret, same history). While paused its events (those raised during the pause
+    too) are held, not lost; resuming sends them at once. An event held over 7 days is given
+    up: listed in the deliveries as dead, and replayable. Events still waiting when the URL
+    changes go to the new one."""
     hook = await _hook(session, principal, hook_id)
-    if body.active and not hook.active:
-        await webhooks.resume(session, hook, now)
-    hook.active = body.active
-    await _audit(session, vault, principal, "webhook.update", hook.id, now)
+    if body.url is not None and body.url != hook.url:
+        await _receivable(request, body.url)
+        hook.url = body.url
+        await _audit(session, vault, principal, "webhook.move", hook.id, now)
+    if body.active is not None and body.active != hook.active:
+        if body.active:
+            await webhooks.resume(session, hook, now)
+        hook.active = body.active
+        await _audit(session, vault, principal, "webhook.update", hook.id, now)
     return out(hook)
 
 

@@ -10,6 +10,7 @@ from api.app import create_app
 from core.config import Mode, Settings
 from core.crypto import Vault
 from core.db import create_engine
+from tests.api.conftest import Desk
 
 
 def client(app: object) -> httpx.AsyncClient:
@@ -36,8 +37,30 @@ async def test_it_reports_an_unreachable_database(vault: Vault) -> None:
 async def test_it_hides_the_api_docs_in_production(engine: AsyncEngine, vault: Vault) -> None:
     async with client(create_app(Settings(mode=Mode.production), engine, vault)) as c:
         assert (await c.get("/api/v1/openapi.json")).status_code == 404
+        assert (await c.get("/api/v1/docs")).status_code == 404
     async with client(create_app(Settings(), engine, vault)) as c:
         assert (await c.get("/api/v1/openapi.json")).status_code == 200
+
+
+async def test_production_gives_the_schema_to_signed_in_callers_only(desk: Desk) -> None:
+    """DESIGN's /api/v1/openapi.json stays, in production too, for the desk's own callers (an
+    external desk system holding a token, a responder's session); a stranger, a revoked or a
+    made-up token get 404, as for any unknown path (R22). The docs UI stays off."""
+    desk.app = create_app(Settings(mode=Mode.production), desk.app.state.engine, desk.vault)
+    async with (
+        await desk.client(desk.a, "token") as token,
+        await desk.client(desk.a, "responder") as person,
+    ):
+        by_token = await token.get("/api/v1/openapi.json")
+        by_person = await person.get("/api/v1/openapi.json")
+        docs = await person.get("/api/v1/docs")
+        token.headers["Authorization"] = "Bearer amp_made-up"
+        made_up = await token.get("/api/v1/openapi.json")
+    async with desk.anonymous() as stranger:
+        anonymous = await stranger.get("/api/v1/openapi.json")
+    assert (by_token.status_code, by_person.status_code) == (200, 200)
+    assert "/api/v1/alerts" in by_token.json()["paths"] and by_person.json() == by_token.json()
+    assert (docs.status_code, made_up.status_code, anonymous.status_code) == (404, 404, 404)
 
 
 # /metrics: live P0 depth and delivery counters (whether an alert went out just now) answer

@@ -162,6 +162,37 @@ async def test_an_endpoint_removed_gets_nothing_more_and_leaves_nothing(desk: De
         assert await s.get(Webhook, desk.b.webhook.id) is not None
 
 
+async def test_an_endpoint_moves_to_a_new_url_keeping_its_secret_and_history(desk: Desk) -> None:
+    """The desk system moved: the admin changes the endpoint's URL (audited); the secret, the
+    state and the deliveries stay. In production the new URL passes the same checks as a new
+    endpoint's; another organisation cannot move it."""
+    from core.config import Mode, Settings
+
+    hook, dead = desk.a.webhook, desk.a.dead
+    assert hook is not None and dead is not None
+    path = f"/api/v1/webhooks/{hook.id}"
+    async with await desk.client(desk.a, "admin") as c, await desk.client(desk.b, "admin") as b:
+        moved = await c.patch(path, json={"url": "https://desk.example.org/amparo"})
+        theirs = await b.patch(path, json={"url": "https://evil.example.net/in"})
+        paused = await c.patch(path, json={"active": False})
+        desk.app.state.settings = Settings(mode=Mode.production)
+        plain = await c.patch(path, json={"url": "http://desk.example.org/in"})
+        private = await c.patch(path, json={"url": "https://10.0.0.5/in"})
+        junk = await c.patch(path, json={"url": "ftp://desk.example.org/"})
+        log = (await c.get(f"{path}/deliveries", params={"state": "dead"})).json()
+        audit = [e["action"] for e in (await c.get("/api/v1/audit")).json()["items"]]
+    assert (moved.status_code, theirs.status_code, paused.status_code) == (200, 404, 200)
+    assert moved.json()["url"] == "https://desk.example.org/amparo" and moved.json()["active"]
+    assert paused.json() == {**moved.json(), "active": False}
+    assert (plain.status_code, private.status_code, junk.status_code) == (400, 400, 400)
+    assert [d["id"] for d in log] == [str(dead.id)]
+    assert audit.count("webhook.move") == 1 and audit.count("webhook.update") == 1
+    async with desk.sessions() as s:
+        kept = await s.get(Webhook, hook.id)
+    assert kept is not None and kept.url == "https://desk.example.org/amparo"
+    assert kept.get(desk.vault, "secret_enc") == hook.get(desk.vault, "secret_enc")
+
+
 async def test_it_refuses_plain_http_endpoints_in_production(desk: Desk) -> None:
     from core.config import Mode, Settings
 

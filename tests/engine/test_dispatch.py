@@ -384,6 +384,22 @@ async def test_a_paused_webhook_holds_its_events_and_resuming_sends_them(session
     assert [json.loads(h.body)["type"] for h in desk.hits] == ["alert.triggered"]
 
 
+async def test_an_event_waiting_for_a_moved_endpoint_goes_to_its_new_url(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """The desk moves its receiver (PATCH /webhooks/{id} with a new url) while an event is
+    waiting for a retry: the retry goes to the new URL, not the old one."""
+    world = await standin_world(sessions, vault)
+    async with Receiver(statuses=[503]) as old, Receiver() as new, webhooks.client() as http:
+        await point_webhook_at(world, old.url())
+        await panic(world)
+        d = dispatcher(world, {"standin": StandIn("standin")}, http)
+        await d.drain(T0)
+        assert [json.loads(h.body)["type"] for h in old.hits] == ["alert.triggered"]
+        await point_webhook_at(world, new.url())
+        await d.drain(T0 + 10 * MIN)
+    assert len(old.hits) == 1
+    assert [json.loads(h.body)["type"] for h in new.hits] == ["alert.triggered"]
+
+
 async def test_events_raised_while_a_webhook_is_paused_are_held_for_it(sessions, vault) -> None:  # type: ignore[no-untyped-def]
     """A panic raised during the desk's maintenance still reaches its system on resume; an
     endpoint left paused for over a week gets its old events given up (listed, replayable)."""
