@@ -241,8 +241,7 @@ class Telegram:
         edited = update.edited_message is not None
         location = None
         if message.location is not None:
-            live = bool(message.location.live_period) or update.edited_message is not None
-            location = Location(message.location.latitude, message.location.longitude, live)
+            location = _location(message, edited=edited)
         return Inbound(
             channel=self.name,
             address=str(message.chat.id),
@@ -439,6 +438,25 @@ class Telegram:
         if kept:
             log.warning("messages too old to delete", extra={"count": kept})
             raise DeliveryError(NOT_DELETED, permanent=True)
+
+
+def _location(message: Message, *, edited: bool) -> Location:
+    """A location; a live one's updates come as edits of its message, each with the period it
+    may update for (``live_period``, seconds from the message's sending), which Telegram
+    gives "for active live locations only": the edit without it is the last, sent when the
+    defender stopped sharing. None comes when the period runs out."""
+    where = message.location
+    assert where is not None
+    period = where.live_period
+    if isinstance(period, timedelta):  # PTB_TIMEDELTA
+        period = int(period.total_seconds())
+    return Location(
+        where.latitude,
+        where.longitude,
+        live=bool(period) or edited,  # only a live location's message is ever edited
+        live_period=period or None,
+        ended=edited and not period,
+    )
 
 
 def _unreachable(exc: BaseException) -> bool:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, escalation, notices, recipients
+from core import actions, escalation, live_locations, notices, recipients
 from core.claims import locked, write_lock
 from core.crypto import Vault, seal
 from core.escalation import DEFAULT_POLICY, Policy
@@ -331,6 +331,13 @@ async def resolve(
         via=via,
     )
     await actions.withdraw_steps(session, alert)  # no alarm may arrive after the all-clear
+    if actor != "defender":
+        # Discreet mode: a live location shared for it is no longer followed: off the phone.
+        # Not when the defender calls it off with their PIN: the duress PIN leaves the alert
+        # on, and its live location with it, and the phone must show the same (R8).
+        await live_locations.alert_closed(
+            session, vault, alert_id=alert.id, defender_id=alert.defender_id, now=now
+        )
 
 
 async def cancel_alert(

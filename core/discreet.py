@@ -1,7 +1,8 @@
 """Discreet mode's deletions: a sensitive message delivered to a defender who turned discreet
 mode on queues, in the same transaction, its own deletion (``del:<key>``), due after the
 defender's delay (setting ``discreet_delay_s``, 10 minutes by default, always before
-Telegram's 48-hour limit).
+Telegram's 48-hour limit). A live location the defender shares is deleted by the same rows
+once it is over (``core.live_locations``).
 
 A deletion never falls back, blocks or escalates anything. It is retried with its backoff
 capped so that its last attempt comes before the limit (``LAST_DELETION``). R12's alarm: one

@@ -90,6 +90,10 @@ class Location:
     latitude: float
     longitude: float
     live: bool = False  # a live location keeps updating while the alert is open
+    # A live one: how long after its message was sent it may update, in seconds, as the
+    # channel said (Telegram's ``live_period``; 0x7FFFFFFF: until the person stops it).
+    live_period: int | None = None
+    ended: bool = False  # the last update of a live location: its sharing has stopped
 
 
 @dataclass(frozen=True)

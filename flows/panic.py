@@ -8,7 +8,9 @@
 
 Discreet mode asks nothing: a plain "OK." and the PIN still calls it off; a location shared
 anyway is deleted from the chat (``flows.router``), unless it is live: its updates arrive as
-edits and feed the open alert silently, and deleting it would stop them.
+edits and feed the open alert silently, and deleting it would stop them. A live one is
+deleted once over: its period run out, its sharing stopped, or the alert resolved
+(``core.live_locations``).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from core import alerts, contacts
+from core import alerts, contacts, live_locations
 from core.models import AlertKind, Defender, DefenderStatus, Priority
 from core.pins import Verdict
 from core.text import fold, pin
@@ -59,6 +59,7 @@ async def handle(event: store.Event) -> None:
     if loaded.hidden is not None:
         await hidden_alert(ctx, loaded.hidden)
     flow, state = await route(ctx, loaded.flow, loaded.state)
+    await follow_live(ctx)
     if not (flow == IDLE or registry.valid(flow, state)):
         raise AssertionError(f"{flow}:{state} is not a state")
     if ctx.forgotten:  # the defender's data was deleted, conversation included
@@ -77,6 +78,16 @@ async def handle(event: store.Event) -> None:
             store.merge(ctx.replies, ctx.delete_ids),
             priority=ctx.priority,
             recipient="defender" if ctx.defender is not None else None,
+        )
+
+
+async def follow_live(ctx: Context) -> None:
+    """Discreet mode: a live location (or its update) has its deletion queued for when it is
+    over (``core.live_locations``). After the flows, which may have locked its alert."""
+    located, message = ctx.inbound.location, ctx.inbound.chat_message_id
+    if ctx.discreet and located is not None and located.live and message:
+        await live_locations.shared(
+            ctx.session, ctx.vault, to=ctx.address, message_id=message, where=located, now=ctx.now
         )
 
 
@@ -103,7 +114,8 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     if pin(inbound.text or "") is not None or (ctx.discreet and located and not located.live):
         # Whatever happens next, not left on screen: a PIN (a late or an edited one too), and
         # in discreet mode a location. Not a live one: deleting its message would stop the
-        # sharing the defender just started, and with it the desk's updates of where they are.
+        # sharing the defender just started, and with it the desk's updates of where they are:
+        # it goes once over (``follow_live``).
         ctx.forget_message()
     if inbound.edited:
         if flow == report.NAME and state in report.WRITING and inbound.text:

@@ -3,10 +3,14 @@ comes as an edit (the bot deletes them, like any PIN, where the channel can)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from sqlalchemy import select
 
 from core.messages import Location, Outbound
-from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Event, Pick, onboard
+from core.models import OutboxMessage
+from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Event, Pick, onboard
 
 
 async def discreet(desk: Desk) -> Chat:
@@ -34,8 +38,11 @@ async def test_a_discreet_defender_s_location_after_an_alert_is_deleted(
     replies = await alice.say(shared)
     assert "Location received." in replies[0].text
     # Like a PIN: at once, with the reply. A live one stays while it shares: deleting its
-    # message would stop the updates the desk follows the defender by.
-    assert deleted(replies) == ([] if live else ["location-77"])
+    # message would stop the updates the desk follows the defender by. Its deletion is queued
+    # for when it is over (tests/bot/test_telegram_live_location.py).
+    reply, *later = replies
+    assert deleted([reply]) == ([] if live else ["location-77"])
+    assert deleted(later) == (["location-77"] if live else [])
 
 
 async def test_a_location_stays_for_a_defender_not_in_discreet_mode(desk: Desk) -> None:
@@ -69,3 +76,26 @@ async def test_a_discreet_defender_s_report_location_is_deleted_and_never_asked_
     assert not where.request_location  # no reply keyboard left on a discreet phone
     shared = Event(location=Location(4.61, -74.08), chat_message_id="location-79")
     assert deleted(await alice.say(shared)) == ["location-79"]
+
+
+@pytest.mark.parametrize("typed", [CANCEL_PIN, DURESS_PIN])
+async def test_calling_the_alert_off_leaves_its_live_location_as_the_duress_pin_would(
+    desk: Desk, typed: str
+) -> None:
+    """R8: the duress PIN leaves the alert on, and the live location shared for it sharing
+    (its deletion still due when its hour is over); the cancel PIN must look the same on the
+    phone, so calling the alert off does not bring that deletion forward (a desk resolving it
+    does: tests/bot/test_telegram_live_location.py)."""
+    alice = await discreet(desk)
+    await alice.say("/sos")
+    where = Location(4.61, -74.08, live=True, live_period=3600)
+    await alice.say(Event(location=where, chat_message_id="location-80"))
+    ends = desk.clock.now + timedelta(hours=1)
+    desk.clock.advance(minutes=5)
+    replies = await alice.say(Event(text=typed, chat_message_id="pin-80"))
+    assert deleted(replies) == ["pin-80"]
+    async with desk.sessions() as s:
+        stmt = select(OutboxMessage.next_attempt_at).where(
+            OutboxMessage.idempotency_key.startswith("del:live:")
+        )
+        assert list((await s.execute(stmt)).scalars()) == [ends]

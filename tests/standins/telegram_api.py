@@ -5,10 +5,10 @@ What python-telegram-bot sends (LIBRARIES.md §1.2): every method is a POST to
 own except plain strings; answers are ``{"ok": true, "result": ...}`` or an error envelope with
 the real status codes. ``getUpdates`` long-polls. Files are served under ``/file/bot<token>/``.
 
-Tests push updates as a user would (``send_text``, ``press``, ``send_location``, ``send_photo``),
-read what the bot did from ``calls``, and inject failures with ``fail_next``. Messages age by
-``clock`` (seconds, the wall clock unless a test moves it): like Telegram, the stand-in refuses
-to delete one older than 48 hours.
+Tests push updates as a user would (``send_text``, ``press``, ``send_location`` and a live
+one's updates ``move_location``, ``send_photo``), read what the bot did from ``calls``, and
+inject failures with ``fail_next``. Messages age by ``clock`` (seconds, the wall clock unless
+a test moves it): like Telegram, the stand-in refuses to delete one older than 48 hours.
 """
 
 from __future__ import annotations
@@ -159,6 +159,20 @@ class TelegramStandIn:
         if live:
             location["live_period"] = live
         return self.push("message", self._message(chat_id, location=location))
+
+    def move_location(
+        self, message: dict[str, Any], lat: float, lon: float, live: int = 0, **extra: Any
+    ) -> dict[str, Any]:
+        """An update of the live location ``message`` (as ``send_location`` pushed it): an
+        ``edited_message``, as Telegram sends one. While it is live each carries the period
+        (``live``, seconds from the message's sending: Location.live_period is "for active
+        live locations only"); the last, sent when the person stops sharing, has none
+        (``live=0``), as practice shows with ``horizontal_accuracy`` set (``extra``)."""
+        location: dict[str, Any] = {"latitude": lat, "longitude": lon, **extra}
+        if live:
+            location["live_period"] = live
+        edited = {**message, "location": location, "edit_date": int(self.clock())}
+        return self.push("edited_message", edited)
 
     def send_photo(self, chat_id: int, data: bytes, file_id: str = "photo-1") -> dict[str, Any]:
         self.files[file_id] = data
