@@ -85,6 +85,8 @@ async def follow_live(ctx: Context) -> None:
     """Discreet mode: a live location (or its update) has its deletion queued for when it is
     over (``core.live_locations``). After the flows, which may have locked its alert."""
     located, message = ctx.inbound.location, ctx.inbound.chat_message_id
+    if ctx.forgotten:  # the defender's data is gone: nothing more is queued for them
+        return
     if ctx.discreet and located is not None and located.live and message:
         await live_locations.shared(
             ctx.session, ctx.vault, to=ctx.address, message_id=message, where=located, now=ctx.now
