@@ -246,11 +246,12 @@ async def page_instead(
     now: datetime,
     failing: uuid.UUID,
 ) -> Recipient | None:
-    """Queue a step's desk notice (``stem``: ``a:<alert>:<step>``), which its responder cannot
-    get (``failing``), for another responder: one the step has not paged yet, reachable and on
-    duty first (``recipients.stand_ins``). None when nobody is left, or when the step still
-    reaches the desk another way (another responder's or the group's notice, waiting or
-    delivered): an off-duty stand-in is paged only when the desk would otherwise not hear."""
+    """Queue a step's desk notice (``stem``: ``a:<alert>:<step>``), which its responder or the
+    responder group cannot get (``failing``), for another responder: one the step has not
+    paged yet, reachable and on duty first (``recipients.stand_ins``). None when nobody is
+    left, or when the step still reaches the desk another way (another responder's or the
+    group's notice, waiting or delivered): an off-duty stand-in is paged only when the desk
+    would otherwise not hear."""
     stmt = select(OutboxMessage.id, OutboxMessage.idempotency_key, OutboxMessage.state).where(
         OutboxMessage.alert_id == alert.id, OutboxMessage.recipient.in_(("responder", "group"))
     )

@@ -88,7 +88,9 @@ async def record(
     rows = (await session.execute(locked(stmt, session))).scalars().all()
     await unblock(session, {r.address_id for r in rows if by_id[r.id].outcome == "delivered"})
     stale = await overtaken(session, [r for r in rows if by_id[r.id].outcome != "delivered"])
-    for row in rows:
+    # Retries last: one waiting past its patience pages a stand-in only if no other notice
+    # of its step reaches the desk, and one that failed for good in this batch does not.
+    for row in sorted(rows, key=lambda r: by_id[r.id].outcome == "retry"):
         attempt = by_id[row.id]
         row.lease_owner, row.lease_until = None, None
         # Not delivered, with parts of it in the chat: ``attempt.message`` is now whole again,
@@ -242,7 +244,10 @@ async def retry(
         # responder paged, the desk step brought forward), once: the row itself keeps trying,
         # since such a wait passes (a Signal rate limit) and the address is not blocked.
         last = row.alert_id is not None and not await escalated(session, row)
-        if await fallback(session, vault, row, attempt.message, "patience", now, last=last):
+        moved = await fallback(session, vault, row, attempt.message, "patience", now, last=last)
+        # A responder stands in for the group meanwhile: the group's post (its buttons, its
+        # code) still goes when the wait is over, as a person's would with nobody to try.
+        if moved and row.recipient != "group":
             row.state = OutboxState.failed
             row.shred("payload_enc")
             return

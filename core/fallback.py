@@ -2,11 +2,12 @@
 
 A permanent failure (a blocked bot, an unregistered Signal user) or a wait longer than the
 message's patience falls back to the person's next address, written on the alert's timeline.
-A desk notice none of its responder's addresses can carry goes to another responder, once a
-step (``another_responder``). When nobody else can be tried, escalation comes sooner rather
-than silently waiting: an unreachable contact or defender brings the alert's desk step (or the
-missed check-in) forward. A permanent failure also marks the address blocked (``block``), and
-a changed Signal safety number alerts the desk (``identity_changed``, R6).
+A desk notice none of its responder's addresses can carry, or the responder group's post,
+goes to another responder, once a step (``another_responder``). When nobody else can be
+tried, escalation comes sooner rather than silently waiting: an unreachable contact or
+defender brings the alert's desk step (or the missed check-in) forward. A permanent failure
+also marks the address blocked (``block``; the desk sees its group's chat so, in the API),
+and a changed Signal safety number alerts the desk (``identity_changed``, R6).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, alerts, escalation, outbox, recipients, wakeup
+from core import actions, alerts, escalation, notices, outbox, recipients, wakeup
 from core.claims import locked
 from core.crypto import Vault
 from core.messages import Outbound
@@ -131,8 +132,10 @@ async def another_responder(
     now: datetime,
 ) -> bool:
     """A ladder step's desk notice its responder cannot get on any address goes to another
-    responder (R27: a blocked bot escalates); True if someone was left to page."""
-    if row.recipient != "responder" or row.alert_id is None or message is None:
+    responder (R27: a blocked bot escalates); True if someone was left to page. So does the
+    responder group's post (the bot removed from the group, the group deleted), as the plain
+    desk notice: the group's buttons and reply commands work in the group alone."""
+    if row.recipient not in ("responder", "group") or row.alert_id is None or message is None:
         return False
     if not actions.step_notice(row.idempotency_key):  # an all-clear: only for who was alerted
         return False
@@ -140,6 +143,8 @@ async def another_responder(
     if alert is None or alert.state is AlertState.resolved:
         return False
     stem = row.idempotency_key.split("|", 1)[0].rsplit(":", 2)[0]  # a:<alert>:<step>
+    if row.recipient == "group":
+        message = notices.group_base(message, row.channel)
     page = actions.page_instead
     who = await page(
         session, vault, alert=alert, stem=stem, message=message, now=now, failing=row.id
@@ -147,7 +152,7 @@ async def another_responder(
     if who is None:
         return False
     detail = {"outbox": str(row.id), "from": row.channel, "to": who.channel}
-    detail.update(reason=str(reason), recipient=who.role)
+    detail.update(reason=str(reason), recipient=who.role, failed=str(row.recipient))
     session.add(alert_event(alert.id, "delivery_fallback", now, detail))
     return True
 

@@ -193,6 +193,13 @@ def desk_group(
     return Outbound(text="\n".join(lines), choices=choices)
 
 
+def group_base(post: Outbound, channel: str) -> Outbound:
+    """The desk notice a group post was made from (``desk_group``), for a responder's own
+    chat when the group cannot get it: without the lines that only work in the group."""
+    added = 1 if channel == "telegram" else 2
+    return Outbound(text="\n".join(post.text.split("\n")[:-added]))
+
+
 # Where an alert changed, when not in the group: "desk" (a responder in the dashboard), "api"
 # (a token: the desk API, an external case system), "defender" (a check-in or a cancel). The
 # group sees only the handle and the short code, as in the ladder's posts.

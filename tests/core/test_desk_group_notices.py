@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import alerts, checkins, desk_chat, notices
+from core import alerts, checkins, desk_chat, i18n, notices
 from core.crypto import Vault
 from core.db import transaction
 from core.desk_alerts import reopen
@@ -237,3 +237,19 @@ def test_the_group_notices_name_the_path_never_the_person() -> None:
         "es", "telegram", alert_id=alert_id, handle="h-1", by="desk"
     )
     assert [c.label for c in spanish.choices] == ["Cerrar: a salvo"]
+
+
+@pytest.mark.parametrize("channel", ["telegram", "signal"])
+def test_a_group_post_gives_back_the_desk_notice_it_was_made_from(channel: str) -> None:
+    """What a responder gets in their own chat when the group cannot get its post
+    (core.fallback): the desk's words, without the group's buttons and reply commands."""
+    alert_id = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    for locale in i18n.SUPPORTED:
+        for base in (
+            notices.desk_alert(locale, AlertKind.panic, HANDLE, repeat=False),
+            notices.desk_alert(locale, AlertKind.duress, HANDLE, repeat=False, hidden=True),
+            notices.desk_alert(locale, AlertKind.missed_checkin, HANDLE, repeat=True),
+            notices.desk_ack_timeout(locale, HANDLE, 61),
+        ):
+            post = notices.desk_group(locale, channel, alert_id=alert_id, priority=0, base=base)
+            assert notices.group_base(post, channel) == base
