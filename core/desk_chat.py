@@ -173,6 +173,7 @@ async def link_group(
         if admin is None or not admin.active or admin.role is not Role.admin:
             return None
     address = await address_of(session, vault, channel, group)
+    address.blocked_at = None  # the bot is in the group: it can post there again
     old = await session.get(DeskGroup, invite.org_id)
     locale = None if old is None else old.locale  # the desk's choice outlives a relink
     if old is not None and old.address_id != address.id:  # the old group's chat id goes

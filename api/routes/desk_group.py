@@ -26,6 +26,9 @@ class DeskGroupOut(BaseModel):
     language: Language  # of the alerts and notices posted in the group
     language_is_default: bool  # none chosen: the organisation's default (English)
     linked_at: datetime
+    # A post failed for good (the bot was removed, the group deleted) at this time: its alerts
+    # went to responders' own chats instead. Null once a post arrives, or the group is relinked.
+    unreachable_since: datetime | None
 
 
 class DeskGroupPatch(BaseModel):
@@ -48,6 +51,7 @@ async def _out(session: AsyncSession, row: DeskGroup) -> DeskGroupOut:
         language=language,
         language_is_default=row.locale is None,
         linked_at=row.created_at,
+        unreachable_since=address.blocked_at,
     )
 
 
@@ -72,7 +76,8 @@ async def group_link_code(
 
 @router.get("", responses={404: {}})
 async def get_group(principal: AdminDep, session: SessionDep) -> DeskGroupOut:
-    """The linked responder group: its channel, language and when it was linked."""
+    """The linked responder group: its channel, language, when it was linked, and whether
+    the bot can still post there."""
     return await _out(session, await _linked(session, principal.org_id))
 
 

@@ -16,8 +16,10 @@ from core.models import (
     Alert,
     AlertKind,
     AuditEntry,
+    ChannelAddress,
     Defender,
     DefenderStatus,
+    DeskGroup,
     OutboxMessage,
 )
 from tests.api.conftest import Desk, Org
@@ -166,3 +168,20 @@ async def test_only_admins_see_or_set_the_groups_language(desk: Desk) -> None:
 
 def test_the_api_offers_exactly_the_supported_languages() -> None:
     assert get_args(Language) == i18n.SUPPORTED
+
+
+async def test_the_desk_sees_when_its_group_cannot_be_reached(desk: Desk) -> None:
+    """A post that failed for good marks the group's chat blocked (core.fallback.block): the
+    desk sees since when, until a post arrives again or an admin relinks the group."""
+    await link(desk, desk.a)
+    since = _now()
+    async with transaction(desk.sessions) as s:
+        group = await s.get(DeskGroup, desk.a.org.id)
+        assert group is not None
+        address = await s.get(ChannelAddress, group.address_id)
+        assert address is not None
+        address.blocked_at = since
+    async with await desk.client(desk.a, "admin") as c:
+        assert (await c.get("/api/v1/desk-group")).json()["unreachable_since"] is not None
+        await link(desk, desk.a)  # the bot is back in the group
+        assert (await c.get("/api/v1/desk-group")).json()["unreachable_since"] is None
