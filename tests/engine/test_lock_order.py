@@ -19,12 +19,14 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from core import checkins, desk_defenders
+from core import alerts, checkins, desk_defenders
 from core.claims import dialect, write_lock
 from core.crypto import Vault
 from core.db import create_engine, dispose, sessionmaker, transaction
 from core.escalation import first_action_at
 from core.models import (
+    Alert,
+    AlertState,
     CheckIn,
     CheckInKind,
     CheckInState,
@@ -32,6 +34,7 @@ from core.models import (
     DefenderStatus,
     EscalationPolicy,
 )
+from core.sweep import Sweep
 from tests.engine.conftest import T0, World, build_world
 
 # PostgreSQL's rounds; SQLite's single writer allows no interleaving, and its busy waits
@@ -229,3 +232,61 @@ async def test_a_policy_change_and_check_ins_wait_for_each_other(
         work += [lambda d_id=d_id, now=now: check_in(world, d_id, now) for d_id in ids]
         await race(world, ids, work)
         await assert_rearmed(world, ids, now, steps)
+
+
+async def test_a_check_in_waits_for_the_sweep_opening_its_alert(
+    quick: async_sessionmaker[AsyncSession], vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep claims every defender's missed routines (SKIP LOCKED) and, before it opens
+    their alerts, each defender checks in (their row locked, waiting for the claimed ones)
+    while the desk edits the shared policy. Opening an alert checks its defender's foreign
+    key (FOR KEY SHARE): a defender row locked FOR UPDATE would make that wait, a deadlock."""
+    world = await build_world(quick, vault)
+    ids = await people(world)
+    shared = await policy(world, {"grace_s": 900, "pre_reminder_s": 600}, default=True)
+    claimed, go = asyncio.Event(), asyncio.Event()
+    raise_many = alerts.raise_many
+
+    async def paused(*args: Any, **kwargs: Any) -> Any:
+        claimed.set()
+        await go.wait()
+        return await raise_many(*args, **kwargs)
+
+    monkeypatch.setattr(alerts, "raise_many", paused)
+    async with quick() as s:
+        rounds = ROUNDS[dialect(s)] // 3
+    for n in range(rounds):
+        claimed.clear()
+        go.clear()
+        now = T0 + n * DAY + timedelta(hours=1, minutes=30)  # every grace over
+        async with transaction(quick) as s:  # reminded, each routine's grace run out
+            for r in (await s.execute(select(CheckIn))).scalars():
+                r.state, r.due_at = CheckInState.reminded, r.due_at.replace(day=now.day)
+                r.next_action_at = r.due_at + timedelta(seconds=r.grace_s)
+        sweep = asyncio.create_task(Sweep(quick, vault, owner="w").due_checkins(now))
+        await asyncio.wait_for(claimed.wait(), 10)
+        want = {"grace_s": 300 + 60 * n, "pre_reminder_s": 60 + 60 * (n % 10)}
+        work = [edit(world, shared, want, now)] + [check_in(world, d, now) for d in ids]
+        started = [asyncio.create_task(w) for w in work]
+        if dialect(s) == "postgresql":
+            async with quick() as monitor:
+                for _ in range(1000):
+                    if await waiting(monitor) >= len(work):
+                        break
+                    await asyncio.sleep(0.005)
+                else:
+                    raise AssertionError("the transactions never overlapped")
+        else:
+            await asyncio.sleep(0.02)
+        go.set()
+        done = await asyncio.wait_for(asyncio.gather(sweep, *started, return_exceptions=True), 20)
+        failed = [e for e in done if isinstance(e, BaseException)]
+        assert not [e for e in failed if deadlock(e)], f"deadlock: {failed}"
+        if failed:
+            raise failed[0]
+        assert done[0] == len(ids) * len(TIMES)  # every missed routine swept
+        await assert_rearmed(world, ids, now, dict.fromkeys(ids, want))
+        async with quick() as s:
+            found = list(await s.execute(select(Alert).where(Alert.triggered_at == now)))
+            assert sorted(a.defender_id for (a,) in found) == sorted(ids)
+            assert {(a.state, a.outcome) for (a,) in found} == {(AlertState.resolved, "safe")}
