@@ -116,13 +116,29 @@ async def policy(world: World, steps: dict[str, int], *, default: bool) -> uuid.
         return p.id
 
 
-async def waiting(session: AsyncSession) -> int:
-    """Backends of this database waiting on a lock (PostgreSQL)."""
-    stmt = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    return int((await session.execute(stmt)).scalar_one())
+async def overlap(
+    sessions: async_sessionmaker[AsyncSession], n: int, tasks: list[asyncio.Task[Any]]
+) -> None:
+    """Return once ``n`` backends of this database wait on a lock (PostgreSQL: the proof
+    that the transactions overlap); SQLite has no such view: a moment for them to start."""
+    async with sessions() as monitor:
+        if dialect(monitor) != "postgresql":
+            await asyncio.sleep(0.02)
+            return
+        stmt = text(
+            "SELECT wait_event_type, wait_event, state, left(query, 60) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        for _ in range(1000):
+            found = (await monitor.execute(stmt)).all()
+            await monitor.rollback()  # pg_stat_activity holds still until the transaction ends
+            if sum(1 for r in found if r[0] == "Lock") >= n:
+                return
+            if any(t.done() for t in tasks):  # one failed (or never waited): say why
+                break
+            await asyncio.sleep(0.005)
+    done = [t.exception() or t.result() for t in tasks if t.done()]
+    raise AssertionError(f"the transactions never overlapped: {found}, finished: {done}")
 
 
 async def race(
@@ -140,16 +156,7 @@ async def race(
             rows = select(CheckIn.id).where(CheckIn.defender_id.in_(ids)).order_by(CheckIn.id)
             await blocker.execute(rows.with_for_update())
         started = [asyncio.create_task(w()) for w in work]  # type: ignore[arg-type]
-        if dialect(blocker) == "postgresql":
-            async with world.sessions() as monitor:
-                for _ in range(1000):
-                    if await waiting(monitor) >= len(work):
-                        break
-                    await asyncio.sleep(0.005)
-                else:
-                    raise AssertionError("the transactions never overlapped")
-        else:
-            await asyncio.sleep(0.02)
+        await overlap(world.sessions, len(work), started)
     done = await asyncio.wait_for(asyncio.gather(*started, return_exceptions=True), 20)
     failed = [e for e in done if isinstance(e, BaseException)]
     assert not [e for e in failed if deadlock(e)], f"deadlock: {failed}"
@@ -268,16 +275,7 @@ async def test_a_check_in_waits_for_the_sweep_opening_its_alert(
         want = {"grace_s": 300 + 60 * n, "pre_reminder_s": 60 + 60 * (n % 10)}
         work = [edit(world, shared, want, now)] + [check_in(world, d, now) for d in ids]
         started = [asyncio.create_task(w) for w in work]
-        if dialect(s) == "postgresql":
-            async with quick() as monitor:
-                for _ in range(1000):
-                    if await waiting(monitor) >= len(work):
-                        break
-                    await asyncio.sleep(0.005)
-                else:
-                    raise AssertionError("the transactions never overlapped")
-        else:
-            await asyncio.sleep(0.02)
+        await overlap(quick, len(work), started)
         go.set()
         done = await asyncio.wait_for(asyncio.gather(sweep, *started, return_exceptions=True), 20)
         failed = [e for e in done if isinstance(e, BaseException)]
