@@ -1,10 +1,12 @@
 """A desk's policy change and defenders' check-ins at the same moment wait for each other; on
 PostgreSQL they must never deadlock (40P01 aborts one: a check-in or a policy edit lost).
 
-Each round forces the overlap: a blocker transaction holds the organisation's defenders and
-check-ins, the desk's transaction and every defender's check-in start and (PostgreSQL) are
-seen waiting on a lock, then the blocker commits and all of them race for the same rows. On
-SQLite the single writer serialises them; the test checks the outcome there too.
+Each round forces the overlap: a blocker transaction holds the defenders' rows and the middle
+one (by due time) of each one's check-ins; the desk's transaction and every defender's
+check-in start and (PostgreSQL) are seen waiting on a lock, then the blocker commits and all
+of them race for the same rows. Two that lock a defender's check-ins in opposite orders each
+hold an end row by then, waiting for the middle one: released, they deadlock. On SQLite the
+single writer serialises them; the test checks the outcome there too.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from tests.engine.conftest import T0, World, build_world
 ROUNDS = {"postgresql": 30, "sqlite": 6}
 PEOPLE = 4  # defenders sharing the organisation's policy
 TIMES = ((12, 30), (12, 40), (12, 50))  # each one's routines: due within the hour at noon
+MIDDLE = "12:40"  # the one the blocker holds
 DAY = timedelta(days=1)
 ASSIGNED = ({"grace_s": 300, "pre_reminder_s": 120}, {"grace_s": 600, "pre_reminder_s": 240})
 
@@ -144,16 +147,17 @@ async def overlap(
 async def race(
     world: World, ids: list[uuid.UUID], work: list[Callable[[], Awaitable[Any]]]
 ) -> None:
-    """Run ``work`` (each its own transaction) while a blocker holds ``ids`` and their
-    check-ins; release them together once every one waits (PostgreSQL), then require that
-    all of them commit."""
+    """Run ``work`` (each its own transaction) while a blocker holds ``ids`` and the middle of
+    their check-ins; release them together once every one waits (PostgreSQL), then require
+    that all of them commit."""
     started: list[asyncio.Task[Any]] = []
     async with transaction(world.sessions) as blocker:
         await write_lock(blocker)  # SQLite: the single writer's lock
         if dialect(blocker) == "postgresql":
             who = select(Defender.id).where(Defender.id.in_(ids)).order_by(Defender.id)
             await blocker.execute(who.with_for_update(key_share=True))
-            rows = select(CheckIn.id).where(CheckIn.defender_id.in_(ids)).order_by(CheckIn.id)
+            middle = CheckIn.defender_id.in_(ids) & (CheckIn.routine_time == MIDDLE)
+            rows = select(CheckIn.id).where(middle).order_by(CheckIn.id)
             await blocker.execute(rows.with_for_update())
         started = [asyncio.create_task(w()) for w in work]  # type: ignore[arg-type]
         await overlap(world.sessions, len(work), started)
