@@ -141,6 +141,8 @@ async def overlap(
                 break
             await asyncio.sleep(0.005)
     done = [t.exception() or t.result() for t in tasks if t.done()]
+    for t in tasks:
+        t.cancel()
     raise AssertionError(f"the transactions never overlapped: {found}, finished: {done}")
 
 
