@@ -2,8 +2,15 @@
 
 Timers are rows the sweep claims (``core.sweep``). Every change here locks the defender's rows,
 bumps their ``version`` and clears any sweep lease, so a sweep that claimed a row before the
-change drops its stale decision. Flows must verify the PIN before ``check_in``, ``extend``,
-``pause`` and re-arming a timer whose reminder has gone out: each of them stops an escalation.
+change drops its stale decision. The lock order (PostgreSQL), kept by every writer here: the
+defender's row first (``FOR NO KEY UPDATE``), then its check-ins by due time and id. Callers
+that change the defender row itself (a policy assigned, a new zone, a PIN counter) lock it
+first anyway, so a check-in and a desk's policy change wait for each other, never deadlock.
+The policy is read after those locks: a policy change commits with ``follow_policy`` under
+the same locks, so a check-in that waited for it re-arms with the new policy, not the old.
+
+Flows must verify the PIN before ``check_in``, ``extend``, ``pause`` and re-arming a timer
+whose reminder has gone out: each of them stops an escalation.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, time, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import actions, alerts, notices, recipients, wakeup
@@ -35,6 +42,7 @@ async def _rows(
     session: AsyncSession, defender: Defender, states: tuple[CheckInState, ...]
 ) -> list[CheckIn]:
     await write_lock(session)
+    await _lock_people(session, Defender.id == defender.id)
     stmt = (
         select(CheckIn)
         .where(CheckIn.defender_id == defender.id, CheckIn.state.in_(states))
@@ -42,6 +50,20 @@ async def _rows(
         .execution_options(populate_existing=True)
     )
     return list((await session.execute(locked(stmt, session))).scalars())
+
+
+async def _lock_people(session: AsyncSession, *where: ColumnElement[bool]) -> None:
+    """Lock the defenders' rows, by id, before their check-ins (PostgreSQL; the module's lock
+    order), and read them again: a policy assigned while this waited is the one that counts.
+    ``FOR NO KEY UPDATE``: the sweep opening an alert for one of them (a foreign key's
+    ``FOR KEY SHARE``) does not wait for it while it waits for a row the sweep claimed."""
+    stmt = (
+        select(Defender)
+        .where(*where)
+        .order_by(Defender.id)
+        .execution_options(populate_existing=True)
+    )
+    await session.execute(locked(stmt, session, key_share=True))
 
 
 def _touch(session: AsyncSession, row: CheckIn, state: CheckInState) -> None:
@@ -136,9 +158,10 @@ async def check_in(
     keeps only this time as the last check-in (R24) and closes an open missed-check-in alert as
     safe, with an all-clear to everyone who was alerted. True if anything was met or closed."""
     something = False
-    policy = await alerts.policy_for(session, defender)
+    found = await _rows(session, defender, LIVE)
+    policy = await alerts.policy_for(session, defender)  # after the locks (module docstring)
     window = timedelta(seconds=policy.early_checkin_s)
-    for row in await _rows(session, defender, LIVE):
+    for row in found:
         early = row.due_at - window
         if row.kind is CheckInKind.timer:
             _touch(session, row, CheckInState.met)
@@ -206,8 +229,9 @@ async def pause(session: AsyncSession, *, defender: Defender, reason: str, now: 
 
 async def resume(session: AsyncSession, *, defender: Defender, now: datetime) -> None:
     """Re-arm paused check-ins: a routine at its next occurrence, a timer if still ahead."""
-    policy = await alerts.policy_for(session, defender)
-    for row in await _rows(session, defender, (CheckInState.paused,)):
+    found = await _rows(session, defender, (CheckInState.paused,))
+    policy = await alerts.policy_for(session, defender)  # after the locks (module docstring)
+    for row in found:
         row.paused_reason = None
         due = _routine_due(defender, row, now) if row.kind is CheckInKind.routine else row.due_at
         if due is None or due <= now:
@@ -225,8 +249,9 @@ async def move_zone(session: AsyncSession, *, defender: Defender, now: datetime)
     a deadline, and a deadline already passed (reminded, or due and not swept yet) keeps its
     course. The occurrences after it are in the new zone; the flow tells the defender when
     the next one is due."""
-    policy = await alerts.policy_for(session, defender)
-    for row in await _rows(session, defender, (CheckInState.armed,)):
+    found = await _rows(session, defender, (CheckInState.armed,))
+    policy = await alerts.policy_for(session, defender)  # after the locks (module docstring)
+    for row in found:
         if row.kind is not CheckInKind.routine or row.due_at <= now:
             continue
         due = _routine_due(defender, row, now)
@@ -262,15 +287,16 @@ async def follow_policy(
     stays at the time set (only its next occurrence follows), and a row due but not swept
     yet keeps the shorter grace. A paused row takes the policy when it is resumed."""
     await write_lock(session)
-    where = [Defender.org_id == org_id, CheckIn.state.in_(LIVE)]
+    who = [Defender.org_id == org_id]
     if defender_id is not None:
-        where.append(Defender.id == defender_id)
+        who.append(Defender.id == defender_id)
+    # The module's lock order (PostgreSQL): the defenders by id, then each one's rows in the
+    # order ``_rows`` locks them; a check-in at the same moment waits, it does not deadlock.
+    await _lock_people(session, *who)
     stmt = (
         select(CheckIn, Defender)
         .join(Defender, Defender.id == CheckIn.defender_id)
-        .where(*where)
-        # Each defender's rows locked in the order ``_rows`` locks them (PostgreSQL): a
-        # check-in at the same moment waits, it does not deadlock.
+        .where(*who, CheckIn.state.in_(LIVE))
         .order_by(CheckIn.defender_id, CheckIn.due_at, CheckIn.id)
         .execution_options(populate_existing=True)
     )

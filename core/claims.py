@@ -27,8 +27,11 @@ async def write_lock(session: AsyncSession) -> None:
         await session.execute(text("UPDATE checkins SET version = version WHERE 0"))
 
 
-def locked(stmt: S, session: AsyncSession, *, skip: bool = False, of: Any = None) -> S:
-    """``stmt`` with row locks on PostgreSQL (SQLite relies on ``write_lock``)."""
+def locked(
+    stmt: S, session: AsyncSession, *, skip: bool = False, of: Any = None, key_share: bool = False
+) -> S:
+    """``stmt`` with row locks on PostgreSQL (SQLite relies on ``write_lock``). ``key_share``:
+    ``FOR NO KEY UPDATE``, which a foreign key's check (``FOR KEY SHARE``) does not wait for."""
     if dialect(session) != "postgresql":
         return stmt
-    return stmt.with_for_update(skip_locked=skip, of=of)
+    return stmt.with_for_update(skip_locked=skip, of=of, key_share=key_share)
