@@ -121,12 +121,17 @@ def verify(header: str, raw: bytes, secrets_: Iterable[bytes], *, now: float) ->
     return any(hmac.compare_digest(e, s) for e in expected for s in sigs)
 
 
+def check_url(url: str) -> None:
+    """ValueError unless ``url`` can name a webhook receiver."""
+    if not url.startswith(("https://", "http://")):
+        raise ValueError("a webhook URL starts with https:// (or http:// for local tests)")
+
+
 async def add(
     session: AsyncSession, vault: Vault, *, org_id: uuid.UUID, url: str
 ) -> tuple[Webhook, str]:
     """A new webhook and its secret (shown once)."""
-    if not url.startswith(("https://", "http://")):
-        raise ValueError("a webhook URL starts with https:// (or http:// for local tests)")
+    check_url(url)
     secret = secrets.token_urlsafe(32)
     hook = Webhook(id=uuid.uuid4(), org_id=org_id, url=url)
     hook.put(vault, "secret_enc", secret)

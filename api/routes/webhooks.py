@@ -175,8 +175,10 @@ async def _receivable(request: Request, url: str) -> None:
     settings = request.app.state.settings
     if settings.mode is Mode.production and not url.startswith("https://"):
         raise ApiError(400, BAD_URL)
-    if not url.startswith(("https://", "http://")):
-        raise ApiError(400, BAD_URL)
+    try:
+        webhooks.check_url(url)
+    except ValueError:
+        raise ApiError(400, BAD_URL) from None
     if settings.webhooks_public_only:
         try:
             await destinations.check(url)
