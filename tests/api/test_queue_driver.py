@@ -88,3 +88,27 @@ async def test_ties_on_the_time_are_paged_by_id_without_loss(desk: Desk) -> None
                 break
     assert seen == [str(a.id) for a in await _queue(desk)]
     assert {str(a.id) for a in made} < set(seen)
+
+
+async def test_free_texts_are_escaped_as_the_model_escapes_them(desk: Desk) -> None:
+    """The page is written by hand (api.alert_schemas.queue_page_json): the texts it does not
+    write itself (dedup key, handle, outcome) must come out as pydantic writes them."""
+    odd = 'q"uo\\te\n\t\x01\x1f\x7f é ☎ 𝄞 \u2028 </script>'
+    assert desk.a.defender is not None
+    async with transaction(desk.sessions) as s:
+        alert = await make_alert(s, desk.a, AlertKind.report, T0, resolved=True)
+        alert.dedup_key, alert.outcome = "ext-" + odd, odd[:20]  # as long as the columns allow
+        alert.acknowledged_at = T0 + timedelta(seconds=1, microseconds=1)
+        defender = await s.get(Defender, desk.a.defender.id)
+        assert defender is not None
+        defender.handle = "h-" + odd
+    async with await desk.client(desk.a, "token") as c:
+        page = await c.get("/api/v1/alerts")
+    assert page.status_code == 200
+    assert page.content == _page(await _queue(desk), None)
+    (item,) = (i for i in page.json()["items"] if i["id"] == str(alert.id))
+    assert (item["dedup_key"], item["defender_handle"], item["outcome"]) == (
+        "ext-" + odd,
+        "h-" + odd,
+        odd[:20],
+    )
