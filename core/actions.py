@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import notices, recipients, webhooks
+from core.claims import locked
 from core.crypto import Vault
 from core.escalation import Act, AlertStep, Policy, desk_told
 from core.messages import Outbound
@@ -213,14 +214,24 @@ async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:
     arrive after "they are safe". Notices not tried yet stay: they go before the all-clear,
     queued after them at the same priority. One being sent now is withdrawn if its send fails
     (``core.delivery.overtaken``). Webhook events are never withdrawn: an external desk gets
-    them all."""
-    stmt = select(OutboxMessage).where(
-        OutboxMessage.alert_id == alert.id,
-        OutboxMessage.state == OutboxState.pending,
-        OutboxMessage.attempts > 0,
-        OutboxMessage.webhook_id.is_(None),
+    them all.
+
+    The rows are locked (on SQLite the caller holds the write lock: ``alerts.lock``): else a
+    dispatcher could claim one between this read and the update, send it, and have it recorded
+    as withdrawn. A claim holding one makes this wait, then find it ``sending``: the
+    dispatcher's. A row ``sending`` is never waited for: its dispatcher, recording, may be
+    waiting for the alert this transaction holds (``core.delivery.overtaken``)."""
+    stmt = (
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.alert_id == alert.id,
+            OutboxMessage.state == OutboxState.pending,
+            OutboxMessage.attempts > 0,
+            OutboxMessage.webhook_id.is_(None),
+        )
+        .order_by(OutboxMessage.id)
     )
-    for row in (await session.execute(stmt)).scalars():
+    for row in (await session.execute(locked(stmt, session))).scalars():
         if step_notice(row.idempotency_key):
             withdraw(row)
 

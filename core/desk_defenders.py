@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit, checkins
+from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.models import (
     Alert,
@@ -23,6 +24,7 @@ from core.models import (
     DefenderStatus,
     EscalationPolicy,
     InviteCode,
+    Organisation,
 )
 
 LIVE = (CheckInState.armed, CheckInState.reminded, CheckInState.missed)
@@ -192,6 +194,7 @@ async def set_policy(
     now: datetime,
 ) -> bool:
     """Apply one of the organisation's policies (None: its default); False if not found."""
+    await policies_turn(session, defender.org_id)
     if policy_id is not None:
         found = await session.execute(
             select(EscalationPolicy.id).where(
@@ -213,6 +216,21 @@ async def set_policy(
         now=now,
     )
     return True
+
+
+async def policies_turn(session: AsyncSession, org_id: uuid.UUID) -> None:
+    """Wait for the organisation's policy changes under way (saved, deleted, assigned) and
+    hold off the next until this transaction ends: they take turns, each reading the policies
+    after the one before. Else two saves of one policy both write its next version, the last
+    keeping the other's name with its own ladder; two policies made the default at once
+    leave none; and on PostgreSQL a rename (a key change: the policy row locked FOR UPDATE)
+    and an assignment (the defender row, then its foreign key's FOR KEY SHARE on the policy)
+    deadlock. The lock order: the organisation's row first, then policies, defenders and
+    check-ins (core.checkins). ``FOR NO KEY UPDATE``: a defender created meanwhile (its
+    foreign key) does not wait. SQLite: the writer's lock."""
+    await write_lock(session)
+    stmt = select(Organisation.id).where(Organisation.id == org_id)
+    await session.execute(locked(stmt, session, key_share=True))
 
 
 async def list_invites(session: AsyncSession, org_id: uuid.UUID) -> list[InviteCode]:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from api import errors
 from api.deps import NowDep, PoliciesRead, PoliciesWrite, SessionDep, VaultDep
 from api.errors import N_, ApiError
-from core import audit, checkins
+from core import audit, checkins, desk_defenders
 from core.auth import Principal
 from core.escalation import Policy
 from core.models import Defender, DefenderStatus, EscalationPolicy
@@ -140,6 +140,7 @@ async def create_policy(
     body: PolicyIn, principal: PoliciesWrite, session: SessionDep, vault: VaultDep, now: NowDep
 ) -> PolicyOut:
     """Create a policy; validated so that no ladder can stop escalating."""
+    await desk_defenders.policies_turn(session, principal.org_id)
     p = EscalationPolicy(id=uuid.uuid4(), org_id=principal.org_id, version=1)
     return await _save(session, vault, principal, p, body, now)
 
@@ -163,6 +164,7 @@ async def update_policy(
 ) -> PolicyOut:
     """Replace a policy; alerts already open keep the copy they froze. Without
     ``is_default`` it stays the default, or not, as it was."""
+    await desk_defenders.policies_turn(session, principal.org_id)  # read after the last save
     p = await _policy(session, principal, policy_id)
     p.version += 1
     return await _save(session, vault, principal, p, body, now)
@@ -178,6 +180,7 @@ async def delete_policy(
 ) -> None:
     """Delete a policy no defender uses; defenders without a policy of their own use the
     default one."""
+    await desk_defenders.policies_turn(session, principal.org_id)
     p = await _policy(session, principal, policy_id)
     used = await session.execute(select(Defender.id).where(Defender.policy_id == p.id).limit(1))
     if used.first() is not None:
