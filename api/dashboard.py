@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api import errors
 from api.alert_schemas import queue_item
 from api.deps import COOKIE, LimitsDep, NowDep, SessionDep, SessionsDep, VaultDep
+from api.devices import remember_device
 from api.errors import N_, ApiError
 from api.pages import NOTICES, OUTCOMES, render
 from api.routes.alerts import acknowledge_alert, resolve_alert
@@ -143,7 +144,9 @@ async def login(
         return login_page(request, 401, errors.translated(request, LOGIN_FAILED))
     except ApiError as exc:
         return login_page(request, exc.status, errors.translated(request, exc.message))
-    return signed_in(to("/password" if responder.must_change_password else "/"), token, csrf)
+    response = signed_in(to("/password" if responder.must_change_password else "/"), token, csrf)
+    remember_device(response, vault, responder, now)
+    return response
 
 
 async def checked(
@@ -432,4 +435,6 @@ async def change_password(
         message = errors.translated(request, error)
         return render(request, "password.html", 400, me=who, error=message)
     _row, token, csrf = await auth.open_session(session, responder, now)
-    return signed_in(to("/?notice=password"), token, csrf)
+    response = signed_in(to("/?notice=password"), token, csrf)
+    remember_device(response, vault, responder, now)  # the old one died with the password
+    return response

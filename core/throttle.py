@@ -6,7 +6,9 @@ count per account *and address* (five), so an adversary who knows a login name t
 only their own address for it, while the responder still logs in from theirs (OWASP's
 lockout advice, django-axes' username+address key). Two wider limits stay: per address
 (spraying many accounts) and per account, far higher (guessing from many addresses; Argon2id
-and TOTP already make each guess slow and nearly hopeless).
+and TOTP already make each guess slow and nearly hopeless). A browser holding a device
+cookie of the account (core.device_cookies) is spared those two, the ones that guesses from
+elsewhere can trip, and counts against a limit of its own instead.
 
 The hits live in the shared database, so every API process counts the same attempts: running
 N processes does not give an attacker N allowances. A key is stored as a digest, keyed by the
@@ -140,6 +142,9 @@ class Limits:
     # One account, whatever the addresses: the backstop against distributed guessing. It is
     # the only limit an attacker can trip for somebody else, hence its far higher ceiling.
     login_account: Throttle = field(default_factory=lambda: Throttle(100, 15 * 60))
+    # One device cookie (core.device_cookies): a browser the account logged in from counts
+    # here instead of per address and per account, which others' guesses can trip.
+    login_device: Throttle = field(default_factory=lambda: Throttle(5, 15 * 60))
     export: Throttle = field(default_factory=lambda: Throttle(10, 60 * 60))
     invite: Throttle = field(default_factory=lambda: Throttle(30, 60 * 60))
 
@@ -160,6 +165,16 @@ class Limits:
             (self.login_address, address),
             (self.login_account_address, f"{address}\0{account}"),  # no NUL in an address
             (self.login_account, account),
+        ]
+
+    def login_from_device(self, account: str, address: str, device: str) -> list[Keyed]:
+        """The throttles an attempt presenting a valid device cookie of the account counts
+        against: the account from this address still (a thief's guesses on the password
+        page lock this address out of the account, device or not), and the device, which
+        bounds a stolen cookie's guesses from any number of addresses."""
+        return [
+            (self.login_account_address, f"{address}\0{account}"),
+            (self.login_device, device),
         ]
 
 

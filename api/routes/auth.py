@@ -20,6 +20,7 @@ from api.deps import (
     VaultDep,
     client_address,
 )
+from api.devices import presented_device, remember_device
 from api.errors import N_, ApiError
 from core import audit, auth
 from core.auth import AuthError
@@ -96,6 +97,7 @@ async def login(
     """Log in with username, password and a TOTP code; sets a new session cookie."""
     responder, token, csrf = await sign_in(request, sessions, vault, now, limits, body)
     set_cookie(response, token)
+    remember_device(response, vault, responder, now)
     return SessionOut(csrf_token=csrf, responder=me(responder))
 
 
@@ -114,8 +116,11 @@ async def sign_in(
     # sent at the same moment cannot all pass a read-only check. Wrong passwords and wrong
     # codes alike count per address, per account from that address, and per account (a far
     # higher backstop): someone guessing a responder's password locks out only their own
-    # address for it, never the responder at theirs (core.throttle).
-    keyed = await count_attempt(request, sessions, limits, body.username, now)
+    # address for it, never the responder at theirs (core.throttle). A browser holding the
+    # account's device cookie counts against its own limit, not the address's nor the
+    # account's (api.devices).
+    device = await presented_device(request, sessions, vault, body.username, now)
+    keyed = await count_attempt(request, sessions, limits, body.username, now, device)
     try:
         async with transaction(sessions) as session:
             responder = await auth.authenticate(
@@ -145,9 +150,10 @@ async def sign_in(
         await _failed(sessions, vault, exc, now)
         raise ApiError(401, LOGIN_FAILED) from None
     # A success takes its hits back, and clears the earlier failures from this address (the
-    # responder's own typos); not the account's backstop, where others' guesses count too.
+    # responder's own typos) or this device; not the account's backstop, where others'
+    # guesses count too.
     for throttle, key in keyed:
-        if throttle is limits.login_account_address:
+        if throttle in (limits.login_account_address, limits.login_device):
             await throttle.reset(sessions, key)
         else:
             await throttle.forget(sessions, key, now)
@@ -160,11 +166,17 @@ async def count_attempt(
     limits: Limits,
     username: str,
     now: datetime,
+    device: str | None = None,
 ) -> list[Keyed]:
     """Count one attempt at ``username``'s password from this client against the login
-    throttles (Limits.login); ApiError 429 when one refuses. The client's address is the one
-    the trusted proxy names (api.deps.client_address, AMPARO_TRUSTED_PROXIES)."""
-    keyed = limits.login("user:" + normalise(username), "ip:" + client_address(request))
+    throttles (Limits.login; Limits.login_from_device for a ``device`` holding the account's
+    cookie); ApiError 429 when one refuses. The client's address is the one the trusted
+    proxy names (api.deps.client_address, AMPARO_TRUSTED_PROXIES)."""
+    account, address = "user:" + normalise(username), "ip:" + client_address(request)
+    if device is not None:
+        keyed = limits.login_from_device(account, address, "device:" + device)
+    else:
+        keyed = limits.login(account, address)
     refused = await hit_each(sessions, keyed, now)
     if refused is not None:
         throttle, key = refused
@@ -260,6 +272,7 @@ async def change_password(
         raise ApiError(400, WRONG_PASSWORD if exc.code == "password" else WEAK_PASSWORD) from None
     _row, token, csrf = await auth.open_session(session, responder, now)
     set_cookie(response, token)
+    remember_device(response, vault, responder, now)  # the old one died with the password
     return SessionOut(csrf_token=csrf, responder=me(responder))
 
 

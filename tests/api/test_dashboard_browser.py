@@ -116,6 +116,9 @@ async def test_a_responder_logs_in_acknowledges_and_resolves_an_alert(
     await expect(page).to_have_url(site + "/login")
     await page.goto(site + "/")
     await expect(page).to_have_url(site + "/login")  # the session is over
+    kept = {c["name"]: c for c in await page.context.cookies()}
+    device = kept["__Host-amparo_device"]  # the browser stays a known device (api.devices)
+    assert (device["httpOnly"], device["secure"], device["sameSite"]) == (True, True, "Strict")
     assert problems == []
 
 
