@@ -118,7 +118,7 @@ async def perform_many(
             if alert.do_not_contact:  # never the defender's own device, even as a responder's
                 people = await recipients.desk(session, alert.org_id, sparing=alert.defender_id)
             for who in people:
-                msg = desk_message(alert, step, who.locale, defender, now)
+                msg = desk_message(alert, step.reason, who.locale, defender, now)
                 if who.role == "group":  # the responder group: priority, short code, buttons
                     msg = notices.desk_group(
                         who.locale,
@@ -152,12 +152,13 @@ async def perform_many(
 
 
 def desk_message(
-    alert: Alert, step: AlertStep, locale: str, defender: Defender, now: datetime
+    alert: Alert, reason: str, locale: str, defender: Defender, now: datetime
 ) -> Outbound:
-    if step.reason == "ack_timeout" and alert.acknowledged_at is not None:
+    """A ladder step's desk notice, for a step taken for ``reason`` (AlertStep.reason)."""
+    if reason == "ack_timeout" and alert.acknowledged_at is not None:
         minutes = max(1, round((now - alert.acknowledged_at).total_seconds() / 60))
         return notices.desk_ack_timeout(locale, defender.handle, minutes)
-    repeat = step.reason == "repeat"
+    repeat = reason == "repeat"
     hidden = alert.do_not_contact and alert.kind not in DO_NOT_CONTACT  # those say it already
     return notices.desk_alert(locale, alert.kind, defender.handle, repeat=repeat, hidden=hidden)
 

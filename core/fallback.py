@@ -144,7 +144,9 @@ async def another_responder(
         return False
     stem = row.idempotency_key.split("|", 1)[0].rsplit(":", 2)[0]  # a:<alert>:<step>
     if row.recipient == "group":
-        message = notices.group_base(message, row.channel)
+        message = await for_responders(session, alert, stem, now) or notices.group_base(
+            message, row.channel
+        )
     page = actions.page_instead
     who = await page(
         session, vault, alert=alert, stem=stem, message=message, now=now, failing=row.id
@@ -155,6 +157,23 @@ async def another_responder(
     detail.update(reason=str(reason), recipient=who.role, failed=str(row.recipient))
     session.add(alert_event(alert.id, "delivery_fallback", now, detail))
     return True
+
+
+async def for_responders(
+    session: AsyncSession, alert: Alert, stem: str, now: datetime
+) -> Outbound | None:
+    """A step's desk notice (``stem``: ``a:<alert>:<step>``) as the ladder writes it for a
+    responder: the responder group's post is in the group's language, responders' notices in
+    the desk's (recipients.DESK_LOCALE). None if the step is not on the timeline."""
+    step = int(stem.rsplit(":", 1)[1])
+    stmt = select(AlertEvent.detail).where(
+        AlertEvent.alert_id == alert.id, AlertEvent.kind == "step"
+    )
+    reasons = [d["reason"] for (d,) in await session.execute(stmt) if d and d.get("step") == step]
+    defender = await session.get(Defender, alert.defender_id)
+    if not reasons or defender is None:
+        return None
+    return actions.desk_message(alert, reasons[-1], recipients.DESK_LOCALE, defender, now)
 
 
 async def escalated(session: AsyncSession, row: OutboxMessage) -> bool:

@@ -153,3 +153,20 @@ async def test_a_group_post_held_past_its_patience_pages_a_responder_and_still_g
     assert post.startswith(PANIC) and "code" in post
     (moved,) = await fallbacks(world, alert_id)
     assert moved["failed"] == "group" and moved["reason"] == "patience"
+
+
+async def test_the_stand_in_reads_the_desk_notice_in_the_desks_language(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """The group posts in Spanish; its stand-in is a responder, paged in the responders'
+    language as every responder's notice is, not in the group's words."""
+    world, channel = await group_world(sessions, vault)
+    async with transaction(sessions) as s:
+        await s.execute(update(DeskGroup).values(locale="es"))
+    channel.fail(R0, *[BLOCKED] * 20)
+    channel.fail(GROUP, SLOW, KICKED)
+    d = dispatcher(world, {"standin": channel})
+    await raise_now(world)
+    for later in (0, 1, 2):
+        await d.drain(T0 + later * MIN)
+    posted = [t for a, t in channel.calls if a == GROUP]
+    assert posted and all("EMERGENCIA" in t for t in posted)  # the group's own language
+    assert channel.to(R1) == [PANIC]
