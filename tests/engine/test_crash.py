@@ -435,13 +435,15 @@ async def test_it_loses_nothing_when_a_worker_dies_at_each_crash_point(
         worker = start(db_url, key_file, log, point)
         deadline = time.monotonic() + PATIENCE_S
         try:
-            while worker.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            while worker.poll() is None and not await finished(sessions):
+                assert time.monotonic() < deadline, f"{point}: neither reached nor finished"
+                await asyncio.sleep(0.05)
+            reached = worker.poll() == -signal.SIGKILL  # by itself: nobody else signals it
         finally:
-            kill(worker)  # reaped; a worker that never reached its point is stopped here
+            kill(worker)  # a worker that finished the spike before its point is stopped here
         now = await snapshot(sessions, log)
         story.info("%s: %s, %d in flight", point, now, now.in_flight)
-        if worker.returncode != -signal.SIGKILL or not states[-1].left:
+        if not reached:
             break  # the spike was over before this point could be reached
         died.append(point)
         states.append(now)
