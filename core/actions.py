@@ -350,7 +350,8 @@ async def closing(
             msg = notices.contact_all_clear(who.locale, defender.handle)
             items.append(item(stem, who, msg, alert))
     by = origin(actor)
-    for who in await recipients.responders(session, parties["responder"]):
+    sparing = alert.defender_id if alert.do_not_contact else None  # never the device
+    for who in await recipients.responders(session, parties["responder"], sparing=sparing):
         msg = notices.desk_closed(
             who.locale, defender.handle, outcome, by_defender=by == "defender"
         )

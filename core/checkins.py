@@ -195,9 +195,10 @@ async def check_in(
     session.add(actions.event(alert, "checked_in", now, actor="defender"))
     stem = f"a:{alert.id.hex}:v{alert.version}"
     told = (await actions.alerted(session, alert))["responder"]
+    sparing = alert.defender_id if alert.do_not_contact else None  # never the device
     items = [
         actions.item(stem, who, notices.desk_kept_open(who.locale, defender.handle), alert)
-        for who in await recipients.responders(session, told)
+        for who in await recipients.responders(session, told, sparing=sparing)
     ]
     await enqueue_many(session, vault, items, now=now)
     return True

@@ -196,11 +196,14 @@ async def desk_group(session: AsyncSession, org_id: uuid.UUID) -> Recipient | No
     return Recipient("group", org_id, row[0], row[1], group_locale(row[2]))
 
 
-async def responders(session: AsyncSession, ids: set[uuid.UUID]) -> list[Recipient]:
-    """These responders (on duty or not), each at their best address."""
+async def responders(
+    session: AsyncSession, ids: set[uuid.UUID], *, sparing: uuid.UUID | None = None
+) -> list[Recipient]:
+    """These responders (on duty or not), each at their best address; ``sparing`` as for
+    ``desk``."""
     if not ids:
         return []
-    rows = await session.execute(_responders().where(Responder.id.in_(ids)))
+    rows = await session.execute(_sparing(_responders().where(Responder.id.in_(ids)), sparing))
     return _one_each(rows)
 
 

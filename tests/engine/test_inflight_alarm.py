@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from core import alerts, checkins
@@ -96,3 +97,33 @@ async def test_a_desk_notice_blocked_in_flight_does_not_fall_back(sessions, vaul
     assert alarm not in [t for _a, t in backup.calls]  # not on r0's other chat
     assert [t for _a, t in main.calls].count(alarm) == 1  # nor to another responder
     assert await withdrawn(world) == 0  # failed for good: its own error stays on the row
+
+
+# The fix belongs in core.actions.withdraw_steps (another branch is changing it): withdraw a
+# waiting alarm deferred by a rate limit too, not only one tried (``attempts > 0``), e.g.
+# ``(attempts > 0) | (next_attempt_at > created_at)``. Remove the mark with that fix.
+@pytest.mark.xfail(strict=True, reason="withdraw_steps keeps a deferred, untried alarm")
+async def test_a_contacts_alarm_deferred_before_the_check_in_is_not_sent_after_the_all_clear(
+    sessions, vault
+) -> None:  # type: ignore[no-untyped-def]
+    """The alarm was deferred by the contact's rate limit (not an attempt: it is waiting,
+    untried) and the check-in comes while it waits: the all-clear, due at once, would go
+    first, and "may need help" would follow "they are safe"."""
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    channel = StandIn("standin")
+    limits = {"standin": Limit(per_channel=None, per_recipient=0.1)}  # ten seconds apart
+    d = Dispatcher(sessions, vault, {"standin": channel}, owner="t", limits=limits)
+    ticks = [0.0]
+    d.spacing["standin"] = Spacing(0.1, clock=lambda: ticks[0])
+    await missed(world)
+    jobs = await d.claim(T0)
+    [contact0] = [j for j in jobs if j.to is not None and j.to.value == "c0-quiet-heron-41"]
+    assert d.spacing["standin"].wait(contact0.address_id) == 0.0  # a message just went there
+    await d._deliver(jobs, T0)  # contact 0: deferred ten seconds, waiting untried
+    assert channel.to("c0-quiet-heron-41") == []
+    await safe(world)  # … when the defender checks in
+    for at in (2, 60, 600):
+        ticks[0] += 100.0
+        await d.drain(T0 + at * SEC)
+    told = channel.to("c0-quiet-heron-41")
+    assert told[-1].startswith("Buenas noticias"), told  # nothing after the all-clear

@@ -1,0 +1,79 @@
+"""Nothing of a do-not-contact alert reaches the defender's own chat, even when that chat is a
+responder's too: not its ladder, and not what is sent when it closes or is kept open."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from core import alerts, checkins
+from core.db import transaction
+from core.models import AlertKind, Defender, DefenderStatus
+from core.sweep import Sweep
+from tests.engine.conftest import T0, World, address, alert_of, build_world
+from tests.engine.standin import StandIn
+from tests.engine.test_dispatch import dispatcher
+
+MIN = timedelta(minutes=1)
+
+
+async def share_phone(world: World) -> None:
+    """r0's preferred chat is the defender's own phone (a responder who is a defender too)."""
+    async with transaction(world.sessions) as s:
+        shared = address(world.vault, "standin", "phone", responder_id=world.responder_ids[0])
+        shared.defender_id, shared.preference = world.defender_id, -1
+        s.add(shared)
+
+
+async def test_the_all_clear_of_a_duress_alert_never_reaches_the_defenders_own_chat(
+    sessions, vault
+) -> None:  # type: ignore[no-untyped-def]
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    await share_phone(world)
+    channel = StandIn("standin")
+    d = dispatcher(world, {"standin": channel})
+    async with transaction(sessions) as s:
+        defender = await world.defender(s)
+        await alerts.raise_alert(s, vault, defender=defender, kind=AlertKind.duress, now=T0)
+    await d.drain(T0)
+    assert len(channel.to("r0-quiet-heron-41")) == 1  # r0 paged, not on the phone
+    alert = await alert_of(world)
+    assert alert is not None
+    async with transaction(sessions) as s:
+        await alerts.resolve(s, vault, alert=alert, outcome="safe", actor="desk", now=T0 + MIN)
+    await d.drain(T0 + MIN)
+    assert len(channel.to("r0-quiet-heron-41")) == 2  # r0 hears it is over, where paged
+    assert [a for a, _t in channel.calls if a == "phone"] == []
+
+
+async def test_a_check_in_kept_open_for_a_hidden_defender_never_reaches_their_chat(
+    sessions, vault
+) -> None:  # type: ignore[no-untyped-def]
+    """A defender 'deleted' under duress (hidden): their missed check-in alert is flagged do
+    not contact; a check-in on an alert the desk keeps open tells the desk, never the phone."""
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    await share_phone(world)
+    async with transaction(sessions) as s:
+        await s.execute(update(Defender).values(status=DefenderStatus.hidden))
+    channel = StandIn("standin")
+    d = dispatcher(world, {"standin": channel})
+    async with transaction(sessions) as s:
+        defender = await world.defender(s)
+        alert = await alerts.raise_alert(
+            s, vault, defender=defender, kind=AlertKind.missed_checkin, now=T0
+        )
+        assert alert.do_not_contact
+    await Sweep(sessions, vault, owner="s").run(T0 + 15 * MIN)  # the desk step
+    await d.drain(T0 + 15 * MIN)
+    assert len(channel.to("r0-quiet-heron-41")) == 1
+    alert = await alert_of(world)
+    assert alert is not None
+    async with transaction(sessions) as s:
+        await alerts.keep_open(s, alert=alert, actor="desk", now=T0 + 16 * MIN)
+    async with transaction(sessions) as s:
+        defender = await world.defender(s)
+        await checkins.check_in(s, vault, defender=defender, now=T0 + 17 * MIN)
+    await d.drain(T0 + 17 * MIN)
+    assert len(channel.to("r0-quiet-heron-41")) == 2  # "checked in, kept open"
+    assert [a for a, _t in channel.calls if a == "phone"] == []
