@@ -212,7 +212,9 @@ async def forgotten_contacts(
 async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:
     """Withdraw the ladder's notices of a closing alert that failed and wait for a retry, once
     the all-clear is queued (to everyone they were meant for): a "may need help" must never
-    arrive after "they are safe". Notices not tried yet stay: they go before the all-clear,
+    arrive after "they are safe". So are those a rate limit held back (untried, their next
+    attempt moved later than when they were queued): the all-clear, due at once, would go
+    first. Notices waiting untried at their first time stay: they go before the all-clear,
     queued after them at the same priority. One being sent now is withdrawn if its send fails
     (``core.delivery.overtaken``). Webhook events are never withdrawn: an external desk gets
     them all.
@@ -227,7 +229,8 @@ async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:
         .where(
             OutboxMessage.alert_id == alert.id,
             OutboxMessage.state == OutboxState.pending,
-            OutboxMessage.attempts > 0,
+            (OutboxMessage.attempts > 0)
+            | (OutboxMessage.next_attempt_at > OutboxMessage.created_at),
             OutboxMessage.webhook_id.is_(None),
         )
         .order_by(OutboxMessage.id)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from core import alerts, checkins
@@ -99,10 +98,6 @@ async def test_a_desk_notice_blocked_in_flight_does_not_fall_back(sessions, vaul
     assert await withdrawn(world) == 0  # failed for good: its own error stays on the row
 
 
-# The fix belongs in core.actions.withdraw_steps (another branch is changing it): withdraw a
-# waiting alarm deferred by a rate limit too, not only one tried (``attempts > 0``), e.g.
-# ``(attempts > 0) | (next_attempt_at > created_at)``. Remove the mark with that fix.
-@pytest.mark.xfail(strict=True, reason="withdraw_steps keeps a deferred, untried alarm")
 async def test_a_contacts_alarm_deferred_before_the_check_in_is_not_sent_after_the_all_clear(
     sessions, vault
 ) -> None:  # type: ignore[no-untyped-def]
