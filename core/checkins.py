@@ -34,6 +34,7 @@ from core.models import (
     DefenderStatus,
 )
 from core.outbox import enqueue_many
+from core.timers import HELD
 
 LIVE = (CheckInState.armed, CheckInState.reminded)
 
@@ -171,6 +172,7 @@ async def check_in(
                 _touch(session, row, CheckInState.met)
             else:
                 _arm(session, row, following, now, policy)
+                _hold_if_paused(session, defender, row)
         else:
             continue
         something = True
@@ -241,6 +243,28 @@ async def resume(session: AsyncSession, *, defender: Defender, now: datetime) ->
             _arm(session, row, due, now, policy)
     if defender.status is DefenderStatus.paused:
         defender.status = DefenderStatus.active
+
+
+def _hold_if_paused(session: AsyncSession, defender: Defender, row: CheckIn) -> None:
+    """A routine re-armed while its defender is paused (the reminder that was out when they
+    paused, answered or missed) waits for the resume, as the rest of their check-ins do."""
+    if defender.status is DefenderStatus.paused and row.state is CheckInState.armed:
+        row.paused_reason = HELD
+        _touch(session, row, CheckInState.paused)
+
+
+async def resume_held(
+    session: AsyncSession, *, defender: Defender, reasons: tuple[str, ...], now: datetime
+) -> None:
+    """Re-arm the defender's check-ins paused for one of ``reasons`` (the desk's resume): a
+    deadline that passed during the pause is asked now (due at once, with the usual grace),
+    never counted as missed, and a deadline still ahead keeps its time."""
+    found = await _rows(session, defender, (CheckInState.paused,))
+    policy = await alerts.policy_for(session, defender)  # after the locks (module docstring)
+    for row in found:
+        if row.paused_reason in reasons:
+            row.paused_reason = None
+            _arm(session, row, max(row.due_at, now), now, policy)
 
 
 async def move_zone(session: AsyncSession, *, defender: Defender, now: datetime) -> None:

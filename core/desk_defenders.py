@@ -7,12 +7,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import audit, checkins
+from core import audit, checkins, timers
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.models import (
@@ -28,6 +27,7 @@ from core.models import (
 )
 
 LIVE = (CheckInState.armed, CheckInState.reminded, CheckInState.missed)
+DESK_PAUSE = "desk"  # ``paused_reason`` of check-ins the desk paused
 
 
 @dataclass(frozen=True)
@@ -134,20 +134,19 @@ async def set_paused(
     if defender.status is not (DefenderStatus.active if paused else DefenderStatus.paused):
         return False
     defender.status = DefenderStatus.paused if paused else DefenderStatus.active
-    values: dict[str, Any]
-    where: ColumnElement[bool]
     if paused:
-        values = {"state": CheckInState.paused, "paused_reason": "desk"}
-        where = CheckIn.state.in_((CheckInState.armed, CheckInState.reminded))
+        live = CheckIn.state.in_((CheckInState.armed, CheckInState.reminded))
+        await session.execute(
+            update(CheckIn)
+            .where(CheckIn.defender_id == defender.id, live)
+            .values(
+                version=CheckIn.version + 1, state=CheckInState.paused, paused_reason=DESK_PAUSE
+            )
+            .execution_options(synchronize_session=False)
+        )
     else:
-        values = {"state": CheckInState.armed, "paused_reason": None, "next_action_at": now}
-        where = (CheckIn.state == CheckInState.paused) & (CheckIn.paused_reason == "desk")
-    await session.execute(
-        update(CheckIn)
-        .where(CheckIn.defender_id == defender.id, where)
-        .values(version=CheckIn.version + 1, **values)
-        .execution_options(synchronize_session=False)
-    )
+        reasons = (DESK_PAUSE, timers.HELD)
+        await checkins.resume_held(session, defender=defender, reasons=reasons, now=now)
     await audit.record(
         session,
         vault,

@@ -61,6 +61,9 @@ _PEOPLE = (_D.id, _D.locale, _D.timezone, _D.discreet, _D.status)
 # Each claimed row's best address, joined in the claim (not one more query for the batch).
 _BEST = ChannelAddress.__table__.alias("best")
 _BEST_ON = recipients.best_address_on(_BEST, _T.defender_id, _D.status)
+# ``paused_reason`` of a routine re-armed while its defender was paused (the reminder out
+# when they paused, answered or missed): it waits for a resume, the defender's or the desk's.
+HELD = "held"
 _STEP = (
     update(_TABLE)
     .where(_T.id == bindparam("b_id"), _T.version == bindparam("b_version"))
@@ -68,6 +71,7 @@ _STEP = (
         state=bindparam("b_state"),
         due_at=bindparam("b_due"),
         next_action_at=bindparam("b_next"),
+        paused_reason=bindparam("b_reason"),
         version=_T.version + 1,
         lease_owner=None,
         lease_until=None,
@@ -210,7 +214,11 @@ def prepare(vault: Vault, loaded: tuple[list[Due], Addresses], now: datetime) ->
         if step is None:  # the defender was deleted, or nothing is left to do
             plan.updates.append(_values(r, CheckInState.cancelled, r.due_at, r.next_action_at))
             continue
-        plan.updates.append(_values(r, step.state, step.due_at, step.next_action_at))
+        state = step.state
+        if Act.open_alert in step.acts and state is CheckInState.armed:
+            if r.status is DefenderStatus.paused:  # the next occurrence waits for the resume
+                state = CheckInState.paused
+        plan.updates.append(_values(r, state, step.due_at, step.next_action_at))
         address = addresses.get(r.defender_id)
         for act in step.acts:
             if act is Act.open_alert:
@@ -279,6 +287,7 @@ async def write_steps(session: AsyncSession, updates: list[dict[str, Any]]) -> N
                     state=state,
                     due_at=due,
                     next_action_at=nxt,
+                    paused_reason=_reason(state),
                     version=_T.version + 1,
                     lease_owner=None,
                     lease_until=None,
@@ -290,4 +299,10 @@ async def write_steps(session: AsyncSession, updates: list[dict[str, Any]]) -> N
 
 
 def _values(r: Due, state: CheckInState, due: datetime, nxt: datetime) -> dict[str, Any]:
-    return {"b_id": r.id, "b_version": r.version, "b_state": state, "b_due": due, "b_next": nxt}
+    values = {"b_id": r.id, "b_version": r.version, "b_state": state, "b_due": due, "b_next": nxt}
+    values["b_reason"] = _reason(state)
+    return values
+
+
+def _reason(state: CheckInState) -> str | None:
+    return HELD if state is CheckInState.paused else None
