@@ -114,7 +114,8 @@ async def raise_many(
     if not new:
         return found
     policies = await policies_for(session, new)
-    created = [_alert(d, kind, policies[d.id], now) for d in new]
+    wary = await _not_to_contact(session, [d.id for d in new])
+    created = [_alert(d, kind, policies[d.id], now, d.id in wary) for d in new]
     try:
         async with session.begin_nested():  # a unique open_key per defender and kind
             session.add_all(created)
@@ -178,7 +179,22 @@ def _missed_again(
         session.add_all(actions.event(alert, "missed_again", now) for alert in again)
 
 
-def _alert(defender: Defender, kind: AlertKind, policy: Policy, now: datetime) -> Alert:
+async def _not_to_contact(session: AsyncSession, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of the defenders with an open alert whose device must not be contacted (duress,
+    a changed safety number): any alert of theirs opened meanwhile is as careful. Else a
+    missed check-in while under duress would ask the contacts to call the phone the duress
+    alert told them not to, and send the desk's notices to the defender's own chats."""
+    if not ids:
+        return set()
+    stmt = select(Alert.defender_id).where(
+        Alert.defender_id.in_(ids), Alert.open_key.is_not(None), Alert.do_not_contact.is_(True)
+    )
+    return set((await session.execute(stmt)).scalars())
+
+
+def _alert(
+    defender: Defender, kind: AlertKind, policy: Policy, now: datetime, wary: bool = False
+) -> Alert:
     key, alert_id = dedup_key(defender.id, kind), uuid.uuid4()
     return Alert(
         id=alert_id,
@@ -190,9 +206,9 @@ def _alert(defender: Defender, kind: AlertKind, policy: Policy, now: datetime) -
         dedup_key=own_key(key, alert_id),
         open_key=key,
         policy_snapshot=policy.to_json(),
-        # duress, or raised for a defender hidden after a forced deletion: the phone may be
-        # in other hands
-        do_not_contact=kind in DO_NOT_CONTACT or defender.status is DefenderStatus.hidden,
+        # duress, or raised for a defender hidden after a forced deletion or while such an
+        # alert is open (``wary``): the phone may be in other hands
+        do_not_contact=wary or kind in DO_NOT_CONTACT or defender.status is DefenderStatus.hidden,
         step=0,
         version=1,
         triggered_at=now,

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from core import alerts, checkins
+from core import alerts, checkins, notices
 from core.db import transaction
 from core.models import AlertKind, Defender, DefenderStatus
 from core.sweep import Sweep
-from tests.engine.conftest import T0, World, address, alert_of, build_world
+from tests.engine.conftest import T0, World, address, alert_of, build_world, outbox
 from tests.engine.standin import StandIn
 from tests.engine.test_dispatch import dispatcher
 
@@ -77,3 +77,31 @@ async def test_a_check_in_kept_open_for_a_hidden_defender_never_reaches_their_ch
     await d.drain(T0 + 17 * MIN)
     assert len(channel.to("r0-quiet-heron-41")) == 2  # "checked in, kept open"
     assert [a for a, _t in channel.calls if a == "phone"] == []
+
+
+async def test_a_check_in_missed_under_duress_never_asks_the_contacts_to_call(
+    world: World, sweep: Sweep
+) -> None:
+    """A duress alert is open (contacts told: do not call their phone) when the defender, held,
+    misses a check-in: the missed check-in's alert is as careful. Its contacts are told not to
+    call either, and its ladder sends nothing to the defender's device."""
+    async with transaction(world.sessions) as s:
+        defender = await world.defender(s)
+        await alerts.raise_alert(s, world.vault, defender=defender, kind=AlertKind.duress, now=T0)
+        await checkins.arm_timer(s, defender=defender, due_at=T0 + 60 * MIN, now=T0)
+    for minutes in (60, 75, 90, 120):
+        await sweep.run(T0 + minutes * MIN)
+    async with world.sessions() as s:
+        missed = await alerts.open_alert(
+            s, alerts.dedup_key(world.defender_id, AlertKind.missed_checkin)
+        )
+    assert missed is not None and missed.do_not_contact
+    sent = await outbox(world)
+    to_contacts = [m.text for m in sent if m.person.startswith("contact")]
+    careful = {
+        notices.contact_notice(lang, "quiet-heron-41", duress=True).text
+        for lang in ("en", "es", "fr", "pt", "ar")
+    }
+    assert len(to_contacts) >= 4 and set(to_contacts) <= careful, to_contacts  # two each
+    second = [m for m in sent if m.person == "defender" and m.key.startswith("a:")]
+    assert second == []  # the first reminder went, as it does for anyone; nothing of the alert
