@@ -23,6 +23,7 @@ from core.models import (
     Alert,
     AlertEvent,
     Defender,
+    DefenderStatus,
     OutboxMessage,
     OutboxState,
     TrustedContact,
@@ -84,6 +85,8 @@ async def perform_many(
 ) -> None:
     """Write each step's messages and timeline line, and move each alert to its next step.
     Recipients are looked up once for the whole batch (an alert storm is many steps)."""
+    for alert, defender, _step in steps:
+        wary(alert, defender)
     wants = {act: [(a, d) for a, d, st in steps if act in st.acts] for act in Act}
     mine = [d.id for a, d in wants[Act.remind_again] if not a.do_not_contact]
     addresses = await recipients.defender_addresses(session, mine)
@@ -149,6 +152,15 @@ async def perform_many(
         )
         alert.step, alert.state, alert.next_step_at = step.step, step.state, step.next_step_at
     await enqueue_many(session, vault, items, now=now)
+
+
+def wary(alert: Alert, defender: Defender) -> None:
+    """An alert whose defender was hidden since it opened (a "delete my data" forced with the
+    duress PIN: core.defenders.hide) becomes do-not-contact, as one opened after: the desk's
+    notices say not to contact the device and skip the defender's own chats. Called with the
+    alert being written (a step, its closing)."""
+    if defender.status is DefenderStatus.hidden and not alert.do_not_contact:
+        alert.do_not_contact = True
 
 
 def desk_message(
@@ -343,6 +355,7 @@ async def closing(
 ) -> None:
     """Tell everyone who was alerted that it is over; contacts only when the person is safe;
     the responder group unless the group itself closed it (``via="chat"``)."""
+    wary(alert, defender)
     parties = await alerted(session, alert)
     stem = f"a:{alert.id.hex}:closed{alert.version}"
     items: list[Item] = []

@@ -194,6 +194,7 @@ async def check_in(
         )
         return True
     alert = await alerts.lock(session, alert)
+    actions.wary(alert, defender)
     session.add(actions.event(alert, "checked_in", now, actor="defender"))
     stem = f"a:{alert.id.hex}:v{alert.version}"
     told = (await actions.alerted(session, alert))["responder"]

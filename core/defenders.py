@@ -26,6 +26,8 @@ from core.models import (
     Defender,
     DefenderStatus,
     InviteCode,
+    OutboxMessage,
+    OutboxState,
     TrustedContact,
 )
 from core.security import generate_code
@@ -195,6 +197,7 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     The row itself stays as a bare handle so the desk's alerts and reports keep a subject;
     addresses are detached rather than deleted, so the final reply can still be delivered.
     """
+    await withdraw_waiting(session, defender)
     await session.execute(delete(CheckIn).where(CheckIn.defender_id == defender.id))
     await session.execute(delete(TrustedContact).where(TrustedContact.defender_id == defender.id))
     await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
@@ -210,6 +213,25 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     defender.discreet = False
     defender.last_checkin_at = None
     defender.timezone = "UTC"  # in clear for the sweep's SQL, and it names a city
+
+
+async def withdraw_waiting(session: AsyncSession, defender: Defender) -> None:
+    """Messages to the defender's chats still waiting to go (a reminder, an alert's "you have
+    not confirmed"), at a deletion, real or forced (``hide``: they would tell the phone it was
+    not deleted): withdrawn, their text shredded. The deletion's own reply is queued after.
+    Discreet mode's deletions stay as they were (core.discreet)."""
+    chats = select(ChannelAddress.id).where(ChannelAddress.defender_id == defender.id)
+    await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.address_id.in_(chats),
+            OutboxMessage.recipient == "defender",
+            OutboxMessage.state == OutboxState.pending,
+            OutboxMessage.idempotency_key.not_like("del:%"),
+        )
+        .values(state=OutboxState.failed, last_error="withdrawn", payload_enc=None, dek=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def forget_buttons(session: AsyncSession, defender: Defender) -> None:
@@ -231,4 +253,5 @@ async def hide(session: AsyncSession, *, defender: Defender) -> None:
     """
     await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
     await forget_buttons(session, defender)  # an old button answers as after a real deletion
+    await withdraw_waiting(session, defender)  # as a real deletion does
     defender.status = DefenderStatus.hidden

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
-from core import alerts, checkins, notices
+from core import alerts, checkins, defenders, notices
 from core.db import transaction
 from core.models import AlertKind, Defender, DefenderStatus
 from core.sweep import Sweep
@@ -44,7 +45,7 @@ async def test_the_all_clear_of_a_duress_alert_never_reaches_the_defenders_own_c
         await alerts.resolve(s, vault, alert=alert, outcome="safe", actor="desk", now=T0 + MIN)
     await d.drain(T0 + MIN)
     assert len(channel.to("r0-quiet-heron-41")) == 2  # r0 hears it is over, where paged
-    assert [a for a, _t in channel.calls if a == "phone"] == []
+    assert [t for a, t in channel.calls if a == "phone"] == []
 
 
 async def test_a_check_in_kept_open_for_a_hidden_defender_never_reaches_their_chat(
@@ -76,7 +77,7 @@ async def test_a_check_in_kept_open_for_a_hidden_defender_never_reaches_their_ch
         await checkins.check_in(s, vault, defender=defender, now=T0 + 17 * MIN)
     await d.drain(T0 + 17 * MIN)
     assert len(channel.to("r0-quiet-heron-41")) == 2  # "checked in, kept open"
-    assert [a for a, _t in channel.calls if a == "phone"] == []
+    assert [t for a, t in channel.calls if a == "phone"] == []
 
 
 async def test_a_check_in_missed_under_duress_never_asks_the_contacts_to_call(
@@ -105,3 +106,57 @@ async def test_a_check_in_missed_under_duress_never_asks_the_contacts_to_call(
     assert len(to_contacts) >= 4 and set(to_contacts) <= careful, to_contacts  # two each
     second = [m for m in sent if m.person == "defender" and m.key.startswith("a:")]
     assert second == []  # the first reminder went, as it does for anyone; nothing of the alert
+
+
+async def test_an_alert_open_when_the_defender_is_hidden_becomes_do_not_contact(
+    sessions, vault
+) -> None:  # type: ignore[no-untyped-def]
+    """The missed check-in alert opened first; then a "delete my data" forced with the duress
+    PIN hid the defender. The alert's desk step warns the desk not to contact the device and
+    skips the defender's own chat (a responder's too), as for an alert opened after."""
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    await share_phone(world)
+    channel = StandIn("standin")
+    d = dispatcher(world, {"standin": channel})
+    async with transaction(sessions) as s:
+        defender = await world.defender(s)
+        alert = await alerts.raise_alert(
+            s, vault, defender=defender, kind=AlertKind.missed_checkin, now=T0
+        )
+        assert not alert.do_not_contact
+    async with transaction(sessions) as s:
+        await defenders.hide(s, defender=await world.defender(s))
+    await Sweep(sessions, vault, owner="s").run(T0 + 15 * MIN)  # the desk step
+    await d.drain(T0 + 15 * MIN)
+    alert = await alert_of(world)
+    assert alert is not None and alert.do_not_contact
+    (paged,) = channel.to("r0-quiet-heron-41")
+    assert "Do NOT contact their device" in paged
+    assert [t for a, t in channel.calls if a == "phone"] == []
+
+
+@pytest.mark.parametrize("deletion", ["real", "forced"])
+async def test_nothing_waiting_reaches_the_phone_after_a_deletion(
+    sessions, vault, deletion: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A reminder was queued and had not gone yet when the defender deleted their data (or
+    was forced to, with the duress PIN): it never arrives. After a real deletion it speaks of
+    a check-in that no longer exists; after a forced one it would tell whoever holds the phone
+    that nothing was deleted. Both deletions look the same from the phone (R8)."""
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    channel = StandIn("standin")
+    d = dispatcher(world, {"standin": channel})
+    async with transaction(sessions) as s:
+        await checkins.arm_timer(s, defender=await world.defender(s), due_at=T0, now=T0 - MIN)
+    await Sweep(sessions, vault, owner="s").run(T0)  # the reminder, queued
+    assert [m.person for m in await outbox(world)] == ["defender"]
+    async with transaction(sessions) as s:
+        defender = await world.defender(s)
+        if deletion == "real":
+            await defenders.delete_data(s, defender=defender)
+        else:
+            await defenders.hide(s, defender=defender)
+    await d.drain(T0 + MIN)
+    assert channel.calls == []
+    (row,) = await outbox(world)
+    assert (row.state, row.text) == ("failed", "")  # withdrawn, its text shredded
