@@ -199,8 +199,9 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
 
 def is_alert(ctx: Context, choice: str | None, typed: str) -> bool:
     """The alert button, an alert command (words after it, "@bot" or "!" change nothing:
-    "/sos police at the door"), a bare "SOS!" alone, or the defender's code phrase."""
-    if choice == words.ALERT_CHOICE or typed.rstrip("!.? ") in words.ALERT:
+    "/sos police at the door"), a bare "SOS!" alone ("¡SOS!", "S.O.S." too), or the
+    defender's code phrase."""
+    if choice == words.ALERT_CHOICE or words.bare(typed) in words.ALERT:
         return True
     command = _COMMAND.split(typed, maxsplit=1)[0].rstrip("!.?")
     if command.startswith("/") and command in words.ALERT:
