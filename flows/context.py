@@ -46,6 +46,7 @@ class Context:
     defender: Defender | None
     data: dict[str, Any]
     pin_checker: Callable[[str], Awaitable[Verdict]] | None = None  # set by the engine
+    since: datetime | None = None  # when the conversation last moved (None: never stored)
     replies: list[Outbound] = field(default_factory=list)
     delete_ids: list[str] = field(default_factory=list)
     priority: Priority = Priority.P1

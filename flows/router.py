@@ -10,7 +10,8 @@
 4. the alert trigger (command, button or the defender's own code phrase): from any state, the
    alert is raised before anything is asked; after it, nothing else from a Signal chat whose
    safety number changed until the desk has verified it (``frozen``, R6);
-5. "I'm safe" (button or code phrase), help, cancel, menu: from any state;
+5. "I'm safe" (button or code phrase; typed, when a reminder came after the conversation's
+   last step: ``flows.checkin.answers_reminder``), help, cancel, menu: from any state;
 6. a command or menu button starting another flow;
 7. otherwise the current state's function, or the menu when nothing is in progress.
 """
@@ -29,7 +30,7 @@ from core.models import AlertKind, Defender, DefenderStatus, Priority
 from core.pins import Verdict
 from core.text import fold, pin
 from core.throttle import Throttle
-from flows import contact, desk, help, onboarding, panic, registry, report, store, words
+from flows import checkin, contact, desk, help, onboarding, panic, registry, report, store, words
 from flows.context import END, Context, Retry
 from flows.store import EXPIRED, IDLE
 
@@ -55,6 +56,7 @@ async def handle(event: store.Event) -> None:
         loaded.defender,
         data=copy.deepcopy(loaded.data),
         pin_checker=_checker(event, loaded),
+        since=loaded.row.updated_at if loaded.row is not None else None,
     )
     if loaded.hidden is not None:
         await hidden_alert(ctx, loaded.hidden)
@@ -155,6 +157,9 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     if onboarding and flow == IDLE:
         flow, state = "onboarding", "resume"
     if choice == words.SAFE_CHOICE or (typed and typed == ctx.settings.get("safe_phrase")):
+        ctx.data = {}
+        return await run(ctx, "checkin", "safe")
+    if flow != IDLE and await checkin.answers_reminder(ctx, typed):
         ctx.data = {}
         return await run(ctx, "checkin", "safe")
     if typed in words.HELP:

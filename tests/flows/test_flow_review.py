@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
-from core.models import AlertKind
+from core import timers
+from core.db import transaction
+from core.models import AlertKind, AlertState, CheckIn, CheckInState
 from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Pick, onboard
 from tests.flows.test_panic import alerts
 
@@ -36,3 +39,64 @@ async def test_sos_as_people_write_it_raises_the_alert(desk: Desk, typed: str) -
     replies = await alice.say(typed)
     assert "Alert sent." in replies[0].text, replies
     assert [a.kind for a in await alerts(desk)] == [AlertKind.panic]
+
+
+async def _reminded_mid_report(desk: Desk) -> Chat:
+    """A Signal defender with a 30-minute timer who began a report and left it at a question;
+    the timer's reminder ("1. I'm safe") arrives while the report is still open (6 h)."""
+    alice = await onboard(desk, channel="signal")
+    await alice.say("/checkin")
+    await alice.say(Pick("30m"))
+    desk.clock.advance(minutes=5)
+    await alice.say("/report")
+    await alice.say(Pick("threat"))
+    for minutes in (16, 10):  # the pre-reminder (10 min before), then the reminder
+        desk.clock.advance(minutes=minutes)
+        async with transaction(desk.sessions) as s:
+            await timers.take(
+                s, desk.vault, state=CheckInState.armed, now=desk.clock.now, limit=10
+            )
+    reminders = await alice.received()
+    assert reminders and all([c.key for c in r.choices] == ["safe"] for r in reminders)
+    return alice
+
+
+@pytest.mark.parametrize("typed", ["1", "I'm safe", "i'm SAFE"])
+async def test_signal_reminder_answered_in_the_middle_of_a_report(desk: Desk, typed: str) -> None:
+    """The last thing the bot asked is the reminder: its "1" (or its words) is an "I'm safe",
+    not the answer to the report's older question (a check-in lost, the desk alerted)."""
+    alice = await _reminded_mid_report(desk)
+    assert "Send your PIN to confirm." in await alice.text(typed)
+    assert "We noted that you are safe." in await alice.text(CANCEL_PIN)
+    async with desk.sessions() as s:
+        states = list((await s.execute(select(CheckIn.state))).scalars())
+    assert states == [CheckInState.met]
+
+
+async def test_a_report_answer_given_after_the_reminder_stays_an_answer(desk: Desk) -> None:
+    """Once the defender answered the report after the reminder, "1" is the report's again."""
+    alice = await _reminded_mid_report(desk)
+    assert "How many" not in await alice.text(Pick("today"))  # the "when" question answered
+    await alice.say(Pick("skip"))
+    await alice.say(Pick("police"))
+    assert "How many" in await alice.text("2")  # "2. Me and others": the report's option
+
+
+async def test_signal_reminder_answered_while_an_alert_waits_never_calls_it_off(
+    desk: Desk,
+) -> None:
+    """The alert's last question offers "1. Call it off": a reminder's "1" after it must not
+    call the alert off (the PIN that follows would have told everyone it was a false alarm)."""
+    alice = await onboard(desk, channel="signal")
+    await alice.say("/checkin")
+    await alice.say(Pick("30m"))
+    for said in ("/sos", Pick("skip"), Pick("no")):
+        await alice.say(said)
+    desk.clock.advance(minutes=31)
+    async with transaction(desk.sessions) as s:
+        await timers.take(s, desk.vault, state=CheckInState.armed, now=desk.clock.now, limit=10)
+    assert "Send your PIN to confirm." in await alice.text("1")
+    assert "We noted that you are safe." in await alice.text(CANCEL_PIN)
+    assert [(a.kind, a.state) for a in await alerts(desk)] == [
+        (AlertKind.panic, AlertState.triggered)
+    ]
