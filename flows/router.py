@@ -34,7 +34,8 @@ from flows import checkin, contact, desk, help, onboarding, panic, registry, rep
 from flows.context import END, Context, Retry
 from flows.store import EXPIRED, IDLE
 
-_CODE = re.compile(r"(?:/start\s+)?([a-z0-9]{8})")
+# An invite or contact code, also as read out in two halves: "ABCD EFGH", "abcd-efgh".
+_CODE = re.compile(r"(?:/start\s+)?([a-z0-9]{4})\s*-?\s*([a-z0-9]{4})")
 CODE_TRIES, CODE_WINDOW_S = 10, 3600  # wrong codes a chat may type an hour
 T = TypeVar("T")
 _COMMAND = re.compile(r"[\s@]")  # "/sos@AmparoBot", "/sos they are here": the command alone
@@ -194,7 +195,7 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         return await run(ctx, *registry.triggers()[key])
     if flow == IDLE:
         if (code := _CODE.fullmatch(typed)) and (
-            found := await tried(ctx, contact.redeem(ctx, code[1]))
+            found := await tried(ctx, contact.redeem(ctx, code[1] + code[2]))
         ):
             return found
         help.menu(ctx, unknown=True)
@@ -277,7 +278,8 @@ def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
 
 async def stranger(ctx: Context, flow: str, state: str, typed: str) -> tuple[str, str]:
     """Someone the bot does not know (yet): an invite code, or a trusted contact answering."""
-    if (code := _CODE.fullmatch(typed)) and (found := await tried(ctx, _redeem(ctx, code[1]))):
+    code = _CODE.fullmatch(typed)
+    if code and (found := await tried(ctx, _redeem(ctx, code[1] + code[2]))):
         return found
     if flow != IDLE and typed not in words.CANCEL:
         return await run(ctx, flow, state)

@@ -100,3 +100,19 @@ async def test_signal_reminder_answered_while_an_alert_waits_never_calls_it_off(
     assert [(a.kind, a.state) for a in await alerts(desk)] == [
         (AlertKind.panic, AlertState.triggered)
     ]
+
+
+@pytest.mark.parametrize("spaced", ["{a} {b}", "{a}-{b}", "{a} - {b}", "/start {a}-{b}"])
+async def test_a_code_read_out_in_two_halves_is_taken(desk: Desk, spaced: str) -> None:
+    """Codes are read aloud and retyped (core.defenders.code_index ignores spaces and dashes):
+    an invite typed "ABCD EFGH" was answered as no code at all."""
+    code = await desk.invite()
+    typed = spaced.format(a=code[:4], b=code[4:])
+    assert "Which language do you prefer?" in await desk.chat("new").text(typed)
+    alice = await onboard(desk, "alice")
+    for said in ("/settings", Pick("contacts"), Pick("add"), CANCEL_PIN):
+        await alice.say(said)
+    shown = await alice.text("sister")
+    invite = shown.split("in person or by phone: ")[1].split("\n")[0]
+    asked = await desk.chat("sister").text(spaced.format(a=invite[:4], b=invite[4:]))
+    assert "Do you accept?" in asked
