@@ -261,8 +261,9 @@ async def hidden_alert(ctx: Context, hidden: Defender) -> None:
 def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
     """Signal and the console have no buttons: their options are numbered. With nothing in
     progress, a number or an option's words answer the last menu; with no menu kept, the one
-    option a check-in reminder offers ("1. I'm safe", core.notices)."""
-    if flow != IDLE or not typed:
+    option a check-in reminder offers ("1. I'm safe", core.notices). An alert waiting in
+    discreet mode counts as nothing in progress: its phone shows the menu (``flows.panic``)."""
+    if not (flow == IDLE or (flow == panic.NAME and ctx.discreet)) or not typed:
         return None
     asked = ctx.data.get("_ask", {}).get("choices") or [[words.SAFE_CHOICE, ctx._("I'm safe")]]
     if typed.isdigit() and len(typed) <= 2 and 1 <= int(typed) <= len(asked):

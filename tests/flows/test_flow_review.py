@@ -12,8 +12,8 @@ from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Pick, onboard
 from tests.flows.test_panic import alerts
 
 
-async def _discreet(desk: Desk, name: str) -> Chat:
-    chat = await onboard(desk, name)
+async def _discreet(desk: Desk, name: str, channel: str | None = None) -> Chat:
+    chat = await onboard(desk, name, channel=channel)
     for said in ("/settings", Pick("discreet"), Pick("on"), Pick("10m")):
         await chat.say(said)
     return chat
@@ -116,3 +116,16 @@ async def test_a_code_read_out_in_two_halves_is_taken(desk: Desk, spaced: str) -
     invite = shown.split("in person or by phone: ")[1].split("\n")[0]
     asked = await desk.chat("sister").text(spaced.format(a=invite[:4], b=invite[4:]))
     assert "Do you accept?" in asked
+
+
+@pytest.mark.parametrize("first", ["hello", None])
+async def test_discreet_mode_on_signal_numbers_work_as_with_no_alert_on(
+    desk: Desk, first: str | None
+) -> None:
+    """The menu a discreet phone gets after the alert answers its numbers as without one."""
+    alice = await _discreet(desk, "alice", channel="signal")
+    calm = await _discreet(desk, "calm", channel="signal")
+    await alice.say("/sos")
+    for said in ([first] if first else []) + ["1"]:
+        seen = [[(m.text, m.choices) for m in await c.say(said)] for c in (alice, calm)]
+        assert seen[0] == seen[1], said
