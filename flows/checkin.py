@@ -22,8 +22,7 @@ from sqlalchemy import select
 from core import alerts, checkins
 from core.messages import Choice
 from core.models import AlertKind, CheckIn, CheckInKind, CheckInState, DefenderStatus
-from core.text import fold
-from flows import setup
+from flows import setup, words
 from flows.context import END, Context, Retry
 from flows.when import WhenError, parse_due
 
@@ -207,7 +206,7 @@ async def answers_reminder(ctx: Context, typed: str) -> bool:
     if ctx.defender is None or ctx.since is None or ctx.inbound.choice is not None:
         return False
     numbered = ctx.inbound.channel != "telegram"  # Telegram shows the option as a button
-    if typed != fold(ctx._("I'm safe")) and not (numbered and typed == "1"):
+    if words.label(typed) != words.label(ctx._("I'm safe")) and not (numbered and typed == "1"):
         return False
     since, now = ctx.since, ctx.now
     query = select(CheckIn.state, CheckIn.due_at, CheckIn.pre_reminder_s).where(

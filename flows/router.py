@@ -268,7 +268,8 @@ def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
     asked = ctx.data.get("_ask", {}).get("choices") or [[words.SAFE_CHOICE, ctx._("I'm safe")]]
     if typed.isdigit() and len(typed) <= 2 and 1 <= int(typed) <= len(asked):
         return str(asked[int(typed) - 1][0])
-    key = next((str(key) for key, label in asked if typed == fold(label)), None)
+    said = words.label(typed)
+    key = next((str(key) for key, label in asked if said == words.label(label)), None)
     if key is not None and typed in (
         ctx.settings.get("alert_phrase"),
         ctx.settings.get("safe_phrase"),

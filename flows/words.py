@@ -31,6 +31,15 @@ YES = _folded("yes", "y", "si", "sí", "oui", "sim", "نعم", "ok")
 NO = _folded("no", "n", "non", "não", "nao", "لا")
 
 
+_APOSTROPHES = str.maketrans(dict.fromkeys("\u2019\u2018\u02bc\u2032", "'"))
+
+
+def label(text: str) -> str:
+    """The form a typed answer and an option's label are compared in: folded, and any
+    apostrophe as "'" (phones type "’": "I’m safe" is the option "I'm safe")."""
+    return fold(text).translate(_APOSTROPHES)
+
+
 def bare(folded: str) -> str:
     """A folded message without spaces, dots and exclamation or question marks: the form a
     whole message is compared in to the alert words."""

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from core import timers
 from core.db import transaction
-from core.models import AlertKind, AlertState, CheckIn, CheckInState
+from core.models import AlertEvent, AlertKind, AlertState, CheckIn, CheckInState
 from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Pick, onboard
 from tests.flows.test_panic import alerts
 
@@ -129,3 +129,17 @@ async def test_discreet_mode_on_signal_numbers_work_as_with_no_alert_on(
     for said in ([first] if first else []) + ["1"]:
         seen = [[(m.text, m.choices) for m in await c.say(said)] for c in (alice, calm)]
         assert seen[0] == seen[1], said
+
+
+async def test_an_option_typed_with_a_phone_s_curly_apostrophe_is_read(desk: Desk) -> None:
+    """Phones type "’" for "'" (iOS by default): on Signal, where options are typed, "I’m
+    safe" answered "Sorry, I didn't understand that", and "No, I can’t talk" was refused."""
+    alice = await onboard(desk, channel="signal")
+    assert "Send your PIN to confirm." in await alice.text("I’m safe")
+    assert "noted that you are safe" in await alice.text(CANCEL_PIN)
+    await alice.say("/sos")
+    await alice.say("Skip")
+    assert "Help is being organised." in await alice.text("No, I can’t talk")
+    async with desk.sessions() as s:
+        said = await s.execute(select(AlertEvent.detail).where(AlertEvent.kind == "can_talk"))
+        assert [d["can_talk"] for d in said.scalars()] == [False]
