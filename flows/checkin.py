@@ -19,10 +19,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from core import checkins
+from core import alerts, checkins
 from core.messages import Choice
-from core.models import CheckIn, CheckInKind, CheckInState, DefenderStatus
-from flows import setup
+from core.models import AlertKind, CheckIn, CheckInKind, CheckInState, DefenderStatus
+from flows import setup, words
 from flows.context import END, Context, Retry
 from flows.when import WhenError, parse_due
 
@@ -196,6 +196,32 @@ async def pin(ctx: Context) -> str:
     await checkins.check_in(ctx.session, ctx.vault, defender=defender, now=now)
     ctx.say(ctx._("Thank you. We noted that you are safe."))
     return await status(ctx)
+
+
+async def answers_reminder(ctx: Context, typed: str) -> bool:
+    """A typed "1" or "I'm safe" answering a reminder's one option ("1. I'm safe" where
+    options are numbered: Signal, the console) while a conversation is open, when that
+    reminder came after the conversation's last step: the last question on screen is the
+    reminder's, not the conversation's older one (R11: that check-in must not be lost)."""
+    if ctx.defender is None or ctx.since is None or ctx.inbound.choice is not None:
+        return False
+    numbered = ctx.inbound.channel != "telegram"  # Telegram shows the option as a button
+    if words.label(typed) != words.label(ctx._("I'm safe")) and not (numbered and typed == "1"):
+        return False
+    since, now = ctx.since, ctx.now
+    query = select(CheckIn.state, CheckIn.due_at, CheckIn.pre_reminder_s).where(
+        CheckIn.defender_id == ctx.defender.id, CheckIn.state.in_(checkins.LIVE)
+    )
+    for state, due, pre in (await ctx.session.execute(query)).all():
+        if state is CheckInState.reminded:
+            asked: datetime | None = due  # the reminder at the deadline
+        else:
+            asked = due - timedelta(seconds=pre) if pre else None  # the pre-reminder
+        if asked is not None and since < asked <= now:
+            return True
+    key = alerts.dedup_key(ctx.defender.id, AlertKind.missed_checkin)
+    missed = await alerts.open_alert(ctx.session, key)  # its opening reminds them again
+    return missed is not None and since < missed.triggered_at
 
 
 def _text(value: object) -> str | None:

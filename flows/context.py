@@ -23,7 +23,7 @@ from core.messages import Choice, Inbound, Outbound
 from core.models import AlertKind, ChannelAddress, Defender, Priority
 from core.pins import Verdict
 from core.text import BadText, clean, fold, pin
-from flows import when
+from flows import when, words
 
 END = ""  # a state function returning END closes the conversation
 
@@ -46,6 +46,7 @@ class Context:
     defender: Defender | None
     data: dict[str, Any]
     pin_checker: Callable[[str], Awaitable[Verdict]] | None = None  # set by the engine
+    since: datetime | None = None  # when the conversation last moved (None: never stored)
     replies: list[Outbound] = field(default_factory=list)
     delete_ids: list[str] = field(default_factory=list)
     priority: Priority = Priority.P1
@@ -139,13 +140,13 @@ class Context:
         if self.inbound.choice in keys:
             return self.inbound.choice
         if self.inbound.text is not None and not self.inbound.attachments:
-            wanted = fold(self.inbound.text)
+            wanted = words.label(self.inbound.text)
             asked = [(k, label) for k, label in self.data.get("_ask", {}).get("choices", [])]
             if wanted.isdigit() and len(wanted) <= 2 and 1 <= int(wanted) <= len(asked):
                 wanted = fold(asked[int(wanted) - 1][0])  # Signal and the console number them
             labels = dict(asked)
             for key in keys:
-                if wanted in (fold(key), fold(labels.get(key, "\0"))):
+                if wanted in (fold(key), words.label(labels.get(key, "\0"))):
                     return key
         raise Retry(self._("Please pick one of the options."))
 

@@ -6,8 +6,9 @@
                                          --duress PIN, or 3rd wrong--> the same reply, and a
                                            silent duress alert (do not contact the device)
 
-Discreet mode asks nothing: a plain "OK." and the PIN still calls it off; a location shared
-anyway is deleted from the chat (``flows.router``), unless it is live: its updates arrive as
+Discreet mode asks nothing: a plain "OK." and the PIN still calls it off; anything else typed
+meanwhile is answered as if no alert were on (the phone may be in other hands). A location
+shared anyway is deleted from the chat (``flows.router``), unless it is live: its updates arrive as
 edits and feed the open alert silently, and deleting it would stop them. A live one is
 deleted once over: its period run out, its sharing stopped, or the alert resolved
 (``core.live_locations``).
@@ -23,6 +24,7 @@ from core.messages import Choice
 from core.models import Alert, AlertKind, Priority
 from core.pins import Verdict
 from core.text import pin as typed_pin
+from flows import help
 from flows.context import END, Context, Retry
 
 NAME = "panic"
@@ -126,6 +128,9 @@ async def hold(ctx: Context) -> str:
         return ask_pin(ctx)
     if typed_pin(ctx.inbound.text or "") is not None:
         return await pin(ctx)  # the PIN sent straight away
+    if ctx.discreet:  # nothing on screen says an alert is on: answered as with none
+        help.menu(ctx, unknown=True)
+        return "hold"
     raise Retry(ctx._("Your alert is still on. To call it off, send your PIN."))
 
 
@@ -146,6 +151,9 @@ async def pin(ctx: Context) -> str:
 
 
 async def on_cancel(ctx: Context) -> str:
+    if ctx.discreet:  # as "cancel" with nothing in progress; the PIN still calls it off
+        help.menu(ctx)
+        return "hold"
     ctx.say(ctx._("The alert stays on until you call it off with your PIN."))
     return ask_pin(ctx)
 

@@ -10,7 +10,8 @@
 4. the alert trigger (command, button or the defender's own code phrase): from any state, the
    alert is raised before anything is asked; after it, nothing else from a Signal chat whose
    safety number changed until the desk has verified it (``frozen``, R6);
-5. "I'm safe" (button or code phrase), help, cancel, menu: from any state;
+5. "I'm safe" (button or code phrase; typed, when a reminder came after the conversation's
+   last step: ``flows.checkin.answers_reminder``), help, cancel, menu: from any state;
 6. a command or menu button starting another flow;
 7. otherwise the current state's function, or the menu when nothing is in progress.
 """
@@ -29,11 +30,12 @@ from core.models import AlertKind, Defender, DefenderStatus, Priority
 from core.pins import Verdict
 from core.text import fold, pin
 from core.throttle import Throttle
-from flows import contact, desk, help, onboarding, panic, registry, report, store, words
+from flows import checkin, contact, desk, help, onboarding, panic, registry, report, store, words
 from flows.context import END, Context, Retry
 from flows.store import EXPIRED, IDLE
 
-_CODE = re.compile(r"(?:/start\s+)?([a-z0-9]{8})")
+# An invite or contact code, also as read out in two halves: "ABCD EFGH", "abcd-efgh".
+_CODE = re.compile(r"(?:/start\s+)?([a-z0-9]{4})\s*-?\s*([a-z0-9]{4})")
 CODE_TRIES, CODE_WINDOW_S = 10, 3600  # wrong codes a chat may type an hour
 T = TypeVar("T")
 _COMMAND = re.compile(r"[\s@]")  # "/sos@AmparoBot", "/sos they are here": the command alone
@@ -55,6 +57,7 @@ async def handle(event: store.Event) -> None:
         loaded.defender,
         data=copy.deepcopy(loaded.data),
         pin_checker=_checker(event, loaded),
+        since=loaded.row.updated_at if loaded.row is not None else None,
     )
     if loaded.hidden is not None:
         await hidden_alert(ctx, loaded.hidden)
@@ -157,6 +160,9 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     if choice == words.SAFE_CHOICE or (typed and typed == ctx.settings.get("safe_phrase")):
         ctx.data = {}
         return await run(ctx, "checkin", "safe")
+    if flow != IDLE and await checkin.answers_reminder(ctx, typed):
+        ctx.data = {}
+        return await run(ctx, "checkin", "safe")
     if typed in words.HELP:
         help.show(ctx, in_progress=flow != IDLE)
         ctx.ask_again()
@@ -189,7 +195,7 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         return await run(ctx, *registry.triggers()[key])
     if flow == IDLE:
         if (code := _CODE.fullmatch(typed)) and (
-            found := await tried(ctx, contact.redeem(ctx, code[1]))
+            found := await tried(ctx, contact.redeem(ctx, code[1] + code[2]))
         ):
             return found
         help.menu(ctx, unknown=True)
@@ -199,8 +205,9 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
 
 def is_alert(ctx: Context, choice: str | None, typed: str) -> bool:
     """The alert button, an alert command (words after it, "@bot" or "!" change nothing:
-    "/sos police at the door"), a bare "SOS!" alone, or the defender's code phrase."""
-    if choice == words.ALERT_CHOICE or typed.rstrip("!.? ") in words.ALERT:
+    "/sos police at the door"), a bare "SOS!" alone ("¡SOS!", "S.O.S." too), or the
+    defender's code phrase."""
+    if choice == words.ALERT_CHOICE or words.bare(typed) in words.ALERT:
         return True
     command = _COMMAND.split(typed, maxsplit=1)[0].rstrip("!.?")
     if command.startswith("/") and command in words.ALERT:
@@ -254,13 +261,15 @@ async def hidden_alert(ctx: Context, hidden: Defender) -> None:
 def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
     """Signal and the console have no buttons: their options are numbered. With nothing in
     progress, a number or an option's words answer the last menu; with no menu kept, the one
-    option a check-in reminder offers ("1. I'm safe", core.notices)."""
-    if flow != IDLE or not typed:
+    option a check-in reminder offers ("1. I'm safe", core.notices). An alert waiting in
+    discreet mode counts as nothing in progress: its phone shows the menu (``flows.panic``)."""
+    if not (flow == IDLE or (flow == panic.NAME and ctx.discreet)) or not typed:
         return None
     asked = ctx.data.get("_ask", {}).get("choices") or [[words.SAFE_CHOICE, ctx._("I'm safe")]]
     if typed.isdigit() and len(typed) <= 2 and 1 <= int(typed) <= len(asked):
         return str(asked[int(typed) - 1][0])
-    key = next((str(key) for key, label in asked if typed == fold(label)), None)
+    said = words.label(typed)
+    key = next((str(key) for key, label in asked if said == words.label(label)), None)
     if key is not None and typed in (
         ctx.settings.get("alert_phrase"),
         ctx.settings.get("safe_phrase"),
@@ -271,7 +280,8 @@ def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
 
 async def stranger(ctx: Context, flow: str, state: str, typed: str) -> tuple[str, str]:
     """Someone the bot does not know (yet): an invite code, or a trusted contact answering."""
-    if (code := _CODE.fullmatch(typed)) and (found := await tried(ctx, _redeem(ctx, code[1]))):
+    code = _CODE.fullmatch(typed)
+    if code and (found := await tried(ctx, _redeem(ctx, code[1] + code[2]))):
         return found
     if flow != IDLE and typed not in words.CANCEL:
         return await run(ctx, flow, state)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from core.text import fold
 
 
@@ -22,13 +24,30 @@ MENU = _folded("menu", "/menu", "/start", "menú", "início", "inicio", "الق�
 ALERT = _folded(
     "/panic", "/sos", "sos", "/alert", "/alerta", "/alerte", "/pánico", "/panique", "/pânico"
 )
+_MARKS = re.compile(r"[\s¡!¿?.]")  # "¡SOS!" (Spanish opens it with "¡"), "S.O.S."
 ALERT_CHOICE = "panic"  # the key of the menu button (never shown: labels are innocuous)
 SAFE_CHOICE = "safe"  # the key of the reminders' "I'm safe" button (core.notices)
 YES = _folded("yes", "y", "si", "sí", "oui", "sim", "نعم", "ok")
 NO = _folded("no", "n", "non", "não", "nao", "لا")
 
 
+_APOSTROPHES = str.maketrans(dict.fromkeys("\u2019\u2018\u02bc\u2032", "'"))
+
+
+def label(text: str) -> str:
+    """The form a typed answer and an option's label are compared in: folded, and any
+    apostrophe as "'" (phones type "’": "I’m safe" is the option "I'm safe")."""
+    return fold(text).translate(_APOSTROPHES)
+
+
+def bare(folded: str) -> str:
+    """A folded message without spaces, dots and exclamation or question marks: the form a
+    whole message is compared in to the alert words."""
+    return _MARKS.sub("", folded)
+
+
 def reserved(text: str) -> bool:
     """A phrase that cannot become a code phrase: it already means something."""
     words = fold(text)
-    return words in HELP | CANCEL | MENU | ALERT | YES | NO or words.startswith("/")
+    taken = words in HELP | CANCEL | MENU | ALERT | YES | NO or bare(words) in ALERT
+    return taken or words.startswith("/")
