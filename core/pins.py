@@ -3,7 +3,11 @@
 A PIN where one is required has three outcomes. The cancel PIN is ``ok``. The duress PIN is
 ``duress``: the caller shows exactly what ``ok`` shows and silently raises a duress alert. A
 wrong PIN is ``wrong`` until ``WRONG_LIMIT`` in a row, then ``duress`` too: a captor trying PINs
-never sees a lockout, and ends up "succeeding" into a silent alert.
+never sees a lockout, and ends up "succeeding" into a silent alert. "In a row" means each
+within ``WRONG_WINDOW`` of the one before: a captor's tries come minutes apart, while a
+defender's typos days apart must not add up to a duress alert that the screen, showing "noted
+that you are safe", would never let them suspect. Once the limit is reached the count stays
+until the cancel PIN resets it.
 
 Both hashes are always checked, so the three outcomes take the same time; checking costs two
 Argon2id runs, which is why the engine calls ``verdict`` in a thread, outside any transaction.
@@ -11,12 +15,14 @@ Argon2id runs, which is why the engine calls ``verdict`` in a thread, outside an
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from core.models import Defender
 from core.security import hash_pin, verify_pin
 
 WRONG_LIMIT = 3
+WRONG_WINDOW = timedelta(hours=24)
 
 
 class Verdict(StrEnum):
@@ -34,13 +40,17 @@ def check(cancel_hash: str | None, duress_hash: str | None, pin: str, pepper: by
     return Verdict.ok if is_cancel else Verdict.wrong
 
 
-def count(defender: Defender, raw: Verdict) -> Verdict:
+def count(defender: Defender, raw: Verdict, now: datetime) -> Verdict:
     """Apply the failure counter: the ``WRONG_LIMIT``-th wrong PIN in a row is duress."""
     if raw is Verdict.ok:
         defender.failed_pins = 0
         return raw
     if raw is Verdict.wrong:
+        last = defender.pin_failed_at
+        if defender.failed_pins < WRONG_LIMIT and (last is None or now - last > WRONG_WINDOW):
+            defender.failed_pins = 0  # the earlier ones were too long ago to be a captor's
         defender.failed_pins += 1
+        defender.pin_failed_at = now
         if defender.failed_pins >= WRONG_LIMIT:
             return Verdict.duress
     return raw

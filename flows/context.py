@@ -168,7 +168,7 @@ class Context:
         """The counted verdict on the PIN just sent (see ``core.pins``)."""
         typed = self.need_pin()
         assert self.defender is not None and self.pin_checker is not None
-        return pins.count(self.defender, await self.pin_checker(typed))
+        return pins.count(self.defender, await self.pin_checker(typed), self.now)
 
     async def confirm_pin(self) -> Verdict:
         """ok or duress, the duress PIN also raising the silent alert; a wrong PIN asks again.

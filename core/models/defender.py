@@ -43,6 +43,7 @@ class Defender(Encrypted, CreatedMixin, Base):
     cancel_pin_hash: Mapped[str | None] = mapped_column(String(200))
     duress_pin_hash: Mapped[str | None] = mapped_column(String(200))
     failed_pins: Mapped[int] = mapped_column(default=0)
+    pin_failed_at: Mapped[datetime | None]  # the last wrong PIN (core.pins.count)
     settings_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # code phrases and the like
     last_checkin_at: Mapped[datetime | None]  # overwritten: no history (R24)
     policy_id: Mapped[uuid.UUID | None] = mapped_column(

@@ -170,3 +170,22 @@ async def test_it_runs_a_panic_dialog_in_spanish(desk: Desk) -> None:
             ("١٢٣٤", "Alerta anulada."),
         ],
     )
+
+
+async def test_typos_days_apart_never_add_up_to_a_duress_alert(desk: Desk) -> None:
+    """One wrong PIN now and then (a typo at a check-in) is not a captor trying PINs: only
+    WRONG_LIMIT wrong in a row, each within a day of the one before, reads as duress."""
+    alice = await onboard(desk)
+    for _day in range(4):
+        assert "Send your PIN" in await alice.text("/safe")
+        assert "not right" in await alice.text("9999")
+        assert "noted that you are safe" not in await alice.text("/menu")
+        desk.clock.advance(hours=25)
+    assert await alerts(desk) == []
+    for _try in range(2):  # a captor's tries, minutes apart, still end in the silent alert
+        assert "Send your PIN" in await alice.text("/safe")
+        assert "not right" in await alice.text("9999")
+        desk.clock.advance(minutes=2)
+    assert "Send your PIN" in await alice.text("/safe")
+    assert "noted that you are safe" in await alice.text("9999")
+    assert [str(a.kind) for a in await alerts(desk)] == ["duress"]
