@@ -157,6 +157,8 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         return flow, state
     if onboarding and flow == IDLE:
         flow, state = "onboarding", "resume"
+    if flow == IDLE and choice is None:
+        await idle_pin(ctx)
     if choice == words.SAFE_CHOICE or (typed and typed == ctx.settings.get("safe_phrase")):
         ctx.data = {}
         return await run(ctx, "checkin", "safe")
@@ -240,6 +242,20 @@ async def key_changed(event: store.Event, loaded: store.Loaded) -> None:
             defender=owner,
             kind=AlertKind.identity_changed,
             now=event.now,
+        )
+
+
+async def idle_pin(ctx: Context) -> None:
+    """A PIN typed with no question asking for one (its prompt expired, or on a captor's
+    order): the duress PIN still raises its silent alert. The answer is what any number gets
+    there, after the same two Argon2id checks whichever PIN it is (core.pins); not counted as
+    a wrong PIN either: a stray number is not a guess."""
+    typed = pin(ctx.inbound.text or "")
+    if typed is None or ctx.pin_checker is None or ctx.defender is None:
+        return
+    if await ctx.pin_checker(typed) is Verdict.duress:
+        await alerts.raise_alert(
+            ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.duress, now=ctx.now
         )
 
 

@@ -189,3 +189,24 @@ async def test_typos_days_apart_never_add_up_to_a_duress_alert(desk: Desk) -> No
     assert "Send your PIN" in await alice.text("/safe")
     assert "noted that you are safe" in await alice.text("9999")
     assert [str(a.kind) for a in await alerts(desk)] == ["duress"]
+
+
+async def test_the_duress_pin_typed_with_no_question_still_raises_the_silent_alert(
+    desk: Desk,
+) -> None:
+    """On a captor's order, after the PIN's question had closed: the duress PIN raises the
+    silent alert, and the phone sees what the real PIN gets there (the same words)."""
+    alice = await onboard(desk)
+    assert "Send your PIN" in await alice.text("/safe")
+    desk.clock.advance(hours=2)  # the question closed after a long silence
+    real = await alice.say(CANCEL_PIN)
+    assert await alerts(desk) == []
+    assert "Send your PIN" in await alice.text("/safe")
+    desk.clock.advance(hours=2)
+    forced = await alice.say(DURESS_PIN)
+    assert [r.text for r in forced] == [r.text for r in real]
+    (duress,) = await alerts(desk)
+    assert duress.kind is AlertKind.duress and duress.do_not_contact
+    idle = [r.text for r in await alice.say(CANCEL_PIN)]  # idle, nothing expired: the same
+    assert [r.text for r in await alice.say(DURESS_PIN)] == idle
+    assert [str(a.kind) for a in await alerts(desk)] == ["duress"]  # still the one open
