@@ -160,10 +160,10 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     if flow == IDLE and choice is None:
         await idle_pin(ctx)
     if choice == words.SAFE_CHOICE or (typed and typed == ctx.settings.get("safe_phrase")):
-        ctx.data = {}
+        ctx.data = aside(flow, state, ctx.data)
         return await run(ctx, "checkin", "safe")
     if flow != IDLE and await checkin.answers_reminder(ctx, typed):
-        ctx.data = {}
+        ctx.data = aside(flow, state, ctx.data)
         return await run(ctx, "checkin", "safe")
     if typed in words.HELP:
         help.show(ctx, in_progress=flow != IDLE)
@@ -183,6 +183,9 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         spec = registry.get(flow)
         if spec is not None and spec.on_cancel is not None:
             return await run(ctx, flow, state, handler=spec.on_cancel)
+        if RESUME in ctx.data:  # the check-in is dropped, not the report set aside for it
+            ctx.say(ctx._("Stopped."))
+            return resume(ctx)
         ctx.data = {}
         if flow != IDLE:
             ctx.say(ctx._("Stopped."))
@@ -343,9 +346,31 @@ async def run(
         ctx.ask_again()
         return flow, state
     if target == END:
+        if RESUME in ctx.data:
+            return resume(ctx)
         ctx.data = {"_ask": ctx.data["_ask"]} if ctx.asked and "_ask" in ctx.data else {}
         return IDLE, IDLE
     return registry.resolve(flow, target)
+
+
+RESUME = "_resume"  # a report set aside while the defender checks in (``aside``)
+
+
+def aside(flow: str, state: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The data to start a check-in with from ``flow``: a report being written is set aside
+    in it (its sealed parts live in the conversation until it is filed) and taken up again
+    once the check-in is done (``resume``); any other conversation just ends."""
+    if flow != report.NAME:
+        return {}
+    return {RESUME: {"flow": flow, "state": state, "data": data}}
+
+
+def resume(ctx: Context) -> tuple[str, str]:
+    """Back to the report set aside: its last question asked again."""
+    kept = ctx.data[RESUME]
+    ctx.data = kept["data"]
+    ctx.ask_again()
+    return kept["flow"], kept["state"]
 
 
 async def _duress_pin(event: store.Event, loaded: store.Loaded, ctx: Context) -> bool:

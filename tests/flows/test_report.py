@@ -18,7 +18,7 @@ from core.models import Alert, AlertKind, Evidence, Report
 from core.reports import EVIDENCE_KIND, PART_KIND
 from flows import report
 from tests.core.test_media import MISTYPED_EXIF, image_with_exif, jpeg_with_gps
-from tests.flows.conftest import Chat, Desk, Event, Pick, onboard, run_dialog
+from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Event, Pick, onboard, run_dialog
 
 CANARY = "CANARY soldiers at the river crossing"
 PHOTO = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 10
@@ -336,4 +336,49 @@ async def test_a_caption_sent_with_files_is_kept_with_them(desk: Desk) -> None:
     assert parts == [
         {"text": "they came at night"},
         {"text": "the badge of the officer", "caption": [str(first.id)]},
+    ]
+
+
+@pytest.mark.parametrize("then", ["pin", "cancel"])
+async def test_a_check_in_in_the_middle_of_a_report_keeps_the_report(
+    desk: Desk, then: str
+) -> None:
+    """ "I'm safe" pressed (or the check-in reminder answered) while writing a report: the
+    report, whose sealed parts live in the conversation, is set aside for the check-in and
+    taken up again where it was, after the PIN or after the check-in is called off."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("raid"), Pick("yesterday"), "Barrio Santa Fe", Pick("police")):
+        await alice.say(said)
+    await alice.say(Pick("me_and_others"))
+    await alice.say("٤")
+    await alice.say(CANARY)
+    assert "Send your PIN" in await alice.text(Pick("safe"))
+    back = await alice.say(CANCEL_PIN if then == "pin" else "cancel")
+    said = " ".join(r.text for r in back)
+    assert ("noted that you are safe" in said) == (then == "pin")
+    asked = back[-1]
+    assert [c.key for c in asked.choices] == ["done"]  # the account's question again
+    for more in ("and they took two laptops", Pick("done"), Pick("done")):
+        await alice.say(more)
+    for last in (Pick("anonymous"), Pick("urgent"), Pick("send")):
+        await alice.say(last)
+    async with desk.sessions() as s:
+        filed = (await s.execute(select(Report))).scalar_one()
+    body = open_sealed(
+        desk.private_key, filed.sealed_body, org_id=desk.org.id, record_id=filed.id, kind="report"
+    )
+    parts = [
+        open_sealed(
+            desk.private_key,
+            base64.b64decode(p),
+            org_id=desk.org.id,
+            record_id=filed.id,
+            kind=PART_KIND,
+        )
+        for p in body["parts"]
+    ]
+    assert parts == [
+        {"place": "Barrio Santa Fe"},
+        {"text": CANARY},
+        {"text": "and they took two laptops"},
     ]
