@@ -3,8 +3,9 @@
 A channel hands every ``Inbound`` to ``Engine.handle``. For each event the engine:
 
 1. takes the sender's lock (in this process) so one person's events run in order;
-2. checks a PIN, if the conversation waits for one, in a thread and outside any transaction
-   (Argon2id is slow; holding SQLite's write lock meanwhile would stall everyone);
+2. checks a message that is a PIN (whatever the conversation waits for: a duress PIN answering
+   no question still counts), in a thread and outside any transaction (Argon2id is slow;
+   holding SQLite's write lock meanwhile would stall everyone);
 3. in one transaction: records the message id (a repeat is dropped), loads the conversation,
    lets ``flows.router`` run the state function, saves the conversation (a version check turns
    a concurrent writer into a retry) and queues the reply in the outbox;
@@ -35,7 +36,7 @@ from core.messages import Inbound, NotHandled
 from core.models import ChannelAddress, Conversation, Defender, utcnow
 from core.pins import Verdict
 from core.text import pin
-from flows import desk, registry, report, router, store
+from flows import desk, report, router, store
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3
@@ -151,20 +152,15 @@ class Engine:
         typed = pin(inbound.text or "")
         if typed is None or inbound.edited or inbound.forwarded:
             return {}
+        # Any state: a PIN answering no question still raises the duress alert (router.idle_pin).
         query = (
-            select(
-                Defender.cancel_pin_hash,
-                Defender.duress_pin_hash,
-                Conversation.flow,
-                Conversation.state,
-            )
+            select(Defender.cancel_pin_hash, Defender.duress_pin_hash)
             .join(ChannelAddress, ChannelAddress.defender_id == Defender.id)
-            .join(Conversation, Conversation.defender_id == Defender.id)
             .where(ChannelAddress.channel == inbound.channel, ChannelAddress.blind_index == index)
         )
         async with self.sessions() as session:
             row = (await session.execute(query)).first()
-        if row is None or not registry.is_pin_state(row.flow, row.state):
+        if row is None or (row.cancel_pin_hash is None and row.duress_pin_hash is None):
             return {}
         key = (row.cancel_pin_hash, row.duress_pin_hash, typed)
         return {key: await asyncio.to_thread(pins.check, *key, self.vault.keyring.pepper)}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from core import pins
 from core.crypto import open_sealed
 from core.messages import Location, Outbound
 from core.models import Alert, AlertKind, AlertState, Defender
+from flows import router
 from tests.flows.conftest import (
     CANCEL_PIN,
     DURESS_PIN,
@@ -210,3 +213,30 @@ async def test_the_duress_pin_typed_with_no_question_still_raises_the_silent_ale
     idle = [r.text for r in await alice.say(CANCEL_PIN)]  # idle, nothing expired: the same
     assert [r.text for r in await alice.say(DURESS_PIN)] == idle
     assert [str(a.kind) for a in await alerts(desk)] == ["duress"]  # still the one open
+
+
+async def test_a_pin_answering_no_question_is_checked_outside_the_transaction(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Argon2id is slow: checked while the event's transaction (and on SQLite the write lock)
+    is held, every other writer would wait for it, a panic included."""
+    alice = await onboard(desk)
+    inside, held = [False], []
+    real_check, real_handle = pins.check, router.handle
+
+    def check(*args: Any) -> pins.Verdict:
+        held.append(inside[0])
+        return real_check(*args)
+
+    async def handle(event: Any) -> None:  # the engine runs it inside the transaction
+        inside[0] = True
+        try:
+            await real_handle(event)
+        finally:
+            inside[0] = False
+
+    monkeypatch.setattr(pins, "check", check)
+    monkeypatch.setattr(router, "handle", handle)
+    await alice.say(DURESS_PIN)  # nothing in progress
+    assert held == [False]
+    assert [str(a.kind) for a in await alerts(desk)] == ["duress"]
