@@ -215,9 +215,9 @@ def prepare(vault: Vault, loaded: tuple[list[Due], Addresses], now: datetime) ->
             plan.updates.append(_values(r, CheckInState.cancelled, r.due_at, r.next_action_at))
             continue
         state = step.state
-        if Act.open_alert in step.acts and state is CheckInState.armed:
-            if r.status is DefenderStatus.paused:  # the next occurrence waits for the resume
-                state = CheckInState.paused
+        missed = Act.open_alert in step.acts
+        if missed and state is CheckInState.armed and r.status is DefenderStatus.paused:
+            state = CheckInState.paused  # the routine's next occurrence waits for the resume
         plan.updates.append(_values(r, state, step.due_at, step.next_action_at))
         address = addresses.get(r.defender_id)
         for act in step.acts:
@@ -299,9 +299,14 @@ async def write_steps(session: AsyncSession, updates: list[dict[str, Any]]) -> N
 
 
 def _values(r: Due, state: CheckInState, due: datetime, nxt: datetime) -> dict[str, Any]:
-    values = {"b_id": r.id, "b_version": r.version, "b_state": state, "b_due": due, "b_next": nxt}
-    values["b_reason"] = _reason(state)
-    return values
+    return {
+        "b_id": r.id,
+        "b_version": r.version,
+        "b_state": state,
+        "b_due": due,
+        "b_next": nxt,
+        "b_reason": _reason(state),
+    }
 
 
 def _reason(state: CheckInState) -> str | None:

@@ -364,20 +364,7 @@ async def test_a_check_in_in_the_middle_of_a_report_keeps_the_report(
         await alice.say(last)
     async with desk.sessions() as s:
         filed = (await s.execute(select(Report))).scalar_one()
-    body = open_sealed(
-        desk.private_key, filed.sealed_body, org_id=desk.org.id, record_id=filed.id, kind="report"
-    )
-    parts = [
-        open_sealed(
-            desk.private_key,
-            base64.b64decode(p),
-            org_id=desk.org.id,
-            record_id=filed.id,
-            kind=PART_KIND,
-        )
-        for p in body["parts"]
-    ]
-    assert parts == [
+    assert sealed_parts(desk, filed) == [
         {"place": "Barrio Santa Fe"},
         {"text": CANARY},
         {"text": "and they took two laptops"},
