@@ -20,11 +20,25 @@ CANCEL = _folded(
 MENU = _folded("menu", "/menu", "/start", "menú", "início", "inicio", "القائمة")
 # Typed commands for an alert; the defender's own innocuous code phrase works the same way.
 # A bare "SOS" too, and "panic" as a command in each language: someone in danger types what
-# comes first, and a reply of "I didn't understand" costs the time they do not have.
+# comes first, and a reply of "I didn't understand" costs the time they do not have. In
+# Arabic, the cry for rescue ("النجدة!", "نجدة"): not "مساعدة", which is HELP's word.
 ALERT = _folded(
-    "/panic", "/sos", "sos", "/alert", "/alerta", "/alerte", "/pánico", "/panique", "/pânico"
+    "/panic",
+    "/sos",
+    "sos",
+    "/alert",
+    "/alerta",
+    "/alerte",
+    "/pánico",
+    "/panique",
+    "/pânico",
+    "نجدة",
+    "النجدة",
+    "/نجدة",
 )
-_MARKS = re.compile(r"[\s¡!¿?.]")  # "¡SOS!" (Spanish opens it with "¡"), "S.O.S."
+# "¡SOS!" (Spanish opens it with "¡"), "S.O.S.", "النجدة!" or "النجدة؟", and the kashida
+# some keyboards stretch Arabic words with ("النجـــدة").
+_MARKS = re.compile(r"[\s¡!¿?.؟\u0640]")
 ALERT_CHOICE = "panic"  # the key of the menu button (never shown: labels are innocuous)
 SAFE_CHOICE = "safe"  # the key of the reminders' "I'm safe" button (core.notices)
 YES = _folded("yes", "y", "si", "sí", "oui", "sim", "نعم", "ok")

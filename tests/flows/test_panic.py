@@ -49,6 +49,24 @@ async def test_it_takes_a_bare_sos_and_panic_in_each_language(desk: Desk, typed:
     assert [a.kind for a in await alerts(desk)] == [AlertKind.panic]
 
 
+@pytest.mark.parametrize("typed", ["النجدة", "النجدة!", "نجدة", "النَّجدة", "النجـــدة", "/نجدة"])
+async def test_it_takes_the_arabic_cry_for_rescue(desk: Desk, typed: str) -> None:
+    """An Arabic speaker in danger types the cry for rescue, not a Latin command; with
+    diacritics, a kashida or an exclamation mark, and in the middle of a report."""
+    alice = await onboard(desk, language="ar")
+    await alice.say("/report")
+    replies = await alice.say(typed)
+    assert "أُرسل التنبيه" in replies[0].text
+    assert [a.kind for a in await alerts(desk)] == [AlertKind.panic]
+
+
+async def test_help_in_arabic_is_not_an_alert(desk: Desk) -> None:
+    """ "مساعدة" is the word for the help text: it must not raise an alert."""
+    alice = await onboard(desk, language="ar")
+    await alice.say("مساعدة")
+    assert await alerts(desk) == []
+
+
 async def test_it_runs_a_panic_dialog_in_english(desk: Desk) -> None:
     alice = await onboard(desk)
     await run_dialog(
