@@ -11,12 +11,13 @@ import multiprocessing.connection
 import signal
 import socket
 from collections.abc import Sequence
-from typing import Any
 
 import uvicorn
 import uvloop
 from fastapi import FastAPI
 
+from amparo import handoff
+from amparo.handoff import HandedServer
 from amparo.inbound import mount_webhooks, receiving
 from amparo.runtime import open_runtime
 from amparo.worker import build_channels, run_engine
@@ -68,17 +69,18 @@ async def api(
     host: str | None = None,
     port: int | None = None,
     workers: int = 1,
-    sockets: list[socket.socket] | None = None,
+    handed: socket.socket | None = None,
 ) -> None:
     """The desk API and, in Telegram's webhook mode, ``/hooks/telegram``: updates go through
     the flows into the outbox, and the workers deliver. No sweep, no dispatcher, no polling
     (one poller per bot: that is ``amparo serve``'s job). ``workers`` > 1 runs that many
-    processes on one port (see ``_supervise``)."""
+    processes on one port (see ``_supervise``); ``handed``: this is one of them, served the
+    connections its supervisor accepts (amparo.handoff)."""
     if workers > 1:
         await _supervise(settings, host, port, workers)
         return
     logs.configure(settings.log_level)
-    async with open_runtime(settings, migrate=False if sockets else None) as rt:
+    async with open_runtime(settings, migrate=False if handed else None) as rt:
         app = create_app(settings, rt.engine, rt.vault)
         config = _config(app, settings, host, port)
         hooked = {
@@ -88,8 +90,9 @@ async def api(
         }
         mount_webhooks(app, hooked)
         log.info("serving the desk API", extra={"port": config.port, "channels": sorted(hooked)})
+        server = uvicorn.Server(config) if handed is None else HandedServer(config, handed)
         async with receiving(rt, hooked):
-            await uvicorn.Server(config).serve(sockets=sockets)
+            await server.serve()
 
 
 async def _supervise(settings: Settings, host: str | None, port: int | None, n: int) -> None:
@@ -104,18 +107,21 @@ async def _supervise(settings: Settings, host: str | None, port: int | None, n: 
         pass
     host = host or settings.host
     try:
-        reserved = reserve_port(host, port or settings.port)  # port 0: the one it picked
+        listener = listen(host, port or settings.port)  # port 0: the one it picked
     except OSError as exc:
         log.error("the API port cannot be bound", extra={"error": exc.strerror})
         raise SystemExit(1) from None
-    port = reserved.getsockname()[1]
+    port = listener.getsockname()[1]
+    ends = handoff.pairs(n)
     spawn = multiprocessing.get_context("spawn")
     procs = [
-        spawn.Process(target=_api_worker, args=(settings, host, port), daemon=True)
-        for _ in range(n)
+        spawn.Process(target=_api_worker, args=(settings, host, port, theirs), daemon=True)
+        for _ours, theirs in ends
     ]
     for proc in procs:
         proc.start()
+    for _ours, theirs in ends:
+        theirs.close()  # the workers hold theirs: when one dies, its end reads as closed
     log.info("started API workers", extra={"workers": n})
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -123,10 +129,13 @@ async def _supervise(settings: Settings, host: str | None, port: int | None, n: 
         loop.add_signal_handler(signum, stop.set)
     ended = asyncio.ensure_future(asyncio.to_thread(_first_end, procs))
     stopping = asyncio.ensure_future(stop.wait())
+    spreading = asyncio.ensure_future(handoff.Spreader(listener, [e[0] for e in ends]).run())
     try:
         await asyncio.wait([ended, stopping], return_when=asyncio.FIRST_COMPLETED)
     finally:
+        spreading.cancel()
         stopping.cancel()
+        listener.close()  # new clients are refused from here: nothing half-accepted
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         for proc in procs:
@@ -134,47 +143,23 @@ async def _supervise(settings: Settings, host: str | None, port: int | None, n: 
                 proc.terminate()  # uvicorn in the worker shuts down gracefully on SIGTERM
         await asyncio.to_thread(_join, procs)
         await ended
-        reserved.close()
+        for ours, _theirs in ends:
+            ours.close()
     if not stop.is_set():
         log.error("an API worker ended: stopping", extra={"workers": n})
         raise SystemExit(1)
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """The port for the workers, bound (not listening) with SO_REUSEPORT so that each worker
-    can listen on it with a socket of its own: the kernel then spreads new connections over
-    the workers. One shared listening socket did not: the first worker to wake accepted a
-    whole burst of connections (32 keep-alive clients: all on one worker in some runs, the
-    other idle). Refused, as before, when anything already listens there: SO_REUSEPORT would
-    otherwise let a stale instance of the same user share the port unnoticed."""
-    family, sockaddr = _address(host, port)
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(sockaddr)  # OSError (address in use) when the port is taken
-        sockaddr = (sockaddr[0], probe.getsockname()[1], *sockaddr[2:])
-    return _reuse_port(family, sockaddr)
-
-
-def listen_shared(host: str, port: int) -> socket.socket:
-    """A worker's own listening socket on the reserved port."""
-    sock = _reuse_port(*_address(host, port))
-    sock.listen(2048)
-    return sock
-
-
-def _address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+def listen(host: str, port: int) -> socket.socket:
+    """The API's one listening socket. A port something already listens on is refused."""
     family, _, _, _, sockaddr = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
-    return family, sockaddr
-
-
-def _reuse_port(family: socket.AddressFamily, sockaddr: tuple[Any, ...]) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
+        sock.listen(2048)
     except BaseException:
         sock.close()
         raise
@@ -193,7 +178,6 @@ def _join(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
             proc.join()
 
 
-def _api_worker(settings: Settings, host: str, port: int) -> None:
-    listening = listen_shared(host, port)
+def _api_worker(settings: Settings, host: str, port: int, handed: socket.socket) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(api(settings, host=host, port=port, sockets=[listening]))
+        runner.run(api(settings, host=host, port=port, handed=handed))

@@ -158,8 +158,8 @@ TARGET_P99_MS = 25
 def serve(url: str, key_file: str, port: int, workers: int = 1) -> None:
     """The server: the real app under uvicorn (which takes httptools and uvloop when they are
     installed, as the project's dependencies make sure). With ``workers`` > 1, as
-    ``amparo api --workers``: that many spawned processes, each listening on the port with
-    a socket of its own (SO_REUSEPORT: the kernel spreads the connections)."""
+    ``amparo api --workers``: that many spawned processes, and this one accepting each
+    connection and handing it to the worker holding the fewest (amparo.handoff)."""
     import uvicorn
 
     if workers <= 1:
@@ -175,32 +175,33 @@ def serve(url: str, key_file: str, port: int, workers: int = 1) -> None:
     import multiprocessing
     import signal
 
-    from amparo.serve import reserve_port
+    from amparo import handoff
+    from amparo.serve import listen
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the workers on the way out
+    listener, ends = listen("127.0.0.1", port), handoff.pairs(workers)
     spawn = multiprocessing.get_context("spawn")
-    procs = [spawn.Process(target=_worker, args=(url, key_file, port)) for _ in range(workers)]
-    with reserve_port("127.0.0.1", port):
+    procs = [spawn.Process(target=_worker, args=(url, key_file, end)) for _, end in ends]
+    for proc in procs:
+        proc.start()
+    try:
+        asyncio.run(handoff.Spreader(listener, [ours for ours, _ in ends]).run())
+    finally:
         for proc in procs:
-            proc.start()
-        try:
-            for proc in procs:
-                proc.join()
-        finally:
-            for proc in procs:
-                proc.terminate()
+            proc.terminate()
+        for proc in procs:
+            proc.join()
 
 
-def _worker(url: str, key_file: str, port: int) -> None:
+def _worker(url: str, key_file: str, end: socket.socket) -> None:
     import uvicorn
 
-    from amparo.serve import listen_shared
+    from amparo.handoff import HandedServer
 
-    listening = listen_shared("127.0.0.1", port)
     config = uvicorn.Config(
         _bench_app(url, key_file), log_level="warning", access_log=False, server_header=False
     )
-    uvicorn.Server(config).run(sockets=[listening])
+    HandedServer(config, end).run()
 
 
 def _bench_app(url: str, key_file: str) -> Any:

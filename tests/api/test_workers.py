@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -70,6 +71,34 @@ def listening_sockets(port: int) -> int:
     )
 
 
+def served_by(port: int, workers: set[int]) -> dict[int, set[int]]:
+    """Which worker holds the server's side of each connection to ``port``: {pid: the client
+    ports} (/proc/net/tcp: state 01 is ESTABLISHED, the last column's inode is in the fds)."""
+    inodes = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if f[1].endswith(f":{port:04X}") and f[3] == "01":
+            inodes[f"socket:[{f[9]}]"] = int(f[2].rsplit(":", 1)[1], 16)
+    held: dict[int, set[int]] = {pid: set() for pid in workers}
+    for pid in workers:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if (target := os.readlink(fd)) in inodes:
+                    held[pid].add(inodes[target])
+    return held
+
+
+def keep_alive(port: int, n: int) -> list[socket.socket]:
+    """``n`` connections, each answered once (so its worker has surely taken it)."""
+    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    for conn in conns:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    for conn in conns:
+        conn.settimeout(10)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+    return conns
+
+
 def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
     proc, port = start(tmp_path)
     workers: set[int] = set()
@@ -77,15 +106,47 @@ def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
         assert healthy(proc, port, 20) == ["ok"] * 20
         workers = children(proc.pid)
         assert len(workers) == 2
-        # Each worker listens with its own socket (SO_REUSEPORT): the kernel spreads new
-        # connections over them, where one shared socket let one worker take a whole burst.
-        assert listening_sockets(port) == 2
+        assert listening_sockets(port) == 1  # the supervisor's: it hands each connection on
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=40)[0].decode()
     assert proc.returncode == 0, output
     assert output.count("serving the desk API") == 2 and "started API workers" in output
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # none left behind
+
+
+def test_connections_are_spread_evenly_and_closed_ones_are_counted_back(tmp_path: Path) -> None:
+    """32 keep-alive clients at once are served 16 by each worker (SO_REUSEPORT's hash gave
+    splits such as 19 and 13; one shared socket, all 32 to one worker). When the clients of
+    one worker leave, the next ones all go to it: the workers report closes."""
+    proc, port = start(tmp_path)
+    conns: list[socket.socket] = []
+    try:
+        assert healthy(proc, port, 1) == ["ok"]
+        workers = children(proc.pid)
+        conns = keep_alive(port, 32)
+        held = served_by(port, workers)
+        assert sorted(len(ports) for ports in held.values()) == [16, 16]
+        first, second = sorted(workers)
+        leaving = [c for c in conns if c.getsockname()[1] in held[first]]
+        for conn in leaving:
+            conn.close()
+        conns = [c for c in conns if c not in leaving]
+        deadline = time.monotonic() + 10  # the closes reach the supervisor
+        while served_by(port, workers)[first] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        more = keep_alive(port, 10)
+        conns += more
+        again = served_by(port, workers)
+        assert {c.getsockname()[1] for c in more} <= again[first]
+        assert len(again[second]) == 16
+    finally:
+        for conn in conns:
+            conn.close()
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=40)[0].decode()
+    assert proc.returncode == 0, output
 
 
 def test_a_worker_that_dies_stops_the_command(tmp_path: Path) -> None:
