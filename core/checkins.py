@@ -122,7 +122,9 @@ async def set_routine(
     session: AsyncSession, *, defender: Defender, local_time: time, days: str, now: datetime
 ) -> CheckIn:
     """Every ``days`` (Monday = 0) at ``local_time`` in the defender's zone, DST included.
-    A reminder already running finishes first; the new schedule applies after it."""
+    A reminder already running finishes first; the new schedule applies after it. Set while
+    the defender is paused, it waits for the resume (state ``paused``), as their other
+    routines do: it does not start by itself with its first occurrence."""
     parse_days(days)
     hhmm = local_time.strftime("%H:%M")
     for row in await _rows(session, defender, (*LIVE, CheckInState.paused)):
@@ -131,12 +133,14 @@ async def set_routine(
             if row.state is CheckInState.armed:
                 due = next_occurrence(local_time, days, defender.timezone, now)
                 _arm(session, row, due, now, await alerts.policy_for(session, defender))
+                _hold_if_paused(session, defender, row)
             else:
                 _touch(session, row, row.state)
             return row
     due = next_occurrence(local_time, days, defender.timezone, now)
     row = await _new(session, defender, CheckInKind.routine, due, now)
     row.routine_time, row.routine_days = hhmm, days
+    _hold_if_paused(session, defender, row)
     return row
 
 

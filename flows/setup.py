@@ -18,7 +18,7 @@ from sqlalchemy import select
 from core import checkins, contacts
 from core.defenders import save_settings
 from core.messages import Choice
-from core.models import CheckIn, CheckInKind, Consent
+from core.models import CheckIn, CheckInKind, CheckInState, Consent
 from core.text import fold, pin
 from flows import onboarding, words
 from flows.context import END, Context, Retry
@@ -197,6 +197,14 @@ async def apply_routine(ctx: Context, time: str | None, days: str | None) -> Non
     row = await checkins.set_routine(
         ctx.session, defender=ctx.defender, local_time=clock, days=DAYS[days], now=ctx.now
     )
+    if row.state is CheckInState.paused:  # set while their check-ins are paused
+        ctx.say(
+            ctx._(
+                "Regular check-in set. Your check-ins are paused: it starts when you resume "
+                "them (send /checkin and choose Resume)."
+            )
+        )
+        return
     due = ctx.when(row.due_at)
     ctx.say(ctx._("Regular check-in set. The next one is due {when}.").format(when=due))
 

@@ -126,3 +126,44 @@ async def test_a_routine_missed_during_the_defenders_pause_alarms_once_then_wait
     for minutes in (0, 30, 60):
         await sweep.run(DUE + DAY + minutes * MIN)
     assert (await alert_of(world)).id == first.id  # no new alarm while paused
+
+
+async def test_a_routine_set_during_the_defenders_pause_waits_for_their_resume(
+    world: World, sweep: Sweep
+) -> None:
+    """Set while paused, a routine did run its first occurrence (a reminder, then an alarm
+    to the contacts, of someone who said they were away), and only then waited. It now
+    waits from the start, and the resume arms it at its next occurrence."""
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        await checkins.pause(s, defender=d, reason="travel", now=T0)
+    await routine(world)
+    (row,) = await rows(world)
+    assert row.state is CheckInState.paused
+    for minutes in (0, 30, 60, 90):
+        await sweep.run(DUE + minutes * MIN)
+    assert await alert_of(world) is None
+    assert await outbox(world) == []
+    async with transaction(world.sessions) as s:
+        await checkins.resume(s, defender=await world.defender(s), now=DUE + 2 * 60 * MIN)
+    (row,) = await rows(world)
+    assert (row.state, row.due_at) == (CheckInState.armed, DUE + DAY)
+
+
+async def test_a_routine_changed_during_the_pause_stays_held(world: World, sweep: Sweep) -> None:
+    """A routine whose reminder was due when they paused (not held: the sweep had not got to
+    it) and then changed while paused is held too, not re-armed behind the pause."""
+    await routine(world)
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        await checkins.pause(s, defender=d, reason="travel", now=DUE)  # due: not held
+    (row,) = await rows(world)
+    assert row.state is CheckInState.armed
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        await checkins.set_routine(s, defender=d, local_time=time(21, 0), days="0123456", now=DUE)
+    (row,) = await rows(world)
+    assert row.state is CheckInState.paused
+    for minutes in (60, 90, 120, 150):
+        await sweep.run(DUE + minutes * MIN)
+    assert await alert_of(world) is None

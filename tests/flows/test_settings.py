@@ -12,6 +12,8 @@ from core.models import (
     AlertKind,
     ChannelAddress,
     CheckIn,
+    CheckInKind,
+    CheckInState,
     Defender,
     DefenderStatus,
     TrustedContact,
@@ -151,3 +153,24 @@ async def test_it_runs_a_settings_dialog_in_arabic(desk: Desk) -> None:
             ("٠٠٠٠", "هذا الرقم السري غير صحيح."),
         ],
     )
+
+
+async def test_a_routine_set_while_paused_says_it_starts_at_the_resume(desk: Desk) -> None:
+    alice = await onboard(desk)
+    await alice.say("/checkin")
+    await alice.say(Pick("1h"))
+    for said in ("/checkin", Pick("pause"), Pick("travelling"), CANCEL_PIN):
+        await alice.say(said)
+    for said in ("/settings", Pick("routine"), "20:00"):
+        await alice.say(said)
+    said = await alice.text(Pick("every_day"))
+    assert "Regular check-in set. Your check-ins are paused: it starts when you resume" in said
+    async with desk.sessions() as s:
+        routine = (
+            await s.execute(select(CheckIn).where(CheckIn.kind == CheckInKind.routine))
+        ).scalar_one()
+    assert routine.state is CheckInState.paused
+    assert "Check-ins resumed." in await alice.text("/checkin") + await alice.text(Pick("resume"))
+    async with desk.sessions() as s:
+        routine = await s.get(CheckIn, routine.id)
+    assert routine is not None and routine.state is CheckInState.armed
