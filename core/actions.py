@@ -17,7 +17,7 @@ from core import notices, recipients, webhooks
 from core.claims import locked
 from core.crypto import Vault
 from core.escalation import Act, AlertStep, Policy, desk_told
-from core.messages import Outbound
+from core.messages import WITHDRAWN, Outbound
 from core.models import (
     DO_NOT_CONTACT,
     Alert,
@@ -259,7 +259,7 @@ def step_notice(idempotency_key: str) -> bool:
 
 
 def withdraw(row: OutboxMessage) -> None:
-    row.state, row.last_error = OutboxState.failed, "withdrawn"
+    row.state, row.last_error = OutboxState.failed, WITHDRAWN
     row.shred("payload_enc")
 
 

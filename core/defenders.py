@@ -17,6 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.crypto import Vault
+from core.messages import WITHDRAWN
 from core.models import (
     GONE,
     CallbackToken,
@@ -218,18 +219,28 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
 async def withdraw_waiting(session: AsyncSession, defender: Defender) -> None:
     """Messages to the defender's chats still waiting to go (a reminder, an alert's "you have
     not confirmed"), at a deletion, real or forced (``hide``: they would tell the phone it was
-    not deleted): withdrawn, their text shredded. The deletion's own reply is queued after.
-    Discreet mode's deletions stay as they were (core.discreet)."""
+    not deleted): withdrawn, their text shredded. One being sent now is marked so, and
+    withdrawn if its send fails (``core.delivery.record``): never retried nor sent elsewhere.
+    The deletion's own reply is queued after. Discreet mode's deletions stay as they were
+    (core.discreet)."""
     chats = select(ChannelAddress.id).where(ChannelAddress.defender_id == defender.id)
+    theirs = (
+        OutboxMessage.address_id.in_(chats),
+        OutboxMessage.recipient == "defender",
+        OutboxMessage.idempotency_key.not_like("del:%"),
+    )
+    # Those being sent first: on PostgreSQL a dispatcher recording a failed send holds the
+    # row, and puts it back to pending as this waits; the next statement then withdraws it.
     await session.execute(
         update(OutboxMessage)
-        .where(
-            OutboxMessage.address_id.in_(chats),
-            OutboxMessage.recipient == "defender",
-            OutboxMessage.state == OutboxState.pending,
-            OutboxMessage.idempotency_key.not_like("del:%"),
-        )
-        .values(state=OutboxState.failed, last_error="withdrawn", payload_enc=None, dek=None)
+        .where(*theirs, OutboxMessage.state == OutboxState.sending)
+        .values(last_error=WITHDRAWN)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(OutboxMessage)
+        .where(*theirs, OutboxMessage.state == OutboxState.pending)
+        .values(state=OutboxState.failed, last_error=WITHDRAWN, payload_enc=None, dek=None)
         .execution_options(synchronize_session=False)
     )
 

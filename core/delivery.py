@@ -29,7 +29,7 @@ from core import actions, discreet, outbox
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.fallback import alert_event, block, escalated, fallback, identity_changed
-from core.messages import IDENTITY_CHANGED, Outbound
+from core.messages import IDENTITY_CHANGED, WITHDRAWN, Outbound
 from core.models import (
     Alert,
     AlertState,
@@ -87,7 +87,10 @@ async def record(
     )
     rows = (await session.execute(locked(stmt, session))).scalars().all()
     await unblock(session, {r.address_id for r in rows if by_id[r.id].outcome == "delivered"})
-    stale = await overtaken(session, [r for r in rows if by_id[r.id].outcome != "delivered"])
+    failed = [r for r in rows if by_id[r.id].outcome != "delivered"]
+    # Overtaken alarms, and messages to a defender who deleted their data meanwhile
+    # (core.defenders.withdraw_waiting marked them): withdrawn, not tried again.
+    stale = await overtaken(session, failed) | {r.id for r in failed if r.last_error == WITHDRAWN}
     # Retries last: one waiting past its patience pages a stand-in only if no other notice
     # of its step reaches the desk, and one that failed for good in this batch does not.
     for row in sorted(rows, key=lambda r: by_id[r.id].outcome == "retry"):
@@ -104,6 +107,9 @@ async def record(
             continue
         if attempt.outcome == "deferred":
             row.state, row.next_attempt_at = OutboxState.pending, now + seconds(attempt.wait)
+            continue
+        if attempt.outcome == "expired" and row.id in stale:
+            actions.withdraw(row)
             continue
         if attempt.outcome == "expired":  # payload kept: the desk may still replay it
             row.state, row.last_error = OutboxState.dead, attempt.error

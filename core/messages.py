@@ -147,6 +147,10 @@ class Delivered:
     message_id: str | None = None  # the channel's id of what was sent, for later deletion
 
 
+# ``last_error`` of an outbox row that must not go (its alert closed, its defender deleted).
+WITHDRAWN = "withdrawn"
+
+
 class DeliveryError(Exception):
     """A send failed; ``permanent`` says whether retrying can help. ``sent``: the channel's
     ids of the parts this try put in the chat before failing, in order (one per part, so

@@ -10,6 +10,7 @@ from sqlalchemy import update
 
 from core import alerts, checkins, defenders, notices
 from core.db import transaction
+from core.messages import DeliveryError
 from core.models import AlertKind, Defender, DefenderStatus
 from core.sweep import Sweep
 from tests.engine.conftest import T0, World, address, alert_of, build_world, outbox
@@ -159,4 +160,44 @@ async def test_nothing_waiting_reaches_the_phone_after_a_deletion(
     await d.drain(T0 + MIN)
     assert channel.calls == []
     (row,) = await outbox(world)
+    assert (row.state, row.text) == ("failed", "")  # withdrawn, its text shredded
+
+
+class DeletedWhileSending(StandIn):
+    """The defender deletes their data (or is forced to) while the reminder is on its way;
+    then the send times out."""
+
+    def __init__(self, world: World, deletion: str) -> None:
+        super().__init__("standin")
+        self.world, self.deletion = world, deletion
+
+    async def send(self, to, message):  # type: ignore[no-untyped-def]
+        if not self.calls:
+            async with transaction(self.world.sessions) as s:
+                defender = await self.world.defender(s)
+                if self.deletion == "real":
+                    await defenders.delete_data(s, defender=defender)
+                else:
+                    await defenders.hide(s, defender=defender)
+            self.calls.append((to.value, message.text))
+            raise DeliveryError("Timed out", permanent=False)
+        return await super().send(to, message)
+
+
+@pytest.mark.parametrize("deletion", ["real", "forced"])
+async def test_a_message_being_sent_at_a_deletion_is_not_tried_again(
+    sessions, vault, deletion: str
+) -> None:  # type: ignore[no-untyped-def]
+    """The reminder was being sent when the deletion withdrew what was waiting; its send
+    failed. Before, it went back in the queue and reached the phone on the retry."""
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    channel = DeletedWhileSending(world, deletion)
+    d = dispatcher(world, {"standin": channel})
+    async with transaction(sessions) as s:
+        await checkins.arm_timer(s, defender=await world.defender(s), due_at=T0, now=T0 - MIN)
+    await Sweep(sessions, vault, owner="s").run(T0)  # the reminder, queued
+    for minutes in (0, 1, 5, 30, 120):
+        await d.drain(T0 + minutes * MIN)
+    assert len(channel.calls) == 1 and channel.sent == []
+    (row,) = [m for m in await outbox(world) if m.person == "defender"]
     assert (row.state, row.text) == ("failed", "")  # withdrawn, its text shredded
