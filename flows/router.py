@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from core import alerts, contacts, live_locations
 from core.models import AlertKind, Defender, DefenderStatus, Priority
 from core.pins import Verdict
+from core.security import CODE_ALPHABET
 from core.text import fold, pin
 from core.throttle import Throttle
 from flows import checkin, contact, desk, help, onboarding, panic, registry, report, store, words
@@ -35,7 +36,10 @@ from flows.context import END, Context, Retry
 from flows.store import EXPIRED, IDLE
 
 # An invite or contact code, also as read out in two halves: "ABCD EFGH", "abcd-efgh".
-_CODE = re.compile(r"(?:/start\s+)?([a-z0-9]{4})\s*-?\s*([a-z0-9]{4})")
+# Only a code's own characters (core.security.CODE_ALPHABET: no i, l, o, 0 or 1), so that
+# "question" or "good luck" is not taken for one, nor counted as a wrong guess (CODE_TRIES).
+_HALF = f"([{CODE_ALPHABET.lower()}]{{4}})"
+_CODE = re.compile(rf"(?:/start\s+)?{_HALF}\s*-?\s*{_HALF}")
 CODE_TRIES, CODE_WINDOW_S = 10, 3600  # wrong codes a chat may type an hour
 T = TypeVar("T")
 _COMMAND = re.compile(r"[\s@]")  # "/sos@AmparoBot", "/sos they are here": the command alone
