@@ -344,7 +344,10 @@ class Telegram:
 
     async def _redeem(self, token: str, chat: bytes, *, spend: bool) -> str | None:
         """The button's choice (``callbacks.redeem``): first only looked at (its statement
-        rolled back), then spent once the flows have handled the press."""
+        rolled back), then spent once the flows have handled the press. The chat's alert
+        button needs no database: it is derived from the chat, never stored nor spent."""
+        if callbacks.is_alert(self.vault, token=token, chat_index=chat):
+            return callbacks.ALERT
         async with self.sessions() as session:
             choice = await callbacks.redeem(
                 session, self.vault, token=token, chat_index=chat, now=self.clock()

@@ -1,5 +1,10 @@
 """Issue and redeem opaque button tokens, bound on the server to chat, choice and expiry.
 
+The alert button is the exception: its token is derived from the chat (``alert_token``), the
+same on every menu sent there, stored nowhere and never expiring. Someone in danger who finds
+a menu weeks old must not be told "this button no longer works"; and the token can do nothing
+the chat cannot already do by typing /sos there, from that chat only.
+
 ``Issuer`` writes the tokens of concurrent sends in one transaction (group commit): a channel
 sending thirty keyboards at once pays for one write, not thirty, and every send still returns
 only once its own tokens are committed.
@@ -8,6 +13,8 @@ only once its own tokens are committed.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -21,31 +28,51 @@ from core.db import transaction
 from core.models import CallbackToken
 
 TTL = timedelta(hours=24)
-# An alert button (flows.words.ALERT_CHOICE) keeps working much longer: someone in danger who
-# finds an old menu must not be told "this button no longer works".
-LASTING = frozenset({"panic"})
-LASTING_TTL = timedelta(days=30)
-# Tokens issued before 2026-12-06 were indexed through the blind-index normalisation.
-LEGACY_UNTIL = datetime(2026, 12, 6, tzinfo=UTC) + LASTING_TTL
+ALERT = "panic"  # flows.words.ALERT_CHOICE: its button's token is ``alert_token``
+# Tokens issued before 2026-12-06 were indexed through the blind-index normalisation; the
+# longest lived 30 days (an alert button's, stored then: they still are honoured till expiry).
+LEGACY_UNTIL = datetime(2026, 12, 6, tzinfo=UTC) + timedelta(days=30)
 _KIND = "callback"
+_ALERT_KIND = "alert-button"
+_TOKEN_CHARS = 22  # as secrets.token_urlsafe(16): 132 bits, well within 64 bytes
 _TABLE: Table = CallbackToken.__table__  # type: ignore[assignment]
+
+
+def alert_token(vault: Vault, chat_index: bytes) -> str:
+    """The alert button's token in this chat: an HMAC of the chat's index under the index key
+    (which key rotation keeps, core.keys), so not to be worked out from the chat id, and
+    meaning nothing in any other chat. The same on every menu: stored nowhere, never
+    expiring."""
+    mac = vault.exact_index(_ALERT_KIND, chat_index.hex())
+    return base64.urlsafe_b64encode(mac).decode()[:_TOKEN_CHARS]
+
+
+def is_alert(vault: Vault, *, token: str, chat_index: bytes) -> bool:
+    """``token`` is this chat's alert button (a constant-time comparison)."""
+    given = token.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(given, alert_token(vault, chat_index).encode())
 
 
 def fresh(
     vault: Vault, *, chat_index: bytes, choices: list[str], now: datetime
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """One new token per choice, and the rows to store: only the tokens' HMACs."""
+    """One token per choice, and the rows to store: only the tokens' HMACs. The alert
+    button's is the chat's own (``alert_token``): no row."""
     keyboard = uuid.uuid4()
-    tokens = [secrets.token_urlsafe(16) for _ in choices]  # 22 characters: within 64 bytes
+    tokens = [
+        alert_token(vault, chat_index) if choice == ALERT else secrets.token_urlsafe(16)
+        for choice in choices
+    ]
     rows = [
         {
             "token_index": vault.exact_index(_KIND, token),
             "chat_index": chat_index,
             "keyboard": keyboard,
             "choice": choice,
-            "expires_at": now + (LASTING_TTL if choice in LASTING else TTL),
+            "expires_at": now + TTL,
         }
         for token, choice in zip(tokens, choices, strict=True)
+        if choice != ALERT
     ]
     return tokens, rows
 
@@ -55,7 +82,8 @@ async def issue(
 ) -> list[str]:
     """One fresh token per choice, stored in ``session``'s transaction."""
     tokens, rows = fresh(vault, chat_index=chat_index, choices=choices, now=now)
-    await session.execute(insert(_TABLE), rows)
+    if rows:
+        await session.execute(insert(_TABLE), rows)
     return tokens
 
 
@@ -70,6 +98,8 @@ class Issuer:
 
     async def issue(self, *, chat_index: bytes, choices: list[str], now: datetime) -> list[str]:
         tokens, rows = fresh(self.vault, chat_index=chat_index, choices=choices, now=now)
+        if not rows:  # the alert button alone: nothing to store
+            return tokens
         if self._next is None:
             self._next = ([], asyncio.get_running_loop().create_future())
         group, written = self._next
@@ -98,14 +128,18 @@ async def redeem(
 ) -> str | None:
     """The choice behind ``token`` if it was sent to this chat and is still valid; used once.
 
-    A foreign, expired, reused or garbage token gives None and changes nothing else. One
+    This chat's alert button is the alert, always, and nothing is looked up or spent. A
+    foreign, expired, reused or garbage token gives None and changes nothing else. One
     statement, a write first: no read that a concurrent writer could invalidate (SQLite).
     """
     if not token or len(token) > 64:
         return None
+    if is_alert(vault, token=token, chat_index=chat_index):
+        return ALERT
     # Exact: a token with its case changed is another token (R4). Buttons sent before
     # tokens were indexed exactly (normalised, like addresses) are still honoured until
-    # they expire (LEGACY_UNTIL; an alert button lasts LASTING_TTL), then this goes.
+    # they expire (LEGACY_UNTIL), then this goes. So are alert buttons stored before they
+    # were derived (their rows last 30 days): the same statement finds them.
     indexes = [vault.exact_index(_KIND, token)]
     if now < LEGACY_UNTIL:
         indexes.append(vault.blind_index(_KIND, token))

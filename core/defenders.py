@@ -247,7 +247,9 @@ async def withdraw_waiting(session: AsyncSession, defender: Defender) -> None:
 
 async def forget_buttons(session: AsyncSession, defender: Defender) -> None:
     """The buttons sent to the defender's chats: each row names its chat by the address's
-    blind index, and an alert button's lasts 30 days, long after the address is purged."""
+    blind index, and may outlast the address (24 hours; an alert button stored before they
+    were derived, 30 days). The alert button itself is derived from the chat, not stored: on
+    an old menu it still reaches the flows, which answer it as they answer /sos there."""
     chats = select(ChannelAddress.blind_index).where(ChannelAddress.defender_id == defender.id)
     await session.execute(delete(CallbackToken).where(CallbackToken.chat_index.in_(chats)))
 
@@ -257,12 +259,13 @@ async def hide(session: AsyncSession, *, defender: Defender) -> None:
     the phone must not tell (R8). The bot answers the defender's chats as it answers them
     after a real deletion (a stranger's; old buttons no longer work, their tokens go as in
     ``delete_data``), sends them nothing (core.recipients), deletes nothing there after the
-    fact (core.discreet), and an alert command or code phrase typed there still raises a
-    silent alert (flows.router). Check-ins keep running, so a
+    fact (core.discreet), and an alert command or code phrase typed there, or an old menu's
+    alert button pressed, still raises a silent alert (flows.router: the phone sees what a
+    real deletion's would, a stranger's answer). Check-ins keep running, so a
     missed one still escalates (never to the phone). A responder restores the defender
     (core.desk_defenders.restore) once they are safe.
     """
     await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
-    await forget_buttons(session, defender)  # an old button answers as after a real deletion
+    await forget_buttons(session, defender)  # old buttons answer as after a real deletion
     await withdraw_waiting(session, defender)  # as a real deletion does
     defender.status = DefenderStatus.hidden

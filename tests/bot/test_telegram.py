@@ -391,11 +391,11 @@ async def test_a_press_survives_a_failed_acknowledgement(
     assert [i.choice for i in inbox if i.choice] == ["yes"], "the press was lost"
 
 
-def test_the_lasting_button_is_the_flows_alert_choice() -> None:
-    from core.callbacks import LASTING
+def test_the_derived_button_is_the_flows_alert_choice() -> None:
+    from core.callbacks import ALERT
     from flows.words import ALERT_CHOICE
 
-    assert ALERT_CHOICE in LASTING
+    assert ALERT_CHOICE == ALERT
 
 
 async def test_a_button_token_with_its_case_changed_is_refused(
@@ -406,15 +406,21 @@ async def test_a_button_token_with_its_case_changed_is_refused(
 
     chat, now = vault.blind_index("telegram", str(CHAT)), datetime.now(UTC)
     async with transaction(sessions) as s:
-        (token,) = await callbacks.issue(s, vault, chat_index=chat, choices=["panic"], now=now)
-    for mutated in (token.swapcase(), f" {token} ", token.upper()):
-        if mutated != token:
-            async with transaction(sessions) as s:
-                found = await callbacks.redeem(s, vault, token=mutated, chat_index=chat, now=now)
-            assert found is None
-    async with transaction(sessions) as s:
-        found = await callbacks.redeem(s, vault, token=token, chat_index=chat, now=now)
-    assert found == "panic"
+        tokens = await callbacks.issue(
+            s, vault, chat_index=chat, choices=["yes", "panic"], now=now
+        )
+    for token in tokens:  # a stored one, and the alert button's (derived from the chat)
+        for mutated in (token.swapcase(), f" {token} ", token.upper(), token[:-1]):
+            if mutated != token:
+                async with transaction(sessions) as s:
+                    found = await callbacks.redeem(
+                        s, vault, token=mutated, chat_index=chat, now=now
+                    )
+                assert found is None
+    for token, choice in zip(tokens, ["yes", "panic"], strict=True):
+        async with transaction(sessions) as s:
+            found = await callbacks.redeem(s, vault, token=token, chat_index=chat, now=now)
+        assert found == choice
 
 
 async def test_a_button_sent_before_exact_tokens_still_works(
@@ -442,6 +448,61 @@ async def test_a_button_sent_before_exact_tokens_still_works(
     async with transaction(sessions) as s:
         found = await callbacks.redeem(s, vault, token="OldToken-123", chat_index=chat, now=now)
     assert found == "panic"
+
+
+async def test_the_alert_button_is_keyed_per_chat_stored_nowhere_and_never_expires(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    """Not to be worked out from the chat id without the index key; nothing in the table."""
+    from sqlalchemy import func, select
+
+    from core import callbacks
+    from core.crypto import Keyring
+    from core.models import CallbackToken
+
+    chat, now = vault.blind_index("telegram", str(CHAT)), datetime.now(UTC)
+    async with transaction(sessions) as s:
+        (token,) = await callbacks.issue(s, vault, chat_index=chat, choices=["panic"], now=now)
+        assert await s.scalar(select(func.count()).select_from(CallbackToken)) == 0
+    assert len(token) == 22 and len(token.encode()) <= 64
+    other = Vault(Keyring.generate())  # another deployment's key: another token
+    assert callbacks.alert_token(other, other.blind_index("telegram", str(CHAT))) != token
+    elsewhere = vault.blind_index("telegram", str(CHAT + 1))
+    for later in (now + timedelta(days=31), now + timedelta(days=3650)):
+        async with transaction(sessions) as s:
+            assert await callbacks.redeem(s, vault, token=token, chat_index=chat, now=later) == (
+                "panic"
+            )
+            assert (
+                await callbacks.redeem(s, vault, token=token, chat_index=elsewhere, now=later)
+                is None
+            )
+
+
+async def test_an_alert_button_stored_before_it_was_derived_works_until_it_expires(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    """Menus on defenders' screens at the upgrade: their alert button's row lasts 30 days."""
+    from sqlalchemy import insert
+
+    from core import callbacks
+    from core.models import CallbackToken
+
+    chat, sent = vault.blind_index("telegram", str(CHAT)), datetime(2026, 12, 6, tzinfo=UTC)
+    row = {
+        "token_index": vault.exact_index("callback", "StoredAlert-123"),  # how it was stored
+        "chat_index": chat,
+        "keyboard": uuid.uuid4(),
+        "choice": "panic",
+        "expires_at": sent + timedelta(days=30),
+    }
+    for days, choice in ((31, None), (29, "panic")):
+        async with transaction(sessions) as s:
+            await s.execute(insert(CallbackToken), [row])
+            found = await callbacks.redeem(
+                s, vault, token="StoredAlert-123", chat_index=chat, now=sent + timedelta(days=days)
+            )
+        assert found == choice
 
 
 async def test_an_update_is_kept_while_the_database_is_down(

@@ -103,12 +103,19 @@ async def hooked(
     await channel.close()
 
 
-async def keyboard(sessions: async_sessionmaker[AsyncSession], vault: Vault) -> list[str]:
-    """The tokens of a keyboard sent to CHAT: the alert button, and "No"."""
+async def keyboard(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, *choices: str
+) -> list[str]:
+    """The tokens of a keyboard sent to CHAT: by default "Yes" and "No" (stored, single use;
+    an alert button's is derived from the chat, nothing stored)."""
     chat = vault.blind_index("telegram", str(CHAT))
     async with transaction(sessions) as s:
         return await callbacks.issue(
-            s, vault, chat_index=chat, choices=["panic", "no"], now=datetime.now(UTC)
+            s,
+            vault,
+            chat_index=chat,
+            choices=list(choices or ("yes", "no")),
+            now=datetime.now(UTC),
         )
 
 
@@ -129,15 +136,34 @@ async def test_a_press_waits_out_a_database_outage(
     down: Down,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    panic, _no = await keyboard(sessions, vault)
+    yes, _no = await keyboard(sessions, vault)
     monkeypatch.setattr(polling, "sessions", down)
-    api.press(CHAT, panic)
+    api.press(CHAT, yes)
     await wait_for(lambda: down.opened > POISON_TRIES + 2)  # more tries than a poison gets
     assert inbox == []
     monkeypatch.setattr(polling, "sessions", sessions)  # back
     api.send_text(CHAT, "marker")
     await wait_for(lambda: any(i.text == "marker" for i in inbox))
-    assert [i.choice for i in inbox] == ["panic", None], "the press was lost"
+    assert [i.choice for i in inbox] == ["yes", None], "the press was lost"
+    assert refusals(api) == []
+
+
+async def test_an_alert_press_needs_no_database(
+    api: TelegramStandIn,
+    polling: Telegram,
+    inbox: list[Inbound],
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    down: Down,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The alert button's token is derived from the chat: nothing to look up or spend, so
+    the press reaches the flows at once, whatever the state of the database."""
+    panic, _no = await keyboard(sessions, vault, "panic", "no")
+    monkeypatch.setattr(polling, "sessions", down)
+    api.press(CHAT, panic)
+    await wait_for(lambda: inbox)
+    assert [i.choice for i in inbox] == ["panic"] and down.opened == 0
     assert refusals(api) == []
 
 
@@ -151,14 +177,14 @@ async def test_a_press_waits_out_a_database_outage_by_webhook(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     channel, client = hooked
-    panic, _no = await keyboard(sessions, vault)
-    update = api.press(CHAT, panic)
+    yes, _no = await keyboard(sessions, vault)
+    update = api.press(CHAT, yes)
     monkeypatch.setattr(channel, "sessions", down)
     answers = [await post(client, update) for _ in range(POISON_TRIES + 2)]
     assert answers == [503] * (POISON_TRIES + 2)  # Telegram keeps it and sends it again
     monkeypatch.setattr(channel, "sessions", sessions)
     assert await post(client, update) == 200
-    assert [i.choice for i in inbox] == ["panic"]
+    assert [i.choice for i in inbox] == ["yes"]
 
 
 async def test_a_press_the_flows_could_not_take_is_still_honoured(
@@ -183,15 +209,15 @@ async def test_a_press_the_flows_could_not_take_is_still_honoured(
             monkeypatch.setattr(channel, "sessions", down)  # the outage, just after
 
     task = asyncio.create_task(channel.run(flows))
-    panic, no = await keyboard(sessions, vault)
-    api.press(CHAT, panic)
+    yes, no = await keyboard(sessions, vault)
+    api.press(CHAT, yes)
     await wait_for(lambda: down.opened > POISON_TRIES + 2)
     monkeypatch.setattr(channel, "sessions", sessions)
     await wait_for(lambda: len(seen) == 3)
     api.press(CHAT, no)  # its sibling: spent with the press
     await wait_for(lambda: refusals(api))
     task.cancel()
-    assert [i.choice for i in seen] == ["panic"] * 3
+    assert [i.choice for i in seen] == ["yes"] * 3
     assert len({i.message_id for i in seen}) == 1  # the same update: the engine dedupes it
     assert len(refusals(api)) == 1
 
@@ -212,9 +238,9 @@ async def test_two_presses_of_one_keyboard_at_once_count_once(
         inbox.append(inbound)
 
     channel.inbox = slow
-    panic, no = await keyboard(sessions, vault)
+    yes, no = await keyboard(sessions, vault)
     answers = await asyncio.gather(
-        post(client, api.press(CHAT, panic)), post(client, api.press(CHAT, no))
+        post(client, api.press(CHAT, yes)), post(client, api.press(CHAT, no))
     )
     assert answers == [200, 200]
     assert len(inbox) == 1 and len(refusals(api)) == 1
