@@ -380,7 +380,10 @@ RESUME = "_resume"  # a report set aside while the defender checks in (``aside``
 def aside(flow: str, state: str, data: dict[str, Any]) -> dict[str, Any]:
     """The data to start a check-in with from ``flow``: a report being written is set aside
     in it (its sealed parts live in the conversation until it is filed) and taken up again
-    once the check-in is done (``resume``); any other conversation just ends."""
+    once the check-in is done (``resume``), also when "I'm safe" comes again during that
+    check-in; any other conversation just ends."""
+    if RESUME in data:
+        return {RESUME: data[RESUME]}
     if flow != report.NAME:
         return {}
     return {RESUME: {"flow": flow, "state": state, "data": data}}

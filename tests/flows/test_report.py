@@ -444,3 +444,22 @@ async def test_a_report_set_aside_for_a_check_in_keeps_its_old_files(desk: Desk)
     async with desk.sessions() as s:
         filed = list((await s.execute(select(Evidence))).scalars())
     assert len(filed) == 6, f"told '6 files received', {len(filed)} filed"
+
+
+async def test_im_safe_pressed_again_during_the_check_in_keeps_the_report(desk: Desk) -> None:
+    """ "I'm safe" pressed a second time while its PIN question is open (a double tap, or a
+    reminder answered then): the report set aside for the first is still set aside."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("raid"), Pick("yesterday"), "Barrio Santa Fe", Pick("police")):
+        await alice.say(said)
+    for said in (Pick("me_and_others"), "٤", CANARY):
+        await alice.say(said)
+    assert "Send your PIN" in await alice.text(Pick("safe"))
+    assert "Send your PIN" in await alice.text(Pick("safe"))
+    back = await alice.say(CANCEL_PIN)
+    assert [c.key for c in back[-1].choices] == ["done"]  # the account's question again
+    for more in (Pick("done"), Pick("done"), Pick("anonymous"), Pick("urgent"), Pick("send")):
+        await alice.say(more)
+    async with desk.sessions() as s:
+        filed = (await s.execute(select(Report))).scalar_one()
+    assert sealed_parts(desk, filed) == [{"place": "Barrio Santa Fe"}, {"text": CANARY}]
