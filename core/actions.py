@@ -22,6 +22,7 @@ from core.models import (
     DO_NOT_CONTACT,
     Alert,
     AlertEvent,
+    Consent,
     Defender,
     DefenderStatus,
     OutboxMessage,
@@ -196,14 +197,18 @@ async def alerted(session: AsyncSession, alert: Alert) -> Parties:
 async def forgotten_contacts(
     session: AsyncSession, alert: Alert, defender: Defender, alerted: set[uuid.UUID]
 ) -> list[Recipient]:
-    """Contacts this alert reached whose records went with the defender's deleted data: they
-    are still owed the all-clear, at the address the alert reached them at."""
+    """Contacts this alert reached who are no longer the defender's: removed by the defender
+    since, or their records gone with the defender's deleted data. They are still owed the
+    all-clear, at the address the alert reached them at (a removed one is no longer linked
+    to a chat). Not one who asked to stop (``Consent.revoked``): they hear nothing more."""
     if not alerted:
         return []
-    kept = select(TrustedContact.id).where(TrustedContact.id.in_(alerted))
-    gone = alerted - set((await session.execute(kept)).scalars())
+    listed = select(TrustedContact.id, TrustedContact.consent, TrustedContact.locale)
+    rows = (await session.execute(listed.where(TrustedContact.id.in_(alerted)))).all()
+    gone = alerted - {cid for cid, consent, _locale in rows if consent is not Consent.removed}
     if not gone:
         return []
+    locales = {cid: locale for cid, _consent, locale in rows if locale}
     stmt = select(
         OutboxMessage.idempotency_key, OutboxMessage.address_id, OutboxMessage.channel
     ).where(
@@ -215,9 +220,8 @@ async def forgotten_contacts(
     for k, address_id, channel in (await session.execute(stmt)).all():
         person = key_person(k)
         if person is not None and person[1] in gone and address_id is not None:
-            found[person[1]] = Recipient(
-                "contact", person[1], address_id, channel, defender.locale
-            )
+            locale = locales.get(person[1], defender.locale)
+            found[person[1]] = Recipient("contact", person[1], address_id, channel, locale)
     return list(found.values())
 
 

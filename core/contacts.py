@@ -132,7 +132,9 @@ async def remove_by_label(
     dry_run: bool = False,
     hidden: Collection[str] = (),
 ) -> list[str]:
-    """Revoke the defender's contacts whose name folds equal to ``label``; their ids as text.
+    """Remove the defender's contacts whose name folds equal to ``label``; their ids as text.
+    Like a contact who asked to stop, they are no longer linked to their chat nor told
+    anything, except the all-clear of an alert they were told of (``Consent.removed``).
     ``dry_run`` finds without revoking (what a duress PIN gets: the same answer, no change);
     ``hidden`` ones (removed under duress before) are not found again."""
     query = select(TrustedContact).where(
@@ -146,7 +148,7 @@ async def remove_by_label(
             continue
         removed.append(str(contact.id))
         if not dry_run:
-            contact.consent, contact.address_id, contact.invite_index = Consent.revoked, None, None
+            contact.consent, contact.address_id, contact.invite_index = Consent.removed, None, None
             contact.shred("label_enc")
     return removed
 

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import re
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from core import alerts, contacts, live_locations
@@ -73,10 +74,14 @@ async def handle(event: store.Event) -> None:
         if loaded.row is not None:
             event.session.expunge(loaded.row)
     else:
-        spec = registry.get(flow)
-        ttl = spec.ttl if spec is not None else None
         await store.save(
-            event, loaded, ctx.defender, flow=flow, state=state, data=ctx.data, ttl=ttl
+            event,
+            loaded,
+            ctx.defender,
+            flow=flow,
+            state=state,
+            data=ctx.data,
+            ttl=keep_for(flow, ctx.data),
         )
     if ctx.replies or ctx.delete_ids:
         await store.reply(
@@ -118,6 +123,16 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     if state == EXPIRED:
         ctx.say(ctx._("Our last conversation was closed after a long silence."))
         flow, state = IDLE, IDLE
+    late = lapsed(ctx, flow)
+    if late:  # the check-in's question is closed, not the report set aside for it
+        ctx.say(
+            ctx._(
+                "The check-in was closed after a long silence: without your PIN, you are not "
+                "checked in. Your report is kept: we go on where you left it."
+            ),
+            sensitive=True,
+        )
+        flow, state = resume(ctx, ask=False)
     inbound = ctx.inbound
     located = inbound.location
     if pin(inbound.text or "") is not None or (ctx.discreet and located and not located.live):
@@ -161,6 +176,12 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         return flow, state
     if onboarding and flow == IDLE:
         flow, state = "onboarding", "resume"
+    if late and (typed in words.CANCEL or pin(inbound.text or "") is not None):
+        # An answer to the closed check-in's question: a PIN gets what one answering no
+        # question gets (idle_pin); neither is taken into the report, nor cancels it.
+        await idle_pin(ctx)
+        ctx.ask_again()
+        return flow, state
     if flow == IDLE and choice is None:
         await idle_pin(ctx)
     if choice == words.SAFE_CHOICE or (typed and typed == ctx.settings.get("safe_phrase")):
@@ -363,18 +384,44 @@ RESUME = "_resume"  # a report set aside while the defender checks in (``aside``
 def aside(flow: str, state: str, data: dict[str, Any]) -> dict[str, Any]:
     """The data to start a check-in with from ``flow``: a report being written is set aside
     in it (its sealed parts live in the conversation until it is filed) and taken up again
-    once the check-in is done (``resume``); any other conversation just ends."""
+    once the check-in is done (``resume``), also when "I'm safe" comes again during that
+    check-in; any other conversation just ends."""
+    if RESUME in data:
+        return {RESUME: data[RESUME]}
     if flow != report.NAME:
         return {}
     return {RESUME: {"flow": flow, "state": state, "data": data}}
 
 
-def resume(ctx: Context) -> tuple[str, str]:
-    """Back to the report set aside: its last question asked again."""
+def resume(ctx: Context, *, ask: bool = True) -> tuple[str, str]:
+    """Back to the report set aside: its last question asked again (unless ``ask`` is False:
+    the message that came is then handled there, and asks what follows)."""
     kept = ctx.data[RESUME]
     ctx.data = kept["data"]
-    ctx.ask_again()
+    if ask:
+        ctx.ask_again()
     return kept["flow"], kept["state"]
+
+
+def keep_for(flow: str, data: dict[str, Any]) -> timedelta | None:
+    """How long an unanswered conversation is kept: its flow's TTL; with a report set aside,
+    the report's. The check-in's own question still closes after the check-in's TTL
+    (``lapsed``), and the report is then taken up again, not dropped with it."""
+    spec = registry.get(data[RESUME]["flow"] if RESUME in data else flow)
+    return spec.ttl if spec is not None else None
+
+
+def lapsed(ctx: Context, flow: str) -> bool:
+    """A report was set aside for a check-in whose question then went unanswered for its
+    TTL: what expiry is for any other conversation (``store.load``), counted the same way."""
+    spec = registry.get(flow)
+    return (
+        RESUME in ctx.data
+        and spec is not None
+        and spec.ttl is not None
+        and ctx.since is not None
+        and ctx.since + spec.ttl <= ctx.now
+    )
 
 
 async def _duress_pin(event: store.Event, loaded: store.Loaded, ctx: Context) -> bool:

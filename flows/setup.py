@@ -96,7 +96,8 @@ async def contact_label(ctx: Context) -> str:
     if len(label) > MAX_LABEL:
         raise Retry(ctx._("Please use a shorter name."))
     counts = await contacts.counts(ctx.session, defender_id=ctx.defender.id)
-    if sum(counts.values()) - counts[Consent.revoked] >= contacts.MAX_CONTACTS:
+    gone = counts[Consent.revoked] + counts[Consent.removed]
+    if sum(counts.values()) - gone >= contacts.MAX_CONTACTS:
         ctx.say(ctx._("You already have the most contacts we allow."))
         return _next(ctx, "routine")
     shadow = bool(ctx.data.get("shadow"))  # settings, under the duress PIN: never notified

@@ -75,7 +75,10 @@ class Consent(StrEnum):
     invited = "invited"
     confirmed = "confirmed"
     declined = "declined"
-    revoked = "revoked"
+    revoked = "revoked"  # the contact asked to stop: never told anything again
+    # The defender removed them: told nothing more but the all-clear of an alert that had
+    # reached them before (core.actions.closing), at the address it reached them at.
+    removed = "removed"
     # Added under duress (flows.settings): looks like an invited, then (with an address) a
     # confirmed contact to everyone, but is never selected as a recipient (core.recipients).
     shadow = "shadow"

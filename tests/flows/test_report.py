@@ -17,8 +17,18 @@ from core.messages import InboundAttachment
 from core.models import Alert, AlertKind, Evidence, Report
 from core.reports import EVIDENCE_KIND, PART_KIND
 from flows import report
+from flows.engine import housekeeping
 from tests.core.test_media import MISTYPED_EXIF, image_with_exif, jpeg_with_gps
-from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Event, Pick, onboard, run_dialog
+from tests.flows.conftest import (
+    CANCEL_PIN,
+    DURESS_PIN,
+    Chat,
+    Desk,
+    Event,
+    Pick,
+    onboard,
+    run_dialog,
+)
 
 CANARY = "CANARY soldiers at the river crossing"
 PHOTO = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 10
@@ -369,3 +379,87 @@ async def test_a_check_in_in_the_middle_of_a_report_keeps_the_report(
         {"text": CANARY},
         {"text": "and they took two laptops"},
     ]
+
+
+@pytest.mark.parametrize("late", ["more", "pin", "duress", "cancel"])
+async def test_a_check_in_left_unanswered_in_the_middle_of_a_report_keeps_the_report(
+    desk: Desk, late: str
+) -> None:
+    """The check-in's PIN question, a report set aside for it, unanswered for its 30 minutes
+    (housekeeping running meanwhile): the check-in closes unconfirmed, as any conversation
+    left that long, but the report is taken up again at its last question. What comes then
+    goes on with the report, except an answer to the closed question: a late PIN checks
+    nobody in (the duress PIN still raises its alert) and a late cancel discards nothing."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("raid"), Pick("yesterday"), "Barrio Santa Fe", Pick("police")):
+        await alice.say(said)
+    for said in (Pick("me_and_others"), "٤", CANARY):
+        await alice.say(said)
+    before = await alice.defender()
+    assert "Send your PIN" in await alice.text(Pick("safe"))
+    desk.clock.advance(minutes=31)
+    await housekeeping(desk.sessions, desk.clock.now)
+    typed = {"more": "and they took two laptops", "pin": CANCEL_PIN, "duress": DURESS_PIN}
+    back = await alice.say(typed.get(late, "cancel"))
+    said = " ".join(r.text for r in back)
+    assert "you are not checked in" in said and "noted that you are safe" not in said
+    assert [c.key for c in back[-1].choices] == ["done"]  # the account's question
+    after = await alice.defender()
+    assert before is not None and after is not None
+    assert after.last_checkin_at == before.last_checkin_at
+    if late != "more":
+        await alice.say("and they took two laptops")
+    for more in (Pick("done"), Pick("done"), Pick("anonymous"), Pick("urgent"), Pick("send")):
+        await alice.say(more)
+    async with desk.sessions() as s:
+        filed = (await s.execute(select(Report))).scalar_one()
+        duress = (await s.execute(select(Alert).where(Alert.kind == AlertKind.duress))).all()
+    assert sealed_parts(desk, filed) == [
+        {"place": "Barrio Santa Fe"},
+        {"text": CANARY},
+        {"text": "and they took two laptops"},
+    ]
+    assert len(duress) == (late == "duress")
+
+
+async def test_a_report_set_aside_for_a_check_in_keeps_its_old_files(desk: Desk) -> None:
+    """Housekeeping keeps the files of a report being written however old they are: a report
+    set aside for a check-in is still being written."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    for said in (Pick("me"), "text", Pick("done")):
+        await alice.say(said)
+    for n in range(6):  # a file every 5 h: the report's conversation never expires (6 h)
+        data = b"OggS" + bytes([n])
+        await alice.say(Event(attachments=(InboundAttachment("voice", "audio/ogg", 5, data),)))
+        desk.clock.advance(hours=5)
+    assert "Send your PIN" in await alice.text(Pick("safe"))
+    desk.clock.advance(minutes=10)
+    await housekeeping(desk.sessions, desk.clock.now)  # the first files are a day old
+    await alice.say(CANCEL_PIN)
+    for said in (Pick("done"), Pick("no"), Pick("record")):
+        await alice.say(said)
+    assert "receipt code" in await alice.text(Pick("send"))
+    async with desk.sessions() as s:
+        filed = list((await s.execute(select(Evidence))).scalars())
+    assert len(filed) == 6, f"told '6 files received', {len(filed)} filed"
+
+
+async def test_im_safe_pressed_again_during_the_check_in_keeps_the_report(desk: Desk) -> None:
+    """ "I'm safe" pressed a second time while its PIN question is open (a double tap, or a
+    reminder answered then): the report set aside for the first is still set aside."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("raid"), Pick("yesterday"), "Barrio Santa Fe", Pick("police")):
+        await alice.say(said)
+    for said in (Pick("me_and_others"), "٤", CANARY):
+        await alice.say(said)
+    assert "Send your PIN" in await alice.text(Pick("safe"))
+    assert "Send your PIN" in await alice.text(Pick("safe"))
+    back = await alice.say(CANCEL_PIN)
+    assert [c.key for c in back[-1].choices] == ["done"]  # the account's question again
+    for more in (Pick("done"), Pick("done"), Pick("anonymous"), Pick("urgent"), Pick("send")):
+        await alice.say(more)
+    async with desk.sessions() as s:
+        filed = (await s.execute(select(Report))).scalar_one()
+    assert sealed_parts(desk, filed) == [{"place": "Barrio Santa Fe"}, {"text": CANARY}]

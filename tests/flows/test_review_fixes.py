@@ -233,7 +233,7 @@ async def test_a_contact_removed_under_duress_looks_removed_and_is_still_alerted
         states = sorted(
             str(c.consent) for c in (await s.execute(select(TrustedContact))).scalars()
         )
-    assert states.count("revoked") == 1  # only the real removal; the forced one still counts
+    assert states.count("removed") == 1  # only the real removal; the forced one still counts
 
 
 async def test_a_pin_forced_out_under_duress_then_used_looks_real_and_alerts(desk: Desk) -> None:

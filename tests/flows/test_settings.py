@@ -105,7 +105,7 @@ async def test_it_removes_a_contact_by_name_without_listing_them(desk: Desk) -> 
     assert "Removed." in await alice.text("grandma")
     async with desk.sessions() as s:
         contact = (await s.execute(select(TrustedContact))).scalar_one()
-    assert contact.consent.value == "revoked" and contact.label_enc is None
+    assert contact.consent.value == "removed" and contact.label_enc is None
 
 
 async def test_it_deletes_my_data_with_the_pin(desk: Desk) -> None:
