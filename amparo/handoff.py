@@ -49,7 +49,14 @@ class Spreader:
             loop.add_reader(end.fileno(), self._closed, i)
         try:
             while True:
-                conn, _peer = await loop.sock_accept(self.listener)
+                try:
+                    conn, _peer = await loop.sock_accept(self.listener)
+                except (ConnectionError, InterruptedError):
+                    continue  # that client left before it was accepted
+                except OSError as exc:  # out of descriptors, say: wait, and accept again
+                    log.warning("accepting a connection failed", extra={"error": exc.strerror})
+                    await asyncio.sleep(0.1)
+                    continue
                 with conn:
                     self._hand(conn)
         finally:

@@ -131,7 +131,8 @@ async def _supervise(settings: Settings, host: str | None, port: int | None, n: 
     stopping = asyncio.ensure_future(stop.wait())
     spreading = asyncio.ensure_future(handoff.Spreader(listener, [e[0] for e in ends]).run())
     try:
-        await asyncio.wait([ended, stopping], return_when=asyncio.FIRST_COMPLETED)
+        # The spreader never ends by itself: if it does, nothing is served, so all stop.
+        await asyncio.wait([ended, stopping, spreading], return_when=asyncio.FIRST_COMPLETED)
     finally:
         spreading.cancel()
         stopping.cancel()
@@ -145,9 +146,24 @@ async def _supervise(settings: Settings, host: str | None, port: int | None, n: 
         await ended
         for ours, _theirs in ends:
             ours.close()
+        failed = await _outcome(spreading)
+    if failed is not None:
+        log.error("accepting connections failed: stopping", extra={"error": failed})
+        raise SystemExit(1)
     if not stop.is_set():
         log.error("an API worker ended: stopping", extra={"workers": n})
         raise SystemExit(1)
+
+
+async def _outcome(task: asyncio.Future[None]) -> str | None:
+    """The name of the error ``task`` ended with; None if it was cancelled."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        return None
+    except Exception as exc:  # reported, and the command ends
+        return type(exc).__name__
+    return "ended"
 
 
 def listen(host: str, port: int) -> socket.socket:
