@@ -315,11 +315,21 @@ def origin(actor: str) -> str:
 
 
 async def told_group(session: AsyncSession, alert: Alert, parties: Parties) -> Recipient | None:
-    """The responder group, if a post about this alert went to it (an alert raised before
-    the group was linked is not news there)."""
+    """The responder group, if a post about this alert went to it: an alert raised before
+    the group was linked is not news there, nor one shown to the group linked before (the
+    desk moved to another chat, perhaps because that one was no longer safe: it is told
+    nothing more either)."""
     if alert.org_id not in parties["group"]:
         return None
-    return await recipients.desk_group(session, alert.org_id)
+    group = await recipients.desk_group(session, alert.org_id)
+    if group is None:
+        return None
+    posted = select(OutboxMessage.id).where(
+        OutboxMessage.alert_id == alert.id,
+        OutboxMessage.recipient == "group",
+        OutboxMessage.address_id == group.address_id,
+    )
+    return group if (await session.execute(posted.limit(1))).first() is not None else None
 
 
 async def acknowledged(

@@ -253,3 +253,33 @@ def test_a_group_post_gives_back_the_desk_notice_it_was_made_from(channel: str) 
         ):
             post = notices.desk_group(locale, channel, alert_id=alert_id, priority=0, base=base)
             assert notices.group_base(post, channel) == base
+
+
+@pytest.mark.parametrize("close", ["resolve", "acknowledge"])
+async def test_a_group_linked_after_the_alert_was_posted_hears_nothing_of_it(
+    world: World, close: str
+) -> None:
+    """The desk moved its group to another chat (the old one compromised, say) while an
+    alert was open: the new group never saw that alert, and was told it was closed or taken
+    (with the defender's handle); the old one, no longer the desk's, must not be told either."""
+    await link_group(world)
+    alert = await panic(world)
+    async with transaction(world.sessions) as s:
+        code, _ = await desk_chat.group_code(
+            s, world.vault, org_id=world.org_id, created_by=None, actor="test", now=T0
+        )
+        await desk_chat.link_group(
+            s, world.vault, code=code, channel="telegram", group="-100888", now=T0 + MIN
+        )
+    if close == "resolve":
+        await resolve(world, alert, "safe", f"responder:{uuid.uuid4()}")
+    else:
+        await acknowledge(world, alert, "api")
+    assert len(await group_posts(world)) == 1  # the first group's post, nothing since
+    async with transaction(world.sessions) as s:  # a new alert does reach the new group
+        first = await s.get(Alert, alert.id)
+        assert first is not None
+        await alerts.resolve(s, world.vault, alert=first, outcome="safe", actor="t", now=T0)
+        defender = await world.defender(s)
+        await alerts.raise_alert(s, world.vault, defender=defender, kind=AlertKind.panic, now=T0)
+    assert len(await group_posts(world)) == 2
