@@ -79,6 +79,9 @@ class Spreader:
         with contextlib.suppress(BlockingIOError):
             while reports := self.ends[i].recv(64):
                 self.held[i] = max(0, self.held[i] - reports.count(_CLOSED))
+            # The worker is gone (its end reads as closed): stop watching it, or this would
+            # be called again at once, forever. The supervisor stops the others (amparo.serve).
+            asyncio.get_running_loop().remove_reader(self.ends[i].fileno())
 
 
 class HandedServer(uvicorn.Server):

@@ -95,3 +95,28 @@ async def test_a_failed_accept_is_waited_out(monkeypatch: pytest.MonkeyPatch) ->
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         close(listener, pairs)
+
+
+async def test_a_worker_gone_is_no_longer_watched() -> None:
+    """Its end reads as closed from then on: the supervisor must not spin on it."""
+    listener, pairs = listen("127.0.0.1", 0), handoff.pairs(2)
+    spreader = handoff.Spreader(listener, [ours for ours, _ in pairs])
+    calls = 0
+    real = spreader._closed
+
+    def counted(i: int) -> None:
+        nonlocal calls
+        calls += 1
+        real(i)
+
+    spreader._closed = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(spreader.run())
+    try:
+        await asyncio.sleep(0.05)
+        pairs[0][1].close()
+        await asyncio.sleep(0.2)
+        assert calls == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        close(listener, pairs)
