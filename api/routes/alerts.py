@@ -114,15 +114,21 @@ async def get_alert(
     return await _detail(session, alert)
 
 
+def _open(alert: Alert) -> None:
+    """ApiError 409 for a resolved alert."""
+    if alert.state is AlertState.resolved:
+        raise ApiError(409, NOT_OPEN)
+
+
 async def acknowledge_alert(
     session: AsyncSession, vault: VaultDep, principal: Principal, alert: Alert, now: datetime
 ) -> AlertOut:
-    if alert.state is AlertState.resolved:
-        raise ApiError(409, NOT_OPEN)
+    _open(alert)
     via = "api" if principal.responder_id is None else "desk"
     if not await alerts.acknowledge(
         session, vault, alert=alert, responder_id=principal.responder_id, now=now, via=via
     ):  # already acknowledged (a retry, a colleague first): answered as done, not audited
+        _open(alert)  # read again under the engine's lock: resolved meanwhile, not open
         return out(alert, await desk_alerts.handle_of(session, alert.defender_id))
     await audit.record(
         session,
@@ -144,11 +150,11 @@ async def resolve_alert(
     outcome: str,
     now: datetime,
 ) -> AlertOut:
-    if alert.state is AlertState.resolved:
-        raise ApiError(409, NOT_OPEN)
-    await alerts.resolve(
+    _open(alert)
+    if not await alerts.resolve(
         session, vault, alert=alert, outcome=outcome, actor=principal.actor, now=now
-    )
+    ):  # resolved meanwhile (a colleague, the external desk first): not this one's resolve
+        raise ApiError(409, NOT_OPEN)
     await audit.record(
         session,
         vault,
