@@ -370,12 +370,16 @@ async def cancel_alert(
     await resolve(session, vault, alert=alert, outcome="false_alarm", actor="defender", now=now)
 
 
-async def keep_open(session: AsyncSession, *, alert: Alert, actor: str, now: datetime) -> None:
+async def keep_open(session: AsyncSession, *, alert: Alert, actor: str, now: datetime) -> bool:
     """The desk wants proof of life: a later check-in will not close this alert. ``actor``:
-    "responder:<id>", or "token:<id>" for an external desk system (as in the audit log)."""
+    "responder:<id>", or "token:<id>" for an external desk system (as in the audit log).
+    False when it was resolved meanwhile (a check-in, a colleague first): nothing done."""
     alert = await lock(session, alert)
+    if alert.state is AlertState.resolved:
+        return False
     alert.keep_open = True
     session.add(actions.event(alert, "kept_open", now, actor=actor))
+    return True
 
 
 async def by_dedup_key(session: AsyncSession, *, org_id: uuid.UUID, key: str) -> Alert | None:

@@ -253,9 +253,9 @@ async def keep_open(
 ) -> AlertOut:
     """Keep the alert open after a check-in, until proof of life is verified."""
     alert = await _alert(session, principal, alert_id)
-    if alert.state is AlertState.resolved:
-        raise ApiError(409, NOT_OPEN)
-    await alerts.keep_open(session, alert=alert, actor=principal.actor, now=now)
+    _open(alert)
+    if not await alerts.keep_open(session, alert=alert, actor=principal.actor, now=now):
+        raise ApiError(409, NOT_OPEN)  # resolved meanwhile (a check-in, a colleague first)
     await audit.record(
         session,
         vault,

@@ -98,3 +98,30 @@ async def test_an_acknowledge_after_a_resolve_at_once_is_refused(desk: Desk) -> 
 
 def dialect_name(desk: Desk) -> str:
     return str(desk.sessions.kw["bind"].dialect.name)
+
+
+async def test_keep_open_after_a_resolve_at_once_is_refused(desk: Desk) -> None:
+    """Keep open (proof of life wanted) and resolve at once: one that came second says the
+    alert is not open (409); a resolved alert never gets "kept open" in its timeline or the
+    audit trail, nor the flag a later reopening would inherit."""
+    assert desk.a.alert is not None
+    alert_id = desk.a.alert.id
+    me, other = await desk.client(desk.a, "responder"), await desk.client(desk.a, "admin")
+    answers = await race(
+        desk,
+        [
+            lambda: me.post(f"/api/v1/alerts/{alert_id}/resolve", json={"outcome": "safe"}),
+            lambda: other.post(f"/api/v1/alerts/{alert_id}/keep-open"),
+        ],
+    )
+    resolved, kept = answers
+    assert resolved.status_code == 200, resolved.text
+    async with desk.sessions() as s:
+        alert = await s.get(Alert, alert_id)
+        assert alert is not None and alert.state is AlertState.resolved
+        flagged = alert.keep_open
+    if await logged(desk, "alert.keep_open"):  # it went first (SQLite may take either)
+        assert kept.status_code == 200 and dialect_name(desk) == "sqlite"
+    else:
+        assert kept.status_code == 409, kept.text
+        assert not flagged
