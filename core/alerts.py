@@ -323,14 +323,15 @@ async def resolve(
     actor: str,
     now: datetime,
     via: str | None = None,
-) -> None:
+) -> bool:
     """Close the alert; everyone who was alerted hears that it is over (the responder group
-    too, unless it closed the alert itself: ``via="chat"``)."""
+    too, unless it closed the alert itself: ``via="chat"``). False when it was resolved
+    meanwhile (a colleague, the external desk first): nothing done."""
     if not 0 < len(outcome) <= 24:
         raise ValueError("an outcome is 1 to 24 characters")
     alert = await lock(session, alert)
     if alert.state is AlertState.resolved:
-        return
+        return False
     alert.state, alert.outcome, alert.resolved_at = AlertState.resolved, outcome, now
     alert.open_key, alert.next_step_at = None, None
     alert.location_sealed = None  # a location is kept only while the alert is open (R25)
@@ -354,6 +355,7 @@ async def resolve(
         await live_locations.alert_closed(
             session, vault, alert_id=alert.id, defender_id=alert.defender_id, now=now
         )
+    return True
 
 
 async def cancel_alert(
@@ -368,12 +370,16 @@ async def cancel_alert(
     await resolve(session, vault, alert=alert, outcome="false_alarm", actor="defender", now=now)
 
 
-async def keep_open(session: AsyncSession, *, alert: Alert, actor: str, now: datetime) -> None:
+async def keep_open(session: AsyncSession, *, alert: Alert, actor: str, now: datetime) -> bool:
     """The desk wants proof of life: a later check-in will not close this alert. ``actor``:
-    "responder:<id>", or "token:<id>" for an external desk system (as in the audit log)."""
+    "responder:<id>", or "token:<id>" for an external desk system (as in the audit log).
+    False when it was resolved meanwhile (a check-in, a colleague first): nothing done."""
     alert = await lock(session, alert)
+    if alert.state is AlertState.resolved:
+        return False
     alert.keep_open = True
     session.add(actions.event(alert, "kept_open", now, actor=actor))
+    return True
 
 
 async def by_dedup_key(session: AsyncSession, *, org_id: uuid.UUID, key: str) -> Alert | None:

@@ -297,9 +297,10 @@ async def act(
             return  # a colleague was first: nothing done, nothing audited
         action, detail = "alert.acknowledge", None
     else:
-        await alerts.resolve(
+        if not await alerts.resolve(
             session, vault, alert=alert, outcome="safe", actor=actor, now=now, via="chat"
-        )
+        ):
+            return  # resolved meanwhile: nothing done, nothing audited
         action, detail = "alert.resolve", {"outcome": "safe"}
     await audit.record(
         session,

@@ -117,6 +117,17 @@ async def get_defender(
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def _locked(session: AsyncSession, defender: Defender) -> Defender:
+    """The defender read again under its lock, before its check-ins (core.checkins' order).
+    A status read before is stale: a "delete my data" (real, or forced with the duress PIN)
+    committed meanwhile was overwritten, "paused" over "hidden", and the bot knew the
+    defender again on the phone."""
+    await write_lock(session)
+    stmt = select(Defender).where(Defender.id == defender.id)
+    stmt = stmt.execution_options(populate_existing=True)
+    return (await session.execute(locked(stmt, session, key_share=True))).scalar_one()
+
+
 async def set_paused(
     session: AsyncSession,
     vault: Vault,
@@ -131,6 +142,7 @@ async def set_paused(
     Resuming re-arms the paused check-ins; a deadline that passed during the pause is due at
     once, so the defender is asked to check in rather than silently skipped.
     """
+    defender = await _locked(session, defender)
     if defender.status is not (DefenderStatus.active if paused else DefenderStatus.paused):
         return False
     defender.status = DefenderStatus.paused if paused else DefenderStatus.active
@@ -164,6 +176,7 @@ async def restore(
 ) -> bool:
     """Undo a deletion forced with the duress PIN (core.defenders.hide): the bot knows the
     defender again, menu and reminders included. False if the defender is not hidden."""
+    defender = await _locked(session, defender)
     if defender.status is not DefenderStatus.hidden:
         return False
     paused = select(CheckIn.id).where(

@@ -114,15 +114,21 @@ async def get_alert(
     return await _detail(session, alert)
 
 
+def _open(alert: Alert) -> None:
+    """ApiError 409 for a resolved alert."""
+    if alert.state is AlertState.resolved:
+        raise ApiError(409, NOT_OPEN)
+
+
 async def acknowledge_alert(
     session: AsyncSession, vault: VaultDep, principal: Principal, alert: Alert, now: datetime
 ) -> AlertOut:
-    if alert.state is AlertState.resolved:
-        raise ApiError(409, NOT_OPEN)
+    _open(alert)
     via = "api" if principal.responder_id is None else "desk"
     if not await alerts.acknowledge(
         session, vault, alert=alert, responder_id=principal.responder_id, now=now, via=via
     ):  # already acknowledged (a retry, a colleague first): answered as done, not audited
+        _open(alert)  # read again under the engine's lock: resolved meanwhile, not open
         return out(alert, await desk_alerts.handle_of(session, alert.defender_id))
     await audit.record(
         session,
@@ -144,11 +150,11 @@ async def resolve_alert(
     outcome: str,
     now: datetime,
 ) -> AlertOut:
-    if alert.state is AlertState.resolved:
-        raise ApiError(409, NOT_OPEN)
-    await alerts.resolve(
+    _open(alert)
+    if not await alerts.resolve(
         session, vault, alert=alert, outcome=outcome, actor=principal.actor, now=now
-    )
+    ):  # resolved meanwhile (a colleague, the external desk first): not this one's resolve
+        raise ApiError(409, NOT_OPEN)
     await audit.record(
         session,
         vault,
@@ -247,9 +253,9 @@ async def keep_open(
 ) -> AlertOut:
     """Keep the alert open after a check-in, until proof of life is verified."""
     alert = await _alert(session, principal, alert_id)
-    if alert.state is AlertState.resolved:
-        raise ApiError(409, NOT_OPEN)
-    await alerts.keep_open(session, alert=alert, actor=principal.actor, now=now)
+    _open(alert)
+    if not await alerts.keep_open(session, alert=alert, actor=principal.actor, now=now):
+        raise ApiError(409, NOT_OPEN)  # resolved meanwhile (a check-in, a colleague first)
     await audit.record(
         session,
         vault,

@@ -14,6 +14,7 @@ from api import errors
 from api.deps import AdminDep, AlertsRead, NowDep, PrincipalDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
 from core import audit, auth, desk_chat, recipients
+from core.claims import locked, write_lock
 from core.models import Responder, Role
 
 router = APIRouter(tags=["responders"])
@@ -82,13 +83,16 @@ async def update_responder(
     now: NowDep,
 ) -> ResponderOut:
     """Change a responder's role, disable or enable them, or set them on duty."""
-    r = await session.get(Responder, responder_id)
+    admins = await _admins(session, principal.org_id)  # locked first: changes take turns
+    if principal.responder_id not in admins:  # demoted or disabled while this request waited
+        raise ApiError(403, errors.FORBIDDEN)
+    r = await session.get(Responder, responder_id, populate_existing=True)
     if r is None or r.org_id != principal.org_id:
         raise ApiError(404, errors.NOT_FOUND)
     demoting = (
         body.role not in (None, Role.admin) or body.active is False
     ) and r.role is Role.admin
-    if demoting and await _admins(session, principal.org_id) <= 1 and r.active:
+    if demoting and len(admins) <= 1 and r.active:
         raise ApiError(409, LAST_ADMIN)
     changes = body.model_dump(exclude_none=True)
     for action, field in (("responder.role", "role"), ("responder.active", "active")):
@@ -116,13 +120,17 @@ async def update_responder(
     return out(r)
 
 
-async def _admins(session: SessionDep, org_id: uuid.UUID) -> int:
-    rows = await session.execute(
-        select(Responder.id).where(
-            Responder.org_id == org_id, Responder.role == Role.admin, Responder.active.is_(True)
-        )
+async def _admins(session: SessionDep, org_id: uuid.UUID) -> set[uuid.UUID]:
+    """The organisation's active admins, their rows locked until the transaction ends (SQLite:
+    the writer's lock). Two admins demoting or disabling each other at once each counted two
+    and passed, leaving none; and an admin disabled meanwhile still changed others' rights.
+    Now the second change reads the admins after the first is committed."""
+    await write_lock(session)
+    stmt = select(Responder.id).where(
+        Responder.org_id == org_id, Responder.role == Role.admin, Responder.active.is_(True)
     )
-    return len(rows.all())
+    query = locked(stmt.order_by(Responder.id), session, key_share=True)
+    return set((await session.execute(query)).scalars())
 
 
 async def _duty(
