@@ -131,7 +131,7 @@ class _Receiver(DataMessageHandler):
         self.channel = channel
 
     async def handle_data_message(self, ctx: DataMessageContext) -> None:
-        await self.channel.receive(ctx)
+        self.channel.take(ctx)
 
 
 class Signal:
@@ -159,7 +159,7 @@ class Signal:
         self._proxy = Proxies()
         self._locks: dict[str, asyncio.Lock] = {}
         self._untimed: set[str] = set()  # chats whose last message carried no timer
-        self._handing: set[asyncio.Task[None]] = set()  # changed keys on their way to the flows
+        self._handing: set[asyncio.Task[None]] = set()  # messages on their way to the flows
         self._undeleted: dict[str, None] = {}  # attachment ids whose delete failed, in order
         # Since when the receive websocket is not open (None: it is); down until first opened.
         self._down_since: float | None = time.monotonic()
@@ -265,6 +265,23 @@ class Signal:
         # wait_until_ready returns. A private attribute: tests/bot/test_signal.py guards it.
         return not bot._pipeline._produce_tasks
 
+    def take(self, ctx: DataMessageContext) -> None:
+        """A message, handled in a task of its own, not in signalbot's handler: ``run``
+        stops a bot whose receiver failed, cancelling the handlers it runs and dropping those
+        it has queued, and signal-cli has let go of the message already. Tasks start in the
+        order they are made: each takes its sender's lock before its first await."""
+        task = asyncio.create_task(self._receive(ctx))
+        self._handing.add(task)
+        task.add_done_callback(self._handing.discard)
+
+    async def _receive(self, ctx: DataMessageContext) -> None:
+        try:
+            await self.receive(ctx)
+        except NotHandled:
+            log.error("signal message not handled")
+        except Exception as exc:  # logged by class only: its message may quote the frame
+            log.error("signal message failed", extra={"error": type(exc).__name__})
+
     async def receive(self, ctx: DataMessageContext) -> None:
         message = ctx.message
         source = message.source_uuid or message.source_number
@@ -279,8 +296,8 @@ class Signal:
             self._untimed.discard(source)
         else:
             self._untimed.add(source)
-        # Taken before any await: one sender's messages reach the flows in order even though
-        # signalbot runs three handlers at once.
+        # Taken before any await: one sender's messages reach the flows in the order their
+        # tasks were made (``take``).
         lock = self._locks.setdefault(source, asyncio.Lock())
         async with lock:
             metas = message.attachments or []
