@@ -292,10 +292,7 @@ class Signal:
             await self._discard([a.local_filename for a in message.attachments or []])
             await self._from_group(message, source)
             return
-        if message.expires_in_seconds:
-            self._untimed.discard(source)
-        else:
-            self._untimed.add(source)
+        self._timed(source, message.expires_in_seconds)
         # Taken before any await: one sender's messages reach the flows in the order their
         # tasks were made (``take``).
         lock = self._locks.setdefault(source, asyncio.Lock())
@@ -306,6 +303,14 @@ class Signal:
             assert self.inbox is not None
             # signal-cli has let go of it: retried here while the database is down (R27)
             await handed(self.inbox, self._inbound(message, source, tuple(attachments)))
+
+    def _timed(self, source: str, expires_in_s: Any) -> None:
+        """Whether the chat's incoming messages carry a disappearing timer (else: the
+        default is set before our next message to it)."""
+        if expires_in_s:
+            self._untimed.discard(source)
+        else:
+            self._untimed.add(source)
 
     def _inbound(
         self, message: Any, source: str, attachments: tuple[InboundAttachment, ...]
@@ -382,6 +387,7 @@ class Signal:
             return
         if not isinstance(data, dict) or data.get("groupInfo") is not None:
             return
+        self._timed(source, data.get("expiresInSeconds"))
         text = data.get("message") if isinstance(data.get("message"), str) else None
         metas = data.get("attachments")
         metas = metas if isinstance(metas, list) else []

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from bot.signal import Signal
-from core.messages import Inbound
+from core.messages import Address, Inbound, Outbound
 from tests.bot.test_signal import (  # noqa: F401
     ALICE,
     defenders,
@@ -304,3 +304,20 @@ async def test_a_frame_signalbot_refuses_keeps_its_text_and_loses_its_files(
     out, err = capfd.readouterr()
     for secret in ("4411", "badge", "Calle", ALICE):
         assert secret not in out + err
+
+
+async def test_a_refused_frame_without_a_timer_gets_the_default_before_our_answer(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """Like a parsed message, one whose frame signalbot refuses says whether the chat has a
+    disappearing timer: without one, our answer to it is not left on the phone for good
+    (R12); the default is set first."""
+    meta = {"id": "evid2", "contentType": "image/jpeg", "filename": None, "size": 8}
+    frame = service.envelope(ALICE, {"message": "SOS", "attachments": [meta]})
+    assert frame["envelope"]["dataMessage"]["expiresInSeconds"] == 0
+    await service.push(frame)
+    await wait_for(lambda: inbox, 5)
+    await signal.send(Address("signal", ALICE), Outbound("Alert raised."))
+    timers = [b for _, p, b in service.requests if p.startswith("/v1/contacts/")]
+    assert timers == [{"recipient": ALICE, "expiration_in_seconds": 86400}]
+    assert [m["message"] for m in service.sent] == ["Alert raised."]
