@@ -289,8 +289,7 @@ class Signal:
             await self._discard([a.local_filename for a in message.attachments or []])
             return  # our own devices' sync messages are not defenders talking
         if message.is_group():  # only the desk's responder group commands (flows.desk)
-            await self._discard([a.local_filename for a in message.attachments or []])
-            await self._from_group(message, source)
+            await self._from_group(message, source)  # its files are deleted (signal_frames)
             return
         self._timed(source, message.expires_in_seconds)
         # Taken before any await: one sender's messages reach the flows in the order their
