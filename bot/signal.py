@@ -292,6 +292,8 @@ class Signal:
             await self._from_group(message, source)  # its files are deleted (signal_frames)
             return
         self._timed(source, message.expires_in_seconds)
+        if not (message.text or message.attachments or message.sticker):
+            return  # nobody typed it: a timer changed on the phone, a profile key, a session
         # Taken before any await: one sender's messages reach the flows in the order their
         # tasks were made (``take``).
         lock = self._locks.setdefault(source, asyncio.Lock())

@@ -90,6 +90,27 @@ async def test_it_turns_envelopes_into_inbound_events(
     assert location is not None and (location.latitude, location.longitude) == (52.52, 13.405)
 
 
+async def test_a_message_that_says_nothing_is_not_answered(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """The phone sends data messages nobody typed: the chat's disappearing timer changed on
+    it, its profile key after a message request was accepted, a reset session. They reach
+    no flow (which would answer "Sorry, I didn't understand that" and the menu, or ask again
+    for a PIN); the timer still counts."""
+    timer = {"isExpirationUpdate": True, "expiresInSeconds": 0}
+    await service.push(service.envelope(ALICE, timer))
+    await service.push(service.envelope(ALICE, {"isProfileKeyUpdate": True}))
+    await service.push(service.envelope(ALICE, {"isEndSession": True}))
+    await service.send_text(ALICE, "marker", expiresInSeconds=3600)
+    await wait_for(lambda: inbox)
+    await asyncio.sleep(0.2)
+    assert [i.text for i in inbox] == ["marker"]
+    await service.push(service.envelope(ALICE, timer))  # switched off on the phone
+    await asyncio.sleep(0.2)
+    await signal.send(Address("signal", ALICE), Outbound("noted"))
+    assert service.timers[ALICE] == 86400 and len(inbox) == 1
+
+
 async def test_it_sends_numbered_choices_with_disappearing_messages(
     service: SignalStandIn, signal: Signal, inbox: list[Inbound]
 ) -> None:
