@@ -131,7 +131,7 @@ class _Receiver(DataMessageHandler):
         self.channel = channel
 
     async def handle_data_message(self, ctx: DataMessageContext) -> None:
-        await self.channel.receive(ctx)
+        self.channel.take(ctx)
 
 
 class Signal:
@@ -159,7 +159,7 @@ class Signal:
         self._proxy = Proxies()
         self._locks: dict[str, asyncio.Lock] = {}
         self._untimed: set[str] = set()  # chats whose last message carried no timer
-        self._handing: set[asyncio.Task[None]] = set()  # changed keys on their way to the flows
+        self._handing: set[asyncio.Task[None]] = set()  # messages on their way to the flows
         self._undeleted: dict[str, None] = {}  # attachment ids whose delete failed, in order
         # Since when the receive websocket is not open (None: it is); down until first opened.
         self._down_since: float | None = time.monotonic()
@@ -265,6 +265,23 @@ class Signal:
         # wait_until_ready returns. A private attribute: tests/bot/test_signal.py guards it.
         return not bot._pipeline._produce_tasks
 
+    def take(self, ctx: DataMessageContext) -> None:
+        """A message, handled in a task of its own, not in signalbot's handler: ``run``
+        stops a bot whose receiver failed, cancelling the handlers it runs and dropping those
+        it has queued, and signal-cli has let go of the message already. Tasks start in the
+        order they are made: each takes its sender's lock before its first await."""
+        task = asyncio.create_task(self._receive(ctx))
+        self._handing.add(task)
+        task.add_done_callback(self._handing.discard)
+
+    async def _receive(self, ctx: DataMessageContext) -> None:
+        try:
+            await self.receive(ctx)
+        except NotHandled:
+            log.error("signal message not handled")
+        except Exception as exc:  # logged by class only: its message may quote the frame
+            log.error("signal message failed", extra={"error": type(exc).__name__})
+
     async def receive(self, ctx: DataMessageContext) -> None:
         message = ctx.message
         source = message.source_uuid or message.source_number
@@ -272,15 +289,13 @@ class Signal:
             await self._discard([a.local_filename for a in message.attachments or []])
             return  # our own devices' sync messages are not defenders talking
         if message.is_group():  # only the desk's responder group commands (flows.desk)
-            await self._discard([a.local_filename for a in message.attachments or []])
-            await self._from_group(message, source)
+            await self._from_group(message, source)  # its files are deleted (signal_frames)
             return
-        if message.expires_in_seconds:
-            self._untimed.discard(source)
-        else:
-            self._untimed.add(source)
-        # Taken before any await: one sender's messages reach the flows in order even though
-        # signalbot runs three handlers at once.
+        self._timed(source, message.expires_in_seconds)
+        if not (message.text or message.attachments or message.sticker):
+            return  # nobody typed it: a timer changed on the phone, a profile key, a session
+        # Taken before any await: one sender's messages reach the flows in the order their
+        # tasks were made (``take``).
         lock = self._locks.setdefault(source, asyncio.Lock())
         async with lock:
             metas = message.attachments or []
@@ -289,6 +304,14 @@ class Signal:
             assert self.inbox is not None
             # signal-cli has let go of it: retried here while the database is down (R27)
             await handed(self.inbox, self._inbound(message, source, tuple(attachments)))
+
+    def _timed(self, source: str, expires_in_s: Any) -> None:
+        """Whether the chat's incoming messages carry a disappearing timer (else: the
+        default is set before our next message to it)."""
+        if expires_in_s:
+            self._untimed.discard(source)
+        else:
+            self._untimed.add(source)
 
     def _inbound(
         self, message: Any, source: str, attachments: tuple[InboundAttachment, ...]
@@ -365,6 +388,7 @@ class Signal:
             return
         if not isinstance(data, dict) or data.get("groupInfo") is not None:
             return
+        self._timed(source, data.get("expiresInSeconds"))
         text = data.get("message") if isinstance(data.get("message"), str) else None
         metas = data.get("attachments")
         metas = metas if isinstance(metas, list) else []

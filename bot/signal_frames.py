@@ -4,8 +4,8 @@ signal-cli writes every file a message points to into its attachment store, not 
 message's own ``attachments``: a link preview's image (``previews[].image``), a quoted
 message's thumbnails (``quote.attachments[].thumbnail``), a shared contact's avatar
 (``contacts[].avatar.attachment``), a story's file. Each is an attachment object with a
-string ``id`` and a ``contentType``. Only a data message's own attachments are ever read;
-every other file is deleted from the store unread (R17).
+string ``id`` and a ``contentType``. Only a private data message's own attachments are ever
+read; every other file is deleted from the store unread (R17).
 
 A message signal-cli could not decrypt because its sender's safety number changed (R6: it
 runs ``on-first-use``, so a changed key is untrusted on receipt too) comes as a frame with
@@ -63,10 +63,14 @@ def stored_files(envelope: Any) -> list[str]:
 
 
 def readable_files(envelope: Any) -> set[str]:
-    """The files the adapter may read: a data message's own attachments (or an edit's)."""
+    """The files the adapter may read: a data message's own attachments (or an edit's), in a
+    private chat. A group's are never read: deleted here, before signalbot, which may fail on
+    its message (a group it cannot look up) so that it never reaches the adapter."""
     edit = _part(envelope, "editMessage")
     found = set()
     for message in (_part(envelope, "dataMessage"), _part(edit, "dataMessage")):
+        if message.get("groupInfo") is not None:
+            continue
         metas = message.get("attachments")
         found |= {a["id"] for a in metas if _is_file(a)} if isinstance(metas, list) else set()
     return found

@@ -13,6 +13,7 @@ from core.messages import Address, Attachment, Choice, DeliveryError, Inbound, O
 from tests.standins.signal_cli import SignalStandIn
 
 ALICE = "0b1e9a63-3c57-4d3c-9d25-6f1f1d3c0a11"
+BOB = "5c7d2e41-8f0a-4b6e-a1d3-2e9f7c4b8a22"
 
 
 async def wait_for(condition: Callable[[], object], seconds: float = 15) -> None:
@@ -87,6 +88,27 @@ async def test_it_turns_envelopes_into_inbound_events(
     assert inbox[2].attachments[0].data == b"%PDF-1.7 report"
     location = inbox[3].location
     assert location is not None and (location.latitude, location.longitude) == (52.52, 13.405)
+
+
+async def test_a_message_that_says_nothing_is_not_answered(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """The phone sends data messages nobody typed: the chat's disappearing timer changed on
+    it, its profile key after a message request was accepted, a reset session. They reach
+    no flow (which would answer "Sorry, I didn't understand that" and the menu, or ask again
+    for a PIN); the timer still counts."""
+    timer = {"isExpirationUpdate": True, "expiresInSeconds": 0}
+    await service.push(service.envelope(ALICE, timer))
+    await service.push(service.envelope(ALICE, {"isProfileKeyUpdate": True}))
+    await service.push(service.envelope(ALICE, {"isEndSession": True}))
+    await service.send_text(ALICE, "marker", expiresInSeconds=3600)
+    await wait_for(lambda: inbox)
+    await asyncio.sleep(0.2)
+    assert [i.text for i in inbox] == ["marker"]
+    await service.push(service.envelope(ALICE, timer))  # switched off on the phone
+    await asyncio.sleep(0.2)
+    await signal.send(Address("signal", ALICE), Outbound("noted"))
+    assert service.timers[ALICE] == 86400 and len(inbox) == 1
 
 
 async def test_it_sends_numbered_choices_with_disappearing_messages(
@@ -320,3 +342,43 @@ def test_only_a_real_rate_limit_waits_long() -> None:
         limited = delivery_error(status, body)
         assert not limited.permanent and str(limited) == "rate limited"
         assert limited.retry_after is not None and limited.retry_after >= 300
+
+
+async def test_messages_being_handled_survive_a_restart_of_the_receiver(
+    service: SignalStandIn,
+) -> None:
+    """signal-cli has let go of a message once it is on the websocket: a restart of the
+    receiver (here: a stranger's group message while the group list cannot be fetched) must
+    not cancel a defender's alert still being handled (the database slow, or down and
+    retried), nor the message queued behind it."""
+    handled: list[str] = []
+    slow = asyncio.Event()
+
+    async def known(source: str) -> bool:
+        return True
+
+    async def receive(inbound: Inbound) -> None:
+        if inbound.text == "SOS":
+            slow.set()
+            await asyncio.sleep(1.5)
+        handled.append(inbound.text or "")
+
+    channel = Signal(service=service.service, number=service.number, known=known)
+    task = asyncio.create_task(channel.run(receive))
+    try:
+        await asyncio.wait_for(channel.ready.wait(), 15)
+        await service.send_text(ALICE, "SOS")
+        await service.send_text(ALICE, "they took my phone's charger")
+        await asyncio.wait_for(slow.wait(), 10)
+        service.fail_next(f"/v1/groups/{service.number}", 500, "signal-cli daemon unavailable")
+        await service.send_group_text(BOB, "in an unknown group")
+        await wait_for(lambda: not service._failures[f"/v1/groups/{service.number}"], 5)
+        await asyncio.sleep(0.2)  # the receiver is being restarted by now
+        await asyncio.wait_for(channel.ready.wait(), 10)
+        await wait_for(lambda: len(handled) == 2, 10)
+        assert handled == ["SOS", "they took my phone's charger"]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await channel.close()

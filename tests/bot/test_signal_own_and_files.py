@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from bot.signal import Signal
-from core.messages import Inbound
+from core.messages import Address, Inbound, Outbound
 from tests.bot.test_signal import (  # noqa: F401
     ALICE,
     defenders,
@@ -304,3 +304,36 @@ async def test_a_frame_signalbot_refuses_keeps_its_text_and_loses_its_files(
     out, err = capfd.readouterr()
     for secret in ("4411", "badge", "Calle", ALICE):
         assert secret not in out + err
+
+
+async def test_a_refused_frame_without_a_timer_gets_the_default_before_our_answer(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """Like a parsed message, one whose frame signalbot refuses says whether the chat has a
+    disappearing timer: without one, our answer to it is not left on the phone for good
+    (R12); the default is set first."""
+    meta = {"id": "evid2", "contentType": "image/jpeg", "filename": None, "size": 8}
+    frame = service.envelope(ALICE, {"message": "SOS", "attachments": [meta]})
+    assert frame["envelope"]["dataMessage"]["expiresInSeconds"] == 0
+    await service.push(frame)
+    await wait_for(lambda: inbox, 5)
+    await signal.send(Address("signal", ALICE), Outbound("Alert raised."))
+    timers = [b for _, p, b in service.requests if p.startswith("/v1/contacts/")]
+    assert timers == [{"recipient": ALICE, "expiration_in_seconds": 86400}]
+    assert [m["message"] for m in service.sent] == ["Alert raised."]
+
+
+async def test_a_group_attachment_is_deleted_even_if_signalbot_fails_on_its_message(
+    service: SignalStandIn, signal: Signal, inbox: list[Inbound]
+) -> None:
+    """A message from a group signalbot does not know yet makes it fetch the group list; if
+    that fails, its receiver fails on the message, which never reaches us. Its files, never
+    read, are deleted before signalbot sees it: none is left in signal-cli's store (R17)."""
+    service.fail_next(f"/v1/groups/{service.number}", 500, "signal-cli daemon unavailable")
+    group = {"groupId": GROUP_INTERNAL_ID, "groupName": "Desk", "revision": 1, "type": "DELIVER"}
+    meta = photo_meta(service, "grp2")
+    await service.send_text(ALICE, "look at this", groupInfo=group, attachments=[meta])
+    await wait_for(lambda: not service._failures[f"/v1/groups/{service.number}"], 5)
+    await asyncio.sleep(0.2)  # the receiver is being restarted by now
+    await asyncio.wait_for(signal.ready.wait(), 10)
+    assert await deleted_unread(service, inbox, "grp2")
