@@ -177,14 +177,15 @@ def desk_message(
 
 
 Parties = dict[str, set[uuid.UUID]]
+# A message in these states reached its person, or is still trying to.
+_REACHING = (OutboxState.pending, OutboxState.sending, OutboxState.delivered)
 
 
 async def alerted(session: AsyncSession, alert: Alert) -> Parties:
     """The contacts, responders and responder group (by its organisation's id) a message of
     this alert reached or is still trying to."""
     stmt = select(OutboxMessage.idempotency_key).where(
-        OutboxMessage.alert_id == alert.id,
-        OutboxMessage.state.in_((OutboxState.pending, OutboxState.sending, OutboxState.delivered)),
+        OutboxMessage.alert_id == alert.id, OutboxMessage.state.in_(_REACHING)
     )
     found: Parties = {"contact": set(), "responder": set(), "group": set()}
     for (k,) in (await session.execute(stmt)).all():
@@ -324,10 +325,11 @@ async def told_group(session: AsyncSession, alert: Alert, parties: Parties) -> R
     group = await recipients.desk_group(session, alert.org_id)
     if group is None:
         return None
-    posted = select(OutboxMessage.id).where(
+    posted = select(OutboxMessage.id).where(  # as ``alerted`` counts, at this group's chat
         OutboxMessage.alert_id == alert.id,
         OutboxMessage.recipient == "group",
         OutboxMessage.address_id == group.address_id,
+        OutboxMessage.state.in_(_REACHING),
     )
     return group if (await session.execute(posted.limit(1))).first() is not None else None
 
