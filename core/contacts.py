@@ -13,9 +13,17 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import outbox
 from core.crypto import Vault
 from core.defenders import code_index, create_invite, take_invite
-from core.models import ChannelAddress, Consent, Defender, InviteCode, TrustedContact
+from core.models import (
+    ChannelAddress,
+    Consent,
+    Defender,
+    InviteCode,
+    OutboxMessage,
+    TrustedContact,
+)
 from core.text import fold
 
 PURPOSE = "contact"
@@ -148,13 +156,34 @@ async def remove_by_label(
             continue
         removed.append(str(contact.id))
         if not dry_run:
+            if contact.address_id is not None:
+                await _withdraw_alarms(session, contact)
             contact.consent, contact.address_id, contact.invite_index = Consent.removed, None, None
             contact.shred("label_enc")
     return removed
 
 
+async def _withdraw_alarms(session: AsyncSession, contact: TrustedContact) -> None:
+    """A removed contact's alarms not yet sent never go: the defender may have removed them
+    for a reason, and they are to hear nothing more. Their all-clears still go: one is owed
+    only for an alert that reached them (core.actions.forgotten_contacts)."""
+    await outbox.withdraw_waiting(
+        session,
+        OutboxMessage.address_id == contact.address_id,
+        OutboxMessage.recipient == "contact",
+        OutboxMessage.idempotency_key.like(f"a:%:contact:{contact.id.hex}|%"),
+        OutboxMessage.idempotency_key.not_like("a:%:closed%"),
+    )
+
+
 async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime) -> int:
-    """A contact opts out of everything: every link through this address is revoked."""
+    """A contact opts out of everything: every link through this address is revoked, and what
+    was queued for them as a contact and has not gone yet never goes."""
+    await outbox.withdraw_waiting(
+        session,
+        OutboxMessage.address_id == address.id,
+        OutboxMessage.recipient == "contact",
+    )
     result = await session.execute(
         update(TrustedContact)
         .where(

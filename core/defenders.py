@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core import outbox
 from core.crypto import Vault
-from core.messages import WITHDRAWN
 from core.models import (
     GONE,
     CallbackToken,
@@ -28,7 +28,6 @@ from core.models import (
     DefenderStatus,
     InviteCode,
     OutboxMessage,
-    OutboxState,
     TrustedContact,
 )
 from core.security import generate_code
@@ -229,20 +228,7 @@ async def withdraw_waiting(session: AsyncSession, defender: Defender) -> None:
         OutboxMessage.recipient == "defender",
         OutboxMessage.idempotency_key.not_like("del:%"),
     )
-    # Those being sent first: on PostgreSQL a dispatcher recording a failed send holds the
-    # row, and puts it back to pending as this waits; the next statement then withdraws it.
-    await session.execute(
-        update(OutboxMessage)
-        .where(*theirs, OutboxMessage.state == OutboxState.sending)
-        .values(last_error=WITHDRAWN)
-        .execution_options(synchronize_session=False)
-    )
-    await session.execute(
-        update(OutboxMessage)
-        .where(*theirs, OutboxMessage.state == OutboxState.pending)
-        .values(state=OutboxState.failed, last_error=WITHDRAWN, payload_enc=None, dek=None)
-        .execution_options(synchronize_session=False)
-    )
+    await outbox.withdraw_waiting(session, *theirs)
 
 
 async def forget_buttons(session: AsyncSession, defender: Defender) -> None:

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import ColumnElement, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import wakeup
 from core.crypto import Vault
-from core.messages import Outbound
+from core.messages import WITHDRAWN, Outbound
 from core.models import ChannelAddress, OutboxMessage, OutboxState, Priority
 
 TABLE = OutboxMessage.__tablename__
@@ -226,3 +226,23 @@ def payload(vault: Vault, row: OutboxMessage) -> Outbound:
     if raw is None:
         raise ValueError(f"outbox row {row.id} has no payload (already delivered and shredded)")
     return Outbound.from_json(json.loads(raw))
+
+
+async def withdraw_waiting(session: AsyncSession, *where: ColumnElement[bool]) -> None:
+    """The messages ``where`` selects that have not gone yet never go: those waiting are
+    withdrawn, their text shredded; one being sent now is marked, and withdrawn if its send
+    fails (``core.delivery.record``): never retried nor sent elsewhere (no fallback)."""
+    # Those being sent first: on PostgreSQL a dispatcher recording a failed send holds the
+    # row, and puts it back to pending as this waits; the next statement then withdraws it.
+    await session.execute(
+        update(OutboxMessage)
+        .where(*where, OutboxMessage.state == OutboxState.sending)
+        .values(last_error=WITHDRAWN)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(OutboxMessage)
+        .where(*where, OutboxMessage.state == OutboxState.pending)
+        .values(state=OutboxState.failed, last_error=WITHDRAWN, payload_enc=None, dek=None)
+        .execution_options(synchronize_session=False)
+    )

@@ -26,7 +26,7 @@ from core import security
 from core.crypto import Vault, generate_org_keypair
 from core.db import create_engine, sessionmaker, transaction
 from core.defenders import create_invite
-from core.messages import Inbound, InboundAttachment, Location, Outbound
+from core.messages import WITHDRAWN, Inbound, InboundAttachment, Location, Outbound
 from core.models import Base, ChannelAddress, Defender, Organisation, OutboxMessage
 from core.outbox import payload
 from flows.engine import Engine
@@ -200,7 +200,8 @@ class Chat:
                     .order_by(OutboxMessage.next_attempt_at, OutboxMessage.created_at)
                 )
             ).scalars()
-            fresh = [r for r in rows if r.id not in self.seen]
+            # A withdrawn message never left: its text is gone with it.
+            fresh = [r for r in rows if r.id not in self.seen and r.last_error != WITHDRAWN]
         self.seen |= {r.id for r in fresh}
         return [payload(self.desk.vault, r) for r in fresh]
 

@@ -1,17 +1,18 @@
 """A contact told "may need help" whom the defender then removes still hears the all-clear
-of that alert, and nothing else; a contact who asked to stop hears nothing more (both
-backends)."""
+of that alert, and nothing else; a contact who asked to stop hears nothing more; an alarm
+not yet sent when its contact is removed or opts out never goes (both backends)."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core import alerts, contacts
 from core.db import transaction
-from core.models import Alert
+from core.messages import WITHDRAWN
+from core.models import Alert, ChannelAddress, OutboxMessage, OutboxState
 from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Pick, onboard
 
 
@@ -31,6 +32,25 @@ async def _remove(defender: Chat, name: str) -> None:
     assert await defender.text(name) == "Removed."
 
 
+async def _sent(desk: Desk) -> None:
+    """The dispatcher's part: everything queued so far has reached its chat."""
+    async with transaction(desk.sessions) as s:
+        await s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.state == OutboxState.pending)
+            .values(state=OutboxState.delivered, payload_enc=None)
+        )
+
+
+async def _resolve(desk: Desk) -> None:
+    async with transaction(desk.sessions) as s:
+        alert = (await s.execute(select(Alert))).scalar_one()
+        await alerts.resolve(
+            s, desk.vault, alert=alert, outcome="safe", actor=f"responder:{uuid.uuid4()}",
+            now=desk.clock.now,
+        )  # fmt: skip
+
+
 async def test_a_contact_removed_mid_alert_still_hears_the_all_clear(desk: Desk) -> None:
     alice = await onboard(desk)
     sister = desk.chat("sister", language="es")  # removed once alarmed
@@ -46,14 +66,10 @@ async def test_a_contact_removed_mid_alert_still_hears_the_all_clear(desk: Desk)
         said = [m.text for m in await alarmed.received()]
         assert len(said) == 1 and "{handle}" not in said[0], said
     assert await cousin.received() == []
+    await _sent(desk)
     await _remove(alice, "sister")
     assert "no longer get messages" in await brother.text("/stop")
-    async with transaction(desk.sessions) as s:
-        alert = (await s.execute(select(Alert))).scalar_one()
-        await alerts.resolve(
-            s, desk.vault, alert=alert, outcome="safe", actor=f"responder:{uuid.uuid4()}",
-            now=desk.clock.now,
-        )  # fmt: skip
+    await _resolve(desk)
     told = [m.text for m in await sister.received()]
     assert len(told) == 1 and told[0].startswith("Buenas noticias:"), told  # in her language
     assert [m.text for m in await brother.received()] == []
@@ -74,3 +90,39 @@ async def test_removed_contacts_leave_room_for_new_ones(
     for said in ("/settings", Pick("contacts"), Pick("add"), CANCEL_PIN):
         await alice.say(said)
     assert "in person or by phone" in await alice.text("brother")
+
+
+async def _alarms(desk: Desk, chat: Chat) -> list[tuple[OutboxState, str | None, bool]]:
+    """(state, last error, payload kept) of every alert's message queued for ``chat``."""
+    index = desk.vault.blind_index(chat.channel, chat.address)
+    async with desk.sessions() as s:
+        rows = (await s.execute(select(OutboxMessage))).scalars().all()
+        addresses = (await s.execute(select(ChannelAddress))).scalars()
+        ids = {a.id for a in addresses if a.blind_index == index}
+    mine = [r for r in rows if r.address_id in ids and r.alert_id is not None]
+    return [(r.state, r.last_error, r.payload_enc is not None) for r in mine]
+
+
+async def test_an_alarm_not_yet_sent_never_reaches_a_contact_removed_or_gone(desk: Desk) -> None:
+    """The defender removes a contact, or the contact sends /stop, while the alert's alarm to
+    them still waits to go (a rate limit, a slow channel): it is withdrawn, its text shredded,
+    and they get no all-clear for an alert that never reached them. The others' still go."""
+    alice = await onboard(desk)
+    sister, brother, friend = desk.chat("sister"), desk.chat("brother"), desk.chat("friend")
+    for name, chat in (("sister", sister), ("brother", brother), ("friend", friend)):
+        await _add(desk, alice, name, chat)
+    await alice.say("/alert")
+    for chat in (sister, brother, friend):
+        assert await _alarms(desk, chat) == [(OutboxState.pending, None, True)]
+    await _remove(alice, "sister")
+    assert "no longer get messages" in await brother.text("/stop")
+    withdrawn = (OutboxState.failed, WITHDRAWN, False)
+    assert await _alarms(desk, sister) == [withdrawn]
+    assert await _alarms(desk, brother) == [withdrawn]
+    assert await _alarms(desk, friend) == [(OutboxState.pending, None, True)]
+    alarmed = [m.text for m in await friend.received()]
+    assert len(alarmed) == 1 and "is all right" not in alarmed[0], alarmed
+    await _sent(desk)
+    await _resolve(desk)
+    assert len(await _alarms(desk, sister)) == 1  # no all-clear: she never heard of it
+    assert ["is all right" in m.text for m in await friend.received()] == [True]
