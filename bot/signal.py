@@ -383,10 +383,13 @@ class Signal:
     async def _unparsed(self, envelope: dict[str, Any]) -> None:
         """A frame signalbot cannot take, or failed on (bot.signal_frames): its files are
         deleted already; its text, if any, goes on, with the files it carried named but empty
-        (the flows say they did not arrive). A group's goes on if it is a desk command."""
+        (the flows say they did not arrive). A group's goes on if it is a desk command. An
+        edit goes on as one: never a check-in (R3), and answered as any edit is."""
         source = envelope.get("sourceUuid") or envelope.get("sourceNumber")
         stamp = envelope.get("timestamp")
-        data = envelope.get("dataMessage")
+        data, edited = envelope.get("dataMessage"), False
+        if data is None and isinstance(envelope.get("editMessage"), dict):
+            data, edited = envelope["editMessage"].get("dataMessage"), True
         if not isinstance(source, str) or not source or stamp is None:
             return
         if not isinstance(data, dict):
@@ -394,7 +397,7 @@ class Signal:
         if data.get("groupInfo") is not None:
             info, text = data["groupInfo"], data.get("message")
             group = info.get("groupId") if isinstance(info, dict) else None
-            found = self._group(group, source, stamp, text, False)
+            found = self._group(group, source, stamp, text, edited)
             if found is not None:
                 self._hand_on(found.address, found)
             return
@@ -422,6 +425,7 @@ class Signal:
             text=text,
             location=parse_location(text),
             attachments=files,
+            edited=edited,
         )
         self._hand_on(source, inbound)
 
