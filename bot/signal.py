@@ -48,6 +48,7 @@ import websockets
 from signalbot import Config, DataMessageContext, DataMessageHandler, SignalBot
 
 from bot.signal_frames import screen
+from bot.signal_logs import quiet
 from core import desk_chat
 from core.media import MAX_BYTES
 from core.messages import (
@@ -250,11 +251,7 @@ class Signal:
             screen, frames, self.number, self._discard, self._key_changed, self._unparsed
         )
         messages.receive = screened  # type: ignore[method-assign]
-        # signalbot logs every raw message at INFO (content, numbers): keep it quiet (R26),
-        # and drop the handler each SignalBot adds so lines are not repeated.
-        logger = logging.getLogger("signalbot")
-        logger.handlers.clear()
-        logger.setLevel(logging.WARNING)
+        quiet(bot)  # its failures by class only, never its tracebacks or frames (R26)
         bot.register(_Receiver(self), contacts=True, groups=True)
         return bot
 
