@@ -48,6 +48,7 @@ import websockets
 from signalbot import Config, DataMessageContext, DataMessageHandler, SignalBot
 
 from bot.signal_frames import screen
+from bot.signal_logs import quiet
 from core import desk_chat
 from core.media import MAX_BYTES
 from core.messages import (
@@ -250,11 +251,7 @@ class Signal:
             screen, frames, self.number, self._discard, self._key_changed, self._unparsed
         )
         messages.receive = screened  # type: ignore[method-assign]
-        # signalbot logs every raw message at INFO (content, numbers): keep it quiet (R26),
-        # and drop the handler each SignalBot adds so lines are not repeated.
-        logger = logging.getLogger("signalbot")
-        logger.handlers.clear()
-        logger.setLevel(logging.WARNING)
+        quiet(bot)  # its failures by class only, never its tracebacks or frames (R26)
         bot.register(_Receiver(self), contacts=True, groups=True)
         return bot
 
@@ -289,7 +286,12 @@ class Signal:
             await self._discard([a.local_filename for a in message.attachments or []])
             return  # our own devices' sync messages are not defenders talking
         if message.is_group():  # only the desk's responder group commands (flows.desk)
-            await self._from_group(message, source)  # its files are deleted (signal_frames)
+            edited = type(message).__name__ == "EditMessage"
+            group = getattr(message.group_info, "group_id", None)
+            inbound = self._group(group, source, message.timestamp, message.text, edited)
+            if inbound is not None:  # its files are deleted already (signal_frames)
+                assert self.inbox is not None
+                await self.inbox(inbound)
             return
         self._timed(source, message.expires_in_seconds)
         if not (message.text or message.attachments or message.sticker):
@@ -373,20 +375,28 @@ class Signal:
             received_at=self.clock(),
             key_changed=True,
         )
-        task = asyncio.create_task(self._hand(source, inbound))
-        self._handing.add(task)
-        task.add_done_callback(self._handing.discard)
+        self._hand_on(source, inbound)
 
     async def _unparsed(self, envelope: dict[str, Any]) -> None:
-        """A frame signalbot cannot take (bot.signal_frames): its files are deleted already;
-        its text, if any, goes on, with the files it carried named but empty (the flows say
-        they did not arrive). A group's is dropped, as anything but a desk command is."""
+        """A frame signalbot cannot take, or failed on (bot.signal_frames): its files are
+        deleted already; its text, if any, goes on, with the files it carried named but empty
+        (the flows say they did not arrive). A group's goes on if it is a desk command. An
+        edit goes on as one: never a check-in (R3), and answered as any edit is."""
         source = envelope.get("sourceUuid") or envelope.get("sourceNumber")
         stamp = envelope.get("timestamp")
-        data = envelope.get("dataMessage")
+        data, edited = envelope.get("dataMessage"), False
+        if data is None and isinstance(envelope.get("editMessage"), dict):
+            data, edited = envelope["editMessage"].get("dataMessage"), True
         if not isinstance(source, str) or not source or stamp is None:
             return
-        if not isinstance(data, dict) or data.get("groupInfo") is not None:
+        if not isinstance(data, dict):
+            return
+        if data.get("groupInfo") is not None:
+            info, text = data["groupInfo"], data.get("message")
+            group = info.get("groupId") if isinstance(info, dict) else None
+            found = self._group(group, source, stamp, text, edited)
+            if found is not None:
+                self._hand_on(found.address, found)
             return
         self._timed(source, data.get("expiresInSeconds"))
         text = data.get("message") if isinstance(data.get("message"), str) else None
@@ -412,7 +422,11 @@ class Signal:
             text=text,
             location=parse_location(text),
             attachments=files,
+            edited=edited,
         )
+        self._hand_on(source, inbound)
+
+    def _hand_on(self, source: str, inbound: Inbound) -> None:
         task = asyncio.create_task(self._hand(source, inbound))
         self._handing.add(task)
         task.add_done_callback(self._handing.discard)
@@ -475,23 +489,25 @@ class Signal:
             return None
         return bytes(data)
 
-    async def _from_group(self, message: Any, source: str) -> None:
-        if not message.text or desk_chat.parse(fold(message.text)) is None:
-            return  # anything else said in a group is never read
-        group_id = message.group_info.group_id.encode()
-        assert self.inbox is not None
-        await self.inbox(
-            Inbound(
-                channel=self.name,
-                address="group." + base64.b64encode(group_id).decode(),  # as /v2/send wants
-                message_id=f"{source}:{message.timestamp}",
-                received_at=self.clock(),
-                text=message.text,
-                edited=type(message).__name__ == "EditMessage",
-                private=False,
-                group=True,
-                sender=source,
-            )
+    def _group(
+        self, group: Any, source: str, stamp: Any, text: Any, edited: bool
+    ) -> Inbound | None:
+        """A desk command said in group ``group`` (its internal id), else None: anything
+        else said in a group is never read."""
+        if not isinstance(group, str) or not group or not isinstance(text, str):
+            return None
+        if desk_chat.parse(fold(text)) is None:
+            return None
+        return Inbound(
+            channel=self.name,
+            address="group." + base64.b64encode(group.encode()).decode(),  # as /v2/send wants
+            message_id=f"{source}:{stamp}",
+            received_at=self.clock(),
+            text=text,
+            edited=edited,
+            private=False,
+            group=True,
+            sender=source,
         )
 
     # --- outbound --------------------------------------------------------------------------

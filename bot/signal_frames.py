@@ -18,7 +18,9 @@ newer signal-cli) would make its receiver fail: the message lost, its files neve
 signalbot's traceback, which quotes the frame, on stderr. Each frame is checked against that
 model first; one it refuses never reaches signalbot: all its files are deleted unread and it is
 handed to ``unparsed``, which passes on what can be read of it (its text); only the error's
-class is logged.
+class is logged. A frame signalbot takes but fails on before handing it on (a group message
+from a group it does not know, when it cannot fetch the list of groups) goes the same way:
+signal-cli has let go of it, so it is read from the frame rather than lost.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ async def screen(
     (sync transcripts), and a message from a changed key (handed to ``key_changed``). The
     files of a frame kept from signalbot, and the files nobody reads of the others, are
     deleted from signal-cli's store unread (R17). A frame signalbot's model refuses is kept
-    from it too, its files deleted, and handed to ``unparsed`` (if it names a sender)."""
+    from it too, its files deleted, and handed to ``unparsed`` (if it names a sender); so is
+    one signalbot's receiver fails on (or is stopped on) once it has it."""
     async for raw in receive():
         try:
             frame = json.loads(raw)
@@ -121,4 +124,12 @@ async def screen(
             continue
         readable = readable_files(envelope)
         await discard([key for key in files if key not in readable])
-        yield raw
+        try:
+            yield raw
+        except GeneratorExit:
+            # signalbot let go of its receiver with this frame in hand: it failed on it (a
+            # group it could not look up) or was stopped, and the frame never reached us.
+            await discard(list(readable))
+            if envelope:
+                await unparsed(envelope)
+            raise

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp import WSCloseCode
 
 from bot.signal import Signal, delivery_error, parse_location, render
+from bot.signal_logs import ClassOnly
 from core.messages import Address, Attachment, Choice, DeliveryError, Inbound, Outbound
 from tests.standins.signal_cli import SignalStandIn
 
@@ -382,3 +384,69 @@ async def test_messages_being_handled_survive_a_restart_of_the_receiver(
         with pytest.raises(asyncio.CancelledError):
             await task
         await channel.close()
+
+
+async def test_signalbot_failures_are_logged_by_class_only(
+    service: SignalStandIn,
+    inbox: list[Inbound],
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """signalbot printed the traceback of each failure of its startup or its receiver to
+    stderr, past every log filter: the failed URL in it carries the bot's own number. A
+    failure is logged, by class, and nothing of the number, a sender or a text shows."""
+    groups = f"/v1/groups/{service.number}"
+
+    async def known(source: str) -> bool:
+        return True
+
+    async def receive(inbound: Inbound) -> None:
+        inbox.append(inbound)
+
+    channel = Signal(service=service.service, number=service.number, known=known)
+    service.fail_next(groups, 500, f"no groups for {service.number}")  # at startup
+    caplog.set_level(logging.WARNING)
+    task = asyncio.create_task(channel.run(receive))
+    try:
+        await asyncio.wait_for(channel.ready.wait(), 15)
+        await asyncio.wait_for(service.connected.wait(), 15)
+        service.fail_next(groups, 500, f"no groups for {service.number}")
+        await service.send_group_text(ALICE, "they are at the Calle 5 gate")  # unknown group
+        await wait_for(lambda: not service._failures[groups], 5)
+        await asyncio.sleep(0.3)
+        await asyncio.wait_for(channel.ready.wait(), 10)
+        await service.send_text(ALICE, "after")
+        await wait_for(lambda: inbox, 10)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await channel.close()
+    out, err = capfd.readouterr()
+    lines = "\n".join(logging.Formatter().format(r) for r in caplog.records)
+    for secret in (service.number, service.number[1:], ALICE, "Calle"):
+        assert secret not in out + err + lines
+    errors = [getattr(r, "error", None) for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors.count("GetGroupsError") == 2  # the startup's and the receiver's
+
+
+def test_signalbots_logger_keeps_a_failure_to_its_class(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A handler's failure, as signalbot logs it (``logger.exception``): no traceback, whose
+    text may quote a number or a frame; its class stays. Its INFO lines (raw frames) never."""
+    logger = logging.getLogger("signalbot.test")
+    logger.addFilter(ClassOnly())
+    try:
+        with caplog.at_level(logging.INFO, logger="signalbot.test"):
+            logger.info("[Raw Message] %s", '{"message": "SOS 4411"}')
+            try:
+                raise ValueError("cannot resolve recipient +4915112345678")
+            except ValueError:
+                logger.exception("[%s]", "_Receiver")
+    finally:
+        logger.filters.clear()
+    (record,) = caplog.records
+    shown = logging.Formatter().format(record)
+    assert "4915112345678" not in shown and "4411" not in shown
+    assert getattr(record, "error", None) == "ValueError"

@@ -29,7 +29,7 @@ from core.models import (
     Role,
 )
 from flows.engine import Engine
-from tests.standins.signal_cli import GROUP_ID, SignalStandIn
+from tests.standins.signal_cli import GROUP_ID, GROUP_INTERNAL_ID, SignalStandIn
 
 ANA = "0b1e9a63-3c57-4d3c-9d25-6f1f1d3c0a11"
 STRANGER = "7c0ffee0-3c57-4d3c-9d25-6f1f1d3c0a12"
@@ -139,3 +139,61 @@ async def test_responders_link_and_act_from_the_group(
 
     timers: list[Any] = [b for _v, p, b in service.requests if p.startswith("/v1/contacts/")]
     assert all(b["recipient"] != GROUP_ID for b in timers)  # a group's timer is its own
+
+
+async def test_a_group_command_signalbot_fails_on_is_still_acted_on(
+    service: SignalStandIn,
+    dispatcher: Dispatcher,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    """signalbot looks a group it does not know up (GET /v1/groups) before it hands its
+    message on: when that fails, its receiver fails on the message, which never reached us
+    (signal-cli has let go of it). A frame its model refuses never reached us either. A
+    responder's command in the group is read from the frame itself in both cases."""
+    async with transaction(sessions) as s:
+        org = Organisation(id=uuid.uuid4(), name="Desk")
+        s.add(org)
+        await s.flush()
+        me = Responder(
+            id=uuid.uuid4(), org_id=org.id, username="ana", role=Role.admin, password_hash="x"
+        )
+        defender = Defender(
+            id=uuid.uuid4(), org_id=org.id, handle="calm-otter-8", status=DefenderStatus.active
+        )
+        s.add_all([me, defender])
+        await s.flush()
+        code, _ = await desk_chat.responder_code(s, vault, responder=me, actor="t", now=NOW)
+        group_code, _ = await desk_chat.group_code(
+            s, vault, org_id=org.id, created_by=me.id, actor="t", now=NOW
+        )
+        linked = await desk_chat.link_group(
+            s, vault, code=group_code, channel="signal", group=GROUP_ID, now=NOW
+        )
+        assert linked == org.id
+    await service.send_text(ANA, f"desk {code}")
+    await until(dispatcher, lambda: said_to(service, ANA))
+    async with transaction(sessions) as s:
+        found = await s.get(Defender, defender.id)
+        assert found is not None
+        alert = await alerts.raise_alert(s, vault, defender=found, kind=AlertKind.duress, now=NOW)
+    short = notices.short_code(alert.id)
+    await until(dispatcher, lambda: said_to(service, GROUP_ID))
+
+    # signalbot does not know the group (the list it fetched had none): it asks again, fails
+    service.fail_next(f"/v1/groups/{service.number}", 500, "signal-cli daemon unavailable")
+    socket = service.sockets[-1]
+    await service.send_group_text(ANA, f"ACK {short}")
+    await until(dispatcher, lambda: len(said_to(service, GROUP_ID)) == 2)
+    assert said_to(service, GROUP_ID)[1] == f"ana acknowledged alert {short} (calm-otter-8)."
+    assert (await state(sessions, alert)) is AlertState.acknowledged
+    await until(dispatcher, lambda: service.sockets and service.sockets[-1] is not socket)
+
+    # a frame signalbot's model refuses (an attachment without isVoiceNote)
+    meta = {"id": "grp9", "contentType": "image/jpeg", "filename": None, "size": 8}
+    group = {"groupId": GROUP_INTERNAL_ID, "groupName": "Desk", "revision": 1, "type": "DELIVER"}
+    await service.send_text(ANA, f"SAFE {short}", groupInfo=group, attachments=[meta])
+    await until(dispatcher, lambda: len(said_to(service, GROUP_ID)) == 3)
+    assert said_to(service, GROUP_ID)[2] == f"ana resolved alert {short} (calm-otter-8) as safe."
+    assert (await state(sessions, alert)) is AlertState.resolved
+    assert "grp9" in service.deleted  # a group's files are never read

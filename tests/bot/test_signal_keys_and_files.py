@@ -108,3 +108,30 @@ async def test_a_changed_key_alerts_the_desk_before_anything_from_it_is_acted_on
     await service.send_text(DEF, "/help")
     await until(dispatcher, lambda: len(said_to(service, DEF)) == 2)
     assert await alerts_of(sessions) == [(AlertKind.identity_changed, True)]  # still one
+
+
+async def test_an_edit_signalbot_refuses_is_answered_as_an_edit(
+    service: SignalStandIn,
+    dispatcher: Dispatcher,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    """An edit repeats the files of the message it edits: one without ``isVoiceNote`` makes
+    signalbot's model refuse the frame. It was dropped without a word; an edit never counts
+    (R3), and the defender is told, as for any edit, that edits are not read."""
+    await a_defender(sessions, vault)
+    meta = {"id": "edit1", "contentType": "image/jpeg", "filename": None, "size": 8}
+    frame = service.envelope(DEF, {"message": "I'm safe now", "attachments": [meta]})
+    envelope = frame["envelope"]
+    data = envelope.pop("dataMessage")
+    envelope["editMessage"] = {
+        "targetSentTimestamp": data["timestamp"] - 5000,
+        "dataMessage": data,
+    }
+    await service.push(frame)
+    await until(dispatcher, lambda: said_to(service, DEF))
+    assert said_to(service, DEF) == [
+        "I don't read edited messages. Please send a new message instead."
+    ]
+    assert calls(service, "edit1") == [("DELETE", "/v1/attachments/edit1")]  # never read
+    assert await alerts_of(sessions) == []
