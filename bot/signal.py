@@ -48,7 +48,7 @@ import websockets
 from signalbot import Config, DataMessageContext, DataMessageHandler, SignalBot
 
 from bot.signal_frames import screen
-from bot.signal_logs import quiet
+from bot.signal_logs import lenient_groups, quiet
 from core import desk_chat
 from core.media import MAX_BYTES
 from core.messages import (
@@ -252,6 +252,7 @@ class Signal:
         )
         messages.receive = screened  # type: ignore[method-assign]
         quiet(bot)  # its failures by class only, never its tracebacks or frames (R26)
+        lenient_groups(bot)  # its list of groups, which we never read, stops nothing
         bot.register(_Receiver(self), contacts=True, groups=True)
         return bot
 

@@ -7,6 +7,13 @@ number (``GET /v1/groups/+49…`` failing, say). Its handlers' failures are logg
 traceback, and at INFO it logs every raw frame (senders, text). So: its startup and its
 receiver are wrapped to log a failure as ours, by class, and never let it reach that print;
 its logger passes WARNING and above only, each traceback replaced by its exception's class.
+
+And one failure need not be one at all: signalbot's list of groups (``GET /v1/groups``),
+fetched at startup and again for each message from a group it does not know. The channel
+never reads that list (a group's id comes in its message), yet a failed fetch stopped
+signalbot's startup, retried for up to 300 s, or failed its receiver on the message: each
+time the bot was deaf to everyone, and in json-rpc mode what arrives then is lost (R27). A
+failed fetch now keeps the list it had, and is logged by class.
 """
 
 from __future__ import annotations
@@ -36,6 +43,27 @@ class ClassOnly(logging.Filter):
         record.exc_text = None
         record.stack_info = None
         return True
+
+
+def lenient_groups(bot: SignalBot) -> None:
+    """A failed fetch of ``bot``'s group list, or of one group, keeps what it had."""
+    registry = bot.groups
+    refresh, refresh_one = registry.refresh, registry.refresh_one
+
+    async def lenient() -> None:
+        try:
+            await refresh()
+        except Exception as exc:
+            log.warning("signal group list not fetched", extra={"error": type(exc).__name__})
+
+    async def lenient_one(group_internal_id: str) -> None:
+        try:
+            await refresh_one(group_internal_id)
+        except Exception as exc:  # a group it never listed (KeyError) included
+            log.warning("signal group not fetched", extra={"error": type(exc).__name__})
+
+    registry.refresh = lenient  # type: ignore[method-assign]
+    registry.refresh_one = lenient_one  # type: ignore[method-assign]
 
 
 def quiet(bot: SignalBot) -> None:

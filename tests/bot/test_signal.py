@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+import signalbot._pipeline as pipeline
 from aiohttp import WSCloseCode
 
 from bot.signal import Signal, delivery_error, parse_location, render
@@ -391,11 +392,15 @@ async def test_signalbot_failures_are_logged_by_class_only(
     inbox: list[Inbound],
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """signalbot printed the traceback of each failure of its startup or its receiver to
     stderr, past every log filter: the failed URL in it carries the bot's own number. A
-    failure is logged, by class, and nothing of the number, a sender or a text shows."""
+    failure is logged, by class, and nothing of the number, a sender or a text shows. Its
+    list of groups failing to come, at startup or for a group it does not know, stops
+    nothing: the message is read all the same."""
     groups = f"/v1/groups/{service.number}"
+    real = pipeline.parse
 
     async def known(source: str) -> bool:
         return True
@@ -403,20 +408,30 @@ async def test_signalbot_failures_are_logged_by_class_only(
     async def receive(inbound: Inbound) -> None:
         inbox.append(inbound)
 
+    async def fails_once(signal: object, raw: str) -> object:
+        pipeline.parse = real
+        raise RuntimeError(f"cannot read {raw}")  # the frame: sender and text
+
     channel = Signal(service=service.service, number=service.number, known=known)
-    service.fail_next(groups, 500, f"no groups for {service.number}")  # at startup
+    service.fail_next("/v1/about", 500, f"no account {service.number}")  # startup fails
+    service.fail_next(groups, 500, f"no groups for {service.number}")  # then only this
     caplog.set_level(logging.WARNING)
     task = asyncio.create_task(channel.run(receive))
     try:
         await asyncio.wait_for(channel.ready.wait(), 15)
         await asyncio.wait_for(service.connected.wait(), 15)
+        socket = service.sockets[-1]
         service.fail_next(groups, 500, f"no groups for {service.number}")
-        await service.send_group_text(ALICE, "they are at the Calle 5 gate")  # unknown group
-        await wait_for(lambda: not service._failures[groups], 5)
-        await asyncio.sleep(0.3)
+        await service.send_group_text(ALICE, "ACK k7m2qx")  # from a group it does not know
+        await wait_for(lambda: inbox, 10)  # read, the bot never deaf
+        assert inbox[0].text == "ACK k7m2qx" and service.sockets[-1] is socket
+        monkeypatch.setattr(pipeline, "parse", fails_once)
+        await service.send_text(ALICE, "Calle 7 now")
+        await wait_for(lambda: len(inbox) == 2, 10)  # read from the frame
+        await wait_for(lambda: service.sockets and service.sockets[-1] is not socket, 10)
         await asyncio.wait_for(channel.ready.wait(), 10)
         await service.send_text(ALICE, "after")
-        await wait_for(lambda: inbox, 10)
+        await wait_for(lambda: len(inbox) == 3, 10)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -426,8 +441,10 @@ async def test_signalbot_failures_are_logged_by_class_only(
     lines = "\n".join(logging.Formatter().format(r) for r in caplog.records)
     for secret in (service.number, service.number[1:], ALICE, "Calle"):
         assert secret not in out + err + lines
-    errors = [getattr(r, "error", None) for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors.count("GetGroupsError") == 2  # the startup's and the receiver's
+    failures = [getattr(r, "error", None) for r in caplog.records]
+    assert failures.count("GetGroupsError") == 2  # at startup, and for the unknown group
+    assert "RuntimeError" in failures  # the receiver's
+    assert len(failures) >= 4  # and the startup's, whatever signalbot raises for a 500
 
 
 def test_signalbots_logger_keeps_a_failure_to_its_class(

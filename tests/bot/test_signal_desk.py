@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import signalbot._pipeline as pipeline
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.signal import Signal
@@ -146,11 +147,12 @@ async def test_a_group_command_signalbot_fails_on_is_still_acted_on(
     dispatcher: Dispatcher,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """signalbot looks a group it does not know up (GET /v1/groups) before it hands its
-    message on: when that fails, its receiver fails on the message, which never reached us
-    (signal-cli has let go of it). A frame its model refuses never reached us either. A
-    responder's command in the group is read from the frame itself in both cases."""
+    message on: that failing no longer fails its receiver (which left the bot deaf while it
+    restarted). A frame signalbot fails on anyway, or that its model refuses, never reached
+    us (signal-cli has let go of it): a responder's command is read from the frame itself."""
     async with transaction(sessions) as s:
         org = Organisation(id=uuid.uuid4(), name="Desk")
         s.add(org)
@@ -180,20 +182,41 @@ async def test_a_group_command_signalbot_fails_on_is_still_acted_on(
     short = notices.short_code(alert.id)
     await until(dispatcher, lambda: said_to(service, GROUP_ID))
 
-    # signalbot does not know the group (the list it fetched had none): it asks again, fails
+    # signalbot does not know the group (the list it fetched had none) and asks again: that
+    # fails, and costs nothing (bot.signal_logs.lenient_groups): no restart, nobody unheard
     service.fail_next(f"/v1/groups/{service.number}", 500, "signal-cli daemon unavailable")
     socket = service.sockets[-1]
     await service.send_group_text(ANA, f"ACK {short}")
     await until(dispatcher, lambda: len(said_to(service, GROUP_ID)) == 2)
     assert said_to(service, GROUP_ID)[1] == f"ana acknowledged alert {short} (calm-otter-8)."
     assert (await state(sessions, alert)) is AlertState.acknowledged
-    await until(dispatcher, lambda: service.sockets and service.sockets[-1] is not socket)
+    assert service.sockets[-1] is socket
 
-    # a frame signalbot's model refuses (an attachment without isVoiceNote)
-    meta = {"id": "grp9", "contentType": "image/jpeg", "filename": None, "size": 8}
-    group = {"groupId": GROUP_INTERNAL_ID, "groupName": "Desk", "revision": 1, "type": "DELIVER"}
-    await service.send_text(ANA, f"SAFE {short}", groupInfo=group, attachments=[meta])
+    # signalbot fails on a frame it holds (any failure of its own): read from the frame
+    real = pipeline.parse
+
+    async def fails_once(signal: Any, raw: str) -> Any:
+        pipeline.parse = real
+        raise RuntimeError("signalbot failed")
+
+    monkeypatch.setattr(pipeline, "parse", fails_once)
+    await service.send_group_text(ANA, f"SAFE {short}")
     await until(dispatcher, lambda: len(said_to(service, GROUP_ID)) == 3)
     assert said_to(service, GROUP_ID)[2] == f"ana resolved alert {short} (calm-otter-8) as safe."
     assert (await state(sessions, alert)) is AlertState.resolved
+    await until(dispatcher, lambda: service.sockets and service.sockets[-1] is not socket)
+
+    # a frame signalbot's model refuses (an attachment without isVoiceNote)
+    async with transaction(sessions) as s:
+        found = await s.get(Defender, defender.id)
+        assert found is not None
+        alert = await alerts.raise_alert(s, vault, defender=found, kind=AlertKind.panic, now=NOW)
+    short = notices.short_code(alert.id)
+    await until(dispatcher, lambda: len(said_to(service, GROUP_ID)) == 4)
+    meta = {"id": "grp9", "contentType": "image/jpeg", "filename": None, "size": 8}
+    group = {"groupId": GROUP_INTERNAL_ID, "groupName": "Desk", "revision": 1, "type": "DELIVER"}
+    await service.send_text(ANA, f"ACK {short}", groupInfo=group, attachments=[meta])
+    await until(dispatcher, lambda: len(said_to(service, GROUP_ID)) == 5)
+    assert said_to(service, GROUP_ID)[4] == f"ana acknowledged alert {short} (calm-otter-8)."
+    assert (await state(sessions, alert)) is AlertState.acknowledged
     assert "grp9" in service.deleted  # a group's files are never read

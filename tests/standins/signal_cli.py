@@ -244,8 +244,8 @@ class SignalStandIn:
     async def _health(self, _request: web.Request) -> web.Response:
         return web.Response(status=204)
 
-    async def _about(self, _request: web.Request) -> web.Response:
-        return web.json_response(
+    async def _about(self, request: web.Request) -> web.Response:
+        return self._failure(request.path) or web.json_response(
             {
                 "versions": ["v1", "v2"],
                 "build": 2,
