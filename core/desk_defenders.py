@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import audit, checkins, timers
+from core import audit, checkins, discreet, timers
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.models import (
@@ -34,6 +34,7 @@ DESK_PAUSE = "desk"  # ``paused_reason`` of check-ins the desk paused
 class Health:
     state: str  # hidden, paused, alert, missed, overdue, ok, no_checkin
     next_due_at: datetime | None
+    not_deleted: int = 0  # messages discreet mode could not delete from their phone (R12)
 
 
 async def list_defenders(
@@ -81,6 +82,7 @@ async def _health(session: AsyncSession, defenders: list[Defender]) -> dict[uuid
             )
         ).scalars()
     )
+    not_deleted = await discreet.not_deleted_counts(session, ids)
     result = {}
     for d in defenders:
         mine = [c for c in checkins if c.defender_id == d.id]
@@ -98,7 +100,7 @@ async def _health(session: AsyncSession, defenders: list[Defender]) -> dict[uuid
             state = "overdue"
         else:
             state = "ok" if mine else "no_checkin"
-        result[d.id] = Health(state, due)
+        result[d.id] = Health(state, due, not_deleted.get(d.id, 0))
     return result
 
 

@@ -8,7 +8,9 @@ A deletion never falls back, blocks or escalates anything. It is retried with it
 capped so that its last attempt comes before the limit (``LAST_DELETION``). R12's alarm: one
 not done by 47 h after the message was sent (still failing, given up, or refused by the
 channel as too old, ``NOT_DELETED``) is written on the defender's open alerts' timelines
-(``delivery_dead``, reason ``not_deleted``) and logged for the operator (``not_deleted``).
+(``delivery_dead``, reason ``not_deleted``) and logged for the operator (``not_deleted``); the
+desk's list of defenders counts them for each defender, open alert or not
+(``not_deleted_counts``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import outbox
@@ -122,6 +125,31 @@ async def not_deleted(session: AsyncSession, row: OutboxMessage, now: datetime) 
         for a in open_ids
         if a not in done
     )
+
+
+async def not_deleted_counts(
+    session: AsyncSession, defender_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """How many messages discreet mode gave up deleting are still on each defender's phone,
+    among the outbox rows kept (30 days, core.retention): R12's alarm for the desk, also when
+    no alert of theirs is open to carry it. A chat gone or blocked (nothing left to delete)
+    is not counted."""
+    if not defender_ids:
+        return {}
+    gave_up = (OutboxMessage.state == OutboxState.dead) | (
+        (OutboxMessage.state == OutboxState.failed) & (OutboxMessage.last_error == NOT_DELETED)
+    )
+    stmt = (
+        select(ChannelAddress.defender_id, func.count())
+        .join(OutboxMessage, OutboxMessage.address_id == ChannelAddress.id)
+        .where(
+            ChannelAddress.defender_id.in_(defender_ids),
+            OutboxMessage.idempotency_key.startswith(DELETION, autoescape=True),
+            gave_up,
+        )
+        .group_by(ChannelAddress.defender_id)
+    )
+    return {d: int(n) for d, n in (await session.execute(stmt)).all() if d is not None}
 
 
 async def retry(

@@ -33,6 +33,10 @@ class DefenderOut(BaseModel):
     health: str  # hidden, paused, alert, missed, overdue, ok, no_checkin
     next_due_at: datetime | None
     policy_id: uuid.UUID | None
+    # Sensitive messages discreet mode could not delete from their phone in the last 30 days
+    # (Telegram's 48-hour limit passed, or the deletions kept failing): ask them, through a
+    # safe channel, to delete them by hand.
+    messages_not_deleted: int
 
 
 class DefenderPage(BaseModel):
@@ -53,6 +57,7 @@ def out(d: Defender, health: Health) -> DefenderOut:
         health=health.state,
         next_due_at=health.next_due_at,
         policy_id=d.policy_id,
+        messages_not_deleted=health.not_deleted,
     )
 
 

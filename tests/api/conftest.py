@@ -25,6 +25,8 @@ from core.accounts import create_org
 from core.config import Settings
 from core.crypto import Vault, seal
 from core.db import transaction
+from core.defenders import new_address
+from core.discreet import NOT_DELETED
 from core.escalation import Policy
 from core.models import (
     Alert,
@@ -221,3 +223,31 @@ async def site(desk: Desk) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+async def undeletable(desk: Desk, defender_id: uuid.UUID, n: int) -> None:
+    """``n`` messages discreet mode gave up deleting from the defender's chat, among rows that
+    do not count: a deletion done, one whose chat is gone, and an ordinary message dead."""
+    async with transaction(desk.sessions) as s:
+        address = new_address(desk.vault, "telegram", str(uuid.uuid4().int % 10**9))
+        address.defender_id = defender_id
+        s.add(address)
+        await s.flush()
+        rows = [(OutboxState.dead, "timeout", "del:")] * (n - n // 2)
+        rows += [(OutboxState.failed, NOT_DELETED, "del:")] * (n // 2)
+        rows += [
+            (OutboxState.delivered, None, "del:"),
+            (OutboxState.failed, "blocked", "del:"),
+            (OutboxState.dead, "timeout", "m:"),
+        ]
+        s.add_all(
+            OutboxMessage(
+                priority=3,
+                channel="telegram",
+                address_id=address.id,
+                idempotency_key=f"{prefix}{uuid.uuid4().hex}",
+                state=state,
+                last_error=error,
+            )
+            for state, error, prefix in rows
+        )

@@ -32,7 +32,7 @@ from core.models import (
     InviteCode,
     Responder,
 )
-from tests.api.conftest import PASSWORD, Desk, Org, code, make_alert
+from tests.api.conftest import PASSWORD, Desk, Org, code, make_alert, undeletable
 
 NONCE = re.compile(r'name="nonce" value="([^"]+)"')
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -325,6 +325,20 @@ async def test_defenders_show_by_handle_and_pause_and_resume(desk: Desk) -> None
         forged = await c.post(url + "/pause", data={"csrf": "forged"})
         assert forged.headers["location"] == "/login"
         assert await status_of(desk, desk.a.defender.id) is DefenderStatus.active
+
+
+async def test_defenders_show_messages_discreet_mode_could_not_delete(desk: Desk) -> None:
+    """R12's alarm on the defenders page, in the responder's language, with what to do."""
+    assert desk.a.defender is not None
+    async with browser(desk, desk.a, "observer") as (c, _csrf):
+        assert "could not be deleted" not in (await c.get("/defenders")).text
+        await undeletable(desk, desk.a.defender.id, 2)
+        page = await c.get("/defenders")
+        assert "2 messages could not be deleted from their phone" in page.text
+        assert "delete them by hand" in page.text
+        await undeletable(desk, desk.a.defender.id, 1)
+        c.headers["accept-language"] = "es"
+        assert "3 mensajes no se pudieron borrar" in (await c.get("/defenders")).text
 
 
 async def test_a_defender_hidden_after_a_forced_deletion_is_shown_and_restored(

@@ -5,12 +5,20 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core import defenders
 from core.db import transaction
-from core.models import CheckIn, CheckInKind, CheckInState, Defender, InviteCode
-from tests.api.conftest import Desk
+from core.models import (
+    Alert,
+    AlertState,
+    CheckIn,
+    CheckInKind,
+    CheckInState,
+    Defender,
+    InviteCode,
+)
+from tests.api.conftest import Desk, undeletable
 
 
 async def test_it_lists_handles_and_health_never_names(desk: Desk) -> None:
@@ -27,7 +35,25 @@ async def test_it_lists_handles_and_health_never_names(desk: Desk) -> None:
         "health",
         "next_due_at",
         "policy_id",
+        "messages_not_deleted",
     }
+    assert item["messages_not_deleted"] == 0
+
+
+async def test_it_counts_the_messages_discreet_mode_could_not_delete(desk: Desk) -> None:
+    """R12's alarm reaches the desk also when no alert of the defender's is open: the list
+    says how many messages are still on their phone (their alert is resolved here)."""
+    assert desk.a.defender is not None and desk.b.defender is not None
+    async with transaction(desk.sessions) as s:
+        await s.execute(update(Alert).values(state=AlertState.resolved))
+    await undeletable(desk, desk.a.defender.id, 3)
+    await undeletable(desk, desk.b.defender.id, 5)  # another organisation's
+    async with await desk.client(desk.a, "observer") as c:
+        (item,) = (await c.get("/api/v1/defenders")).json()["items"]
+    assert (item["health"], item["messages_not_deleted"]) == ("no_checkin", 3)
+    async with await desk.client(desk.a, "responder") as c:
+        paused = (await c.post(f"/api/v1/defenders/{desk.a.defender.id}/pause")).json()
+    assert (paused["health"], paused["messages_not_deleted"]) == ("paused", 3)
 
 
 async def test_it_pauses_and_resumes_check_ins(desk: Desk) -> None:
