@@ -85,7 +85,7 @@ async def update_responder(
     """Change a responder's role, disable or enable them, or set them on duty."""
     admins = await _admins(session, principal.org_id)  # locked first: changes take turns
     if principal.responder_id not in admins:  # demoted or disabled while this request waited
-        raise ApiError(403, errors.FORBIDDEN)
+        raise ApiError(401, errors.UNAUTHENTICATED)  # as api.deps (PostgreSQL: found there)
     r = await _target(session, principal.org_id, responder_id)
     if r is None:
         raise ApiError(404, errors.NOT_FOUND)
