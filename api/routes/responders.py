@@ -146,9 +146,12 @@ async def _target(
     kept by the responder's own requests too: responders' rows, then their sessions, then the
     audit trail's lock (core.audit). This change used to write its audit line first, while a
     request of the responder's own wrote its session's last-seen time, then its audit line
-    (an alert viewed, going on duty): each waited for the other, and PostgreSQL aborted one."""
+    (an alert viewed, going on duty): each waited for the other, and PostgreSQL aborted one.
+    ``FOR UPDATE`` (not NO KEY): an assignment to them (core.desk_alerts.assign, ``FOR KEY
+    SHARE``) and this change wait for each other, so none assigns a responder disabled
+    meanwhile."""
     stmt = select(Responder).where(Responder.id == responder_id, Responder.org_id == org_id)
-    stmt = locked(stmt.execution_options(populate_existing=True), session, key_share=True)
+    stmt = locked(stmt.execution_options(populate_existing=True), session)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
