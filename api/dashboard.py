@@ -60,15 +60,24 @@ class Viewer:
 
 
 async def viewer(
-    request: Request, session: AsyncSession, now: datetime, *, touch: bool = True
+    request: Request,
+    session: AsyncSession,
+    now: datetime,
+    *,
+    touch: bool = True,
+    hold: bool = False,
 ) -> Viewer | None:
     """The logged-in responder, from the session cookie and its CSRF twin, or None.
-    ``touch=False`` for requests the page makes by itself (see core.auth.session_principal)."""
+    ``touch=False`` for requests the page makes by itself (see core.auth.session_principal).
+    ``hold``: for a form that writes, also None once the responder is disabled (or the session
+    revoked) while the request waited (core.auth.hold)."""
     token, csrf = request.cookies.get(COOKIE), request.cookies.get(CSRF_COOKIE)
     if token is None or csrf is None:
         return None
-    found = await auth.session_principal(session, token, now, touch=touch)
+    found = await auth.session_principal(session, token, now, touch=touch and not hold)
     if found is None or found[0].responder_id is None or not auth.csrf_matches(found[1], csrf):
+        return None
+    if hold and not await auth.hold(session, found[0], found[1], now, admins=False):
         return None
     username = await session.scalar(
         select(Responder.username).where(Responder.id == found[0].responder_id)
@@ -153,7 +162,7 @@ async def checked(
     request: Request, session: AsyncSession, now: datetime, csrf: str
 ) -> Viewer | None:
     """The viewer of a form's POST, only when the form carries this session's CSRF token."""
-    who = await viewer(request, session, now)
+    who = await viewer(request, session, now, hold=True)
     if who is None or not secrets.compare_digest(csrf.encode(), who.csrf.encode()):
         return None
     return who

@@ -161,13 +161,16 @@ async def revoke_invite(
     who = await _writer(request, session, now, csrf)
     if isinstance(who, Response):
         return who
-    if not await desk_defenders.revoke_invite(
-        session,
-        vault,
-        org_id=who.principal.org_id,
-        invite_id=invite_id,
-        actor=who.principal.actor,
-        now=now,
+    if (
+        await desk_defenders.revoke_invite(
+            session,
+            vault,
+            org_id=who.principal.org_id,
+            invite_id=invite_id,
+            actor=who.principal.actor,
+            now=now,
+        )
+        is None
     ):  # unknown, or another organisation's (R18)
         return render(request, "missing.html", 404, me=who)
-    return to("/defenders")
+    return to("/defenders")  # used meanwhile: listed as used, nothing changed

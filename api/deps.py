@@ -31,6 +31,8 @@ async def get_db(request: Request) -> AsyncGenerator[AsyncSession, None]:
     SQLAlchemy's greenlet bridge and a context of its own (bench/api.py)."""
     async with request.app.state.sessions() as session:
         yield session
+        if not await auth.still_held(session):  # SQLite: disabled while this request ran
+            raise ApiError(401, errors.UNAUTHENTICATED)
         if session.in_transaction():
             await session.commit()
         for callback in session.info.pop(AFTER_COMMIT, ()):
@@ -89,22 +91,39 @@ def bearer(request: Request) -> str | None:
 
 
 async def _principal(request: Request, session: SessionDep, now: NowDep) -> Principal:
+    return await _resolve(request, session, now, admins=False)
+
+
+async def _admin(request: Request, session: SessionDep, now: NowDep) -> Principal:
+    """The caller of a route that may change rights: an admin's request that writes locks
+    the organisation's admins first (core.auth.hold)."""
+    return await _resolve(request, session, now, admins=True)
+
+
+async def _resolve(
+    request: Request, session: AsyncSession, now: datetime, *, admins: bool
+) -> Principal:
     token = bearer(request)
     if token is not None:
         principal = await auth.token_principal(session, token, now, token_cache(request))
         if principal is None:
             raise ApiError(401, errors.UNAUTHENTICATED)
         return principal
-    cookie = request.cookies.get(COOKIE)
-    found = None if cookie is None else await auth.session_principal(session, cookie, now)
+    cookie, writes = request.cookies.get(COOKIE), request.method not in SAFE_METHODS
+    found = (
+        None
+        if cookie is None
+        else await auth.session_principal(session, cookie, now, touch=not writes)
+    )
     if found is None:
         raise ApiError(401, errors.UNAUTHENTICATED)
     principal, row = found
     # SameSite=Strict already keeps other sites' forms out; the header is the second lock.
-    if request.method not in SAFE_METHODS and not auth.csrf_matches(
-        row, request.headers.get(CSRF_HEADER)
-    ):
+    if writes and not auth.csrf_matches(row, request.headers.get(CSRF_HEADER)):
         raise ApiError(403, errors.BAD_CSRF)
+    # Disabled, or the session revoked, while this request waited: it writes nothing.
+    if writes and not await auth.hold(session, principal, row, now, admins=admins):
+        raise ApiError(401, errors.UNAUTHENTICATED)
     return principal
 
 
@@ -137,14 +156,18 @@ PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A dependency granting the route only to callers holding ``scope`` (deny by default).
-    It sits right on ``_principal``: every level of dependencies costs each request."""
+    It sits right on ``_principal`` (``_admin`` for org:admin): every level of dependencies
+    costs each request."""
 
     async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         if scope not in _settled(principal).scopes:
             raise ApiError(403, errors.FORBIDDEN)
         return principal
 
-    return check
+    async def check_admin(principal: Annotated[Principal, Depends(_admin)]) -> Principal:
+        return await check(principal)
+
+    return check_admin if scope == "org:admin" else check
 
 
 AlertsRead = Annotated[Principal, Depends(require("alerts:read"))]

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit
+from core.claims import dialect, locked, write_lock
 from core.crypto import Vault
 from core.models import ApiToken, DeskSession, Responder, Role
 from core.security import hash_password, verify_password
@@ -31,6 +32,7 @@ SESSION_ABSOLUTE = timedelta(hours=12)
 TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most once a minute
 TOKEN_CACHE_TTL = timedelta(seconds=5)  # how long another process may still honour a revoked token
 TOTP_STEP = 30
+HELD = "amparo.held"  # session.info: the principal ``hold`` let through (SQLite)
 MIN_PASSWORD = 12
 
 ROLE_SCOPES: dict[Role, frozenset[str]] = {
@@ -165,16 +167,10 @@ async def session_principal(
     if found is None:
         return None
     row, responder = found
-    if (
-        row.revoked_at is not None
-        or now >= row.expires_at
-        or now >= row.last_seen_at + SESSION_IDLE
-        or not responder.active
-        or responder.org_id != row.org_id
-    ):
+    if not _live(row, responder, now):
         return None
-    if touch and now - row.last_seen_at >= TOUCH_EVERY:
-        row.last_seen_at = now
+    if touch:
+        _touch(row, now)
     principal = Principal(
         org_id=responder.org_id,
         scopes=ROLE_SCOPES[responder.role],
@@ -187,6 +183,75 @@ async def session_principal(
     return principal, row
 
 
+def _live(row: DeskSession, responder: Responder, now: datetime) -> bool:
+    return not (
+        row.revoked_at is not None
+        or now >= row.expires_at
+        or now >= row.last_seen_at + SESSION_IDLE
+        or not responder.active
+        or responder.org_id != row.org_id
+    )
+
+
+def _touch(row: DeskSession, now: datetime) -> None:
+    if now - row.last_seen_at >= TOUCH_EVERY:
+        row.last_seen_at = now
+
+
+async def hold(
+    session: AsyncSession, principal: Principal, row: DeskSession, now: datetime, *, admins: bool
+) -> bool:
+    """Keep a responder's request that writes from finishing once they are disabled, their
+    role changed or their session revoked: it was authenticated before any lock, and its
+    write still went through after the change committed. False: no longer so (the caller
+    answers as for a dead session). Call it before anything else locks or writes.
+
+    PostgreSQL: the responder's row is locked now (``FOR NO KEY UPDATE``: their own writes
+    take turns, a foreign key's check does not wait), then their session's, and both are read
+    again. The lock order (api.routes.responders): responders' rows (``admins``: the
+    organisation's active admins' too, for a request that changes rights, which locks them
+    first), then sessions, then anything else. SQLite: the request's first write waits for
+    the writer's lock, so the check waits for the commit (``still_held``)."""
+    if dialect(session) != "postgresql":
+        _touch(row, now)
+        session.info[HELD] = (principal, now)
+        return True
+    mine = Responder.id == principal.responder_id
+    if admins:
+        mine |= (
+            (Responder.org_id == principal.org_id)
+            & (Responder.role == Role.admin)
+            & (Responder.active.is_(True))
+        )
+    them = select(Responder.id).where(mine).order_by(Responder.id)
+    await session.execute(locked(them, session, key_share=True))
+    return await _still(session, principal, now)
+
+
+async def still_held(session: AsyncSession) -> bool:
+    """SQLite, before the request commits: whether the responder ``hold`` let through is still
+    active, in the same role, with a live session (read under the writer's lock)."""
+    held: tuple[Principal, datetime] | None = session.info.pop(HELD, None)
+    if held is None:
+        return True
+    await write_lock(session)
+    return await _still(session, *held)
+
+
+async def _still(session: AsyncSession, principal: Principal, now: datetime) -> bool:
+    stmt = (
+        select(DeskSession, Responder)
+        .join(Responder, Responder.id == DeskSession.responder_id)
+        .where(DeskSession.id == principal.session_id)
+        .execution_options(populate_existing=True)
+    )
+    found = (await session.execute(locked(stmt, session, of=DeskSession, key_share=True))).first()
+    if found is None or not _live(*found, now) or found[1].role is not principal.role:
+        return False
+    _touch(found[0], now)
+    return True
+
+
 def csrf_matches(row: DeskSession, presented: str | None) -> bool:
     return presented is not None and secrets.compare_digest(digest(presented), row.csrf_hash)
 
@@ -194,6 +259,9 @@ def csrf_matches(row: DeskSession, presented: str | None) -> bool:
 async def revoke_sessions(
     session: AsyncSession, responder_id: uuid.UUID, now: datetime, *, only: uuid.UUID | None = None
 ) -> None:
+    held = session.info.get(HELD)
+    if held is not None and held[0].responder_id == responder_id:
+        del session.info[HELD]  # the request ends its own rights (a logout): not to check
     query = update(DeskSession).where(
         DeskSession.responder_id == responder_id, DeskSession.revoked_at.is_(None)
     )

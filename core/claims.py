@@ -28,10 +28,18 @@ async def write_lock(session: AsyncSession) -> None:
 
 
 def locked(
-    stmt: S, session: AsyncSession, *, skip: bool = False, of: Any = None, key_share: bool = False
+    stmt: S,
+    session: AsyncSession,
+    *,
+    skip: bool = False,
+    of: Any = None,
+    key_share: bool = False,
+    read: bool = False,
 ) -> S:
     """``stmt`` with row locks on PostgreSQL (SQLite relies on ``write_lock``). ``key_share``:
-    ``FOR NO KEY UPDATE``, which a foreign key's check (``FOR KEY SHARE``) does not wait for."""
+    ``FOR NO KEY UPDATE``, which a foreign key's check (``FOR KEY SHARE``) does not wait for;
+    with ``read``, ``FOR KEY SHARE`` itself: the row neither deleted nor locked ``FOR UPDATE``
+    until the transaction ends."""
     if dialect(session) != "postgresql":
         return stmt
-    return stmt.with_for_update(skip_locked=skip, of=of, key_share=key_share)
+    return stmt.with_for_update(skip_locked=skip, of=of, key_share=key_share, read=read)

@@ -225,14 +225,18 @@ async def assign(
     actor: str,
     now: datetime,
 ) -> bool:
-    """Assign to an active responder of the alert's organisation (None unassigns)."""
+    """Assign to an active responder of the alert's organisation (None unassigns). False when
+    there is no such responder: the assignee is read under a lock (PostgreSQL: ``FOR KEY
+    SHARE``, which the disabling's ``FOR UPDATE`` waits for, and waits for; SQLite: the
+    writer's lock). Read before, a responder disabled meanwhile was assigned the alert."""
     if to is not None:
-        found = await session.execute(
-            select(Responder.id).where(
-                Responder.id == to, Responder.org_id == alert.org_id, Responder.active.is_(True)
-            )
+        await write_lock(session)
+        stmt = select(Responder.id).where(
+            Responder.id == to, Responder.org_id == alert.org_id, Responder.active.is_(True)
         )
-        if found.first() is None:
+        if (
+            await session.execute(locked(stmt, session, key_share=True, read=True))
+        ).first() is None:
             return False
     alert.assigned_to = to
     await _event(session, alert, "assigned", actor, now, to=None if to is None else str(to))

@@ -265,14 +265,23 @@ async def revoke_invite(
     invite_id: uuid.UUID,
     actor: str,
     now: datetime,
-) -> bool:
+) -> bool | None:
+    """Revoke an unused code: True (done, or revoked already), None when unknown (or another
+    organisation's), False when it was used: a defender enrolled with it. The code is read
+    under its lock (SQLite: the writer's lock), which a redeeming (core.defenders.take_invite,
+    an UPDATE) holds until it commits: read before, a code redeemed meanwhile was revoked as
+    well, used and revoked at once, and the desk told it was revoked."""
+    await write_lock(session)
     query = select(InviteCode).where(
         InviteCode.id == invite_id, InviteCode.org_id == org_id, InviteCode.purpose == "defender"
     )
+    query = locked(query.execution_options(populate_existing=True), session, key_share=True)
     invite = (await session.execute(query)).scalar_one_or_none()
     if invite is None:
+        return None
+    if invite.used_at is not None:
         return False
-    if invite.revoked_at is None and invite.used_at is None:
+    if invite.revoked_at is None:
         invite.revoked_at = now
         await audit.record(
             session,

@@ -104,7 +104,7 @@ async def list_invites(
     return [out(i, now) for i in await desk_defenders.list_invites(session, principal.org_id)]
 
 
-@router.delete("/{invite_id}", status_code=204, responses={404: {}})
+@router.delete("/{invite_id}", status_code=204, responses={404: {}, 409: {}})
 async def revoke_invite(
     invite_id: uuid.UUID,
     principal: DefendersWrite,
@@ -112,13 +112,16 @@ async def revoke_invite(
     vault: VaultDep,
     now: NowDep,
 ) -> None:
-    """Revoke an unused invite code."""
-    if not await desk_defenders.revoke_invite(
+    """Revoke an unused invite code; 409 once it was used (a defender enrolled with it)."""
+    revoked = await desk_defenders.revoke_invite(
         session,
         vault,
         org_id=principal.org_id,
         invite_id=invite_id,
         actor=principal.actor,
         now=now,
-    ):
+    )
+    if revoked is None:
         raise ApiError(404, errors.NOT_FOUND)
+    if not revoked:
+        raise ApiError(409, errors.CONFLICT)

@@ -85,9 +85,9 @@ async def update_responder(
     """Change a responder's role, disable or enable them, or set them on duty."""
     admins = await _admins(session, principal.org_id)  # locked first: changes take turns
     if principal.responder_id not in admins:  # demoted or disabled while this request waited
-        raise ApiError(403, errors.FORBIDDEN)
-    r = await session.get(Responder, responder_id, populate_existing=True)
-    if r is None or r.org_id != principal.org_id:
+        raise ApiError(401, errors.UNAUTHENTICATED)  # as api.deps (PostgreSQL: found there)
+    r = await _target(session, principal.org_id, responder_id)
+    if r is None:
         raise ApiError(404, errors.NOT_FOUND)
     demoting = (
         body.role not in (None, Role.admin) or body.active is False
@@ -95,20 +95,26 @@ async def update_responder(
     if demoting and len(admins) <= 1 and r.active:
         raise ApiError(409, LAST_ADMIN)
     changes = body.model_dump(exclude_none=True)
-    for action, field in (("responder.role", "role"), ("responder.active", "active")):
-        if field in changes and getattr(r, field) != changes[field]:
-            await audit.record(
-                session,
-                vault,
-                actor=principal.actor,
-                action=action,
-                target=str(r.id),
-                org_id=principal.org_id,
-                detail={"from": str(getattr(r, field)), "to": str(changes[field])},
-                now=now,
-            )
-            setattr(r, field, changes[field])
-            await auth.revoke_sessions(session, r.id, now)  # old rights die with old sessions
+    changed = [
+        (action, field, getattr(r, field))
+        for action, field in (("responder.role", "role"), ("responder.active", "active"))
+        if field in changes and getattr(r, field) != changes[field]
+    ]
+    for _action, field, _was in changed:
+        setattr(r, field, changes[field])
+    if changed:  # old rights die with old sessions; before the audit trail's lock (_target)
+        await auth.revoke_sessions(session, r.id, now)
+    for action, field, was in changed:
+        await audit.record(
+            session,
+            vault,
+            actor=principal.actor,
+            action=action,
+            target=str(r.id),
+            org_id=principal.org_id,
+            detail={"from": str(was), "to": str(changes[field])},
+            now=now,
+        )
     pageable = r.active and r.role in desk_chat.ACTING
     if body.on_duty and not pageable:
         raise ApiError(409, NOT_PAGED)
@@ -131,6 +137,22 @@ async def _admins(session: SessionDep, org_id: uuid.UUID) -> set[uuid.UUID]:
     )
     query = locked(stmt.order_by(Responder.id), session, key_share=True)
     return set((await session.execute(query)).scalars())
+
+
+async def _target(
+    session: SessionDep, org_id: uuid.UUID, responder_id: uuid.UUID
+) -> Responder | None:
+    """The responder to change, read again under its lock (after the admins'). The lock order,
+    kept by the responder's own requests too: responders' rows, then their sessions, then the
+    audit trail's lock (core.audit). This change used to write its audit line first, while a
+    request of the responder's own wrote its session's last-seen time, then its audit line
+    (an alert viewed, going on duty): each waited for the other, and PostgreSQL aborted one.
+    ``FOR UPDATE`` (not NO KEY): an assignment to them (core.desk_alerts.assign, ``FOR KEY
+    SHARE``) and this change wait for each other, so none assigns a responder disabled
+    meanwhile."""
+    stmt = select(Responder).where(Responder.id == responder_id, Responder.org_id == org_id)
+    stmt = locked(stmt.execution_options(populate_existing=True), session)
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def _duty(

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pyotp
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
 from api.deps import COOKIE, CSRF_HEADER
 from core import auth
+from core.audit import _PG_LOCK as AUDIT
 from core.claims import dialect, write_lock
 from core.db import transaction
-from core.models import AuditEntry, Responder, Role
+from core.models import AuditEntry, DeskSession, Responder, Role
 from tests.api.conftest import BASE, CHEAP, PASSWORD, Desk
 from tests.api.test_policies_race import Request
 from tests.engine.test_lock_order import deadlock, overlap
@@ -93,9 +94,10 @@ async def test_two_admins_demoting_each_other_at_once_leave_one_admin(desk: Desk
             lambda: second.patch(f"/api/v1/responders/{one.id}", json={"active": False}),
         ],
     )
-    # The second to go is no admin any more (403), or is the last one (409).
+    # The second to go is no admin any more (401, as for any disabled responder's session), or
+    # is the last one (409).
     assert sorted(a.status_code for a in answers)[0] == 200, [a.text for a in answers]
-    assert sorted(a.status_code for a in answers)[1] in (403, 409), [a.text for a in answers]
+    assert sorted(a.status_code for a in answers)[1] in (401, 409), [a.text for a in answers]
     assert await active_admins(desk) == 1
 
 
@@ -125,6 +127,48 @@ async def test_an_admin_disabled_meanwhile_changes_no_ones_rights(desk: Desk) ->
         assert done == [("responder.role", str(helper.id)), ("responder.active", str(two.id))]
         assert dialect_of(desk) == "sqlite"
     else:
-        assert [a.status_code for a in answers] == [200, 403], [a.text for a in answers]
+        assert [a.status_code for a in answers] == [200, 401], [a.text for a in answers]
         assert done == [("responder.active", str(two.id))]
         assert role is Role.responder
+
+
+async def stale_sessions(desk: Desk, responder: Responder) -> None:
+    """The responder's sessions last seen two minutes ago: their next request writes the time
+    it was seen (core.auth.TOUCH_EVERY), locking the session's row (PostgreSQL)."""
+    async with transaction(desk.sessions) as s:
+        await s.execute(
+            update(DeskSession)
+            .where(DeskSession.responder_id == responder.id)
+            .values(last_seen_at=datetime.now(UTC) - timedelta(minutes=2))
+        )
+
+
+async def test_disabling_a_responder_whose_request_is_under_way_does_not_deadlock(
+    desk: Desk,
+) -> None:
+    """An admin disables a responder who is viewing an alert at that moment. The admin's
+    change wrote its audit line (the trail's lock) before the responder's row and sessions;
+    the responder's request wrote its session's last-seen time (its row), then its own audit
+    line ("alert.view"): each waited for the other, and PostgreSQL aborted one. The blocker
+    holds the audit trail's lock until both requests wait (SQLite: the writer's lock)."""
+    assert desk.a.alert is not None
+    admin, target = desk.a.responders["admin"], desk.a.responders["responder"]
+    first, second = await client_of(desk, admin), await client_of(desk, target)
+    await stale_sessions(desk, target)
+    started: list[asyncio.Task[httpx.Response]] = []
+    requests = [
+        lambda: first.patch(f"/api/v1/responders/{target.id}", json={"active": False}),
+        lambda: second.get(f"/api/v1/alerts/{desk.a.alert.id}"),  # type: ignore[union-attr]
+    ]
+    async with transaction(desk.sessions) as blocker:
+        await write_lock(blocker)
+        if dialect(blocker) == "postgresql":
+            await blocker.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT})
+        for n, r in enumerate(requests, 1):
+            started.append(asyncio.create_task(r()))
+            await overlap(desk.sessions, n, started)
+    done = await asyncio.wait_for(asyncio.gather(*started, return_exceptions=True), 30)
+    assert not [e for e in done if isinstance(e, BaseException)], done
+    assert [d.status_code for d in done if isinstance(d, httpx.Response)] == [200, 200]
+    async with desk.sessions() as s:
+        assert (await s.get(Responder, target.id)).active is False  # type: ignore[union-attr]
