@@ -23,6 +23,7 @@ from core.models import (
     CallbackToken,
     ChannelAddress,
     CheckIn,
+    Consent,
     Conversation,
     Defender,
     DefenderStatus,
@@ -199,7 +200,17 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     """
     await withdraw_waiting(session, defender)
     await session.execute(delete(CheckIn).where(CheckIn.defender_id == defender.id))
-    await session.execute(delete(TrustedContact).where(TrustedContact.defender_id == defender.id))
+    theirs = TrustedContact.defender_id == defender.id
+    # One who asked to stop stays, bare (no name, no address, no invite): gone, it would be
+    # taken for a contact the deletion forgot, owed the all-clear of an alert that had
+    # reached them (core.actions.forgotten_contacts), and told after all.
+    stopped = TrustedContact.consent == Consent.revoked
+    await session.execute(delete(TrustedContact).where(theirs, ~stopped))
+    await session.execute(
+        update(TrustedContact)
+        .where(theirs, stopped)
+        .values(label_enc=None, dek=None, invite_index=None, address_id=None)
+    )
     await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
     await forget_buttons(session, defender)
     await session.execute(
