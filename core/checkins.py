@@ -259,15 +259,20 @@ def _hold_if_paused(session: AsyncSession, defender: Defender, row: CheckIn) -> 
 
 
 async def resume_held(
-    session: AsyncSession, *, defender: Defender, reasons: tuple[str, ...], now: datetime
+    session: AsyncSession,
+    *,
+    defender: Defender,
+    now: datetime,
+    reasons: tuple[str, ...] | None = None,
 ) -> None:
-    """Re-arm the defender's check-ins paused for one of ``reasons`` (the desk's resume): a
-    deadline that passed during the pause is asked now (due at once, with the usual grace),
-    never counted as missed, and a deadline still ahead keeps its time."""
+    """Re-arm the defender's check-ins paused for one of ``reasons``, or for any reason (the
+    desk's resume: it sets the defender active, so none may stay paused, the defender's own
+    pause included): a deadline that passed during the pause is asked now (due at once, with
+    the usual grace), never counted as missed, and a deadline still ahead keeps its time."""
     found = await _rows(session, defender, (CheckInState.paused,))
     policy = await alerts.policy_for(session, defender)  # after the locks (module docstring)
     for row in found:
-        if row.paused_reason in reasons:
+        if reasons is None or row.paused_reason in reasons:
             row.paused_reason = None
             _arm(session, row, max(row.due_at, now), now, policy)
 

@@ -17,12 +17,15 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core import outbox
+from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.models import (
     GONE,
     CallbackToken,
     ChannelAddress,
     CheckIn,
+    CheckInState,
+    Consent,
     Conversation,
     Defender,
     DefenderStatus,
@@ -199,7 +202,17 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     """
     await withdraw_waiting(session, defender)
     await session.execute(delete(CheckIn).where(CheckIn.defender_id == defender.id))
-    await session.execute(delete(TrustedContact).where(TrustedContact.defender_id == defender.id))
+    theirs = TrustedContact.defender_id == defender.id
+    # One who asked to stop stays, bare (no name, no address, no invite): gone, it would be
+    # taken for a contact the deletion forgot, owed the all-clear of an alert that had
+    # reached them (core.actions.forgotten_contacts), and told after all.
+    stopped = TrustedContact.consent == Consent.revoked
+    await session.execute(delete(TrustedContact).where(theirs, ~stopped))
+    await session.execute(
+        update(TrustedContact)
+        .where(theirs, stopped)
+        .values(label_enc=None, dek=None, invite_index=None, address_id=None)
+    )
     await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
     await forget_buttons(session, defender)
     await session.execute(
@@ -222,6 +235,7 @@ async def withdraw_waiting(session: AsyncSession, defender: Defender) -> None:
     withdrawn if its send fails (``core.delivery.record``): never retried nor sent elsewhere.
     The deletion's own reply is queued after. Discreet mode's deletions stay as they were
     (core.discreet)."""
+    await _hold_checkins(session, defender)
     chats = select(ChannelAddress.id).where(ChannelAddress.defender_id == defender.id)
     theirs = (
         OutboxMessage.address_id.in_(chats),
@@ -229,6 +243,20 @@ async def withdraw_waiting(session: AsyncSession, defender: Defender) -> None:
         OutboxMessage.idempotency_key.not_like("del:%"),
     )
     await outbox.withdraw_waiting(session, *theirs)
+
+
+async def _hold_checkins(session: AsyncSession, defender: Defender) -> None:
+    """Lock the defender's live check-ins (core.checkins' order: the defender's row, then its
+    check-ins by due time and id). A sweep stepping one of them (PostgreSQL: it holds the row
+    until its commit) is waited for, so the reminder it writes is withdrawn with the rest,
+    not sent to the phone after the deletion; a later sweep finds the defender deleted (or
+    hidden) and sends them nothing. SQLite: the writer's lock, which the sweep takes first."""
+    await write_lock(session)
+    me = select(Defender.id).where(Defender.id == defender.id)
+    await session.execute(locked(me, session, key_share=True))
+    live = CheckIn.state.in_((CheckInState.armed, CheckInState.reminded))
+    rows = select(CheckIn.id).where(CheckIn.defender_id == defender.id, live)
+    await session.execute(locked(rows.order_by(CheckIn.due_at, CheckIn.id), session))
 
 
 async def forget_buttons(session: AsyncSession, defender: Defender) -> None:

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import audit, checkins, discreet, timers
+from core import audit, checkins, discreet
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.models import (
@@ -159,8 +159,9 @@ async def set_paused(
             .execution_options(synchronize_session=False)
         )
     else:
-        reasons = (DESK_PAUSE, timers.HELD)
-        await checkins.resume_held(session, defender=defender, reasons=reasons, now=now)
+        # Every paused check-in, the defender's own pause's too: else they would stay paused
+        # behind an "active" defender, never asked again, a missed deadline escalating nowhere.
+        await checkins.resume_held(session, defender=defender, now=now)
     await audit.record(
         session,
         vault,

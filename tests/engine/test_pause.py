@@ -167,3 +167,22 @@ async def test_a_routine_changed_during_the_pause_stays_held(world: World, sweep
     for minutes in (60, 90, 120, 150):
         await sweep.run(DUE + minutes * MIN)
     assert await alert_of(world) is None
+
+
+async def test_the_desks_resume_of_a_defender_who_paused_themselves_rearms_their_routine(
+    world: World, sweep: Sweep
+) -> None:
+    """The defender paused their own check-ins (travel) and asked the desk to resume them.
+    The desk's resume set them active while their routine stayed paused: shown as watched,
+    nothing was ever asked again, and a missed deadline escalated to nobody."""
+    await routine(world)
+    async with transaction(world.sessions) as s:
+        await checkins.pause(s, defender=await world.defender(s), reason="travel", now=T0)
+    await desk_pause(world, False, T0 + 60 * MIN)
+    async with world.sessions() as s:
+        assert (await world.defender(s)).status is DefenderStatus.active
+    (row,) = await rows(world)
+    assert (row.state, row.due_at) == (CheckInState.armed, DUE)
+    for minutes in (0, 15, 30, 45):
+        await sweep.run(DUE + minutes * MIN)
+    assert await alert_of(world) is not None
