@@ -18,10 +18,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, time, timedelta
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, alerts, notices, recipients, wakeup
+from core import actions, alerts, notices, outbox, recipients, wakeup
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.escalation import Policy, first_action_at, next_occurrence, parse_days
@@ -32,6 +32,7 @@ from core.models import (
     CheckInState,
     Defender,
     DefenderStatus,
+    OutboxMessage,
 )
 from core.outbox import enqueue_many
 from core.timers import HELD
@@ -162,7 +163,7 @@ async def check_in(
     """ "I'm safe", after the flow verified the PIN: meets the live timer, re-arms the routine,
     keeps only this time as the last check-in (R24) and closes an open missed-check-in alert as
     safe, with an all-clear to everyone who was alerted. True if anything was met or closed."""
-    something = False
+    met = []
     found = await _rows(session, defender, LIVE)
     policy = await alerts.policy_for(session, defender)  # after the locks (module docstring)
     window = timedelta(seconds=policy.early_checkin_s)
@@ -179,7 +180,9 @@ async def check_in(
                 _hold_if_paused(session, defender, row)
         else:
             continue
-        something = True
+        met.append(row)
+    await _withdraw_reminders(session, met)
+    something = bool(met)
     defender.last_checkin_at = now
     alert = await alerts.open_alert(
         session, alerts.dedup_key(defender.id, AlertKind.missed_checkin)
@@ -221,6 +224,14 @@ async def extend(
             _arm(session, row, max(row.due_at, now) + by, now, policy)
             return row
     return None
+
+
+async def _withdraw_reminders(session: AsyncSession, rows: list[CheckIn]) -> None:
+    """The reminders of check-ins just met that are still waiting to go (a rate limit, a
+    channel down): withdrawn, not sent after "I'm safe" was answered."""
+    if rows:
+        keys = [OutboxMessage.idempotency_key.like(f"c:{r.id.hex}:%") for r in rows]
+        await outbox.withdraw_waiting(session, OutboxMessage.recipient == "defender", or_(*keys))
 
 
 async def pause(session: AsyncSession, *, defender: Defender, reason: str, now: datetime) -> None:

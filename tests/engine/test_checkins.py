@@ -8,7 +8,16 @@ from sqlalchemy import select
 
 from core import checkins, timers
 from core.db import transaction
-from core.models import AlertState, CheckIn, CheckInKind, CheckInState, Defender, DefenderStatus
+from core.messages import WITHDRAWN
+from core.models import (
+    AlertState,
+    CheckIn,
+    CheckInKind,
+    CheckInState,
+    Defender,
+    DefenderStatus,
+    OutboxMessage,
+)
 from core.sweep import Sweep, claim
 from tests.engine.conftest import T0, World, alert_of, outbox
 
@@ -147,3 +156,22 @@ async def test_it_routes_a_kind_per_row(world: World) -> None:
         (CheckInKind.timer, CheckInState.armed),
         (CheckInKind.routine, CheckInState.cancelled),
     }
+
+
+async def test_a_reminder_still_waiting_when_they_check_in_never_goes(
+    world: World, sweep: Sweep
+) -> None:
+    """The reminder of a deadline, held back (a rate limit, a channel down), would reach the
+    phone after "I'm safe" was answered: it is withdrawn with the check-in."""
+    async with transaction(world.sessions) as s:
+        await checkins.arm_timer(s, defender=await world.defender(s), due_at=T0, now=T0 - 60 * MIN)
+    await sweep.run(T0)
+    (reminder,) = [m for m in await outbox(world) if m.person == "defender"]
+    assert reminder.key.startswith("c:") and reminder.state == "pending"
+    async with transaction(world.sessions) as s:
+        assert await checkins.check_in(s, world.vault, defender=await world.defender(s), now=T0)
+    (withdrawn,) = [m for m in await outbox(world) if m.person == "defender"]
+    assert (withdrawn.key, withdrawn.state, withdrawn.text) == (reminder.key, "failed", "")
+    async with world.sessions() as s:
+        row = (await s.execute(select(OutboxMessage))).scalar_one()
+        assert row.last_error == WITHDRAWN
