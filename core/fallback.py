@@ -210,11 +210,16 @@ async def desk_sooner(session: AsyncSession, alert_id: uuid.UUID, now: datetime)
 
 
 async def miss_sooner(session: AsyncSession, checkin_id: uuid.UUID, now: datetime) -> None:
-    """The defender cannot get their reminder: the grace they cannot use is cut short."""
+    """The defender cannot get their reminder: the grace they cannot use is cut short.
+    A check-in another transaction holds (the defender checking in or pausing, the sweep
+    stepping it) is left as it is: it is being acted on, and its grace ends anyway. Waited
+    for, it would deadlock: the dispatcher comes here holding alerts (core.delivery), and
+    the check-in's writers lock it before its alert (core.checkins); PostgreSQL would abort
+    one of them, the dispatcher's batch of messages then held back for its lease."""
     stmt = (
         select(CheckIn).where(CheckIn.id == checkin_id).execution_options(populate_existing=True)
     )
-    row = (await session.execute(locked(stmt, session))).scalar_one_or_none()
+    row = (await session.execute(locked(stmt, session, skip=True))).scalar_one_or_none()
     if row is None or row.state is not CheckInState.reminded or row.next_action_at <= now:
         return
     # Only this occurrence is missed sooner: the routine's grace (grace_s) stays as it is.
