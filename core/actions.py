@@ -263,6 +263,37 @@ def step_notice(idempotency_key: str) -> bool:
     return len(stem) > 2 and stem[0] == "a" and stem[2].isdigit()
 
 
+def all_clear(idempotency_key: str) -> bool:
+    """An alert's all-clear (``a:<alert>:closed<version>:…``)."""
+    stem = idempotency_key.split("|", 1)[0].split(":")
+    return len(stem) > 2 and stem[0] == "a" and stem[2].startswith("closed")
+
+
+async def behind_alarms(session: AsyncSession, rows: list[OutboxMessage]) -> set[uuid.UUID]:
+    """The all-clears among ``rows`` (a dispatcher's batch) whose person still has an alarm
+    of that alert waiting or being sent by another batch (another worker's: several share
+    the queue), at the same address: they wait for it, else "they are safe" could arrive
+    before "they may need help". Within one batch the per-person spacing keeps the order.
+    Alarms withdrawn at the close (``withdraw_steps``) are not waited for."""
+    clears = [r for r in rows if r.alert_id is not None and all_clear(r.idempotency_key)]
+    if not clears:
+        return set()
+    mine = {r.id for r in rows}
+    stmt = select(
+        OutboxMessage.alert_id, OutboxMessage.address_id, OutboxMessage.idempotency_key
+    ).where(
+        OutboxMessage.alert_id.in_({r.alert_id for r in clears}),
+        OutboxMessage.state.in_((OutboxState.pending, OutboxState.sending)),
+        OutboxMessage.id.not_in(mine),
+    )
+    waiting = {
+        (alert_id, address_id)
+        for alert_id, address_id, k in (await session.execute(stmt)).all()
+        if step_notice(k)
+    }
+    return {r.id for r in clears if (r.alert_id, r.address_id) in waiting}
+
+
 def withdraw(row: OutboxMessage) -> None:
     row.state, row.last_error = OutboxState.failed, WITHDRAWN
     row.shred("payload_enc")
@@ -302,9 +333,6 @@ async def page_instead(
         return None
     await enqueue_many(session, vault, [item(stem, found[0], message, alert)], now=now)
     return found[0]
-
-
-_REACHING = (OutboxState.pending, OutboxState.sending, OutboxState.delivered)
 
 
 def origin(actor: str) -> str:

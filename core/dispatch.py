@@ -36,7 +36,7 @@ import aiohttp
 from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import metrics, wakeup, webhooks
+from core import actions, metrics, wakeup, webhooks
 from core.claims import locked, write_lock
 from core.crypto import CryptoError, Vault
 from core.db import transaction
@@ -59,6 +59,7 @@ HOOK_SENDS = 16
 
 
 PAUSED_WAIT_S = 3600.0  # a paused webhook's events are looked at again hourly, or on resume
+BEHIND_WAIT_S = 1.0  # an all-clear behind its alarm (core.actions.behind_alarms) looks again
 # An endpoint paused longer than this was abandoned, not under repair: its older events are
 # given up (dead: listed for the desk and replayable until retention removes them).
 PAUSED_HOLD = timedelta(days=7)
@@ -104,6 +105,7 @@ class Job:
     row: OutboxMessage | None = None
     broken: str | None = None  # cannot be sent at all (undecryptable, address gone)
     paused: bool = False  # a paused webhook: held, not given up (resuming brings it forward)
+    behind: bool = False  # an all-clear whose alarm to the same person has not gone yet
 
 
 class Dispatcher:
@@ -318,7 +320,12 @@ class Dispatcher:
                 .where(OutboxMessage.id.in_(ids))
                 .order_by(OutboxMessage.priority, OutboxMessage.next_attempt_at)
             )
-            return [self._job(*r) for r in await s.execute(stmt)]
+            jobs = [self._job(*r) for r in await s.execute(stmt)]
+            rows = [j.row for j in jobs if j.row is not None]
+            behind = await actions.behind_alarms(s, rows)
+            for job in jobs:
+                job.behind = job.row_id in behind
+            return jobs
 
     def _job(
         self, row: OutboxMessage, address: ChannelAddress | None, hook: Webhook | None
@@ -353,6 +360,9 @@ class Dispatcher:
                 continue
             if job.paused:  # not an attempt: the desk is fixing its receiver
                 done.append(Attempt(job.row_id, "deferred", wait=PAUSED_WAIT_S))
+                continue
+            if job.behind:  # not an attempt: its alarm goes first
+                done.append(Attempt(job.row_id, "deferred", wait=BEHIND_WAIT_S))
                 continue
             spacing = self.spacing.get(job.channel)
             wait = spacing.wait(job.address_id) if spacing and job.address_id else 0.0

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 
 from core import alerts, checkins, retention, webhooks
 from core.db import transaction
+from core.delivery import record
 from core.dispatch import Dispatcher
 from core.messages import DeliveryError, Outbound
 from core.models import Alert, AlertKind, ChannelAddress, CheckIn, OutboxMessage, Priority, Webhook
@@ -531,3 +532,37 @@ async def test_a_long_rate_limit_brings_the_desk_forward_once_and_still_delivers
     kinds = [e.kind for e in await timeline(world, await timeline_alert(world))]
     # Once each, though each was tried twice past its patience.
     assert kinds.count("recipient_unreachable") == 2 and "desk_brought_forward" in kinds
+
+
+async def test_an_all_clear_waits_for_its_alarm_held_by_another_dispatcher(
+    sessions, vault
+) -> None:  # type: ignore[no-untyped-def]
+    """Several workers share the queue: one holds a contact's alarm (claimed, not yet sent)
+    when "I'm safe" queues the all-clear, which another claims. It waits for the alarm:
+    "they are safe" never arrives before "they may need help"."""
+    world = await build_world(sessions, vault, channel="standin", webhook_url=None)
+    channel = StandIn("standin")
+    first = Dispatcher(
+        sessions, vault, {"standin": channel}, owner="a", limits={}, rng=lambda: 0.5
+    )
+    second = Dispatcher(
+        sessions, vault, {"standin": channel}, owner="b", limits={}, rng=lambda: 0.5
+    )
+    async with transaction(sessions) as s:
+        await alerts.raise_alert(
+            s, vault, defender=await world.defender(s), kind=AlertKind.missed_checkin, now=T0
+        )
+    held = await first.claim(T0)  # the alarms, being sent (slowly) by the first worker
+    assert held
+    async with transaction(sessions) as s:  # "I'm safe" ten seconds later
+        assert await checkins.check_in(
+            s, vault, defender=await world.defender(s), now=T0 + 10 * SEC
+        )
+    await second.dispatch_once(T0 + 10 * SEC)  # the all-clears: held back
+    assert channel.to("c1-quiet-heron-41") == []
+    attempts = await first.send_all(held, T0 + 11 * SEC)
+    async with transaction(sessions) as s:
+        await record(s, vault, attempts, owner="a", now=T0 + 11 * SEC, rng=lambda: 0.5)
+    await second.drain(T0 + 12 * SEC)
+    alarm, all_clear = channel.to("c1-quiet-heron-41")
+    assert not alarm.startswith("Bonne nouvelle") and all_clear.startswith("Bonne nouvelle")
