@@ -242,6 +242,8 @@ async def retry(
         return
     if attempt.retry_after is not None:  # the channel said how long: honour it, never less
         wait = attempt.retry_after * (1 + 0.1 * rng())
+        if row.webhook_id is not None:  # a receiver's "1" (429) must not spend its tries
+            wait = max(wait, backoff(row, rng))  # in seconds: they are given up by count
     else:
         wait = backoff(row, rng)
     patience = PATIENCE_S.get(row.priority, 3600.0)

@@ -531,3 +531,22 @@ async def test_a_long_rate_limit_brings_the_desk_forward_once_and_still_delivers
     kinds = [e.kind for e in await timeline(world, await timeline_alert(world))]
     # Once each, though each was tried twice past its patience.
     assert kinds.count("recipient_unreachable") == 2 and "desk_brought_forward" in kinds
+
+
+async def test_a_short_retry_after_does_not_spend_a_webhooks_tries(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """An external desk's receiver rate-limiting in an alert storm (429 with "Retry-After:
+    1"): the event still waits at least its backoff between tries, so its 16 tries last the
+    usual hours, not half a minute (it was given up, dead, before the receiver recovered)."""
+    world = await standin_world(sessions, vault)
+    limited = Receiver(statuses=[429], headers={"Retry-After": "1"})
+    async with limited as desk, webhooks.client() as http:
+        await point_webhook_at(world, desk.url())
+        await panic(world)
+        d = dispatcher(world, {"standin": StandIn("standin")}, http)
+        for n in range(40):
+            await d.drain(T0 + n * 2 * SEC)
+        async with world.sessions() as s:
+            query = select(OutboxMessage).where(OutboxMessage.channel == "webhook")
+            row = (await s.execute(query)).scalar_one()
+    assert str(row.state) == "pending" and row.payload_enc is not None
+    assert 1 < len(desk.hits) < 8  # tried again, never sooner than Retry-After nor backoff
