@@ -239,6 +239,8 @@ async def retry(
         # Nobody else will try this person for this step: unreachable, so the desk comes sooner.
         last = row.alert_id is not None
         await fallback(session, vault, row, attempt.message, "gave_up", now, last=last)
+        if row.webhook_id is None:  # never sent again (only webhook events are replayed)
+            row.shred("payload_enc")
         return
     if attempt.retry_after is not None:  # the channel said how long: honour it, never less
         wait = attempt.retry_after * (1 + 0.1 * rng())
