@@ -239,9 +239,13 @@ async def retry(
         # Nobody else will try this person for this step: unreachable, so the desk comes sooner.
         last = row.alert_id is not None
         await fallback(session, vault, row, attempt.message, "gave_up", now, last=last)
+        if row.webhook_id is None:  # never sent again (only webhook events are replayed)
+            row.shred("payload_enc")
         return
     if attempt.retry_after is not None:  # the channel said how long: honour it, never less
         wait = attempt.retry_after * (1 + 0.1 * rng())
+        if row.webhook_id is not None:  # a receiver's "1" (429) must not spend its tries
+            wait = max(wait, backoff(row, rng))  # in seconds: they are given up by count
     else:
         wait = backoff(row, rng)
     patience = PATIENCE_S.get(row.priority, 3600.0)

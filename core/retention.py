@@ -10,6 +10,8 @@
 | addresses nobody owns or refers to any more  | 1 day (a deleted defender's chat id)    |
 | check-ins met or cancelled                   | 1 day after they were due (R24: only the|
 |                                              | defender's last check-in time stays)    |
+| check-ins missed                             | the same, and while an alert of the     |
+|                                              | defender is open                        |
 
 Alerts, their timelines, reports and the audit log are the desk's case record and stay.
 ``purge`` is idempotent and safe to run from several workers at once: every statement is a
@@ -42,6 +44,7 @@ INVITES_KEPT = timedelta(days=30)
 ORPHANS_KEPT = timedelta(days=1)
 CHECKINS_KEPT = timedelta(days=1)
 _FINAL = (OutboxState.delivered, OutboxState.failed, OutboxState.dead)
+_ENDED = (CheckInState.met, CheckInState.cancelled, CheckInState.missed)
 
 
 # Reads only the alerts still holding a location (their own partial index), however many
@@ -130,8 +133,16 @@ async def purge(session: AsyncSession, *, now: datetime) -> dict[str, int]:
     done["checkins"] = _rowcount(
         await session.execute(
             delete(CheckIn).where(
-                CheckIn.state.in_((CheckInState.met, CheckInState.cancelled)),
+                CheckIn.state.in_(_ENDED),
                 CheckIn.due_at < now - CHECKINS_KEPT,
+                # a missed one, once no alert of the defender is open: nothing meets it
+                or_(
+                    CheckIn.state != CheckInState.missed,
+                    ~exists().where(
+                        Alert.defender_id == CheckIn.defender_id,
+                        Alert.state != AlertState.resolved,
+                    ),
+                ),
             )
         )
     )

@@ -14,6 +14,7 @@ from core import retention
 from core.crypto import Vault
 from core.db import transaction
 from core.defenders import delete_data, new_address
+from core.desk_defenders import health_of
 from core.escalation import Policy
 from core.models import (
     Alert,
@@ -153,7 +154,7 @@ async def test_five_check_ins_leave_no_history_a_day_later(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     """R24: only the defender's last check-in time is kept; finished timers are not a diary."""
-    _org_id, defender = await _org(sessions)
+    org, defender = await _org(sessions)
     days = [NOW - timedelta(days=n, hours=1) for n in range(1, 6)]
     async with transaction(sessions) as s:
         for due, state in zip(
@@ -162,11 +163,37 @@ async def test_five_check_ins_leave_no_history_a_day_later(
             s.add(_checkin(defender, due, state))
         s.add(_checkin(defender, NOW - timedelta(hours=2), CheckInState.met))  # today's
         s.add(_checkin(defender, NOW - timedelta(days=3), CheckInState.missed))  # escalating
+        s.add(_alert(org, defender, AlertState.triggered))  # the alert it opened
         s.add(_checkin(defender, NOW + timedelta(hours=5), CheckInState.armed))
     assert (await _purge(sessions, NOW))["checkins"] == 5
     async with sessions() as s:
         left = {c.state for c in (await s.execute(select(CheckIn))).scalars()}
     assert left == {CheckInState.met, CheckInState.missed, CheckInState.armed}
+
+
+async def test_a_missed_check_in_goes_once_no_alert_of_its_defender_is_open(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A missed one-off timer stays "missed": "I'm safe" meets live check-ins only. Once the
+    defender's alert has ended it goes as a met one does, a day after it was due: kept for
+    good, it was a diary of the deadlines they missed (R24), and the desk's check-in health
+    said "missed" long after they were found safe. While an alert of theirs is open, it stays."""
+    org, defender = await _org(sessions)
+    async with transaction(sessions) as s:
+        other = Defender(id=uuid.uuid4(), org_id=org, handle="still-heron-7")
+        s.add(other)
+        await s.flush()
+        s.add(_checkin(defender, NOW - timedelta(days=3), CheckInState.missed))
+        s.add(_alert(org, defender, AlertState.resolved))  # found safe
+        s.add(_checkin(other.id, NOW - timedelta(days=3), CheckInState.missed))
+        s.add(_alert(org, other.id, AlertState.acknowledged))  # still being worked
+    assert (await _purge(sessions, NOW))["checkins"] == 1
+    async with sessions() as s:
+        left = [c.defender_id for c in (await s.execute(select(CheckIn))).scalars()]
+        found = await s.get(Defender, defender)
+        assert found is not None
+        health = await health_of(s, found)
+    assert left == [other.id] and health.state != "missed"
 
 
 def _checkin(defender: uuid.UUID, due: datetime, state: CheckInState) -> CheckIn:

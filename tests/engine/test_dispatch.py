@@ -566,3 +566,54 @@ async def test_an_all_clear_waits_for_its_alarm_held_by_another_dispatcher(
     await second.drain(T0 + 12 * SEC)
     alarm, all_clear = channel.to("c1-quiet-heron-41")
     assert not alarm.startswith("Bonne nouvelle") and all_clear.startswith("Bonne nouvelle")
+
+
+async def test_a_short_retry_after_does_not_spend_a_webhooks_tries(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """An external desk's receiver rate-limiting in an alert storm (429 with "Retry-After:
+    1"): the event still waits at least its backoff between tries, so its 16 tries last the
+    usual hours, not half a minute (it was given up, dead, before the receiver recovered)."""
+    world = await standin_world(sessions, vault)
+    limited = Receiver(statuses=[429], headers={"Retry-After": "1"})
+    async with limited as desk, webhooks.client() as http:
+        await point_webhook_at(world, desk.url())
+        await panic(world)
+        d = dispatcher(world, {"standin": StandIn("standin")}, http)
+        for n in range(40):
+            await d.drain(T0 + n * 2 * SEC)
+        async with world.sessions() as s:
+            query = select(OutboxMessage).where(OutboxMessage.channel == "webhook")
+            row = (await s.execute(query)).scalar_one()
+    assert str(row.state) == "pending" and row.payload_enc is not None
+    assert 1 < len(desk.hits) < 8  # tried again, never sooner than Retry-After nor backoff
+
+
+async def test_a_message_given_up_on_keeps_no_text(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """A message to a person that could not be delivered in its tries (dead) is never sent
+    again (only webhook events are replayed): its text is shredded as a delivered one's, not
+    kept readable with the server's keys for 30 days, or for as long as its alert is open,
+    "delete my data" or not. A webhook event given up on keeps its body, to be replayed."""
+    world = await standin_world(sessions, vault)
+    async with transaction(world.sessions) as s:
+        mine = ChannelAddress.defender_id == world.defender_id
+        target = (await s.execute(select(ChannelAddress).where(mine))).scalar_one()
+        news = Outbound("the usual place, at nine")
+        item = Item("standin", int(Priority.P3), "news:1", news, address_id=target.id)
+        await enqueue_many(s, world.vault, [item], now=T0)
+    main = StandIn("standin")
+    main.fail("d-quiet-heron-41", *[DeliveryError("HTTP 502")] * 20)
+    async with Receiver(statuses=[500]) as desk, webhooks.client() as http:
+        await point_webhook_at(world, desk.url())
+        await panic(world)
+        d = dispatcher(world, {"standin": main}, http)
+        for n in range(40):
+            await d.drain(T0 + n * 10 * MIN)
+    async with world.sessions() as s:
+        row = (
+            await s.execute(select(OutboxMessage).where(OutboxMessage.idempotency_key == "news:1"))
+        ).scalar_one()
+        hook = (
+            await s.execute(select(OutboxMessage).where(OutboxMessage.channel == "webhook"))
+        ).scalar_one()
+    assert (str(row.state), row.attempts) == ("dead", 12)
+    assert row.payload_enc is None and row.dek is None
+    assert str(hook.state) == "dead" and hook.payload_enc is not None
