@@ -43,7 +43,7 @@ MAX_ATTEMPTS = 12  # channel messages; then dead (visible, replayable)
 # A P0/P1 alert notice is given up on by time, not by count: twelve tries at P0's 30 s cap
 # are four minutes, shorter than a signal-cli restart or a provider outage.
 ALERT_PATIENCE = timedelta(hours=24)
-WEBHOOK_ATTEMPTS = 16  # about half a day with the one-hour cap
+WEBHOOK_ATTEMPTS = 16  # about 3 to 6 hours with the one-hour cap and its jitter
 CAP_S = {0: 30.0, 1: 120.0, 2: 600.0, 3: 600.0}
 WEBHOOK_CAP_S = 3600.0
 PATIENCE_S = {0: 60.0, 1: 300.0, 2: 900.0, 3: 3600.0}  # longer waits try another address
@@ -246,6 +246,9 @@ async def retry(
         wait = attempt.retry_after * (1 + 0.1 * rng())
         if row.webhook_id is not None:  # a receiver's "1" (429) must not spend its tries
             wait = max(wait, backoff(row, rng))  # in seconds: they are given up by count
+            # nor its "864000" park the event unseen for days: at most the cap, so that a
+            # receiver that keeps refusing ends in the dead letters the desk sees and replays
+            wait = min(wait, WEBHOOK_CAP_S * (1 + 0.1 * rng()))
     else:
         wait = backoff(row, rng)
     patience = PATIENCE_S.get(row.priority, 3600.0)

@@ -617,3 +617,20 @@ async def test_a_message_given_up_on_keeps_no_text(sessions, vault) -> None:  # 
     assert (str(row.state), row.attempts) == ("dead", 12)
     assert row.payload_enc is None and row.dek is None
     assert str(hook.state) == "dead" and hook.payload_enc is not None
+
+
+async def test_a_long_retry_after_parks_a_webhook_event_an_hour_at_most(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """A receiver answering 429 with "Retry-After: 864000" (ten days) would park the event
+    unseen: neither delivered nor a dead letter the desk could replay. It is tried again
+    within the one-hour cap, so a receiver that keeps refusing ends in the dead letters."""
+    world = await standin_world(sessions, vault)
+    parked = Receiver(statuses=[429], headers={"Retry-After": "864000"})
+    async with parked as desk, webhooks.client() as http:
+        await point_webhook_at(world, desk.url())
+        await panic(world)
+        await dispatcher(world, {"standin": StandIn("standin")}, http).drain(T0)
+    async with world.sessions() as s:
+        query = select(OutboxMessage).where(OutboxMessage.channel == "webhook")
+        row = (await s.execute(query)).scalar_one()
+    assert len(desk.hits) == 1 and str(row.state) == "pending"
+    assert row.next_attempt_at <= T0 + timedelta(hours=1.1)
