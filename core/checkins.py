@@ -164,11 +164,15 @@ async def check_in(
     keeps only this time as the last check-in (R24) and closes an open missed-check-in alert as
     safe, with an all-clear to everyone who was alerted. True if anything was met or closed."""
     met = []
-    found = await _rows(session, defender, LIVE)
+    # A timer missed already is met too: its alert closes below, and the desk no longer
+    # reads "missed" beside a defender who has said they are safe.
+    found = await _rows(session, defender, (*LIVE, CheckInState.missed))
     policy = await alerts.policy_for(session, defender)  # after the locks (module docstring)
     window = timedelta(seconds=policy.early_checkin_s)
     for row in found:
         early = row.due_at - window
+        if row.state is CheckInState.missed and row.kind is not CheckInKind.timer:
+            continue  # a routine moves on to its next day by itself
         if row.kind is CheckInKind.timer:
             _touch(session, row, CheckInState.met)
         elif row.state is CheckInState.reminded or now >= early:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import select
 
-from core import checkins, timers
+from core import checkins, desk_defenders, timers
 from core.db import transaction
 from core.messages import WITHDRAWN
 from core.models import (
@@ -175,3 +175,24 @@ async def test_a_reminder_still_waiting_when_they_check_in_never_goes(
     async with world.sessions() as s:
         row = (await s.execute(select(OutboxMessage))).scalar_one()
         assert row.last_error == WITHDRAWN
+
+
+async def test_a_missed_timer_is_met_by_the_check_in_that_closes_its_alert(
+    world: World, sweep: Sweep
+) -> None:
+    """Missed, the timer stayed "missed" after "I'm safe" closed its alert: the desk read a
+    defender who had said they were safe as one who missed a check-in."""
+    async with transaction(world.sessions) as s:
+        await checkins.arm_timer(s, defender=await world.defender(s), due_at=T0, now=T0 - 60 * MIN)
+    for minutes in (0, 20, 40):
+        await sweep.run(T0 + minutes * MIN)
+    assert [r.state for r in await rows(world)] == [CheckInState.missed]
+    alert = await alert_of(world)
+    assert alert is not None and alert.state is AlertState.triggered
+    async with transaction(world.sessions) as s:
+        defender = await world.defender(s)
+        assert await checkins.check_in(s, world.vault, defender=defender, now=T0 + 41 * MIN)
+        assert (await desk_defenders.health_of(s, defender)).state == "no_checkin"  # not missed
+    assert [r.state for r in await rows(world)] == [CheckInState.met]
+    alert = await alert_of(world)
+    assert alert is not None and alert.state is AlertState.resolved
