@@ -349,7 +349,9 @@ async def resume(session: AsyncSession, hook: Webhook, now: datetime) -> None:
 async def replay(
     session: AsyncSession, *, org_id: uuid.UUID, ids: Iterable[uuid.UUID], now: datetime
 ) -> int:
-    """Queue dead events of this organisation again (another organisation's ids: ignored)."""
+    """Queue dead events of this organisation again (another organisation's ids: ignored).
+    Each counts as queued now: replayed while its endpoint is still paused, it is held for
+    the resume as a new event is (dispatch.PAUSED_HOLD), not given up again at once."""
     mine = select(Webhook.id).where(Webhook.org_id == org_id)
     stmt = (
         update(OutboxMessage)
@@ -358,7 +360,13 @@ async def replay(
             OutboxMessage.state == OutboxState.dead,
             OutboxMessage.webhook_id.in_(mine),
         )
-        .values(state=OutboxState.pending, attempts=0, next_attempt_at=now, last_error=None)
+        .values(
+            state=OutboxState.pending,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            last_error=None,
+        )
         .execution_options(synchronize_session=False)
     )
     result = await session.execute(stmt)

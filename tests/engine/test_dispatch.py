@@ -435,6 +435,18 @@ async def test_events_raised_while_a_webhook_is_paused_are_held_for_it(sessions,
         assert json.loads(dead.get(vault, "payload_enc"))["type"] == "alert.resolved"
         kinds = [e.kind for e in await timeline(world, alert.id)]
         assert "delivery_dead" in kinds
+        later = T0 + timedelta(days=9)  # replayed while still paused: held again, from now
+        async with transaction(sessions) as s:
+            assert await webhooks.replay(s, org_id=org_id, ids=[dead.id], now=later)
+        await d.drain(later)
+        async with world.sessions() as s:
+            held = await s.get(OutboxMessage, dead.id)
+            assert held is not None and str(held.state) == "pending"
+        async with transaction(sessions) as s:
+            hook = (await s.execute(select(Webhook))).scalar_one()
+            await webhooks.resume(s, hook, later + MIN)
+        await d.drain(later + MIN)
+    assert [json.loads(h.body)["type"] for h in desk.hits] == ["alert.triggered", "alert.resolved"]
 
 
 async def test_an_alert_open_for_weeks_still_ends_with_an_all_clear(sessions, vault) -> None:  # type: ignore[no-untyped-def]
