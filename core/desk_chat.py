@@ -21,6 +21,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import alerts, audit, notices
+from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.defenders import address_index, create_invite, find_address, new_address, take_invite
 from core.models import (
@@ -132,11 +133,14 @@ async def link_responder(
     session: AsyncSession, vault: Vault, *, code: str, address: ChannelAddress, now: datetime
 ) -> Responder | None:
     """Make ``address`` (a private chat) the responder's address on its channel; None for a
-    wrong, expired, used or revoked code, or a responder no longer allowed to act."""
+    wrong, expired, used or revoked code, or a responder no longer allowed to act: read
+    under a lock (``_held``). Read without one, a responder an admin disabled or demoted at
+    that moment had their chat linked all the same."""
+    await write_lock(session)
     invite = await take_invite(session, vault, purpose=RESPONDER, code=code, now=now)
     if invite is None or invite.created_by is None:
         return None
-    responder = await session.get(Responder, invite.created_by)
+    responder = await _held(session, invite.created_by)
     if responder is None or not responder.active or responder.role not in ACTING:
         return None
     if address.responder_id not in (None, responder.id):
@@ -165,11 +169,12 @@ async def link_group(
     session: AsyncSession, vault: Vault, *, code: str, channel: str, group: str, now: datetime
 ) -> uuid.UUID | None:
     """Make chat ``group`` the responder group of the code's organisation; its id or None."""
+    await write_lock(session)
     invite = await take_invite(session, vault, purpose=GROUP, code=code, now=now)
     if invite is None:
         return None
     if invite.created_by is not None:  # its admin may have been removed since (A4)
-        admin = await session.get(Responder, invite.created_by)
+        admin = await _held(session, invite.created_by)
         if admin is None or not admin.active or admin.role is not Role.admin:
             return None
     address = await address_of(session, vault, channel, group)
@@ -210,6 +215,18 @@ async def link_group(
         now=now,
     )
     return invite.org_id
+
+
+async def _held(session: AsyncSession, responder_id: uuid.UUID) -> Responder | None:
+    """The responder, read under a lock until the transaction ends: the caller links a chat
+    only if they may still act (PostgreSQL: ``FOR KEY SHARE``, which PATCH /responders'
+    ``FOR UPDATE`` waits for, and waits for; SQLite: the writer's lock, which the caller
+    took before anything else)."""
+    stmt = select(Responder).where(Responder.id == responder_id)
+    stmt = stmt.execution_options(populate_existing=True)
+    return (
+        await session.execute(locked(stmt, session, key_share=True, read=True))
+    ).scalar_one_or_none()
 
 
 async def address_of(
