@@ -178,14 +178,14 @@ def desk_message(
 
 Parties = dict[str, set[uuid.UUID]]
 # A message in these states reached its person, or is still trying to.
-_REACHING = (OutboxState.pending, OutboxState.sending, OutboxState.delivered)
+REACHING = (OutboxState.pending, OutboxState.sending, OutboxState.delivered)
 
 
 async def alerted(session: AsyncSession, alert: Alert) -> Parties:
     """The contacts, responders and responder group (by its organisation's id) a message of
     this alert reached or is still trying to."""
     stmt = select(OutboxMessage.idempotency_key).where(
-        OutboxMessage.alert_id == alert.id, OutboxMessage.state.in_(_REACHING)
+        OutboxMessage.alert_id == alert.id, OutboxMessage.state.in_(REACHING)
     )
     found: Parties = {"contact": set(), "responder": set(), "group": set()}
     for (k,) in (await session.execute(stmt)).all():
@@ -323,7 +323,7 @@ async def page_instead(
         person = key_person(k)
         if person is None or not k.startswith(f"{stem}:"):
             continue
-        if row_id != failing and state in _REACHING:
+        if row_id != failing and state in REACHING:
             return None
         if person[0] == "responder":
             paged.add(person[1])
@@ -357,7 +357,7 @@ async def told_group(session: AsyncSession, alert: Alert, parties: Parties) -> R
         OutboxMessage.alert_id == alert.id,
         OutboxMessage.recipient == "group",
         OutboxMessage.address_id == group.address_id,
-        OutboxMessage.state.in_(_REACHING),
+        OutboxMessage.state.in_(REACHING),
     )
     return group if (await session.execute(posted.limit(1))).first() is not None else None
 

@@ -14,9 +14,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import outbox
+from core.actions import REACHING, key_person
 from core.crypto import Vault
 from core.defenders import code_index, create_invite, take_invite
 from core.models import (
+    Alert,
     ChannelAddress,
     Consent,
     Defender,
@@ -178,21 +180,64 @@ async def _withdraw_alarms(session: AsyncSession, contact: TrustedContact) -> No
 
 async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime) -> int:
     """A contact opts out of everything: every link through this address is revoked, and what
-    was queued for them as a contact and has not gone yet never goes."""
+    was queued for them as a contact and has not gone yet never goes. So are the contacts an
+    alert reached here who are no longer linked (``owed``): recorded as having asked to stop
+    (a bare row for one whose record went with the defender's data, as ``delete_data`` keeps
+    one), no all-clear goes to them (core.actions.forgotten_contacts). How many stopped."""
     await outbox.withdraw_waiting(
         session,
         OutboxMessage.address_id == address.id,
         OutboxMessage.recipient == "contact",
     )
+    gone = await owed(session, address=address)
+    linked = TrustedContact.address_id == address.id
+    live = TrustedContact.consent.in_([Consent.confirmed, Consent.shadow])
     result = await session.execute(
         update(TrustedContact)
-        .where(
-            TrustedContact.address_id == address.id,
-            TrustedContact.consent.in_([Consent.confirmed, Consent.shadow]),
-        )
+        .where((linked & live) | TrustedContact.id.in_(gone))
         .values(consent=Consent.revoked, address_id=None, responded_at=now)
+        .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    listed = select(TrustedContact.id).where(TrustedContact.id.in_(gone))
+    forgotten = set(gone) - set((await session.execute(listed)).scalars())
+    for contact_id in forgotten:
+        session.add(
+            TrustedContact(
+                id=contact_id,
+                defender_id=gone[contact_id],
+                consent=Consent.revoked,
+                responded_at=now,
+            )
+        )
+    return int(getattr(result, "rowcount", 0) or 0) + len(forgotten)
+
+
+async def owed(session: AsyncSession, *, address: ChannelAddress) -> dict[uuid.UUID, uuid.UUID]:
+    """Contacts an alert reached at this address (a message of it sent or going) who are no
+    longer linked to it, removed by their defender or forgotten with the defender's data, by
+    id, with their defender's id: those an all-clear may still go to here. Their /stop used
+    to find no contact, and the all-clear went after all."""
+    stmt = (
+        select(OutboxMessage.idempotency_key, Alert.defender_id)
+        .join(Alert, Alert.id == OutboxMessage.alert_id)
+        .where(
+            OutboxMessage.address_id == address.id,
+            OutboxMessage.recipient == "contact",
+            OutboxMessage.state.in_(REACHING),
+        )
+    )
+    reached: dict[uuid.UUID, uuid.UUID] = {}
+    for key, defender_id in (await session.execute(stmt)).all():
+        person = key_person(key)
+        if person is not None and person[0] == "contact":
+            reached[person[1]] = defender_id
+    if reached:
+        listed = select(TrustedContact.id).where(
+            TrustedContact.id.in_(reached), TrustedContact.consent != Consent.removed
+        )
+        for contact_id in (await session.execute(listed)).scalars():
+            del reached[contact_id]
+    return reached
 
 
 async def is_contact(session: AsyncSession, *, address: ChannelAddress) -> bool:
@@ -201,3 +246,9 @@ async def is_contact(session: AsyncSession, *, address: ChannelAddress) -> bool:
         TrustedContact.consent.in_([Consent.confirmed, Consent.shadow]),
     )
     return (await session.execute(query.limit(1))).first() is not None
+
+
+async def may_stop(session: AsyncSession, *, address: ChannelAddress) -> bool:
+    """Whether /stop from this address has anything to stop: a linked contact, or one an
+    alert reached here who is still owed its all-clear (``owed``)."""
+    return await is_contact(session, address=address) or bool(await owed(session, address=address))

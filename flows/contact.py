@@ -2,7 +2,8 @@
 
     stranger --contact code--> answer --yes/no--> (the defender hears the outcome, as a count)
     stranger --anything else--> welcome (one short line, nothing stored)
-    contact --/stop--> every link through this address revoked
+    contact --/stop--> every link through this address revoked (and a removed contact's
+        all-clear still owed: nothing more goes)
 
 The contact is told what they agree to; they are never told the defender's name or anything
 about them: the defender gave them the code in person.
@@ -108,12 +109,11 @@ async def _tell_defender(
 
 async def welcome(ctx: Context) -> str:
     _ = ctx._
-    known = await contacts.is_contact(ctx.session, address=ctx.address)
     typed = fold(ctx.inbound.text or "")
-    if known and typed in ("/stop", "stop"):
+    if typed in ("/stop", "stop") and await contacts.may_stop(ctx.session, address=ctx.address):
         await contacts.stop(ctx.session, address=ctx.address, now=ctx.now)
         ctx.say(_("Done. You will no longer get messages as a trusted contact."))
-    elif known:
+    elif await contacts.is_contact(ctx.session, address=ctx.address):
         ctx.say(
             _(
                 "You are a trusted contact for someone who uses this service. If they need "

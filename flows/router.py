@@ -201,7 +201,7 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     if (
         flow == IDLE
         and typed in ("/stop", "stop")
-        and await contacts.is_contact(ctx.session, address=ctx.address)
+        and await contacts.may_stop(ctx.session, address=ctx.address)
     ):  # a defender who is also someone's trusted contact can still withdraw (as promised)
         return await run(ctx, "contact", "welcome")
     if typed in words.CANCEL:

@@ -12,7 +12,14 @@ from sqlalchemy import select, update
 from core import alerts, contacts
 from core.db import transaction
 from core.messages import WITHDRAWN
-from core.models import Alert, ChannelAddress, OutboxMessage, OutboxState
+from core.models import (
+    Alert,
+    ChannelAddress,
+    Consent,
+    OutboxMessage,
+    OutboxState,
+    TrustedContact,
+)
 from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Pick, onboard
 
 
@@ -126,3 +133,37 @@ async def test_an_alarm_not_yet_sent_never_reaches_a_contact_removed_or_gone(des
     await _resolve(desk)
     assert len(await _alarms(desk, sister)) == 1  # no all-clear: she never heard of it
     assert ["is all right" in m.text for m in await friend.received()] == [True]
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["open", "closed"])
+@pytest.mark.parametrize("how", ["removed", "deleted"])
+async def test_a_contact_alarmed_then_let_go_can_still_stop_the_all_clear(
+    desk: Desk, how: str, queued: bool
+) -> None:
+    """The defender removes a contact they alarmed, or deletes their data (the contact's
+    record with it): the contact is still owed the all-clear, but their /stop found no contact
+    (the stranger's greeting) and it went all the same. Now /stop records it: nothing more
+    goes, whether the alert is still open or its all-clear already waits to go."""
+    alice = await onboard(desk)
+    sister = desk.chat("sister")
+    await _add(desk, alice, "sister", sister)
+    await alice.say("/alert")
+    assert len(await sister.received()) == 1
+    await _sent(desk)
+    if how == "removed":
+        await _remove(alice, "sister")
+    else:
+        for said in ("/settings", Pick("delete")):
+            await alice.say(said)
+        assert "deleted" in await alice.text(CANCEL_PIN)
+    if queued:
+        await _resolve(desk)
+        assert len(await _alarms(desk, sister)) == 2  # the alarm and its all-clear, waiting
+    assert "no longer get messages" in await sister.text("/stop")
+    if not queued:
+        await _resolve(desk)
+    assert await sister.received() == []
+    async with desk.sessions() as s:
+        (contact,) = (await s.execute(select(TrustedContact))).scalars()
+    assert (contact.consent, contact.address_id) == (Consent.revoked, None)
+    assert "private service" in await sister.text("/stop")  # nothing more to stop
