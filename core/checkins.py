@@ -16,6 +16,7 @@ whose reminder has gone out: each of them stops an escalation.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime, time, timedelta
 
 from sqlalchemy import ColumnElement, func, or_, select
@@ -185,7 +186,7 @@ async def check_in(
         else:
             continue
         met.append(row)
-    await _withdraw_reminders(session, met)
+    await withdraw_reminders(session, [r.id for r in met])
     something = bool(met)
     defender.last_checkin_at = now
     alert = await alerts.open_alert(
@@ -230,22 +231,28 @@ async def extend(
     return None
 
 
-async def _withdraw_reminders(session: AsyncSession, rows: list[CheckIn]) -> None:
-    """The reminders of check-ins just met that are still waiting to go (a rate limit, a
-    channel down): withdrawn, not sent after "I'm safe" was answered."""
-    if rows:
-        keys = [OutboxMessage.idempotency_key.like(f"c:{r.id.hex}:%") for r in rows]
+async def withdraw_reminders(session: AsyncSession, ids: Collection[uuid.UUID]) -> None:
+    """The reminders of check-ins just met or paused that are still waiting to go (a rate
+    limit, a channel down): withdrawn, not sent after "I'm safe" was answered, nor during the
+    pause (a resume asks again, at the deadline or at once)."""
+    if ids:
+        keys = [OutboxMessage.idempotency_key.like(f"c:{i.hex}:%") for i in ids]
         await outbox.withdraw_waiting(session, OutboxMessage.recipient == "defender", or_(*keys))
 
 
 async def pause(session: AsyncSession, *, defender: Defender, reason: str, now: datetime) -> None:
-    """Hold armed check-ins. A deadline already passed (reminder sent) is not paused: only
-    "I'm safe" stops that one, so a seized phone cannot silence an escalation by pausing."""
+    """Hold armed check-ins, and withdraw their reminders still waiting (a pre-reminder held
+    back used to reach the phone after the pause). A deadline already passed (reminder sent)
+    is not paused: only "I'm safe" stops that one, so a seized phone cannot silence an
+    escalation by pausing."""
+    held = []
     for row in await _rows(session, defender, (CheckInState.armed,)):
         if row.due_at <= now:  # due, and the sweep has not got to it yet
             continue
         row.paused_reason = reason[:24]
         _touch(session, row, CheckInState.paused)
+        held.append(row.id)
+    await withdraw_reminders(session, held)
     if defender.status is DefenderStatus.active:
         defender.status = DefenderStatus.paused
 

@@ -150,14 +150,17 @@ async def set_paused(
     defender.status = DefenderStatus.paused if paused else DefenderStatus.active
     if paused:
         live = CheckIn.state.in_((CheckInState.armed, CheckInState.reminded))
-        await session.execute(
+        held = await session.execute(
             update(CheckIn)
             .where(CheckIn.defender_id == defender.id, live)
             .values(
                 version=CheckIn.version + 1, state=CheckInState.paused, paused_reason=DESK_PAUSE
             )
+            .returning(CheckIn.id)
             .execution_options(synchronize_session=False)
         )
+        # Their reminders still waiting go no more: the resume asks again.
+        await checkins.withdraw_reminders(session, list(held.scalars()))
     else:
         # Every paused check-in, the defender's own pause's too: else they would stay paused
         # behind an "active" defender, never asked again, a missed deadline escalating nowhere.

@@ -3,7 +3,9 @@ an alarm by itself, and never silences one already running."""
 
 from __future__ import annotations
 
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
+
+import pytest
 
 from core import checkins, desk_defenders
 from core.db import transaction
@@ -186,3 +188,29 @@ async def test_the_desks_resume_of_a_defender_who_paused_themselves_rearms_their
     for minutes in (0, 15, 30, 45):
         await sweep.run(DUE + minutes * MIN)
     assert await alert_of(world) is not None
+
+
+@pytest.mark.parametrize(
+    ("by", "at"), [("defender", DUE - 9 * MIN), ("desk", DUE - 9 * MIN), ("desk", DUE + MIN)]
+)
+async def test_a_reminder_still_waiting_when_they_pause_never_goes(
+    world: World, sweep: Sweep, by: str, at: datetime
+) -> None:
+    """The pre-reminder (or, for the desk's pause, the deadline's reminder) held back (a rate
+    limit, a channel down) still reached the phone after the pause, asking to check in someone
+    who had said they were away. It is withdrawn with the pause; the resume asks again."""
+    await routine(world)
+    await sweep.run(at - MIN)
+    (reminder,) = await outbox(world)
+    assert reminder.key.startswith("c:") and reminder.state == "pending"
+    if by == "defender":
+        async with transaction(world.sessions) as s:
+            await checkins.pause(s, defender=await world.defender(s), reason="travel", now=at)
+    else:
+        await desk_pause(world, True, at)
+    (withdrawn,) = await outbox(world)
+    assert (withdrawn.key, withdrawn.state, withdrawn.text) == (reminder.key, "failed", "")
+    await desk_pause(world, False, DUE + 2 * MIN)  # asked at once (the deadline passed)
+    await sweep.run(DUE + 2 * MIN)
+    asked = [m for m in await outbox(world) if m.key != reminder.key]
+    assert [(m.person, m.state) for m in asked] == [("defender", "pending")], asked
