@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import destinations, wakeup
+from core.claims import locked
 from core.crypto import Vault
 from core.messages import DeliveryError
 from core.models import Alert, OutboxMessage, OutboxState, Priority, Report, Webhook
@@ -341,6 +342,35 @@ async def dead_letters(session: AsyncSession, *, org_id: uuid.UUID) -> list[Outb
         .order_by(OutboxMessage.created_at)
     )
     return list((await session.execute(stmt)).scalars())
+
+
+HELD = (OutboxState.pending, OutboxState.sending, OutboxState.failed, OutboxState.dead)
+
+
+async def forget_location(session: AsyncSession, vault: Vault, alert_id: uuid.UUID) -> int:
+    """Take the sealed location out of the alert's events still held (waiting, being sent, or
+    given up and replayable for 30 days), as the alert itself forgets it when it ends (R25,
+    ``core.retention``); a replay then sends the event without it. Returns the rows changed.
+
+    Rows locked on PostgreSQL, skipping one locked now: a dispatcher recording it may be
+    waiting for the alert this transaction holds (``core.actions.withdraw_steps``); on SQLite
+    the caller holds the write lock."""
+    stmt = select(OutboxMessage).where(
+        OutboxMessage.alert_id == alert_id,
+        OutboxMessage.webhook_id.is_not(None),
+        OutboxMessage.state.in_(HELD),
+        OutboxMessage.payload_enc.is_not(None),
+    )
+    changed = 0
+    for row in (await session.execute(locked(stmt, session, skip=True))).scalars():
+        raw = row.get(vault, "payload_enc")
+        data = {} if raw is None else json.loads(raw)
+        event = data.get("alert")  # None in a report's event
+        if event is not None and event.get("location_sealed") is not None:
+            event["location_sealed"] = None
+            row.put(vault, "payload_enc", _dump(data))
+            changed += 1
+    return changed
 
 
 async def resume(session: AsyncSession, hook: Webhook, now: datetime) -> None:
