@@ -375,8 +375,11 @@ async def forget_location(session: AsyncSession, vault: Vault, alert_id: uuid.UU
 
 async def resume(session: AsyncSession, hook: Webhook, now: datetime) -> None:
     """Deliveries to a paused endpoint were held (core.dispatch: not given up); resuming sends
-    them now rather than at their next hourly look."""
+    them now rather than at their next hourly look. One being claimed now is not waiting: its
+    dispatcher, recording it held, sees the endpoint resumed (``core.delivery``), so the
+    endpoint is marked first (on PostgreSQL its row lock orders this with that reading)."""
     hook.active = True
+    await session.flush()
     stmt = (
         update(OutboxMessage)
         .where(OutboxMessage.webhook_id == hook.id, OutboxMessage.state == OutboxState.pending)
