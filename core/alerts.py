@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, escalation, live_locations, notices, recipients
+from core import actions, escalation, live_locations, notices, recipients, webhooks
 from core.claims import locked, write_lock
 from core.crypto import Vault, seal
 from core.escalation import DEFAULT_POLICY, Policy
@@ -335,6 +335,7 @@ async def resolve(
     alert.state, alert.outcome, alert.resolved_at = AlertState.resolved, outcome, now
     alert.open_key, alert.next_step_at = None, None
     alert.location_sealed = None  # a location is kept only while the alert is open (R25)
+    await webhooks.forget_location(session, vault, alert.id)  # and so are its held events'
     session.add(actions.event(alert, "resolved", now, actor=actor, outcome=outcome))
     defender = await _defender(session, alert)
     await actions.closing(

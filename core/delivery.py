@@ -18,7 +18,7 @@ once delivered, or those sent if the row ends undelivered. A fallback elsewhere 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -37,8 +37,11 @@ from core.models import (
     OutboxMessage,
     OutboxState,
     Priority,
+    Webhook,
 )
 
+# A webhook row held because its endpoint is paused (not an attempt; ``core.dispatch``).
+PAUSED = "paused"
 MAX_ATTEMPTS = 12  # channel messages; then dead (visible, replayable)
 # A P0/P1 alert notice is given up on by time, not by count: twelve tries at P0's 30 s cap
 # are four minutes, shorter than a signal-cli restart or a provider outage.
@@ -86,6 +89,7 @@ async def record(
         OutboxMessage.state == OutboxState.sending,
     )
     rows = (await session.execute(locked(stmt, session))).scalars().all()
+    resumed = await resumed_meanwhile(session, [r for r in rows if by_id[r.id].error == PAUSED])
     await unblock(session, {r.address_id for r in rows if by_id[r.id].outcome == "delivered"})
     failed = [r for r in rows if by_id[r.id].outcome != "delivered"]
     # Overtaken alarms, and messages to a defender who deleted their data meanwhile
@@ -106,7 +110,8 @@ async def record(
             await left_partway(session, vault, row, attempt.message, partway, now)
             continue
         if attempt.outcome == "deferred":
-            row.state, row.next_attempt_at = OutboxState.pending, now + seconds(attempt.wait)
+            wait = 0.0 if row.webhook_id in resumed else attempt.wait
+            row.state, row.next_attempt_at = OutboxState.pending, now + seconds(wait)
             continue
         if attempt.outcome == "expired" and row.id in stale:
             actions.withdraw(row)
@@ -209,6 +214,25 @@ async def overtaken(session: AsyncSession, rows: list[OutboxMessage]) -> set[uui
 
 def seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
+
+
+async def resumed_meanwhile(
+    session: AsyncSession, held: Sequence[OutboxMessage]
+) -> set[uuid.UUID | None]:
+    """Of the endpoints these rows were held for (claimed while it was paused), those resumed
+    since: the resume brought forward the rows waiting, not these, being claimed (it found
+    them ``sending``), so they go now, not after another PAUSED_WAIT_S. The endpoints are
+    read ``FOR SHARE`` on PostgreSQL: a resume committing meanwhile is waited for and seen,
+    and one after this transaction finds the rows waiting (``core.webhooks.resume`` marks its
+    endpoint first)."""
+    ids = {r.webhook_id for r in held if r.webhook_id is not None}
+    if not ids:
+        return set()
+    # Every endpoint locked, the active ones kept here: a row filtered out in SQL (paused, as
+    # this statement's snapshot has it) would be neither locked nor waited for.
+    stmt = select(Webhook.id, Webhook.active).where(Webhook.id.in_(ids)).order_by(Webhook.id)
+    found = await session.execute(locked(stmt, session, read=True))
+    return {hook_id for hook_id, active in found if active}
 
 
 async def unblock(session: AsyncSession, ids: set[uuid.UUID | None]) -> None:

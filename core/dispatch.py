@@ -40,7 +40,7 @@ from core import actions, metrics, wakeup, webhooks
 from core.claims import locked, write_lock
 from core.crypto import CryptoError, Vault
 from core.db import transaction
-from core.delivery import Attempt, record
+from core.delivery import PAUSED, Attempt, record
 from core.messages import Address, Channel, DeliveryError, Outbound
 from core.models import ChannelAddress, OutboxMessage, OutboxState, Priority, Webhook
 from core.proxies import Proxies
@@ -356,10 +356,10 @@ class Dispatcher:
                 done.append(Attempt(job.row_id, "permanent", job.message, job.broken))
                 continue
             if job.paused and job.row is not None and now - job.row.created_at > PAUSED_HOLD:
-                done.append(Attempt(job.row_id, "expired", error="paused"))
+                done.append(Attempt(job.row_id, "expired", error=PAUSED))
                 continue
             if job.paused:  # not an attempt: the desk is fixing its receiver
-                done.append(Attempt(job.row_id, "deferred", wait=PAUSED_WAIT_S))
+                done.append(Attempt(job.row_id, "deferred", error=PAUSED, wait=PAUSED_WAIT_S))
                 continue
             if job.behind:  # not an attempt: its alarm goes first
                 done.append(Attempt(job.row_id, "deferred", wait=BEHIND_WAIT_S))

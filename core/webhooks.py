@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import urllib.parse
 import uuid
 from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -23,6 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import destinations, wakeup
+from core.claims import locked
 from core.crypto import Vault
 from core.messages import DeliveryError
 from core.models import Alert, OutboxMessage, OutboxState, Priority, Report, Webhook
@@ -260,10 +262,10 @@ def client(
     aiohttp, not httpx: at the dispatcher's concurrency httpx's pool spent 2.7 ms of CPU per
     webhook against aiohttp's 0.3 ms. Each request names its proxy (``core.proxies``).
     """
-    resolver = destinations.PublicOnly(exempt) if public_only else None
+    connector = destinations.PublicConnector(exempt) if public_only else aiohttp.TCPConnector()
     # Answers are never inflated: a small gzip answer could fill the engine's memory.
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(resolver=resolver),
+        connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout_s),
         auto_decompress=False,
         headers={"Accept-Encoding": "identity"},
@@ -295,8 +297,18 @@ async def post(
 ) -> None:
     """Deliver one event; raises DeliveryError (transient: webhooks retry until a 2xx).
 
-    A redirect is not followed: it is an answer other than 2xx (the desk fixes its URL).
+    A redirect is not followed: it is an answer other than 2xx (the desk fixes its URL). A
+    public-only client refuses a private destination before sending (``core.destinations``):
+    a name through a proxy, an IP literal.
     """
+    connector = client.connector
+    if isinstance(connector, destinations.PublicConnector):
+        try:
+            host = urllib.parse.urlsplit(hook.url).hostname or ""
+            await connector.guard.admit(host, proxied=proxy is not None)
+        except (OSError, UnicodeError):
+            # as the resolver's refusal: nothing tells a private address from no address
+            raise DeliveryError("webhook not a public address") from None
     raw = row.get(vault, "payload_enc")
     if raw is None:
         raise DeliveryError("no payload", permanent=True)
@@ -332,10 +344,42 @@ async def dead_letters(session: AsyncSession, *, org_id: uuid.UUID) -> list[Outb
     return list((await session.execute(stmt)).scalars())
 
 
+HELD = (OutboxState.pending, OutboxState.sending, OutboxState.failed, OutboxState.dead)
+
+
+async def forget_location(session: AsyncSession, vault: Vault, alert_id: uuid.UUID) -> int:
+    """Take the sealed location out of the alert's events still held (waiting, being sent, or
+    given up and replayable for 30 days), as the alert itself forgets it when it ends (R25,
+    ``core.retention``); a replay then sends the event without it. Returns the rows changed.
+
+    Rows locked on PostgreSQL, skipping one locked now: a dispatcher recording it may be
+    waiting for the alert this transaction holds (``core.actions.withdraw_steps``); on SQLite
+    the caller holds the write lock."""
+    stmt = select(OutboxMessage).where(
+        OutboxMessage.alert_id == alert_id,
+        OutboxMessage.webhook_id.is_not(None),
+        OutboxMessage.state.in_(HELD),
+        OutboxMessage.payload_enc.is_not(None),
+    )
+    changed = 0
+    for row in (await session.execute(locked(stmt, session, skip=True))).scalars():
+        raw = row.get(vault, "payload_enc")
+        data = {} if raw is None else json.loads(raw)
+        event = data.get("alert")  # None in a report's event
+        if event is not None and event.get("location_sealed") is not None:
+            event["location_sealed"] = None
+            row.put(vault, "payload_enc", _dump(data))
+            changed += 1
+    return changed
+
+
 async def resume(session: AsyncSession, hook: Webhook, now: datetime) -> None:
     """Deliveries to a paused endpoint were held (core.dispatch: not given up); resuming sends
-    them now rather than at their next hourly look."""
+    them now rather than at their next hourly look. One being claimed now is not waiting: its
+    dispatcher, recording it held, sees the endpoint resumed (``core.delivery``), so the
+    endpoint is marked first (on PostgreSQL its row lock orders this with that reading)."""
     hook.active = True
+    await session.flush()
     stmt = (
         update(OutboxMessage)
         .where(OutboxMessage.webhook_id == hook.id, OutboxMessage.state == OutboxState.pending)

@@ -212,6 +212,10 @@ PRIVATE = (
     "https://[::1]/in",
     "https://[::ffff:127.0.0.1]/in",
     "https://[fe80::1]/in",
+    "https://127.0.0.1./in",  # a trailing dot: aiohttp and a proxy still read 127.0.0.1
+    "https://2130706433/in",  # and so does the C resolver, each of these
+    "https://0x7f.1/in",
+    "https://127.1/in",
 )
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from core import alerts, checkins, notices, webhooks
+from core import actions, alerts, checkins, notices, webhooks
 from core.crypto import open_sealed
 from core.db import transaction
 from core.escalation import Policy
@@ -225,6 +226,52 @@ async def test_it_forgets_the_location_when_the_alert_ends(world: World) -> None
     fresh = await alert_of(world)
     assert fresh is not None and fresh.state.value == "resolved"
     assert fresh.location_sealed is None
+
+
+async def webhook_events(world: World) -> dict[str, tuple[str, object]]:
+    """Each webhook row's state and its payload's alert.location_sealed, by event id."""
+    async with world.sessions() as s:
+        stmt = select(OutboxMessage).where(OutboxMessage.channel == "webhook")
+        rows = (await s.execute(stmt)).scalars().all()
+    found = {}
+    for row in rows:
+        raw = row.get(world.vault, "payload_enc")
+        assert raw is not None
+        data = json.loads(raw)
+        found[data["event_id"]] = (str(row.state), data["alert"]["location_sealed"])
+    return found
+
+
+async def test_its_held_webhook_events_forget_the_location_with_it(world: World) -> None:
+    """An event given up (dead: replayable for 30 days) or still waiting for the desk's
+    endpoint carried the sealed location: when the alert ends, they lose it as the alert does
+    (R25): a replay sends the event without it."""
+    alert = await raise_(world, AlertKind.panic)
+    async with transaction(world.sessions) as s:
+        await alerts.add_location(
+            s, world.vault, alert=alert, latitude=14.6349, longitude=-90.5069, now=T0
+        )
+    async with transaction(world.sessions) as s:
+        found = await alerts.by_dedup_key(s, org_id=world.org_id, key=alert.dedup_key)
+        assert found is not None and found.location_sealed is not None
+        defender = await world.defender(s)
+        for kind in ("alert.escalated", "alert.acknowledged"):
+            await actions.webhook_event(s, world.vault, found, defender, kind, T0 + MIN)
+        await s.execute(  # the escalation given up: a dead letter; the acknowledgement waits
+            update(OutboxMessage)
+            .where(OutboxMessage.idempotency_key.like("%:alert.escalated|webhook:%"))
+            .values(state=OutboxState.dead)
+        )
+    before = await webhook_events(world)
+    located = {state: e for e, (state, location) in before.items() if location is not None}
+    assert set(located) == {"dead", "pending"}
+    async with transaction(world.sessions) as s:
+        found = await alerts.by_dedup_key(s, org_id=world.org_id, key=alert.dedup_key)
+        assert found is not None
+        await alerts.resolve(s, world.vault, alert=found, outcome="safe", actor="t", now=T0 + MIN)
+    after = await webhook_events(world)
+    assert {after[e][0] for e in located.values()} == {"dead", "pending"}  # the same events
+    assert {e: location for e, (_state, location) in after.items()} == dict.fromkeys(after)
 
 
 async def _missed(world: World, sweep: Sweep, due: timedelta) -> None:

@@ -385,6 +385,63 @@ async def test_a_paused_webhook_holds_its_events_and_resuming_sends_them(session
     assert [json.loads(h.body)["type"] for h in desk.hits] == ["alert.triggered"]
 
 
+async def test_an_event_claimed_as_its_webhook_resumes_goes_at_once(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """The resume brings forward the events waiting; one a dispatcher claimed a moment before,
+    seeing the endpoint still paused, is not waiting but being sent: it goes at once too, not
+    an hour later."""
+    world = await standin_world(sessions, vault)
+    async with Receiver() as desk, webhooks.client() as http:
+        await point_webhook_at(world, desk.url())
+        async with transaction(sessions) as s:
+            await s.execute(update(Webhook).values(active=False))
+        await panic(world)
+        d = dispatcher(world, {"standin": StandIn("standin")}, http)
+        claimed = await d.claim(T0)
+        assert [j.paused for j in claimed if j.channel == "webhook"] == [True]
+        async with transaction(sessions) as s:  # the desk resumes meanwhile
+            hook = (await s.execute(select(Webhook))).scalar_one()
+            await webhooks.resume(s, hook, T0 + SEC)
+        attempts = await d.send_all(claimed, T0)
+        async with transaction(sessions) as s:
+            await record(s, vault, attempts, owner="test", now=T0, rng=lambda: 0.5)
+        await d.drain(T0 + 2 * SEC)
+    assert [json.loads(h.body)["type"] for h in desk.hits] == ["alert.triggered"]
+
+
+async def test_a_resume_committing_while_a_held_event_is_recorded_is_not_missed(
+    sessions, vault
+) -> None:  # type: ignore[no-untyped-def]
+    """The resume and the recording of an event claimed while paused, at the same moment: the
+    recording waits for the resume's transaction and sees the endpoint resumed (else the
+    resume, finding the event being sent, and the recording, finding the endpoint paused,
+    would each leave it for the other: an hour's wait)."""
+    world = await standin_world(sessions, vault)
+    async with transaction(sessions) as s:
+        await s.execute(update(Webhook).values(active=False))
+    await panic(world)
+    async with webhooks.client() as http:
+        d = dispatcher(world, {"standin": StandIn("standin")}, http)
+        claimed = [j for j in await d.claim(T0) if j.channel == "webhook"]
+        assert [j.paused for j in claimed] == [True]
+        attempts = await d.send_all(claimed, T0)
+
+    async def recording() -> None:
+        async with transaction(sessions) as s:
+            await record(s, vault, attempts, owner="test", now=T0, rng=lambda: 0.5)
+
+    async with transaction(sessions) as s:  # the desk resumes
+        hook = (await s.execute(select(Webhook))).scalar_one()
+        await webhooks.resume(s, hook, T0 + SEC)
+        task = asyncio.create_task(recording())
+        await asyncio.sleep(0.3)
+        assert not task.done()  # waiting for the resume to commit
+    await task
+    async with sessions() as s:
+        row = await s.get(OutboxMessage, claimed[0].row_id)
+    assert row is not None and str(row.state) == "pending"
+    assert row.next_attempt_at <= T0 + SEC
+
+
 async def test_an_event_waiting_for_a_moved_endpoint_goes_to_its_new_url(sessions, vault) -> None:  # type: ignore[no-untyped-def]
     """The desk moves its receiver (PATCH /webhooks/{id} with a new url) while an event is
     waiting for a retry: the retry goes to the new URL, not the old one."""
