@@ -113,10 +113,14 @@ async def _new(
 async def arm_timer(
     session: AsyncSession, *, defender: Defender, due_at: datetime, now: datetime
 ) -> CheckIn:
-    """A one-off deadline; it replaces the defender's live (or paused) one-off timer."""
+    """A one-off deadline; it replaces the defender's live (or paused) one-off timer, whose
+    reminders still waiting to go are withdrawn (they would ask about a timer now ended)."""
+    replaced = []
     for row in await _rows(session, defender, (*LIVE, CheckInState.paused)):
         if row.kind is CheckInKind.timer:
             _touch(session, row, CheckInState.cancelled)
+            replaced.append(row.id)
+    await withdraw_reminders(session, replaced)
     return await _new(session, defender, CheckInKind.timer, due_at, now)
 
 
@@ -147,7 +151,9 @@ async def set_routine(
 
 
 async def clear_routine(session: AsyncSession, *, defender: Defender) -> None:
-    """No more routine check-ins; a reminder already running still ends in an alert if unmet."""
+    """No more routine check-ins; a reminder already running still ends in an alert if unmet.
+    The pre-reminders still waiting to go of the routines ended here are withdrawn."""
+    ended = []
     for row in await _rows(session, defender, (*LIVE, CheckInState.paused)):
         if row.kind is not CheckInKind.routine:
             continue
@@ -156,6 +162,8 @@ async def clear_routine(session: AsyncSession, *, defender: Defender) -> None:
             _touch(session, row, row.state)
         else:
             _touch(session, row, CheckInState.cancelled)
+            ended.append(row.id)
+    await withdraw_reminders(session, ended)
 
 
 async def check_in(
@@ -232,9 +240,10 @@ async def extend(
 
 
 async def withdraw_reminders(session: AsyncSession, ids: Collection[uuid.UUID]) -> None:
-    """The reminders of check-ins just met or paused that are still waiting to go (a rate
-    limit, a channel down): withdrawn, not sent after "I'm safe" was answered, nor during the
-    pause (a resume asks again, at the deadline or at once)."""
+    """The reminders of check-ins just met, paused, replaced or cancelled that are still
+    waiting to go (a rate limit, a channel down): withdrawn, not sent after "I'm safe" was
+    answered, nor during the pause (a resume asks again, at the deadline or at once), nor
+    about a timer or routine the defender has ended."""
     if ids:
         keys = [OutboxMessage.idempotency_key.like(f"c:{i.hex}:%") for i in ids]
         await outbox.withdraw_waiting(session, OutboxMessage.recipient == "defender", or_(*keys))
