@@ -128,7 +128,8 @@ async def set_routine(
     session: AsyncSession, *, defender: Defender, local_time: time, days: str, now: datetime
 ) -> CheckIn:
     """Every ``days`` (Monday = 0) at ``local_time`` in the defender's zone, DST included.
-    A reminder already running finishes first; the new schedule applies after it. Set while
+    A reminder already running finishes first; the new schedule applies after it (a
+    pre-reminder still waiting to go about another time is withdrawn). Set while
     the defender is paused, it waits for the resume (state ``paused``), as their other
     routines do: it does not start by itself with its first occurrence."""
     parse_days(days)
@@ -138,6 +139,8 @@ async def set_routine(
             row.routine_time, row.routine_days = hhmm, days
             if row.state is CheckInState.armed:
                 due = next_occurrence(local_time, days, defender.timezone, now)
+                if due != row.due_at:  # its pre-reminder waiting is about the old time
+                    await withdraw_reminders(session, [row.id])
                 _arm(session, row, due, now, await alerts.policy_for(session, defender))
                 _hold_if_paused(session, defender, row)
             else:
@@ -230,11 +233,13 @@ async def check_in(
 async def extend(
     session: AsyncSession, *, defender: Defender, by: timedelta, now: datetime
 ) -> CheckIn | None:
-    """Push the live one-off deadline back by ``by`` (from now, if it has already passed)."""
+    """Push the live one-off deadline back by ``by`` (from now, if it has already passed).
+    Its reminders still waiting to go are withdrawn: they are about the deadline moved."""
     for row in await _rows(session, defender, LIVE):
         if row.kind is CheckInKind.timer:
             policy = await alerts.policy_for(session, defender)
             _arm(session, row, max(row.due_at, now) + by, now, policy)
+            await withdraw_reminders(session, [row.id])
             return row
     return None
 

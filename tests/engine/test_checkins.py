@@ -244,3 +244,55 @@ async def test_a_reminder_still_waiting_when_they_end_the_check_in_never_goes(
         ).scalar_one()
         assert row.last_error == WITHDRAWN
     assert CheckInState.cancelled in [r.state for r in await rows(world)]
+
+
+@pytest.mark.parametrize(
+    ("change", "at"),
+    [("extend", T0 - 9 * MIN), ("extend", T0 + MIN), ("later", T0 - 9 * MIN)],
+)
+async def test_a_reminder_still_waiting_when_they_move_the_deadline_never_goes(
+    world: World, sweep: Sweep, change: str, at: datetime
+) -> None:
+    """A pre-reminder ("due in 10 minutes") or the deadline's reminder held back (a rate limit,
+    a channel down) reached the phone after the defender had extended the timer, or moved
+    their routine to another time: it asked about a deadline no longer set. It is withdrawn
+    with the change; the new deadline asks in its turn."""
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        if change == "extend":
+            await checkins.arm_timer(s, defender=d, due_at=T0, now=T0 - 60 * MIN)
+        else:
+            noon = time(T0.hour, T0.minute)
+            await checkins.set_routine(
+                s, defender=d, local_time=noon, days="0123456", now=T0 - DAY
+            )
+    await sweep.run(at)
+    (reminder,) = [m for m in await outbox(world) if m.person == "defender"]
+    assert reminder.key.startswith("c:") and reminder.state == "pending"
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        if change == "extend":
+            await checkins.extend(s, defender=d, by=30 * MIN, now=at)
+        else:
+            await checkins.set_routine(s, defender=d, local_time=time(13), days="0123456", now=at)
+    (withdrawn,) = [m for m in await outbox(world) if m.key == reminder.key]
+    assert (withdrawn.state, withdrawn.text) == ("failed", "")
+    (row,) = await rows(world)
+    assert row.state is CheckInState.armed and row.due_at > T0
+    await sweep.run(row.due_at)
+    asked = [m for m in await outbox(world) if m.person == "defender" and m.state == "pending"]
+    assert len(asked) == 1 and asked[0].key != reminder.key, asked
+
+
+async def test_a_pre_reminder_waiting_stays_when_the_routine_keeps_its_time(
+    world: World, sweep: Sweep
+) -> None:
+    noon = time(T0.hour, T0.minute)
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        await checkins.set_routine(s, defender=d, local_time=noon, days="0123456", now=T0 - DAY)
+    await sweep.run(T0 - 9 * MIN)
+    async with transaction(world.sessions) as s:  # only the days change: still due today
+        d = await world.defender(s)
+        await checkins.set_routine(s, defender=d, local_time=noon, days="01234", now=T0 - 9 * MIN)
+    assert [m.state for m in await outbox(world) if m.person == "defender"] == ["pending"]
