@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import alerts, contacts, defenders
+from core import alerts, contacts, defenders, outbox
 from core.claims import dialect, write_lock
 from core.crypto import Vault
 from core.db import transaction
@@ -210,3 +210,43 @@ async def test_a_close_and_a_stop_held_by_the_contacts_waiting_alarm_never_deadl
         stmt = select(OutboxMessage).where(OutboxMessage.alert_id == alert_id, mine)
         rows = (await s.execute(stmt)).scalars().all()
     assert {(r.state, r.last_error) for r in rows} == {(OutboxState.failed, WITHDRAWN)}
+
+
+async def withdrawing(world: World, address_id: uuid.UUID) -> None:
+    """The first thing /stop does (``contacts.stop`` does it again at its end)."""
+    async with transaction(world.sessions) as s:
+        await write_lock(s)
+        mine = (OutboxMessage.address_id == address_id, OutboxMessage.recipient == "contact")
+        await outbox.withdraw_waiting(s, *mine)
+
+
+async def test_a_message_claimed_as_the_stop_withdraws_it_is_marked(
+    quick: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    """A dispatcher claims contact 0's alarm (pending to sending) as the /stop withdraws what
+    waits for them (``outbox.withdraw_waiting``, as every withdrawal does). It was two
+    statements, the rows being sent, then those waiting: the second waited for the claim,
+    then found the row sending and left it unmarked, and a failed send was tried again after
+    the /stop. One statement waits for the claim, then marks the row it claimed (withdrawn
+    if its send fails)."""
+    world = await build_world(quick, vault, webhook_url=None)
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        alert = await alerts.raise_alert(s, world.vault, defender=d, kind=AlertKind.panic, now=T0)
+        c0 = await s.get(TrustedContact, world.contact_ids[0])
+        assert c0 is not None and c0.address_id is not None
+        address_id = c0.address_id
+        mine = OutboxMessage.idempotency_key.contains(world.contact_ids[0].hex)
+        stmt = select(OutboxMessage.id).where(OutboxMessage.alert_id == alert.id, mine)
+        alarm = (await s.execute(stmt)).scalar_one()
+    async with transaction(world.sessions) as claim:  # the dispatcher's claim, not committed
+        await write_lock(claim)  # SQLite: the single writer's lock
+        lease = {"state": OutboxState.sending, "lease_owner": "d", "lease_until": T0 + MIN}
+        await claim.execute(update(OutboxMessage).where(OutboxMessage.id == alarm).values(lease))
+        stop = asyncio.create_task(withdrawing(world, address_id))
+        await overlap(world.sessions, 1, [stop])
+    await settle(stop)
+    async with quick() as s:
+        row = await s.get(OutboxMessage, alarm)
+        assert row is not None
+        assert (row.state, row.last_error) == (OutboxState.sending, WITHDRAWN)
