@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import notices, recipients, webhooks
+from core import notices, outbox, recipients, webhooks
 from core.claims import locked
 from core.crypto import Vault
 from core.escalation import Act, AlertStep, Policy, desk_told
@@ -224,6 +224,41 @@ async def forgotten_contacts(
             locale = locales.get(person[1], defender.locale)
             found[person[1]] = Recipient("contact", person[1], address_id, channel, locale)
     return list(found.values())
+
+
+async def spare_stopped(session: AsyncSession, alert: Alert) -> None:
+    """The all-clears ``closing`` queued to contacts who asked to stop meanwhile are withdrawn
+    (``core.contacts.stop``, PostgreSQL: ``closing`` may have read them before it committed).
+    Their rows are read ``FOR SHARE``: a /stop that updated them first is waited for, and its
+    ``revoked`` read here; a /stop after waits for this commit, then withdraws what it queued.
+    One forgotten with the defender's data has no row: the defender's is locked instead
+    (``FOR UPDATE``), which /stop's bare row for them (its foreign key) waits for, or is
+    waited for. Only after ``withdraw_steps``: a /stop holds the alarms it withdrew while it
+    waits for these rows, and ``withdraw_steps`` would wait for those (a deadlock)."""
+    stmt = select(OutboxMessage.idempotency_key).where(
+        OutboxMessage.alert_id == alert.id,
+        OutboxMessage.recipient == "contact",
+        OutboxMessage.state == OutboxState.pending,
+        OutboxMessage.idempotency_key.like(f"a:{alert.id.hex}:closed%"),
+    )
+    queued: dict[uuid.UUID, list[str]] = {}
+    for (k,) in (await session.execute(stmt)).all():
+        person = key_person(k)
+        if person is not None and person[0] == "contact":
+            queued.setdefault(person[1], []).append(k)
+    if not queued:
+        return
+    rows = select(TrustedContact.id, TrustedContact.consent).order_by(TrustedContact.id)
+    read = locked(rows.where(TrustedContact.id.in_(queued)), session, read=True)
+    found = dict((await session.execute(read)).all())
+    if len(found) < len(queued):  # forgotten: wait for a /stop writing their bare row
+        me = select(Defender.id).where(Defender.id == alert.defender_id)
+        await session.execute(locked(me, session))
+        found = dict((await session.execute(read)).all())
+    stopped = [k for cid, ks in queued.items() if found.get(cid) is Consent.revoked for k in ks]
+    if stopped:
+        keys = OutboxMessage.idempotency_key.in_(stopped)
+        await outbox.withdraw_waiting(session, OutboxMessage.alert_id == alert.id, keys)
 
 
 async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:

@@ -349,6 +349,8 @@ async def resolve(
         via=via,
     )
     await actions.withdraw_steps(session, alert)  # no alarm may arrive after the all-clear
+    if outcome in notices.SAFE_OUTCOMES:  # after withdraw_steps' locks (its docstring)
+        await actions.spare_stopped(session, alert)  # a contact's /stop meanwhile
     if actor != "defender":
         # Discreet mode: a live location shared for it is no longer followed: off the phone.
         # Not when the defender calls it off with their PIN: the duress PIN leaves the alert

@@ -113,10 +113,14 @@ async def _new(
 async def arm_timer(
     session: AsyncSession, *, defender: Defender, due_at: datetime, now: datetime
 ) -> CheckIn:
-    """A one-off deadline; it replaces the defender's live (or paused) one-off timer."""
+    """A one-off deadline; it replaces the defender's live (or paused) one-off timer, whose
+    reminders still waiting to go are withdrawn (they would ask about a timer now ended)."""
+    replaced = []
     for row in await _rows(session, defender, (*LIVE, CheckInState.paused)):
         if row.kind is CheckInKind.timer:
             _touch(session, row, CheckInState.cancelled)
+            replaced.append(row.id)
+    await withdraw_reminders(session, replaced)
     return await _new(session, defender, CheckInKind.timer, due_at, now)
 
 
@@ -124,7 +128,8 @@ async def set_routine(
     session: AsyncSession, *, defender: Defender, local_time: time, days: str, now: datetime
 ) -> CheckIn:
     """Every ``days`` (Monday = 0) at ``local_time`` in the defender's zone, DST included.
-    A reminder already running finishes first; the new schedule applies after it. Set while
+    A reminder already running finishes first; the new schedule applies after it (a
+    pre-reminder still waiting to go about another time is withdrawn). Set while
     the defender is paused, it waits for the resume (state ``paused``), as their other
     routines do: it does not start by itself with its first occurrence."""
     parse_days(days)
@@ -134,6 +139,8 @@ async def set_routine(
             row.routine_time, row.routine_days = hhmm, days
             if row.state is CheckInState.armed:
                 due = next_occurrence(local_time, days, defender.timezone, now)
+                if due != row.due_at:  # its pre-reminder waiting is about the old time
+                    await withdraw_reminders(session, [row.id])
                 _arm(session, row, due, now, await alerts.policy_for(session, defender))
                 _hold_if_paused(session, defender, row)
             else:
@@ -147,7 +154,9 @@ async def set_routine(
 
 
 async def clear_routine(session: AsyncSession, *, defender: Defender) -> None:
-    """No more routine check-ins; a reminder already running still ends in an alert if unmet."""
+    """No more routine check-ins; a reminder already running still ends in an alert if unmet.
+    The pre-reminders still waiting to go of the routines ended here are withdrawn."""
+    ended = []
     for row in await _rows(session, defender, (*LIVE, CheckInState.paused)):
         if row.kind is not CheckInKind.routine:
             continue
@@ -156,6 +165,8 @@ async def clear_routine(session: AsyncSession, *, defender: Defender) -> None:
             _touch(session, row, row.state)
         else:
             _touch(session, row, CheckInState.cancelled)
+            ended.append(row.id)
+    await withdraw_reminders(session, ended)
 
 
 async def check_in(
@@ -222,19 +233,22 @@ async def check_in(
 async def extend(
     session: AsyncSession, *, defender: Defender, by: timedelta, now: datetime
 ) -> CheckIn | None:
-    """Push the live one-off deadline back by ``by`` (from now, if it has already passed)."""
+    """Push the live one-off deadline back by ``by`` (from now, if it has already passed).
+    Its reminders still waiting to go are withdrawn: they are about the deadline moved."""
     for row in await _rows(session, defender, LIVE):
         if row.kind is CheckInKind.timer:
             policy = await alerts.policy_for(session, defender)
             _arm(session, row, max(row.due_at, now) + by, now, policy)
+            await withdraw_reminders(session, [row.id])
             return row
     return None
 
 
 async def withdraw_reminders(session: AsyncSession, ids: Collection[uuid.UUID]) -> None:
-    """The reminders of check-ins just met or paused that are still waiting to go (a rate
-    limit, a channel down): withdrawn, not sent after "I'm safe" was answered, nor during the
-    pause (a resume asks again, at the deadline or at once)."""
+    """The reminders of check-ins just met, paused, replaced or cancelled that are still
+    waiting to go (a rate limit, a channel down): withdrawn, not sent after "I'm safe" was
+    answered, nor during the pause (a resume asks again, at the deadline or at once), nor
+    about a timer or routine the defender has ended."""
     if ids:
         keys = [OutboxMessage.idempotency_key.like(f"c:{i.hex}:%") for i in ids]
         await outbox.withdraw_waiting(session, OutboxMessage.recipient == "defender", or_(*keys))

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import outbox
 from core.actions import REACHING, key_person
+from core.claims import write_lock
 from core.crypto import Vault
 from core.defenders import code_index, create_invite, take_invite
 from core.models import (
@@ -183,12 +184,16 @@ async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime)
     was queued for them as a contact and has not gone yet never goes. So are the contacts an
     alert reached here who are no longer linked (``owed``): recorded as having asked to stop
     (a bare row for one whose record went with the defender's data, as ``delete_data`` keeps
-    one), no all-clear goes to them (core.actions.forgotten_contacts). How many stopped."""
-    await outbox.withdraw_waiting(
-        session,
-        OutboxMessage.address_id == address.id,
-        OutboxMessage.recipient == "contact",
-    )
+    one), no all-clear goes to them (core.actions.forgotten_contacts). How many stopped.
+
+    An alert closing at the same moment (PostgreSQL): its all-clear was queued to them if it
+    read them before this commits. It locks the contacts' rows (or, for one forgotten, the
+    defender's) once it has queued it (``core.actions.spare_stopped``): the update below
+    waits for its commit, and what it queued is withdrawn after it; or it waits for this,
+    and withdraws its all-clear itself. SQLite: the writer's lock, taken first."""
+    await write_lock(session)
+    mine = (OutboxMessage.address_id == address.id, OutboxMessage.recipient == "contact")
+    await outbox.withdraw_waiting(session, *mine)
     gone = await owed(session, address=address)
     linked = TrustedContact.address_id == address.id
     live = TrustedContact.consent.in_([Consent.confirmed, Consent.shadow])
@@ -209,6 +214,8 @@ async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime)
                 responded_at=now,
             )
         )
+    await session.flush()  # the bare rows: a closing that holds their defender is waited for
+    await outbox.withdraw_waiting(session, *mine)  # an all-clear committed as this waited
     return int(getattr(result, "rowcount", 0) or 0) + len(forgotten)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, bindparam, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, case, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -232,17 +232,20 @@ async def withdraw_waiting(session: AsyncSession, *where: ColumnElement[bool]) -
     """The messages ``where`` selects that have not gone yet never go: those waiting are
     withdrawn, their text shredded; one being sent now is marked, and withdrawn if its send
     fails (``core.delivery.record``): never retried nor sent elsewhere (no fallback)."""
-    # Those being sent first: on PostgreSQL a dispatcher recording a failed send holds the
-    # row, and puts it back to pending as this waits; the next statement then withdraws it.
+    # One statement for both (PostgreSQL): a row a dispatcher holds, claiming it (pending to
+    # sending) or recording its send (sending back to pending), is waited for, then taken as
+    # that commit left it. Two statements (the sending rows, then the pending ones) let a
+    # claim through: the second waited for it, found the row sending and left it unmarked,
+    # and a failed send was tried again after the withdrawal.
+    waiting = OutboxMessage.state == OutboxState.pending
     await session.execute(
         update(OutboxMessage)
-        .where(*where, OutboxMessage.state == OutboxState.sending)
-        .values(last_error=WITHDRAWN)
-        .execution_options(synchronize_session=False)
-    )
-    await session.execute(
-        update(OutboxMessage)
-        .where(*where, OutboxMessage.state == OutboxState.pending)
-        .values(state=OutboxState.failed, last_error=WITHDRAWN, payload_enc=None, dek=None)
+        .where(*where, OutboxMessage.state.in_((OutboxState.pending, OutboxState.sending)))
+        .values(
+            state=case((waiting, OutboxState.failed), else_=OutboxMessage.state),
+            last_error=WITHDRAWN,
+            payload_enc=case((waiting, null()), else_=OutboxMessage.payload_enc),
+            dek=case((waiting, null()), else_=OutboxMessage.dek),
+        )
         .execution_options(synchronize_session=False)
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from core import checkins, desk_defenders, timers
@@ -21,7 +22,7 @@ from core.models import (
 from core.sweep import Sweep, claim
 from tests.engine.conftest import T0, World, alert_of, outbox
 
-MIN = timedelta(minutes=1)
+MIN, DAY = timedelta(minutes=1), timedelta(days=1)
 
 
 async def rows(world: World) -> list[CheckIn]:
@@ -196,3 +197,102 @@ async def test_a_missed_timer_is_met_by_the_check_in_that_closes_its_alert(
     assert [r.state for r in await rows(world)] == [CheckInState.met]
     alert = await alert_of(world)
     assert alert is not None and alert.state is AlertState.resolved
+
+
+async def _replace_timer(world: World, at: datetime) -> None:
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        await checkins.arm_timer(s, defender=d, due_at=T0 + 120 * MIN, now=at)
+
+
+async def _clear_routine(world: World, at: datetime) -> None:
+    async with transaction(world.sessions) as s:
+        await checkins.clear_routine(s, defender=await world.defender(s))
+
+
+@pytest.mark.parametrize(
+    ("kind", "at"),
+    [("timer", T0 - 9 * MIN), ("timer", T0 + MIN), ("routine", T0 - 9 * MIN)],
+)
+async def test_a_reminder_still_waiting_when_they_end_the_check_in_never_goes(
+    world: World, sweep: Sweep, kind: str, at: datetime
+) -> None:
+    """The reminder of a timer the defender replaced (its pre-reminder, or the deadline's
+    reminder), or of a routine they cleared, held back (a rate limit, a channel down), still
+    reached the phone later, asking "are you safe?" about a check-in they had ended. It is
+    withdrawn with the change."""
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        if kind == "timer":
+            await checkins.arm_timer(s, defender=d, due_at=T0, now=T0 - 60 * MIN)
+        else:
+            hour = time(T0.hour, T0.minute)
+            await checkins.set_routine(
+                s, defender=d, local_time=hour, days="0123456", now=T0 - DAY
+            )
+    await sweep.run(at)
+    (reminder,) = [m for m in await outbox(world) if m.person == "defender"]
+    assert reminder.key.startswith("c:") and reminder.state == "pending"
+    await (_replace_timer if kind == "timer" else _clear_routine)(world, at)
+    (withdrawn,) = [m for m in await outbox(world) if m.key == reminder.key]
+    assert (withdrawn.state, withdrawn.text) == ("failed", "")
+    async with world.sessions() as s:
+        row = (
+            await s.execute(
+                select(OutboxMessage).where(OutboxMessage.idempotency_key == reminder.key)
+            )
+        ).scalar_one()
+        assert row.last_error == WITHDRAWN
+    assert CheckInState.cancelled in [r.state for r in await rows(world)]
+
+
+@pytest.mark.parametrize(
+    ("change", "at"),
+    [("extend", T0 - 9 * MIN), ("extend", T0 + MIN), ("later", T0 - 9 * MIN)],
+)
+async def test_a_reminder_still_waiting_when_they_move_the_deadline_never_goes(
+    world: World, sweep: Sweep, change: str, at: datetime
+) -> None:
+    """A pre-reminder ("due in 10 minutes") or the deadline's reminder held back (a rate limit,
+    a channel down) reached the phone after the defender had extended the timer, or moved
+    their routine to another time: it asked about a deadline no longer set. It is withdrawn
+    with the change; the new deadline asks in its turn."""
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        if change == "extend":
+            await checkins.arm_timer(s, defender=d, due_at=T0, now=T0 - 60 * MIN)
+        else:
+            noon = time(T0.hour, T0.minute)
+            await checkins.set_routine(
+                s, defender=d, local_time=noon, days="0123456", now=T0 - DAY
+            )
+    await sweep.run(at)
+    (reminder,) = [m for m in await outbox(world) if m.person == "defender"]
+    assert reminder.key.startswith("c:") and reminder.state == "pending"
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        if change == "extend":
+            await checkins.extend(s, defender=d, by=30 * MIN, now=at)
+        else:
+            await checkins.set_routine(s, defender=d, local_time=time(13), days="0123456", now=at)
+    (withdrawn,) = [m for m in await outbox(world) if m.key == reminder.key]
+    assert (withdrawn.state, withdrawn.text) == ("failed", "")
+    (row,) = await rows(world)
+    assert row.state is CheckInState.armed and row.due_at > T0
+    await sweep.run(row.due_at)
+    asked = [m for m in await outbox(world) if m.person == "defender" and m.state == "pending"]
+    assert len(asked) == 1 and asked[0].key != reminder.key, asked
+
+
+async def test_a_pre_reminder_waiting_stays_when_the_routine_keeps_its_time(
+    world: World, sweep: Sweep
+) -> None:
+    noon = time(T0.hour, T0.minute)
+    async with transaction(world.sessions) as s:
+        d = await world.defender(s)
+        await checkins.set_routine(s, defender=d, local_time=noon, days="0123456", now=T0 - DAY)
+    await sweep.run(T0 - 9 * MIN)
+    async with transaction(world.sessions) as s:  # only the days change: still due today
+        d = await world.defender(s)
+        await checkins.set_routine(s, defender=d, local_time=noon, days="01234", now=T0 - 9 * MIN)
+    assert [m.state for m in await outbox(world) if m.person == "defender"] == ["pending"]
