@@ -10,8 +10,9 @@
 4. the alert trigger (command, button or the defender's own code phrase): from any state, the
    alert is raised before anything is asked; after it, nothing else from a Signal chat whose
    safety number changed until the desk has verified it (``frozen``, R6);
-5. "I'm safe" (button or code phrase; typed, when a reminder came after the conversation's
-   last step: ``flows.checkin.answers_reminder``), help, cancel, menu: from any state;
+5. "I'm safe" (button, /safe or code phrase; typed, when a reminder came after the
+   conversation's last step: ``flows.checkin.answers_reminder``), help, cancel, menu: from
+   any state;
 6. a command or menu button starting another flow;
 7. otherwise the current state's function, or the menu when nothing is in progress.
 """
@@ -184,7 +185,11 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         return flow, state
     if flow == IDLE and choice is None:
         await idle_pin(ctx)
-    if choice == words.SAFE_CHOICE or (typed and typed == ctx.settings.get("safe_phrase")):
+    if (
+        choice == words.SAFE_CHOICE
+        or (typed and typed == ctx.settings.get("safe_phrase"))
+        or (not onboarding and registry.triggers().get(typed) == (checkin.NAME, "safe"))
+    ):  # "/safe" typed (as the timer's message says) is the button: a report is set aside
         ctx.data = aside(flow, state, ctx.data)
         return await run(ctx, "checkin", "safe")
     if flow != IDLE and await checkin.answers_reminder(ctx, typed):
