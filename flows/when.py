@@ -21,10 +21,24 @@ from core.text import fold
 MIN_TIMER = timedelta(minutes=5)
 MAX_TIMER = timedelta(hours=72)
 
-_MIN = r"(?:m|min|mins|minute|minutes|minuto|minutos|minuta|دقيقة|دقائق|د)"
-_HOUR = r"(?:h|hr|hrs|hour|hours|hora|horas|heure|heures|ساعة|ساعات|س)"
+
+def _words(*alternatives: str) -> str:
+    """A regex alternation of words in ``fold`` form, as the text they are matched in: the
+    Arabic plural "دقائق" folds to "دقايق" (its hamza is a combining mark)."""
+    return "(?:" + "|".join(re.escape(fold(w)) for w in alternatives) + ")"
+
+
+# Arabic also as typed with "ه" for the final "ة", as many keyboards and writers do.
+_MIN = _words(
+    "m", "min", "mins", "minute", "minutes", "minuto", "minutos", "minuta",
+    "دقيقة", "دقيقه", "دقائق", "د",
+)  # fmt: skip
+_HOUR = _words(
+    "h", "hr", "hrs", "hour", "hours", "hora", "horas", "heure", "heures",
+    "ساعة", "ساعه", "ساعات", "س",
+)  # fmt: skip
 _IN = r"(?:(?:in|en|dans|em|بعد)\s+)?"
-_AT = r"(?:at|a las|a la|a|à|as|às|الساعة|@)"
+_AT = r"(?:at|a las|a la|a|à|as|às|الساعة|الساعه|@)"
 _MINUTES = re.compile(rf"{_IN}(\d{{1,4}})\s*{_MIN}?")
 _HOURS = re.compile(rf"{_IN}(\d{{1,3}})(?:[.,](\d))?\s*{_HOUR}\s*(?:(\d{{1,2}})\s*{_MIN}?)?")
 _CLOCK = re.compile(r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*(am|pm|a\.m\.|p\.m\.)?")

@@ -22,7 +22,10 @@ NOW = datetime(2026, 3, 28, 20, 0, tzinfo=UTC)  # Saturday; Europe switches to s
 @pytest.mark.parametrize(
     ("typed", "minutes"),
     [("45m", 45), ("45", 45), ("45 min", 45), ("2h30", 150), ("2 h 30 min", 150), ("1.5h", 90),
-     ("in 2h", 120), ("en 3 horas", 180), ("dans 1 heure", 60), ("٤٥ دقيقة", 45), ("72h", 4320)],
+     ("in 2h", 120), ("en 3 horas", 180), ("dans 1 heure", 60), ("٤٥ دقيقة", 45), ("72h", 4320),
+     # Arabic counts 3 to 10 in the plural ("دقائق", its hamza folded away like any accent),
+     # and many type the final "ة" as "ه"
+     ("١٠ دقائق", 10), ("بعد 5 دقائق", 5), ("30 دقيقه", 30), ("2 ساعه", 120)],
 )  # fmt: skip
 def test_it_reads_durations(typed: str, minutes: int) -> None:
     due = parse_due(typed, now=NOW, zone_name="UTC")
@@ -57,6 +60,7 @@ def test_it_reads_a_clock_time_in_the_zone_across_a_dst_change() -> None:
 def test_it_reads_clock_times_and_dates() -> None:
     assert parse_clock("20:00") == parse_clock("8pm") == parse_clock("20h") == time(20, 0)
     assert parse_clock("at 7:05 am") == time(7, 5) and parse_clock("13pm") is None
+    assert parse_clock("الساعة ٨:٣٠") == parse_clock("الساعه ٨:٣٠") == time(8, 30)
     today = date(2026, 5, 4)
     assert parse_date("2026-05-03", today=today) == date(2026, 5, 3)
     assert parse_date("3/5", today=today) == date(2026, 5, 3)
