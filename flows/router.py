@@ -187,7 +187,7 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         await idle_pin(ctx)
     if (
         choice == words.SAFE_CHOICE
-        or (typed and typed == ctx.settings.get("safe_phrase"))
+        or words.same_phrase(typed, ctx.settings.get("safe_phrase"))
         or (not onboarding and registry.triggers().get(typed) == (checkin.NAME, "safe"))
     ):  # "/safe" typed (as the timer's message says) is the button: a report is set aside
         ctx.data = aside(flow, state, ctx.data)
@@ -247,7 +247,7 @@ def is_alert(ctx: Context, choice: str | None, typed: str) -> bool:
     command = _COMMAND.split(typed, maxsplit=1)[0].rstrip("!.?")
     if command.startswith("/") and command in words.ALERT:
         return True
-    return bool(typed) and typed == ctx.settings.get("alert_phrase")
+    return words.same_phrase(typed, ctx.settings.get("alert_phrase"))
 
 
 async def frozen(ctx: Context) -> bool:
@@ -319,9 +319,9 @@ def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
         return str(asked[int(typed) - 1][0])
     said = words.label(typed)
     key = next((str(key) for key, label in asked if said == words.label(label)), None)
-    if key is not None and typed in (
-        ctx.settings.get("alert_phrase"),
-        ctx.settings.get("safe_phrase"),
+    if key is not None and any(
+        words.same_phrase(typed, ctx.settings.get(phrase))
+        for phrase in ("alert_phrase", "safe_phrase")
     ):
         return None  # the defender's own code phrase (read only then: it is decrypted)
     return key

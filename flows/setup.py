@@ -244,10 +244,12 @@ def _save_phrase(ctx: Context, key: str, other: str) -> None:
         return
     phrase = fold(ctx.need_text())
     ctx.forget_message()
-    looks_like_pin = phrase.isdigit() or pin(phrase) is not None  # "12 34" is a PIN
-    if not 2 <= len(phrase) <= 64 or words.reserved(phrase) or looks_like_pin:
+    form = words.phrase_form(phrase)  # how it is compared: "12-34" would be the PIN 1234
+    looks_like_pin = form.isdigit() or pin(phrase) is not None  # "12 34" is a PIN
+    short = len(form) < 2  # "a!": compared without its punctuation
+    if not 2 <= len(phrase) <= 64 or short or words.reserved(phrase) or looks_like_pin:
         raise Retry(ctx._("Please choose a phrase of 2 to 64 characters that is not a command."))
-    if phrase == current.get(other):
+    if words.same_phrase(phrase, current.get(other)):
         raise Retry(ctx._("The two phrases must be different."))
     if not ctx.data.get("shadow"):  # settings under the duress PIN: the same words, no change
         save_settings(ctx.vault, ctx.defender, {**current, key: phrase})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from core.text import fold
 
@@ -60,8 +61,39 @@ def bare(folded: str) -> str:
     return _MARKS.sub("", folded)
 
 
+def phrase_form(folded: str) -> str:
+    """The form a code phrase and a message are compared in: folded, without spaces,
+    punctuation (any apostrophe, "?", "¿", "…") or kashida, so that "is the bakery open"
+    typed in a hurry is the phrase "Is the bakery open?". A phrase of punctuation alone keeps
+    its own form."""
+    loose = "".join(
+        c
+        for c in folded.translate(_APOSTROPHES)
+        if not (c.isspace() or c == "\u0640" or unicodedata.category(c).startswith("P"))
+    )
+    return loose or folded
+
+
+def same_phrase(typed: str, phrase: str | None) -> bool:
+    """A folded message is the defender's (folded) code phrase, punctuation aside; never a
+    number (a PIN, an answer) or a word that already means something (as a phrase kept
+    before such phrases were refused could make it)."""
+    if not typed or not phrase:
+        return False
+    if typed == phrase:
+        return True
+    form = phrase_form(typed)
+    return form == phrase_form(phrase) and not (form.isdigit() or reserved(typed))
+
+
+_TAKEN = HELP | CANCEL | MENU | ALERT | YES | NO
+
+
 def reserved(text: str) -> bool:
     """A phrase that cannot become a code phrase: it already means something."""
     words = fold(text)
-    taken = words in HELP | CANCEL | MENU | ALERT | YES | NO or bare(words) in ALERT
-    return taken or words.startswith("/")
+    taken = words in _TAKEN or bare(words) in ALERT
+    return taken or words.startswith("/") or phrase_form(words) in _TAKEN_FORMS
+
+
+_TAKEN_FORMS = frozenset(phrase_form(w) for w in _TAKEN)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from core.models import Report
-from tests.flows.conftest import CANCEL_PIN, Desk, Pick, onboard
+from core.db import transaction
+from core.defenders import save_settings
+from core.models import AlertKind, Defender, Report
+from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Pick, onboard
+from tests.flows.test_panic import alerts
 from tests.flows.test_report import CANARY, sealed_parts
 
 
@@ -30,3 +33,69 @@ async def test_safe_typed_in_the_middle_of_a_report_keeps_the_report(
     async with desk.sessions() as s:
         filed = (await s.execute(select(Report))).scalar_one()
     assert sealed_parts(desk, filed) == [{"place": "Barrio Santa Fe"}, {"text": CANARY}]
+
+
+async def _phrase(chat: Chat, which: str, phrase: str) -> str:
+    for said in ("/settings", Pick("phrases"), CANCEL_PIN, Pick(which)):
+        await chat.say(said)
+    return await chat.text(phrase)
+
+
+@pytest.mark.parametrize(
+    ("phrase", "typed"),
+    [
+        ("Is the bakery open?", "is the bakery open"),
+        ("Is the bakery open?", "Is the bakery open."),
+        ("¿Está abierta la panadería?", "Esta abierta la panaderia"),
+        ("Le pain est prêt ?", "le pain est prêt?"),
+        ("I'm home now", "I’m home now!"),
+        ("هل المخبز مفتوح؟", "هل المخبز مفتوح"),
+    ],
+)
+@pytest.mark.parametrize("discreet", [False, True])
+async def test_the_code_phrase_raises_the_alert_typed_without_its_punctuation(
+    desk: Desk, phrase: str, typed: str, discreet: bool
+) -> None:
+    """The alert phrase typed in a hurry, its question mark left out or a full stop added
+    (the example the bot gives is "Is the bakery open?"): it raises the alert all the same.
+    In discreet mode it is the only way to raise one."""
+    alice = await onboard(desk)
+    if discreet:
+        for said in ("/settings", Pick("discreet"), Pick("on"), Pick("10m")):
+            await alice.say(said)
+    assert "Saved." in await _phrase(alice, "alert_phrase", phrase)
+    await alice.say("/report")  # mid-dialog too
+    shown = await alice.text(typed)
+    assert shown == "OK." if discreet else "Alert sent." in shown
+    assert [a.kind for a in await alerts(desk)] == [AlertKind.panic]
+
+
+async def test_the_safe_phrase_is_read_without_its_punctuation(desk: Desk) -> None:
+    alice = await onboard(desk)
+    assert "Saved." in await _phrase(alice, "safe_phrase", "The tea is ready.")
+    assert "Send your PIN" in await alice.text("the tea is ready")
+
+
+@pytest.mark.parametrize("phrase", ["Help!", "¡Ok!", "12-34", "a?", "/weather"])
+async def test_a_phrase_that_would_be_read_as_a_word_or_a_pin_is_refused(
+    desk: Desk, phrase: str
+) -> None:
+    """Compared without punctuation, "Help!" would take "help" and "12-34" the PIN 1234."""
+    alice = await onboard(desk)
+    assert "not a command" in await _phrase(alice, "alert_phrase", phrase)
+
+
+async def test_punctuation_alone_or_a_number_is_not_the_phrase(desk: Desk) -> None:
+    """A phrase kept from before (an exact match only then) is never met by a word that
+    already means something, a number or a message of other punctuation."""
+    alice = await onboard(desk)
+    defender = await alice.defender()
+    assert defender is not None
+    async with transaction(desk.sessions) as s:
+        row = await s.get(Defender, defender.id)
+        assert row is not None
+        save_settings(desk.vault, row, {"alert_phrase": "help!", "safe_phrase": "?!"})
+    for typed in ("help", "...", "¿?"):
+        await alice.say(typed)
+    assert await alerts(desk) == []
+    assert "Alert sent." in await alice.text("help!")  # the phrase itself, as always
