@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from core.db import transaction
 from core.defenders import save_settings
-from core.models import AlertKind, Defender, Report
+from core.models import AlertEvent, AlertKind, Defender, Report
 from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Pick, onboard
 from tests.flows.test_panic import alerts
 from tests.flows.test_report import CANARY, sealed_parts
@@ -99,3 +99,26 @@ async def test_punctuation_alone_or_a_number_is_not_the_phrase(desk: Desk) -> No
         await alice.say(typed)
     assert await alerts(desk) == []
     assert "Alert sent." in await alice.text("help!")  # the phrase itself, as always
+
+
+@pytest.mark.parametrize(
+    ("language", "typed", "can_talk"),
+    [("es", "sí", True), ("es", "Si", True), ("fr", "non", False), ("fr", "oui", True),
+     ("pt", "não", False), ("pt", "sim", True), ("ar", "لا", False), ("ar", "نعم", True)],
+)  # fmt: skip
+async def test_can_you_talk_takes_a_plain_yes_or_no_in_the_defenders_language(
+    desk: Desk, language: str, typed: str, can_talk: bool
+) -> None:
+    """After an alert, "Can you talk on the phone right now?" answered with a bare yes or no
+    in the defender's language (Signal numbers its options; under stress people type the
+    word): the answer reaches the alert, not "Please pick one of the options"."""
+    alice = await onboard(desk, language=language, channel="signal")
+    await alice.say("/sos")
+    await alice.say(Pick("skip"))
+    back = await alice.say(typed)
+    assert [c.key for c in back[-1].choices] == ["calloff"], back  # the next question
+    async with desk.sessions() as s:
+        told = (
+            await s.execute(select(AlertEvent.detail).where(AlertEvent.kind == "can_talk"))
+        ).scalar_one()
+    assert told == {"can_talk": can_talk}
