@@ -50,9 +50,20 @@ _APOSTROPHES = str.maketrans(dict.fromkeys("\u2019\u2018\u02bc\u2032", "'"))
 
 
 def label(text: str) -> str:
-    """The form a typed answer and an option's label are compared in: folded, and any
-    apostrophe as "'" (phones type "’": "I’m safe" is the option "I'm safe")."""
-    return fold(text).translate(_APOSTROPHES)
+    """The form a typed answer and an option's label are compared in: folded, without
+    apostrophes (phones type "’", people in a hurry none: "im safe" is the option "I'm safe")
+    or the punctuation and quotes around it ("I'm safe.", “I'm safe” as a reminder quotes it)."""
+    folded = fold(text).translate(_APOSTROPHES).replace("'", "")
+    start, end = 0, len(folded)
+    while start < end and _punctuation(folded[start]):
+        start += 1
+    while end > start and _punctuation(folded[end - 1]):
+        end -= 1
+    return folded[start:end].strip()
+
+
+def _punctuation(c: str) -> bool:
+    return c.isspace() or unicodedata.category(c).startswith("P")
 
 
 def bare(folded: str) -> str:

@@ -9,6 +9,7 @@ from core.db import transaction
 from core.defenders import save_settings
 from core.models import AlertEvent, AlertKind, Defender, Report
 from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Pick, onboard
+from tests.flows.test_flow_review import _reminded_mid_report
 from tests.flows.test_panic import alerts
 from tests.flows.test_report import CANARY, sealed_parts
 
@@ -122,3 +123,25 @@ async def test_can_you_talk_takes_a_plain_yes_or_no_in_the_defenders_language(
             await s.execute(select(AlertEvent.detail).where(AlertEvent.kind == "can_talk"))
         ).scalar_one()
     assert told == {"can_talk": can_talk}
+
+
+SAFE_AS_TYPED = ["im safe", "Im safe.", "“I'm safe”", "I’m safe!"]
+
+
+@pytest.mark.parametrize("typed", SAFE_AS_TYPED)
+async def test_im_safe_typed_as_people_type_it_is_the_option(desk: Desk, typed: str) -> None:
+    """The reminder says: Choose “I'm safe” and enter your PIN. Typed without the
+    apostrophe, with a full stop, or quoted as the reminder quotes it, it is that option."""
+    alice = await onboard(desk, channel="signal")
+    assert "Send your PIN to confirm." in await alice.text(typed)
+
+
+@pytest.mark.parametrize("typed", SAFE_AS_TYPED)
+async def test_im_safe_typed_as_people_type_it_answers_a_reminder_mid_report(
+    desk: Desk, typed: str
+) -> None:
+    """The same after a reminder that came in the middle of a report: not sealed into the
+    report as its account, not a check-in lost."""
+    alice = await _reminded_mid_report(desk)
+    assert "Send your PIN to confirm." in await alice.text(typed)
+    assert "We noted that you are safe." in await alice.text(CANCEL_PIN)
