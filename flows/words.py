@@ -16,8 +16,9 @@ HELP = _folded(
     "help", "/help", "?", "ayuda", "/ayuda", "aide", "/aide", "ajuda", "/ajuda", "مساعدة"
 )
 CANCEL = _folded(
-    "cancel", "/cancel", "stop", "/stop", "cancelar", "annuler", "/annuler", "parar", "إلغاء"
-)
+    "cancel", "/cancel", "stop", "/stop", "cancelar", "/cancelar", "annuler", "/annuler",
+    "parar", "/parar", "إلغاء", "/إلغاء",
+)  # fmt: skip
 MENU = _folded("menu", "/menu", "/start", "menú", "início", "inicio", "القائمة")
 # Typed commands for an alert; the defender's own innocuous code phrase works the same way.
 # A bare "SOS" too, and "panic" as a command in each language: someone in danger types what

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from core import i18n
 from core.db import transaction
 from core.defenders import save_settings
 from core.models import AlertEvent, AlertKind, Defender, Report
@@ -145,3 +146,19 @@ async def test_im_safe_typed_as_people_type_it_answers_a_reminder_mid_report(
     alice = await _reminded_mid_report(desk)
     assert "Send your PIN to confirm." in await alice.text(typed)
     assert "We noted that you are safe." in await alice.text(CANCEL_PIN)
+
+
+@pytest.mark.parametrize(
+    ("language", "typed"), [("es", "/cancelar"), ("pt", "/cancelar"), ("pt", "/parar")]
+)
+async def test_cancel_as_a_command_in_spanish_or_portuguese_stops_a_report(
+    desk: Desk, language: str, typed: str
+) -> None:
+    """ "/alerta", "/ayuda" and "/annuler" are commands; "/cancelar" was not: typed while
+    writing a report it was sealed into the account as its words."""
+    alice = await onboard(desk, language=language)
+    for said in ("/report", Pick("raid"), Pick("yesterday"), Pick("skip"), Pick("police")):
+        await alice.say(said)
+    await alice.say(Pick("me"))
+    discarded = i18n.gettext(language)("Report discarded. Nothing was sent.")
+    assert discarded in await alice.text(typed)
