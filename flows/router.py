@@ -33,7 +33,19 @@ from core.pins import Verdict
 from core.security import CODE_ALPHABET
 from core.text import fold, pin
 from core.throttle import Throttle
-from flows import checkin, contact, desk, help, onboarding, panic, registry, report, store, words
+from flows import (
+    checkin,
+    contact,
+    desk,
+    help,
+    onboarding,
+    panic,
+    registry,
+    report,
+    settings,
+    store,
+    words,
+)
 from flows.context import END, Context, Retry
 from flows.store import EXPIRED, IDLE
 
@@ -183,8 +195,9 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         await idle_pin(ctx)
         ctx.ask_again()
         return flow, state
-    if flow == IDLE and choice is None:
-        await idle_pin(ctx)
+    new_pin = flow == settings.NAME and state in settings.NEW_PIN_STATES
+    if choice is None and not (onboarding or new_pin or registry.is_pin_state(flow, state)):
+        await idle_pin(ctx)  # no question for a PIN is waiting (none, or one for something else)
     if (
         choice == words.SAFE_CHOICE
         or words.same_phrase(typed, ctx.settings.get("safe_phrase"))
@@ -279,10 +292,11 @@ async def key_changed(event: store.Event, loaded: store.Loaded) -> None:
 
 
 async def idle_pin(ctx: Context) -> None:
-    """A PIN typed with no question asking for one (its prompt expired, or on a captor's
-    order): the duress PIN still raises its silent alert. The answer is what any number gets
-    there, after the same two Argon2id checks whichever PIN it is (core.pins); not counted as
-    a wrong PIN either: a stray number is not a guess."""
+    """A PIN typed with no question asking for one (its prompt expired, a question about
+    something else, or on a captor's order): the duress PIN still raises its silent alert.
+    The answer is what any number gets there, after the same two Argon2id checks whichever
+    PIN it is (core.pins); not counted as a wrong PIN either: a stray number is not a guess.
+    Not where a new PIN is chosen (onboarding, settings.NEW_PIN_STATES)."""
     typed = pin(ctx.inbound.text or "")
     if typed is None or ctx.pin_checker is None or ctx.defender is None:
         return

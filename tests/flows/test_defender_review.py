@@ -9,7 +9,7 @@ from core import i18n
 from core.db import transaction
 from core.defenders import save_settings
 from core.models import AlertEvent, AlertKind, Defender, Report
-from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Pick, onboard
+from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, onboard
 from tests.flows.test_flow_review import _reminded_mid_report
 from tests.flows.test_panic import alerts
 from tests.flows.test_report import CANARY, sealed_parts
@@ -162,3 +162,33 @@ async def test_cancel_as_a_command_in_spanish_or_portuguese_stops_a_report(
     await alice.say(Pick("me"))
     discarded = i18n.gettext(language)("Report discarded. Nothing was sent.")
     assert discarded in await alice.text(typed)
+
+
+@pytest.mark.parametrize(
+    "start",
+    [("/checkin",), ("/report",), ("/settings",), ("/report", Pick("threat"), Pick("today"))],
+)
+async def test_the_duress_pin_typed_at_a_question_that_takes_no_pin_raises_the_alert(
+    desk: Desk, start: tuple[str | Pick, ...]
+) -> None:
+    """On a captor's order ("tell them you are safe"), the duress PIN typed while the bot
+    waits for something else (the check-in menu, a report's question): the silent alert is
+    raised, as with no question at all, and the phone sees what the real PIN gets there."""
+    calm, forced = await onboard(desk, "calm"), await onboard(desk, "forced")
+    for chat in (calm, forced):
+        for said in start:
+            await chat.say(said)
+    real, duress = await calm.say(CANCEL_PIN), await forced.say(DURESS_PIN)
+    assert [(r.text, r.choices) for r in duress] == [(r.text, r.choices) for r in real]
+    (alert,) = await alerts(desk)
+    assert alert.kind is AlertKind.duress and alert.do_not_contact
+    assert alert.defender_id == (await forced.defender()).id  # type: ignore[union-attr]
+
+
+async def test_choosing_a_new_pin_equal_to_the_duress_pin_raises_nothing(desk: Desk) -> None:
+    """Where a new PIN is chosen, a PIN typed is not one being used."""
+    alice = await onboard(desk)
+    for said in ("/settings", Pick("pins"), CANCEL_PIN, Pick("duress"), DURESS_PIN):
+        await alice.say(said)
+    assert "PIN changed." in await alice.text(DURESS_PIN)
+    assert await alerts(desk) == []
