@@ -136,7 +136,7 @@ async def _arm(ctx: Context, due: datetime) -> str:
 async def custom(ctx: Context) -> str:
     _ = ctx._
     try:
-        due = parse_due(ctx.need_text(), now=ctx.now, zone_name=ctx.zone)
+        due = parse_due(ctx.need_text(), now=ctx.now, zone_name=ctx.zone, locale=ctx.locale)
     except WhenError as bad:
         if bad.reason == "too_soon":
             raise Retry(_("That is too soon: the shortest timer is 5 minutes.")) from None

@@ -41,7 +41,9 @@ _IN = r"(?:(?:in|en|dans|em|بعد)\s+)?"
 _AT = r"(?:at|a las|a la|a|à|as|às|الساعة|الساعه|@)"
 _MINUTES = re.compile(rf"{_IN}(\d{{1,4}})\s*{_MIN}?")
 _HOURS = re.compile(rf"{_IN}(\d{{1,3}})(?:[.,](\d))?\s*{_HOUR}\s*(?:(\d{{1,2}})\s*{_MIN}?)?")
-_CLOCK = re.compile(r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*(am|pm|a\.m\.|p\.m\.)?")
+# "ص" and "م" (صباحًا, مساءً): Arabic's am and pm, as format_when writes them.
+_CLOCK = re.compile(r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*(am|pm|a\.m\.|p\.m\.|ص|م)?")
+_PM = ("pm", "p.m.", "م")
 _OFFSET = re.compile(r"(?:utc|gmt)?\s*([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?")
 _DATE_ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 _DATE_DMY = re.compile(r"(\d{1,2})[/.\-](\d{1,2})(?:[/.\-](\d{2,4}))?")
@@ -83,14 +85,16 @@ def parse_clock(text: str) -> time | None:
     if m.group(3):
         if not 1 <= hour <= 12:
             return None
-        hour = hour % 12 + (12 if m.group(3).startswith("p") else 0)
+        hour = hour % 12 + (12 if m.group(3) in _PM else 0)
     if hour > 23 or minute > 59:
         return None
     return time(hour, minute)
 
 
-def parse_due(text: str, *, now: datetime, zone_name: str) -> datetime:
-    """A deadline from a duration (``45m``, ``2h30``, ``1.5h``) or a clock time (``at 18:30``)."""
+def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = None) -> datetime:
+    """A deadline from a duration (``45m``, ``2h30``, ``1.5h``) or a clock time (``at 18:30``).
+    Where clocks run 1 to 12 (``locale``: English, Arabic), "at 8:30" with no am or pm is
+    the nearer of 8:30 and 20:30: typed at 3 pm, tonight's, not tomorrow morning's."""
     words = fold(text)
     delta: timedelta | None = None
     if m := _MINUTES.fullmatch(words):
@@ -101,17 +105,27 @@ def parse_due(text: str, *, now: datetime, zone_name: str) -> datetime:
     if delta is not None:
         due = now + delta
     else:
-        if not (re.match(rf"{_AT}\s", words) or ":" in words or re.search(r"[ap]\.?m", words)):
+        said = _CLOCK.search(words)
+        marked = said is not None and said.group(3) is not None  # am, pm, ص or م
+        if not (re.match(rf"{_AT}\s", words) or ":" in words or marked):
             raise WhenError("unparsed")
         clock = parse_clock(words)
         if clock is None:
             raise WhenError("unparsed")
         due = next_local(clock, now=now, zone_name=zone_name)
+        if not marked and _twelve_hour(locale) and 1 <= clock.hour <= 12:
+            other = time((clock.hour + 12) % 24, clock.minute)
+            due = min(due, next_local(other, now=now, zone_name=zone_name))
     if due - now < MIN_TIMER:
         raise WhenError("too_soon")
     if due - now > MAX_TIMER:
         raise WhenError("too_late")
     return due
+
+
+def _twelve_hour(locale: str | None) -> bool:
+    """Whether the language's clock runs 1 to 12 (CLDR's short time has "h", not "H")."""
+    return locale is not None and "h" in str(Locale.parse(locale).time_formats["short"])
 
 
 def next_local(clock: time, *, now: datetime, zone_name: str) -> datetime:
@@ -182,7 +196,7 @@ def format_when(moment: datetime, *, now: datetime, zone_name: str, locale: str)
     tz = zone(zone_name)
     if moment.astimezone(tz).date() == now.astimezone(tz).date():
         return format_time(moment, "short", tzinfo=tz, locale=locale)
-    twelve = "h" in str(Locale.parse(locale).time_formats["short"])
+    twelve = _twelve_hour(locale)
     return format_skeleton("Ehm" if twelve else "EHm", moment, tzinfo=tz, locale=locale)
 
 

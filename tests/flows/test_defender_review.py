@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import select
 
 from core import i18n
 from core.db import transaction
 from core.defenders import save_settings
-from core.models import AlertEvent, AlertKind, Defender, Report
+from core.models import AlertEvent, AlertKind, CheckIn, Defender, Report
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, onboard
 from tests.flows.test_flow_review import _reminded_mid_report
 from tests.flows.test_panic import alerts
@@ -192,3 +194,18 @@ async def test_choosing_a_new_pin_equal_to_the_duress_pin_raises_nothing(desk: D
         await alice.say(said)
     assert "PIN changed." in await alice.text(DURESS_PIN)
     assert await alerts(desk) == []
+
+
+@pytest.mark.parametrize(("language", "typed"), [("en", "at 8:30"), ("ar", "الساعة ٨:٣٠")])
+async def test_a_timer_until_8_30_set_in_the_afternoon_is_for_tonight(
+    desk: Desk, language: str, typed: str
+) -> None:
+    """English and Arabic clocks run 1 to 12: "at 8:30" typed at 10 am (Bogotá) is 8:30 pm
+    today, the deadline the defender means, not 8:30 am tomorrow (a day's escalation late)."""
+    alice = await onboard(desk, language=language)
+    for said in ("/checkin", Pick("custom")):
+        await alice.say(said)
+    await alice.say(typed)
+    async with desk.sessions() as s:
+        (due,) = (await s.execute(select(CheckIn.due_at))).scalars()
+    assert due.replace(tzinfo=UTC) == datetime(2026, 5, 5, 1, 30, tzinfo=UTC)  # 20:30 there

@@ -88,3 +88,26 @@ def test_it_writes_times_in_the_zone_and_language() -> None:
     assert format_when(later, now=NOW, zone_name="Asia/Tokyo", locale="en") == "8:00\u202fAM"
     next_day = datetime(2026, 3, 29, 23, 0, tzinfo=UTC)  # Monday 8:00 in Tokyo, Sunday there now
     assert format_when(next_day, now=NOW, zone_name="Asia/Tokyo", locale="en") == "Mon 8:00 AM"
+
+
+@pytest.mark.parametrize(
+    ("typed", "locale", "due"),
+    [
+        ("at 8:30", "en", datetime(2026, 3, 28, 20, 30, tzinfo=UTC)),  # tonight, not 08:30
+        ("at 9", "en", datetime(2026, 3, 28, 21, 0, tzinfo=UTC)),
+        ("at 8:30 am", "en", datetime(2026, 3, 29, 8, 30, tzinfo=UTC)),
+        ("at 20:30", "en", datetime(2026, 3, 28, 20, 30, tzinfo=UTC)),
+        ("الساعة ٨:٣٠", "ar", datetime(2026, 3, 28, 20, 30, tzinfo=UTC)),
+        ("الساعة ٩ م", "ar", datetime(2026, 3, 28, 21, 0, tzinfo=UTC)),
+        ("8:30 ص", "ar", datetime(2026, 3, 29, 8, 30, tzinfo=UTC)),
+        ("a las 8:30", "es", datetime(2026, 3, 29, 8, 30, tzinfo=UTC)),  # a 24-hour clock
+        ("à 9h", "fr", datetime(2026, 3, 29, 9, 0, tzinfo=UTC)),
+    ],
+)
+def test_a_clock_time_on_a_twelve_hour_clock_is_the_next_one_it_can_mean(
+    typed: str, locale: str, due: datetime
+) -> None:
+    """Where clocks run 1 to 12 (English, Arabic: "8:30 PM", "8:30 م"), "at 8:30" typed at
+    8 pm means tonight, not tomorrow morning: the deadline (and the escalation) 12 hours
+    later. The nearer of the two; "am"/"pm" (ص/م) decide; 24-hour languages as before."""
+    assert parse_due(typed, now=NOW, zone_name="UTC", locale=locale) == due
