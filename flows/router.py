@@ -255,7 +255,7 @@ def is_alert(ctx: Context, choice: str | None, typed: str) -> bool:
     """The alert button, an alert command (words after it, "@bot" or "!" change nothing:
     "/sos police at the door"), a bare "SOS!" alone ("¡SOS!", "S.O.S." too), or the
     defender's code phrase."""
-    if choice == words.ALERT_CHOICE or words.bare(typed) in words.ALERT:
+    if choice == words.ALERT_CHOICE or words.cry(typed):
         return True
     command = _COMMAND.split(typed, maxsplit=1)[0].rstrip("!.?")
     if command.startswith("/") and command in words.ALERT:

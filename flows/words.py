@@ -37,10 +37,18 @@ ALERT = _folded(
     "نجدة",
     "النجدة",
     "/نجدة",
+    "🆘",
 )
-# "¡SOS!" (Spanish opens it with "¡"), "S.O.S.", "النجدة!" or "النجدة؟", and the kashida
-# some keyboards stretch Arabic words with ("النجـــدة").
-_MARKS = re.compile(r"[\s¡!¿?.؟\u0640]")
+# "¡SOS!" (Spanish opens it with "¡"), "S.O.S.", "النجدة!" or "النجدة؟", "SOS, SOS", the
+# kashida some keyboards stretch Arabic words with ("النجـــدة"), an emoji's presentation
+# selector ("🆘️").
+_MARKS = re.compile(r"[\s¡!¿?.,،؟\u0640\ufe0f]")
+# The cry repeated: "SOS SOS SOS", "🆘🆘", "نجدة نجدة" (in ``bare`` form).
+_CRIES = re.compile(
+    "(?:"
+    + "|".join(re.escape(w) for w in sorted(ALERT, key=len, reverse=True) if w[0] != "/")
+    + ")+"
+)
 ALERT_CHOICE = "panic"  # the key of the menu button (never shown: labels are innocuous)
 SAFE_CHOICE = "safe"  # the key of the reminders' "I'm safe" button (core.notices)
 YES = _folded("yes", "y", "si", "sí", "oui", "sim", "نعم", "ok")
@@ -68,9 +76,16 @@ def _punctuation(c: str) -> bool:
 
 
 def bare(folded: str) -> str:
-    """A folded message without spaces, dots and exclamation or question marks: the form a
-    whole message is compared in to the alert words."""
+    """A folded message without spaces, dots, commas and exclamation or question marks: the
+    form a whole message is compared in to the alert words."""
     return _MARKS.sub("", folded)
+
+
+def cry(folded: str) -> bool:
+    """A whole message that is an alert word, alone or repeated ("SOS SOS", "🆘🆘"); a
+    command only alone ("/sos", which ``flows.router.is_alert`` also takes with words after)."""
+    said = bare(folded)
+    return said in ALERT or _CRIES.fullmatch(said) is not None
 
 
 def phrase_form(folded: str) -> str:
@@ -104,7 +119,7 @@ _TAKEN = HELP | CANCEL | MENU | ALERT | YES | NO
 def reserved(text: str) -> bool:
     """A phrase that cannot become a code phrase: it already means something."""
     words = fold(text)
-    taken = words in _TAKEN or bare(words) in ALERT
+    taken = words in _TAKEN or cry(words)
     return taken or words.startswith("/") or phrase_form(words) in _TAKEN_FORMS
 
 

@@ -11,6 +11,7 @@ from core import i18n
 from core.db import transaction
 from core.defenders import save_settings
 from core.models import AlertEvent, AlertKind, CheckIn, Defender, Report
+from flows import words
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, onboard
 from tests.flows.test_flow_review import _reminded_mid_report
 from tests.flows.test_panic import alerts
@@ -209,3 +210,23 @@ async def test_a_timer_until_8_30_set_in_the_afternoon_is_for_tonight(
     async with desk.sessions() as s:
         (due,) = (await s.execute(select(CheckIn.due_at))).scalars()
     assert due.replace(tzinfo=UTC) == datetime(2026, 5, 5, 1, 30, tzinfo=UTC)  # 20:30 there
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["SOS SOS", "sos sos sos!", "SOS, SOS", "🆘", "🆘🆘", "SOS 🆘", "نجدة نجدة", "النجدة، النجدة"],
+)
+async def test_sos_repeated_or_as_its_emoji_raises_the_alert(desk: Desk, typed: str) -> None:
+    """Someone in danger repeats the cry, or taps the SOS emoji: a bare "SOS" raised the
+    alert, "SOS SOS" or "🆘" got "Sorry, I didn't understand that" (or went into the report
+    being written)."""
+    alice = await onboard(desk)
+    await alice.say("/report")
+    assert "Alert sent." in await alice.text(typed)
+    assert [a.kind for a in await alerts(desk)] == [AlertKind.panic]
+
+
+def test_a_repeated_alert_word_is_no_code_phrase() -> None:
+    """(Typed, it raises the alert before a phrase step could read it.)"""
+    assert words.reserved("sos sos") and words.reserved("🆘") and words.reserved("SOS, SOS")
+    assert not words.reserved("so so") and not words.reserved("sossy")
