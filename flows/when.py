@@ -13,6 +13,7 @@ from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from babel import Locale
+from babel.core import get_global
 from babel.dates import format_skeleton, format_time, format_timedelta
 
 from core.i18n import SUPPORTED
@@ -172,11 +173,19 @@ def _zone_names() -> dict[str, str]:
             city = info.get("city")
             if city and tz in zones:
                 names.setdefault(fold(city), tz)
+    # A country with one time zone ("Colombia", "El Salvador", "مصر"), after the cities.
+    territory_zones = get_global("territory_zones")
+    for language in SUPPORTED:
+        for code, country in Locale.parse(language).territories.items():
+            found = [tz for tz in territory_zones.get(code, ()) if tz in zones]
+            if len(found) == 1:
+                names.setdefault(fold(country), found[0])
     return names
 
 
 def parse_zone(text: str) -> str | None:
-    """An IANA zone from a city (in any of our languages) or a UTC offset; None if unknown."""
+    """An IANA zone from a city or a country with one zone (in any of our languages), also
+    as "town, country", or a UTC offset; None if unknown."""
     words = fold(text)
     if m := _OFFSET.fullmatch(words):
         sign = -1 if m.group(1) != "+" else 1
@@ -188,7 +197,13 @@ def parse_zone(text: str) -> str | None:
         if sign * hours < -12 or sign * hours > 14:
             return None
         return f"Etc/GMT{'-' if sign > 0 else '+'}{hours}"  # POSIX names invert the sign
-    return _zone_names().get(words) or _zone_names().get(words.replace(" ", "_"))
+    # "Bogotá, Colombia", "القاهرة، مصر": the place as written, else its parts, the town first
+    for part in (words, *re.split(r"[,،]", words)):
+        part = part.strip()
+        found = _zone_names().get(part) or _zone_names().get(part.replace(" ", "_"))
+        if found:
+            return found
+    return None
 
 
 def format_when(moment: datetime, *, now: datetime, zone_name: str, locale: str) -> str:

@@ -76,7 +76,11 @@ def test_it_reads_clock_times_and_dates() -> None:
      ("القاهرة", "Africa/Cairo"), ("Ciudad de México", "America/Mexico_City"),
      ("sao paulo", "America/Sao_Paulo"), ("UTC-5", "Etc/GMT+5"), ("GMT+3", "Etc/GMT-3"),
      ("+05:30", "Asia/Kolkata"), ("utc", "UTC"), ("Atlantis", None), ("UTC+15", None),
-     ("+02:17", None)],
+     ("+02:17", None),
+     # as people write where they are: with the country, or the country alone (one zone)
+     ("Bogotá, Colombia", "America/Bogota"), ("القاهرة، مصر", "Africa/Cairo"),
+     ("San Salvador, El Salvador", "America/El_Salvador"), ("Colombia", "America/Bogota"),
+     ("Siria", "Asia/Damascus"), ("Brasil", None), ("Atlantis, Colombia", "America/Bogota")],
 )  # fmt: skip
 def test_it_finds_a_zone_by_city_or_offset(typed: str, zone: str | None) -> None:
     assert parse_zone(typed) == zone
