@@ -132,7 +132,12 @@ async def hold(ctx: Context) -> str:
     if ctx.choice_or_none("calloff"):
         return ask_pin(ctx)
     if typed_pin(ctx.inbound.text or "") is not None:
-        return await pin(ctx)  # the PIN sent straight away
+        try:
+            return await pin(ctx)  # the PIN sent straight away
+        except Retry:
+            if not ctx.discreet:
+                raise
+            # A wrong PIN, counted (pins.count); answered as any number with no alert on.
     if ctx.discreet:  # nothing on screen says an alert is on: answered as with none
         help.menu(ctx, unknown=True)
         return "hold"

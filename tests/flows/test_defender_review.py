@@ -10,6 +10,7 @@ from sqlalchemy import select
 from core import i18n
 from core.db import transaction
 from core.defenders import save_settings
+from core.messages import Outbound
 from core.models import AlertEvent, AlertKind, CheckIn, Defender, Report
 from flows import words
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, onboard
@@ -230,3 +231,29 @@ def test_a_repeated_alert_word_is_no_code_phrase() -> None:
     """(Typed, it raises the alert before a phrase step could read it.)"""
     assert words.reserved("sos sos") and words.reserved("🆘") and words.reserved("SOS, SOS")
     assert not words.reserved("so so") and not words.reserved("sossy")
+
+
+async def _discreet(desk: Desk, name: str) -> Chat:
+    chat = await onboard(desk, name)
+    for said in ("/settings", Pick("discreet"), Pick("on"), Pick("10m")):
+        await chat.say(said)
+    return chat
+
+
+async def test_a_wrong_pin_in_discreet_mode_never_says_an_alert_is_on(desk: Desk) -> None:
+    """After the code phrase a discreet phone shows "OK." and nothing else says an alert is
+    on; a wrong PIN typed then (whoever holds the phone trying one) got "That PIN is not
+    right", where a phone with no alert answers "Sorry, I didn't understand that". It is
+    answered as there, and still counted as a wrong PIN."""
+    alice, calm = await _discreet(desk, "alice"), await _discreet(desk, "calm")
+    assert [r.text for r in await alice.say("/sos")] == ["OK."]
+    shown, usual = await alice.say("5555"), await calm.say("5555")
+    assert "PIN" not in "\n".join(m.text for m in shown), shown
+
+    def seen(replies: list[Outbound]) -> list[tuple[object, ...]]:  # each chat's own ids
+        return [(r.text, r.choices, r.sensitive, len(r.delete_message_ids)) for r in replies]
+
+    assert seen(shown) == seen(usual)
+    defender = await alice.defender()
+    assert defender is not None and defender.failed_pins == 1
+    assert "Alert called off." in await alice.text(CANCEL_PIN)  # the PIN still calls it off
