@@ -208,8 +208,8 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     if flow != IDLE and await checkin.answers_reminder(ctx, typed):
         ctx.data = aside(flow, state, ctx.data)
         return await run(ctx, "checkin", "safe")
-    if typed in words.HELP:
-        help.show(ctx, in_progress=flow != IDLE)
+    if typed in words.HELP:  # an alert waiting in discreet mode is nothing in progress there
+        help.show(ctx, in_progress=flow != IDLE and not (flow == panic.NAME and ctx.discreet))
         ctx.ask_again()
         return flow, state
     if onboarding and (typed in words.CANCEL | words.MENU or key in registry.triggers()):

@@ -257,3 +257,15 @@ async def test_a_wrong_pin_in_discreet_mode_never_says_an_alert_is_on(desk: Desk
     defender = await alice.defender()
     assert defender is not None and defender.failed_pins == 1
     assert "Alert called off." in await alice.text(CANCEL_PIN)  # the PIN still calls it off
+
+
+@pytest.mark.parametrize("said", ["help", "?", "/ayuda"])
+async def test_help_in_discreet_mode_never_says_something_is_in_progress(
+    desk: Desk, said: str
+) -> None:
+    """Help while a discreet alert is on said "You can carry on where you were:", which a
+    phone with no alert never says."""
+    alice, calm = await _discreet(desk, "alice"), await _discreet(desk, "calm")
+    assert [r.text for r in await alice.say("/sos")] == ["OK."]
+    shown, usual = await alice.say(said), await calm.say(said)
+    assert [(r.text, r.choices) for r in shown] == [(r.text, r.choices) for r in usual]
