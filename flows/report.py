@@ -134,7 +134,9 @@ async def affected(ctx: Context) -> str:
 
 
 async def how_many(ctx: Context) -> str:
-    if ctx.choice_or_none("unsure") is None:
+    # Telegram's options are buttons, never numbered: a typed "1" is one person, not option 1.
+    one = ctx.inbound.channel == "telegram" and digits(ctx.inbound.text or "").strip() == "1"
+    if one or ctx.choice_or_none("unsure") is None:
         typed = digits(ctx.need_text()).replace(",", "").replace(".", "").strip()
         if not typed.isdigit() or not 1 <= int(typed) <= 1_000_000:
             raise Retry(ctx._("Please send a number, like 3."))

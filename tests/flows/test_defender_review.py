@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from core import i18n
+from core.crypto import open_sealed
 from core.db import transaction
 from core.defenders import save_settings
 from core.messages import Outbound
@@ -269,3 +270,25 @@ async def test_help_in_discreet_mode_never_says_something_is_in_progress(
     assert [r.text for r in await alice.say("/sos")] == ["OK."]
     shown, usual = await alice.say(said), await calm.say(said)
     assert [(r.text, r.choices) for r in shown] == [(r.text, r.choices) for r in usual]
+
+
+@pytest.mark.parametrize(("channel", "count"), [("telegram", 1), ("signal", None)])
+async def test_one_person_typed_on_telegram_is_a_count_of_one(
+    desk: Desk, channel: str, count: int | None
+) -> None:
+    """ "How many people, roughly? Send a number." with a "Not sure" button: on Telegram
+    (buttons, never numbered) a typed "1" is one person; it was read as option 1, "Not
+    sure". On Signal the option is written "1. Not sure", and "1" stays that option."""
+    alice = await onboard(desk, channel=channel)
+    for said in ("/report", Pick("threat"), Pick("today"), Pick("skip"), Pick("police")):
+        await alice.say(said)
+    for said in (Pick("others"), "1", "they were followed", Pick("done"), Pick("none")):
+        await alice.say(said)
+    for said in (Pick("no"), Pick("record"), Pick("send")):
+        await alice.say(said)
+    async with desk.sessions() as s:
+        filed = (await s.execute(select(Report))).scalar_one()
+    body = open_sealed(
+        desk.private_key, filed.sealed_body, org_id=desk.org.id, record_id=filed.id, kind="report"
+    )
+    assert body["count"] == count
