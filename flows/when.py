@@ -45,6 +45,8 @@ _HOURS = re.compile(rf"{_IN}(\d{{1,3}})(?:[.,](\d))?\s*{_HOUR}\s*(?:(\d{{1,2}})\
 # "ص" and "م" (صباحًا, مساءً): Arabic's am and pm, as format_when writes them.
 _CLOCK = re.compile(r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*(am|pm|a\.m\.|p\.m\.|ص|م)?")
 _PM = ("pm", "p.m.", "م")
+_WRITTEN_HOUR = re.compile(r"(\d{1,2})h([0-5]\d)?")  # "20h", "18h30"; not "in 20h", "20 hours"
+_HOUR_WRITERS = ("fr", "es", "pt")
 _OFFSET = re.compile(r"(?:utc|gmt)?\s*([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?")
 _DATE_ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 _DATE_DMY = re.compile(r"(\d{1,2})[/.\-](\d{1,2})(?:[/.\-](\d{2,4}))?")
@@ -95,7 +97,8 @@ def parse_clock(text: str) -> time | None:
 def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = None) -> datetime:
     """A deadline from a duration (``45m``, ``2h30``, ``1.5h``) or a clock time (``at 18:30``).
     Where clocks run 1 to 12 (``locale``: English, Arabic), "at 8:30" with no am or pm is
-    the nearer of 8:30 and 20:30: typed at 3 pm, tonight's, not tomorrow morning's."""
+    the nearer of 8:30 and 20:30: typed at 3 pm, tonight's, not tomorrow morning's. Where
+    "20h" is also written for 20:00 (French, Spanish, Portuguese), the sooner of the two."""
     words = fold(text)
     delta: timedelta | None = None
     if m := _MINUTES.fullmatch(words):
@@ -105,6 +108,13 @@ def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = 
         delta = timedelta(hours=int(m.group(1)), minutes=tenths * 6 + minutes)
     if delta is not None:
         due = now + delta
+        written = _WRITTEN_HOUR.fullmatch(words)
+        if written and locale in _HOUR_WRITERS and 13 <= int(written[1]) <= 23:
+            # "20h", "18h30": French and Portuguese (and many Spanish) speakers' way of
+            # writing a time of day. Read both ways, the sooner deadline: a check-in missed
+            # tonight is never noticed only tomorrow.
+            at = time(int(written[1]), int(written[2] or 0))
+            due = min(due, next_local(at, now=now, zone_name=zone_name))
     else:
         said = _CLOCK.search(words)
         marked = said is not None and said.group(3) is not None  # am, pm, ص or م

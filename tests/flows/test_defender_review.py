@@ -199,12 +199,16 @@ async def test_choosing_a_new_pin_equal_to_the_duress_pin_raises_nothing(desk: D
     assert await alerts(desk) == []
 
 
-@pytest.mark.parametrize(("language", "typed"), [("en", "at 8:30"), ("ar", "الساعة ٨:٣٠")])
+@pytest.mark.parametrize(
+    ("language", "typed"),
+    [("en", "at 8:30"), ("ar", "الساعة ٨:٣٠"), ("fr", "20h30"), ("pt", "20h30")],
+)
 async def test_a_timer_until_8_30_set_in_the_afternoon_is_for_tonight(
     desk: Desk, language: str, typed: str
 ) -> None:
     """English and Arabic clocks run 1 to 12: "at 8:30" typed at 10 am (Bogotá) is 8:30 pm
-    today, the deadline the defender means, not 8:30 am tomorrow (a day's escalation late)."""
+    today, the deadline the defender means, not 8:30 am tomorrow (a day's escalation late);
+    "20h30" in French or Portuguese is 20:30 too, not a timer of 20 and a half hours."""
     alice = await onboard(desk, language=language)
     for said in ("/checkin", Pick("custom")):
         await alice.say(said)

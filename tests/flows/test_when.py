@@ -115,3 +115,23 @@ def test_a_clock_time_on_a_twelve_hour_clock_is_the_next_one_it_can_mean(
     8 pm means tonight, not tomorrow morning: the deadline (and the escalation) 12 hours
     later. The nearer of the two; "am"/"pm" (ص/م) decide; 24-hour languages as before."""
     assert parse_due(typed, now=NOW, zone_name="UTC", locale=locale) == due
+
+
+@pytest.mark.parametrize(
+    ("typed", "locale", "due"),
+    [
+        ("21h", "fr", datetime(2026, 3, 28, 21, 0, tzinfo=UTC)),  # tonight, not in 21 hours
+        ("21h30", "pt", datetime(2026, 3, 28, 21, 30, tzinfo=UTC)),
+        ("22h", "es", datetime(2026, 3, 28, 22, 0, tzinfo=UTC)),
+        ("21h", "en", datetime(2026, 3, 29, 17, 0, tzinfo=UTC)),  # English: 21 hours
+        ("dans 21h", "fr", datetime(2026, 3, 29, 17, 0, tzinfo=UTC)),  # "in": a duration
+        ("2h30", "fr", datetime(2026, 3, 28, 22, 30, tzinfo=UTC)),  # the example: a duration
+        ("20h", "fr", datetime(2026, 3, 29, 16, 0, tzinfo=UTC)),  # 20:00 is a day away
+    ],
+)
+def test_20h_where_it_is_written_for_a_time_of_day_is_the_sooner_reading(
+    typed: str, locale: str, due: datetime
+) -> None:
+    """French, Portuguese and Spanish speakers write 20:00 as "20h": typed at 20:00, "21h"
+    meant in an hour, and set a deadline 21 hours away."""
+    assert parse_due(typed, now=NOW, zone_name="UTC", locale=locale) == due
