@@ -296,3 +296,22 @@ async def test_one_person_typed_on_telegram_is_a_count_of_one(
         desk.private_key, filed.sealed_body, org_id=desk.org.id, record_id=filed.id, kind="report"
     )
     assert body["count"] == count
+
+
+@pytest.mark.parametrize(
+    ("typed", "locale"),
+    [("عربي", "ar"), ("Arabic", "ar"), ("spanish", "es"), ("castellano", "es"),
+     ("francais", "fr"), ("French", "fr"), ("portugues", "pt"), ("inglés", "en")],
+)  # fmt: skip
+async def test_the_language_typed_as_people_name_it_is_taken(
+    desk: Desk, typed: str, locale: str
+) -> None:
+    """Signal gives no language, so the first question is in English: someone who answers
+    with their language's everyday name ("عربي", not "العربية"), or its English name, got
+    "Please pick one of the options" in a language they may not read."""
+    chat = desk.chat("alice", language=None)
+    chat.channel = "signal"
+    await chat.say(await desk.invite())
+    assert "Please pick one of the options." not in await chat.text(typed)
+    defender = await chat.defender()
+    assert defender is not None and defender.locale == locale
