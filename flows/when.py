@@ -42,9 +42,12 @@ _IN = r"(?:(?:in|en|dans|em|بعد)\s+)?"
 _AT = r"(?:at|a las|a la|a|à|as|às|الساعة|الساعه|@)"
 _MINUTES = re.compile(rf"{_IN}(\d{{1,4}})\s*{_MIN}?")
 _HOURS = re.compile(rf"{_IN}(\d{{1,3}})(?:[.,](\d))?\s*{_HOUR}\s*(?:(\d{{1,2}})\s*{_MIN}?)?")
-# "ص" and "م" (صباحًا, مساءً): Arabic's am and pm, as format_when writes them.
-_CLOCK = re.compile(r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*(am|pm|a\.m\.|p\.m\.|ص|م)?")
-_PM = ("pm", "p.m.", "م")
+# "ص" and "م": Arabic's am and pm as format_when writes them, and in words (folded: صباحًا,
+# مساءً), "at night" (ليلًا) too.
+_CLOCK = re.compile(
+    r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*(am|pm|a\.m\.|p\.m\.|صباحا|مساء|ليلا|ص|م)?"
+)
+_PM = ("pm", "p.m.", "م", "مساء", "ليلا")
 _WRITTEN_HOUR = re.compile(r"(\d{1,2})h([0-5]\d)?")  # "20h", "18h30"; not "in 20h", "20 hours"
 _HOUR_WRITERS = ("fr", "es", "pt")
 _OFFSET = re.compile(r"(?:utc|gmt)?\s*([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?")

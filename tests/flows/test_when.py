@@ -104,6 +104,8 @@ def test_it_writes_times_in_the_zone_and_language() -> None:
         ("الساعة ٨:٣٠", "ar", datetime(2026, 3, 28, 20, 30, tzinfo=UTC)),
         ("الساعة ٩ م", "ar", datetime(2026, 3, 28, 21, 0, tzinfo=UTC)),
         ("8:30 ص", "ar", datetime(2026, 3, 29, 8, 30, tzinfo=UTC)),
+        ("الساعة ٩ مساءً", "ar", datetime(2026, 3, 28, 21, 0, tzinfo=UTC)),
+        ("الساعة ٨ صباحًا", "ar", datetime(2026, 3, 29, 8, 0, tzinfo=UTC)),
         ("a las 8:30", "es", datetime(2026, 3, 29, 8, 30, tzinfo=UTC)),  # a 24-hour clock
         ("à 9h", "fr", datetime(2026, 3, 29, 9, 0, tzinfo=UTC)),
     ],
