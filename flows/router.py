@@ -195,8 +195,7 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         await idle_pin(ctx)
         ctx.ask_again()
         return flow, state
-    new_pin = flow == settings.NAME and state in settings.NEW_PIN_STATES
-    if choice is None and not (onboarding or new_pin or registry.is_pin_state(flow, state)):
+    if choice is None and not registry.is_pin_state(flow, state) and pin_in_use(ctx, flow, state):
         await idle_pin(ctx)  # no question for a PIN is waiting (none, or one for something else)
     if (
         choice == words.SAFE_CHOICE
@@ -291,12 +290,20 @@ async def key_changed(event: store.Event, loaded: store.Loaded) -> None:
         )
 
 
+def pin_in_use(ctx: Context, flow: str, state: str) -> bool:
+    """Whether a PIN typed here is one in use, not a new one being chosen (onboarding,
+    settings.NEW_PIN_STATES: the duress PIN chosen again is no alarm)."""
+    assert ctx.defender is not None
+    choosing = flow == settings.NAME and state in settings.NEW_PIN_STATES
+    return not choosing and ctx.defender.status is not DefenderStatus.onboarding
+
+
 async def idle_pin(ctx: Context) -> None:
     """A PIN typed with no question asking for one (its prompt expired, a question about
     something else, or on a captor's order): the duress PIN still raises its silent alert.
     The answer is what any number gets there, after the same two Argon2id checks whichever
     PIN it is (core.pins); not counted as a wrong PIN either: a stray number is not a guess.
-    Not where a new PIN is chosen (onboarding, settings.NEW_PIN_STATES)."""
+    Only a PIN in use (``pin_in_use``)."""
     typed = pin(ctx.inbound.text or "")
     if typed is None or ctx.pin_checker is None or ctx.defender is None:
         return
@@ -444,11 +451,13 @@ def lapsed(ctx: Context, flow: str) -> bool:
 
 
 async def _duress_pin(event: store.Event, loaded: store.Loaded, ctx: Context) -> bool:
-    """The message was the duress PIN, answering a question that asked for a PIN."""
+    """The message was the duress PIN, answering a question that asked for a PIN, or typed
+    where a PIN in use raises its alert all the same (``idle_pin``)."""
     typed = pin(event.inbound.text or "")
     if typed is None or ctx.defender is None or event.checker is None:
         return False
-    if not registry.is_pin_state(loaded.flow, loaded.state):
+    flow, state = loaded.flow, loaded.state
+    if not (registry.is_pin_state(flow, state) or pin_in_use(ctx, flow, state)):
         return False
     ctx.forget_message()
     return await event.checker(ctx.defender, typed) is Verdict.duress

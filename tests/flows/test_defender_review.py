@@ -13,7 +13,7 @@ from core.db import transaction
 from core.defenders import save_settings
 from core.messages import Outbound
 from core.models import AlertEvent, AlertKind, CheckIn, Defender, Report
-from flows import words
+from flows import registry, words
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, onboard
 from tests.flows.test_flow_review import _reminded_mid_report
 from tests.flows.test_panic import alerts
@@ -315,3 +315,22 @@ async def test_the_language_typed_as_people_name_it_is_taken(
     assert "Please pick one of the options." not in await chat.text(typed)
     defender = await chat.defender()
     assert defender is not None and defender.locale == locale
+
+
+async def test_the_duress_pin_at_a_question_that_takes_no_pin_survives_a_failing_flow(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R27: an error while handling the duress PIN never swallows its silent alert; typed at
+    the check-in menu (no PIN question) it is the alert it is elsewhere."""
+    alice = await onboard(desk)
+    await alice.say("/checkin")
+
+    async def broken(ctx: object) -> str:
+        raise RuntimeError("a bug")
+
+    spec = registry.get("checkin")
+    assert spec is not None
+    monkeypatch.setitem(spec.states, "menu", broken)
+    assert "something went wrong" in await alice.text(DURESS_PIN)
+    (alert,) = await alerts(desk)
+    assert alert.kind is AlertKind.duress and alert.do_not_contact
