@@ -14,7 +14,15 @@ from core.defenders import save_settings
 from core.messages import Outbound
 from core.models import AlertEvent, AlertKind, CheckIn, Defender, Report
 from flows import registry, words
-from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, onboard
+from tests.flows.conftest import (
+    CANCEL_PIN,
+    DURESS_PIN,
+    ONBOARDING,
+    Chat,
+    Desk,
+    Pick,
+    onboard,
+)
 from tests.flows.test_flow_review import _reminded_mid_report
 from tests.flows.test_panic import alerts
 from tests.flows.test_report import CANARY, sealed_parts
@@ -334,3 +342,21 @@ async def test_the_duress_pin_at_a_question_that_takes_no_pin_survives_a_failing
     assert "something went wrong" in await alice.text(DURESS_PIN)
     (alert,) = await alerts(desk)
     assert alert.kind is AlertKind.duress and alert.do_not_contact
+
+
+@pytest.mark.parametrize(("language", "typed"), [("en", "No"), ("fr", "non"), ("ar", "لا")])
+async def test_no_to_would_you_like_a_regular_check_in_is_no(
+    desk: Desk, language: str, typed: str
+) -> None:
+    """ "Would you like a regular check-in? Send a time, like 20:00." answered "no" (as the
+    question invites) got "Please send a time like 20:00 or 8pm" in onboarding."""
+    chat = desk.chat("alice", language=language)
+    await chat.say(await desk.invite())
+    for said in (Pick(f"lang:{language}"), *ONBOARDING[1:8]):
+        await chat.say(said)
+    asked = i18n.gettext(language)("Please send a time like 20:00 or 8pm.")
+    assert asked not in await chat.text(typed)
+    for said in ONBOARDING[9:]:
+        await chat.say(said)
+    defender = await chat.defender()
+    assert defender is not None and defender.status.value == "active"
