@@ -85,7 +85,8 @@ def ask_label(ctx: Context) -> str:
 
 
 async def contacts_step(ctx: Context) -> str:
-    if ctx.need_choice("add", "later") == "add":
+    said = ctx.yes_or_no()  # "Add one now?" answered yes or no
+    if said or (said is None and ctx.need_choice("add", "later") == "add"):
         return ask_label(ctx)
     return _next(ctx, "routine")
 
@@ -119,7 +120,8 @@ async def contact_label(ctx: Context) -> str:
 
 
 async def contacts_more(ctx: Context) -> str:
-    if ctx.need_choice("add", "done") == "add":
+    said = ctx.yes_or_no()  # "Add another contact?" answered yes or no
+    if said or (said is None and ctx.need_choice("add", "done") == "add"):
         return ask_label(ctx)
     return _next(ctx, "routine")
 

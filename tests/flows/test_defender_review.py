@@ -360,3 +360,24 @@ async def test_no_to_would_you_like_a_regular_check_in_is_no(
         await chat.say(said)
     defender = await chat.defender()
     assert defender is not None and defender.status.value == "active"
+
+
+@pytest.mark.parametrize(
+    ("language", "typed", "then"),
+    [("en", "no", "Would you like a regular check-in?"),
+     ("fr", "oui", "Comment appelez-vous cette personne"),
+     ("ar", "لا", None), ("es", "sí", None)],
+)  # fmt: skip
+async def test_yes_or_no_to_add_a_trusted_contact_now(
+    desk: Desk, language: str, typed: str, then: str | None
+) -> None:
+    """ "Trusted contacts are people we tell when you need help. … Add one now?" answered
+    with a bare yes or no got "Please pick one of the options" in onboarding."""
+    chat = desk.chat("alice", language=language)
+    await chat.say(await desk.invite())
+    for said in (Pick(f"lang:{language}"), *ONBOARDING[1:7]):
+        await chat.say(said)
+    shown = await chat.text(typed)
+    assert i18n.gettext(language)("Please pick one of the options.") not in shown
+    if then is not None:
+        assert then in shown.replace("\u202f", " ")
