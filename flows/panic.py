@@ -91,7 +91,7 @@ async def location(ctx: Context) -> str:
     _ = ctx._
     if await _locate(ctx):
         ctx.say(_("Location received."))
-    elif ctx.choice_or_none("skip") is None:
+    elif ctx.yes_or_no() is not False and ctx.choice_or_none("skip") is None:  # "no": skip
         raise Retry(_("Share your location with your messenger's location button, or skip."))
     ctx.ask(
         _("Can you talk on the phone right now?"),

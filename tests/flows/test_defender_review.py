@@ -381,3 +381,13 @@ async def test_yes_or_no_to_add_a_trusted_contact_now(
     assert i18n.gettext(language)("Please pick one of the options.") not in shown
     if then is not None:
         assert then in shown.replace("\u202f", " ")
+
+
+@pytest.mark.parametrize(("language", "typed"), [("es", "no"), ("fr", "non"), ("ar", "لا")])
+async def test_no_to_share_your_location_skips_it(desk: Desk, language: str, typed: str) -> None:
+    """Mid-alert, "If you can, share your location" answered "no" got "Share your location
+    with your messenger's location button, or skip." and the question again."""
+    alice = await onboard(desk, language=language, channel="signal")
+    await alice.say("/sos")
+    back = await alice.say(typed)
+    assert [c.key for c in back[-1].choices] == ["yes", "no"], back  # can you talk?
