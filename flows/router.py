@@ -336,9 +336,9 @@ def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
     if not (flow == IDLE or (flow == panic.NAME and ctx.discreet)) or not typed:
         return None
     asked = ctx.data.get("_ask", {}).get("choices") or [[words.SAFE_CHOICE, ctx._("I'm safe")]]
-    if typed.isdigit() and len(typed) <= 2 and 1 <= int(typed) <= len(asked):
-        return str(asked[int(typed) - 1][0])
-    said = words.label(typed)
+    said = words.label(typed)  # "1." is "1"
+    if said.isdigit() and len(said) <= 2 and 1 <= int(said) <= len(asked):
+        return str(asked[int(said) - 1][0])
     key = next((str(key) for key, label in asked if said == words.label(label)), None)
     if key is not None and any(
         words.same_phrase(typed, ctx.settings.get(phrase))

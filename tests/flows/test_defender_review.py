@@ -139,7 +139,7 @@ async def test_can_you_talk_takes_a_plain_yes_or_no_in_the_defenders_language(
     assert told == {"can_talk": can_talk}
 
 
-SAFE_AS_TYPED = ["im safe", "Im safe.", "“I'm safe”", "I’m safe!"]
+SAFE_AS_TYPED = ["im safe", "Im safe.", "“I'm safe”", "I’m safe!", "1."]
 
 
 @pytest.mark.parametrize("typed", SAFE_AS_TYPED)
