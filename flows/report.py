@@ -193,7 +193,8 @@ def ask_evidence(ctx: Context) -> str:
 async def evidence(ctx: Context) -> str:
     assert ctx.defender is not None
     if not ctx.inbound.attachments:
-        ctx.need_choice("done", "none")
+        if ctx.yes_or_no() is not False:  # "Do you have photos…?" "no": none
+            ctx.need_choice("done", "none")
         return ask_consent(ctx)
     report_id = uuid.UUID(ctx.data["report"])
     full, files = False, []

@@ -391,3 +391,17 @@ async def test_no_to_share_your_location_skips_it(desk: Desk, language: str, typ
     await alice.say("/sos")
     back = await alice.say(typed)
     assert [c.key for c in back[-1].choices] == ["yes", "no"], back  # can you talk?
+
+
+@pytest.mark.parametrize(("language", "typed"), [("en", "no"), ("es", "No"), ("ar", "لا")])
+async def test_no_to_do_you_have_photos_goes_on(desk: Desk, language: str, typed: str) -> None:
+    """ "Do you have photos, documents or voice notes?" answered "no" got "Please pick one of
+    the options" (and the long question again) instead of going on to consent."""
+    alice = await onboard(desk, language=language)
+    for said in ("/report", Pick("threat"), Pick("today"), Pick("skip"), Pick("police")):
+        await alice.say(said)
+    for said in (Pick("me"), "they followed me"):
+        await alice.say(said)
+    await alice.say(Pick("done"))
+    back = await alice.say(typed)
+    assert [c.key for c in back[-1].choices] == ["yes", "anonymous", "no"], back  # consent
