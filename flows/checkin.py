@@ -136,7 +136,7 @@ async def _arm(ctx: Context, due: datetime) -> str:
 async def custom(ctx: Context) -> str:
     _ = ctx._
     try:
-        due = parse_due(ctx.need_text(), now=ctx.now, zone_name=ctx.zone)
+        due = parse_due(ctx.need_text(), now=ctx.now, zone_name=ctx.zone, locale=ctx.locale)
     except WhenError as bad:
         if bad.reason == "too_soon":
             raise Retry(_("That is too soon: the shortest timer is 5 minutes.")) from None
@@ -206,7 +206,8 @@ async def answers_reminder(ctx: Context, typed: str) -> bool:
     if ctx.defender is None or ctx.since is None or ctx.inbound.choice is not None:
         return False
     numbered = ctx.inbound.channel != "telegram"  # Telegram shows the option as a button
-    if words.label(typed) != words.label(ctx._("I'm safe")) and not (numbered and typed == "1"):
+    said = words.label(typed)  # "1." is "1"
+    if said != words.label(ctx._("I'm safe")) and not (numbered and said == "1"):
         return False
     since, now = ctx.since, ctx.now
     query = select(CheckIn.state, CheckIn.due_at, CheckIn.pre_reminder_s).where(

@@ -150,6 +150,14 @@ class Context:
                     return key
         raise Retry(self._("Please pick one of the options."))
 
+    def yes_or_no(self) -> bool | None:
+        """A bare yes or no typed in any of our languages ("sí", "non", "لا"); None for
+        anything else (a button, other words)."""
+        if self.inbound.choice or self.inbound.text is None:
+            return None
+        typed = fold(self.inbound.text)
+        return True if typed in words.YES else False if typed in words.NO else None
+
     def choice_or_none(self, *keys: str) -> str | None:
         try:
             return self.need_choice(*keys)

@@ -58,13 +58,23 @@ def ask_language(ctx: Context) -> None:
     )
 
 
+# What else people call them, in our languages (folded): "عربي" more than "العربية".
+NAMES = {
+    "en": ("english", "ingles", "anglais", "انجليزي", "الانجليزية"),
+    "es": ("spanish", "castellano", "espagnol", "espanhol", "اسباني", "الاسبانية"),
+    "fr": ("french", "frances", "فرنسي", "الفرنسية"),
+    "pt": ("portuguese", "portugues", "portugais", "برتغالي", "البرتغالية"),
+    "ar": ("arabic", "arabe", "عربي", "عربى", "العربيه"),
+}
+
+
 def pick_language(ctx: Context) -> str:
-    """A language from a button, a number, its name or its code."""
+    """A language from a button, a number, its name (also as NAMES has it) or its code."""
     if ctx.inbound.choice and ctx.inbound.choice.removeprefix("lang:") in SUPPORTED:
         return ctx.inbound.choice.removeprefix("lang:")
     typed = fold(ctx.inbound.text or "")
     for code, name in LANGUAGES.items():
-        if typed in (code, fold(name)):
+        if typed in (code, fold(name)) or typed in {fold(n) for n in NAMES[code]}:
             return code
     return ctx.need_choice(*(f"lang:{code}" for code in LANGUAGES)).removeprefix("lang:")
 

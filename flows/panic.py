@@ -23,8 +23,9 @@ from core import actions, alerts
 from core.messages import Choice
 from core.models import Alert, AlertKind, Priority
 from core.pins import Verdict
+from core.text import fold
 from core.text import pin as typed_pin
-from flows import help
+from flows import help, words
 from flows.context import END, Context, Retry
 
 NAME = "panic"
@@ -90,7 +91,7 @@ async def location(ctx: Context) -> str:
     _ = ctx._
     if await _locate(ctx):
         ctx.say(_("Location received."))
-    elif ctx.choice_or_none("skip") is None:
+    elif ctx.yes_or_no() is not False and ctx.choice_or_none("skip") is None:  # "no": skip
         raise Retry(_("Share your location with your messenger's location button, or skip."))
     ctx.ask(
         _("Can you talk on the phone right now?"),
@@ -100,7 +101,11 @@ async def location(ctx: Context) -> str:
 
 
 async def talk(ctx: Context) -> str:
-    can_talk = ctx.need_choice("yes", "no") == "yes"
+    typed = fold(ctx.inbound.text or "")
+    if typed in words.YES | words.NO and not ctx.inbound.choice:  # "sí", "non", "لا": the
+        can_talk = typed in words.YES  # bare word, in any of our languages, is the answer
+    else:
+        can_talk = ctx.need_choice("yes", "no") == "yes"
     alert = await _alert(ctx)
     if alert is not None:
         event = actions.event(alert, "can_talk", ctx.now, actor="defender", can_talk=can_talk)
@@ -127,7 +132,12 @@ async def hold(ctx: Context) -> str:
     if ctx.choice_or_none("calloff"):
         return ask_pin(ctx)
     if typed_pin(ctx.inbound.text or "") is not None:
-        return await pin(ctx)  # the PIN sent straight away
+        try:
+            return await pin(ctx)  # the PIN sent straight away
+        except Retry:
+            if not ctx.discreet:
+                raise
+            # A wrong PIN, counted (pins.count); answered as any number with no alert on.
     if ctx.discreet:  # nothing on screen says an alert is on: answered as with none
         help.menu(ctx, unknown=True)
         return "hold"

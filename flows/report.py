@@ -134,7 +134,9 @@ async def affected(ctx: Context) -> str:
 
 
 async def how_many(ctx: Context) -> str:
-    if ctx.choice_or_none("unsure") is None:
+    # Telegram's options are buttons, never numbered: a typed "1" is one person, not option 1.
+    one = ctx.inbound.channel == "telegram" and digits(ctx.inbound.text or "").strip() == "1"
+    if one or ctx.choice_or_none("unsure") is None:
         typed = digits(ctx.need_text()).replace(",", "").replace(".", "").strip()
         if not typed.isdigit() or not 1 <= int(typed) <= 1_000_000:
             raise Retry(ctx._("Please send a number, like 3."))
@@ -191,7 +193,8 @@ def ask_evidence(ctx: Context) -> str:
 async def evidence(ctx: Context) -> str:
     assert ctx.defender is not None
     if not ctx.inbound.attachments:
-        ctx.need_choice("done", "none")
+        if ctx.yes_or_no() is not False:  # "Do you have photos…?" "no": none
+            ctx.need_choice("done", "none")
         return ask_consent(ctx)
     report_id = uuid.UUID(ctx.data["report"])
     full, files = False, []

@@ -10,8 +10,9 @@
 4. the alert trigger (command, button or the defender's own code phrase): from any state, the
    alert is raised before anything is asked; after it, nothing else from a Signal chat whose
    safety number changed until the desk has verified it (``frozen``, R6);
-5. "I'm safe" (button or code phrase; typed, when a reminder came after the conversation's
-   last step: ``flows.checkin.answers_reminder``), help, cancel, menu: from any state;
+5. "I'm safe" (button, /safe or code phrase; typed, when a reminder came after the
+   conversation's last step: ``flows.checkin.answers_reminder``), help, cancel, menu: from
+   any state;
 6. a command or menu button starting another flow;
 7. otherwise the current state's function, or the menu when nothing is in progress.
 """
@@ -32,7 +33,19 @@ from core.pins import Verdict
 from core.security import CODE_ALPHABET
 from core.text import fold, pin
 from core.throttle import Throttle
-from flows import checkin, contact, desk, help, onboarding, panic, registry, report, store, words
+from flows import (
+    checkin,
+    contact,
+    desk,
+    help,
+    onboarding,
+    panic,
+    registry,
+    report,
+    settings,
+    store,
+    words,
+)
 from flows.context import END, Context, Retry
 from flows.store import EXPIRED, IDLE
 
@@ -182,16 +195,20 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         await idle_pin(ctx)
         ctx.ask_again()
         return flow, state
-    if flow == IDLE and choice is None:
-        await idle_pin(ctx)
-    if choice == words.SAFE_CHOICE or (typed and typed == ctx.settings.get("safe_phrase")):
+    if choice is None and not registry.is_pin_state(flow, state) and pin_in_use(ctx, flow, state):
+        await idle_pin(ctx)  # no question for a PIN is waiting (none, or one for something else)
+    if (
+        choice == words.SAFE_CHOICE
+        or words.same_phrase(typed, ctx.settings.get("safe_phrase"))
+        or (not onboarding and registry.triggers().get(typed) == (checkin.NAME, "safe"))
+    ):  # "/safe" typed (as the timer's message says) is the button: a report is set aside
         ctx.data = aside(flow, state, ctx.data)
         return await run(ctx, "checkin", "safe")
     if flow != IDLE and await checkin.answers_reminder(ctx, typed):
         ctx.data = aside(flow, state, ctx.data)
         return await run(ctx, "checkin", "safe")
-    if typed in words.HELP:
-        help.show(ctx, in_progress=flow != IDLE)
+    if typed in words.HELP:  # an alert waiting in discreet mode is nothing in progress there
+        help.show(ctx, in_progress=flow != IDLE and not (flow == panic.NAME and ctx.discreet))
         ctx.ask_again()
         return flow, state
     if onboarding and (typed in words.CANCEL | words.MENU or key in registry.triggers()):
@@ -237,12 +254,12 @@ def is_alert(ctx: Context, choice: str | None, typed: str) -> bool:
     """The alert button, an alert command (words after it, "@bot" or "!" change nothing:
     "/sos police at the door"), a bare "SOS!" alone ("¡SOS!", "S.O.S." too), or the
     defender's code phrase."""
-    if choice == words.ALERT_CHOICE or words.bare(typed) in words.ALERT:
+    if choice == words.ALERT_CHOICE or words.cry(typed):
         return True
     command = _COMMAND.split(typed, maxsplit=1)[0].rstrip("!.?")
     if command.startswith("/") and command in words.ALERT:
         return True
-    return bool(typed) and typed == ctx.settings.get("alert_phrase")
+    return words.same_phrase(typed, ctx.settings.get("alert_phrase"))
 
 
 async def frozen(ctx: Context) -> bool:
@@ -273,11 +290,20 @@ async def key_changed(event: store.Event, loaded: store.Loaded) -> None:
         )
 
 
+def pin_in_use(ctx: Context, flow: str, state: str) -> bool:
+    """Whether a PIN typed here is one in use, not a new one being chosen (onboarding,
+    settings.NEW_PIN_STATES: the duress PIN chosen again is no alarm)."""
+    assert ctx.defender is not None
+    choosing = flow == settings.NAME and state in settings.NEW_PIN_STATES
+    return not choosing and ctx.defender.status is not DefenderStatus.onboarding
+
+
 async def idle_pin(ctx: Context) -> None:
-    """A PIN typed with no question asking for one (its prompt expired, or on a captor's
-    order): the duress PIN still raises its silent alert. The answer is what any number gets
-    there, after the same two Argon2id checks whichever PIN it is (core.pins); not counted as
-    a wrong PIN either: a stray number is not a guess."""
+    """A PIN typed with no question asking for one (its prompt expired, a question about
+    something else, or on a captor's order): the duress PIN still raises its silent alert.
+    The answer is what any number gets there, after the same two Argon2id checks whichever
+    PIN it is (core.pins); not counted as a wrong PIN either: a stray number is not a guess.
+    Only a PIN in use (``pin_in_use``)."""
     typed = pin(ctx.inbound.text or "")
     if typed is None or ctx.pin_checker is None or ctx.defender is None:
         return
@@ -310,13 +336,13 @@ def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
     if not (flow == IDLE or (flow == panic.NAME and ctx.discreet)) or not typed:
         return None
     asked = ctx.data.get("_ask", {}).get("choices") or [[words.SAFE_CHOICE, ctx._("I'm safe")]]
-    if typed.isdigit() and len(typed) <= 2 and 1 <= int(typed) <= len(asked):
-        return str(asked[int(typed) - 1][0])
-    said = words.label(typed)
+    said = words.label(typed)  # "1." is "1"
+    if said.isdigit() and len(said) <= 2 and 1 <= int(said) <= len(asked):
+        return str(asked[int(said) - 1][0])
     key = next((str(key) for key, label in asked if said == words.label(label)), None)
-    if key is not None and typed in (
-        ctx.settings.get("alert_phrase"),
-        ctx.settings.get("safe_phrase"),
+    if key is not None and any(
+        words.same_phrase(typed, ctx.settings.get(phrase))
+        for phrase in ("alert_phrase", "safe_phrase")
     ):
         return None  # the defender's own code phrase (read only then: it is decrypted)
     return key
@@ -425,11 +451,13 @@ def lapsed(ctx: Context, flow: str) -> bool:
 
 
 async def _duress_pin(event: store.Event, loaded: store.Loaded, ctx: Context) -> bool:
-    """The message was the duress PIN, answering a question that asked for a PIN."""
+    """The message was the duress PIN, answering a question that asked for a PIN, or typed
+    where a PIN in use raises its alert all the same (``idle_pin``)."""
     typed = pin(event.inbound.text or "")
     if typed is None or ctx.defender is None or event.checker is None:
         return False
-    if not registry.is_pin_state(loaded.flow, loaded.state):
+    flow, state = loaded.flow, loaded.state
+    if not (registry.is_pin_state(flow, state) or pin_in_use(ctx, flow, state)):
         return False
     ctx.forget_message()
     return await event.checker(ctx.defender, typed) is Verdict.duress

@@ -85,7 +85,8 @@ def ask_label(ctx: Context) -> str:
 
 
 async def contacts_step(ctx: Context) -> str:
-    if ctx.need_choice("add", "later") == "add":
+    said = ctx.yes_or_no()  # "Add one now?" answered yes or no
+    if said or (said is None and ctx.need_choice("add", "later") == "add"):
         return ask_label(ctx)
     return _next(ctx, "routine")
 
@@ -119,7 +120,8 @@ async def contact_label(ctx: Context) -> str:
 
 
 async def contacts_more(ctx: Context) -> str:
-    if ctx.need_choice("add", "done") == "add":
+    said = ctx.yes_or_no()  # "Add another contact?" answered yes or no
+    if said or (said is None and ctx.need_choice("add", "done") == "add"):
         return ask_label(ctx)
     return _next(ctx, "routine")
 
@@ -138,7 +140,8 @@ def ask_routine(ctx: Context, *, chain: bool = False) -> str:
 
 async def routine(ctx: Context) -> str:
     assert ctx.defender is not None
-    if ctx.choice_or_none("none"):
+    said_no = not ctx.inbound.choice and fold(ctx.inbound.text or "") in words.NO
+    if said_no or ctx.choice_or_none("none"):  # "no", "non", "لا": the question invites it
         if await _guarded(ctx):
             return _confirm(ctx, {"kind": "routine", "time": None, "days": None})
         await apply_routine(ctx, None, None)
@@ -244,10 +247,12 @@ def _save_phrase(ctx: Context, key: str, other: str) -> None:
         return
     phrase = fold(ctx.need_text())
     ctx.forget_message()
-    looks_like_pin = phrase.isdigit() or pin(phrase) is not None  # "12 34" is a PIN
-    if not 2 <= len(phrase) <= 64 or words.reserved(phrase) or looks_like_pin:
+    form = words.phrase_form(phrase)  # how it is compared: "12-34" would be the PIN 1234
+    looks_like_pin = form.isdigit() or pin(phrase) is not None  # "12 34" is a PIN
+    short = len(form) < 2  # "a!": compared without its punctuation
+    if not 2 <= len(phrase) <= 64 or short or words.reserved(phrase) or looks_like_pin:
         raise Retry(ctx._("Please choose a phrase of 2 to 64 characters that is not a command."))
-    if phrase == current.get(other):
+    if words.same_phrase(phrase, current.get(other)):
         raise Retry(ctx._("The two phrases must be different."))
     if not ctx.data.get("shadow"):  # settings under the duress PIN: the same words, no change
         save_settings(ctx.vault, ctx.defender, {**current, key: phrase})

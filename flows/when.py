@@ -13,6 +13,7 @@ from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from babel import Locale
+from babel.core import get_global
 from babel.dates import format_skeleton, format_time, format_timedelta
 
 from core.i18n import SUPPORTED
@@ -21,13 +22,34 @@ from core.text import fold
 MIN_TIMER = timedelta(minutes=5)
 MAX_TIMER = timedelta(hours=72)
 
-_MIN = r"(?:m|min|mins|minute|minutes|minuto|minutos|minuta|دقيقة|دقائق|د)"
-_HOUR = r"(?:h|hr|hrs|hour|hours|hora|horas|heure|heures|ساعة|ساعات|س)"
+
+def _words(*alternatives: str) -> str:
+    """A regex alternation of words in ``fold`` form, as the text they are matched in: the
+    Arabic plural "دقائق" folds to "دقايق" (its hamza is a combining mark)."""
+    return "(?:" + "|".join(re.escape(fold(w)) for w in alternatives) + ")"
+
+
+# Arabic also as typed with "ه" for the final "ة", as many keyboards and writers do.
+_MIN = _words(
+    "m", "min", "mins", "minute", "minutes", "minuto", "minutos", "minuta",
+    "دقيقة", "دقيقه", "دقائق", "د",
+)  # fmt: skip
+_HOUR = _words(
+    "h", "hr", "hrs", "hour", "hours", "hora", "horas", "heure", "heures",
+    "ساعة", "ساعه", "ساعات", "س",
+)  # fmt: skip
 _IN = r"(?:(?:in|en|dans|em|بعد)\s+)?"
-_AT = r"(?:at|a las|a la|a|à|as|às|الساعة|@)"
+_AT = r"(?:at|a las|a la|a|à|as|às|الساعة|الساعه|@)"
 _MINUTES = re.compile(rf"{_IN}(\d{{1,4}})\s*{_MIN}?")
 _HOURS = re.compile(rf"{_IN}(\d{{1,3}})(?:[.,](\d))?\s*{_HOUR}\s*(?:(\d{{1,2}})\s*{_MIN}?)?")
-_CLOCK = re.compile(r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*(am|pm|a\.m\.|p\.m\.)?")
+# "ص" and "م": Arabic's am and pm as format_when writes them, and in words (folded: صباحًا,
+# مساءً), "at night" (ليلًا) too.
+_CLOCK = re.compile(
+    r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*(am|pm|a\.m\.|p\.m\.|صباحا|مساء|ليلا|ص|م)?"
+)
+_PM = ("pm", "p.m.", "م", "مساء", "ليلا")
+_WRITTEN_HOUR = re.compile(r"(\d{1,2})h([0-5]\d)?")  # "20h", "18h30"; not "in 20h", "20 hours"
+_HOUR_WRITERS = ("fr", "es", "pt")
 _OFFSET = re.compile(r"(?:utc|gmt)?\s*([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?")
 _DATE_ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 _DATE_DMY = re.compile(r"(\d{1,2})[/.\-](\d{1,2})(?:[/.\-](\d{2,4}))?")
@@ -69,14 +91,17 @@ def parse_clock(text: str) -> time | None:
     if m.group(3):
         if not 1 <= hour <= 12:
             return None
-        hour = hour % 12 + (12 if m.group(3).startswith("p") else 0)
+        hour = hour % 12 + (12 if m.group(3) in _PM else 0)
     if hour > 23 or minute > 59:
         return None
     return time(hour, minute)
 
 
-def parse_due(text: str, *, now: datetime, zone_name: str) -> datetime:
-    """A deadline from a duration (``45m``, ``2h30``, ``1.5h``) or a clock time (``at 18:30``)."""
+def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = None) -> datetime:
+    """A deadline from a duration (``45m``, ``2h30``, ``1.5h``) or a clock time (``at 18:30``).
+    Where clocks run 1 to 12 (``locale``: English, Arabic), "at 8:30" with no am or pm is
+    the nearer of 8:30 and 20:30: typed at 3 pm, tonight's, not tomorrow morning's. Where
+    "20h" is also written for 20:00 (French, Spanish, Portuguese), the sooner of the two."""
     words = fold(text)
     delta: timedelta | None = None
     if m := _MINUTES.fullmatch(words):
@@ -86,18 +111,35 @@ def parse_due(text: str, *, now: datetime, zone_name: str) -> datetime:
         delta = timedelta(hours=int(m.group(1)), minutes=tenths * 6 + minutes)
     if delta is not None:
         due = now + delta
+        written = _WRITTEN_HOUR.fullmatch(words)
+        if written and locale in _HOUR_WRITERS and 13 <= int(written[1]) <= 23:
+            # "20h", "18h30": French and Portuguese (and many Spanish) speakers' way of
+            # writing a time of day. Read both ways, the sooner deadline: a check-in missed
+            # tonight is never noticed only tomorrow.
+            at = time(int(written[1]), int(written[2] or 0))
+            due = min(due, next_local(at, now=now, zone_name=zone_name))
     else:
-        if not (re.match(rf"{_AT}\s", words) or ":" in words or re.search(r"[ap]\.?m", words)):
+        said = _CLOCK.search(words)
+        marked = said is not None and said.group(3) is not None  # am, pm, ص or م
+        if not (re.match(rf"{_AT}\s", words) or ":" in words or marked):
             raise WhenError("unparsed")
         clock = parse_clock(words)
         if clock is None:
             raise WhenError("unparsed")
         due = next_local(clock, now=now, zone_name=zone_name)
+        if not marked and _twelve_hour(locale) and 1 <= clock.hour <= 12:
+            other = time((clock.hour + 12) % 24, clock.minute)
+            due = min(due, next_local(other, now=now, zone_name=zone_name))
     if due - now < MIN_TIMER:
         raise WhenError("too_soon")
     if due - now > MAX_TIMER:
         raise WhenError("too_late")
     return due
+
+
+def _twelve_hour(locale: str | None) -> bool:
+    """Whether the language's clock runs 1 to 12 (CLDR's short time has "h", not "H")."""
+    return locale is not None and "h" in str(Locale.parse(locale).time_formats["short"])
 
 
 def next_local(clock: time, *, now: datetime, zone_name: str) -> datetime:
@@ -144,11 +186,19 @@ def _zone_names() -> dict[str, str]:
             city = info.get("city")
             if city and tz in zones:
                 names.setdefault(fold(city), tz)
+    # A country with one time zone ("Colombia", "El Salvador", "مصر"), after the cities.
+    territory_zones = get_global("territory_zones")
+    for language in SUPPORTED:
+        for code, country in Locale.parse(language).territories.items():
+            found = [tz for tz in territory_zones.get(code, ()) if tz in zones]
+            if len(found) == 1:
+                names.setdefault(fold(country), found[0])
     return names
 
 
 def parse_zone(text: str) -> str | None:
-    """An IANA zone from a city (in any of our languages) or a UTC offset; None if unknown."""
+    """An IANA zone from a city or a country with one zone (in any of our languages), also
+    as "town, country", or a UTC offset; None if unknown."""
     words = fold(text)
     if m := _OFFSET.fullmatch(words):
         sign = -1 if m.group(1) != "+" else 1
@@ -160,7 +210,13 @@ def parse_zone(text: str) -> str | None:
         if sign * hours < -12 or sign * hours > 14:
             return None
         return f"Etc/GMT{'-' if sign > 0 else '+'}{hours}"  # POSIX names invert the sign
-    return _zone_names().get(words) or _zone_names().get(words.replace(" ", "_"))
+    # "Bogotá, Colombia", "القاهرة، مصر": the place as written, else its parts, the town first
+    for part in (words, *re.split(r"[,،]", words)):
+        part = part.strip()
+        found = _zone_names().get(part) or _zone_names().get(part.replace(" ", "_"))
+        if found:
+            return found
+    return None
 
 
 def format_when(moment: datetime, *, now: datetime, zone_name: str, locale: str) -> str:
@@ -168,7 +224,7 @@ def format_when(moment: datetime, *, now: datetime, zone_name: str, locale: str)
     tz = zone(zone_name)
     if moment.astimezone(tz).date() == now.astimezone(tz).date():
         return format_time(moment, "short", tzinfo=tz, locale=locale)
-    twelve = "h" in str(Locale.parse(locale).time_formats["short"])
+    twelve = _twelve_hour(locale)
     return format_skeleton("Ehm" if twelve else "EHm", moment, tzinfo=tz, locale=locale)
 
 

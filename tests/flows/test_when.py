@@ -22,7 +22,10 @@ NOW = datetime(2026, 3, 28, 20, 0, tzinfo=UTC)  # Saturday; Europe switches to s
 @pytest.mark.parametrize(
     ("typed", "minutes"),
     [("45m", 45), ("45", 45), ("45 min", 45), ("2h30", 150), ("2 h 30 min", 150), ("1.5h", 90),
-     ("in 2h", 120), ("en 3 horas", 180), ("dans 1 heure", 60), ("٤٥ دقيقة", 45), ("72h", 4320)],
+     ("in 2h", 120), ("en 3 horas", 180), ("dans 1 heure", 60), ("٤٥ دقيقة", 45), ("72h", 4320),
+     # Arabic counts 3 to 10 in the plural ("دقائق", its hamza folded away like any accent),
+     # and many type the final "ة" as "ه"
+     ("١٠ دقائق", 10), ("بعد 5 دقائق", 5), ("30 دقيقه", 30), ("2 ساعه", 120)],
 )  # fmt: skip
 def test_it_reads_durations(typed: str, minutes: int) -> None:
     due = parse_due(typed, now=NOW, zone_name="UTC")
@@ -57,6 +60,7 @@ def test_it_reads_a_clock_time_in_the_zone_across_a_dst_change() -> None:
 def test_it_reads_clock_times_and_dates() -> None:
     assert parse_clock("20:00") == parse_clock("8pm") == parse_clock("20h") == time(20, 0)
     assert parse_clock("at 7:05 am") == time(7, 5) and parse_clock("13pm") is None
+    assert parse_clock("الساعة ٨:٣٠") == parse_clock("الساعه ٨:٣٠") == time(8, 30)
     today = date(2026, 5, 4)
     assert parse_date("2026-05-03", today=today) == date(2026, 5, 3)
     assert parse_date("3/5", today=today) == date(2026, 5, 3)
@@ -72,7 +76,11 @@ def test_it_reads_clock_times_and_dates() -> None:
      ("القاهرة", "Africa/Cairo"), ("Ciudad de México", "America/Mexico_City"),
      ("sao paulo", "America/Sao_Paulo"), ("UTC-5", "Etc/GMT+5"), ("GMT+3", "Etc/GMT-3"),
      ("+05:30", "Asia/Kolkata"), ("utc", "UTC"), ("Atlantis", None), ("UTC+15", None),
-     ("+02:17", None)],
+     ("+02:17", None),
+     # as people write where they are: with the country, or the country alone (one zone)
+     ("Bogotá, Colombia", "America/Bogota"), ("القاهرة، مصر", "Africa/Cairo"),
+     ("San Salvador, El Salvador", "America/El_Salvador"), ("Colombia", "America/Bogota"),
+     ("Siria", "Asia/Damascus"), ("Brasil", None), ("Atlantis, Colombia", "America/Bogota")],
 )  # fmt: skip
 def test_it_finds_a_zone_by_city_or_offset(typed: str, zone: str | None) -> None:
     assert parse_zone(typed) == zone
@@ -84,3 +92,48 @@ def test_it_writes_times_in_the_zone_and_language() -> None:
     assert format_when(later, now=NOW, zone_name="Asia/Tokyo", locale="en") == "8:00\u202fAM"
     next_day = datetime(2026, 3, 29, 23, 0, tzinfo=UTC)  # Monday 8:00 in Tokyo, Sunday there now
     assert format_when(next_day, now=NOW, zone_name="Asia/Tokyo", locale="en") == "Mon 8:00 AM"
+
+
+@pytest.mark.parametrize(
+    ("typed", "locale", "due"),
+    [
+        ("at 8:30", "en", datetime(2026, 3, 28, 20, 30, tzinfo=UTC)),  # tonight, not 08:30
+        ("at 9", "en", datetime(2026, 3, 28, 21, 0, tzinfo=UTC)),
+        ("at 8:30 am", "en", datetime(2026, 3, 29, 8, 30, tzinfo=UTC)),
+        ("at 20:30", "en", datetime(2026, 3, 28, 20, 30, tzinfo=UTC)),
+        ("الساعة ٨:٣٠", "ar", datetime(2026, 3, 28, 20, 30, tzinfo=UTC)),
+        ("الساعة ٩ م", "ar", datetime(2026, 3, 28, 21, 0, tzinfo=UTC)),
+        ("8:30 ص", "ar", datetime(2026, 3, 29, 8, 30, tzinfo=UTC)),
+        ("الساعة ٩ مساءً", "ar", datetime(2026, 3, 28, 21, 0, tzinfo=UTC)),
+        ("الساعة ٨ صباحًا", "ar", datetime(2026, 3, 29, 8, 0, tzinfo=UTC)),
+        ("a las 8:30", "es", datetime(2026, 3, 29, 8, 30, tzinfo=UTC)),  # a 24-hour clock
+        ("à 9h", "fr", datetime(2026, 3, 29, 9, 0, tzinfo=UTC)),
+    ],
+)
+def test_a_clock_time_on_a_twelve_hour_clock_is_the_next_one_it_can_mean(
+    typed: str, locale: str, due: datetime
+) -> None:
+    """Where clocks run 1 to 12 (English, Arabic: "8:30 PM", "8:30 م"), "at 8:30" typed at
+    8 pm means tonight, not tomorrow morning: the deadline (and the escalation) 12 hours
+    later. The nearer of the two; "am"/"pm" (ص/م) decide; 24-hour languages as before."""
+    assert parse_due(typed, now=NOW, zone_name="UTC", locale=locale) == due
+
+
+@pytest.mark.parametrize(
+    ("typed", "locale", "due"),
+    [
+        ("21h", "fr", datetime(2026, 3, 28, 21, 0, tzinfo=UTC)),  # tonight, not in 21 hours
+        ("21h30", "pt", datetime(2026, 3, 28, 21, 30, tzinfo=UTC)),
+        ("22h", "es", datetime(2026, 3, 28, 22, 0, tzinfo=UTC)),
+        ("21h", "en", datetime(2026, 3, 29, 17, 0, tzinfo=UTC)),  # English: 21 hours
+        ("dans 21h", "fr", datetime(2026, 3, 29, 17, 0, tzinfo=UTC)),  # "in": a duration
+        ("2h30", "fr", datetime(2026, 3, 28, 22, 30, tzinfo=UTC)),  # the example: a duration
+        ("20h", "fr", datetime(2026, 3, 29, 16, 0, tzinfo=UTC)),  # 20:00 is a day away
+    ],
+)
+def test_20h_where_it_is_written_for_a_time_of_day_is_the_sooner_reading(
+    typed: str, locale: str, due: datetime
+) -> None:
+    """French, Portuguese and Spanish speakers write 20:00 as "20h": typed at 20:00, "21h"
+    meant in an hour, and set a deadline 21 hours away."""
+    assert parse_due(typed, now=NOW, zone_name="UTC", locale=locale) == due
