@@ -29,6 +29,7 @@ from core.models import (
     Conversation,
     Defender,
     DefenderStatus,
+    Evidence,
     InviteCode,
     OutboxMessage,
     TrustedContact,
@@ -195,7 +196,8 @@ def save_settings(vault: Vault, defender: Defender, values: dict[str, Any]) -> N
 
 
 async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
-    """Forget the defender: PINs, settings, contacts, check-ins, conversation, addresses.
+    """Forget the defender: PINs, settings, contacts, check-ins, conversation, addresses, and
+    the files of a report not sent (what was sent stays with the desk, as the bot says).
 
     The row itself stays as a bare handle so the desk's alerts and reports keep a subject;
     addresses are detached rather than deleted, so the final reply can still be delivered.
@@ -214,6 +216,8 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
         .values(label_enc=None, dek=None, invite_index=None, address_id=None)
     )
     await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
+    unsent = Evidence.defender_id == defender.id, Evidence.filed_at.is_(None)
+    await session.execute(delete(Evidence).where(*unsent))
     await forget_buttons(session, defender)
     await session.execute(
         update(ChannelAddress)

@@ -190,6 +190,24 @@ async def test_it_discards_a_cancelled_report_and_its_files(desk: Desk) -> None:
         assert (await s.execute(select(Report))).first() is None
 
 
+async def test_deleting_my_data_mid_report_deletes_the_unsent_files(desk: Desk) -> None:
+    """Deleting one's data says reports already sent stay: the files of one not sent go with
+    the rest, at once, not a day later with the abandoned drafts. A filed report's stay."""
+    bob = await onboard(desk, "bob")
+    await file_report(desk, "carol")  # another defender's filed report and its file stay
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await bob.say(said)
+    for said in (Pick("me"), "they came at night", Pick("done")):
+        await bob.say(said)
+    await bob.say(Event(attachments=(InboundAttachment("photo", "image/jpeg", 4, PHOTO),)))
+    await bob.say("/settings")
+    await bob.say(Pick("delete"))
+    assert "Your data is deleted." in await bob.text(CANCEL_PIN)
+    async with desk.sessions() as s:
+        left = (await s.execute(select(Evidence))).scalars().all()
+    assert len(left) == 1 and left[0].filed_at is not None
+
+
 async def test_it_refuses_a_file_over_the_limit_and_keeps_the_state(desk: Desk) -> None:
     alice = await onboard(desk)
     for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
