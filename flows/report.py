@@ -138,7 +138,8 @@ async def how_many(ctx: Context) -> str:
     one = ctx.inbound.channel == "telegram" and digits(ctx.inbound.text or "").strip() == "1"
     if one or ctx.choice_or_none("unsure") is None:
         typed = digits(ctx.need_text()).replace(",", "").replace(".", "").strip()
-        if not typed.isdigit() or not 1 <= int(typed) <= 1_000_000:
+        # ASCII only: "²" is a digit to isdigit() but not to int(), which would raise.
+        if not (typed.isascii() and typed.isdigit()) or not 1 <= int(typed) <= 1_000_000:
             raise Retry(ctx._("Please send a number, like 3."))
         ctx.data["count"] = int(typed)
     return ask_what(ctx)

@@ -208,6 +208,21 @@ async def test_deleting_my_data_mid_report_deletes_the_unsent_files(desk: Desk) 
     assert len(left) == 1 and left[0].filed_at is not None
 
 
+async def test_a_count_in_superscript_digits_is_asked_again(
+    desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A superscript two is a digit to str.isdigit() but not to int(): the step raised, the
+    defender got "something went wrong" and the log a ValueError quoting what they typed."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    await alice.say(Pick("others"))
+    caplog.clear()
+    assert "Please send a number, like 3." in await alice.text("²")
+    assert "²" not in caplog.text
+    assert "Tell us what happened" in await alice.text("12")
+
+
 async def test_it_refuses_a_file_over_the_limit_and_keeps_the_state(desk: Desk) -> None:
     alice = await onboard(desk)
     for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
