@@ -88,6 +88,7 @@ async def when(ctx: Context) -> str:
 
 async def _seal(ctx: Context, body: dict[str, Any]) -> None:
     assert ctx.defender is not None
+    ctx.forget_message()  # taken or refused (over the limit), it does not stay in the chat
     if len(ctx.data["parts"]) >= MAX_PARTS:
         raise Retry(ctx._("That is all we can take in one report. Choose when you are done."))
     report_id = uuid.UUID(ctx.data["report"])
@@ -95,7 +96,6 @@ async def _seal(ctx: Context, body: dict[str, Any]) -> None:
         ctx.session, defender=ctx.defender, report_id=report_id, body=body
     )
     ctx.data["parts"].append(part)
-    ctx.forget_message()
 
 
 async def where(ctx: Context) -> str:
@@ -103,6 +103,7 @@ async def where(ctx: Context) -> str:
     if spot is not None:
         await _seal(ctx, {"location": {"latitude": spot.latitude, "longitude": spot.longitude}})
     elif ctx.choice_or_none("skip") is None:
+        ctx.forget_message()  # a place refused as text (a control character) goes too
         await _seal(ctx, {"place": ctx.need_text()})
     labels = huridocs.labels(ctx)
     ctx.ask(ctx._("Who did it?"), tuple(Choice(k, labels[k]) for k in huridocs.PERPETRATORS))
@@ -157,6 +158,8 @@ def ask_what(ctx: Context) -> str:
 
 
 async def what(ctx: Context) -> str:
+    if not ctx.inbound.attachments:  # a file is asked for later; never deleted unsealed
+        ctx.forget_message()  # the account, even refused (a control character)
     await _seal(ctx, {"text": ctx.need_text()})
     ctx.ask(
         ctx._("Received. Send more, or choose when you are done."),
@@ -169,6 +172,7 @@ async def what(ctx: Context) -> str:
 async def corrected(ctx: Context) -> str:
     """An edited message while the account is being written (R3): the new words are sealed as
     a correction; the earlier ones stay, as sent."""
+    ctx.forget_message()  # even refused (a control character)
     await _seal(ctx, {"text": ctx.need_text(), "correction": True})
     ctx.say(ctx._("Received your correction. The first version is kept too."), sensitive=True)
     return "what_more"

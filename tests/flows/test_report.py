@@ -223,6 +223,28 @@ async def test_a_count_in_superscript_digits_is_asked_again(
     assert "Tell us what happened" in await alice.text("12")
 
 
+async def test_a_refused_part_of_the_account_is_deleted_from_the_chat_too(desk: Desk) -> None:
+    """Words of the account the bot refuses (over 4,000 characters, which Telegram sends; a
+    control character; the part over the limit) were left on the phone while every part
+    taken was deleted: the one a captor most wants to read. Deleted all the same."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    await alice.say(Pick("me"))
+    for refused in (CANARY + " " * 10 + "x" * 4050, CANARY + "\x0b"):
+        replies = await alice.say(refused)
+        assert "Tell us what happened" in "".join(r.text for r in replies)
+        assert (str(alice.sent),) in [r.delete_message_ids for r in replies]
+    for n in range(report.MAX_PARTS):
+        await alice.say(f"part {n}")
+    replies = await alice.say(CANARY)
+    assert "That is all we can take" in replies[0].text
+    assert (str(alice.sent),) in [r.delete_message_ids for r in replies]
+    photo = Event(attachments=(InboundAttachment("photo", "image/jpeg", 4, PHOTO),))
+    replies = await alice.say(photo)  # a file here is asked for later: not deleted unsealed
+    assert not any(r.delete_message_ids for r in replies)
+
+
 async def test_it_refuses_a_file_over_the_limit_and_keeps_the_state(desk: Desk) -> None:
     alice = await onboard(desk)
     for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
