@@ -45,6 +45,7 @@ def printable(text: str) -> str:
 
 SWAPPED = "swapped"  # an item that opened but names another record
 UNOPENED = "unopened"  # an item no key of the organisation opens
+MISSING = "missing"  # a file the sealed body lists that the desk did not hand out
 
 
 class Desk:
@@ -214,6 +215,17 @@ def evidence_entry(
     return entry | {"saved_as": str(save(directory, safe_name(sha256, body["filename"]), data))}
 
 
+def missing(body: dict[str, Any], files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The files the sealed body lists (sealed when the report was filed) that the desk's
+    answer lacks: deleted or held back by whoever holds the server. Sealing proves what is
+    there; only this list tells what is not."""
+    listed = body.get("evidence")
+    if not isinstance(listed, list):  # a body sealed by anything else: nothing to compare
+        return []
+    handed = {str(f.get("id")) for f in files}
+    return [{"id": str(i), "refused": MISSING} for i in listed if str(i) not in handed]
+
+
 @reports_app.command("open")
 def open_report(
     report_id: Annotated[uuid.UUID, typer.Argument(help="The report's id, as the desk shows it.")],
@@ -261,6 +273,7 @@ def open_report(
     ]
     body["parts"] = [{"refused": p} if p in (SWAPPED, UNOPENED) else p for p in parts]
     found = [evidence_entry(privates, f, org_id, report_id, evidence) for f in files]
+    found += missing(body, files)
     data = {"report": str(report_id), "body": body, "evidence": found}
     if as_json:  # the same JSON: \u escapes are JSON's own
         typer.echo(printable(json.dumps(data, ensure_ascii=False)))
@@ -307,4 +320,6 @@ def refusal(reason: str) -> str:
         return _("refused: an evidence file does not match the SHA-256 taken on receipt")
     if reason == UNOPENED:
         return _("refused: no key of the organisation opens an item")
+    if reason == MISSING:
+        return _("refused: an evidence file the report lists is missing")
     return _("refused: an item names another record; it may have been swapped")

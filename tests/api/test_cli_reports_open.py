@@ -151,6 +151,25 @@ async def test_an_evidence_file_moved_from_another_report_is_refused(
     assert [p.name.endswith("b.jpg") for p in saved_dir.iterdir()] == [True]
 
 
+async def test_an_evidence_file_held_back_by_the_server_is_named_missing(
+    desk: Desk, site: str
+) -> None:
+    """Whoever holds the database deletes (or the desk's API withholds) a file: every item
+    handed out still opened and the command said nothing, exit code 0. The sealed body lists
+    the report's files as filed: one it lists but the desk did not hand out is refused."""
+    report_id = await file_report(desk, desk.a, jpeg_with_gps(), "door.jpg")
+    async with transaction(desk.sessions) as s:
+        gone = (await s.execute(select(Evidence))).scalar_one()
+        await s.delete(gone)
+    done = await cli([str(report_id), "--json"], site, desk.a.token)
+    assert done.exit_code == 1, done.output
+    evidence = json.loads(done.stdout.strip().splitlines()[-1])["evidence"]
+    assert evidence == [{"id": str(gone.id), "refused": "missing"}]
+    text = await cli([str(report_id)], site, desk.a.token)
+    assert text.exit_code == 1
+    assert "refused: an evidence file the report lists is missing" in text.stdout
+
+
 async def test_a_file_name_never_reaches_the_terminal_unclean(
     desk: Desk, site: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
