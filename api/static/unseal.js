@@ -125,6 +125,14 @@ function showReport(item, body, context) {
     }
     item.append(block);
   }
+  // The files the report listed when it was filed: one the page lacks was deleted or held
+  // back by whoever holds the server. Sealing proves what is here, only this what is not.
+  const handed = new Set(Array.from(
+    document.querySelectorAll("[data-kind='report.evidence']"), (e) => e.dataset.record,
+  ));
+  for (const id of Array.isArray(body.evidence) ? body.evidence : []) {
+    if (!handed.has(String(id))) item.append(element("p", labels.missing, "refused"));
+  }
 }
 
 // What a file name may not carry, shown or as a download name: control characters, bidi

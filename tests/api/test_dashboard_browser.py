@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 from nacl.public import PrivateKey
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from sqlalchemy import delete
 
 from api.dashboard_keys import fingerprint
 from core import alerts, desk_alerts, reports
@@ -24,6 +25,7 @@ from core.models import (
     AlertKind,
     AlertState,
     Defender,
+    Evidence,
     Organisation,
     Report,
     Responder,
@@ -324,6 +326,27 @@ async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(
     assert download.suggested_filename == "door.jpg"
     saved = await download.path()
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == hashlib.sha256(photo).hexdigest()
+    assert problems == []
+
+
+async def test_an_evidence_file_the_report_lists_but_the_page_lacks_is_named(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    """Whoever holds the database deletes a report's file: the page opened the rest and said
+    nothing. The sealed body lists the files as filed; one missing from the page is named."""
+    filed = await report_with_photo(desk, desk.a, jpeg_with_gps(), "door.jpg")
+    async with transaction(desk.sessions) as s:
+        await s.execute(delete(Evidence).where(Evidence.report_id == filed.id))
+    page, problems = await page_in(chromium)
+    await log_in(page, site, desk.a, "responder")
+    await page.goto(f"{site}/reports/{filed.id}")
+    await page.get_by_label("Organisation passphrase").fill(PASSPHRASE)
+    await page.get_by_role("button", name="Open the sealed items in this browser").click()
+    report = page.locator("[data-kind=report]")
+    await expect(report).to_contain_text("Two men followed me home.")
+    await expect(report.locator("p.refused")).to_have_text(
+        "An evidence file this report lists is missing; it may have been deleted."
+    )
     assert problems == []
 
 
