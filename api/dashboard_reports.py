@@ -46,7 +46,12 @@ async def reports(
         rows = rows[:PAGE]
         more = Cursor(rows[-1][0].created_at, rows[-1][0].id).encode()
     items = [
-        (r, handle, desk_reports.triage(vault, r), review.verification if review else "unknown")
+        (
+            r,
+            handle,
+            desk_reports.triage(vault, r),
+            desk_reports.review_fields(vault, r, review)["verification"],
+        )
         for r, handle, review in rows
     ]
     return render(request, "reports.html", me=who, items=items, more=more)
@@ -79,7 +84,7 @@ async def report(
         report=found,
         handle=handle,
         triage=desk_reports.triage(vault, found),
-        verification=review.verification if review else "unknown",
+        verification=desk_reports.review_fields(vault, found, review)["verification"],
         sealed=b64(found.sealed_body),
         files=[(e, b64(e.sealed)) for e in files],
         labels=report_labels(locale_of(request)),

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit
+from core.claims import locked, write_lock
 from core.crypto import CryptoError, Vault
 from core.models import Defender, Evidence, Report, ReportReview
 
@@ -64,6 +65,13 @@ CSV_COLUMNS = (
     "sealed_body",
 )
 TRIAGE_KEYS = ("type_of_act", "urgency", "country", "initial_date", "initial_date_type")
+REVIEW_KEYS = ("verification", "act_codes", "intervention_type", "intervention_status")
+UNREVIEWED: dict[str, Any] = {
+    "verification": "unknown",
+    "act_codes": [],
+    "intervention_type": None,
+    "intervention_status": None,
+}
 
 
 def triage(vault: Vault, report: Report) -> dict[str, Any]:
@@ -74,6 +82,23 @@ def triage(vault: Vault, report: Report) -> dict[str, Any]:
     except (CryptoError, ValueError):
         return {}
     return {k: data.get(k) for k in TRIAGE_KEYS if k in data} if isinstance(data, dict) else {}
+
+
+def review_fields(vault: Vault, report: Report, rv: ReportReview | None) -> dict[str, Any]:
+    """The desk's review: encrypted with the report's key (``review_enc``); a review written
+    before that is read from its old clear columns until it is next changed."""
+    fields = dict(UNREVIEWED)
+    try:
+        raw = report.get_text(vault, "review_enc")
+        data = json.loads(raw) if raw else None
+    except (CryptoError, ValueError):
+        return fields  # unreadable: shown unreviewed, never a failure
+    if isinstance(data, dict):
+        fields.update({k: data[k] for k in REVIEW_KEYS if k in data})
+    elif rv is not None:
+        fields.update({k: getattr(rv, k) for k in REVIEW_KEYS})
+    fields["act_codes"] = list(fields["act_codes"] or [])
+    return fields
 
 
 Listed = tuple[Report, str | None, ReportReview | None]
@@ -152,14 +177,22 @@ async def review(
     responder_id: uuid.UUID | None,
     actor: str,
     now: datetime,
-) -> ReportReview:
-    """Set the desk's fields (already validated); only the fields given change."""
-    row = await session.get(ReportReview, report.id)
+) -> tuple[ReportReview, dict[str, Any]]:
+    """Set the desk's fields (already validated); only the fields given change. They are
+    encrypted with the report's key; the row keeps who changed them and when, and its old
+    clear columns are emptied. The report's row is locked first: two changes at once each
+    rewrite the whole encrypted review, and the second must read what the first wrote."""
+    await write_lock(session)
+    mine = select(Report).where(Report.id == report.id).execution_options(populate_existing=True)
+    await session.execute(locked(mine, session, key_share=True))
+    row = await session.get(ReportReview, report.id, populate_existing=True)
+    fields = review_fields(vault, report, row) | values
     if row is None:
-        row = ReportReview(report_id=report.id, org_id=report.org_id, act_codes=[])
+        row = ReportReview(report_id=report.id, org_id=report.org_id)
         session.add(row)
-    for key, value in values.items():
-        setattr(row, key, value)
+    report.put(vault, "review_enc", json.dumps({k: fields[k] for k in REVIEW_KEYS}))
+    for key, value in UNREVIEWED.items():
+        setattr(row, key, [] if key == "act_codes" else value)
     row.updated_at, row.updated_by = now, responder_id
     await session.flush()
     await audit.record(
@@ -172,7 +205,7 @@ async def review(
         detail={"fields": sorted(values)},
         now=now,
     )
-    return row
+    return row, fields
 
 
 def export_record(
@@ -180,6 +213,7 @@ def export_record(
 ) -> dict[str, Any]:
     """One report coded to HURIDOCS ESF field names; the body travels sealed."""
     fields = triage(vault, report)
+    desk = review_fields(vault, report, rv)
     return {
         "id": str(report.id),
         "receipt_code": report.receipt_code,
@@ -190,10 +224,10 @@ def export_record(
         "initial_date_type": fields.get("initial_date_type"),
         "country": fields.get("country"),
         "urgency": fields.get("urgency"),
-        "violation_status": rv.verification if rv else "unknown",
-        "confirmed_act_codes": list(rv.act_codes) if rv else [],
-        "intervention_type": rv.intervention_type if rv else None,
-        "intervention_status": rv.intervention_status if rv else None,
+        "violation_status": desk["verification"],
+        "confirmed_act_codes": desk["act_codes"],
+        "intervention_type": desk["intervention_type"],
+        "intervention_status": desk["intervention_status"],
         "sealed_body": base64.b64encode(report.sealed_body).decode(),
     }
 

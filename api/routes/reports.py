@@ -92,23 +92,14 @@ class ReviewIn(BaseModel):
         return codes
 
 
-def review_out(rv: ReportReview | None) -> ReviewOut:
-    if rv is None:
-        return ReviewOut(
-            verification="unknown",
-            act_codes=[],
-            intervention_type=None,
-            intervention_status=None,
-            updated_at=None,
-            updated_by=None,
-        )
+def review_out(fields: dict[str, Any], rv: ReportReview | None) -> ReviewOut:
     return ReviewOut(
-        verification=rv.verification,
-        act_codes=list(rv.act_codes),
-        intervention_type=rv.intervention_type,
-        intervention_status=rv.intervention_status,
-        updated_at=rv.updated_at,
-        updated_by=rv.updated_by,
+        verification=fields["verification"],
+        act_codes=list(fields["act_codes"]),
+        intervention_type=fields["intervention_type"],
+        intervention_status=fields["intervention_status"],
+        updated_at=rv.updated_at if rv else None,
+        updated_by=rv.updated_by if rv else None,
     )
 
 
@@ -121,7 +112,7 @@ def out(vault: VaultDep, r: Report, handle: str | None, rv: ReportReview | None)
         version=r.version,
         supersedes_id=r.supersedes_id,
         triage=desk_reports.triage(vault, r),
-        review=review_out(rv),
+        review=review_out(desk_reports.review_fields(vault, r, rv), rv),
     )
 
 
@@ -241,7 +232,7 @@ async def review(
         values["verification"] = "unknown"
     if "act_codes" in values and values["act_codes"] is None:
         values["act_codes"] = []
-    row = await desk_reports.review(
+    row, fields = await desk_reports.review(
         session,
         vault,
         report=report,
@@ -250,4 +241,4 @@ async def review(
         actor=principal.actor,
         now=now,
     )
-    return review_out(row)
+    return review_out(fields, row)

@@ -45,7 +45,10 @@ class AlertNote(IdMixin, CreatedMixin, Base):
 
 
 class ReportReview(Base):
-    """The desk's fields on a report: verification, confirmed HURIDOCS codes, intervention."""
+    """Who last changed the desk's fields on a report, and when. The fields themselves
+    (verification, confirmed HURIDOCS codes, intervention) are encrypted in
+    ``reports.review_enc``; the clear columns below hold only reviews written before that,
+    and are emptied when such a review is next changed (core.desk_reports.review)."""
 
     __tablename__ = "report_reviews"
 

@@ -23,6 +23,9 @@ class Report(Encrypted, CreatedMixin, Base):
         LargeBinary
     )  # act type, urgency, country, date
     sealed_body: Mapped[bytes] = mapped_column(LargeBinary)  # sealed box to the org's public key
+    # The desk's review (verification, confirmed act codes, intervention), under this row's
+    # key like the triage: a confirmed code names the type of act as the triage does.
+    review_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     version: Mapped[int] = mapped_column(default=1)
     supersedes_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("reports.id", ondelete="SET NULL")

@@ -11,12 +11,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from core import desk_reports
 from core.crypto import open_sealed, seal, unprotect_private_key
 from core.db import transaction
-from core.models import AuditEntry, Evidence
+from core.models import AuditEntry, Evidence, ReportReview
 from core.throttle import Limits, Throttle
 from tests.api.conftest import PASSPHRASE, Desk, make_report
 
@@ -40,6 +40,45 @@ async def test_it_lists_reports_with_triage_and_review(desk: Desk) -> None:
     assert items[0]["triage"]["type_of_act"] == "02010302"
     assert items[0]["review"]["act_codes"] == ["02010302"]
     assert "SECRET-CANARY" not in str(items)
+
+
+async def test_the_desks_review_is_encrypted_at_rest(desk: Desk) -> None:
+    """The confirmed act codes name the type of act the triage keeps encrypted; they (and the
+    verification and intervention) were in clear in report_reviews for a database dump.
+    Encrypted with the report's key now; a review written before is still read, and emptied
+    from its clear columns when next changed; the API, the export and the list agree."""
+    report = desk.a.report
+    assert report is not None
+    async with transaction(desk.sessions) as s:  # a review from before: in clear
+        s.add(ReportReview(report_id=report.id, org_id=desk.a.org.id, verification="possible"))
+    async with await desk.client(desk.a, "responder") as c:
+        old = (await c.get("/api/v1/reports")).json()["items"][0]["review"]
+        changed = await c.patch(
+            f"/api/v1/reports/{report.id}/review",
+            json={"act_codes": ["030103"], "intervention_type": "medical_aid"},
+        )
+        items = (await c.get("/api/v1/reports")).json()["items"]
+        exported = (await c.get("/api/v1/reports/export")).json()["reports"]
+    assert old["verification"] == "possible"
+    assert changed.status_code == 200, changed.text
+    want = {
+        "verification": "possible",
+        "act_codes": ["030103"],
+        "intervention_type": "medical_aid",
+        "intervention_status": None,
+    }
+    assert {k: changed.json()[k] for k in want} == want
+    assert {k: items[0]["review"][k] for k in want} == want
+    assert exported[0]["confirmed_act_codes"] == ["030103"]
+    assert exported[0]["violation_status"] == "possible"
+    async with desk.sessions() as s:
+        dump = [
+            repr(row)
+            for table in ("report_reviews", "reports")
+            for row in (await s.execute(text(f"SELECT * FROM {table}"))).all()
+        ]
+    for secret in ("030103", "medical_aid", "possible"):
+        assert not any(secret in row for row in dump), secret
 
 
 async def test_it_hands_out_the_sealed_body_for_the_desk_to_open(desk: Desk) -> None:
@@ -183,3 +222,24 @@ async def test_it_hands_out_filed_evidence_sealed(desk: Desk) -> None:
         kind=files[0]["kind"],
     )
     assert body == {"name": "CANARY-PHOTO.jpg"}
+
+
+async def test_two_review_changes_at_once_both_stay(desk: Desk) -> None:
+    """The encrypted review is rewritten whole: two changes at once must not lose one."""
+    from tests.api.test_assign_race import audit_race
+
+    report = desk.a.report
+    assert report is not None
+    url = f"/api/v1/reports/{report.id}/review"
+    one, two = await desk.client(desk.a, "responder"), await desk.client(desk.a, "token")
+    answers = await audit_race(
+        desk,
+        [
+            lambda: one.patch(url, json={"act_codes": ["030103"]}),
+            lambda: two.patch(url, json={"intervention_type": "legal_aid"}),
+        ],
+    )
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    items = (await one.get("/api/v1/reports")).json()["items"]
+    review = items[0]["review"]
+    assert (review["act_codes"], review["intervention_type"]) == (["030103"], "legal_aid")
