@@ -226,6 +226,13 @@ def missing(body: dict[str, Any], files: list[dict[str, Any]]) -> list[dict[str,
     return [{"id": str(i), "refused": MISSING} for i in listed if str(i) not in handed]
 
 
+def unlisted(body: dict[str, Any], file: dict[str, Any]) -> bool:
+    """A file the sealed body does not list: anyone holding the public key can seal one that
+    names this report, but not add it to the list sealed when the defender sent the report."""
+    listed = body.get("evidence")
+    return isinstance(listed, list) and str(file.get("id")) not in {str(i) for i in listed}
+
+
 @reports_app.command("open")
 def open_report(
     report_id: Annotated[uuid.UUID, typer.Argument(help="The report's id, as the desk shows it.")],
@@ -272,7 +279,12 @@ def open_report(
         for part in body.get("parts") or []
     ]
     body["parts"] = [{"refused": p} if p in (SWAPPED, UNOPENED) else p for p in parts]
-    found = [evidence_entry(privates, f, org_id, report_id, evidence) for f in files]
+    found = [
+        {"id": str(f.get("id")), "refused": SWAPPED}  # not this report's: planted, or moved
+        if unlisted(body, f)
+        else evidence_entry(privates, f, org_id, report_id, evidence)
+        for f in files
+    ]
     found += missing(body, files)
     data = {"report": str(report_id), "body": body, "evidence": found}
     if as_json:  # the same JSON: \u escapes are JSON's own

@@ -130,8 +130,15 @@ function showReport(item, body, context) {
   const handed = new Set(Array.from(
     document.querySelectorAll("[data-kind='report.evidence']"), (e) => e.dataset.record,
   ));
-  for (const id of Array.isArray(body.evidence) ? body.evidence : []) {
-    if (!handed.has(String(id))) item.append(element("p", labels.missing, "refused"));
+  if (!Array.isArray(body.evidence)) return;
+  const listed = new Set(body.evidence.map(String));
+  for (const id of listed) {
+    if (!handed.has(id)) item.append(element("p", labels.missing, "refused"));
+  }
+  // A file the report does not list: anyone with the public key can seal one naming this
+  // report, but not add it to the list sealed with the defender's report. Refused below.
+  for (const file of document.querySelectorAll("[data-kind='report.evidence']")) {
+    if (!listed.has(file.dataset.record)) file.dataset.unlisted = "true";
   }
 }
 
@@ -149,7 +156,7 @@ function safeName(name) { // cut first: half a surrogate pair left at the end go
 // One evidence file: what it is, its hash on receipt, a metadata-free preview, the original.
 // Its plaintext names its report: a file moved to another report is refused.
 function showEvidence(item, body, context) {
-  if (body.report !== item.dataset.report) {
+  if (body.report !== item.dataset.report || item.dataset.unlisted) {
     item.textContent = context.labels.foreign;
     item.classList.add("refused");
     return;

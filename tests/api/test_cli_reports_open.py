@@ -4,6 +4,7 @@ workstation through the desk's API (a real server on loopback), never on the ser
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import re
@@ -19,7 +20,9 @@ from typer.testing import CliRunner, Result
 from amparo.cli import app
 from amparo.reports import show
 from core import reports
+from core.crypto import seal
 from core.db import transaction
+from core.desk_reports import EVIDENCE_KIND
 from core.messages import InboundAttachment
 from core.models import AuditEntry, Defender, Evidence, utcnow
 from tests.api.conftest import PASSPHRASE, Desk, Org
@@ -168,6 +171,48 @@ async def test_an_evidence_file_held_back_by_the_server_is_named_missing(
     text = await cli([str(report_id)], site, desk.a.token)
     assert text.exit_code == 1
     assert "refused: an evidence file the report lists is missing" in text.stdout
+
+
+async def plant(desk: Desk, org: Org, report_id: uuid.UUID, data: bytes) -> uuid.UUID:
+    """Whoever holds the database (or just the public key and a write) seals a file that
+    names the report, as core.reports.add_evidence would, and files it with the report."""
+    assert org.org.public_key is not None
+    planted = uuid.uuid4()
+    body = {
+        "report": str(report_id),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "content_type": "image/jpeg",
+        "filename": "planted.jpg",
+        "received_at": utcnow().isoformat(),
+        "original": base64.b64encode(data).decode(),
+        "preview": None,
+    }
+    async with transaction(desk.sessions) as s:
+        row = Evidence(id=planted, org_id=org.org.id, report_id=report_id, filed_at=utcnow())
+        row.sealed = seal(
+            org.org.public_key, org_id=org.org.id, record_id=planted, kind=EVIDENCE_KIND,
+            body=body,
+        )  # fmt: skip
+        row.created_at = utcnow()
+        s.add(row)
+    return planted
+
+
+async def test_an_evidence_file_the_report_does_not_list_is_refused(
+    desk: Desk, site: str, tmp_path: Path
+) -> None:
+    """A file sealed to the public key names its report and opens: it was shown and saved as
+    the defender's. The report's sealed body lists its files: one not listed is refused."""
+    report_id = await file_report(desk, desk.a, jpeg_with_gps(), "door.jpg")
+    planted = await plant(desk, desk.a, report_id, b"\xff\xd8\xffplanted")
+    saved_dir = tmp_path / "evidence"
+    done = await cli([str(report_id), "--json", "--evidence", str(saved_dir)], site, desk.a.token)
+    assert done.exit_code == 1, done.output
+    evidence = json.loads(done.stdout.strip().splitlines()[-1])["evidence"]
+    assert {"id": str(planted), "refused": "swapped"} in evidence
+    assert sorted("refused" in e for e in evidence) == [False, True]
+    assert [p.name.endswith("door.jpg") for p in saved_dir.iterdir()] == [True]
 
 
 async def test_a_file_name_never_reaches_the_terminal_unclean(

@@ -350,6 +350,30 @@ async def test_an_evidence_file_the_report_lists_but_the_page_lacks_is_named(
     assert problems == []
 
 
+async def test_an_evidence_file_the_report_does_not_list_is_refused_in_the_browser(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    """A file sealed to the public key naming the report opened as the defender's, with its
+    download link. The report's sealed body lists its files: one it does not list is refused."""
+    from tests.api.test_cli_reports_open import plant
+
+    filed = await report_with_photo(desk, desk.a, jpeg_with_gps(), "door.jpg")
+    planted = await plant(desk, desk.a, filed.id, b"\xff\xd8\xffplanted")
+    page, problems = await page_in(chromium)
+    await log_in(page, site, desk.a, "responder")
+    await page.goto(f"{site}/reports/{filed.id}")
+    await page.get_by_label("Organisation passphrase").fill(PASSPHRASE)
+    await page.get_by_role("button", name="Open the sealed items in this browser").click()
+    refused = page.locator(f"[data-record='{planted}']")
+    await expect(refused).to_have_text(
+        "This item belongs to another record; it may have been swapped."
+    )
+    await expect(refused).to_have_class(re.compile("refused"))
+    await expect(page.locator("[data-kind='report.evidence']").first).to_contain_text("door.jpg")
+    assert "planted.jpg" not in await page.content()
+    assert problems == []
+
+
 async def test_a_file_name_is_never_trusted_in_the_browser(
     desk: Desk, site: str, chromium: Browser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
