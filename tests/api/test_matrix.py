@@ -36,6 +36,8 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("POST", "/invites", {}, {A, R, T}),
     ("GET", "/invites", None, {A, R, OB, T}),
     ("DELETE", "/invites/{invite}", None, {A, R, T}),
+    ("POST", "/broadcasts", {"text": "everyone check in now"}, {A, R, T}),
+    ("GET", "/broadcasts", None, {A, R, OB, T}),
     ("GET", "/reports", None, {A, R, OB, T}),
     ("GET", "/reports/export", None, {A, R, T}),
     ("GET", "/reports/{report}/sealed", None, {A, R, OB, T}),
