@@ -9,16 +9,18 @@ caller's transaction; the outbox key is per (broadcast, defender), so a repeat q
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, case, func, insert, select
+from sqlalchemy import Table, case, exists, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit, i18n, outbox
 from core.crypto import Vault
 from core.messages import Choice, Outbound
 from core.models import (
+    Alert,
     Broadcast,
     BroadcastRecipient,
     ChannelAddress,
@@ -48,7 +50,14 @@ class Reach:
 
 async def reachable(session: AsyncSession, org_id: uuid.UUID) -> list[Reach]:
     """Every active defender of the organisation with an address, through the address
-    ``core.recipients`` would pick (unblocked first, then by preference): one query."""
+    ``core.recipients`` would pick (unblocked first, then by preference): one query. Never
+    one with an open alert flagged "do not contact the device" (duress, a changed safety
+    number): a message from the desk on a phone in other hands would betray them."""
+    wary = exists().where(
+        Alert.defender_id == Defender.id,
+        Alert.open_key.is_not(None),
+        Alert.do_not_contact.is_(True),
+    )
     stmt = (
         select(
             Defender.id,
@@ -58,7 +67,7 @@ async def reachable(session: AsyncSession, org_id: uuid.UUID) -> list[Reach]:
             ChannelAddress.channel,
         )
         .join(ChannelAddress, ChannelAddress.defender_id == Defender.id)
-        .where(Defender.org_id == org_id, Defender.status == DefenderStatus.active)
+        .where(Defender.org_id == org_id, Defender.status == DefenderStatus.active, ~wary)
         .order_by(
             Defender.id,
             ChannelAddress.blocked_at.is_not(None),
@@ -92,17 +101,18 @@ async def fan_out(
     text: str,
     *,
     now: datetime,
-    choices: dict[str, tuple[Choice, ...]] | None = None,
+    choices: Callable[[str], tuple[Choice, ...]] | None = None,
 ) -> int:
-    """Queue ``broadcast`` for every reachable defender (``choices``: by language); returns
-    how many. Messages alike (language, discreet mode) are rendered once."""
+    """Queue ``broadcast`` for every reachable defender (``choices``: a roll-call's answers
+    in a language); returns how many. Messages alike (language, discreet mode) are rendered
+    once."""
     reach = await reachable(session, broadcast.org_id)
     rendered: dict[tuple[str, bool], Outbound] = {}
     items = []
     for r in reach:
         msg = rendered.get((r.locale, r.discreet))
         if msg is None:
-            extra = () if choices is None else choices[r.locale]
+            extra = () if choices is None else choices(r.locale)
             msg = message(r.locale, text, discreet=r.discreet, choices=extra)
             rendered[(r.locale, r.discreet)] = msg
         items.append(
@@ -141,19 +151,25 @@ async def send(
     text: str,
     actor: str,
     now: datetime,
+    closes_at: datetime | None = None,
+    choices: Callable[[uuid.UUID, str], tuple[Choice, ...]] | None = None,
 ) -> Broadcast:
-    """A new broadcast, queued for every reachable defender and written in the audit log
-    (its id and how many it reached: never its text)."""
-    broadcast = Broadcast(id=uuid.uuid4(), org_id=org_id, sent_by=actor, created_at=now)
+    """A new broadcast (a roll-call: with ``closes_at`` and its ``choices``, by id and
+    language), queued for every reachable defender and written in the audit log (its id and
+    how many it reached: never its text)."""
+    broadcast = Broadcast(
+        id=uuid.uuid4(), org_id=org_id, sent_by=actor, created_at=now, closes_at=closes_at
+    )
     broadcast.put(vault, "text_enc", text)
     session.add(broadcast)
     await session.flush()
-    broadcast.recipients = await fan_out(session, vault, broadcast, text, now=now)
+    answers = None if choices is None else (lambda locale: choices(broadcast.id, locale))
+    broadcast.recipients = await fan_out(session, vault, broadcast, text, now=now, choices=answers)
     await audit.record(
         session,
         vault,
         actor=actor,
-        action="broadcast.send",
+        action="broadcast.send" if closes_at is None else "rollcall.start",
         target=str(broadcast.id),
         org_id=org_id,
         detail={"recipients": broadcast.recipients},
@@ -196,11 +212,13 @@ async def counts(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID,
 
 
 async def recent(
-    session: AsyncSession, org_id: uuid.UUID, *, limit: int = PAGE
+    session: AsyncSession, org_id: uuid.UUID, *, rollcalls: bool = False, limit: int = PAGE
 ) -> list[Broadcast]:
+    """The organisation's latest broadcasts (or roll-calls), newest first."""
+    kind = Broadcast.closes_at.is_not(None) if rollcalls else Broadcast.closes_at.is_(None)
     stmt = (
         select(Broadcast)
-        .where(Broadcast.org_id == org_id)
+        .where(Broadcast.org_id == org_id, kind)
         .order_by(Broadcast.created_at.desc(), Broadcast.id.desc())
         .limit(limit)
     )

@@ -19,6 +19,7 @@ from api.routes import (
     policies,
     reports,
     responders,
+    rollcalls,
     tokens,
     webhooks,
 )
@@ -31,6 +32,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     defenders.router,
     invites.router,
     broadcasts.router,
+    rollcalls.router,
     reports.router,
     policies.router,
     responders.router,

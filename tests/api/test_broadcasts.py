@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import outbox
+from core import alerts, outbox
 from core.db import transaction
 from core.i18n import gettext
 from core.models import (
+    AlertKind,
     AuditEntry,
     Broadcast,
     Defender,
@@ -71,6 +72,11 @@ async def test_it_reaches_each_active_defender_once_in_their_language(desk: Desk
             ("en", "active", ""),
         )
         (foreign,) = await people(s, desk, desk.b, ("en", "active", "telegram"))
+        # Under duress: their phone may be in other hands, the desk must not write to it.
+        (coerced,) = await people(s, desk, desk.a, ("en", "active", "telegram"))
+        await alerts.raise_alert(
+            s, desk.vault, defender=coerced, kind=AlertKind.duress, now=datetime.now(UTC)
+        )
         # A second, preferred address that failed: the one still working is used.
         blocked = address(desk.vault, "signal", "blocked", defender_id=es.id)
         blocked.blocked_at, blocked.preference = datetime.now(UTC), -1
@@ -83,7 +89,7 @@ async def test_it_reaches_each_active_defender_once_in_their_language(desk: Desk
     rows = await rows_of(desk, body["id"])
     by_defender = {r.idempotency_key.rsplit(":", 1)[1]: r for r in rows}
     assert set(by_defender) == {es.id.hex, fr.id.hex, ar.id.hex}
-    assert foreign.id.hex not in by_defender
+    assert foreign.id.hex not in by_defender and coerced.id.hex not in by_defender
     for person, channel in ((es, "telegram"), (fr, "telegram"), (ar, "signal")):
         row = by_defender[person.id.hex]
         assert (row.priority, row.channel, row.recipient) == (3, channel, "defender")

@@ -1,0 +1,299 @@
+"""Roll-calls: "everyone check in now". A broadcast whose message offers two answers, "I'm
+safe" and "I need help", open until its closing time.
+
+Each recipient's answer is kept on their recipient row (one per roll-call and defender); a
+later answer replaces an earlier one until the roll-call closes. Answering takes a shared lock
+on the roll-call's row and closing an exclusive one (PostgreSQL; SQLite has one writer): an
+answer either lands before the closing, and is counted in it, or sees the roll-call closed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core import audit, broadcasts, i18n, outbox, webhooks
+from core.claims import locked, write_lock
+from core.crypto import Vault
+from core.db import transaction
+from core.messages import Choice
+from core.models import Broadcast, BroadcastRecipient, Defender, Priority
+from core.outbox import Item
+
+SAFE, HELP = "safe", "help"
+PREFIX = "rollcall:"
+MAX_MINUTES = 24 * 60  # a button's token lives 24 hours (core.callbacks.TTL)
+# How long after closing a typed answer is still taken as one (and told the roll-call has
+# closed) rather than as whatever else those words mean: as long as its buttons work.
+LATE = timedelta(hours=24)
+
+
+class Outcome(StrEnum):
+    recorded = "recorded"
+    closed = "closed"  # too late: not recorded
+    unknown = "unknown"  # no such roll-call sent to this defender
+
+
+@dataclass(frozen=True)
+class Answered:
+    outcome: Outcome
+    previous: str | None = None  # the answer it replaced
+
+
+def choice_key(answer: str, rollcall_id: uuid.UUID) -> str:
+    """A button's key: bound to the chat by its opaque token (core.callbacks, R4)."""
+    return f"{PREFIX}{answer}:{rollcall_id.hex}"
+
+
+def parse(key: str) -> tuple[str, uuid.UUID] | None:
+    if not key.startswith(PREFIX):
+        return None
+    answer, _sep, hexid = key.removeprefix(PREFIX).partition(":")
+    try:
+        rollcall_id = uuid.UUID(hex=hexid)
+    except ValueError:
+        return None
+    return (answer, rollcall_id) if answer in (SAFE, HELP) else None
+
+
+def choices(rollcall_id: uuid.UUID, locale: str) -> tuple[Choice, ...]:
+    _ = i18n.gettext(locale)
+    return (
+        Choice(choice_key(SAFE, rollcall_id), _("I'm safe")),
+        Choice(choice_key(HELP, rollcall_id), _("I need help")),
+    )
+
+
+async def start(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    org_id: uuid.UUID,
+    text: str,
+    closes_in: timedelta,
+    actor: str,
+    now: datetime,
+) -> Broadcast:
+    return await broadcasts.send(
+        session,
+        vault,
+        org_id=org_id,
+        text=text,
+        actor=actor,
+        now=now,
+        closes_at=now + closes_in,
+        choices=choices,
+    )
+
+
+def is_open(rollcall: Broadcast, now: datetime) -> bool:
+    return (
+        rollcall.closed_at is None and rollcall.closes_at is not None and now < rollcall.closes_at
+    )
+
+
+async def answer(
+    session: AsyncSession,
+    *,
+    rollcall_id: uuid.UUID,
+    defender_id: uuid.UUID,
+    said: str,
+    now: datetime,
+) -> Answered:
+    """Record ``said`` as the defender's answer while the roll-call is open."""
+    await write_lock(session)
+    rollcall = await session.scalar(
+        locked(select(Broadcast).where(Broadcast.id == rollcall_id), session, read=True)
+    )
+    mine = (BroadcastRecipient.broadcast_id == rollcall_id) & (
+        BroadcastRecipient.defender_id == defender_id
+    )
+    row = await session.execute(select(BroadcastRecipient.answer).where(mine))
+    previous = row.first()
+    if rollcall is None or rollcall.closes_at is None or previous is None:
+        return Answered(Outcome.unknown)
+    if not is_open(rollcall, now):
+        return Answered(Outcome.closed)
+    await session.execute(
+        update(BroadcastRecipient)
+        .where(mine)
+        .values(answer=said, answered_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return Answered(Outcome.recorded, previous[0])
+
+
+async def latest_for(
+    session: AsyncSession, defender_id: uuid.UUID, *, now: datetime
+) -> Broadcast | None:
+    """The last roll-call sent to the defender, open or closed less than ``LATE`` ago."""
+    stmt = (
+        select(Broadcast)
+        .join(BroadcastRecipient, BroadcastRecipient.broadcast_id == Broadcast.id)
+        .where(
+            BroadcastRecipient.defender_id == defender_id,
+            Broadcast.closes_at.is_not(None),
+            func.coalesce(Broadcast.closed_at, Broadcast.closes_at) > now - LATE,
+        )
+        .order_by(Broadcast.created_at.desc())
+        .limit(1)
+    )
+    return await session.scalar(stmt)
+
+
+@dataclass(frozen=True)
+class Tally:
+    recipients: int
+    safe: int
+    help: int
+    unanswered: int
+
+
+async def tally(session: AsyncSession, rollcall_id: uuid.UUID) -> Tally:
+    stmt = (
+        select(BroadcastRecipient.answer, func.count())
+        .where(BroadcastRecipient.broadcast_id == rollcall_id)
+        .group_by(BroadcastRecipient.answer)
+    )
+    found = {answer: int(n) for answer, n in await session.execute(stmt)}
+    total = sum(found.values())
+    return Tally(total, found.get(SAFE, 0), found.get(HELP, 0), found.get(None, 0))
+
+
+@dataclass(frozen=True)
+class Line:
+    handle: str
+    answer: str | None
+    answered_at: datetime | None
+
+
+async def answers(session: AsyncSession, rollcall_id: uuid.UUID) -> list[Line]:
+    """Each recipient by handle (never a name or an address), those yet to answer included."""
+    stmt = (
+        select(Defender.handle, BroadcastRecipient.answer, BroadcastRecipient.answered_at)
+        .join(Defender, Defender.id == BroadcastRecipient.defender_id)
+        .where(BroadcastRecipient.broadcast_id == rollcall_id)
+        .order_by(Defender.handle)
+    )
+    return [Line(*row) for row in await session.execute(stmt)]
+
+
+async def get(
+    session: AsyncSession, org_id: uuid.UUID, rollcall_id: uuid.UUID
+) -> Broadcast | None:
+    """The organisation's roll-call (another organisation's, or a plain broadcast: None)."""
+    found = await session.get(Broadcast, rollcall_id)
+    if found is None or found.org_id != org_id or found.closes_at is None:
+        return None
+    return found
+
+
+CLOSED = "rollcall.closed"
+
+
+def closed_body(rollcall: Broadcast, tally: Tally, *, event_id: str) -> bytes:
+    """The ``rollcall.closed`` body: when, and how many answered what; ``alert`` is null.
+    No text, no handles: the desk reads those in the API with its own credentials."""
+    data = {
+        "event_id": event_id,
+        "type": CLOSED,
+        "dedup_key": f"rollcall:{rollcall.id}",
+        "org": str(rollcall.org_id),
+        "alert": None,
+        "rollcall": {
+            "id": str(rollcall.id),
+            "created_at": webhooks.iso(rollcall.created_at),
+            "closes_at": webhooks.iso(rollcall.closes_at),
+            "closed_at": webhooks.iso(rollcall.closed_at),
+            "recipients": tally.recipients,
+            "safe": tally.safe,
+            "help": tally.help,
+            "unanswered": tally.unanswered,
+        },
+    }
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+async def close(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    rollcall_id: uuid.UUID,
+    now: datetime,
+    actor: str | None = None,
+) -> bool:
+    """Close the roll-call (at its time, or early: ``actor`` is then audited) and queue its
+    ``rollcall.closed`` event to each of the organisation's webhooks; False if it was
+    already closed. Waits for answers being recorded (their shared lock), so the counts in
+    the event are the final ones."""
+    await write_lock(session)
+    done = await session.execute(
+        update(Broadcast)
+        .where(
+            Broadcast.id == rollcall_id,
+            Broadcast.closes_at.is_not(None),
+            Broadcast.closed_at.is_(None),
+        )
+        .values(closed_at=now)
+        .returning(Broadcast.id)
+        .execution_options(synchronize_session=False)
+    )
+    if done.first() is None:
+        return False
+    rollcall = await session.get(Broadcast, rollcall_id, populate_existing=True)
+    assert rollcall is not None
+    counted = await tally(session, rollcall_id)
+    items = [
+        Item(
+            "webhook",
+            int(Priority.P3),
+            f"rc:{rollcall_id.hex}:{CLOSED}|webhook:{hook_id.hex}",
+            raw=closed_body(rollcall, counted, event_id=uuid.uuid4().hex),
+            webhook_id=hook_id,
+            recipient="webhook",
+        )
+        for hook_id in await webhooks.endpoints(session, rollcall.org_id)
+    ]
+    await outbox.enqueue_many(session, vault, items, now=now)
+    if actor is not None:
+        await audit.record(
+            session,
+            vault,
+            actor=actor,
+            action="rollcall.close",
+            target=str(rollcall_id),
+            org_id=rollcall.org_id,
+            now=now,
+        )
+    return True
+
+
+async def close_due(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, now: datetime, *, limit: int = 100
+) -> int:
+    """Close the roll-calls whose time has come (the sweep's job), one transaction each;
+    an idle sweep only reads (the partial index of open roll-calls)."""
+    async with sessions() as reader:
+        due = list(
+            await reader.scalars(
+                select(Broadcast.id)
+                .where(
+                    Broadcast.closes_at.is_not(None),
+                    Broadcast.closed_at.is_(None),
+                    Broadcast.closes_at <= now,
+                )
+                .order_by(Broadcast.closes_at)
+                .limit(limit)
+            )
+        )
+    closed = 0
+    for rollcall_id in due:
+        async with transaction(sessions) as session:
+            closed += await close(session, vault, rollcall_id=rollcall_id, now=now)
+    return closed
