@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import alerts, outbox
+from core import alerts, broadcasts, outbox, retention, rollcalls
 from core.db import transaction
 from core.i18n import gettext
 from core.models import (
     AlertKind,
     AuditEntry,
     Broadcast,
+    BroadcastRecipient,
     Defender,
     DefenderStatus,
     OutboxMessage,
@@ -170,3 +171,41 @@ async def test_it_fans_out_in_a_few_statements_not_one_per_defender(desk: Desk) 
     assert sent.json()["recipients"] == 300
     assert len(await rows_of(desk, sent.json()["id"])) == 300
     assert 3 <= len(inserts) <= 6, inserts  # the broadcast, its outbox rows, recipients, audit
+
+
+async def test_retention_forgets_broadcasts_and_answers_after_30_days(desk: Desk) -> None:
+    now = datetime.now(UTC)
+    async with transaction(desk.sessions) as s:
+        (d,) = await people(s, desk, desk.a, ("en", "active", "telegram"))
+        old = await broadcasts.send(
+            s, desk.vault, org_id=desk.a.org.id, text=TEXT, actor="t", now=now - timedelta(days=31)
+        )
+        recent = await broadcasts.send(
+            s, desk.vault, org_id=desk.a.org.id, text=TEXT, actor="t", now=now - timedelta(days=29)
+        )
+        closed = await rollcalls.start(
+            s,
+            desk.vault,
+            org_id=desk.a.org.id,
+            text=TEXT,
+            closes_in=timedelta(minutes=5),
+            actor="t",
+            now=now - timedelta(days=40),
+        )
+        await rollcalls.close(s, desk.vault, rollcall_id=closed.id, now=now - timedelta(days=31))
+        still = await rollcalls.start(  # never closed (the engine was down): kept till it is
+            s,
+            desk.vault,
+            org_id=desk.a.org.id,
+            text=TEXT,
+            closes_in=timedelta(minutes=5),
+            actor="t",
+            now=now - timedelta(days=40),
+        )
+    async with transaction(desk.sessions) as s:
+        done = await retention.purge(s, now=now)
+        left = set(await s.scalars(select(Broadcast.id)))
+        recipients = set(await s.scalars(select(BroadcastRecipient.broadcast_id)))
+    assert done["broadcasts"] == 2
+    assert left == recipients == {recent.id, still.id}
+    assert d.id is not None and old.id not in left
