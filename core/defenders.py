@@ -21,6 +21,7 @@ from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.models import (
     GONE,
+    BroadcastRecipient,
     CallbackToken,
     ChannelAddress,
     CheckIn,
@@ -195,7 +196,8 @@ def save_settings(vault: Vault, defender: Defender, values: dict[str, Any]) -> N
 
 
 async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
-    """Forget the defender: PINs, settings, contacts, check-ins, conversation, addresses.
+    """Forget the defender: PINs, settings, contacts, check-ins, roll-call answers,
+    conversation, addresses.
 
     The row itself stays as a bare handle so the desk's alerts and reports keep a subject;
     addresses are detached rather than deleted, so the final reply can still be delivered.
@@ -214,6 +216,10 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
         .values(label_enc=None, dek=None, invite_index=None, address_id=None)
     )
     await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
+    # Their roll-call answers: like check-ins, no record of when they said they were safe.
+    await session.execute(
+        delete(BroadcastRecipient).where(BroadcastRecipient.defender_id == defender.id)
+    )
     await forget_buttons(session, defender)
     await session.execute(
         update(ChannelAddress)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from core import outbox, rollcalls
+from core import defenders, outbox, rollcalls
 from core.db import transaction
-from core.models import AuditEntry, Broadcast, OutboxMessage
+from core.models import AuditEntry, Broadcast, Defender, OutboxMessage
 from core.sweep import Sweep
 from tests.api.conftest import Desk
 from tests.api.test_broadcasts import people
@@ -210,3 +210,30 @@ async def test_a_responder_closes_it_early_once(desk: Desk) -> None:
             await s.scalars(select(AuditEntry.action).where(AuditEntry.target == str(rid)))
         )
     assert sorted(actions) == ["rollcall.close", "rollcall.start"]
+
+
+async def test_a_deletion_forgets_the_defenders_answers(desk: Desk) -> None:
+    now = datetime.now(UTC)
+    async with transaction(desk.sessions) as s:
+        gone, kept = await people(
+            s, desk, desk.a, ("en", "active", "telegram"), ("es", "active", "telegram")
+        )
+        r = await rollcalls.start(
+            s,
+            desk.vault,
+            org_id=desk.a.org.id,
+            text=TEXT,
+            closes_in=timedelta(minutes=10),
+            actor="test",
+            now=now,
+        )
+        for d in (gone, kept):
+            await rollcalls.answer(s, rollcall_id=r.id, defender_id=d.id, said="safe", now=now)
+    async with transaction(desk.sessions) as s:
+        found = await s.get(Defender, gone.id)
+        assert found is not None
+        await defenders.delete_data(s, defender=found)
+    async with await desk.client(desk.a, "admin") as c:
+        shown = (await c.get(f"/api/v1/rollcalls/{r.id}")).json()
+    assert [a["handle"] for a in shown["answers"]] == [kept.handle]
+    assert (shown["safe"], shown["unanswered"]) == (1, 0)
