@@ -103,9 +103,10 @@ async def fan_out(
     now: datetime,
     choices: Callable[[str], tuple[Choice, ...]] | None = None,
 ) -> int:
-    """Queue ``broadcast`` for every reachable defender (``choices``: a roll-call's answers
-    in a language); returns how many. Messages alike (language, discreet mode) are rendered
-    once."""
+    """Write ``broadcast`` and queue it for every reachable defender (``choices``: a
+    roll-call's answers in a language); returns how many. Messages alike (language, discreet
+    mode) are rendered once; all of them are encrypted before the first write, so SQLite's
+    write lock is not held while thousands are."""
     reach = await reachable(session, broadcast.org_id)
     rendered: dict[tuple[str, bool], Outbound] = {}
     items = []
@@ -126,6 +127,9 @@ async def fan_out(
             )
         )
     ready = outbox.rows(vault, items, now=now)
+    broadcast.recipients = len(reach)
+    session.add(broadcast)
+    await session.flush()
     await outbox.insert_rows(session, ready)
     if ready:
         outbox_ids = {row["idempotency_key"]: row["id"] for row in ready}
@@ -161,8 +165,6 @@ async def send(
         id=uuid.uuid4(), org_id=org_id, sent_by=actor, created_at=now, closes_at=closes_at
     )
     broadcast.put(vault, "text_enc", text)
-    session.add(broadcast)
-    await session.flush()
     answers = None if choices is None else (lambda locale: choices(broadcast.id, locale))
     broadcast.recipients = await fan_out(session, vault, broadcast, text, now=now, choices=answers)
     await audit.record(
