@@ -3,12 +3,13 @@ help" alerts the desk; a panic, a check-in's "I'm safe" and a PIN keep their pri
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from core import alerts, rollcalls
+from core import alerts, rollcalls, webhooks
 from core.db import transaction
 from core.models import (
     Alert,
@@ -18,7 +19,10 @@ from core.models import (
     BroadcastRecipient,
     Defender,
 )
+from core.sweep import Sweep
 from tests.flows.conftest import Chat, Desk, Pick, onboard
+from tests.flows.test_report_webhook import add_hook, dispatcher
+from tests.standins.http_receiver import Receiver
 
 TEXT = "Police raid at the office. Everyone check in now."
 
@@ -173,3 +177,37 @@ async def test_an_answer_to_a_rollcall_closed_early_is_told_so(desk: Desk) -> No
     (late,) = await alice.say("safe")
     assert "has closed" in late.text
     assert await answer_of(desk, alice, rollcall_id) is None
+
+
+async def test_closing_tells_the_desks_webhook_the_counts_signed(desk: Desk) -> None:
+    alice = await onboard(desk)
+    bruno = await onboard(desk, "bruno", language="es")
+    async with Receiver() as ours, webhooks.client() as http:
+        secret = await add_hook(desk, ours.url())
+        rollcall_id = await start(desk, minutes=30)
+        await alice.say(Pick(f"rollcall:help:{rollcall_id.hex}"))
+        desk.clock.advance(minutes=31)
+        assert await Sweep(desk.sessions, desk.vault, owner="w").run(desk.clock.now) >= 1
+        await dispatcher(desk, http).drain(desk.clock.now)
+    [hit] = [h for h in ours.hits if json.loads(h.body)["type"] == "rollcall.closed"]
+    assert webhooks.verify(
+        hit.headers["Amparo-Signature"],
+        hit.body,
+        [secret.encode()],
+        now=desk.clock.now.timestamp(),
+    )
+    body = json.loads(hit.body)
+    assert hit.headers["Amparo-Event-Id"] == body["event_id"]
+    assert (body["dedup_key"], body["org"], body["alert"]) == (
+        f"rollcall:{rollcall_id}",
+        str(desk.org.id),
+        None,
+    )
+    tally = {k: body["rollcall"][k] for k in ("recipients", "safe", "help", "unanswered")}
+    assert tally == {"recipients": 2, "safe": 0, "help": 1, "unanswered": 1}
+    assert TEXT.encode() not in hit.body
+    for chat in (alice, bruno):
+        person = await chat.defender()
+        assert person is not None and person.handle.encode() not in hit.body
+    # and the desk heard of alice's "I need help" as an alert on the same webhook
+    assert any(json.loads(h.body)["type"] == "alert.triggered" for h in ours.hits)
