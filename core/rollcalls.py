@@ -108,8 +108,11 @@ async def answer(
 ) -> Answered:
     """Record ``said`` as the defender's answer while the roll-call is open."""
     await write_lock(session)
+    # populate_existing: the row as it is once locked, not as this session read it before
+    # (the router's latest_for) while a closing may have committed since.
+    stmt = select(Broadcast).where(Broadcast.id == rollcall_id)
     rollcall = await session.scalar(
-        locked(select(Broadcast).where(Broadcast.id == rollcall_id), session, read=True)
+        locked(stmt, session, read=True).execution_options(populate_existing=True)
     )
     mine = (BroadcastRecipient.broadcast_id == rollcall_id) & (
         BroadcastRecipient.defender_id == defender_id
