@@ -14,7 +14,7 @@ from api import errors
 from api.deps import BroadcastsRead, BroadcastsWrite, NowDep, SessionDep, VaultDep
 from api.errors import ApiError
 from api.routes.broadcasts import DeskText
-from core import broadcasts, rollcalls
+from core import broadcasts, rollcall_closing, rollcalls
 from core.crypto import Vault
 from core.models import Broadcast
 
@@ -135,7 +135,7 @@ async def close_rollcall(
     r = await rollcalls.get(session, principal.org_id, rollcall_id)
     if r is None:
         raise ApiError(404, errors.NOT_FOUND)
-    closed = await rollcalls.close(
+    closed = await rollcall_closing.close(
         session, vault, rollcall_id=r.id, now=now, actor=principal.actor
     )
     if not closed:

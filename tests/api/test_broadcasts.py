@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import alerts, broadcasts, outbox, retention, rollcalls
+from core import alerts, broadcasts, outbox, retention, rollcall_closing, rollcalls
 from core.db import transaction
 from core.i18n import gettext
 from core.models import (
@@ -192,7 +192,9 @@ async def test_retention_forgets_broadcasts_and_answers_after_30_days(desk: Desk
             actor="t",
             now=now - timedelta(days=40),
         )
-        await rollcalls.close(s, desk.vault, rollcall_id=closed.id, now=now - timedelta(days=31))
+        await rollcall_closing.close(
+            s, desk.vault, rollcall_id=closed.id, now=now - timedelta(days=31)
+        )
         still = await rollcalls.start(  # never closed (the engine was down): kept till it is
             s,
             desk.vault,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from core import rollcalls
+from core import rollcall_closing, rollcalls
 from core.claims import write_lock
 from core.db import transaction
 from core.models import Broadcast, BroadcastRecipient, OutboxMessage
@@ -53,7 +53,7 @@ async def test_a_closing_waits_for_an_answer_being_recorded_and_counts_it(desk: 
 
     async def close() -> bool:
         async with transaction(desk.sessions) as s:
-            return await rollcalls.close(s, desk.vault, rollcall_id=r.id, now=NOW)
+            return await rollcall_closing.close(s, desk.vault, rollcall_id=r.id, now=NOW)
 
     async with transaction(desk.sessions) as answering:
         await write_lock(answering)
@@ -80,7 +80,7 @@ async def test_an_answer_waits_for_a_closing_under_way_and_sees_it_closed(desk: 
             )
 
     async with transaction(desk.sessions) as closing:
-        assert await rollcalls.close(closing, desk.vault, rollcall_id=r.id, now=NOW)
+        assert await rollcall_closing.close(closing, desk.vault, rollcall_id=r.id, now=NOW)
         answering = asyncio.create_task(answer())
         await overlap(desk.sessions, 1, [answering])
     done = await asyncio.wait_for(answering, 30)
