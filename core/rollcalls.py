@@ -157,14 +157,23 @@ class Tally:
 
 
 async def tally(session: AsyncSession, rollcall_id: uuid.UUID) -> Tally:
+    return (await tallies(session, [rollcall_id]))[rollcall_id]
+
+
+async def tallies(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, Tally]:
+    """Each roll-call's answers counted: one grouped query for them all."""
     stmt = (
-        select(BroadcastRecipient.answer, func.count())
-        .where(BroadcastRecipient.broadcast_id == rollcall_id)
-        .group_by(BroadcastRecipient.answer)
+        select(BroadcastRecipient.broadcast_id, BroadcastRecipient.answer, func.count())
+        .where(BroadcastRecipient.broadcast_id.in_(ids))
+        .group_by(BroadcastRecipient.broadcast_id, BroadcastRecipient.answer)
     )
-    found = {answer: int(n) for answer, n in await session.execute(stmt)}
-    total = sum(found.values())
-    return Tally(total, found.get(SAFE, 0), found.get(HELP, 0), found.get(None, 0))
+    found: dict[uuid.UUID, dict[str | None, int]] = {i: {} for i in ids}
+    for rollcall_id, answer, n in await session.execute(stmt) if ids else ():
+        found[rollcall_id][answer] = int(n)
+    return {
+        i: Tally(sum(c.values()), c.get(SAFE, 0), c.get(HELP, 0), c.get(None, 0))
+        for i, c in found.items()
+    }
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from api.deps import BroadcastsRead, BroadcastsWrite, NowDep, SessionDep, VaultD
 from api.errors import ApiError
 from api.routes.broadcasts import DeskText
 from core import broadcasts, rollcall_closing, rollcalls
+from core.broadcasts import Counts
 from core.crypto import Vault
 from core.models import Broadcast
 
@@ -54,9 +55,23 @@ class RollCallDetail(RollCallOut):
 
 
 async def out(session: AsyncSession, vault: Vault, r: Broadcast, now: datetime) -> RollCallOut:
+    return (await outs(session, vault, [r], now))[0]
+
+
+async def outs(
+    session: AsyncSession, vault: Vault, found: list[Broadcast], now: datetime
+) -> list[RollCallOut]:
+    """The roll-calls with their counts: two grouped queries, however many there are."""
+    ids = [r.id for r in found]
+    tallies = await rollcalls.tallies(session, ids)
+    counts = await broadcasts.counts(session, ids)
+    return [summary(vault, r, tallies[r.id], counts.get(r.id, Counts()), now) for r in found]
+
+
+def summary(
+    vault: Vault, r: Broadcast, tally: rollcalls.Tally, counts: Counts, now: datetime
+) -> RollCallOut:
     assert r.closes_at is not None
-    tally = await rollcalls.tally(session, r.id)
-    counts = (await broadcasts.counts(session, [r.id])).get(r.id, broadcasts.Counts())
     return RollCallOut(
         id=r.id,
         created_at=r.created_at,
@@ -98,7 +113,7 @@ async def list_rollcalls(
 ) -> list[RollCallOut]:
     """The organisation's latest roll-calls, newest first, with their counts."""
     found = await broadcasts.recent(session, principal.org_id, rollcalls=True)
-    return [await out(session, vault, r, now) for r in found]
+    return await outs(session, vault, found, now)
 
 
 @router.get("/{rollcall_id}", responses={404: {}})

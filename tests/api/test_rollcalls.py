@@ -237,3 +237,32 @@ async def test_a_deletion_forgets_the_defenders_answers(desk: Desk) -> None:
         shown = (await c.get(f"/api/v1/rollcalls/{r.id}")).json()
     assert [a["handle"] for a in shown["answers"]] == [kept.handle]
     assert (shown["safe"], shown["unanswered"]) == (1, 0)
+
+
+async def test_the_list_counts_each_rollcall_apart(desk: Desk) -> None:
+    now = datetime.now(UTC)
+    async with transaction(desk.sessions) as s:
+        one, two = await people(
+            s, desk, desk.a, ("en", "active", "telegram"), ("pt", "active", "signal")
+        )
+        made = []
+        for minutes in (1, 2, 3):
+            made.append(
+                await rollcalls.start(
+                    s,
+                    desk.vault,
+                    org_id=desk.a.org.id,
+                    text=TEXT,
+                    closes_in=timedelta(minutes=10),
+                    actor="test",
+                    now=now + timedelta(minutes=minutes),
+                )
+            )
+        first, second, _third = made
+        await rollcalls.answer(s, rollcall_id=first.id, defender_id=one.id, said="help", now=now)
+        await rollcalls.answer(s, rollcall_id=second.id, defender_id=one.id, said="safe", now=now)
+        await rollcalls.answer(s, rollcall_id=second.id, defender_id=two.id, said="safe", now=now)
+    async with await desk.client(desk.a, "token") as c:
+        listed = (await c.get("/api/v1/rollcalls")).json()
+    shown = [(r["safe"], r["help"], r["unanswered"], r["pending"]) for r in listed]
+    assert shown == [(0, 0, 2, 2), (2, 0, 0, 2), (0, 1, 1, 2)]  # newest first
