@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from core import alerts, checkins, rollcalls
 from core.actions import event
+from core.messages import Outbound
 from core.models import AlertKind, CheckIn, CheckInState
 from core.rollcalls import HELP, SAFE, Outcome
 from flows import words
@@ -112,10 +113,16 @@ async def record(ctx: Context, rollcall_id: uuid.UUID, said: str) -> None:
             )
         else:
             ctx.say(ctx._("This roll-call has closed; your answer was not recorded. Thank you."))
-    elif said == HELP:
-        ctx.say(ctx._("Your protection desk has been told that you need help."), sensitive=True)
     else:
-        ctx.say(ctx._("Thank you: your answer “I'm safe” was recorded."))
+        # The answers offered again: a pressed keyboard's buttons all stop working
+        # (core.callbacks), and the answer may change until the roll-call closes.
+        if said == HELP:
+            text = ctx._("Your protection desk has been told that you need help.")
+        else:
+            text = ctx._("Thank you: your answer “I'm safe” was recorded.")
+        again = rollcalls.choices(rollcall_id, ctx.locale)
+        sensitive = said == HELP or ctx.discreet
+        ctx.replies.append(Outbound(text=text, choices=again, sensitive=sensitive))
 
 
 async def checkin_waits(ctx: Context) -> bool:

@@ -90,6 +90,10 @@ async def test_a_button_answer_is_recorded_and_a_later_one_replaces_it(desk: Des
     await alice.received()
     (ack,) = await alice.say(Pick(f"rollcall:safe:{rollcall_id.hex}"))
     assert ack.text == "Thank you: your answer “I'm safe” was recorded."
+    assert [c.key for c in ack.choices] == [  # offered again: the answer may change
+        f"rollcall:safe:{rollcall_id.hex}",
+        f"rollcall:help:{rollcall_id.hex}",
+    ]
     assert await answer_of(desk, alice, rollcall_id) == "safe"
     assert await panics(desk) == []
     (ack,) = await alice.say(Pick(f"rollcall:help:{rollcall_id.hex}"))
