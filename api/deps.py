@@ -179,6 +179,8 @@ ReportsWrite = Annotated[Principal, Depends(require("reports:write"))]
 ReportsExport = Annotated[Principal, Depends(require("reports:export"))]
 PoliciesRead = Annotated[Principal, Depends(require("policies:read"))]
 PoliciesWrite = Annotated[Principal, Depends(require("policies:write"))]
+BroadcastsRead = Annotated[Principal, Depends(require("broadcasts:read"))]
+BroadcastsWrite = Annotated[Principal, Depends(require("broadcasts:write"))]
 AdminDep = Annotated[Principal, Depends(require("org:admin"))]
 
 

@@ -36,7 +36,9 @@ HELD = "amparo.held"  # session.info: the principal ``hold`` let through (SQLite
 MIN_PASSWORD = 12
 
 ROLE_SCOPES: dict[Role, frozenset[str]] = {
-    Role.observer: frozenset({"alerts:read", "defenders:read", "reports:read", "policies:read"}),
+    Role.observer: frozenset(
+        {"alerts:read", "defenders:read", "reports:read", "policies:read", "broadcasts:read"}
+    ),
     Role.responder: frozenset(
         {
             "alerts:read",
@@ -47,6 +49,8 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
             "reports:write",
             "reports:export",
             "policies:read",
+            "broadcasts:read",
+            "broadcasts:write",
         }
     ),
 }

@@ -21,6 +21,7 @@ from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.models import (
     GONE,
+    BroadcastRecipient,
     CallbackToken,
     ChannelAddress,
     CheckIn,
@@ -196,8 +197,9 @@ def save_settings(vault: Vault, defender: Defender, values: dict[str, Any]) -> N
 
 
 async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
-    """Forget the defender: PINs, settings, contacts, check-ins, conversation, addresses, and
-    the files of a report not sent (what was sent stays with the desk, as the bot says).
+    """Forget the defender: PINs, settings, contacts, check-ins, roll-call answers,
+    conversation, addresses, and the files of a report not sent (what was sent stays
+    with the desk, as the bot says).
 
     The row itself stays as a bare handle so the desk's alerts and reports keep a subject;
     addresses are detached rather than deleted, so the final reply can still be delivered.
@@ -218,6 +220,10 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     await session.execute(delete(Conversation).where(Conversation.defender_id == defender.id))
     unsent = Evidence.defender_id == defender.id, Evidence.filed_at.is_(None)
     await session.execute(delete(Evidence).where(*unsent))
+    # Their roll-call answers: like check-ins, no record of when they said they were safe.
+    await session.execute(
+        delete(BroadcastRecipient).where(BroadcastRecipient.defender_id == defender.id)
+    )
     await forget_buttons(session, defender)
     await session.execute(
         update(ChannelAddress)

@@ -14,6 +14,8 @@
 |                                              | defender's last check-in time stays)    |
 | check-ins missed                             | the same, and while an alert of the     |
 |                                              | defender is open                        |
+| broadcasts and roll-calls (text, recipients, | 30 days (a roll-call: from its closing; |
+| answers)                                     | R24: no lasting record of answers)      |
 
 Alerts, their timelines, reports and the audit log are the desk's case record and stay.
 ``purge`` is idempotent and safe to run from several workers at once: every statement is a
@@ -31,6 +33,7 @@ from core.models import (
     Alert,
     AlertState,
     Base,
+    Broadcast,
     CallbackToken,
     ChannelAddress,
     CheckIn,
@@ -45,6 +48,7 @@ OUTBOX_KEPT = timedelta(days=30)
 INVITES_KEPT = timedelta(days=30)
 ORPHANS_KEPT = timedelta(days=1)
 CHECKINS_KEPT = timedelta(days=1)
+BROADCASTS_KEPT = timedelta(days=30)
 _FINAL = (OutboxState.delivered, OutboxState.failed, OutboxState.dead)
 _ENDED = (CheckInState.met, CheckInState.cancelled, CheckInState.missed)
 
@@ -145,6 +149,19 @@ async def purge(session: AsyncSession, *, now: datetime) -> dict[str, int]:
                         Alert.state != AlertState.resolved,
                     ),
                 ),
+            )
+        )
+    )
+    done["broadcasts"] = _rowcount(  # their recipients and answers go with them (cascade)
+        await session.execute(
+            delete(Broadcast).where(
+                or_(
+                    and_(
+                        Broadcast.closes_at.is_(None),
+                        Broadcast.created_at < now - BROADCASTS_KEPT,
+                    ),
+                    Broadcast.closed_at < now - BROADCASTS_KEPT,
+                )
             )
         )
     )

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import actions, escalation, timers
+from core import actions, escalation, rollcall_closing, timers
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.db import transaction
@@ -89,8 +89,10 @@ class Sweep:
         self.steps = 0  # transitions committed by this sweeper (tests add them up)
 
     async def run(self, now: datetime) -> int:
-        """Everything due at ``now``: check-ins first (they open alerts), then alerts."""
-        return await self.due_checkins(now) + await self.due_alerts(now)
+        """Everything due at ``now``: check-ins first (they open alerts), then alerts, then
+        the roll-calls to close (P3: after anything that can save a life)."""
+        done = await self.due_checkins(now) + await self.due_alerts(now)
+        return done + await rollcall_closing.close_due(self.sessions, self.vault, now)
 
     async def due_checkins(self, now: datetime) -> int:
         """Deadlines whose grace ran out (alerts to open) before mere reminders."""

@@ -10,9 +10,10 @@
 4. the alert trigger (command, button or the defender's own code phrase): from any state, the
    alert is raised before anything is asked; after it, nothing else from a Signal chat whose
    safety number changed until the desk has verified it (``frozen``, R6);
-5. "I'm safe" (button, /safe or code phrase; typed, when a reminder came after the
-   conversation's last step: ``flows.checkin.answers_reminder``), help, cancel, menu: from
-   any state;
+5. a roll-call's answer (its button; typed, while the roll-call is the last thing asked and
+   no check-in waits for "I'm safe": ``flows.rollcall``), then "I'm safe" (button, /safe or
+   code phrase; typed, when a reminder came after the conversation's last step:
+   ``flows.checkin.answers_reminder``), help, cancel, menu: from any state;
 6. a command or menu button starting another flow;
 7. otherwise the current state's function, or the menu when nothing is in progress.
 """
@@ -42,6 +43,7 @@ from flows import (
     panic,
     registry,
     report,
+    rollcall,
     settings,
     store,
     words,
@@ -194,6 +196,10 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         # question gets (idle_pin); neither is taken into the report, nor cancels it.
         await idle_pin(ctx)
         ctx.ask_again()
+        return flow, state
+    if not onboarding and await rollcall.answered(ctx, flow, typed):
+        if flow != IDLE:
+            ctx.ask_again()
         return flow, state
     if choice is None and not registry.is_pin_state(flow, state) and pin_in_use(ctx, flow, state):
         await idle_pin(ctx)  # no question for a PIN is waiting (none, or one for something else)

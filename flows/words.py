@@ -124,3 +124,21 @@ def reserved(text: str) -> bool:
 
 
 _TAKEN_FORMS = frozenset(phrase_form(w) for w in _TAKEN)
+
+
+def _labelled(*words: str) -> frozenset[str]:
+    return frozenset(label(w) for w in words)
+
+
+# Typed answers to a roll-call (besides its options' own labels, and their numbers where
+# options are numbered), taken only while a roll-call is the last thing the defender was
+# asked (flows.rollcall): "help" then answers it instead of showing the help (not "/help").
+ROLLCALL_SAFE = _labelled(
+    "safe", "i'm safe", "i am safe", "seguro", "segura", "estoy bien", "a salvo",
+    "en sécurité", "je vais bien", "estou bem", "estou seguro", "estou segura",
+    "آمن", "آمنة", "بخير", "أنا بخير",
+)  # fmt: skip
+ROLLCALL_HELP = _labelled(
+    "help", "i need help", "ayuda", "necesito ayuda", "aide", "j'ai besoin d'aide",
+    "ajuda", "preciso de ajuda", "مساعدة", "أحتاج مساعدة",
+)  # fmt: skip

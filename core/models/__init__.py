@@ -3,6 +3,7 @@
 from core.models.alert import DO_NOT_CONTACT, Alert, AlertEvent, AlertKind, AlertState, Priority
 from core.models.audit import AuditEntry
 from core.models.base import Base, Encrypted, utcnow
+from core.models.broadcast import Broadcast, BroadcastRecipient
 from core.models.callback import CallbackToken
 from core.models.checkin import CheckIn, CheckInKind, CheckInState
 from core.models.conversation import Conversation, SeenInbound
@@ -31,6 +32,8 @@ __all__ = [
     "ApiToken",
     "AuditEntry",
     "Base",
+    "Broadcast",
+    "BroadcastRecipient",
     "CallbackToken",
     "ChannelAddress",
     "CheckIn",

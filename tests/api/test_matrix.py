@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from core import auth
+from core import auth, rollcalls
 from core.db import transaction
 from tests.api.conftest import Desk, Org
 
@@ -36,6 +36,12 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("POST", "/invites", {}, {A, R, T}),
     ("GET", "/invites", None, {A, R, OB, T}),
     ("DELETE", "/invites/{invite}", None, {A, R, T}),
+    ("POST", "/broadcasts", {"text": "everyone check in now"}, {A, R, T}),
+    ("GET", "/broadcasts", None, {A, R, OB, T}),
+    ("POST", "/rollcalls", {"text": "check in now", "closes_in_minutes": 30}, {A, R, T}),
+    ("GET", "/rollcalls", None, {A, R, OB, T}),
+    ("GET", "/rollcalls/{rollcall}", None, {A, R, OB, T}),
+    ("POST", "/rollcalls/{rollcall}/close", None, {A, R, T}),
     ("GET", "/reports", None, {A, R, OB, T}),
     ("GET", "/reports/export", None, {A, R, T}),
     ("GET", "/reports/{report}/sealed", None, {A, R, OB, T}),
@@ -77,6 +83,15 @@ async def ids(desk: Desk, org: Org) -> dict[str, str]:
         spare, _plain = await auth.create_token(
             s, org_id=org.org.id, name="spare", scopes=["alerts:read"], now=desk_now()
         )
+        rollcall = await rollcalls.start(
+            s,
+            desk.vault,
+            org_id=org.org.id,
+            text="everyone check in now",
+            closes_in=timedelta(hours=1),
+            actor="test",
+            now=desk_now(),
+        )
     assert org.alert and org.defender and org.report and org.policy and org.invite
     return {
         "alert": str(org.alert.id),
@@ -87,6 +102,7 @@ async def ids(desk: Desk, org: Org) -> dict[str, str]:
         "invite": str(org.invite.id),
         "responder": str(org.responders["observer"].id),
         "token": str(spare.id),
+        "rollcall": str(rollcall.id),
         "webhook": str(org.webhook.id),  # type: ignore[union-attr]
         "delivery": str(org.dead.id),  # type: ignore[union-attr]
     }
