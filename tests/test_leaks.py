@@ -106,3 +106,12 @@ async def test_it_leaves_no_canary_in_the_raw_database(
         ).stdout
     assert b"quiet-heron-41" in raw  # the dump is real: the generated handle is stored in clear
     assert found(raw) == []
+
+
+def test_the_log_scan_finds_a_number_only_whole() -> None:
+    """tests.logscan.leaks: a PIN inside a port number is not the PIN; written out, it is."""
+    from tests.logscan import leaks
+
+    assert not leaks("4826", "Uvicorn running on http://127.0.0.1:48267")
+    assert leaks("4826", "pin=4826 typed") and leaks("4826", "4826")
+    assert leaks("-1001234", "chat -1001234 said") and leaks("token", "a token here")
