@@ -23,9 +23,8 @@ from core import actions, alerts
 from core.messages import Choice
 from core.models import Alert, AlertKind, Priority
 from core.pins import Verdict
-from core.text import fold
 from core.text import pin as typed_pin
-from flows import help, words
+from flows import help
 from flows.context import END, Context, Retry
 
 NAME = "panic"
@@ -101,11 +100,8 @@ async def location(ctx: Context) -> str:
 
 
 async def talk(ctx: Context) -> str:
-    typed = fold(ctx.inbound.text or "")
-    if typed in words.YES | words.NO and not ctx.inbound.choice:  # "sí", "non", "لا": the
-        can_talk = typed in words.YES  # bare word, in any of our languages, is the answer
-    else:
-        can_talk = ctx.need_choice("yes", "no") == "yes"
+    said = ctx.yes_or_no()  # "sí", "non", "لا": the bare word, in any of our languages
+    can_talk = said if said is not None else ctx.need_choice("yes", "no") == "yes"
     alert = await _alert(ctx)
     if alert is not None:
         event = actions.event(alert, "can_talk", ctx.now, actor="defender", can_talk=can_talk)
