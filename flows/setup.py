@@ -140,8 +140,8 @@ def ask_routine(ctx: Context, *, chain: bool = False) -> str:
 
 async def routine(ctx: Context) -> str:
     assert ctx.defender is not None
-    said_no = not ctx.inbound.choice and fold(ctx.inbound.text or "") in words.NO
-    if said_no or ctx.choice_or_none("none"):  # "no", "non", "لا": the question invites it
+    said_no = ctx.yes_or_no() is False  # "no", "non", "لا": the question invites it
+    if said_no or ctx.choice_or_none("none"):
         if await _guarded(ctx):
             return _confirm(ctx, {"kind": "routine", "time": None, "days": None})
         await apply_routine(ctx, None, None)
