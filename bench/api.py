@@ -15,6 +15,11 @@ Runs against the same server, one after the other:
   arrived, so the server is saturated and latency is mostly queueing (p50 ~ clients / rate);
 - the same closed loop against a trivial route of the same app (empty_*: same middleware, no
   authentication, no database), the floor any route of this process stands on;
+- the list's closed loop again while the queue changes --changes times a second (changing_*:
+  an alert of the listed organisation moves a step, committed by another connection). The
+  API keeps the queue pages it wrote until the organisation's queue changes (api.queue_route,
+  core.queue_versions): list_* on a still queue is mostly kept pages, changing_* shows what
+  a busy desk's changes cost them;
 - open loop (open_loop, one entry per --rates value): the same --clients connections together
   send that many requests per second on a fixed schedule; latency is counted from the
   scheduled time, so a late server cannot hide its backlog (no coordinated omission).
@@ -31,10 +36,12 @@ import json
 import os
 import random
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -143,6 +150,9 @@ def seeded(path: Path, alerts: int) -> tuple[str, str]:
     if path.exists() and marker.exists():
         count, _sep, token = marker.read_text().strip().partition(" ")
         if int(count) == alerts:
+            engine = create_sync_engine(f"sqlite:///{path}")
+            Base.metadata.create_all(engine)  # a table or trigger added since it was seeded
+            engine.dispose()
             return f"sqlite+aiosqlite:///{path}", token
     path.unlink(missing_ok=True)
     url, token = seed(path, alerts)
@@ -393,14 +403,55 @@ def server_cpu_s(pid: int) -> float:
     return total
 
 
-async def measure(port: int, pid: int, token: str, args: argparse.Namespace) -> dict[str, Any]:
+class Changes:
+    """A desk's queue changing under the readers: ``per_s`` times a second, one of the listed
+    organisation's recent alerts moves a step (a change every page of it shows), committed by
+    a connection of its own in a thread, as the engine's worker would."""
+
+    def __init__(self, db: Path, per_s: float) -> None:
+        self.db, self.per_s, self.done = db, per_s, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.db, timeout=10, isolation_level=None)
+        org = conn.execute("SELECT org_id FROM api_tokens LIMIT 1").fetchone()[0]
+        recent = "SELECT id FROM alerts WHERE org_id = ? ORDER BY triggered_at DESC LIMIT 200"
+        ids = [row[0] for row in conn.execute(recent, (org,))]
+        rng, at = random.Random(3), time.perf_counter()
+        while not self.stop.is_set():
+            conn.execute("UPDATE alerts SET step = step + 1 WHERE id = ?", (rng.choice(ids),))
+            self.done += 1
+            at += 1 / self.per_s
+            self.stop.wait(max(0.0, at - time.perf_counter()))
+        conn.close()
+
+    async def during(self, run: Callable[[], Awaitable[Run]]) -> Run:
+        self.thread.start()
+        try:
+            return await run()
+        finally:
+            self.stop.set()
+            self.thread.join()
+
+
+async def measure(
+    port: int, pid: int, token: str, args: argparse.Namespace, db: Path
+) -> dict[str, Any]:
     await wait_up(port)
     await closed(port, token, args.clients, args.warmup, None)
     cpu = time.process_time()
     runs: dict[str, Run] = {}
+    changes = Changes(db, args.changes)
     plan: list[tuple[str, Callable[[], Awaitable[Run]]]] = [
         ("list", partial(closed, port, token, args.clients, args.seconds, None)),
         ("empty", partial(closed, port, token, args.clients, args.seconds / 2, EMPTY)),
+        (
+            "changing",
+            partial(
+                changes.during, partial(closed, port, token, args.clients, args.seconds, None)
+            ),
+        ),
     ]
     plan += [
         (f"open{rate:g}", partial(open_loop, port, token, args.clients, args.seconds / 2, rate))
@@ -412,6 +463,7 @@ async def measure(port: int, pid: int, token: str, args: argparse.Namespace) -> 
         used = server_cpu_s(pid) - before
         runs[name].server_cpu_ms = 1000 * used / max(len(runs[name].latencies), 1)
     listing, empty = runs["list"].summary("list"), runs["empty"].summary("empty")
+    changing = runs["changing"].summary("changing")
     opened = [{"rate_per_s": rate, **runs[f"open{rate:g}"].summary("open")} for rate in args.rates]
     within = [o["rate_per_s"] for o in opened if o["open_p99_ms"] <= TARGET_P99_MS]
     return {
@@ -421,6 +473,8 @@ async def measure(port: int, pid: int, token: str, args: argparse.Namespace) -> 
         "list_to_empty_rate": round(
             listing["list_requests_per_s"] / max(empty["empty_requests_per_s"], 0.1), 3
         ),
+        **changing,
+        "changes_per_s": round(changes.done / args.seconds, 1),
         "open_loop": opened,
         "open_max_rate_within_target_per_s": max(within, default=0),
         "client_cpu_s": round(time.process_time() - cpu, 1),
@@ -459,6 +513,12 @@ def main() -> None:
     )
     parser.add_argument("--db", type=Path, help="keep the seeded database here and reuse it")
     parser.add_argument(
+        "--changes",
+        type=float,
+        default=20.0,
+        help="alert changes a second during the changing_* run (each unkeeps the org's pages)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=_cores(),
@@ -486,7 +546,7 @@ def main() -> None:
             + ["--workers", str(args.workers)]
         )
         try:
-            measured = run_client(measure(port, server.pid, token, args))
+            measured = run_client(measure(port, server.pid, token, args, db))
         finally:
             server.terminate()
             server.wait(timeout=10)

@@ -1,6 +1,14 @@
 """The data model; importing this package registers every table on ``Base.metadata``."""
 
-from core.models.alert import DO_NOT_CONTACT, Alert, AlertEvent, AlertKind, AlertState, Priority
+from core.models.alert import (
+    DO_NOT_CONTACT,
+    Alert,
+    AlertEvent,
+    AlertKind,
+    AlertState,
+    Priority,
+    QueueVersion,
+)
 from core.models.audit import AuditEntry
 from core.models.base import Base, Encrypted, utcnow
 from core.models.broadcast import Broadcast, BroadcastRecipient
@@ -54,6 +62,7 @@ __all__ = [
     "OutboxMessage",
     "OutboxState",
     "Priority",
+    "QueueVersion",
     "Report",
     "ReportReview",
     "Responder",

@@ -7,9 +7,19 @@ from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, SmallInteger, String, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    String,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core import queue_versions
 from core.models.base import Base, BigId, CreatedMixin, IdMixin, utcnow
 
 
@@ -105,3 +115,17 @@ class AlertEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (Index(None, "alert_id", "at"),)
+
+
+class QueueVersion(Base):
+    """How many times an organisation's alert queue has changed: kept by triggers on SQLite,
+    for the API's kept pages (core.queue_versions). No foreign key: an organisation's
+    deletion deletes its alerts, whose triggers write here as it goes."""
+
+    __tablename__ = "queue_versions"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+queue_versions.install(Base.metadata)
