@@ -95,8 +95,8 @@ def install(metadata: MetaData) -> None:
             event.listen(metadata, when, ddl.execute_if(dialect="sqlite"))
 
 
-# Whether each engine's database holds every trigger (asked once per engine).
-_checked: WeakKeyDictionary[Engine, bool] = WeakKeyDictionary()
+# Whether each engine's database holds every trigger, asked again whenever its schema changes.
+_checked: WeakKeyDictionary[Engine, tuple[int, bool]] = WeakKeyDictionary()
 _COUNT = "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN ({})"
 _READ = "SELECT version FROM queue_versions WHERE org_id = ?"
 
@@ -107,12 +107,13 @@ def current(engine: Engine, org_id: uuid.UUID) -> int | None:
     conn = sqlite.reader(engine)
     if conn is None:
         return None
-    ready = _checked.get(engine)
-    if ready is None:
+    schema: Any = conn.execute("PRAGMA schema_version").fetchone()
+    known = _checked.get(engine)
+    if known is None or known[0] != schema[0]:  # first use, or a migration ran meanwhile
         names = ", ".join(f"'{name}'" for name in TRIGGERS)
         found: Any = conn.execute(_COUNT.format(names)).fetchone()
-        ready = _checked[engine] = found[0] == len(TRIGGERS)
-    if not ready:
+        known = _checked[engine] = (schema[0], found[0] == len(TRIGGERS))
+    if not known[1]:
         return None
     row = conn.execute(_READ, (org_id.hex,)).fetchone()
     return 0 if row is None else int(row[0])
