@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from amparo.admin import audit_app, keys_app, org_app, user_app
+from amparo.broadcasts import broadcast_app, rollcall_app
 from amparo.command import run, settings, with_runtime
 from amparo.reports import reports_app
 from amparo.runtime import Runtime
@@ -21,6 +22,8 @@ for sub, name in (
     (keys_app, "keys"),
     (audit_app, "audit"),
     (reports_app, "reports"),
+    (broadcast_app, "broadcast"),
+    (rollcall_app, "rollcall"),
 ):
     app.add_typer(sub, name=name)
 

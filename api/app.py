@@ -20,6 +20,7 @@ from api import (
     dashboard_desk,
     dashboard_keys,
     dashboard_reports,
+    dashboard_rollcalls,
 )
 from api.deps import NowDep, SessionDep, signed_in
 from api.pages import STATIC
@@ -39,6 +40,7 @@ PAGES = (
     dashboard_defenders,
     dashboard_desk,
     dashboard_keys,
+    dashboard_rollcalls,
 )
 
 

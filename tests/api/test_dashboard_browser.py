@@ -1,6 +1,7 @@
 """The responders' dashboard in a real headless Chromium (Debian's, driven by Playwright), on
 both backends: a responder logs in with a TOTP code, acknowledges and resolves an alert; Arabic
-lays out right to left; another site's form cannot act; the CSP holds (no violations)."""
+lays out right to left; another site's form cannot act; a roll-call is started and closed;
+the CSP holds (no violations)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 from nacl.public import PrivateKey
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from api.dashboard_keys import fingerprint
 from core import alerts, desk_alerts, reports
@@ -24,6 +25,7 @@ from core.models import (
     Alert,
     AlertKind,
     AlertState,
+    Broadcast,
     Defender,
     Evidence,
     Organisation,
@@ -464,4 +466,31 @@ async def test_an_admin_makes_a_new_key_pair_in_the_browser(
     assert bytes(PrivateKey(private).public_key) == public
     await expect(page.locator("tr[data-version='2']")).to_contain_text(fingerprint(public))
     assert not [r for r in sent if new in r or "new%20and%20long" in r]
+    assert problems == []
+
+
+async def test_a_responder_starts_a_rollcall_and_closes_it_early(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    page, problems = await page_in(chromium)
+    await log_in(page, site, desk.a, "responder")
+    await page.get_by_role("link", name="Broadcasts").click()
+    await page.get_by_label("Roll-call message").fill("Raid last night. Check in now.")
+    await page.get_by_label("Closes in (minutes)").fill("45")
+    await page.get_by_role("button", name="Start the roll-call").click()
+    await expect(page.get_by_role("status")).to_have_text(
+        "The roll-call is sent to every enrolled defender."
+    )
+    await page.get_by_role("link", name="Back to broadcasts and roll-calls").click()
+    row = page.locator("table.rollcalls tbody tr")
+    await expect(row).to_have_count(1)
+    await expect(row).to_have_attribute("data-open", "yes")
+    await expect(row.locator(".text")).to_have_text("Raid last night. Check in now.")
+    await row.get_by_role("link").click()
+    await page.get_by_role("button", name="Close the roll-call now").click()
+    await expect(page.get_by_role("status")).to_contain_text("You closed the roll-call")
+    await expect(page.locator("dd.state")).to_have_text("Closed")
+    async with desk.sessions() as s:
+        (closed,) = (await s.scalars(select(Broadcast))).all()
+        assert closed.closed_at is not None and closed.sent_by.startswith("responder:")
     assert problems == []
