@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core.clear_reviews import encrypt_clear_reviews
 from core.config import Mode, Settings
 from core.crypto import Vault, ensure_keyring
 from core.db import create_engine, dispose, ping, sessionmaker
@@ -107,6 +108,7 @@ async def open_runtime(
         await check_database(engine, settings.db_url)
         if migrate if migrate is not None else settings.is_embedded_sqlite:
             await upgrade(engine)
+            await encrypt_clear_reviews(sessionmaker(engine), vault)  # what 0010 could not
         elif (current := await current_revision(engine)) != head_revision():
             raise StartupError(
                 _(

@@ -103,13 +103,14 @@ async def _admin(request: Request, session: SessionDep, now: NowDep) -> Principa
 async def _resolve(
     request: Request, session: AsyncSession, now: datetime, *, admins: bool
 ) -> Principal:
-    token = bearer(request)
+    token, writes = bearer(request), request.method not in SAFE_METHODS
     if token is not None:
         principal = await auth.token_principal(session, token, now, token_cache(request))
-        if principal is None:
+        # Revoked while this request waited (or in a cache's few seconds): it writes nothing.
+        if principal is None or (writes and not await auth.hold_token(session, principal, now)):
             raise ApiError(401, errors.UNAUTHENTICATED)
         return principal
-    cookie, writes = request.cookies.get(COOKIE), request.method not in SAFE_METHODS
+    cookie = request.cookies.get(COOKIE)
     found = (
         None
         if cookie is None

@@ -30,7 +30,7 @@ from core.security import hash_password, verify_password
 SESSION_IDLE = timedelta(minutes=30)
 SESSION_ABSOLUTE = timedelta(hours=12)
 TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most once a minute
-TOKEN_CACHE_TTL = timedelta(seconds=5)  # how long another process may still honour a revoked token
+TOKEN_CACHE_TTL = timedelta(seconds=5)  # how long another process may read with a revoked token
 TOTP_STEP = 30
 HELD = "amparo.held"  # session.info: the principal ``hold`` let through (SQLite)
 MIN_PASSWORD = 12
@@ -79,6 +79,7 @@ class Principal:
     role: Role | None = None
     session_id: uuid.UUID | None = None
     must_change_password: bool = False
+    token_id: uuid.UUID | None = None
 
 
 def digest(token: str) -> bytes:
@@ -232,13 +233,36 @@ async def hold(
     return await _still(session, principal, now)
 
 
+async def hold_token(session: AsyncSession, principal: Principal, now: datetime) -> bool:
+    """``hold`` for an API token's request that writes: authenticated before any lock (or by
+    a cache, ``TokenCache``), its write still went through after the token's revocation had
+    committed. PostgreSQL: the token's row is locked now (``FOR NO KEY UPDATE``: a revocation
+    waits for the write, or the write sees it) and read again; SQLite: at the commit, under
+    the writer's lock (``still_held``). The token's writes take turns, as a responder's do."""
+    if dialect(session) != "postgresql":
+        session.info[HELD] = (principal, now)
+        return True
+    return await _token_live(session, principal)
+
+
+async def _token_live(session: AsyncSession, principal: Principal) -> bool:
+    stmt = select(ApiToken.revoked_at).where(
+        ApiToken.id == principal.token_id, ApiToken.org_id == principal.org_id
+    )
+    found = (await session.execute(locked(stmt, session, key_share=True))).first()
+    return found is not None and found[0] is None
+
+
 async def still_held(session: AsyncSession) -> bool:
     """SQLite, before the request commits: whether the responder ``hold`` let through is still
-    active, in the same role, with a live session (read under the writer's lock)."""
+    active, in the same role, with a live session, or the token ``hold_token`` let through is
+    still not revoked (read under the writer's lock)."""
     held: tuple[Principal, datetime] | None = session.info.pop(HELD, None)
     if held is None:
         return True
     await write_lock(session)
+    if held[0].token_id is not None:
+        return await _token_live(session, held[0])
     return await _still(session, *held)
 
 
@@ -329,7 +353,8 @@ class TokenCache:
     cache and starts a new generation; a lookup that read the database before that moment
     belongs to the old generation and is not stored. So a revoked token stops working at once in
     this process, and in any other process sharing the database (``amparo api --workers``, or
-    several ``amparo api``) within ``ttl``: tests/api/test_hot_path.py. Sessions are not cached.
+    several ``amparo api``) within ``ttl``: tests/api/test_hot_path.py; for a write, at once
+    (``hold_token``: tests/api/test_token_race.py). Sessions are not cached.
     """
 
     def __init__(self, ttl: timedelta = TOKEN_CACHE_TTL, max_entries: int = 10_000) -> None:
@@ -374,7 +399,9 @@ async def token_principal(
     if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
         row.last_used_at = now
     scopes = frozenset(row.scopes) & TOKEN_SCOPES
-    principal = Principal(org_id=row.org_id, scopes=scopes, actor=f"token:{row.id}")
+    principal = Principal(
+        org_id=row.org_id, scopes=scopes, actor=f"token:{row.id}", token_id=row.id
+    )
     if cache is not None:
         cache.put(key, principal, now, generation)
     return principal

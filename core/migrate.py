@@ -1,4 +1,5 @@
-"""Schema migrations, run programmatically (``amparo db upgrade``, ``amparo serve``)."""
+"""Schema migrations, run programmatically (``amparo db upgrade``, ``amparo serve``); what a
+migration cannot do without the keys follows them there (amparo.runtime, core.clear_reviews)."""
 
 from __future__ import annotations
 

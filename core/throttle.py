@@ -1,14 +1,16 @@
-"""Sliding-window limits kept in the database, keyed per account, address or responder.
+"""Sliding-window limits kept in the database, keyed per account, address or responder (and,
+for report exports, organisation: its actors' budgets do not add up).
 
 There is deliberately no global key: throttling one account or one address never locks out
-the others (SECURITY.md R19, R21). Nor can a few wrong passwords lock a responder out: they
-count per account *and address* (five), so an adversary who knows a login name throttles
-only their own address for it, while the responder still logs in from theirs (OWASP's
-lockout advice, django-axes' username+address key). Two wider limits stay: per address
-(spraying many accounts) and per account, far higher (guessing from many addresses; Argon2id
-and TOTP already make each guess slow and nearly hopeless). A browser holding a device
-cookie of the account (core.device_cookies) is spared those two, the ones that guesses from
-elsewhere can trip, and counts against a limit of its own instead.
+the others (SECURITY.md R19, R21), nor one organisation another. Nor can a few wrong
+passwords lock a responder out: they count per account *and address* (five), so an adversary
+who knows a login name throttles only their own address for it, while the responder still
+logs in from theirs (OWASP's lockout advice, django-axes' username+address key). Two wider
+limits stay: per address (spraying many accounts) and per account, far higher (guessing from
+many addresses; Argon2id and TOTP already make each guess slow and nearly hopeless). A
+browser holding a device cookie of the account (core.device_cookies) is spared those two,
+the ones that guesses from elsewhere can trip, and counts against a limit of its own
+instead.
 
 The hits live in the shared database, so every API process counts the same attempts: running
 N processes does not give an attacker N allowances. A key is stored as a digest, keyed by the
@@ -145,7 +147,10 @@ class Limits:
     # One device cookie (core.device_cookies): a browser the account logged in from counts
     # here instead of per address and per account, which others' guesses can trip.
     login_device: Throttle = field(default_factory=lambda: Throttle(5, 15 * 60))
+    # Report exports: one actor (a responder, an API token), and one organisation, whatever
+    # its actors: an organisation's tokens (or responders) do not add up their budgets.
     export: Throttle = field(default_factory=lambda: Throttle(10, 60 * 60))
+    export_org: Throttle = field(default_factory=lambda: Throttle(30, 60 * 60))
     invite: Throttle = field(default_factory=lambda: Throttle(30, 60 * 60))
 
     keyer: Callable[[str, str], bytes] | None = None
@@ -155,6 +160,11 @@ class Limits:
             throttle = getattr(self, f.name)
             if isinstance(throttle, Throttle):
                 throttle.scope, throttle.keyer = f.name, self.keyer
+
+    def export_of(self, actor: str, org: str) -> list[Keyed]:
+        """An export counts against its actor first: an actor over its own limit spends
+        nothing of the organisation's (``hit_each`` takes a refused attempt's hits back)."""
+        return [(self.export, actor), (self.export_org, org)]
 
     def login(self, account: str, address: str) -> list[Keyed]:
         """The throttles a login attempt (or a guess at the current password) counts against,

@@ -2,8 +2,9 @@
 
     /report --> act (mt4) --> when (mt48) --> where (text / location / skip) --> who (mt24)
     --> affected (mt7: me / me and others / others --> how many) --> what (free text, several
-    messages) --> evidence (photos, documents, voice notes) --> consent to share --> urgency
-    (mt46) --> confirm --> filed: a short receipt code; "urgent" also alerts the desk
+    messages) --> evidence (photos, documents, voice notes; words typed there are more of the
+    account) --> consent to share --> urgency (mt46) --> confirm --> filed: a short receipt
+    code; "urgent" also alerts the desk
 
 Free text, places, locations and files are sealed to the organisation's key the moment they
 arrive (``core.reports``); the conversation keeps only the sealed parts and the codes.
@@ -198,9 +199,14 @@ def ask_evidence(ctx: Context) -> str:
 async def evidence(ctx: Context) -> str:
     assert ctx.defender is not None
     if not ctx.inbound.attachments:
-        if ctx.yes_or_no() is not False:  # "Do you have photos…?" "no": none
+        # "Do you have photos…?" "no": none. A typed "yes" (or no text: a sticker) is asked
+        # again; other words are the defender's, about the incident (``_typed``).
+        said = ctx.yes_or_no()
+        if said is False or ctx.choice_or_none("done", "none") is not None:
+            return ask_consent(ctx)
+        if said or ctx.inbound.choice or ctx.inbound.text is None:
             ctx.need_choice("done", "none")
-        return ask_consent(ctx)
+        return await _typed(ctx)
     report_id = uuid.UUID(ctx.data["report"])
     full, files = False, []
     for attachment in ctx.inbound.attachments:
@@ -240,6 +246,20 @@ async def evidence(ctx: Context) -> str:
     ctx.ask(
         ctx.ngettext("{count} file received.", "{count} files received.", n).format(count=n),
         (Choice("done", ctx._("Done")),),
+    )
+    return "evidence"
+
+
+async def _typed(ctx: Context) -> str:
+    """Words typed instead of a file (a description of the evidence, more of the account):
+    sealed as a part of the account and deleted from the chat, like the account itself, even
+    refused (a control character, over the limit). Only their sealed form is kept."""
+    ctx.forget_message()
+    await _seal(ctx, {"text": ctx.need_text()})
+    ctx.ask(
+        ctx._("Received. Send more, or choose when you are done."),
+        (Choice("done", ctx._("Done")),),
+        sensitive=True,
     )
     return "evidence"
 

@@ -28,6 +28,7 @@ from core import desk_reports
 from core.auth import Principal
 from core.desk_alerts import Cursor
 from core.models import Report, ReportReview
+from core.throttle import hit_each
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
@@ -157,8 +158,8 @@ async def export_reports(
     In CSV, a cell starting with =, +, -, @, tab or CR gets a leading single quote, so that
     no spreadsheet runs it as a formula; strip it before decoding a sealed body.
     """
-    key = principal.actor
-    if not await limits.export.hit(sessions, key, now):
+    keyed = limits.export_of(principal.actor, str(principal.org_id))
+    if await hit_each(sessions, keyed, now) is not None:
         raise ApiError(429, errors.TOO_MANY)
     text = await desk_reports.export(
         session, vault, org_id=principal.org_id, actor=principal.actor, fmt=format, now=now

@@ -47,8 +47,8 @@ class AlertNote(IdMixin, CreatedMixin, Base):
 class ReportReview(Base):
     """Who last changed the desk's fields on a report, and when. The fields themselves
     (verification, confirmed HURIDOCS codes, intervention) are encrypted in
-    ``reports.review_enc``; the clear columns below hold only reviews written before that,
-    and are emptied when such a review is next changed (core.desk_reports.review)."""
+    ``reports.review_enc``; the clear columns below held reviews written before that, until
+    ``amparo db upgrade`` encrypted them (core.clear_reviews) or they were next changed."""
 
     __tablename__ = "report_reviews"
 
