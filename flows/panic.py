@@ -205,6 +205,19 @@ async def pin(ctx: Context) -> str:
     return END
 
 
+async def taken_up(ctx: Context) -> bool:
+    """The defender's open alert, when its conversation has closed (a day's silence, or
+    another conversation since): "cancel", the PIN or the call-off button takes it up again
+    at ``hold``, as the alert is still on (its TTL is the conversation's, not the alert's)."""
+    assert ctx.defender is not None
+    key = alerts.dedup_key(ctx.defender.id, AlertKind.panic)
+    alert = await alerts.open_alert(ctx.session, key)
+    if alert is None:
+        return False
+    ctx.data = {"alert": str(alert.id)}
+    return True
+
+
 async def on_cancel(ctx: Context) -> str:
     if ctx.discreet:  # as "cancel" with nothing in progress; the PIN still calls it off
         help.menu(ctx)
