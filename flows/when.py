@@ -103,12 +103,7 @@ def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = 
     the nearer of 8:30 and 20:30: typed at 3 pm, tonight's, not tomorrow morning's. Where
     "20h" is also written for 20:00 (French, Spanish, Portuguese), the sooner of the two."""
     words = fold(text)
-    delta: timedelta | None = None
-    if m := _MINUTES.fullmatch(words):
-        delta = timedelta(minutes=int(m.group(1)))
-    elif m := _HOURS.fullmatch(words):
-        tenths, minutes = int(m.group(2) or 0), int(m.group(3) or 0)
-        delta = timedelta(hours=int(m.group(1)), minutes=tenths * 6 + minutes)
+    delta = duration(words)
     if delta is not None:
         due = now + delta
         written = _WRITTEN_HOUR.fullmatch(words)
@@ -135,6 +130,17 @@ def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = 
     if due - now > MAX_TIMER:
         raise WhenError("too_late")
     return due
+
+
+def duration(text: str) -> timedelta | None:
+    """A duration as typed (``45m``, ``2h30``, ``1.5h``, ``in 20 minutes``); None otherwise."""
+    words = fold(text)
+    if m := _MINUTES.fullmatch(words):
+        return timedelta(minutes=int(m.group(1)))
+    if m := _HOURS.fullmatch(words):
+        tenths, minutes = int(m.group(2) or 0), int(m.group(3) or 0)
+        return timedelta(hours=int(m.group(1)), minutes=tenths * 6 + minutes)
+    return None
 
 
 def _twelve_hour(locale: str | None) -> bool:
