@@ -200,6 +200,8 @@ async def pin(ctx: Context) -> str:
     alert = await _alert(ctx)
     if verdict is Verdict.ok and alert is not None:  # under duress the alert stays on
         await alerts.cancel_alert(ctx.session, ctx.vault, alert=alert, now=ctx.now)
+    elif alert is not None:  # and is never taken up again from the phone (``taken_up``)
+        await alerts.ignore_cancel(ctx.session, alert=alert, now=ctx.now)
     # Byte for byte the same after either PIN: whoever holds the phone must not tell them apart.
     ctx.say(ctx._("Alert called off. Everyone who was told will hear it was a false alarm."))
     return END
@@ -208,11 +210,15 @@ async def pin(ctx: Context) -> str:
 async def taken_up(ctx: Context) -> bool:
     """The defender's open alert, when its conversation has closed (a day's silence, or
     another conversation since): "cancel", the PIN or the call-off button takes it up again
-    at ``hold``, as the alert is still on (its TTL is the conversation's, not the alert's)."""
+    at ``hold``, as the alert is still on (its TTL is the conversation's, not the alert's).
+    Never one the phone was told was called off (the duress PIN), nor while a duress alert
+    is open: that phone's next "cancel" must get what it gets with no alert on (R8)."""
     assert ctx.defender is not None
     key = alerts.dedup_key(ctx.defender.id, AlertKind.panic)
     alert = await alerts.open_alert(ctx.session, key)
-    if alert is None:
+    if alert is None or await alerts.is_open(ctx.session, ctx.defender.id, AlertKind.duress):
+        return False
+    if await alerts.cancel_ignored(ctx.session, alert):
         return False
     ctx.data = {"alert": str(alert.id)}
     return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from core.models import Alert, AlertKind, AlertState
+from core.models import Alert, AlertEvent, AlertKind, AlertState
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, onboard
 
 
@@ -45,6 +45,33 @@ async def test_the_pin_alone_calls_it_off_and_the_duress_pin_looks_the_same(desk
     assert real == made  # byte for byte: whoever holds the phone cannot tell
     found = sorted((str(k), str(s)) for k, s in await states(desk))
     assert found == [("duress", "triggered"), ("panic", "resolved"), ("panic", "triggered")]
+    for said in ("cancel", CANCEL_PIN, Pick("calloff"), DURESS_PIN):  # nothing tells after
+        assert [r.text for r in await calm.say(said)] == [r.text for r in await forced.say(said)]
+
+
+async def test_after_the_duress_pin_cancel_shows_no_alert_still_on(desk: Desk) -> None:
+    """The duress PIN "called off" the alert (it stays on, silently): a day later, "cancel"
+    and the PIN get what they get with no alert on, as on the phone whose alert was called
+    off; and so does "cancel" while a duress alert is open."""
+    calm, forced = await raised(desk, "calm"), await raised(desk, "forced")
+    for chat, pin in ((calm, CANCEL_PIN), (forced, DURESS_PIN)):
+        await chat.say(Pick("calloff"))
+        await chat.say(pin)
+    desk.clock.advance(hours=25)
+    for said in ("cancel", CANCEL_PIN, "cancel", DURESS_PIN, "cancel"):
+        assert [r.text for r in await calm.say(said)] == [r.text for r in await forced.say(said)]
+    async with desk.sessions() as s:
+        (panic,) = (
+            await s.execute(
+                select(Alert).where(Alert.kind == AlertKind.panic, Alert.open_key.is_not(None))
+            )
+        ).scalars()
+        ignored = await s.execute(
+            select(AlertEvent.actor).where(
+                AlertEvent.alert_id == panic.id, AlertEvent.kind == "cancel_ignored"
+            )
+        )
+        assert list(ignored.scalars()) == ["defender"]  # the desk's timeline says so
 
 
 async def test_with_no_alert_open_nothing_changes(desk: Desk) -> None:
