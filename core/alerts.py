@@ -367,10 +367,24 @@ async def cancel_alert(
     """The defender's false alarm. A duress alert is not cancelled (whoever holds the phone
     may be making them), and nothing visible tells them so."""
     if alert.kind is AlertKind.duress:
-        alert = await lock(session, alert)
-        session.add(actions.event(alert, "cancel_ignored", now, actor="defender"))
+        await ignore_cancel(session, alert=alert, now=now)
         return
     await resolve(session, vault, alert=alert, outcome="false_alarm", actor="defender", now=now)
+
+
+async def ignore_cancel(session: AsyncSession, *, alert: Alert, now: datetime) -> None:
+    """The phone "called off" the alert with the duress PIN (or a duress alert): it stays
+    on, the desk's timeline says so, and the phone must never show otherwise (R8)."""
+    alert = await lock(session, alert)
+    session.add(actions.event(alert, "cancel_ignored", now, actor="defender"))
+
+
+async def cancel_ignored(session: AsyncSession, alert: Alert) -> bool:
+    """Whether the phone was told this alert, still open, was called off (``ignore_cancel``)."""
+    stmt = select(AlertEvent.id).where(
+        AlertEvent.alert_id == alert.id, AlertEvent.kind == "cancel_ignored"
+    )
+    return (await session.execute(stmt.limit(1))).first() is not None
 
 
 async def keep_open(session: AsyncSession, *, alert: Alert, actor: str, now: datetime) -> bool:

@@ -24,7 +24,7 @@ from core.messages import Choice
 from core.models import AlertKind, CheckIn, CheckInKind, CheckInState, DefenderStatus
 from flows import setup, words
 from flows.context import END, Context, Retry
-from flows.when import WhenError, parse_due
+from flows.when import MIN_TIMER, WhenError, duration, parse_due
 
 NAME = "checkin"
 PIN_STATES = ("pin",)
@@ -60,10 +60,10 @@ async def menu(ctx: Context) -> str:
         *QUICK, "custom", "safe", "extend", "routine", "pause", "resume", "status"
     )
     if picked in QUICK:
-        return await arm(ctx, ctx.now + timedelta(minutes=QUICK[picked]))
+        after = timedelta(minutes=QUICK[picked])
+        return await arm(ctx, ctx.now + after, after)
     if picked == "custom":
-        ctx.ask(_("How long, or until when? For example: 45m, 2h30, or at 18:30."))
-        return "custom"
+        return ask_custom(ctx)
     if picked == "safe":
         return await safe(ctx)
     if picked == "extend":
@@ -113,13 +113,38 @@ async def _timer(ctx: Context, *states: CheckInState) -> CheckIn | None:
     return (await ctx.session.execute(query.limit(1))).scalar()
 
 
-async def arm(ctx: Context, due: datetime) -> str:
+def ask_custom(ctx: Context) -> str:
+    ctx.ask(ctx._("How long, or until when? For example: 45m, 2h30, or at 18:30."))
+    return "checkin:custom"
+
+
+async def arm(ctx: Context, due: datetime, after: timedelta | None = None) -> str:
     """A new timer replaces a running one. Replacing one whose reminder went out, or moving
-    the deadline later, can stop an escalation: that takes the PIN, as "extend" does."""
+    the deadline later, can stop an escalation: that takes the PIN, as "extend" does.
+    ``after``: the time was given as a duration, which then counts from the PIN (``late``)."""
     live = await _timer(ctx)
     if live is not None and (live.state is CheckInState.reminded or due > live.due_at):
-        return ask_pin(ctx, {"kind": "arm", "due": due.isoformat()})
+        action: dict[str, object] = {"kind": "arm", "due": due.isoformat()}
+        if after is not None:
+            action["after_s"] = int(after.total_seconds())
+        return ask_pin(ctx, action)
     return await _arm(ctx, due)
+
+
+async def late(ctx: Context, action: dict[str, object]) -> str:
+    """The timer asked for before the PIN, which may come a while later (each message keeps
+    its question open): "in 2 hours" runs two hours from now; "at 18:00" gone by meanwhile
+    (or under MIN_TIMER away) is asked again, never armed already due."""
+    if "after_s" in action:
+        return await _arm(ctx, ctx.now + timedelta(seconds=int(str(action["after_s"]))))
+    due = datetime.fromisoformat(str(action["due"]))
+    if due - ctx.now >= MIN_TIMER:
+        return await _arm(ctx, due)
+    if due <= ctx.now:
+        ctx.say(ctx._("That time has passed."))
+    else:
+        ctx.say(ctx._("That is too soon: the shortest timer is 5 minutes."))
+    return ask_custom(ctx)
 
 
 async def _arm(ctx: Context, due: datetime) -> str:
@@ -135,15 +160,17 @@ async def _arm(ctx: Context, due: datetime) -> str:
 
 async def custom(ctx: Context) -> str:
     _ = ctx._
+    typed = ctx.need_text()
     try:
-        due = parse_due(ctx.need_text(), now=ctx.now, zone_name=ctx.zone, locale=ctx.locale)
+        due = parse_due(typed, now=ctx.now, zone_name=ctx.zone, locale=ctx.locale)
     except WhenError as bad:
         if bad.reason == "too_soon":
             raise Retry(_("That is too soon: the shortest timer is 5 minutes.")) from None
         if bad.reason == "too_late":
             raise Retry(_("That is too far away: the longest timer is 72 hours.")) from None
         raise Retry(_("I couldn't read that time. Try 45m, 2h30 or at 18:30.")) from None
-    return await arm(ctx, due)
+    after = duration(typed)  # "20h" in French may be read as 20:00: then a clock time
+    return await arm(ctx, due, after if after is not None and ctx.now + after == due else None)
 
 
 async def extend(ctx: Context) -> str:
@@ -175,7 +202,7 @@ async def pin(ctx: Context) -> str:
     action = ctx.data.pop("action", {"kind": "safe"})
     kind, now, defender = action["kind"], ctx.now, ctx.defender
     if kind == "arm":
-        return await _arm(ctx, datetime.fromisoformat(action["due"]))
+        return await late(ctx, action)
     if kind == "extend":
         by = timedelta(minutes=int(action["minutes"]))
         row = await checkins.extend(ctx.session, defender=defender, by=by, now=now)

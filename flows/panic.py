@@ -6,6 +6,9 @@
                                          --duress PIN, or 3rd wrong--> the same reply, and a
                                            silent duress alert (do not contact the device)
 
+Words typed meanwhile (a place at "share your location", what is happening) are added to the
+alert for the desk (``told``), sealed to the organisation's key as its notes are.
+
 Discreet mode asks nothing: a plain "OK." and the PIN still calls it off; anything else typed
 meanwhile is answered as if no alert were on (the phone may be in other hands). A location
 shared anyway is deleted from the chat (``flows.router``), unless it is live: its updates arrive as
@@ -19,9 +22,9 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from core import actions, alerts
+from core import actions, alerts, desk_alerts
 from core.messages import Choice
-from core.models import Alert, AlertKind, Priority
+from core.models import Alert, AlertKind, Organisation, Priority
 from core.pins import Verdict
 from core.text import pin as typed_pin
 from flows import help
@@ -33,6 +36,7 @@ PIN_STATES = ("hold", "pin")
 # The questions after the alert (where, can they talk): answered even from a chat whose
 # safety number changed (flows.router.frozen); calling the alert off is not.
 TELLING = ("location", "talk")
+MAX_TOLD = 20  # notes the defender may add to one alert (R21: submissions are bounded)
 
 
 async def raise_now(ctx: Context) -> Alert:
@@ -91,7 +95,14 @@ async def location(ctx: Context) -> str:
     if await _locate(ctx):
         ctx.say(_("Location received."))
     elif ctx.yes_or_no() is not False and ctx.choice_or_none("skip") is None:  # "no": skip
+        if await told(ctx):  # a place in words: for the desk, and the next question
+            return ask_talk(ctx)
         raise Retry(_("Share your location with your messenger's location button, or skip."))
+    return ask_talk(ctx)
+
+
+def ask_talk(ctx: Context) -> str:
+    _ = ctx._
     ctx.ask(
         _("Can you talk on the phone right now?"),
         (Choice("yes", _("Yes, I can talk")), Choice("no", _("No, I can't talk"))),
@@ -99,8 +110,43 @@ async def location(ctx: Context) -> str:
     return "talk"
 
 
+async def told(ctx: Context) -> bool:
+    """Words typed for the open alert, not an answer to its question: sealed at once to the
+    organisation's key as a note on the alert, which only the desk opens (as its responders'
+    notes: ``core.desk_alerts.add_note``), deleted from the chat, and acknowledged. Not in
+    discreet mode (answered as with no alert on: ``hold``), nor a message without a letter
+    (a PIN mistyped, a number), a bare yes or no, a button; PINs, code phrases and cancel
+    words never reach a state function (``flows.router``). False: not taken."""
+    inbound, alert = ctx.inbound, await _alert(ctx)
+    if ctx.discreet or alert is None or inbound.choice or inbound.attachments:
+        return False
+    text = inbound.text or ""
+    if not any(c.isalpha() for c in text) or ctx.yes_or_no() is not None:
+        return False
+    org = await ctx.session.get(Organisation, alert.org_id)
+    if org is None or org.public_key is None or ctx.data.get("told", 0) >= MAX_TOLD:
+        return False  # never stored in clear; beyond the bound, as before: not taken
+    ctx.forget_message()  # where the defender is, who is there: not left on the phone
+    await desk_alerts.add_note(
+        ctx.session,
+        ctx.vault,
+        alert=alert,
+        org=org,
+        text=ctx.need_text(),
+        author_id=None,
+        actor="defender",
+        now=ctx.now,
+    )
+    ctx.data["told"] = ctx.data.get("told", 0) + 1
+    ctx.say(ctx._("Your message was added to the alert. Only the desk can read it."))
+    return True
+
+
 async def talk(ctx: Context) -> str:
     said = ctx.yes_or_no()  # "sí", "non", "لا": the bare word, in any of our languages
+    if said is None and ctx.choice_or_none("yes", "no") is None and await told(ctx):
+        ctx.ask_again()
+        return "talk"
     can_talk = said if said is not None else ctx.need_choice("yes", "no") == "yes"
     alert = await _alert(ctx)
     if alert is not None:
@@ -137,6 +183,9 @@ async def hold(ctx: Context) -> str:
     if ctx.discreet:  # nothing on screen says an alert is on: answered as with none
         help.menu(ctx, unknown=True)
         return "hold"
+    if await told(ctx):
+        ctx.ask_again()
+        return "hold"
     raise Retry(ctx._("Your alert is still on. To call it off, send your PIN."))
 
 
@@ -151,9 +200,28 @@ async def pin(ctx: Context) -> str:
     alert = await _alert(ctx)
     if verdict is Verdict.ok and alert is not None:  # under duress the alert stays on
         await alerts.cancel_alert(ctx.session, ctx.vault, alert=alert, now=ctx.now)
+    elif alert is not None:  # and is never taken up again from the phone (``taken_up``)
+        await alerts.ignore_cancel(ctx.session, alert=alert, now=ctx.now)
     # Byte for byte the same after either PIN: whoever holds the phone must not tell them apart.
     ctx.say(ctx._("Alert called off. Everyone who was told will hear it was a false alarm."))
     return END
+
+
+async def taken_up(ctx: Context) -> bool:
+    """The defender's open alert, when its conversation has closed (a day's silence, or
+    another conversation since): "cancel", the PIN or the call-off button takes it up again
+    at ``hold``, as the alert is still on (its TTL is the conversation's, not the alert's).
+    Never one the phone was told was called off (the duress PIN), nor while a duress alert
+    is open: that phone's next "cancel" must get what it gets with no alert on (R8)."""
+    assert ctx.defender is not None
+    key = alerts.dedup_key(ctx.defender.id, AlertKind.panic)
+    alert = await alerts.open_alert(ctx.session, key)
+    if alert is None or await alerts.is_open(ctx.session, ctx.defender.id, AlertKind.duress):
+        return False
+    if await alerts.cancel_ignored(ctx.session, alert):
+        return False
+    ctx.data = {"alert": str(alert.id)}
+    return True
 
 
 async def on_cancel(ctx: Context) -> str:

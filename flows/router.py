@@ -15,7 +15,8 @@
    code phrase; typed, when a reminder came after the conversation's last step:
    ``flows.checkin.answers_reminder``), help, cancel, menu: from any state;
 6. a command or menu button starting another flow;
-7. otherwise the current state's function, or the menu when nothing is in progress.
+7. otherwise the current state's function, or the menu when nothing is in progress (but
+   cancel, a PIN or the call-off button go to a panic alert still open: ``panic.taken_up``).
 """
 
 from __future__ import annotations
@@ -191,6 +192,12 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         return flow, state
     if onboarding and flow == IDLE:
         flow, state = "onboarding", "resume"
+    if (
+        flow == IDLE
+        and (choice == "calloff" or typed in words.CANCEL or pin(inbound.text or "") is not None)
+        and await panic.taken_up(ctx)
+    ):  # an alert stays on after its conversation closed: still called off from the phone
+        flow, state = panic.NAME, "hold"
     if late and (typed in words.CANCEL or pin(inbound.text or "") is not None):
         # An answer to the closed check-in's question: a PIN gets what one answering no
         # question gets (idle_pin); neither is taken into the report, nor cancels it.

@@ -18,6 +18,7 @@ from babel.dates import format_skeleton, format_time, format_timedelta
 
 from core.i18n import SUPPORTED
 from core.text import fold
+from flows.spelled import as_digits
 
 MIN_TIMER = timedelta(minutes=5)
 MAX_TIMER = timedelta(hours=72)
@@ -41,6 +42,8 @@ _HOUR = _words(
 _IN = r"(?:(?:in|en|dans|em|بعد)\s+)?"
 _AT = r"(?:at|a las|a la|a|à|as|às|الساعة|الساعه|@)"
 _MINUTES = re.compile(rf"{_IN}(\d{{1,4}})\s*{_MIN}?")
+_UNIT_MINUTES = re.compile(rf"{_IN}(\d{{1,4}})\s*{_MIN}")
+_AN_HOUR = re.compile(rf"{_IN}{_words('ساعة', 'ساعه')}")
 _HOURS = re.compile(rf"{_IN}(\d{{1,3}})(?:[.,](\d))?\s*{_HOUR}\s*(?:(\d{{1,2}})\s*{_MIN}?)?")
 # "ص" and "م": Arabic's am and pm as format_when writes them, and in words (folded: صباحًا,
 # مساءً), "at night" (ليلًا) too.
@@ -103,12 +106,7 @@ def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = 
     the nearer of 8:30 and 20:30: typed at 3 pm, tonight's, not tomorrow morning's. Where
     "20h" is also written for 20:00 (French, Spanish, Portuguese), the sooner of the two."""
     words = fold(text)
-    delta: timedelta | None = None
-    if m := _MINUTES.fullmatch(words):
-        delta = timedelta(minutes=int(m.group(1)))
-    elif m := _HOURS.fullmatch(words):
-        tenths, minutes = int(m.group(2) or 0), int(m.group(3) or 0)
-        delta = timedelta(hours=int(m.group(1)), minutes=tenths * 6 + minutes)
+    delta = duration(words)
     if delta is not None:
         due = now + delta
         written = _WRITTEN_HOUR.fullmatch(words)
@@ -135,6 +133,24 @@ def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = 
     if due - now > MAX_TIMER:
         raise WhenError("too_late")
     return due
+
+
+def duration(text: str) -> timedelta | None:
+    """A duration as typed (``45m``, ``2h30``, ``1.5h``, ``in 20 minutes``), also in words
+    (``thirty minutes``, ``dos horas``: ``flows.spelled``, then with its unit); else None."""
+    words = fold(text)
+    spelled = not any(c.isdigit() for c in words)
+    if spelled:
+        if _AN_HOUR.fullmatch(words):  # Arabic: "ساعة" alone is "an hour"
+            return timedelta(hours=1)
+        words = as_digits(words)
+    # In words, minutes need their unit: "thirty" alone is a number (an answer), no timer.
+    if m := (_UNIT_MINUTES if spelled else _MINUTES).fullmatch(words):
+        return timedelta(minutes=int(m.group(1)))
+    if m := _HOURS.fullmatch(words):
+        tenths, minutes = int(m.group(2) or 0), int(m.group(3) or 0)
+        return timedelta(hours=int(m.group(1)), minutes=tenths * 6 + minutes)
+    return None
 
 
 def _twelve_hour(locale: str | None) -> bool:

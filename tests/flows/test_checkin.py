@@ -126,3 +126,13 @@ async def test_it_runs_a_check_in_dialog_in_french(desk: Desk) -> None:
             (CANCEL_PIN, "Merci. Nous avons noté que tout va bien."),
         ],
     )
+
+
+async def test_it_takes_a_timer_given_in_words(desk: Desk) -> None:
+    """ "dos horas" at "How long, or until when?" got "I couldn't read that time"."""
+    ana = await onboard(desk, "ana", language="es")
+    await ana.say("/checkin")
+    await ana.say(Pick("custom"))
+    await ana.say("dos horas")
+    (timer,) = await timers(desk)
+    assert timer.due_at.replace(tzinfo=UTC) == datetime(2026, 5, 4, 17, 0, tzinfo=UTC)

@@ -73,10 +73,11 @@ async def test_it_runs_a_panic_dialog_in_english(desk: Desk) -> None:
         alice,
         [
             (Pick("panic"), "Alert sent. The desk and your trusted contacts are being told now."),
-            ("hello", "Share your location with your messenger's location button, or skip."),
+            ("...", "Share your location with your messenger's location button, or skip."),
             (Event(location=Location(4.61, -74.08)), "Can you talk on the phone right now?"),
             (Pick("no"), "call it off with your PIN"),
-            ("what now", "Your alert is still on."),
+            ("what now", "Your message was added to the alert."),  # for the desk
+            ("...", "Your alert is still on."),
         ],
     )
     (alert,) = await alerts(desk)

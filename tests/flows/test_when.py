@@ -137,3 +137,38 @@ def test_20h_where_it_is_written_for_a_time_of_day_is_the_sooner_reading(
     """French, Portuguese and Spanish speakers write 20:00 as "20h": typed at 20:00, "21h"
     meant in an hour, and set a deadline 21 hours away."""
     assert parse_due(typed, now=NOW, zone_name="UTC", locale=locale) == due
+
+
+@pytest.mark.parametrize(
+    ("typed", "minutes"),
+    [("thirty minutes", 30), ("in twenty minutes", 20), ("an hour", 60), ("in two hours", 120),
+     ("forty-five minutes", 45), ("Forty five mins", 45), ("sixty minutes", 60),
+     ("twelve hours", 720), ("half an hour", 30), ("one hour thirty", 90),
+     ("dos horas", 120), ("en una hora", 60), ("treinta minutos", 30), ("media hora", 30),
+     ("cuarenta y cinco minutos", 45), ("diez minutos", 10), ("seis horas", 360),
+     ("dans une heure", 60), ("trente minutes", 30), ("quarante-cinq minutes", 45),
+     ("deux heures", 120), ("une demi-heure", 30), ("vingt minutes", 20),
+     ("duas horas", 120), ("em uma hora", 60), ("meia hora", 30), ("quarenta e cinco minutos", 45),
+     ("três horas", 180), ("quinze minutos", 15),
+     ("ثلاثين دقيقة", 30), ("بعد ساعتين", 120), ("ساعة", 60), ("بعد ساعة", 60),
+     ("ثلاث ساعات", 180), ("عشر دقائق", 10), ("خمس وأربعين دقيقة", 45), ("نصف ساعة", 30),
+     ("ستين دقيقة", 60), ("عشرين دقيقه", 20)],
+)  # fmt: skip
+def test_it_reads_durations_in_words(typed: str, minutes: int) -> None:
+    """Review: "thirty minutes" or "dos horas" got "I couldn't read that time"."""
+    due = parse_due(typed, now=NOW, zone_name="UTC")
+    assert (due - NOW).total_seconds() == minutes * 60
+
+
+@pytest.mark.parametrize(
+    ("typed", "reason"),
+    [("thirty", "unparsed"), ("one", "unparsed"), ("an", "unparsed"), ("a la una", "unparsed"),
+     ("five minutes ago", "unparsed"), ("hour", "unparsed"), ("two minutes", "too_soon"),
+     ("one", "unparsed"), ("ten hours tomorrow", "unparsed"), ("a minute", "too_soon")],
+)  # fmt: skip
+def test_it_takes_no_other_words_for_a_duration(typed: str, reason: str) -> None:
+    """Only a number in words with its unit: a bare "thirty" (an answer, a count) is no
+    timer, nor "a la una" (a time of day, one o'clock) read as one minute."""
+    with pytest.raises(WhenError) as raised:
+        parse_due(typed, now=NOW, zone_name="UTC")
+    assert raised.value.reason == reason

@@ -1,0 +1,84 @@
+"""An open alert can be called off from the phone however long ago it was raised: the panic
+conversation closes after a day's silence (panic.TTL), the alert does not. Both backends."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from core.models import Alert, AlertEvent, AlertKind, AlertState
+from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, onboard
+
+
+async def states(desk: Desk) -> list[tuple[AlertKind, AlertState]]:
+    async with desk.sessions() as s:
+        found = (await s.execute(select(Alert).order_by(Alert.created_at))).scalars()
+        return [(a.kind, a.state) for a in found]
+
+
+async def raised(desk: Desk, address: str = "alice") -> Chat:
+    chat = await onboard(desk, address)
+    await chat.say("/alert")
+    await chat.say(Pick("skip"))
+    await chat.say(Pick("no"))
+    return chat
+
+
+async def test_it_calls_off_an_alert_raised_more_than_a_day_ago(desk: Desk) -> None:
+    """Review: after 24 h "cancel" got the menu and the PIN "Sorry, I didn't understand
+    that": the alert could no longer be called off from the phone."""
+    alice = await raised(desk)
+    desk.clock.advance(hours=25)  # the conversation closed after a long silence
+    asked = await alice.text("cancel")
+    assert "Send your PIN to call off the alert." in asked
+    assert "Alert called off." in await alice.text(CANCEL_PIN)
+    assert await states(desk) == [(AlertKind.panic, AlertState.resolved)]
+
+
+async def test_the_pin_alone_calls_it_off_and_the_duress_pin_looks_the_same(desk: Desk) -> None:
+    calm, forced = await raised(desk, "calm"), await raised(desk, "forced")
+    desk.clock.advance(days=3)
+    await calm.say("hello")  # "closed after a long silence": the same on both phones
+    await forced.say("hello")
+    real = await calm.say(CANCEL_PIN)
+    made = await forced.say(DURESS_PIN)
+    assert "Alert called off." in real[0].text
+    assert real == made  # byte for byte: whoever holds the phone cannot tell
+    found = sorted((str(k), str(s)) for k, s in await states(desk))
+    assert found == [("duress", "triggered"), ("panic", "resolved"), ("panic", "triggered")]
+    for said in ("cancel", CANCEL_PIN, Pick("calloff"), DURESS_PIN):  # nothing tells after
+        assert [r.text for r in await calm.say(said)] == [r.text for r in await forced.say(said)]
+
+
+async def test_after_the_duress_pin_cancel_shows_no_alert_still_on(desk: Desk) -> None:
+    """The duress PIN "called off" the alert (it stays on, silently): a day later, "cancel"
+    and the PIN get what they get with no alert on, as on the phone whose alert was called
+    off; and so does "cancel" while a duress alert is open."""
+    calm, forced = await raised(desk, "calm"), await raised(desk, "forced")
+    for chat, pin in ((calm, CANCEL_PIN), (forced, DURESS_PIN)):
+        await chat.say(Pick("calloff"))
+        await chat.say(pin)
+    desk.clock.advance(hours=25)
+    for said in ("cancel", CANCEL_PIN, "cancel", DURESS_PIN, "cancel"):
+        assert [r.text for r in await calm.say(said)] == [r.text for r in await forced.say(said)]
+    async with desk.sessions() as s:
+        (panic,) = (
+            await s.execute(
+                select(Alert).where(Alert.kind == AlertKind.panic, Alert.open_key.is_not(None))
+            )
+        ).scalars()
+        ignored = await s.execute(
+            select(AlertEvent.actor).where(
+                AlertEvent.alert_id == panic.id, AlertEvent.kind == "cancel_ignored"
+            )
+        )
+        assert list(ignored.scalars()) == ["defender"]  # the desk's timeline says so
+
+
+async def test_with_no_alert_open_nothing_changes(desk: Desk) -> None:
+    """Called off already (or closed by the desk): cancel and a PIN get what they got."""
+    alice = await raised(desk)
+    desk.clock.advance(hours=25)  # the conversation closed after a long silence
+    await alice.say("cancel")
+    await alice.say(CANCEL_PIN)
+    assert "Send your PIN" not in await alice.text("cancel")
+    assert "Alert called off" not in await alice.text(CANCEL_PIN)
