@@ -14,7 +14,8 @@ sends are sent and recorded apart, at most ``HOOK_SENDS`` at once (beyond that, 
 wait in the queue). A commit that queued rows wakes the loop at once
 (``core.wakeup``); otherwise it polls every ``idle_s`` for rows queued by other processes and
 retries coming due. A crash between 1 and 3
-leaves leases that expire: the row is sent again with the same idempotency key. A stop
+leaves leases that expire: the row is sent again with the same idempotency key (unless it
+was withdrawn meanwhile: ``outbox.handed_back``). A stop
 (SIGTERM, a deploy) is not a crash: passes still sending get ``stop_grace_s`` to finish and
 record, and whatever this process still holds is handed back at once, not after ``lease_s``.
 """
@@ -36,7 +37,7 @@ import aiohttp
 from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import actions, metrics, wakeup, webhooks
+from core import actions, metrics, outbox, wakeup, webhooks
 from core.claims import locked, write_lock
 from core.crypto import CryptoError, Vault
 from core.db import transaction
@@ -86,10 +87,10 @@ _PROBE = {  # idle: two index probes, no write lock taken
     )
     for top in (False, True)
 }
-_RELEASE_EXPIRED = (
+_RELEASE_EXPIRED = (  # one withdrawn while its dispatcher had it is withdrawn, not sent
     update(OutboxMessage)
     .where(_EXPIRED)
-    .values(state=OutboxState.pending, lease_owner=None, lease_until=None)
+    .values(outbox.handed_back())
     .execution_options(synchronize_session=False)
 )
 
@@ -212,7 +213,7 @@ class Dispatcher:
                 handed = await s.execute(
                     update(OutboxMessage)
                     .where(held)
-                    .values(state=OutboxState.pending, lease_owner=None, lease_until=None)
+                    .values(outbox.handed_back())  # what was withdrawn meanwhile stays so
                     .execution_options(synchronize_session=False)
                 )
             if count := int(getattr(handed, "rowcount", 0) or 0):

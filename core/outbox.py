@@ -231,7 +231,8 @@ def payload(vault: Vault, row: OutboxMessage) -> Outbound:
 async def withdraw_waiting(session: AsyncSession, *where: ColumnElement[bool]) -> None:
     """The messages ``where`` selects that have not gone yet never go: those waiting are
     withdrawn, their text shredded; one being sent now is marked, and withdrawn if its send
-    fails (``core.delivery.record``): never retried nor sent elsewhere (no fallback)."""
+    fails (``core.delivery.record``) or its dispatcher lets go of it (``handed_back``): never
+    retried nor sent elsewhere (no fallback)."""
     # One statement for both (PostgreSQL): a row a dispatcher holds, claiming it (pending to
     # sending) or recording its send (sending back to pending), is waited for, then taken as
     # that commit left it. Two statements (the sending rows, then the pending ones) let a
@@ -249,3 +250,18 @@ async def withdraw_waiting(session: AsyncSession, *where: ColumnElement[bool]) -
         )
         .execution_options(synchronize_session=False)
     )
+
+
+def handed_back() -> dict[str, Any]:
+    """The values that give rows a dispatcher held (``sending``) back to the queue: its lease
+    expired, or it stopped. One marked withdrawn while it was being sent (``withdraw_waiting``)
+    is withdrawn instead, its text shredded: put back, it would be sent (a reminder after the
+    check-in ended, anything after "delete my data")."""
+    marked = OutboxMessage.last_error == WITHDRAWN
+    return {
+        "state": case((marked, OutboxState.failed), else_=OutboxState.pending),
+        "payload_enc": case((marked, null()), else_=OutboxMessage.payload_enc),
+        "dek": case((marked, null()), else_=OutboxMessage.dek),
+        "lease_owner": None,
+        "lease_until": None,
+    }
