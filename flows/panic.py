@@ -113,7 +113,8 @@ def ask_talk(ctx: Context) -> str:
 async def told(ctx: Context) -> bool:
     """Words typed for the open alert, not an answer to its question: sealed at once to the
     organisation's key as a note on the alert, which only the desk opens (as its responders'
-    notes: ``core.desk_alerts.add_note``), deleted from the chat, and acknowledged. Not in
+    notes: ``core.desk_alerts.add_note``), deleted from the chat, and acknowledged; the desk
+    is paged that there is one, as for a location shared (``core.alerts.note_added``). Not in
     discreet mode (answered as with no alert on: ``hold``), nor a message without a letter
     (a PIN mistyped, a number), a bare yes or no, a button; PINs, code phrases and cancel
     words never reach a state function (``flows.router``). False: not taken."""
@@ -137,6 +138,7 @@ async def told(ctx: Context) -> bool:
         actor="defender",
         now=ctx.now,
     )
+    await alerts.note_added(ctx.session, ctx.vault, alert=alert, now=ctx.now)
     ctx.data["told"] = ctx.data.get("told", 0) + 1
     ctx.say(ctx._("Your message was added to the alert. Only the desk can read it."))
     return True
