@@ -70,6 +70,14 @@ async def _alert(ctx: Context) -> Alert | None:
     return found if found is not None and found.open_key is not None else None
 
 
+async def over(ctx: Context) -> bool:
+    """Whether the alert this conversation is about is no longer open: the desk resolved it
+    meanwhile (the defender's own call-off ends the conversation). Nothing is in progress
+    then: what comes next is answered as with no alert on (``flows.router``), "cancel" and
+    the PIN at the call-off step included, so either PIN gets the same there (R8)."""
+    return await _alert(ctx) is None
+
+
 async def _locate(ctx: Context, alert: Alert | None = None) -> bool:
     where = ctx.inbound.location
     if where is None:
