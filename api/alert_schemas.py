@@ -42,14 +42,21 @@ class AlertPage(BaseModel):
 class EventOut(BaseModel):
     at: datetime
     kind: str
-    actor: str | None
+    actor: str | None = Field(
+        description='Who: "defender" (from their own phone), "responder:<id>", "token:<id>" '
+        '(an API token), "engine" (the escalation ladder) and the like'
+    )
     detail: dict[str, Any]
 
 
 class NoteOut(BaseModel):
     id: uuid.UUID
     created_at: datetime
-    author_id: uuid.UUID | None
+    author_id: uuid.UUID | None = Field(
+        description="The responder who wrote it; null for a note the defender wrote from their "
+        "phone, or one an API token added: the timeline's note_added event whose detail.note "
+        'is this note\'s id says who (its actor: "defender", "token:<id>")'
+    )
     key_version: int
     sealed: str  # base64 sealed box: open it with the organisation key
 

@@ -279,17 +279,23 @@ async def alert_page(
     )
     rows = (await session.execute(staff.order_by(Responder.username))).all()
     names = {row[0]: row[1] for row in rows}
+    defender = errors.translated(request, N_("defender"))  # where a responder's name goes
+    # A note has no author when the defender wrote it (flows.panic.told): who added it, then.
+    added = {e.detail.get("note"): e.actor for e in events if e.kind == "note_added"}
+    authors = {
+        n.id: (n.author_id and names.get(n.author_id))
+        or actor_name(added.get(str(n.id)), names, defender)
+        for n in notes
+    }
     return render(
         request,
         "alert.html",
         me=who,
         alert=alert,
         handle=await desk_alerts.handle_of(session, alert.defender_id),
-        events=[(e, actor_name(e.actor, names)) for e in events],
+        events=[(e, actor_name(e.actor, names, defender)) for e in events],
         location=None if alert.location_sealed is None else b64(alert.location_sealed),
-        notes=[
-            (n, names.get(n.author_id, "") if n.author_id else "", b64(n.sealed)) for n in notes
-        ],
+        notes=[(n, authors[n.id], b64(n.sealed)) for n in notes],
         keyed=org is not None and org.public_key is not None,
         outcomes=OUTCOMES,
         assignee=names.get(alert.assigned_to) if alert.assigned_to else None,
@@ -302,9 +308,12 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def actor_name(actor: str | None, names: dict[uuid.UUID, str]) -> str:
-    """Who did it, as the desk knows them: a responder's username, else the kind of actor."""
+def actor_name(actor: str | None, names: dict[uuid.UUID, str], defender: str = "defender") -> str:
+    """Who did it, as the desk knows them: a responder's username, ``defender`` (the word in
+    the responder's language) for the defender, else the kind of actor."""
     kind, _sep, ident = (actor or "").partition(":")
+    if kind == "defender":
+        return defender
     if kind == "responder":
         try:
             return names.get(uuid.UUID(ident), kind)

@@ -8,7 +8,7 @@ Duress alerts never send anything to the defender's device and cannot be cancell
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
 
@@ -20,6 +20,7 @@ from core import actions, escalation, live_locations, notices, recipients, webho
 from core.claims import locked, write_lock
 from core.crypto import Vault, seal
 from core.escalation import DEFAULT_POLICY, Policy
+from core.messages import Outbound
 from core.models import (
     DO_NOT_CONTACT,
     Alert,
@@ -264,14 +265,36 @@ async def add_location(
         return  # live: every few seconds; the desk was told when it was shared
     detail = {} if shared is None else {"live_message": shared}
     session.add(actions.event(alert, "location_added", now, actor="defender", **detail))
-    if escalation.desk_told(alert.kind, alert.step) and alert.state is not AlertState.resolved:
-        defender = await _defender(session, alert)
-        stem = f"a:{alert.id.hex}:loc{alert.version}"
-        items = [
-            actions.item(stem, who, notices.desk_location(who.locale, defender.handle), alert)
-            for who in await recipients.desk(session, alert.org_id, sparing=_spared(alert))
-        ]
-        await enqueue_many(session, vault, items, now=now)
+    await _tell_desk(session, vault, alert, f"loc{alert.version}", notices.desk_location, now)
+
+
+async def note_added(session: AsyncSession, vault: Vault, *, alert: Alert, now: datetime) -> None:
+    """The defender wrote something for their open alert (``flows.panic.told``, sealed as a
+    note): the desk is told as of a location shared, and never what it says."""
+    alert = await lock(session, alert)
+    await _tell_desk(session, vault, alert, f"note{alert.version}", notices.desk_note, now)
+
+
+async def _tell_desk(
+    session: AsyncSession,
+    vault: Vault,
+    alert: Alert,
+    stem: str,
+    notice: Callable[[str, str], Outbound],
+    now: datetime,
+) -> None:
+    """A notice naming only the defender's handle, to whoever the alert's desk step pages
+    (``recipients.desk``; a duress alert spares the defender's own chats), at the alert's
+    priority, once that step is taken and while the alert is open. ``stem``: one per change
+    (the alert's version after ``lock``)."""
+    if not escalation.desk_told(alert.kind, alert.step) or alert.state is AlertState.resolved:
+        return
+    defender = await _defender(session, alert)
+    items = [
+        actions.item(f"a:{alert.id.hex}:{stem}", who, notice(who.locale, defender.handle), alert)
+        for who in await recipients.desk(session, alert.org_id, sparing=_spared(alert))
+    ]
+    await enqueue_many(session, vault, items, now=now)
 
 
 async def shared_live(session: AsyncSession, alert: Alert, message: str | None) -> bool:

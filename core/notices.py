@@ -145,6 +145,17 @@ def desk_location(locale: str, handle: str) -> Outbound:
     )
 
 
+def desk_note(locale: str, handle: str) -> Outbound:
+    """The defender wrote something for their open alert: never what (it is sealed to the
+    organisation's key, and a responder's phone can be seized too)."""
+    _ = i18n.gettext(locale)
+    return Outbound(
+        text=_("{handle} added a message to their alert. Open it in the desk.").format(
+            handle=handle
+        )
+    )
+
+
 # --- the desk's responder group ------------------------------------------------------------
 
 GROUP_ACK, GROUP_SAFE = "ack", "safe"  # what a group message asks for, by button or by word

@@ -70,6 +70,14 @@ async def _alert(ctx: Context) -> Alert | None:
     return found if found is not None and found.open_key is not None else None
 
 
+async def over(ctx: Context) -> bool:
+    """Whether the alert this conversation is about is no longer open: the desk resolved it
+    meanwhile (the defender's own call-off ends the conversation). Nothing is in progress
+    then: what comes next is answered as with no alert on (``flows.router``), "cancel" and
+    the PIN at the call-off step included, so either PIN gets the same there (R8)."""
+    return await _alert(ctx) is None
+
+
 async def _locate(ctx: Context, alert: Alert | None = None) -> bool:
     where = ctx.inbound.location
     if where is None:
@@ -113,7 +121,8 @@ def ask_talk(ctx: Context) -> str:
 async def told(ctx: Context) -> bool:
     """Words typed for the open alert, not an answer to its question: sealed at once to the
     organisation's key as a note on the alert, which only the desk opens (as its responders'
-    notes: ``core.desk_alerts.add_note``), deleted from the chat, and acknowledged. Not in
+    notes: ``core.desk_alerts.add_note``), deleted from the chat, and acknowledged; the desk
+    is paged that there is one, as for a location shared (``core.alerts.note_added``). Not in
     discreet mode (answered as with no alert on: ``hold``), nor a message without a letter
     (a PIN mistyped, a number), a bare yes or no, a button; PINs, code phrases and cancel
     words never reach a state function (``flows.router``). False: not taken."""
@@ -137,6 +146,7 @@ async def told(ctx: Context) -> bool:
         actor="defender",
         now=ctx.now,
     )
+    await alerts.note_added(ctx.session, ctx.vault, alert=alert, now=ctx.now)
     ctx.data["told"] = ctx.data.get("told", 0) + 1
     ctx.say(ctx._("Your message was added to the alert. Only the desk can read it."))
     return True

@@ -17,6 +17,8 @@
 6. a command or menu button starting another flow;
 7. otherwise the current state's function, or the menu when nothing is in progress (but
    cancel, a PIN or the call-off button go to a panic alert still open: ``panic.taken_up``).
+   An alert's conversation whose alert the desk has resolved is nothing in progress
+   (``panic.over``): whatever comes is answered as if there had been none.
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     if state == EXPIRED:
         ctx.say(ctx._("Our last conversation was closed after a long silence."))
         flow, state = IDLE, IDLE
+    if flow == panic.NAME and await panic.over(ctx):  # resolved by the desk meanwhile
+        ctx.data, flow, state = {}, IDLE, IDLE
     late = lapsed(ctx, flow)
     if late:  # the check-in's question is closed, not the report set aside for it
         ctx.say(

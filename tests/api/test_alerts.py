@@ -10,10 +10,18 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from core import alerts
+from core import alerts, desk_alerts
 from core.crypto import open_sealed, unprotect_private_key
 from core.db import transaction
-from core.models import Alert, AlertEvent, AlertKind, AuditEntry, Defender, OutboxMessage
+from core.models import (
+    Alert,
+    AlertEvent,
+    AlertKind,
+    AuditEntry,
+    Defender,
+    Organisation,
+    OutboxMessage,
+)
 from tests.api.conftest import PASSPHRASE, Desk, make_alert
 
 
@@ -223,3 +231,33 @@ async def test_an_external_desk_can_keep_an_alert_open_for_proof_of_life(desk: D
             )
         ).scalars()
         assert [a.split(":")[0] for a in actors] == ["token"]
+
+
+async def test_a_client_tells_a_note_the_defender_wrote(desk: Desk) -> None:
+    """A note the defender wrote during the alert (flows.panic.told) has no author, as one an
+    API token added: the timeline's note_added event for it says "defender" (its actor)."""
+    alert = desk.a.alert
+    assert alert is not None
+    async with transaction(desk.sessions) as s:
+        row, org = await s.get(Alert, alert.id), await s.get(Organisation, desk.a.org.id)
+        assert row is not None and org is not None
+        mine = await desk_alerts.add_note(
+            s,
+            desk.vault,
+            alert=row,
+            org=org,
+            text="at the market",
+            author_id=None,
+            actor="defender",
+            now=datetime.now(UTC),
+        )
+    async with await desk.client(desk.a, "token") as c:
+        await c.post(f"/api/v1/alerts/{alert.id}/notes", json={"text": "from the case system"})
+        detail = (await c.get(f"/api/v1/alerts/{alert.id}")).json()
+    assert [n["author_id"] for n in detail["notes"]] == [None, None]  # as before
+    added = {
+        e["detail"]["note"]: e["actor"] for e in detail["timeline"] if e["kind"] == "note_added"
+    }
+    assert added[str(mine.id)] == "defender"
+    (other,) = (n["id"] for n in detail["notes"] if n["id"] != str(mine.id))
+    assert added[other].startswith("token:")

@@ -18,7 +18,7 @@ from api.dashboard import CSRF_COOKIE, LOGIN_COOKIE
 from api.deps import COOKIE
 from api.pages import STATIC
 from api.routes import PREFIX
-from core import actions, defenders
+from core import actions, defenders, desk_alerts
 from core.db import transaction
 from core.defenders import code_index
 from core.models import (
@@ -30,12 +30,17 @@ from core.models import (
     DefenderStatus,
     DeskSession,
     InviteCode,
+    Organisation,
     Responder,
 )
 from tests.api.conftest import PASSWORD, Desk, Org, code, make_alert, undeletable
 
 NONCE = re.compile(r'name="nonce" value="([^"]+)"')
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+# A note on the alert page: its author, then its sealed box (by the note's id).
+NOTE_AUTHOR = re.compile(
+    r'<span class="actor">([^<]*)</span>\s*<div class="sealed"[^>]*data-record="([^"]+)"'
+)
 
 
 async def log_in(
@@ -475,3 +480,44 @@ def test_every_timeline_kind_the_engine_writes_has_the_desks_words() -> None:
     }
     assert {"triggered", "missed_again", "raised_again"} <= kinds  # the scan finds them
     assert kinds - set(EVENTS) == set()
+
+
+async def test_a_note_the_defender_wrote_reads_defender(desk: Desk) -> None:
+    """Review: the defender's words during an alert (flows.panic.told: a note with no author)
+    showed an empty author beside the responder's named ones. They read "defender", in the
+    responder's language, as the timeline's lines the defender's phone wrote do."""
+    assert desk.a.alert is not None
+    async with transaction(desk.sessions) as s:
+        alert = await s.get(Alert, desk.a.alert.id)
+        org = await s.get(Organisation, desk.a.org.id)
+        assert alert is not None and org is not None
+        mine = await desk_alerts.add_note(
+            s,
+            desk.vault,
+            alert=alert,
+            org=org,
+            text="at the market",
+            author_id=None,
+            actor="defender",
+            now=datetime.now(UTC),
+        )
+        r = desk.a.responders["responder"]
+        theirs = await desk_alerts.add_note(
+            s,
+            desk.vault,
+            alert=alert,
+            org=org,
+            text="calling her sister",
+            author_id=r.id,
+            actor=f"responder:{r.id}",
+            now=datetime.now(UTC),
+        )
+    async with browser(desk, desk.a, "observer") as (c, _csrf):
+        english = (await c.get(f"/alerts/{desk.a.alert.id}")).text
+        c.headers["accept-language"] = "es"
+        spanish = (await c.get(f"/alerts/{desk.a.alert.id}")).text
+    for page, word in ((english, "defender"), (spanish, "defensor")):
+        authors = {note: author for author, note in NOTE_AUTHOR.findall(page)}
+        assert authors == {str(mine.id): word, str(theirs.id): "responder-alpha"}
+        lines = re.findall(r'data-event="note_added">.*?<span class="actor">([^<]*)</span>', page)
+        assert lines == [word, "responder-alpha"]  # the timeline, in the same words

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from core import alerts
+from core.db import transaction
+from core.messages import Outbound
 from core.models import Alert, AlertEvent, AlertKind, AlertState
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, onboard
 
@@ -82,3 +85,67 @@ async def test_with_no_alert_open_nothing_changes(desk: Desk) -> None:
     await alice.say(CANCEL_PIN)
     assert "Send your PIN" not in await alice.text("cancel")
     assert "Alert called off" not in await alice.text(CANCEL_PIN)
+
+
+async def resolve_open(desk: Desk) -> None:
+    """A responder resolves every open panic alert in the dashboard."""
+    async with transaction(desk.sessions) as s:
+        query = select(Alert).where(Alert.kind == AlertKind.panic, Alert.open_key.is_not(None))
+        for alert in (await s.execute(query)).scalars().all():
+            done = await alerts.resolve(
+                s, desk.vault, alert=alert, outcome="safe", actor="responder:r", now=desk.clock.now
+            )
+            assert done
+
+
+def shown(replies: list[Outbound]) -> list[tuple[str, list[str], bool]]:
+    """What the screen shows: the text, the buttons, whether it is sensitive."""
+    return [(r.text, [c.key for c in r.choices], r.sensitive) for r in replies]
+
+
+async def test_once_the_desk_resolved_the_alert_nothing_is_in_progress(desk: Desk) -> None:
+    """Review: the desk resolved the alert while the defender's chat was at the call-off
+    step; "cancel" still got "The alert stays on until you call it off with your PIN", and
+    the PIN "Alert called off. Everyone who was told will hear it was a false alarm." Now
+    both get what they get with no alert in progress, the same on both PINs (R8)."""
+    calm, forced = await raised(desk, "calm"), await raised(desk, "forced")
+    other = await onboard(desk, "other")  # never raised an alert
+    await resolve_open(desk)
+    for said in ("cancel", Pick("calloff"), "they left"):
+        again = shown(await calm.say(said))
+        assert again == shown(await other.say(said)) == shown(await forced.say(said)), said
+    real, made = await calm.say(CANCEL_PIN), await forced.say(DURESS_PIN)
+    assert "Alert called off" not in real[0].text
+    assert real == made  # byte for byte: text, buttons, deletions
+    assert shown(real) == shown(await other.say(CANCEL_PIN))
+    assert sorted((str(k), str(s)) for k, s in await states(desk)) == [
+        ("duress", "triggered"),  # the duress PIN still raises its silent alert
+        ("panic", "resolved"),
+        ("panic", "resolved"),
+    ]
+
+
+async def test_the_pin_asked_for_before_the_desk_resolved_calls_nothing_off(desk: Desk) -> None:
+    calm, forced = await raised(desk, "calm"), await raised(desk, "forced")
+    other = await onboard(desk, "other")
+    for chat in (calm, forced):
+        assert "Send your PIN" in await chat.text(Pick("calloff"))
+    await resolve_open(desk)
+    real, made = await calm.say(CANCEL_PIN), await forced.say(DURESS_PIN)
+    assert real == made and "Alert called off" not in real[0].text
+    assert shown(real) == shown(await other.say(CANCEL_PIN))
+    async with desk.sessions() as s:
+        events = await s.execute(select(AlertEvent.kind).where(AlertEvent.actor == "defender"))
+        assert "cancel_ignored" not in set(events.scalars())
+
+
+async def test_in_discreet_mode_a_resolved_alert_shows_as_none_too(desk: Desk) -> None:
+    calm, other = await onboard(desk, "calm"), await onboard(desk, "other")
+    for chat in (calm, other):
+        for said in ("/settings", Pick("discreet"), Pick("on"), Pick("1m")):
+            await chat.say(said)
+    await calm.say("/sos")
+    await resolve_open(desk)
+    for said in ("cancel", "hello", CANCEL_PIN):
+        assert shown(await calm.say(said)) == shown(await other.say(said)), said
+    assert [str(s) for _k, s in await states(desk)] == ["resolved"]

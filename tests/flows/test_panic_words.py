@@ -6,9 +6,11 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from core.crypto import open_sealed
+from core.db import transaction
 from core.desk_alerts import NOTE_KIND
-from core.models import Alert, AlertEvent, AlertNote
-from tests.flows.conftest import CANCEL_PIN, Desk, Pick, onboard
+from core.models import Alert, AlertEvent, AlertNote, DeskGroup, OutboxMessage, Role
+from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Pick, onboard
+from tests.flows.test_desk_chat import Group, group_code, linked
 
 TOLD = "Your message was added to the alert. Only the desk can read it."
 
@@ -72,10 +74,58 @@ async def test_it_does_not_take_pins_numbers_or_answers_for_words(desk: Desk) ->
 
 async def test_it_keeps_the_phone_silent_in_discreet_mode(desk: Desk) -> None:
     """In discreet mode nothing on screen says an alert is on: words are answered as with no
-    alert, and not taken for the desk (the phone may be in other hands)."""
+    alert, and not taken for the desk (the phone may be in other hands); nor is the desk
+    paged about them."""
+    await linked(desk, Role.responder, "5550001")
+    duty = Chat(desk, "5550001", "en", channel="telegram")
     alice = await onboard(desk)
     for said in ("/settings", Pick("discreet"), Pick("on"), Pick("1m")):
         await alice.say(said)
     await alice.say("/sos")
+    assert "EMERGENCY" in str(await duty.received())  # the alert itself reached the desk
     assert TOLD not in await alice.text("they are here")
     assert await notes(desk) == []
+    assert await duty.received() == []
+
+
+async def test_it_tells_the_desk_a_message_was_added_but_never_what(desk: Desk) -> None:
+    """Review: a defender's words were sealed on the alert, but no responder heard of it (a
+    location shared pages the desk: core.alerts.add_location), so nobody looked. Now the
+    same desk (on-duty responders, the group) hears of each one, at the alert's priority, in
+    its own language, by the handle only: the words are sealed."""
+    await linked(desk, Role.responder, "5550001")
+    duty = Chat(desk, "5550001", "en", channel="telegram")
+    group = Group(desk)
+    assert "responder group" in await group.say("1", f"/desk {await group_code(desk)}")
+    async with transaction(desk.sessions) as s:
+        row = await s.get(DeskGroup, desk.org.id)
+        assert row is not None
+        row.locale = "es"
+    alice = await onboard(desk)
+    await alice.say("/alert")
+    assert "EMERGENCY" in str(await duty.received())
+    await group.heard()
+    who = await alice.defender()
+    assert who is not None
+    await alice.say("Plaza Bolívar, near the cathedral")
+    assert [m.text for m in await duty.received()] == [
+        f"{who.handle} added a message to their alert. Open it in the desk."
+    ]
+    assert (
+        await group.heard() == f"{who.handle} añadió un mensaje a su alerta. Ábrelo en el panel."
+    )
+    await alice.say(Pick("no"))
+    await alice.say("two men, a grey van")  # each one, at any question
+    assert len(await duty.received()) == 1
+    async with desk.sessions() as s:
+        rows = (
+            await s.execute(
+                select(OutboxMessage).where(OutboxMessage.idempotency_key.contains(":note"))
+            )
+        ).scalars()
+        assert sorted((r.recipient, r.priority) for r in rows) == [
+            ("group", 0),
+            ("group", 0),
+            ("responder", 0),
+            ("responder", 0),
+        ]  # P0, as the alert and its location
