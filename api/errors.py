@@ -7,9 +7,11 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.security_headers import HEADERS
+from core.db import retryable
 from core.i18n import gettext, negotiate
 
 log = logging.getLogger("amparo.api")
@@ -30,6 +32,8 @@ TOO_LARGE = N_("the request is too large")
 HAS_NUL = N_("the request contains a NUL character, which no field accepts")
 INTERNAL = N_("internal error; it was logged for the operators")
 CONFLICT = N_("this conflicts with the current state")
+BUSY = N_("the server is busy: nothing was changed; try again in a moment")
+BUSY_RETRY_AFTER = "1"  # seconds: the transaction it lost to is over by then
 GENERIC = {
     401: UNAUTHENTICATED,
     403: FORBIDDEN,
@@ -109,6 +113,19 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+async def _aborted(request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL aborted the request's transaction for another's sake (a deadlock, a
+    serialization failure: ``core.db.retryable``); nothing it wrote stays. The request is not
+    run again here (its body is read, its handler need not be idempotent): 503 and
+    Retry-After ask the client to send it again. Any other database error is a 500."""
+    if not retryable(exc):
+        raise exc
+    log.warning("transaction aborted by the database", extra={"method": request.method})
+    response = answer(request, 503, BUSY)
+    response.headers["Retry-After"] = BUSY_RETRY_AFTER
+    return response
+
+
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", extra={"error": type(exc).__name__, "method": request.method})
     response = answer(request, 500, INTERNAL)
@@ -122,4 +139,5 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(DBAPIError, _aborted)
     app.add_exception_handler(Exception, _internal)

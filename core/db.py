@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, event, text
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -18,6 +21,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from core import sqlite
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Connections a SQLite engine keeps open. Beyond the pool, SQLAlchemy opens a connection per
 # checkout and closes it on return: a new thread, the pragmas, the schema read again and a cold
@@ -157,3 +163,47 @@ def unreachable(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError | TimeoutError | OSError):
         return True
     return bool(getattr(exc, "connection_invalidated", False))
+
+
+# PostgreSQL aborts one of two transactions that wait for each other (deadlock_detected) or
+# that cannot both stand as if run one after the other (serialization_failure); its advice is
+# to run the aborted one again, whole. SQLite's single writer never raises either.
+RETRY_STATES = frozenset({"40P01", "40001"})
+RETRY_ATTEMPTS = 3
+
+
+def retryable(exc: BaseException) -> bool:
+    """The database aborted this transaction to let another go on: running it again from the
+    start is the cure (a deadlock, a serialization failure). asyncpg's error reaches us as a
+    DBAPIError whose ``orig`` carries the SQLSTATE (psycopg's too, as ``sqlstate``/``pgcode``)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if code is not None:
+            return code in RETRY_STATES
+    return False
+
+
+async def backoff(attempt: int, rng: Callable[[], float] = random.random) -> None:
+    """Before running an aborted transaction again: 10-20 ms, then 20-40 ms (jittered: the
+    two that deadlocked must not meet again in step)."""
+    await asyncio.sleep(0.01 * 2**attempt * (1 + rng()))
+
+
+async def retried(work: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """``work()`` (one whole transaction), run again up to ``RETRY_ATTEMPTS`` times in all
+    while the database aborts it as ``retryable``; the last such error is raised. ``what``
+    names the work in the log, which says nothing else (no content, no address)."""
+    for attempt in range(RETRY_ATTEMPTS):
+        try:
+            return await work()
+        except DBAPIError as exc:
+            if not retryable(exc) or attempt == RETRY_ATTEMPTS - 1:
+                raise
+            log.warning(
+                "transaction aborted by the database; running it again",
+                extra={"work": what, "attempt": attempt + 1},
+            )
+            await backoff(attempt)
+    raise AssertionError("RETRY_ATTEMPTS is at least 1")

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core import actions, metrics, outbox, wakeup, webhooks
 from core.claims import locked, write_lock
 from core.crypto import CryptoError, Vault
-from core.db import transaction
+from core.db import retried, transaction
 from core.delivery import PAUSED, Attempt, record
 from core.messages import Address, Channel, DeliveryError, Outbound
 from core.models import ChannelAddress, OutboxMessage, OutboxState, Priority, Webhook
@@ -232,12 +232,19 @@ class Dispatcher:
     async def _deliver(self, jobs: list[Job], now: datetime) -> None:
         try:
             attempts = await self.send_all(jobs, now)
-            async with transaction(self.sessions) as session:
-                await record(
-                    session, self.vault, attempts, owner=self.owner, now=now, rng=self.rng
-                )
+            await self._record(attempts, now)
         except Exception:
             log.exception("recording deliveries failed; the leases will expire")
+
+    async def _record(self, attempts: list[Attempt], now: datetime) -> None:
+        """What the sends came to, in one transaction. One PostgreSQL aborts for a deadlock
+        is run again (``core.db.retried``): given up, the leases would expire and what was
+        delivered would be sent again. It is fenced by our lease and rereads every row."""
+        await retried(partial(self._recording, attempts, now), what="dispatch record")
+
+    async def _recording(self, attempts: list[Attempt], now: datetime) -> None:
+        async with transaction(self.sessions) as session:
+            await record(session, self.vault, attempts, owner=self.owner, now=now, rng=self.rng)
 
     async def drain(self, now: datetime) -> int:
         """Dispatch until nothing is due at ``now`` (tests drive the clock)."""
@@ -250,11 +257,7 @@ class Dispatcher:
         """One pass: claim, send, record (``run`` overlaps passes; tests take them in turn)."""
         jobs = await self.claim(now)
         if jobs:
-            attempts = await self.send_all(jobs, now)
-            async with transaction(self.sessions) as session:
-                await record(
-                    session, self.vault, attempts, owner=self.owner, now=now, rng=self.rng
-                )
+            await self._record(await self.send_all(jobs, now), now)
         return len(jobs)
 
     def ready(self) -> list[str]:
@@ -288,8 +291,15 @@ class Dispatcher:
             has_due, has_expired = (await reader.execute(_PROBE[top is not None], params)).one()
         if not (has_due or has_expired):
             return []
+        # Run again if PostgreSQL aborts it for a deadlock: nothing of it outlives a rollback.
+        claiming = partial(self._claim, now, params, top=top, expired=has_expired)
+        return await retried(claiming, what="dispatch claim")
+
+    async def _claim(
+        self, now: datetime, params: dict[str, object], *, top: int | None, expired: bool
+    ) -> list[Job]:
         async with transaction(self.sessions) as s:
-            if has_expired:  # a dispatcher died while sending: those rows are sent again
+            if expired:  # a dispatcher died while sending: those rows are sent again
                 await s.execute(_RELEASE_EXPIRED, params)
             await write_lock(s)  # SQLite: before reading what this transaction updates
             # No more rows of a rate-limited channel than it can send within the horizon.

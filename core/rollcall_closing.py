@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core import audit, outbox, webhooks
 from core.claims import write_lock
 from core.crypto import Vault
-from core.db import transaction
+from core.db import retried, transaction
 from core.models import Broadcast, Priority
 from core.outbox import Item
 from core.rollcalls import Tally, tally
@@ -117,7 +118,14 @@ async def close_due(
             )
         )
     closed = 0
-    for rollcall_id in due:
-        async with transaction(sessions) as session:
-            closed += await close(session, vault, rollcall_id=rollcall_id, now=now)
+    for rollcall_id in due:  # a transaction PostgreSQL aborts (a deadlock) is run again
+        closing = partial(_closing, sessions, vault, rollcall_id, now)
+        closed += await retried(closing, what="roll-call closing")
     return closed
+
+
+async def _closing(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, rollcall_id: uuid.UUID, now: datetime
+) -> bool:
+    async with transaction(sessions) as session:
+        return await close(session, vault, rollcall_id=rollcall_id, now=now)

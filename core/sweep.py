@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core import actions, escalation, rollcall_closing, timers
 from core.claims import locked, write_lock
 from core.crypto import Vault
-from core.db import transaction
+from core.db import retried, transaction
 from core.models import Alert, AlertState, CheckIn, CheckInState, Defender
 
 LIVE = (CheckInState.armed, CheckInState.reminded)
@@ -114,8 +115,9 @@ class Sweep:
             if not await self._any(model, due, now):  # an idle sweep writes nothing at all
                 continue
             while True:
-                async with transaction(self.sessions) as s:
-                    claimed, late = await take(s, state, now, size)
+                claimed, late = await retried(
+                    partial(self._batch, take, state, now, size), what="sweep"
+                )
                 self.steps += len(late)
                 self._observed(late)
                 done += claimed
@@ -123,6 +125,14 @@ class Sweep:
                     break
                 size = min(self.batch, size * 2)
         return done
+
+    async def _batch(
+        self, take: Take, state: Any, now: datetime, size: int
+    ) -> tuple[int, list[datetime]]:
+        """One batch, claimed and stepped in one transaction; a deadlock PostgreSQL aborts it
+        for (40P01) rolls back its claim too, so it runs again whole (``core.db.retried``)."""
+        async with transaction(self.sessions) as s:
+            return await take(s, state, now, size)
 
     async def _checkins(
         self, s: AsyncSession, state: Any, now: datetime, limit: int

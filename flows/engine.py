@@ -8,7 +8,8 @@ A channel hands every ``Inbound`` to ``Engine.handle``. For each event the engin
    holding SQLite's write lock meanwhile would stall everyone);
 3. in one transaction: records the message id (a repeat is dropped), loads the conversation,
    lets ``flows.router`` run the state function, saves the conversation (a version check turns
-   a concurrent writer into a retry) and queues the reply in the outbox;
+   a concurrent writer into a retry, as does a deadlock PostgreSQL aborted it for) and
+   queues the reply in the outbox, sent only once committed;
 4. on an unexpected error, rolls back and answers in a fresh transaction; if the event was an
    alert trigger, the fallback raises the alert all the same (fail toward escalation, R27);
    if that fails too (the database is down), ``NotHandled`` tells the channel to keep the
@@ -30,7 +31,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from core import pins, reports, sqlite
 from core.crypto import Vault
-from core.db import transaction, unreachable
+from core.db import backoff, retryable, transaction, unreachable
 from core.defenders import address_index
 from core.messages import Inbound, NotHandled
 from core.models import ChannelAddress, Conversation, Defender, utcnow
@@ -103,13 +104,14 @@ class Engine:
                     async with self._writers, transaction(self.sessions) as session:
                         await router.handle(self._context(session, inbound, index, cache, now))
                     return
-                except (IntegrityError, StaleDataError):
+                except Exception as exc:
+                    if not conflict(exc):
+                        log.exception("flow failed", extra={"channel": inbound.channel})
+                        break
                     if attempt == ATTEMPTS - 1:
                         log.exception("conversation kept changing under us")
                         break
-                except Exception:
-                    log.exception("flow failed", extra={"channel": inbound.channel})
-                    break
+                    await self._again(exc, attempt)
             await self._fallback(inbound, index, now, cache)
 
     async def _group(self, inbound: Inbound) -> None:
@@ -125,12 +127,27 @@ class Engine:
                         event = store.Event(session, self.vault, inbound, index, now, None)
                         await desk.handle_group(event)
                     return
-                except (IntegrityError, StaleDataError):
+                except Exception as exc:
+                    if not conflict(exc):
+                        log.exception(
+                            "desk group command failed", extra={"channel": inbound.channel}
+                        )
+                        return
                     if attempt == ATTEMPTS - 1:
                         log.exception("desk group command kept conflicting")
-                except Exception:
-                    log.exception("desk group command failed", extra={"channel": inbound.channel})
-                    return
+                        return
+                    await self._again(exc, attempt)
+
+    @staticmethod
+    async def _again(exc: Exception, attempt: int) -> None:
+        """Before the next attempt: PostgreSQL aborted the transaction for another's sake
+        (a deadlock): a short jittered wait lets that one finish."""
+        if retryable(exc):
+            log.warning(
+                "transaction aborted by the database; running it again",
+                extra={"attempt": attempt + 1},
+            )
+            await backoff(attempt)
 
     def _context(
         self,
@@ -176,7 +193,15 @@ class Engine:
                 await router.fallback(self._context(session, inbound, index, cache, now))
         except Exception as exc:
             log.exception("fallback failed too", extra={"channel": inbound.channel})
-            raise NotHandled(transient=unreachable(exc)) from None
+            raise NotHandled(transient=unreachable(exc) or retryable(exc)) from None
+
+
+def conflict(exc: BaseException) -> bool:
+    """An error that running the whole transaction again may cure: a concurrent writer took
+    the message id or the conversation's version first, or PostgreSQL aborted the transaction
+    (a deadlock, a serialization failure: ``core.db.retryable``). Everything it wrote was
+    rolled back, and its replies with it: they wait in the outbox, sent only once committed."""
+    return isinstance(exc, IntegrityError | StaleDataError) or retryable(exc)
 
 
 async def housekeeping(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:

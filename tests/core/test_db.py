@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.db import PG_POOL, SQLITE_POOL, create_engine, transaction
+from core.db import PG_POOL, SQLITE_POOL, create_engine, retried, retryable, transaction
 from core.models import Defender, Organisation
+from tests.deadlocks import deadlock
 
 
 async def test_it_keeps_timestamps_utc_aware(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -33,8 +35,6 @@ async def test_it_refuses_naive_timestamps(sessions: async_sessionmaker[AsyncSes
 
 
 async def test_it_enforces_foreign_keys(sessions: async_sessionmaker[AsyncSession]) -> None:
-    import uuid
-
     with pytest.raises(IntegrityError):
         async with transaction(sessions) as s:
             s.add(Defender(org_id=uuid.uuid4(), handle="blue-heron-17"))
@@ -128,3 +128,45 @@ async def test_concurrent_sessions_reuse_their_connections(db_url: str) -> None:
         assert rounds == [kept, kept]
     finally:
         await engine.dispose()
+
+
+async def test_it_knows_a_deadlock_from_other_errors(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    with pytest.raises(DBAPIError) as aborted:
+        async with transaction(sessions) as s:
+            await deadlock(s)
+    assert retryable(aborted.value)
+    with pytest.raises(IntegrityError) as duplicate:
+        async with transaction(sessions) as s:
+            s.add(Defender(org_id=uuid.uuid4(), handle="blue-heron-17"))
+    assert not retryable(duplicate.value)
+    assert not retryable(OperationalError("SELECT 1", None, Exception("database is locked")))
+
+
+async def test_it_runs_a_transaction_aborted_by_a_deadlock_again(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    runs: list[int] = []
+
+    async def work() -> uuid.UUID:
+        async with transaction(sessions) as s:
+            org = Organisation(name="Desk")
+            s.add(org)
+            await s.flush()
+            runs.append(1)
+            if len(runs) == 1:
+                await deadlock(s)
+            return org.id
+
+    kept = await retried(work, what="test")
+    async with sessions() as s:
+        assert [o.id for o in (await s.execute(select(Organisation))).scalars()] == [kept]
+    assert len(runs) == 2
+
+    async def always() -> None:
+        async with transaction(sessions) as s:
+            await deadlock(s)
+
+    with pytest.raises(DBAPIError):
+        await retried(always, what="test")
