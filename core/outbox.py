@@ -10,17 +10,15 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, bindparam, case, null, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, Table, case, null, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import wakeup
+from core import bulk, wakeup
 from core.crypto import Vault
 from core.messages import WITHDRAWN, Outbound
 from core.models import ChannelAddress, OutboxMessage, OutboxState, Priority
@@ -157,56 +155,29 @@ def rows(vault: Vault, items: list[Item], *, now: datetime) -> list[dict[str, An
     ]
 
 
-_Compiled = tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]
-_INSERTS: dict[str, _Compiled] = {}
+_INSERT = bulk.BulkInsert(
+    _TABLE, _COLUMNS, shared=_SHARED, raw=_RAW, skip_conflicts_on="idempotency_key"
+)
 
 
-def _insert(dialect: Dialect) -> _Compiled:
-    """The insert as driver SQL and, per parameter, the column's bind processor: the batch
-    is bound by hand, a value shared by every row converted once (a spike is 1000s of rows)."""
-    found = _INSERTS.get(dialect.name)
-    if found is None:
-        values: dict[str, Any] = {c: bindparam(c) for c in _COLUMNS}
-        stmt: Any
-        if dialect.name == "postgresql":
-            stmt = postgresql.insert(_TABLE).values(values)
-        else:
-            stmt = sqlite.insert(_TABLE).values(values)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
-        compiled = stmt.compile(dialect=dialect)
-        order = list(compiled.positiontup or ())
-        assert sorted(order) == sorted(_COLUMNS)
-        procs = [
-            (c, None if c in _RAW else _TABLE.c[c].type.bind_processor(dialect)) for c in order
-        ]
-        found = _INSERTS[dialect.name] = (compiled.string, procs)
-    return found
+def bound(dialect: Dialect, ready: list[dict[str, Any]]) -> bulk.Bound:
+    """Rows from ``rows`` bound for the driver (no database needed: a worker thread may),
+    in key order: the unique index on the keys is then filled page by page, not at random."""
+    return _INSERT.bind(dialect, sorted(ready, key=lambda r: str(r["idempotency_key"])))
 
 
-def _bound(ready: list[dict[str, Any]], procs: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
-    columns = []
-    for name, proc in procs:
-        values: list[Any] = [r[name] for r in ready]
-        if proc is not None:
-            if name in _SHARED:
-                memo: dict[Any, Any] = {}
-                values = [memo[v] if v in memo else memo.setdefault(v, proc(v)) for v in values]
-            else:
-                values = [None if v is None else proc(v) for v in values]
-        columns.append(values)
-    return list(zip(*columns, strict=True))
+async def insert_bound(session: AsyncSession, ready: bulk.Bound) -> None:
+    """Queue rows from ``bound`` in one statement; keys already queued are skipped."""
+    if ready[1]:
+        await bulk.run(session, ready)
+        wakeup.touch(session, wakeup.OUTBOX)
 
 
 async def insert_rows(session: AsyncSession, ready: list[dict[str, Any]]) -> None:
     """Queue rows from ``rows`` in one statement; keys already queued are skipped."""
-    if not ready:
-        return
-    conn = await session.connection()
-    sql, procs = _insert(conn.dialect)
-    # In key order: the unique index on the keys is then filled page by page, not at random.
-    ready = sorted(ready, key=lambda r: str(r["idempotency_key"]))
-    await conn.exec_driver_sql(sql, _bound(ready, procs))
-    wakeup.touch(session, wakeup.OUTBOX)
+    if ready:
+        conn = await session.connection()
+        await insert_bound(session, bound(conn.dialect, ready))
 
 
 async def enqueue_many(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from sqlalchemy import event, select, update
@@ -172,6 +175,34 @@ async def test_it_fans_out_in_a_few_statements_not_one_per_defender(desk: Desk) 
     assert sent.json()["recipients"] == 300
     assert len(await rows_of(desk, sent.json()["id"])) == 300
     assert 3 <= len(inserts) <= 6, inserts  # the broadcast, its outbox rows, recipients, audit
+
+
+async def test_it_encrypts_away_from_the_event_loop_before_taking_any_lock(desk: Desk) -> None:
+    """A broadcast to thousands encrypts for most of a second: meanwhile the process's event
+    loop must stay free, and another transaction (a panic) must be able to write."""
+    async with transaction(desk.sessions) as s:
+        (person, *_) = await people(s, desk, desk.a, *[("pt", "active", "telegram")] * 3)
+    loop, seen = asyncio.get_running_loop(), []
+
+    async def panic_meanwhile() -> None:  # a write of its own, committed while encrypting
+        async with transaction(desk.sessions) as s:
+            await s.execute(update(Defender).where(Defender.id == person.id).values(locale="fr"))
+
+    rows = outbox.rows
+
+    def encrypting(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        seen.append(threading.current_thread() is threading.main_thread())
+        asyncio.run_coroutine_threadsafe(panic_meanwhile(), loop).result(timeout=30)
+        return rows(*args, **kwargs)
+
+    with patch.object(outbox, "rows", encrypting):
+        async with await desk.client(desk.a, "admin") as c:
+            sent = await c.post("/api/v1/broadcasts", json={"text": TEXT})
+    assert sent.status_code == 201, sent.text
+    assert seen == [False]  # in a worker thread, not on the loop's
+    assert len(await rows_of(desk, sent.json()["id"])) == 3
+    async with transaction(desk.sessions) as s:
+        assert (await s.get(Defender, person.id)).locale == "fr"  # type: ignore[union-attr]
 
 
 async def test_retention_forgets_broadcasts_and_answers_after_30_days(desk: Desk) -> None:
