@@ -191,8 +191,11 @@ class Signal:
                 await bot.wait_until_ready()
                 retried = time.monotonic()
                 while not lost.is_set() and not self._receiver_stopped(bot):
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the wake-up
+                    # and drops a stop (SIGTERM) that lands in the same loop turn as ``lost``.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 0.5)
+                        async with asyncio.timeout(0.5):
+                            await lost.wait()
                     if self._undeleted and time.monotonic() - retried >= DELETE_RETRY_S:
                         retried = time.monotonic()
                         await self._discard([])

@@ -29,6 +29,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -188,10 +189,12 @@ class Dispatcher:
                     lane.release()
                 if len(jobs) < self.batch:
                     idle = min(self.idle_s, self._refill or self.idle_s)
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), idle)
-                    except TimeoutError:
-                        pass
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the wake-up
+                    # and drops a stop (SIGTERM) that lands in the same loop turn, and the
+                    # loop would never end.
+                    with suppress(TimeoutError):
+                        async with asyncio.timeout(idle):
+                            await self._wake.wait()
         finally:
             stop()
             await self._stop(flying)

@@ -95,3 +95,26 @@ async def test_retry_after_counts_from_the_answer_not_the_claim(sessions, vault)
     assert row.state == OutboxState.pending and row.attempts == 1
     assert row.next_attempt_at.replace(tzinfo=UTC) >= claimed + timedelta(seconds=1.45)
     assert row.next_attempt_at.replace(tzinfo=UTC) <= answered + timedelta(seconds=1.2)
+
+
+async def test_a_stop_landing_as_the_dispatcher_is_woken_still_stops_it(sessions, vault) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM in the very loop turn where a finished pass (or a commit) wakes the idle
+    dispatcher: the stop must not be lost. Python 3.11's ``asyncio.wait_for`` returned the
+    wake-up instead of raising the cancellation, and the dispatcher went on claiming every
+    ``idle_s`` for ever: a worker that never stopped (a hang, not a slow stop)."""
+    d = Dispatcher(sessions, vault, {"held": Held(None)}, owner="w1", limits={}, idle_s=60.0)
+    task = asyncio.create_task(d.run())
+    async with asyncio.timeout(10):
+        while not d._wake._waiters:  # type: ignore[attr-defined]  # idle: waiting to be woken
+            await asyncio.sleep(0.01)
+    d.wake()
+    await asyncio.sleep(0)  # the wake-up's waiter is done; the dispatcher has not resumed yet
+    task.cancel()
+    try:
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done, "the dispatcher ignored its stop"
+        assert task.cancelled()
+    finally:
+        task.cancel()  # without the fix: stop it for good (it is idle again now)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
