@@ -23,7 +23,7 @@ from api import (
     dashboard_rollcalls,
 )
 from api.deps import NowDep, SessionDep, signed_in
-from api.pages import STATIC
+from api.pages import STATIC, error_page
 from api.routes import install
 from core import metrics
 from core.config import Mode, Settings
@@ -119,6 +119,7 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
     app.state.engine = engine
     app.state.sessions = sessionmaker(engine)
     app.state.vault = vault
+    app.state.error_page = error_page  # a dashboard page's 500 or 503 (api.errors.failed)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
