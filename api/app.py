@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import (
     dashboard,
+    dashboard_alert,
     dashboard_assign,
     dashboard_defenders,
     dashboard_desk,
@@ -35,6 +36,7 @@ from core.sweep import lag as sweep_lag
 # The dashboard's page modules, included after the desk API (no path of theirs under it).
 PAGES = (
     dashboard,
+    dashboard_alert,
     dashboard_assign,
     dashboard_reports,
     dashboard_defenders,
