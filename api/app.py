@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import (
     dashboard,
+    dashboard_alert,
     dashboard_assign,
     dashboard_defenders,
     dashboard_desk,
@@ -23,7 +24,7 @@ from api import (
     dashboard_rollcalls,
 )
 from api.deps import NowDep, SessionDep, signed_in
-from api.pages import STATIC
+from api.pages import STATIC, error_page
 from api.routes import install
 from core import metrics
 from core.config import Mode, Settings
@@ -35,6 +36,7 @@ from core.sweep import lag as sweep_lag
 # The dashboard's page modules, included after the desk API (no path of theirs under it).
 PAGES = (
     dashboard,
+    dashboard_alert,
     dashboard_assign,
     dashboard_reports,
     dashboard_defenders,
@@ -119,6 +121,7 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
     app.state.engine = engine
     app.state.sessions = sessionmaker(engine)
     app.state.vault = vault
+    app.state.error_page = error_page  # a dashboard page's 500 or 503 (api.errors.failed)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

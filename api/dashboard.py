@@ -1,12 +1,11 @@
-"""The responders' dashboard at /: log in with a password and TOTP, the alert queue, one
-alert's timeline, acknowledge and resolve. Server-rendered forms on the desk API's own
-sessions, roles, throttles and audit; the only script opens sealed items (unseal.js)."""
+"""The responders' dashboard at /: log in with a password and TOTP, the alert queue, the
+password change; one alert's page and actions are in api/dashboard_alert.py. Server-rendered
+forms on the desk API's own sessions, roles, throttles and audit; the only script opens sealed
+items (unseal.js)."""
 
 from __future__ import annotations
 
-import base64
 import secrets
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -22,8 +21,7 @@ from api.alert_schemas import queue_item
 from api.deps import COOKIE, LimitsDep, NowDep, SessionDep, SessionsDep, VaultDep
 from api.devices import remember_device
 from api.errors import N_, ApiError
-from api.pages import NOTICES, OUTCOMES, render
-from api.routes.alerts import acknowledge_alert, resolve_alert
+from api.pages import NOTICES, render
 from api.routes.auth import (
     LOGIN_FAILED,
     WEAK_PASSWORD,
@@ -35,8 +33,8 @@ from api.routes.auth import (
 )
 from core import audit, auth, desk_alerts
 from core.auth import AuthError, Principal
-from core.desk_alerts import Cursor, DeskConflict
-from core.models import Alert, AlertState, Organisation, Responder
+from core.desk_alerts import Cursor
+from core.models import AlertState, Responder
 
 router = APIRouter(include_in_schema=False)
 
@@ -241,177 +239,6 @@ async def queue(
         notice=NOTICES.get(notice or ""),
         refresh=None if state is not None else "30; url=/?auto=1",
     )
-
-
-@router.get("/alerts/{alert_id}")
-async def alert_page(
-    alert_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    vault: VaultDep,
-    now: NowDep,
-    notice: str | None = None,
-) -> Response:
-    """One alert: what happened, in order, and what the responder may do now."""
-    who = await viewer(request, session, now)
-    if who is None:
-        return to("/login")
-    if who.principal.must_change_password:
-        return to("/password")
-    if not who.may("alerts:read"):
-        return to("/reports")
-    alert = await desk_alerts.get_alert(session, who.principal.org_id, alert_id)
-    if alert is None:
-        return render(request, "missing.html", 404, me=who)
-    await audit.record(
-        session,
-        vault,
-        actor=who.principal.actor,
-        action="alert.view",
-        target=str(alert.id),
-        org_id=who.principal.org_id,
-        now=now,
-    )
-    events, notes = await desk_alerts.timeline(session, alert.id)
-    org = await session.get(Organisation, who.principal.org_id)
-    staff = select(Responder.id, Responder.username, Responder.active).where(
-        Responder.org_id == who.principal.org_id
-    )
-    rows = (await session.execute(staff.order_by(Responder.username))).all()
-    names = {row[0]: row[1] for row in rows}
-    defender = errors.translated(request, N_("defender"))  # where a responder's name goes
-    # A note has no author when the defender wrote it (flows.panic.told): who added it, then.
-    added = {e.detail.get("note"): e.actor for e in events if e.kind == "note_added"}
-    authors = {
-        n.id: (n.author_id and names.get(n.author_id))
-        or actor_name(added.get(str(n.id)), names, defender)
-        for n in notes
-    }
-    return render(
-        request,
-        "alert.html",
-        me=who,
-        alert=alert,
-        handle=await desk_alerts.handle_of(session, alert.defender_id),
-        events=[(e, actor_name(e.actor, names, defender)) for e in events],
-        location=None if alert.location_sealed is None else b64(alert.location_sealed),
-        notes=[(n, authors[n.id], b64(n.sealed)) for n in notes],
-        keyed=org is not None and org.public_key is not None,
-        outcomes=OUTCOMES,
-        assignee=names.get(alert.assigned_to) if alert.assigned_to else None,
-        staff=[(str(rid), name) for rid, name, active in rows if active],
-        notice=NOTICES.get(notice or ""),
-    )
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def actor_name(actor: str | None, names: dict[uuid.UUID, str], defender: str = "defender") -> str:
-    """Who did it, as the desk knows them: a responder's username, ``defender`` (the word in
-    the responder's language) for the defender, else the kind of actor."""
-    kind, _sep, ident = (actor or "").partition(":")
-    if kind == "defender":
-        return defender
-    if kind == "responder":
-        try:
-            return names.get(uuid.UUID(ident), kind)
-        except ValueError:
-            return kind
-    return kind
-
-
-async def acting(
-    alert_id: uuid.UUID, request: Request, session: AsyncSession, now: datetime, csrf: str
-) -> tuple[Viewer, Alert] | Response:
-    who = await checked(request, session, now, csrf)
-    if who is None:
-        return to("/login")
-    back = f"/alerts/{alert_id}"
-    if not who.may("alerts:write") or who.principal.must_change_password:
-        return to(back + "?notice=forbidden")
-    alert = await desk_alerts.get_alert(session, who.principal.org_id, alert_id)
-    if alert is None:
-        return render(request, "missing.html", 404, me=who)
-    return who, alert
-
-
-@router.post("/alerts/{alert_id}/acknowledge")
-async def acknowledge(
-    alert_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    vault: VaultDep,
-    now: NowDep,
-    csrf: Text = "",
-) -> Response:
-    found = await acting(alert_id, request, session, now, csrf)
-    if isinstance(found, Response):
-        return found
-    who, alert = found
-    try:
-        await acknowledge_alert(session, vault, who.principal, alert, now)
-    except ApiError:
-        return to(f"/alerts/{alert_id}?notice=not_open")
-    return to(f"/alerts/{alert_id}?notice=acknowledged")
-
-
-@router.post("/alerts/{alert_id}/resolve")
-async def resolve(
-    alert_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    vault: VaultDep,
-    now: NowDep,
-    csrf: Text = "",
-    outcome: Annotated[str, Form(max_length=24)] = "",
-) -> Response:
-    found = await acting(alert_id, request, session, now, csrf)
-    if isinstance(found, Response):
-        return found
-    who, alert = found
-    if outcome not in OUTCOMES:
-        return to(f"/alerts/{alert_id}")
-    try:
-        await resolve_alert(session, vault, who.principal, alert, outcome, now)
-    except ApiError:
-        return to(f"/alerts/{alert_id}?notice=not_open")
-    return to("/?notice=resolved")
-
-
-@router.post("/alerts/{alert_id}/notes")
-async def add_note(
-    alert_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    vault: VaultDep,
-    now: NowDep,
-    csrf: Text = "",
-    text: Annotated[str, Form(max_length=10_000)] = "",
-) -> Response:
-    """A note for the desk, sealed to the organisation key on arrival (never kept in clear)."""
-    found = await acting(alert_id, request, session, now, csrf)
-    if isinstance(found, Response):
-        return found
-    who, alert = found
-    org = await session.get(Organisation, who.principal.org_id)
-    if not text.strip() or org is None:
-        return to(f"/alerts/{alert_id}")
-    try:
-        await desk_alerts.add_note(
-            session,
-            vault,
-            alert=alert,
-            org=org,
-            text=text,
-            author_id=who.principal.responder_id,
-            actor=who.principal.actor,
-            now=now,
-        )
-    except DeskConflict:
-        return to(f"/alerts/{alert_id}?notice=no_key")
-    return to(f"/alerts/{alert_id}?notice=note")
 
 
 @router.get("/password")

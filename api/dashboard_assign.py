@@ -1,6 +1,6 @@
 """The dashboard's other alert actions: assign an alert to a responder of the organisation
 (or to nobody), and reopen a resolved one (escalation starts again from the desk step).
-Same sessions, CSRF, roles and audit as acknowledge and resolve (api/dashboard.py)."""
+Same sessions, CSRF, roles and audit as acknowledge and resolve (api/dashboard_alert.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from api.dashboard import acting, to
+from api.dashboard import to
+from api.dashboard_alert import acting
 from api.deps import NowDep, SessionDep, VaultDep
 from core import desk_alerts
 from core.desk_alerts import DeskConflict

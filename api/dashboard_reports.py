@@ -8,7 +8,8 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.dashboard import PAGE, b64, reader
+from api.dashboard import PAGE, reader
+from api.dashboard_alert import b64
 from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import locale_of
 from api.pages import render, report_labels

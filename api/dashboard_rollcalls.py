@@ -15,7 +15,8 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from api.dashboard import Text, Viewer, actor_name, checked, reader, to
+from api.dashboard import Text, Viewer, checked, reader, to
+from api.dashboard_alert import actor_name
 from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
 from api.pages import NOTICES, render

@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -34,6 +34,8 @@ INTERNAL = N_("internal error; it was logged for the operators")
 CONFLICT = N_("this conflicts with the current state")
 BUSY = N_("the server is busy: nothing was changed; try again in a moment")
 BUSY_RETRY_AFTER = "1"  # seconds: the transaction it lost to is over by then
+# A dashboard page's 500, for a person (the bot's own sentence; INTERNAL is the API's).
+SORRY = N_("Sorry, something went wrong on our side. Please try again.")
 GENERIC = {
     401: UNAUTHENTICATED,
     403: FORBIDDEN,
@@ -86,6 +88,26 @@ def answer(request: Request, status: int, message: str, **extra: object) -> JSON
     return JSONResponse(body, status_code=status)
 
 
+# Paths outside the desk API that machines call: they answer JSON as the API does.
+MACHINE_PATHS = ("/healthz", "/metrics", "/hooks/telegram")
+
+
+def for_people(request: Request) -> bool:
+    """A dashboard request: a responder's browser, on a page or a form outside /api/."""
+    path: str = request.scope["path"]
+    return not path.startswith("/api/") and path not in MACHINE_PATHS
+
+
+def failed(request: Request, status: int, message: str) -> Response:
+    """A 500 or 503: the API's JSON ``message``, or on a dashboard page the app's page
+    (``app.state.error_page``, api.pages), whose text is a person's, not ``message``."""
+    page = getattr(request.app.state, "error_page", None)
+    if page is not None and for_people(request):
+        response: Response = page(request, status)
+        return response
+    return answer(request, status, message)
+
+
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     response = answer(request, exc.status, exc.message)
@@ -93,10 +115,10 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code >= 500:
-        return answer(request, 500, INTERNAL)
+        return failed(request, 500, INTERNAL)
     message = GENERIC.get(exc.status_code, INVALID)
     response = answer(request, exc.status_code, message)
     response.headers.update(exc.headers or {})
@@ -113,22 +135,23 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
-async def _aborted(request: Request, exc: Exception) -> JSONResponse:
+async def _aborted(request: Request, exc: Exception) -> Response:
     """PostgreSQL aborted the request's transaction for another's sake (a deadlock, a
     serialization failure: ``core.db.retryable``); nothing it wrote stays. The request is not
     run again here (its body is read, its handler need not be idempotent): 503 and
-    Retry-After ask the client to send it again. Any other database error is a 500."""
+    Retry-After ask the client to send it again (a page on the dashboard, JSON on the API).
+    Any other database error is a 500."""
     if not retryable(exc):
         raise exc
     log.warning("transaction aborted by the database", extra={"method": request.method})
-    response = answer(request, 503, BUSY)
+    response = failed(request, 503, BUSY)
     response.headers["Retry-After"] = BUSY_RETRY_AFTER
     return response
 
 
-async def _internal(request: Request, exc: Exception) -> JSONResponse:
+async def _internal(request: Request, exc: Exception) -> Response:
     log.error("unhandled error", extra={"error": type(exc).__name__, "method": request.method})
-    response = answer(request, 500, INTERNAL)
+    response = failed(request, 500, INTERNAL)
     # This answer leaves outside every middleware: it brings its own headers.
     for name, value in HEADERS:
         response.headers[name.decode()] = value.decode()

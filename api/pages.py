@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from api.errors import N_, locale_of
+from api.errors import BUSY, N_, SORRY, locale_of, translated
 from core.i18n import RTL, gettext, translations
 from core.vocabulary import ACT_LABELS, ANSWERS
 
@@ -176,3 +176,10 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     locale = locale_of(request)
     html = environment(locale).get_template(template).render(**context)
     return HTMLResponse(html, status_code=status, headers={"content-language": locale})
+
+
+def error_page(request: Request, status: int) -> HTMLResponse:
+    """A dashboard page's 500 or 503 (api.errors.failed): what happened in a sentence and the
+    way back to the queue, in the responder's language; nothing about the error itself."""
+    text = translated(request, BUSY if status == 503 else SORRY)
+    return render(request, "error.html", status, me=None, message=text[:1].upper() + text[1:])
