@@ -16,7 +16,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, escalation, live_locations, notices, recipients, webhooks
+from core import (
+    actions,
+    escalation,
+    follow_ups,
+    live_locations,
+    notices,
+    recipients,
+    webhooks,
+    withdrawals,
+)
 from core.claims import locked, write_lock
 from core.crypto import Vault, seal
 from core.escalation import DEFAULT_POLICY, Policy
@@ -330,8 +339,8 @@ async def acknowledge(
     session.add(actions.event(alert, "acknowledged", now, actor=actor, via=via))
     if escalation.desk_told(alert.kind, alert.step):
         defender = await _defender(session, alert)
-        await actions.webhook_event(session, vault, alert, defender, "alert.acknowledged", now)
-        await actions.acknowledged(
+        await follow_ups.webhook_event(session, vault, alert, defender, "alert.acknowledged", now)
+        await follow_ups.acknowledged(
             session, vault, alert=alert, defender=defender, via=via, now=now
         )
     return True
@@ -361,7 +370,7 @@ async def resolve(
     await webhooks.forget_location(session, vault, alert.id)  # and so are its held events'
     session.add(actions.event(alert, "resolved", now, actor=actor, outcome=outcome))
     defender = await _defender(session, alert)
-    await actions.closing(
+    await follow_ups.closing(
         session,
         vault,
         alert=alert,
@@ -371,9 +380,9 @@ async def resolve(
         now=now,
         via=via,
     )
-    await actions.withdraw_steps(session, alert)  # no alarm may arrive after the all-clear
+    await withdrawals.withdraw_steps(session, alert)  # no alarm may arrive after the all-clear
     if outcome in notices.SAFE_OUTCOMES:  # after withdraw_steps' locks (its docstring)
-        await actions.spare_stopped(session, alert)  # a contact's /stop meanwhile
+        await withdrawals.spare_stopped(session, alert)  # a contact's /stop meanwhile
     if actor != "defender":
         # Discreet mode: a live location shared for it is no longer followed: off the phone.
         # Not when the defender calls it off with their PIN: the duress PIN leaves the alert

@@ -7,7 +7,7 @@ in a group, makes that group the organisation's responder group (one per organis
 again replaces it, keeping the language the desk chose for the group's posts). In the group,
 only linked responders of that organisation with the admin or responder role may acknowledge
 or resolve, through the same core functions as the API; the group hears of changes made
-elsewhere (``core.actions``), never an echo of its own.
+elsewhere (``core.follow_ups``), never an echo of its own.
 """
 
 from __future__ import annotations

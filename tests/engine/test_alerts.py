@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from core import actions, alerts, checkins, notices, webhooks
+from core import alerts, checkins, follow_ups, notices, webhooks
 from core.crypto import open_sealed
 from core.db import transaction
 from core.escalation import Policy
@@ -256,7 +256,7 @@ async def test_its_held_webhook_events_forget_the_location_with_it(world: World)
         assert found is not None and found.location_sealed is not None
         defender = await world.defender(s)
         for kind in ("alert.escalated", "alert.acknowledged"):
-            await actions.webhook_event(s, world.vault, found, defender, kind, T0 + MIN)
+            await follow_ups.webhook_event(s, world.vault, found, defender, kind, T0 + MIN)
         await s.execute(  # the escalation given up: a dead letter; the acknowledgement waits
             update(OutboxMessage)
             .where(OutboxMessage.idempotency_key.like("%:alert.escalated|webhook:%"))

@@ -3,8 +3,8 @@ wait for each other; on PostgreSQL they must never deadlock (40P01 aborts one: t
 or the all-clear, lost).
 
 The lock orders: the close locks the alert, its alarms waiting for a retry
-(``actions.withdraw_steps``), then the contacts it queued all-clears to, ``FOR SHARE`` by id
-(``actions.spare_stopped``; the defender's row only for a contact already forgotten, which only
+(``withdrawals.withdraw_steps``), then the contacts it queued all-clears to, ``FOR SHARE`` by id
+(``withdrawals.spare_stopped``; the defender's row only for a contact already forgotten, which only
 a committed deletion leaves). The deletion locks the defender's row, their check-ins, their
 messages waiting, then their contacts, by id too, before deleting them
 (``defenders.delete_data``). It used to delete them at once: a DELETE locks rows in the order

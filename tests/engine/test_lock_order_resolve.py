@@ -6,7 +6,7 @@ The lock orders: ``core.delivery.record`` locks its batch's outbox rows (``FOR U
 those still ``sending`` under its lease), then each failed alarm's alert (``overtaken``,
 ``FOR UPDATE``, and ``fallback.desk_sooner`` again for a contact's). ``core.alerts.resolve``
 locks the alert (``FOR UPDATE``), then queues the all-clears (inserts: new keys) and
-withdraws the alert's alarms waiting for a retry (``actions.withdraw_steps``: the rows
+withdraws the alert's alarms waiting for a retry (``withdrawals.withdraw_steps``: the rows
 ``pending`` with ``attempts > 0`` read ``FOR UPDATE``, then updated). A row being recorded is
 ``sending`` in every snapshot ``resolve`` can read (the claim committed that), so ``resolve``
 never locks, updates nor waits for a row ``record`` holds: no cycle.
