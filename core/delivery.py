@@ -106,7 +106,8 @@ async def record(
         if row.id in stale and attempt.outcome in ("deferred", "retry"):
             if attempt.outcome == "retry":
                 row.attempts += 1
-            withdrawals.withdraw(row)  # as core.alerts.resolve would have, had it been waiting
+            # as core.alert_handling.resolve would have, had it been waiting
+            withdrawals.withdraw(row)
             await left_partway(session, vault, row, attempt.message, partway, now)
             continue
         if attempt.outcome == "deferred":
@@ -294,7 +295,7 @@ async def retry(
 def given_up(row: OutboxMessage, now: datetime) -> bool:
     """Webhooks and ordinary messages give up after so many tries; an alert's P0/P1 notices
     keep trying at their cap for ALERT_PATIENCE, so a channel that comes back still carries
-    them (a resolved alert's pending notices are withdrawn: core.alerts.resolve)."""
+    them (a resolved alert's pending notices are withdrawn: core.alert_handling.resolve)."""
     if row.webhook_id is not None:
         return row.attempts >= WEBHOOK_ATTEMPTS
     if row.alert_id is not None and row.priority <= Priority.P1:

@@ -1,5 +1,5 @@
-"""After an alert's ladder: who it reached (``alerted``) and what they hear next, in the
-caller's transaction.
+"""Who an alert reached (``alerted``), and what they hear when it is acknowledged or closes;
+in the caller's transaction.
 
 The responder group is told an alert it was shown is acknowledged (``acknowledged``); when the
 alert closes, everyone it reached hears that it is over (``closing``: the contacts only when

@@ -24,7 +24,7 @@ import uuid
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import alerts, defenders
+from core import alert_handling, alerts, defenders
 from core.claims import dialect, write_lock
 from core.crypto import Vault
 from core.db import transaction
@@ -67,7 +67,7 @@ async def resolving(world: World, alert_id: uuid.UUID) -> None:
     async with transaction(world.sessions) as s:
         alert = await s.get_one(Alert, alert_id)
         actor = f"responder:{world.responder_ids[0]}"
-        assert await alerts.resolve(
+        assert await alert_handling.resolve(
             s, world.vault, alert=alert, outcome="safe", actor=actor, now=T0 + MIN
         )
 

@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import alerts, contacts, defenders, outbox
+from core import alert_handling, alerts, contacts, defenders, outbox
 from core.claims import dialect, write_lock
 from core.crypto import Vault
 from core.db import transaction
@@ -77,7 +77,7 @@ async def resolving(
         alert = await s.get(Alert, alert_id)
         assert alert is not None
         actor = f"responder:{world.responder_ids[0]}"
-        await alerts.resolve(
+        await alert_handling.resolve(
             s, world.vault, alert=alert, outcome="safe", actor=actor, now=T0 + MIN
         )
         if done is not None:
