@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import errors
-from core import alert_handling, auth
+from core import alert_handling, desk_sessions
 from core.i18n import gettext
 from core.models import AlertEvent, AlertState, AuditEntry
 from tests.api.conftest import BASE, Desk
@@ -98,7 +98,7 @@ async def test_a_deadlock_as_the_request_commits_is_a_503_too(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After the handler returned: ``api.deps.get_db``'s last statements before the commit."""
-    real, left = auth.still_held, [1]
+    real, left = desk_sessions.still_held, [1]
 
     async def aborted(session: AsyncSession) -> bool:
         if left[0] > 0:  # the resolve, written and flushed
@@ -106,7 +106,7 @@ async def test_a_deadlock_as_the_request_commits_is_a_503_too(
             await deadlock(session)
         return await real(session)
 
-    monkeypatch.setattr(auth, "still_held", aborted)
+    monkeypatch.setattr(desk_sessions, "still_held", aborted)
     assert desk.a.alert is not None
     path = f"/api/v1/alerts/{desk.a.alert.id}/resolve"
     async with await desk.client(desk.a, "responder") as c:
