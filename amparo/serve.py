@@ -99,8 +99,8 @@ async def _supervise(settings: Settings, host: str | None, port: int | None, n: 
     """Several API processes: safe because nothing that must be counted once lives in one
     process's memory (login, export and invite limits are in the database: core.throttle;
     sessions are checked against it on every request). What a process caches is a live API
-    token's principal, for at most core.auth.TOKEN_CACHE_TTL after another process revoked it
-    (reads only: a request that writes reads the token again, core.auth.hold_token).
+    token's principal, for at most core.api_tokens.TOKEN_CACHE_TTL after another process revoked it
+    (reads only: a request that writes reads the token again, core.desk_sessions.hold_token).
     The database is migrated here once, before any worker starts; if a worker ends, the others
     are stopped too, and the command ends (the service manager restarts it)."""
     logs.configure(settings.log_level)

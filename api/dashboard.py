@@ -31,7 +31,7 @@ from api.routes.auth import (
     set_cookie,
     sign_in,
 )
-from core import audit, auth, desk_alerts
+from core import audit, desk_alerts, desk_sessions
 from core.auth import AuthError, Principal
 from core.desk_alerts import Cursor
 from core.models import AlertState, Responder
@@ -66,16 +66,21 @@ async def viewer(
     hold: bool = False,
 ) -> Viewer | None:
     """The logged-in responder, from the session cookie and its CSRF twin, or None.
-    ``touch=False`` for requests the page makes by itself (see core.auth.session_principal).
-    ``hold``: for a form that writes, also None once the responder is disabled (or the session
-    revoked) while the request waited (core.auth.hold)."""
+    ``touch=False`` for requests the page makes by itself (see
+    core.desk_sessions.session_principal). ``hold``: for a form that writes, also None once the
+    responder is disabled (or the session revoked) while the request waited
+    (core.desk_sessions.hold)."""
     token, csrf = request.cookies.get(COOKIE), request.cookies.get(CSRF_COOKIE)
     if token is None or csrf is None:
         return None
-    found = await auth.session_principal(session, token, now, touch=touch and not hold)
-    if found is None or found[0].responder_id is None or not auth.csrf_matches(found[1], csrf):
+    found = await desk_sessions.session_principal(session, token, now, touch=touch and not hold)
+    if (
+        found is None
+        or found[0].responder_id is None
+        or not desk_sessions.csrf_matches(found[1], csrf)
+    ):
         return None
-    if hold and not await auth.hold(session, found[0], found[1], now, admins=False):
+    if hold and not await desk_sessions.hold(session, found[0], found[1], now, admins=False):
         return None
     username = await session.scalar(
         select(Responder.username).where(Responder.id == found[0].responder_id)
@@ -112,7 +117,7 @@ def forget(response: Response, *names: str) -> None:
 
 def signed_in(response: Response, token: str, csrf: str) -> Response:
     set_cookie(response, token)
-    keep(response, CSRF_COOKIE, csrf, int(auth.SESSION_ABSOLUTE.total_seconds()))
+    keep(response, CSRF_COOKIE, csrf, int(desk_sessions.SESSION_ABSOLUTE.total_seconds()))
     forget(response, LOGIN_COOKIE)
     return response
 
@@ -175,7 +180,7 @@ async def logout(request: Request, session: SessionDep, vault: VaultDep, now: No
     if who is not None:
         p = who.principal
         assert p.responder_id is not None and p.session_id is not None
-        await auth.revoke_sessions(session, p.responder_id, now, only=p.session_id)
+        await desk_sessions.revoke_sessions(session, p.responder_id, now, only=p.session_id)
         await audit.record(
             session,
             vault,
@@ -279,7 +284,7 @@ async def change_password(
         error = WRONG_PASSWORD if exc.code == "password" else WEAK_PASSWORD
         message = errors.translated(request, error)
         return render(request, "password.html", 400, me=who, error=message)
-    _row, token, csrf = await auth.open_session(session, responder, now)
+    _row, token, csrf = await desk_sessions.open_session(session, responder, now)
     response = signed_in(to("/?notice=password"), token, csrf)
     remember_device(response, vault, responder, now)  # the old one died with the password
     return response

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api import errors
 from api.errors import ApiError
-from core import auth
+from core import api_tokens, desk_sessions
 from core.auth import Principal
 from core.crypto import Vault
 from core.throttle import Limits
@@ -31,7 +31,7 @@ async def get_db(request: Request) -> AsyncGenerator[AsyncSession, None]:
     SQLAlchemy's greenlet bridge and a context of its own (bench/api.py)."""
     async with request.app.state.sessions() as session:
         yield session
-        if not await auth.still_held(session):  # SQLite: disabled while this request ran
+        if not await desk_sessions.still_held(session):  # SQLite: disabled while this request ran
             raise ApiError(401, errors.UNAUTHENTICATED)
         if session.in_transaction():
             await session.commit()
@@ -55,11 +55,11 @@ async def get_vault(request: Request) -> Vault:
     return vault
 
 
-def token_cache(request: Request) -> auth.TokenCache:
+def token_cache(request: Request) -> api_tokens.TokenCache:
     """This app's cache of live API tokens (one per app: tests run several apps at once)."""
-    cache: auth.TokenCache | None = getattr(request.app.state, "token_cache", None)
+    cache: api_tokens.TokenCache | None = getattr(request.app.state, "token_cache", None)
     if cache is None:
-        cache = request.app.state.token_cache = auth.TokenCache()
+        cache = request.app.state.token_cache = api_tokens.TokenCache()
     return cache
 
 
@@ -96,7 +96,7 @@ async def _principal(request: Request, session: SessionDep, now: NowDep) -> Prin
 
 async def _admin(request: Request, session: SessionDep, now: NowDep) -> Principal:
     """The caller of a route that may change rights: an admin's request that writes locks
-    the organisation's admins first (core.auth.hold)."""
+    the organisation's admins first (core.desk_sessions.hold)."""
     return await _resolve(request, session, now, admins=True)
 
 
@@ -105,25 +105,27 @@ async def _resolve(
 ) -> Principal:
     token, writes = bearer(request), request.method not in SAFE_METHODS
     if token is not None:
-        principal = await auth.token_principal(session, token, now, token_cache(request))
+        principal = await api_tokens.token_principal(session, token, now, token_cache(request))
         # Revoked while this request waited (or in a cache's few seconds): it writes nothing.
-        if principal is None or (writes and not await auth.hold_token(session, principal, now)):
+        if principal is None or (
+            writes and not await desk_sessions.hold_token(session, principal, now)
+        ):
             raise ApiError(401, errors.UNAUTHENTICATED)
         return principal
     cookie = request.cookies.get(COOKIE)
     found = (
         None
         if cookie is None
-        else await auth.session_principal(session, cookie, now, touch=not writes)
+        else await desk_sessions.session_principal(session, cookie, now, touch=not writes)
     )
     if found is None:
         raise ApiError(401, errors.UNAUTHENTICATED)
     principal, row = found
     # SameSite=Strict already keeps other sites' forms out; the header is the second lock.
-    if writes and not auth.csrf_matches(row, request.headers.get(CSRF_HEADER)):
+    if writes and not desk_sessions.csrf_matches(row, request.headers.get(CSRF_HEADER)):
         raise ApiError(403, errors.BAD_CSRF)
     # Disabled, or the session revoked, while this request waited: it writes nothing.
-    if writes and not await auth.hold(session, principal, row, now, admins=admins):
+    if writes and not await desk_sessions.hold(session, principal, row, now, admins=admins):
         raise ApiError(401, errors.UNAUTHENTICATED)
     return principal
 

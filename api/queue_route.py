@@ -4,7 +4,7 @@ A desk's screens and integrations page the queue all day with an API token, and 
 request FastAPI's own work (solving the route's five dependencies, validating each query
 parameter through pydantic, an exit stack for the session) cost more than the query and the
 JSON together (bench/api.py). ``QueueRoute`` answers the plain case itself: a live token
-already in this process's cache (core.auth.TokenCache) holding ``alerts:read``, and a query
+already in this process's cache (core.api_tokens.TokenCache) holding ``alerts:read``, and a query
 string of known names, each given once, in their canonical form. Anything else (a cookie, a
 token to look up, a missing scope, a value to refuse or to coerce) takes the route as
 declared, so errors, 422 bodies and the documented schema come from one place. Both ways run

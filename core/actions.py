@@ -13,21 +13,18 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import notices, outbox, recipients, webhooks
-from core.claims import locked
+from core import notices, recipients, webhooks
 from core.crypto import Vault
 from core.escalation import Act, AlertStep, Policy, desk_told
-from core.messages import WITHDRAWN, Outbound
+from core.messages import Outbound
 from core.models import (
     DO_NOT_CONTACT,
     Alert,
     AlertEvent,
-    Consent,
     Defender,
     DefenderStatus,
     OutboxMessage,
     OutboxState,
-    TrustedContact,
 )
 from core.outbox import Item, enqueue_many
 from core.recipients import Recipient
@@ -176,162 +173,8 @@ def desk_message(
     return notices.desk_alert(locale, alert.kind, defender.handle, repeat=repeat, hidden=hidden)
 
 
-Parties = dict[str, set[uuid.UUID]]
 # A message in these states reached its person, or is still trying to.
 REACHING = (OutboxState.pending, OutboxState.sending, OutboxState.delivered)
-
-
-async def alerted(session: AsyncSession, alert: Alert) -> Parties:
-    """The contacts, responders and responder group (by its organisation's id) a message of
-    this alert reached or is still trying to."""
-    stmt = select(OutboxMessage.idempotency_key).where(
-        OutboxMessage.alert_id == alert.id, OutboxMessage.state.in_(REACHING)
-    )
-    found: Parties = {"contact": set(), "responder": set(), "group": set()}
-    for (k,) in (await session.execute(stmt)).all():
-        person = key_person(k)
-        if person is not None and person[0] in found:
-            found[person[0]].add(person[1])
-    return found
-
-
-async def forgotten_contacts(
-    session: AsyncSession, alert: Alert, defender: Defender, alerted: set[uuid.UUID]
-) -> list[Recipient]:
-    """Contacts this alert reached who are no longer the defender's: removed by the defender
-    since, or their records gone with the defender's deleted data. They are still owed the
-    all-clear, at the address the alert reached them at (a removed one is no longer linked
-    to a chat). Not one who asked to stop (``Consent.revoked``): they hear nothing more."""
-    if not alerted:
-        return []
-    listed = select(TrustedContact.id, TrustedContact.consent, TrustedContact.locale)
-    rows = (await session.execute(listed.where(TrustedContact.id.in_(alerted)))).all()
-    gone = alerted - {cid for cid, consent, _locale in rows if consent is not Consent.removed}
-    if not gone:
-        return []
-    locales = {cid: locale for cid, _consent, locale in rows if locale}
-    stmt = select(
-        OutboxMessage.idempotency_key, OutboxMessage.address_id, OutboxMessage.channel
-    ).where(
-        OutboxMessage.alert_id == alert.id,
-        OutboxMessage.recipient == "contact",
-        OutboxMessage.address_id.is_not(None),
-    )
-    found: dict[uuid.UUID, Recipient] = {}
-    for k, address_id, channel in (await session.execute(stmt)).all():
-        person = key_person(k)
-        if person is not None and person[1] in gone and address_id is not None:
-            locale = locales.get(person[1], defender.locale)
-            found[person[1]] = Recipient("contact", person[1], address_id, channel, locale)
-    return list(found.values())
-
-
-async def spare_stopped(session: AsyncSession, alert: Alert) -> None:
-    """The all-clears ``closing`` queued to contacts who asked to stop meanwhile are withdrawn
-    (``core.contacts.stop``, PostgreSQL: ``closing`` may have read them before it committed).
-    Their rows are read ``FOR SHARE``: a /stop that updated them first is waited for, and its
-    ``revoked`` read here; a /stop after waits for this commit, then withdraws what it queued.
-    One forgotten with the defender's data has no row: the defender's is locked instead
-    (``FOR UPDATE``), which /stop's bare row for them (its foreign key) waits for, or is
-    waited for. Only after ``withdraw_steps``: a /stop holds the alarms it withdrew while it
-    waits for these rows, and ``withdraw_steps`` would wait for those (a deadlock)."""
-    stmt = select(OutboxMessage.idempotency_key).where(
-        OutboxMessage.alert_id == alert.id,
-        OutboxMessage.recipient == "contact",
-        OutboxMessage.state == OutboxState.pending,
-        OutboxMessage.idempotency_key.like(f"a:{alert.id.hex}:closed%"),
-    )
-    queued: dict[uuid.UUID, list[str]] = {}
-    for (k,) in (await session.execute(stmt)).all():
-        person = key_person(k)
-        if person is not None and person[0] == "contact":
-            queued.setdefault(person[1], []).append(k)
-    if not queued:
-        return
-    rows = select(TrustedContact.id, TrustedContact.consent).order_by(TrustedContact.id)
-    read = locked(rows.where(TrustedContact.id.in_(queued)), session, read=True)
-    found = dict((await session.execute(read)).all())
-    if len(found) < len(queued):  # forgotten: wait for a /stop writing their bare row
-        me = select(Defender.id).where(Defender.id == alert.defender_id)
-        await session.execute(locked(me, session))
-        found = dict((await session.execute(read)).all())
-    stopped = [k for cid, ks in queued.items() if found.get(cid) is Consent.revoked for k in ks]
-    if stopped:
-        keys = OutboxMessage.idempotency_key.in_(stopped)
-        await outbox.withdraw_waiting(session, OutboxMessage.alert_id == alert.id, keys)
-
-
-async def withdraw_steps(session: AsyncSession, alert: Alert) -> None:
-    """Withdraw the ladder's notices of a closing alert that failed and wait for a retry, once
-    the all-clear is queued (to everyone they were meant for): a "may need help" must never
-    arrive after "they are safe". So are those a rate limit held back (untried, their next
-    attempt moved later than when they were queued): the all-clear, due at once, would go
-    first. Notices waiting untried at their first time stay: they go before the all-clear,
-    queued after them at the same priority. One being sent now is withdrawn if its send fails
-    (``core.delivery.overtaken``). Webhook events are never withdrawn: an external desk gets
-    them all.
-
-    The rows are locked (on SQLite the caller holds the write lock: ``alerts.lock``): else a
-    dispatcher could claim one between this read and the update, send it, and have it recorded
-    as withdrawn. A claim holding one makes this wait, then find it ``sending``: the
-    dispatcher's. A row ``sending`` is never waited for: its dispatcher, recording, may be
-    waiting for the alert this transaction holds (``core.delivery.overtaken``)."""
-    stmt = (
-        select(OutboxMessage)
-        .where(
-            OutboxMessage.alert_id == alert.id,
-            OutboxMessage.state == OutboxState.pending,
-            (OutboxMessage.attempts > 0)
-            | (OutboxMessage.next_attempt_at > OutboxMessage.created_at),
-            OutboxMessage.webhook_id.is_(None),
-        )
-        .order_by(OutboxMessage.id)
-    )
-    for row in (await session.execute(locked(stmt, session))).scalars():
-        if step_notice(row.idempotency_key):
-            withdraw(row)
-
-
-def step_notice(idempotency_key: str) -> bool:
-    """A ladder step's notice (``a:<alert>:<step>:…``): an alarm, not an all-clear."""
-    stem = idempotency_key.split("|", 1)[0].split(":")
-    return len(stem) > 2 and stem[0] == "a" and stem[2].isdigit()
-
-
-def all_clear(idempotency_key: str) -> bool:
-    """An alert's all-clear (``a:<alert>:closed<version>:…``)."""
-    stem = idempotency_key.split("|", 1)[0].split(":")
-    return len(stem) > 2 and stem[0] == "a" and stem[2].startswith("closed")
-
-
-async def behind_alarms(session: AsyncSession, rows: list[OutboxMessage]) -> set[uuid.UUID]:
-    """The all-clears among ``rows`` (a dispatcher's batch) whose person still has an alarm
-    of that alert waiting or being sent by another batch (another worker's: several share
-    the queue), at the same address: they wait for it, else "they are safe" could arrive
-    before "they may need help". Within one batch the per-person spacing keeps the order.
-    Alarms withdrawn at the close (``withdraw_steps``) are not waited for."""
-    clears = [r for r in rows if r.alert_id is not None and all_clear(r.idempotency_key)]
-    if not clears:
-        return set()
-    mine = {r.id for r in rows}
-    stmt = select(
-        OutboxMessage.alert_id, OutboxMessage.address_id, OutboxMessage.idempotency_key
-    ).where(
-        OutboxMessage.alert_id.in_({r.alert_id for r in clears}),
-        OutboxMessage.state.in_((OutboxState.pending, OutboxState.sending)),
-        OutboxMessage.id.not_in(mine),
-    )
-    waiting = {
-        (alert_id, address_id)
-        for alert_id, address_id, k in (await session.execute(stmt)).all()
-        if step_notice(k)
-    }
-    return {r.id for r in clears if (r.alert_id, r.address_id) in waiting}
-
-
-def withdraw(row: OutboxMessage) -> None:
-    row.state, row.last_error = OutboxState.failed, WITHDRAWN
-    row.shred("payload_enc")
 
 
 async def page_instead(
@@ -368,130 +211,6 @@ async def page_instead(
         return None
     await enqueue_many(session, vault, [item(stem, found[0], message, alert)], now=now)
     return found[0]
-
-
-def origin(actor: str) -> str:
-    """Where a change came from, as the responder group is told: "defender", "api" (a token:
-    the desk API) or "desk" (a responder in the dashboard)."""
-    if actor == "defender":
-        return "defender"
-    return "api" if actor.startswith("token:") else "desk"
-
-
-async def told_group(session: AsyncSession, alert: Alert, parties: Parties) -> Recipient | None:
-    """The responder group, if a post about this alert went to it: an alert raised before
-    the group was linked is not news there, nor one shown to the group linked before (the
-    desk moved to another chat, perhaps because that one was no longer safe: it is told
-    nothing more either)."""
-    if alert.org_id not in parties["group"]:
-        return None
-    group = await recipients.desk_group(session, alert.org_id)
-    if group is None:
-        return None
-    posted = select(OutboxMessage.id).where(  # as ``alerted`` counts, at this group's chat
-        OutboxMessage.alert_id == alert.id,
-        OutboxMessage.recipient == "group",
-        OutboxMessage.address_id == group.address_id,
-        OutboxMessage.state.in_(REACHING),
-    )
-    return group if (await session.execute(posted.limit(1))).first() is not None else None
-
-
-async def acknowledged(
-    session: AsyncSession,
-    vault: Vault,
-    *,
-    alert: Alert,
-    defender: Defender,
-    via: str,
-    now: datetime,
-) -> None:
-    """Tell the responder group an alert it was shown is acknowledged, unless the group did
-    it (it already has its own confirmation)."""
-    if via == "chat":
-        return
-    group = await told_group(session, alert, await alerted(session, alert))
-    if group is None:
-        return
-    by = "api" if via == "api" else "desk"
-    msg = notices.group_acknowledged(
-        group.locale, group.channel, alert_id=alert.id, handle=defender.handle, by=by
-    )
-    stem = f"a:{alert.id.hex}:ack{alert.version}"
-    await enqueue_many(session, vault, [item(stem, group, msg, alert)], now=now)
-
-
-async def closing(
-    session: AsyncSession,
-    vault: Vault,
-    *,
-    alert: Alert,
-    defender: Defender,
-    outcome: str,
-    actor: str,
-    now: datetime,
-    via: str | None = None,
-) -> None:
-    """Tell everyone who was alerted that it is over; contacts only when the person is safe;
-    the responder group unless the group itself closed it (``via="chat"``)."""
-    wary(alert, defender)
-    parties = await alerted(session, alert)
-    stem = f"a:{alert.id.hex}:closed{alert.version}"
-    items: list[Item] = []
-    if outcome in notices.SAFE_OUTCOMES:
-        told = await recipients.contacts(session, defender, only=parties["contact"])
-        told += await forgotten_contacts(session, alert, defender, parties["contact"])
-        for who in told:
-            msg = notices.contact_all_clear(who.locale, defender.handle)
-            items.append(item(stem, who, msg, alert))
-    by = origin(actor)
-    sparing = alert.defender_id if alert.do_not_contact else None  # never the device
-    for who in await recipients.responders(session, parties["responder"], sparing=sparing):
-        msg = notices.desk_closed(
-            who.locale, defender.handle, outcome, by_defender=by == "defender"
-        )
-        items.append(item(stem, who, msg, alert))
-    group = None if via == "chat" else await told_group(session, alert, parties)
-    if group is not None:
-        msg = notices.group_resolved(
-            group.locale, alert_id=alert.id, handle=defender.handle, by=by, outcome=outcome
-        )
-        items.append(item(stem, group, msg, alert))
-    if desk_told(alert.kind, alert.step):
-        hooks = await webhooks.endpoints(session, alert.org_id)
-        items.extend(
-            webhooks.event_items(
-                alert,
-                hooks,
-                handle=defender.handle,
-                event_type="alert.resolved",
-                stem=stem,
-                known=await _known(session, alert),
-            )
-        )
-    await enqueue_many(session, vault, items, now=now)
-
-
-async def webhook_event(
-    session: AsyncSession,
-    vault: Vault,
-    alert: Alert,
-    defender: Defender,
-    event_type: str,
-    now: datetime,
-) -> None:
-    stem = f"a:{alert.id.hex}:v{alert.version}"
-    hooks = await webhooks.endpoints(session, alert.org_id)
-    known = await _known(session, alert)
-    items = webhooks.event_items(
-        alert, hooks, handle=defender.handle, event_type=event_type, stem=stem, known=known
-    )
-    await enqueue_many(session, vault, items, now=now)
-
-
-async def _known(session: AsyncSession, alert: Alert) -> set[uuid.UUID]:
-    """The endpoints that heard of this alert (its ``alert.triggered`` was queued to them)."""
-    return {hook_id for _a, hook_id in await webhooks.introduced(session, [alert.id])}
 
 
 def policy(alert: Alert) -> Policy:

@@ -1,14 +1,16 @@
-"""Alerts: raise, locate, acknowledge, resolve; all in the caller's transaction.
+"""Alerts: raise, find, lock; all in the caller's transaction. What the defender adds to one is
+in ``core.alert_updates``; acknowledge, resolve and cancel are in ``core.alert_handling``.
 
-Every change locks the alert, bumps its ``version`` (so a sweep that claimed it drops its stale
-decision) and clears the sweep's lease. One open alert per defender and kind: ``open_key``.
-Duress alerts never send anything to the defender's device and cannot be cancelled from it.
+Every change locks the alert (``lock``), bumps its ``version`` (so a sweep that claimed it drops
+its stale decision) and clears the sweep's lease. One open alert per defender and kind:
+``open_key``. Duress alerts never send anything to the defender's device and cannot be
+cancelled from it.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
@@ -16,24 +18,20 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, escalation, live_locations, notices, recipients, webhooks
+from core import actions, escalation
 from core.claims import locked, write_lock
-from core.crypto import Vault, seal
+from core.crypto import Vault
 from core.escalation import DEFAULT_POLICY, Policy
-from core.messages import Outbound
 from core.models import (
     DO_NOT_CONTACT,
     Alert,
-    AlertEvent,
     AlertKind,
     AlertState,
     Defender,
     DefenderStatus,
     EscalationPolicy,
-    Organisation,
     Priority,
 )
-from core.outbox import enqueue_many
 
 PRIORITY = {AlertKind.panic: Priority.P0, AlertKind.duress: Priority.P0}
 
@@ -227,199 +225,10 @@ async def lock(session: AsyncSession, alert: Alert) -> Alert:
     return fresh
 
 
-def _spared(alert: Alert) -> uuid.UUID | None:
-    """The defender whose own chats a desk notice must skip (duress: do not contact)."""
-    return alert.defender_id if alert.do_not_contact else None
-
-
-async def _defender(session: AsyncSession, alert: Alert) -> Defender:
+async def defender_of(session: AsyncSession, alert: Alert) -> Defender:
     found = await session.get(Defender, alert.defender_id)
     assert found is not None
     return found
-
-
-async def add_location(
-    session: AsyncSession,
-    vault: Vault,
-    *,
-    alert: Alert,
-    latitude: float,
-    longitude: float,
-    now: datetime,
-    shared: str | None = None,
-    update: bool = False,
-) -> None:
-    """Seal the location to the organisation's key (the server cannot read it back).
-    ``shared``: the chat message of a live location shared for this alert, whose later
-    edits (``update``: an update of it) may feed it; updates tell the desk nothing new."""
-    alert = await lock(session, alert)
-    org = await session.get(Organisation, alert.org_id)
-    if org is None or org.public_key is None:  # never stored in clear: dropped, and said so
-        session.add(actions.event(alert, "location_unavailable", now, actor="defender"))
-        return
-    body = {"latitude": latitude, "longitude": longitude, "at": now.isoformat()}
-    alert.location_sealed = seal(
-        org.public_key, org_id=org.id, record_id=alert.id, kind="alert_location", body=body
-    )
-    if update:
-        return  # live: every few seconds; the desk was told when it was shared
-    detail = {} if shared is None else {"live_message": shared}
-    session.add(actions.event(alert, "location_added", now, actor="defender", **detail))
-    await _tell_desk(session, vault, alert, f"loc{alert.version}", notices.desk_location, now)
-
-
-async def note_added(session: AsyncSession, vault: Vault, *, alert: Alert, now: datetime) -> None:
-    """The defender wrote something for their open alert (``flows.panic.told``, sealed as a
-    note): the desk is told as of a location shared, and never what it says."""
-    alert = await lock(session, alert)
-    await _tell_desk(session, vault, alert, f"note{alert.version}", notices.desk_note, now)
-
-
-async def _tell_desk(
-    session: AsyncSession,
-    vault: Vault,
-    alert: Alert,
-    stem: str,
-    notice: Callable[[str, str], Outbound],
-    now: datetime,
-) -> None:
-    """A notice naming only the defender's handle, to whoever the alert's desk step pages
-    (``recipients.desk``; a duress alert spares the defender's own chats), at the alert's
-    priority, once that step is taken and while the alert is open. ``stem``: one per change
-    (the alert's version after ``lock``)."""
-    if not escalation.desk_told(alert.kind, alert.step) or alert.state is AlertState.resolved:
-        return
-    defender = await _defender(session, alert)
-    items = [
-        actions.item(f"a:{alert.id.hex}:{stem}", who, notice(who.locale, defender.handle), alert)
-        for who in await recipients.desk(session, alert.org_id, sparing=_spared(alert))
-    ]
-    await enqueue_many(session, vault, items, now=now)
-
-
-async def shared_live(session: AsyncSession, alert: Alert, message: str | None) -> bool:
-    """Whether ``message`` is a live location the defender shared for this alert (R13: a
-    location is given per alert; one shared for a report or an earlier alert stays there)."""
-    if message is None:
-        return False
-    stmt = select(AlertEvent.detail).where(
-        AlertEvent.alert_id == alert.id, AlertEvent.kind == "location_added"
-    )
-    return any(d.get("live_message") == message for d in (await session.execute(stmt)).scalars())
-
-
-async def acknowledge(
-    session: AsyncSession,
-    vault: Vault,
-    *,
-    alert: Alert,
-    responder_id: uuid.UUID | None,
-    now: datetime,
-    via: str,
-) -> bool:
-    """Stop the repeats; if it is still open after the ack timeout, it triggers again.
-    ``via``: "api" (a token), "desk" (a responder in the dashboard) or "chat" (the group).
-    False when the alert was no longer waiting (acknowledged or resolved meanwhile)."""
-    alert = await lock(session, alert)
-    if alert.state is not AlertState.triggered:
-        return False
-    alert.state = AlertState.acknowledged
-    alert.acknowledged_at, alert.acknowledged_by = now, responder_id
-    alert.next_step_at = escalation.ack_deadline(actions.policy(alert), now)
-    actor = f"responder:{responder_id}" if responder_id else via
-    session.add(actions.event(alert, "acknowledged", now, actor=actor, via=via))
-    if escalation.desk_told(alert.kind, alert.step):
-        defender = await _defender(session, alert)
-        await actions.webhook_event(session, vault, alert, defender, "alert.acknowledged", now)
-        await actions.acknowledged(
-            session, vault, alert=alert, defender=defender, via=via, now=now
-        )
-    return True
-
-
-async def resolve(
-    session: AsyncSession,
-    vault: Vault,
-    *,
-    alert: Alert,
-    outcome: str,
-    actor: str,
-    now: datetime,
-    via: str | None = None,
-) -> bool:
-    """Close the alert; everyone who was alerted hears that it is over (the responder group
-    too, unless it closed the alert itself: ``via="chat"``). False when it was resolved
-    meanwhile (a colleague, the external desk first): nothing done."""
-    if not 0 < len(outcome) <= 24:
-        raise ValueError("an outcome is 1 to 24 characters")
-    alert = await lock(session, alert)
-    if alert.state is AlertState.resolved:
-        return False
-    alert.state, alert.outcome, alert.resolved_at = AlertState.resolved, outcome, now
-    alert.open_key, alert.next_step_at = None, None
-    alert.location_sealed = None  # a location is kept only while the alert is open (R25)
-    await webhooks.forget_location(session, vault, alert.id)  # and so are its held events'
-    session.add(actions.event(alert, "resolved", now, actor=actor, outcome=outcome))
-    defender = await _defender(session, alert)
-    await actions.closing(
-        session,
-        vault,
-        alert=alert,
-        defender=defender,
-        outcome=outcome,
-        actor=actor,
-        now=now,
-        via=via,
-    )
-    await actions.withdraw_steps(session, alert)  # no alarm may arrive after the all-clear
-    if outcome in notices.SAFE_OUTCOMES:  # after withdraw_steps' locks (its docstring)
-        await actions.spare_stopped(session, alert)  # a contact's /stop meanwhile
-    if actor != "defender":
-        # Discreet mode: a live location shared for it is no longer followed: off the phone.
-        # Not when the defender calls it off with their PIN: the duress PIN leaves the alert
-        # on, and its live location with it, and the phone must show the same (R8).
-        await live_locations.alert_closed(
-            session, vault, alert_id=alert.id, defender_id=alert.defender_id, now=now
-        )
-    return True
-
-
-async def cancel_alert(
-    session: AsyncSession, vault: Vault, *, alert: Alert, now: datetime
-) -> None:
-    """The defender's false alarm. A duress alert is not cancelled (whoever holds the phone
-    may be making them), and nothing visible tells them so."""
-    if alert.kind is AlertKind.duress:
-        await ignore_cancel(session, alert=alert, now=now)
-        return
-    await resolve(session, vault, alert=alert, outcome="false_alarm", actor="defender", now=now)
-
-
-async def ignore_cancel(session: AsyncSession, *, alert: Alert, now: datetime) -> None:
-    """The phone "called off" the alert with the duress PIN (or a duress alert): it stays
-    on, the desk's timeline says so, and the phone must never show otherwise (R8)."""
-    alert = await lock(session, alert)
-    session.add(actions.event(alert, "cancel_ignored", now, actor="defender"))
-
-
-async def cancel_ignored(session: AsyncSession, alert: Alert) -> bool:
-    """Whether the phone was told this alert, still open, was called off (``ignore_cancel``)."""
-    stmt = select(AlertEvent.id).where(
-        AlertEvent.alert_id == alert.id, AlertEvent.kind == "cancel_ignored"
-    )
-    return (await session.execute(stmt.limit(1))).first() is not None
-
-
-async def keep_open(session: AsyncSession, *, alert: Alert, actor: str, now: datetime) -> bool:
-    """The desk wants proof of life: a later check-in will not close this alert. ``actor``:
-    "responder:<id>", or "token:<id>" for an external desk system (as in the audit log).
-    False when it was resolved meanwhile (a check-in, a colleague first): nothing done."""
-    alert = await lock(session, alert)
-    if alert.state is AlertState.resolved:
-        return False
-    alert.keep_open = True
-    session.add(actions.event(alert, "kept_open", now, actor=actor))
-    return True
 
 
 async def by_dedup_key(session: AsyncSession, *, org_id: uuid.UUID, key: str) -> Alert | None:

@@ -22,7 +22,7 @@ from datetime import datetime, time, timedelta
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, alerts, notices, outbox, recipients, wakeup
+from core import actions, alert_handling, alerts, follow_ups, notices, outbox, recipients, wakeup
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.escalation import Policy, first_action_at, next_occurrence, parse_days
@@ -212,7 +212,7 @@ async def check_in(
         session.add(actions.event(alert, "checked_in_under_duress", now, actor="defender"))
         return True
     if not alert.keep_open:
-        await alerts.resolve(
+        await alert_handling.resolve(
             session, vault, alert=alert, outcome="safe", actor="defender", now=now
         )
         return True
@@ -220,7 +220,7 @@ async def check_in(
     actions.wary(alert, defender)
     session.add(actions.event(alert, "checked_in", now, actor="defender"))
     stem = f"a:{alert.id.hex}:v{alert.version}"
-    told = (await actions.alerted(session, alert))["responder"]
+    told = (await follow_ups.alerted(session, alert))["responder"]
     sparing = alert.defender_id if alert.do_not_contact else None  # never the device
     items = [
         actions.item(stem, who, notices.desk_kept_open(who.locale, defender.handle), alert)

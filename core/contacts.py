@@ -169,7 +169,7 @@ async def remove_by_label(
 async def _withdraw_alarms(session: AsyncSession, contact: TrustedContact) -> None:
     """A removed contact's alarms not yet sent never go: the defender may have removed them
     for a reason, and they are to hear nothing more. Their all-clears still go: one is owed
-    only for an alert that reached them (core.actions.forgotten_contacts)."""
+    only for an alert that reached them (core.follow_ups.forgotten_contacts)."""
     await outbox.withdraw_waiting(
         session,
         OutboxMessage.address_id == contact.address_id,
@@ -184,11 +184,11 @@ async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime)
     was queued for them as a contact and has not gone yet never goes. So are the contacts an
     alert reached here who are no longer linked (``owed``): recorded as having asked to stop
     (a bare row for one whose record went with the defender's data, as ``delete_data`` keeps
-    one), no all-clear goes to them (core.actions.forgotten_contacts). How many stopped.
+    one), no all-clear goes to them (core.follow_ups.forgotten_contacts). How many stopped.
 
     An alert closing at the same moment (PostgreSQL): its all-clear was queued to them if it
     read them before this commits. It locks the contacts' rows (or, for one forgotten, the
-    defender's) once it has queued it (``core.actions.spare_stopped``): the update below
+    defender's) once it has queued it (``core.withdrawals.spare_stopped``): the update below
     waits for its commit, and what it queued is withdrawn after it; or it waits for this,
     and withdraws its all-clear itself. SQLite: the writer's lock, taken first."""
     await write_lock(session)

@@ -207,13 +207,14 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     await withdraw_waiting(session, defender)
     await session.execute(delete(CheckIn).where(CheckIn.defender_id == defender.id))
     theirs = TrustedContact.defender_id == defender.id
-    # Locked by id first: the order an alert closing reads them in (core.actions.spare_stopped);
-    # a DELETE locks them as it finds them, and each could hold a row the other waits for.
+    # Locked by id first: the order an alert closing reads them in
+    # (core.withdrawals.spare_stopped); a DELETE locks them as it finds them, and each could
+    # hold a row the other waits for.
     mine = select(TrustedContact.id).where(theirs).order_by(TrustedContact.id)
     await session.execute(locked(mine, session))
     # One who asked to stop stays, bare (no name, no address, no invite): gone, it would be
     # taken for a contact the deletion forgot, owed the all-clear of an alert that had
-    # reached them (core.actions.forgotten_contacts), and told after all.
+    # reached them (core.follow_ups.forgotten_contacts), and told after all.
     stopped = TrustedContact.consent == Consent.revoked
     await session.execute(delete(TrustedContact).where(theirs, ~stopped))
     await session.execute(

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, discreet, outbox
+from core import discreet, outbox, withdrawals
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.fallback import alert_event, block, escalated, fallback, identity_changed
@@ -106,7 +106,8 @@ async def record(
         if row.id in stale and attempt.outcome in ("deferred", "retry"):
             if attempt.outcome == "retry":
                 row.attempts += 1
-            actions.withdraw(row)  # as core.alerts.resolve would have, had it been waiting
+            # as core.alert_handling.resolve would have, had it been waiting
+            withdrawals.withdraw(row)
             await left_partway(session, vault, row, attempt.message, partway, now)
             continue
         if attempt.outcome == "deferred":
@@ -114,7 +115,7 @@ async def record(
             row.state, row.next_attempt_at = OutboxState.pending, now + seconds(wait)
             continue
         if attempt.outcome == "expired" and row.id in stale:
-            actions.withdraw(row)
+            withdrawals.withdraw(row)
             continue
         if attempt.outcome == "expired":  # payload kept: the desk may still replay it
             row.state, row.last_error = OutboxState.dead, attempt.error
@@ -201,7 +202,7 @@ async def overtaken(session: AsyncSession, rows: list[OutboxMessage]) -> set[uui
         for r in rows
         if r.alert_id is not None
         and r.webhook_id is None
-        and actions.step_notice(r.idempotency_key)
+        and withdrawals.step_notice(r.idempotency_key)
     ]
     if not alarms:
         return set()
@@ -294,7 +295,7 @@ async def retry(
 def given_up(row: OutboxMessage, now: datetime) -> bool:
     """Webhooks and ordinary messages give up after so many tries; an alert's P0/P1 notices
     keep trying at their cap for ALERT_PATIENCE, so a channel that comes back still carries
-    them (a resolved alert's pending notices are withdrawn: core.alerts.resolve)."""
+    them (a resolved alert's pending notices are withdrawn: core.alert_handling.resolve)."""
     if row.webhook_id is not None:
         return row.attempts >= WEBHOOK_ATTEMPTS
     if row.alert_id is not None and row.priority <= Priority.P1:

@@ -7,7 +7,7 @@ in a group, makes that group the organisation's responder group (one per organis
 again replaces it, keeping the language the desk chose for the group's posts). In the group,
 only linked responders of that organisation with the admin or responder role may acknowledge
 or resolve, through the same core functions as the API; the group hears of changes made
-elsewhere (``core.actions``), never an echo of its own.
+elsewhere (``core.follow_ups``), never an echo of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import alerts, audit, notices
+from core import alert_handling, audit, notices
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.defenders import address_index, create_invite, find_address, new_address, take_invite
@@ -308,13 +308,13 @@ async def act(
     """Acknowledge or resolve (as safe), exactly as the API does: timeline, webhooks, audit."""
     actor = f"responder:{responder.id}"
     if verb == notices.GROUP_ACK:
-        if not await alerts.acknowledge(
+        if not await alert_handling.acknowledge(
             session, vault, alert=alert, responder_id=responder.id, now=now, via="chat"
         ):
             return  # a colleague was first: nothing done, nothing audited
         action, detail = "alert.acknowledge", None
     else:
-        if not await alerts.resolve(
+        if not await alert_handling.resolve(
             session, vault, alert=alert, outcome="safe", actor=actor, now=now, via="chat"
         ):
             return  # resolved meanwhile: nothing done, nothing audited

@@ -38,7 +38,7 @@ import aiohttp
 from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import actions, metrics, outbox, wakeup, webhooks
+from core import metrics, outbox, wakeup, webhooks, withdrawals
 from core.claims import locked, write_lock
 from core.crypto import CryptoError, Vault
 from core.db import retried, transaction
@@ -61,7 +61,7 @@ HOOK_SENDS = 16
 
 
 PAUSED_WAIT_S = 3600.0  # a paused webhook's events are looked at again hourly, or on resume
-BEHIND_WAIT_S = 1.0  # an all-clear behind its alarm (core.actions.behind_alarms) looks again
+BEHIND_WAIT_S = 1.0  # an all-clear behind its alarm (core.withdrawals.behind_alarms) looks again
 # An endpoint paused longer than this was abandoned, not under repair: its older events are
 # given up (dead: listed for the desk and replayable until retention removes them).
 PAUSED_HOLD = timedelta(days=7)
@@ -336,7 +336,7 @@ class Dispatcher:
             )
             jobs = [self._job(*r) for r in await s.execute(stmt)]
             rows = [j.row for j in jobs if j.row is not None]
-            behind = await actions.behind_alarms(s, rows)
+            behind = await withdrawals.behind_alarms(s, rows)
             for job in jobs:
                 job.behind = job.row_id in behind
             return jobs

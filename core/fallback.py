@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, alerts, escalation, notices, outbox, recipients, wakeup
+from core import actions, alerts, escalation, notices, outbox, recipients, wakeup, withdrawals
 from core.claims import locked
 from core.crypto import Vault
 from core.messages import Outbound
@@ -137,7 +137,7 @@ async def another_responder(
     desk notice: the group's buttons and reply commands work in the group alone."""
     if row.recipient not in ("responder", "group") or row.alert_id is None or message is None:
         return False
-    if not actions.step_notice(row.idempotency_key):  # an all-clear: only for who was alerted
+    if not withdrawals.step_notice(row.idempotency_key):  # an all-clear: only for who was alerted
         return False
     alert = await session.get(Alert, row.alert_id, populate_existing=True)
     if alert is None or alert.state is AlertState.resolved:

@@ -353,7 +353,7 @@ async def forget_location(session: AsyncSession, vault: Vault, alert_id: uuid.UU
     ``core.retention``); a replay then sends the event without it. Returns the rows changed.
 
     Rows locked on PostgreSQL, skipping one locked now: a dispatcher recording it may be
-    waiting for the alert this transaction holds (``core.actions.withdraw_steps``); on SQLite
+    waiting for the alert this transaction holds (``core.withdrawals.withdraw_steps``); on SQLite
     the caller holds the write lock."""
     stmt = select(OutboxMessage).where(
         OutboxMessage.alert_id == alert_id,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from core import actions, alerts, desk_alerts
+from core import actions, alert_handling, alert_updates, alerts, desk_alerts
 from core.messages import Choice
 from core.models import Alert, AlertKind, Organisation, Priority
 from core.pins import Verdict
@@ -85,7 +85,7 @@ async def _locate(ctx: Context, alert: Alert | None = None) -> bool:
     alert = alert or await _alert(ctx)
     if alert is not None:
         live = where.live and not ctx.inbound.edited
-        await alerts.add_location(
+        await alert_updates.add_location(
             ctx.session,
             ctx.vault,
             alert=alert,
@@ -122,8 +122,8 @@ async def told(ctx: Context) -> bool:
     """Words typed for the open alert, not an answer to its question: sealed at once to the
     organisation's key as a note on the alert, which only the desk opens (as its responders'
     notes: ``core.desk_alerts.add_note``), deleted from the chat, and acknowledged; the desk
-    is paged that there is one, as for a location shared (``core.alerts.note_added``). Not in
-    discreet mode (answered as with no alert on: ``hold``), nor a message without a letter
+    is paged that there is one, as for a location shared (``core.alert_updates.note_added``).
+    Not in discreet mode (answered as with no alert on: ``hold``), nor a message without a letter
     (a PIN mistyped, a number), a bare yes or no, a button; PINs, code phrases and cancel
     words never reach a state function (``flows.router``). False: not taken."""
     inbound, alert = ctx.inbound, await _alert(ctx)
@@ -146,7 +146,7 @@ async def told(ctx: Context) -> bool:
         actor="defender",
         now=ctx.now,
     )
-    await alerts.note_added(ctx.session, ctx.vault, alert=alert, now=ctx.now)
+    await alert_updates.note_added(ctx.session, ctx.vault, alert=alert, now=ctx.now)
     ctx.data["told"] = ctx.data.get("told", 0) + 1
     ctx.say(ctx._("Your message was added to the alert. Only the desk can read it."))
     return True
@@ -209,9 +209,9 @@ async def pin(ctx: Context) -> str:
     verdict = await ctx.confirm_pin()
     alert = await _alert(ctx)
     if verdict is Verdict.ok and alert is not None:  # under duress the alert stays on
-        await alerts.cancel_alert(ctx.session, ctx.vault, alert=alert, now=ctx.now)
+        await alert_handling.cancel_alert(ctx.session, ctx.vault, alert=alert, now=ctx.now)
     elif alert is not None:  # and is never taken up again from the phone (``taken_up``)
-        await alerts.ignore_cancel(ctx.session, alert=alert, now=ctx.now)
+        await alert_handling.ignore_cancel(ctx.session, alert=alert, now=ctx.now)
     # Byte for byte the same after either PIN: whoever holds the phone must not tell them apart.
     ctx.say(ctx._("Alert called off. Everyone who was told will hear it was a false alarm."))
     return END
@@ -228,7 +228,7 @@ async def taken_up(ctx: Context) -> bool:
     alert = await alerts.open_alert(ctx.session, key)
     if alert is None or await alerts.is_open(ctx.session, ctx.defender.id, AlertKind.duress):
         return False
-    if await alerts.cancel_ignored(ctx.session, alert):
+    if await alert_handling.cancel_ignored(ctx.session, alert):
         return False
     ctx.data = {"alert": str(alert.id)}
     return True
@@ -249,7 +249,7 @@ async def edited(ctx: Context) -> None:
         key = alerts.dedup_key(ctx.defender.id, AlertKind.panic)
         alert = await alerts.open_alert(ctx.session, key)
         message = ctx.inbound.chat_message_id
-        if alert is not None and await alerts.shared_live(ctx.session, alert, message):
+        if alert is not None and await alert_updates.shared_live(ctx.session, alert, message):
             await _locate(ctx, alert)
         return
     if ctx.inbound.text is not None:

@@ -26,7 +26,7 @@ from api.alert_schemas import (
 from api.deps import AlertsRead, AlertsWrite, NowDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
 from api.queue_route import QueueRoute
-from core import alerts, audit, desk_alerts
+from core import alert_handling, audit, desk_alerts
 from core.auth import Principal
 from core.desk_alerts import Cursor, DeskConflict
 from core.models import Alert, AlertKind, AlertState, Organisation
@@ -136,7 +136,7 @@ async def acknowledge_alert(
 ) -> AlertOut:
     _open(alert)
     via = "api" if principal.responder_id is None else "desk"
-    if not await alerts.acknowledge(
+    if not await alert_handling.acknowledge(
         session, vault, alert=alert, responder_id=principal.responder_id, now=now, via=via
     ):  # already acknowledged (a retry, a colleague first): answered as done, not audited
         _open(alert)  # read again under the engine's lock: resolved meanwhile, not open
@@ -162,7 +162,7 @@ async def resolve_alert(
     now: datetime,
 ) -> AlertOut:
     _open(alert)
-    if not await alerts.resolve(
+    if not await alert_handling.resolve(
         session, vault, alert=alert, outcome=outcome, actor=principal.actor, now=now
     ):  # resolved meanwhile (a colleague, the external desk first): not this one's resolve
         raise ApiError(409, NOT_OPEN)
@@ -265,7 +265,7 @@ async def keep_open(
     """Keep the alert open after a check-in, until proof of life is verified."""
     alert = await _alert(session, principal, alert_id)
     _open(alert)
-    if not await alerts.keep_open(session, alert=alert, actor=principal.actor, now=now):
+    if not await alert_handling.keep_open(session, alert=alert, actor=principal.actor, now=now):
         raise ApiError(409, NOT_OPEN)  # resolved meanwhile (a check-in, a colleague first)
     await audit.record(
         session,

@@ -22,7 +22,7 @@ from api.deps import (
 )
 from api.devices import presented_device, remember_device
 from api.errors import N_, ApiError
-from core import audit, auth
+from core import audit, auth, desk_sessions
 from core.auth import AuthError
 from core.crypto import Vault, normalise
 from core.db import transaction
@@ -76,7 +76,7 @@ def set_cookie(response: Response, token: str) -> None:
     response.set_cookie(
         COOKIE,
         token,
-        max_age=int(auth.SESSION_ABSOLUTE.total_seconds()),
+        max_age=int(desk_sessions.SESSION_ABSOLUTE.total_seconds()),
         path="/",
         secure=True,
         httponly=True,
@@ -133,10 +133,12 @@ async def sign_in(
             )
             presented = request.cookies.get(COOKIE)
             if presented is not None:  # never keep a session the client brought along
-                old = await auth.session_principal(session, presented, now)
+                old = await desk_sessions.session_principal(session, presented, now)
                 if old is not None and old[0].responder_id is not None:
-                    await auth.revoke_sessions(session, old[0].responder_id, now, only=old[1].id)
-            row, token, csrf = await auth.open_session(session, responder, now)
+                    await desk_sessions.revoke_sessions(
+                        session, old[0].responder_id, now, only=old[1].id
+                    )
+            row, token, csrf = await desk_sessions.open_session(session, responder, now)
             await audit.record(
                 session,
                 vault,
@@ -215,7 +217,9 @@ async def logout(
 ) -> None:
     """End this session; its cookie no longer works anywhere."""
     if principal.responder_id is not None and principal.session_id is not None:
-        await auth.revoke_sessions(session, principal.responder_id, now, only=principal.session_id)
+        await desk_sessions.revoke_sessions(
+            session, principal.responder_id, now, only=principal.session_id
+        )
         await audit.record(
             session,
             vault,
@@ -270,7 +274,7 @@ async def change_password(
         )
     except AuthError as exc:
         raise ApiError(400, WRONG_PASSWORD if exc.code == "password" else WEAK_PASSWORD) from None
-    _row, token, csrf = await auth.open_session(session, responder, now)
+    _row, token, csrf = await desk_sessions.open_session(session, responder, now)
     set_cookie(response, token)
     remember_device(response, vault, responder, now)  # the old one died with the password
     return SessionOut(csrf_token=csrf, responder=me(responder))
@@ -287,13 +291,13 @@ async def guarded_password_change(
     new: str,
     now: datetime,
 ) -> None:
-    """auth.change_password, with wrong current passwords counted against the login throttles
-    (R21), as at login: a stolen session cannot guess the password, and its thief locks out
-    only their own address. The API and the dashboard share it. Raises ApiError 429 while
+    """desk_sessions.change_password, with wrong current passwords counted against the login
+    throttles (R21), as at login: a stolen session cannot guess the password, and its thief
+    locks out only their own address. The API and the dashboard share it. Raises ApiError 429 while
     throttled, AuthError on refusal."""
     keyed = await count_attempt(request, sessions, limits, responder.username, now)
     try:
-        await auth.change_password(
+        await desk_sessions.change_password(
             session, vault, responder=responder, current=current, new=new, now=now
         )
     except AuthError as exc:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from api import errors
 from api.deps import AdminDep, AlertsRead, NowDep, PrincipalDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
-from core import audit, auth, desk_chat, recipients
+from core import audit, desk_chat, desk_sessions, recipients
 from core.claims import locked, write_lock
 from core.models import Responder, Role
 
@@ -103,7 +103,7 @@ async def update_responder(
     for _action, field, _was in changed:
         setattr(r, field, changes[field])
     if changed:  # old rights die with old sessions; before the audit trail's lock (_target)
-        await auth.revoke_sessions(session, r.id, now)
+        await desk_sessions.revoke_sessions(session, r.id, now)
     for action, field, was in changed:
         await audit.record(
             session,

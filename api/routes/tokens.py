@@ -12,7 +12,7 @@ from sqlalchemy import select
 from api import errors
 from api.deps import AdminDep, NowDep, SessionDep, VaultDep, after_commit, token_cache
 from api.errors import N_, ApiError
-from core import audit, auth
+from core import api_tokens, audit, auth
 from core.models import ApiToken
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
@@ -65,7 +65,7 @@ async def create_token(
     """Create a token with the given scopes; the token is shown in this answer only."""
     if not set(body.scopes) <= auth.TOKEN_SCOPES:
         raise ApiError(400, BAD_SCOPE)
-    row, plaintext = await auth.create_token(
+    row, plaintext = await api_tokens.create_token(
         session, org_id=principal.org_id, name=body.name, scopes=body.scopes, now=now
     )
     await audit.record(

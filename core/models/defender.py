@@ -77,7 +77,7 @@ class Consent(StrEnum):
     declined = "declined"
     revoked = "revoked"  # the contact asked to stop: never told anything again
     # The defender removed them: told nothing more but the all-clear of an alert that had
-    # reached them before (core.actions.closing), at the address it reached them at.
+    # reached them before (core.follow_ups.closing), at the address it reached them at.
     removed = "removed"
     # Added under duress (flows.settings): looks like an invited, then (with an address) a
     # confirmed contact to everyone, but is never selected as a recipient (core.recipients).

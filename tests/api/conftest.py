@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.app import create_app
 from api.deps import COOKIE, CSRF_HEADER
-from core import alerts, auth, webhooks
+from core import alerts, api_tokens, auth, desk_sessions, webhooks
 from core.accounts import create_org
 from core.config import Settings
 from core.crypto import Vault, seal
@@ -86,7 +86,9 @@ class Desk:
             c.headers["Authorization"] = f"Bearer {org.token}"
             return c
         async with transaction(self.sessions) as s:
-            _row, token, csrf = await auth.open_session(s, org.responders[role], datetime.now(UTC))
+            _row, token, csrf = await desk_sessions.open_session(
+                s, org.responders[role], datetime.now(UTC)
+            )
         c.cookies.set(COOKIE, token, domain="desk.test")
         c.headers[CSRF_HEADER] = csrf
         return c
@@ -114,7 +116,7 @@ async def make_org(s: AsyncSession, vault: Vault, name: str) -> Org:
         s.add(r)
         org.responders[role.value], org.totp[role.value] = r, secret
     await s.flush()
-    _row, org.token = await auth.create_token(
+    _row, org.token = await api_tokens.create_token(
         s, org_id=o.id, name="case system", scopes=sorted(auth.TOKEN_SCOPES), now=_now()
     )
     org.policy = EscalationPolicy(

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from core import auth, desk_alerts
+from core import desk_alerts, desk_sessions
 from core.claims import dialect, locked, write_lock
 from core.db import transaction
 from core.models import Alert, AuditEntry, Responder
@@ -80,7 +80,7 @@ async def race(
             await blocker.execute(row.with_for_update())
         stmt = select(Responder).where(Responder.id == them)
         (await blocker.execute(locked(stmt, blocker, key_share=True))).scalar_one().active = False
-        await auth.revoke_sessions(blocker, them, datetime.now(UTC))
+        await desk_sessions.revoke_sessions(blocker, them, datetime.now(UTC))
         started.append(asyncio.create_task(request()))
         if dialect(blocker) == "postgresql":
             await overlap(desk.sessions, 1, started)

@@ -17,7 +17,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from sqlalchemy import delete, select
 
 from api.dashboard_keys import fingerprint
-from core import alerts, desk_alerts, reports
+from core import alert_updates, desk_alerts, reports
 from core.crypto import seal
 from core.db import transaction
 from core.messages import InboundAttachment
@@ -167,7 +167,7 @@ async def test_sealed_items_open_in_the_browser_and_the_passphrase_stays_there(
     async with transaction(desk.sessions) as s:
         row = await s.get(Alert, alert.id)
         assert row is not None
-        await alerts.add_location(
+        await alert_updates.add_location(
             s, desk.vault, alert=row, latitude=14.63492, longitude=-90.50688, now=utcnow()
         )
     page, problems = await page_in(chromium)
@@ -405,7 +405,9 @@ async def test_without_the_script_the_passphrase_form_cannot_be_used(
     async with transaction(desk.sessions) as s:
         row = await s.get(Alert, desk.a.alert.id)
         assert row is not None
-        await alerts.add_location(s, desk.vault, alert=row, latitude=1, longitude=2, now=utcnow())
+        await alert_updates.add_location(
+            s, desk.vault, alert=row, latitude=1, longitude=2, now=utcnow()
+        )
     page, _problems = await page_in(chromium)
     await page.route("**/static/vendor/**", lambda route: route.abort())
     await log_in(page, site, desk.a, "responder")

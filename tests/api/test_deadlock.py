@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import errors
-from core import alerts, auth
+from core import alert_handling, desk_sessions
 from core.i18n import gettext
 from core.models import AlertEvent, AlertState, AuditEntry
 from tests.api.conftest import BASE, Desk
@@ -25,7 +25,7 @@ from tests.deadlocks import deadlock
 @pytest.fixture
 def one_deadlock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The next resolve is aborted by a deadlock once it has written the alert resolved."""
-    real, left = alerts.resolve, [1]
+    real, left = alert_handling.resolve, [1]
 
     async def aborted(session: AsyncSession, *args: Any, **kwargs: Any) -> bool:
         done = await real(session, *args, **kwargs)
@@ -34,7 +34,7 @@ def one_deadlock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             await deadlock(session)
         return done
 
-    monkeypatch.setattr(alerts, "resolve", aborted)
+    monkeypatch.setattr(alert_handling, "resolve", aborted)
     return left
 
 
@@ -84,7 +84,7 @@ async def test_any_other_database_error_is_still_a_500(
     async def broken(*_args: Any, **_kwargs: Any) -> bool:
         raise DBAPIError("UPDATE alerts", None, Exception("disk full"))
 
-    monkeypatch.setattr(alerts, "resolve", broken)
+    monkeypatch.setattr(alert_handling, "resolve", broken)
     assert desk.a.alert is not None
     path = f"/api/v1/alerts/{desk.a.alert.id}/resolve"
     quiet = httpx.ASGITransport(app=desk.app, raise_app_exceptions=False)  # answer, not raise
@@ -99,7 +99,7 @@ async def test_a_deadlock_as_the_request_commits_is_a_503_too(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After the handler returned: ``api.deps.get_db``'s last statements before the commit."""
-    real, left = auth.still_held, [1]
+    real, left = desk_sessions.still_held, [1]
 
     async def aborted(session: AsyncSession) -> bool:
         if left[0] > 0:  # the resolve, written and flushed
@@ -107,7 +107,7 @@ async def test_a_deadlock_as_the_request_commits_is_a_503_too(
             await deadlock(session)
         return await real(session)
 
-    monkeypatch.setattr(auth, "still_held", aborted)
+    monkeypatch.setattr(desk_sessions, "still_held", aborted)
     assert desk.a.alert is not None
     path = f"/api/v1/alerts/{desk.a.alert.id}/resolve"
     async with await desk.client(desk.a, "responder") as c:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from api.deps import COOKIE, get_now
-from core import auth
+from core import desk_sessions
 from core.models import ThrottleHit
 from core.throttle import Limits, Throttle
 from tests.api.conftest import CHEAP, Desk
@@ -175,7 +175,7 @@ async def test_a_tampered_or_expired_device_cookie_is_no_cookie(
 async def test_a_password_change_voids_the_old_device_cookies(
     desk: Desk, clock: list[datetime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auth, "hash_password", CHEAP.hash)  # a hundred guesses check it
+    monkeypatch.setattr(desk_sessions, "hash_password", CHEAP.hash)  # a hundred guesses check it
     path, new = "/api/v1/auth/password", "a new and long password"
     async with client(desk, RESPONDER) as browser:
         assert (await login(browser, right(desk, clock))).status_code == 200

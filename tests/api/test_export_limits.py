@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from core import auth
+from core import api_tokens
 from core.db import transaction
 from core.throttle import Limits, Throttle
 from tests.api.conftest import Desk, Org
@@ -17,7 +17,7 @@ from tests.api.conftest import Desk, Org
 async def token(desk: Desk, org: Org) -> httpx.AsyncClient:
     """Another token of ``org``, allowed to export."""
     async with transaction(desk.sessions) as s:
-        _row, plaintext = await auth.create_token(
+        _row, plaintext = await api_tokens.create_token(
             s, org_id=org.org.id, name="another system", scopes=["reports:export"],
             now=datetime.now(UTC),
         )  # fmt: skip

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.alert_schemas import ROW_FIELDS, AlertPage
 from api.deps import after_commit, get_db, get_now
-from core.auth import TOKEN_CACHE_TTL, Principal, TokenCache, digest
+from core.api_tokens import TOKEN_CACHE_TTL, TokenCache
+from core.auth import Principal, digest
 from core.db import transaction
 from core.desk_alerts import QUEUE_COLUMNS
 from core.models import AlertKind, ApiToken

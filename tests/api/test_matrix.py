@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from core import auth, rollcalls
+from core import api_tokens, rollcalls
 from core.db import transaction
 from tests.api.conftest import Desk, Org
 
@@ -80,7 +80,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
 
 async def ids(desk: Desk, org: Org) -> dict[str, str]:
     async with transaction(desk.sessions) as s:
-        spare, _plain = await auth.create_token(
+        spare, _plain = await api_tokens.create_token(
             s, org_id=org.org.id, name="spare", scopes=["alerts:read"], now=desk_now()
         )
         rollcall = await rollcalls.start(

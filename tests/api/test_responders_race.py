@@ -17,7 +17,7 @@ import pyotp
 from sqlalchemy import select, text, update
 
 from api.deps import COOKIE, CSRF_HEADER
-from core import auth
+from core import desk_sessions
 from core.audit import _PG_LOCK as AUDIT
 from core.claims import dialect, write_lock
 from core.db import transaction
@@ -45,7 +45,7 @@ async def second_admin(desk: Desk) -> Responder:
 async def client_of(desk: Desk, responder: Responder) -> httpx.AsyncClient:
     c = httpx.AsyncClient(transport=httpx.ASGITransport(app=desk.app), base_url=BASE)
     async with transaction(desk.sessions) as s:
-        _row, token, csrf = await auth.open_session(s, responder, datetime.now(UTC))
+        _row, token, csrf = await desk_sessions.open_session(s, responder, datetime.now(UTC))
     c.cookies.set(COOKIE, token, domain="desk.test")
     c.headers[CSRF_HEADER] = csrf
     return c
@@ -134,7 +134,7 @@ async def test_an_admin_disabled_meanwhile_changes_no_ones_rights(desk: Desk) ->
 
 async def stale_sessions(desk: Desk, responder: Responder) -> None:
     """The responder's sessions last seen two minutes ago: their next request writes the time
-    it was seen (core.auth.TOUCH_EVERY), locking the session's row (PostgreSQL)."""
+    it was seen (core.desk_sessions.TOUCH_EVERY), locking the session's row (PostgreSQL)."""
     async with transaction(desk.sessions) as s:
         await s.execute(
             update(DeskSession)

@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 
 from api.app import create_app
 from api.deps import COOKIE, CSRF_HEADER
-from core import auth
+from core import desk_sessions
 from core.config import Settings
 from core.crypto import Keyring, Vault
 from core.db import create_engine, transaction
@@ -48,7 +48,9 @@ async def _seed(url: str, vault: Vault) -> dict[str, str]:
     async with transaction(app.state.sessions) as s:
         a = await make_org(s, vault, "alpha")
         await make_org(s, vault, "bravo")
-        _row, token, csrf = await auth.open_session(s, a.responders["admin"], datetime.now(UTC))
+        _row, token, csrf = await desk_sessions.open_session(
+            s, a.responders["admin"], datetime.now(UTC)
+        )
     await engine.dispose()
     return {"Cookie": f"{COOKIE}={token}", CSRF_HEADER: csrf}
 

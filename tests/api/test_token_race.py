@@ -1,5 +1,5 @@
 """An API token revoked while one of its writes is under way: the request was authenticated
-before the revocation committed (or by another process's cache, core.auth.TokenCache), and
+before the revocation committed (or by another process's cache, core.api_tokens.TokenCache), and
 its write still went through afterwards: an alert acknowledged, a report's review changed,
 in the audit trail, by a token the organisation had already revoked. It now answers 401 and
 writes and audits nothing, as a responder's request does (test_acting_race).
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from core import auth, desk_alerts, desk_reports
+from core import api_tokens, desk_alerts, desk_reports
 from core.claims import dialect, write_lock
 from core.db import transaction
 from core.models import Alert, ApiToken, AuditEntry, Report, ReportReview
@@ -48,7 +48,7 @@ async def test_a_token_revoked_meanwhile_writes_nothing(
     async with await desk.client(desk.a, "token") as c:
         assert (await c.get("/api/v1/alerts")).status_code == 200  # used: nothing to touch
         if not cached:  # read at the request's start (else: as another process's cache has it)
-            desk.app.state.token_cache = auth.TokenCache()
+            desk.app.state.token_cache = api_tokens.TokenCache()
         found.clear()
         if route == "alert":
             request = c.post(f"/api/v1/alerts/{target_id}/acknowledge")

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.telegram import Telegram
-from core import alerts
+from core import alert_handling
 from core.crypto import Vault, generate_org_keypair
 from core.db import transaction
 from core.defenders import new_address
@@ -201,7 +201,9 @@ async def test_a_live_location_is_deleted_when_its_alert_is_resolved(
     assert shared["message_id"] not in deleted(api)
     async with transaction(sessions) as s:  # the desk closes it while the defender shares
         alert = (await s.execute(select(Alert))).scalar_one()
-        await alerts.resolve(s, vault, alert=alert, outcome="safe", actor="desk", now=clock.now)
+        await alert_handling.resolve(
+            s, vault, alert=alert, outcome="safe", actor="desk", now=clock.now
+        )
     await deliver(sessions, vault, running, clock)
     assert shared["message_id"] in deleted(api)
 
@@ -246,7 +248,9 @@ async def test_a_live_location_stays_for_a_defender_not_in_discreet_mode(
     await handled(api, api.move_location(shared, 4.63, -74.06, horizontal_accuracy=9.0))
     async with transaction(sessions) as s:
         alert = (await s.execute(select(Alert))).scalar_one()
-        await alerts.resolve(s, vault, alert=alert, outcome="safe", actor="desk", now=clock.now)
+        await alert_handling.resolve(
+            s, vault, alert=alert, outcome="safe", actor="desk", now=clock.now
+        )
         assert alert.state is AlertState.resolved
     for hours in (0, 1, 47):
         clock.now = start + timedelta(hours=hours, minutes=5)

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import alerts, checkins, desk_chat, i18n, notices
+from core import alert_handling, alerts, checkins, desk_chat, i18n, notices
 from core.crypto import Vault
 from core.db import transaction
 from core.desk_alerts import reopen
@@ -60,14 +60,14 @@ async def panic(world: World) -> Alert:
 
 async def resolve(world: World, alert: Alert, outcome: str, actor: str, **kw: str) -> None:
     async with transaction(world.sessions) as s:
-        await alerts.resolve(
+        await alert_handling.resolve(
             s, world.vault, alert=alert, outcome=outcome, actor=actor, now=T0 + MIN, **kw
         )
 
 
 async def acknowledge(world: World, alert: Alert, via: str) -> None:
     async with transaction(world.sessions) as s:
-        await alerts.acknowledge(
+        await alert_handling.acknowledge(
             s, world.vault, alert=alert, responder_id=world.responder_ids[0], now=T0, via=via
         )
 
@@ -113,7 +113,7 @@ async def test_a_cancel_by_the_defender_tells_the_group(world: World) -> None:
     await link_group(world)
     alert = await panic(world)
     async with transaction(world.sessions) as s:
-        await alerts.cancel_alert(s, world.vault, alert=alert, now=T0 + MIN)
+        await alert_handling.cancel_alert(s, world.vault, alert=alert, now=T0 + MIN)
     posts = await group_posts(world)
     code = notices.short_code(alert.id)
     assert [p.text for p in posts[1:]] == [f"{HANDLE} cancelled alert {code} as a false alarm."]
@@ -279,7 +279,9 @@ async def test_a_group_linked_after_the_alert_was_posted_hears_nothing_of_it(
     async with transaction(world.sessions) as s:  # a new alert does reach the new group
         first = await s.get(Alert, alert.id)
         assert first is not None
-        await alerts.resolve(s, world.vault, alert=first, outcome="safe", actor="t", now=T0)
+        await alert_handling.resolve(
+            s, world.vault, alert=first, outcome="safe", actor="t", now=T0
+        )
         defender = await world.defender(s)
         await alerts.raise_alert(s, world.vault, defender=defender, kind=AlertKind.panic, now=T0)
     assert len(await group_posts(world)) == 2

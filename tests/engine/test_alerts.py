@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from core import actions, alerts, checkins, notices, webhooks
+from core import alert_handling, alert_updates, alerts, checkins, follow_ups, notices, webhooks
 from core.crypto import open_sealed
 from core.db import transaction
 from core.escalation import Policy
@@ -61,7 +61,7 @@ async def test_a_panic_pressed_again_after_the_ack_reaches_the_desk_at_once(
     again: the desk hears now (not at the ack timeout) and the alert waits for a responder."""
     alert = await raise_(world, AlertKind.panic)
     async with transaction(world.sessions) as s:
-        await alerts.acknowledge(
+        await alert_handling.acknowledge(
             s,
             world.vault,
             alert=alert,
@@ -90,7 +90,7 @@ async def test_it_never_contacts_the_device_under_duress(world: World, sweep: Sw
     for minutes in range(0, 120, 15):
         await sweep.run(T0 + minutes * MIN)
     async with transaction(world.sessions) as s:  # the cancel PIN afterwards changes nothing
-        await alerts.cancel_alert(s, world.vault, alert=alert, now=T0 + 121 * MIN)
+        await alert_handling.cancel_alert(s, world.vault, alert=alert, now=T0 + 121 * MIN)
     sent = await outbox(world)
     assert "defender" not in {m.person for m in sent}
     assert {m.person for m in sent} == {"contact:0", "contact:1", "responder:0", "webhook"}
@@ -105,7 +105,7 @@ async def test_it_never_contacts_the_device_under_duress(world: World, sweep: Sw
 async def test_it_sends_an_all_clear_to_everyone_alerted_on_a_false_alarm(world: World) -> None:
     alert = await raise_(world, AlertKind.panic)
     async with transaction(world.sessions) as s:
-        await alerts.cancel_alert(s, world.vault, alert=alert, now=T0 + 2 * MIN)
+        await alert_handling.cancel_alert(s, world.vault, alert=alert, now=T0 + 2 * MIN)
     after = (await outbox(world))[4:]
     assert sorted(m.person for m in after) == ["contact:0", "contact:1", "responder:0", "webhook"]
     hook = next(m for m in after if m.body)
@@ -140,7 +140,7 @@ async def test_it_keeps_an_alert_open_for_proof_of_life(world: World, sweep: Swe
     assert alert is not None
     async with transaction(world.sessions) as s:
         actor = f"responder:{world.responder_ids[0]}"
-        await alerts.keep_open(s, alert=alert, actor=actor, now=T0 + 31 * MIN)
+        await alert_handling.keep_open(s, alert=alert, actor=actor, now=T0 + 31 * MIN)
     async with transaction(world.sessions) as s:
         assert await checkins.check_in(
             s, world.vault, defender=await world.defender(s), now=T0 + 32 * MIN
@@ -159,7 +159,7 @@ async def test_it_lets_the_external_desk_acknowledge_by_dedup_key(
         assert await alerts.by_dedup_key(s, org_id=uuid.uuid4(), key=alert.dedup_key) is None
         found = await alerts.by_dedup_key(s, org_id=world.org_id, key=alert.dedup_key)
         assert found is not None
-        await alerts.acknowledge(
+        await alert_handling.acknowledge(
             s, world.vault, alert=found, responder_id=None, now=T0 + MIN, via="webhook"
         )
     await sweep.run(T0 + 30 * MIN)  # no repeat while acknowledged
@@ -172,7 +172,7 @@ async def test_it_lets_the_external_desk_acknowledge_by_dedup_key(
 async def test_it_seals_a_location_to_the_organisation(world: World) -> None:
     alert = await raise_(world, AlertKind.panic)
     async with transaction(world.sessions) as s:
-        await alerts.add_location(
+        await alert_updates.add_location(
             s, world.vault, alert=alert, latitude=14.6349, longitude=-90.5069, now=T0
         )
     fresh = await alert_of(world)
@@ -216,13 +216,15 @@ async def test_it_lists_and_replays_dead_webhook_events(world: World) -> None:
 async def test_it_forgets_the_location_when_the_alert_ends(world: World) -> None:
     alert = await raise_(world, AlertKind.panic)
     async with transaction(world.sessions) as s:
-        await alerts.add_location(
+        await alert_updates.add_location(
             s, world.vault, alert=alert, latitude=14.6349, longitude=-90.5069, now=T0
         )
     async with transaction(world.sessions) as s:
         found = await alerts.by_dedup_key(s, org_id=world.org_id, key=alert.dedup_key)
         assert found is not None and found.location_sealed is not None
-        await alerts.resolve(s, world.vault, alert=found, outcome="safe", actor="t", now=T0 + MIN)
+        await alert_handling.resolve(
+            s, world.vault, alert=found, outcome="safe", actor="t", now=T0 + MIN
+        )
     fresh = await alert_of(world)
     assert fresh is not None and fresh.state.value == "resolved"
     assert fresh.location_sealed is None
@@ -248,7 +250,7 @@ async def test_its_held_webhook_events_forget_the_location_with_it(world: World)
     (R25): a replay sends the event without it."""
     alert = await raise_(world, AlertKind.panic)
     async with transaction(world.sessions) as s:
-        await alerts.add_location(
+        await alert_updates.add_location(
             s, world.vault, alert=alert, latitude=14.6349, longitude=-90.5069, now=T0
         )
     async with transaction(world.sessions) as s:
@@ -256,7 +258,7 @@ async def test_its_held_webhook_events_forget_the_location_with_it(world: World)
         assert found is not None and found.location_sealed is not None
         defender = await world.defender(s)
         for kind in ("alert.escalated", "alert.acknowledged"):
-            await actions.webhook_event(s, world.vault, found, defender, kind, T0 + MIN)
+            await follow_ups.webhook_event(s, world.vault, found, defender, kind, T0 + MIN)
         await s.execute(  # the escalation given up: a dead letter; the acknowledgement waits
             update(OutboxMessage)
             .where(OutboxMessage.idempotency_key.like("%:alert.escalated|webhook:%"))
@@ -268,7 +270,9 @@ async def test_its_held_webhook_events_forget_the_location_with_it(world: World)
     async with transaction(world.sessions) as s:
         found = await alerts.by_dedup_key(s, org_id=world.org_id, key=alert.dedup_key)
         assert found is not None
-        await alerts.resolve(s, world.vault, alert=found, outcome="safe", actor="t", now=T0 + MIN)
+        await alert_handling.resolve(
+            s, world.vault, alert=found, outcome="safe", actor="t", now=T0 + MIN
+        )
     after = await webhook_events(world)
     assert {after[e][0] for e in located.values()} == {"dead", "pending"}  # the same events
     assert {e: location for e, (_state, location) in after.items()} == dict.fromkeys(after)
@@ -290,7 +294,7 @@ async def test_a_missed_check_in_acknowledged_before_its_desk_step_reaches_the_d
     alert = await alert_of(world)
     assert alert is not None and alert.step == 1
     async with transaction(world.sessions) as s:
-        await alerts.acknowledge(
+        await alert_handling.acknowledge(
             s,
             world.vault,
             alert=alert,
@@ -300,11 +304,11 @@ async def test_a_missed_check_in_acknowledged_before_its_desk_step_reaches_the_d
         )
     await sweep.run(T0 + 80 * MIN)  # ack + 60 min: re-triggered, now at the desk
     async with transaction(world.sessions) as s:
-        await alerts.acknowledge(
+        await alert_handling.acknowledge(
             s, world.vault, alert=alert, responder_id=None, now=T0 + 81 * MIN, via="api"
         )
     async with transaction(world.sessions) as s:
-        await alerts.resolve(
+        await alert_handling.resolve(
             s, world.vault, alert=alert, outcome="safe", actor="api", now=T0 + 82 * MIN
         )
     hooked = [m.body for m in await outbox(world) if m.body]
@@ -352,12 +356,12 @@ async def test_an_endpoint_added_while_an_alert_is_open_hears_of_it_triggered_fi
     second = await endpoint()
     await sweep.run(T0 + 15 * MIN)  # the repeat
     async with transaction(world.sessions) as s:
-        await alerts.acknowledge(
+        await alert_handling.acknowledge(
             s, world.vault, alert=alert, responder_id=None, now=T0 + 16 * MIN, via="api"
         )
     third = await endpoint()
     async with transaction(world.sessions) as s:
-        await alerts.resolve(
+        await alert_handling.resolve(
             s, world.vault, alert=alert, outcome="safe", actor="api", now=T0 + 17 * MIN
         )
     heard: dict[str, list[str]] = {}

@@ -3,8 +3,8 @@ wait for each other; on PostgreSQL they must never deadlock (40P01 aborts one: t
 or the all-clear, lost).
 
 The lock orders: the close locks the alert, its alarms waiting for a retry
-(``actions.withdraw_steps``), then the contacts it queued all-clears to, ``FOR SHARE`` by id
-(``actions.spare_stopped``; the defender's row only for a contact already forgotten, which only
+(``withdrawals.withdraw_steps``), then the contacts it queued all-clears to, ``FOR SHARE`` by id
+(``withdrawals.spare_stopped``; the defender's row only for a contact already forgotten, which only
 a committed deletion leaves). The deletion locks the defender's row, their check-ins, their
 messages waiting, then their contacts, by id too, before deleting them
 (``defenders.delete_data``). It used to delete them at once: a DELETE locks rows in the order
@@ -24,7 +24,7 @@ import uuid
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import alerts, defenders
+from core import alert_handling, alerts, defenders
 from core.claims import dialect, write_lock
 from core.crypto import Vault
 from core.db import transaction
@@ -67,7 +67,7 @@ async def resolving(world: World, alert_id: uuid.UUID) -> None:
     async with transaction(world.sessions) as s:
         alert = await s.get_one(Alert, alert_id)
         actor = f"responder:{world.responder_ids[0]}"
-        assert await alerts.resolve(
+        assert await alert_handling.resolve(
             s, world.vault, alert=alert, outcome="safe", actor=actor, now=T0 + MIN
         )
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from core import alerts
+from core import alert_handling, alerts
 from core.db import transaction
 from core.messages import DeliveryError
 from core.models import AlertKind, ChannelAddress, Responder, Role
@@ -67,7 +67,9 @@ async def test_a_panic_reaches_the_desk_when_the_only_on_duty_responder_blocked_
     alert = await alert_of(world)
     assert alert is not None
     async with transaction(sessions) as s:  # r1 was alerted: r1 hears that it is over
-        await alerts.resolve(s, vault, alert=alert, outcome="safe", actor="desk", now=T0 + HOUR)
+        await alert_handling.resolve(
+            s, vault, alert=alert, outcome="safe", actor="desk", now=T0 + HOUR
+        )
     await d.drain(T0 + HOUR)
     assert len(channel.to("r1-quiet-heron-41")) == 4
     assert "recipient_unreachable" not in [k for k, _r in await kinds_of(world, alert_id)]

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select, update
 
-from core import alerts, checkins, retention, webhooks
+from core import alert_handling, alerts, checkins, retention, webhooks
 from core.db import transaction
 from core.delivery import record
 from core.dispatch import Dispatcher
@@ -481,7 +481,9 @@ async def test_events_raised_while_a_webhook_is_paused_are_held_for_it(sessions,
                 s, alerts.dedup_key(world.defender_id, AlertKind.panic)
             )
             assert alert is not None
-            await alerts.resolve(s, vault, alert=alert, outcome="safe", actor="desk", now=T0 + MIN)
+            await alert_handling.resolve(
+                s, vault, alert=alert, outcome="safe", actor="desk", now=T0 + MIN
+            )
         for day in range(1, 9):
             await d.drain(T0 + timedelta(days=day))
         assert len(desk.hits) == 1
@@ -520,7 +522,9 @@ async def test_an_alert_open_for_weeks_still_ends_with_an_all_clear(sessions, va
     async with transaction(sessions) as s:
         alert = await alerts.open_alert(s, alerts.dedup_key(world.defender_id, AlertKind.panic))
         assert alert is not None
-        await alerts.resolve(s, vault, alert=alert, outcome="safe", actor="desk", now=later)
+        await alert_handling.resolve(
+            s, vault, alert=alert, outcome="safe", actor="desk", now=later
+        )
     await d.drain(later)
     assert len(channel.to("c0-quiet-heron-41")) == 2  # the panic notice, then the all-clear
     async with transaction(sessions) as s:  # once resolved, the old rows go as before

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import actions, dispatch
+from core import dispatch, withdrawals
 from core.crypto import Vault
 from tests.deadlocks import deadlock
 from tests.engine.conftest import T0
@@ -58,7 +58,7 @@ async def test_a_claim_aborted_by_a_deadlock_is_run_again(
     await panic(world)
     main = StandIn("standin")
     d = dispatcher(world, {"standin": main})
-    left = once(monkeypatch, actions, "behind_alarms")  # the claim's last statement
+    left = once(monkeypatch, withdrawals, "behind_alarms")  # the claim's last statement
     sent = await d.dispatch_once(T0)
     assert sent and left == [0]
     assert len(main.sent) == len(set(main.sent)) == sum(1 for _ in main.calls)

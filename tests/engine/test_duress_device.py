@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from core import alerts, checkins, defenders, notices
+from core import alert_handling, alerts, checkins, defenders, notices
 from core.db import transaction
 from core.messages import DeliveryError
 from core.models import AlertKind, Defender, DefenderStatus
@@ -43,7 +43,9 @@ async def test_the_all_clear_of_a_duress_alert_never_reaches_the_defenders_own_c
     alert = await alert_of(world)
     assert alert is not None
     async with transaction(sessions) as s:
-        await alerts.resolve(s, vault, alert=alert, outcome="safe", actor="desk", now=T0 + MIN)
+        await alert_handling.resolve(
+            s, vault, alert=alert, outcome="safe", actor="desk", now=T0 + MIN
+        )
     await d.drain(T0 + MIN)
     assert len(channel.to("r0-quiet-heron-41")) == 2  # r0 hears it is over, where paged
     assert [t for a, t in channel.calls if a == "phone"] == []
@@ -72,7 +74,7 @@ async def test_a_check_in_kept_open_for_a_hidden_defender_never_reaches_their_ch
     alert = await alert_of(world)
     assert alert is not None
     async with transaction(sessions) as s:
-        await alerts.keep_open(s, alert=alert, actor="desk", now=T0 + 16 * MIN)
+        await alert_handling.keep_open(s, alert=alert, actor="desk", now=T0 + 16 * MIN)
     async with transaction(sessions) as s:
         defender = await world.defender(s)
         await checkins.check_in(s, vault, defender=defender, now=T0 + 17 * MIN)

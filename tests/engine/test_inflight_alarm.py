@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from core import alerts, checkins
+from core import alert_handling, alerts, checkins
 from core.db import transaction
 from core.dispatch import Dispatcher
 from core.messages import DeliveryError
@@ -87,7 +87,7 @@ async def test_a_desk_notice_blocked_in_flight_does_not_fall_back(sessions, vaul
     alert = await alert_of(world)
     assert alert is not None
     async with transaction(sessions) as s:  # a false alarm, cancelled during the send
-        await alerts.cancel_alert(s, vault, alert=alert, now=T0 + SEC)
+        await alert_handling.cancel_alert(s, vault, alert=alert, now=T0 + SEC)
     main.fail("r0-quiet-heron-41", DeliveryError("Forbidden", permanent=True))
     await d._deliver(jobs, T0)
     for at in (2, 60):

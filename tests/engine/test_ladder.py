@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from core import alerts, checkins
+from core import alert_handling, alerts, checkins
 from core.db import transaction
 from core.models import Alert, AlertKind, AlertState
 from core.sweep import Sweep
@@ -54,7 +54,7 @@ async def test_it_walks_the_whole_ladder(world: World, sweep: Sweep) -> None:
     assert repeat.text.startswith("Still not acknowledged")  # the desk reads English
 
     async with transaction(world.sessions) as s:
-        await alerts.acknowledge(
+        await alert_handling.acknowledge(
             s,
             world.vault,
             alert=alert,

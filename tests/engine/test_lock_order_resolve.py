@@ -4,12 +4,13 @@ aborts one: a delivery's outcome or the desk's "resolve" lost).
 
 The lock orders: ``core.delivery.record`` locks its batch's outbox rows (``FOR UPDATE``,
 those still ``sending`` under its lease), then each failed alarm's alert (``overtaken``,
-``FOR UPDATE``, and ``fallback.desk_sooner`` again for a contact's). ``core.alerts.resolve``
-locks the alert (``FOR UPDATE``), then queues the all-clears (inserts: new keys) and
-withdraws the alert's alarms waiting for a retry (``actions.withdraw_steps``: the rows
-``pending`` with ``attempts > 0`` read ``FOR UPDATE``, then updated). A row being recorded is
-``sending`` in every snapshot ``resolve`` can read (the claim committed that), so ``resolve``
-never locks, updates nor waits for a row ``record`` holds: no cycle.
+``FOR UPDATE``, and ``fallback.desk_sooner`` again for a contact's).
+``core.alert_handling.resolve`` locks the alert (``FOR UPDATE``), then queues the all-clears
+(inserts: new keys) and withdraws the alert's alarms waiting for a retry
+(``withdrawals.withdraw_steps``: the rows ``pending`` with ``attempts > 0`` read ``FOR UPDATE``,
+then updated). A row being recorded is ``sending`` in every snapshot ``resolve`` can read (the
+claim committed that), so ``resolve`` never locks, updates nor waits for a row ``record``
+holds: no cycle.
 
 Each round forces the overlap: a blocker transaction holds the alert; one of them, then the
 other, is seen waiting on a lock (``record`` holding its rows by then), and the blocker
@@ -30,7 +31,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import alerts
+from core import alert_handling, alerts
 from core.claims import dialect, write_lock
 from core.crypto import Vault
 from core.db import transaction
@@ -73,12 +74,15 @@ async def recording(
 
 
 async def resolving(world: World, alert_id: uuid.UUID, now: datetime) -> None:
-    """What POST /api/v1/alerts/{id}/resolve does: the alert read, then ``alerts.resolve``."""
+    """What POST /api/v1/alerts/{id}/resolve does: the alert read, then
+    ``alert_handling.resolve``."""
     async with transaction(world.sessions) as s:
         alert = await s.get(Alert, alert_id)
         assert alert is not None and alert.state is not AlertState.resolved
         actor = f"responder:{world.responder_ids[1]}"
-        await alerts.resolve(s, world.vault, alert=alert, outcome="safe", actor=actor, now=now)
+        await alert_handling.resolve(
+            s, world.vault, alert=alert, outcome="safe", actor=actor, now=now
+        )
 
 
 async def race(

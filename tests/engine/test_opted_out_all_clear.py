@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from core import alerts, contacts, defenders
+from core import alert_handling, alerts, contacts, defenders
 from core.db import transaction
 from core.models import AlertKind, ChannelAddress, OutboxMessage, OutboxState, TrustedContact
 from tests.engine.conftest import T0, World, outbox
@@ -35,7 +35,7 @@ async def test_a_contact_who_stopped_gets_no_all_clear_after_the_defenders_delet
         found = await s.get(type(alert), alert.id)
         responder = f"responder:{uuid.uuid4()}"
         now = T0 + 30 * MIN
-        assert await alerts.resolve(
+        assert await alert_handling.resolve(
             s, world.vault, alert=found, outcome="safe", actor=responder, now=now
         )
     told = [m.person for m in await outbox(world) if ":closed" in m.key]

@@ -119,10 +119,10 @@ async def test_a_routine_missed_during_the_defenders_pause_alarms_once_then_wait
     (row,) = await rows(world)
     assert row.state is CheckInState.paused
     async with transaction(world.sessions) as s:  # the desk resolves it
-        from core import alerts
+        from core import alert_handling
 
         alert = await s.get(type(first), first.id)
-        await alerts.resolve(
+        await alert_handling.resolve(
             s, world.vault, alert=alert, outcome="safe", actor="desk", now=DUE + DAY
         )
     for minutes in (0, 30, 60):

@@ -4,7 +4,7 @@ whose /stop committed first, nor waits for them once it has (both backends).
 On PostgreSQL the close used to read the contact (still confirmed, or removed but owed the
 all-clear) before the /stop committed, and queue the all-clear after /stop's withdrawal had
 run. Each case forces one order. ``stop_first``: a blocker holds an alarm the close withdraws
-(``actions.withdraw_steps``), so the close has queued its all-clears and waits while the
+(``withdrawals.withdraw_steps``), so the close has queued its all-clears and waits while the
 /stop commits. ``resolve_first``: the close is done and not committed when the /stop starts;
 the /stop waits for it (PostgreSQL: seen waiting on a lock), then withdraws what it queued.
 The close locks the contacts only after its ``withdraw_steps``: with the contact's own alarm
@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import alerts, contacts, defenders, outbox
+from core import alert_handling, alerts, contacts, defenders, outbox
 from core.claims import dialect, write_lock
 from core.crypto import Vault
 from core.db import transaction
@@ -77,7 +77,7 @@ async def resolving(
         alert = await s.get(Alert, alert_id)
         assert alert is not None
         actor = f"responder:{world.responder_ids[0]}"
-        await alerts.resolve(
+        await alert_handling.resolve(
             s, world.vault, alert=alert, outcome="safe", actor=actor, now=T0 + MIN
         )
         if done is not None:

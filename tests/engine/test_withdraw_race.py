@@ -1,4 +1,4 @@
-"""An alarm waiting for a retry when its alert closes is withdrawn (``actions.withdraw_steps``)
+"""An alarm waiting for a retry when its alert closes is withdrawn (``withdrawals.withdraw_steps``)
 or sent, never both: a row that says "withdrawn" was not sent, one that was sent says so.
 
 A dispatcher may claim the row at that moment. On PostgreSQL the claim takes what nobody holds
@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import actions, dispatch
+from core import dispatch, withdrawals
 from core.claims import dialect
 from core.crypto import Vault
 from core.db import transaction
@@ -80,7 +80,7 @@ async def test_an_alarm_claimed_after_the_closing_read_it_is_not_sent(
     async with quick() as s:
         postgresql = dialect(s) == "postgresql"
     now = T0 + MIN
-    withdraw_steps = actions.withdraw_steps
+    withdraw_steps = withdrawals.withdraw_steps
     claims: list[asyncio.Task[list[Job]]] = []
 
     async def then_claim(session: AsyncSession, alert: Alert) -> None:
@@ -93,7 +93,7 @@ async def test_an_alarm_claimed_after_the_closing_read_it_is_not_sent(
         if done:  # sent and recorded while the alert is still closing
             await d._deliver(claims[0].result(), now)
 
-    monkeypatch.setattr(actions, "withdraw_steps", then_claim)
+    monkeypatch.setattr(withdrawals, "withdraw_steps", then_claim)
     await resolving(world, alert_id, now)
     monkeypatch.undo()
     if not postgresql:

@@ -8,7 +8,7 @@ import uuid
 
 from sqlalchemy import select
 
-from core import alerts
+from core import alert_handling
 from core.db import transaction
 from core.models import Alert, AlertState
 from tests.flows.conftest import CANCEL_PIN, Desk, Pick, onboard
@@ -28,7 +28,7 @@ async def test_contacts_alerted_before_a_deletion_still_hear_the_all_clear(desk:
     async with transaction(desk.sessions) as s:
         alert = (await s.execute(select(Alert))).scalar_one()
         assert alert.state is AlertState.triggered  # deleting the data closes nothing
-        await alerts.resolve(
+        await alert_handling.resolve(
             s, desk.vault, alert=alert, outcome="safe", actor=f"responder:{uuid.uuid4()}",
             now=desk.clock.now,
         )  # fmt: skip

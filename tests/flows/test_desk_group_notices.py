@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from core import alerts, notices
+from core import alert_handling, notices
 from core.db import transaction
 from core.models import Alert, AlertState, Defender, DeskGroup, Responder, Role
 from tests.flows.conftest import Chat, Desk
@@ -62,7 +62,7 @@ async def test_a_resolve_elsewhere_reaches_the_group_and_its_buttons_then_say_so
     code = notices.short_code(alert.id)
     await group.heard()
     async with transaction(desk.sessions) as s:
-        await alerts.resolve(
+        await alert_handling.resolve(
             s,
             desk.vault,
             alert=alert,
@@ -86,7 +86,7 @@ async def test_an_ack_elsewhere_reaches_the_group_and_a_late_ack_there_is_not_re
     code = notices.short_code(alert.id)
     await group.heard()
     async with transaction(desk.sessions) as s:
-        await alerts.acknowledge(
+        await alert_handling.acknowledge(
             s, desk.vault, alert=alert, responder_id=None, now=desk.clock.now, via="api"
         )
     who = await handle(desk, alert)

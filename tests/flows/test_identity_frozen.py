@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from core import alerts
+from core import alert_handling, alerts
 from core.db import transaction
 from core.messages import Location
 from core.models import Alert, AlertKind, CheckIn, CheckInState, Defender, DefenderStatus
@@ -67,7 +67,7 @@ async def test_a_changed_safety_number_freezes_all_but_alerts(desk: Desk) -> Non
     async with transaction(desk.sessions) as s:  # the desk verified them another way
         alert = await s.get(Alert, changed.id)
         assert alert is not None
-        await alerts.resolve(
+        await alert_handling.resolve(
             s, desk.vault, alert=alert, outcome="verified", actor="r", now=desk.clock.now
         )
     assert FROZEN not in await chat.text("/safe")

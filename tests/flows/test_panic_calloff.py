@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from core import alerts
+from core import alert_handling
 from core.db import transaction
 from core.messages import Outbound
 from core.models import Alert, AlertEvent, AlertKind, AlertState
@@ -92,7 +92,7 @@ async def resolve_open(desk: Desk) -> None:
     async with transaction(desk.sessions) as s:
         query = select(Alert).where(Alert.kind == AlertKind.panic, Alert.open_key.is_not(None))
         for alert in (await s.execute(query)).scalars().all():
-            done = await alerts.resolve(
+            done = await alert_handling.resolve(
                 s, desk.vault, alert=alert, outcome="safe", actor="responder:r", now=desk.clock.now
             )
             assert done

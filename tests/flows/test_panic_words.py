@@ -90,7 +90,7 @@ async def test_it_keeps_the_phone_silent_in_discreet_mode(desk: Desk) -> None:
 
 async def test_it_tells_the_desk_a_message_was_added_but_never_what(desk: Desk) -> None:
     """Review: a defender's words were sealed on the alert, but no responder heard of it (a
-    location shared pages the desk: core.alerts.add_location), so nobody looked. Now the
+    location shared pages the desk: core.alert_updates.add_location), so nobody looked. Now the
     same desk (on-duty responders, the group) hears of each one, at the alert's priority, in
     its own language, by the handle only: the words are sealed."""
     await linked(desk, Role.responder, "5550001")

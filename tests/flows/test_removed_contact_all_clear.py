@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import select, update
 
-from core import alerts, contacts
+from core import alert_handling, contacts
 from core.db import transaction
 from core.messages import WITHDRAWN
 from core.models import (
@@ -52,7 +52,7 @@ async def _sent(desk: Desk) -> None:
 async def _resolve(desk: Desk) -> None:
     async with transaction(desk.sessions) as s:
         alert = (await s.execute(select(Alert))).scalar_one()
-        await alerts.resolve(
+        await alert_handling.resolve(
             s, desk.vault, alert=alert, outcome="safe", actor=f"responder:{uuid.uuid4()}",
             now=desk.clock.now,
         )  # fmt: skip
