@@ -22,8 +22,9 @@ from core.models import Alert, Consent, Defender, OutboxMessage, OutboxState, Tr
 
 
 async def spare_stopped(session: AsyncSession, alert: Alert) -> None:
-    """The all-clears ``closing`` queued to contacts who asked to stop meanwhile are withdrawn
-    (``core.contacts.stop``, PostgreSQL: ``closing`` may have read them before it committed).
+    """The all-clears ``follow_ups.closing`` queued to contacts who asked to stop meanwhile are
+    withdrawn (``core.contacts.stop``, PostgreSQL: ``closing`` may have read them before it
+    committed).
     Their rows are read ``FOR SHARE``: a /stop that updated them first is waited for, and its
     ``revoked`` read here; a /stop after waits for this commit, then withdraws what it queued.
     One forgotten with the defender's data has no row: the defender's is locked instead
