@@ -228,7 +228,11 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         help.show(ctx, in_progress=flow != IDLE and not (flow == panic.NAME and ctx.discreet))
         ctx.ask_again()
         return flow, state
-    if onboarding and (typed in words.CANCEL | words.MENU or key in registry.triggers()):
+    if (
+        onboarding
+        and (typed in words.CANCEL | words.MENU or key in registry.triggers())
+        and not (typed in words.CANCEL and flow == panic.NAME and has_pin(ctx))
+    ):  # an alert raised before the setup ends is called off as any other, once a PIN is set
         ctx.say(ctx._("Let's finish setting up first."))
         ctx.ask_again()
         return flow, state
@@ -305,6 +309,10 @@ async def key_changed(event: store.Event, loaded: store.Loaded) -> None:
             kind=AlertKind.identity_changed,
             now=event.now,
         )
+
+
+def has_pin(ctx: Context) -> bool:
+    return ctx.defender is not None and ctx.defender.cancel_pin_hash is not None
 
 
 def pin_in_use(ctx: Context, flow: str, state: str) -> bool:
