@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -179,12 +180,18 @@ async def _withdraw_alarms(session: AsyncSession, contact: TrustedContact) -> No
     )
 
 
-async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime) -> int:
+class Stopped(NamedTuple):
+    revoked: int  # contacts recorded as having asked to stop
+    # The links this address had (contact id, defender id): their defenders are told.
+    links: list[tuple[uuid.UUID, uuid.UUID]]
+
+
+async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime) -> Stopped:
     """A contact opts out of everything: every link through this address is revoked, and what
     was queued for them as a contact and has not gone yet never goes. So are the contacts an
     alert reached here who are no longer linked (``owed``): recorded as having asked to stop
     (a bare row for one whose record went with the defender's data, as ``delete_data`` keeps
-    one), no all-clear goes to them (core.follow_ups.forgotten_contacts). How many stopped.
+    one), no all-clear goes to them (core.follow_ups.forgotten_contacts).
 
     An alert closing at the same moment (PostgreSQL): its all-clear was queued to them if it
     read them before this commits. It locks the contacts' rows (or, for one forgotten, the
@@ -197,6 +204,8 @@ async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime)
     gone = await owed(session, address=address)
     linked = TrustedContact.address_id == address.id
     live = TrustedContact.consent.in_([Consent.confirmed, Consent.shadow])
+    links = select(TrustedContact.id, TrustedContact.defender_id).where(linked & live)
+    had = [(c, d) for c, d in (await session.execute(links)).all()]
     result = await session.execute(
         update(TrustedContact)
         .where((linked & live) | TrustedContact.id.in_(gone))
@@ -216,7 +225,7 @@ async def stop(session: AsyncSession, *, address: ChannelAddress, now: datetime)
         )
     await session.flush()  # the bare rows: a closing that holds their defender is waited for
     await outbox.withdraw_waiting(session, *mine)  # an all-clear committed as this waited
-    return int(getattr(result, "rowcount", 0) or 0) + len(forgotten)
+    return Stopped(int(getattr(result, "rowcount", 0) or 0) + len(forgotten), had)
 
 
 async def owed(session: AsyncSession, *, address: ChannelAddress) -> dict[uuid.UUID, uuid.UUID]:

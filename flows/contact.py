@@ -2,8 +2,8 @@
 
     stranger --contact code--> answer --yes/no--> (the defender hears the outcome, as a count)
     stranger --anything else--> welcome (one short line, nothing stored)
-    contact --/stop--> every link through this address revoked (and a removed contact's
-        all-clear still owed: nothing more goes)
+    contact --/stop--> every link through this address revoked (each defender hears it, as
+        a count; a removed contact's all-clear still owed: nothing more goes)
 
 The contact is told what they agree to; they are never told the defender's name or anything
 about them: the defender gave them the code in person.
@@ -68,13 +68,19 @@ async def answer(ctx: Context) -> str:
         ctx.say(_("Thank you. If they need help, we will message you here."))
     else:
         ctx.say(_("All right. You will not get any messages about them."))
-    await _tell_defender(ctx, contact.defender_id, contact.id, accept)
+    await _tell_defender(ctx, contact.defender_id, contact.id, ACCEPTED if accept else DECLINED)
     return END
 
 
+ACCEPTED, DECLINED, STOPPED = "accepted", "declined", "stopped"
+
+
 async def _tell_defender(
-    ctx: Context, defender_id: uuid.UUID, contact_id: uuid.UUID, accepted: bool
+    ctx: Context, defender_id: uuid.UUID, contact_id: uuid.UUID, what: str
 ) -> None:
+    """The defender hears what became of a contact, with how many are confirmed now; never
+    of one hidden (removed under duress). A phone under duress hears it too: a contact added
+    with the duress PIN (a shadow) must look like any other to whoever holds it (R8)."""
     defender = await ctx.session.get(Defender, defender_id)
     best = (await defender_addresses(ctx.session, [defender_id])).get(defender_id)
     if defender is None or best is None:
@@ -87,10 +93,18 @@ async def _tell_defender(
     n = await contacts.counts(ctx.session, defender_id=defender_id, hidden=hidden)
     confirmed = n[Consent.confirmed]
     _, ngettext = i18n.gettext(defender.locale), i18n.ngettext(defender.locale)
-    if accepted:
+    if what == ACCEPTED:
         text = ngettext(
             "A contact accepted. You now have {count} confirmed contact.",
             "A contact accepted. You now have {count} confirmed contacts.",
+            confirmed,
+        ).format(count=confirmed)
+    elif what == STOPPED:
+        text = ngettext(
+            "A trusted contact asked to stop getting messages. You now have {count} "
+            "confirmed contact.",
+            "A trusted contact asked to stop getting messages. You now have {count} "
+            "confirmed contacts.",
             confirmed,
         ).format(count=confirmed)
     else:
@@ -101,7 +115,7 @@ async def _tell_defender(
         to=to,
         message=Outbound(text=text, sensitive=defender.discreet),
         priority=Priority.P1,
-        key=f"contact:{contact_id.hex}:answer",
+        key=f"contact:{contact_id.hex}:{'answer' if what != STOPPED else what}",
         now=ctx.now,
         recipient="defender",
     )
@@ -111,8 +125,10 @@ async def welcome(ctx: Context) -> str:
     _ = ctx._
     typed = fold(ctx.inbound.text or "")
     if typed in ("/stop", "stop") and await contacts.may_stop(ctx.session, address=ctx.address):
-        await contacts.stop(ctx.session, address=ctx.address, now=ctx.now)
+        stopped = await contacts.stop(ctx.session, address=ctx.address, now=ctx.now)
         ctx.say(_("Done. You will no longer get messages as a trusted contact."))
+        for contact_id, defender_id in stopped.links:  # else they count on a contact gone
+            await _tell_defender(ctx, defender_id, contact_id, STOPPED)
     elif await contacts.is_contact(ctx.session, address=ctx.address):
         ctx.say(
             _(

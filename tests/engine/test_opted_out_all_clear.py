@@ -28,7 +28,7 @@ async def test_a_contact_who_stopped_gets_no_all_clear_after_the_defenders_delet
         assert contact is not None and contact.address_id is not None
         address = await s.get(ChannelAddress, contact.address_id)
         assert address is not None
-        assert await contacts.stop(s, address=address, now=T0 + MIN) == 1
+        assert (await contacts.stop(s, address=address, now=T0 + MIN)).revoked == 1
     async with transaction(world.sessions) as s:  # then the defender deletes their data
         await defenders.delete_data(s, defender=await world.defender(s))
     async with transaction(world.sessions) as s:

@@ -89,7 +89,7 @@ async def stopping(world: World, address_id: uuid.UUID) -> None:
     async with transaction(world.sessions) as s:
         address = await s.get(ChannelAddress, address_id)
         assert address is not None
-        assert await contacts.stop(s, address=address, now=T0 + MIN) == 1
+        assert (await contacts.stop(s, address=address, now=T0 + MIN)).revoked == 1
 
 
 async def waits(sessions: async_sessionmaker[AsyncSession], task: asyncio.Task[Any]) -> bool:
