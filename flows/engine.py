@@ -167,9 +167,10 @@ class Engine:
 
     async def _check_pin_early(self, index: bytes, inbound: Inbound) -> PinCache:
         typed = pin(inbound.text or "")
-        if typed is None or inbound.edited or inbound.forwarded:
+        if typed is None or inbound.forwarded:
             return {}
-        # Any state: a PIN answering no question still raises the duress alert (router.idle_pin).
+        # Any state: a PIN answering no question still raises the duress alert (router.idle_pin);
+        # edited too: a report's account corrected to a PIN keeps it out (Context.is_a_pin).
         query = (
             select(Defender.cancel_pin_hash, Defender.duress_pin_hash)
             .join(ChannelAddress, ChannelAddress.defender_id == Defender.id)
