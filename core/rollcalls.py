@@ -96,6 +96,20 @@ def is_open(rollcall: Broadcast, now: datetime) -> bool:
     )
 
 
+async def takes_answers(
+    session: AsyncSession, *, rollcall_id: uuid.UUID, defender_id: uuid.UUID, now: datetime
+) -> bool:
+    """Sent to the defender and still open: worth asking them for the PIN that an "I'm safe"
+    takes (flows.rollcall). Only a look: ``answer`` decides, under its lock."""
+    stmt = (
+        select(Broadcast)
+        .join(BroadcastRecipient, BroadcastRecipient.broadcast_id == Broadcast.id)
+        .where(Broadcast.id == rollcall_id, BroadcastRecipient.defender_id == defender_id)
+    )
+    found = await session.scalar(stmt)
+    return found is not None and is_open(found, now)
+
+
 async def answer(
     session: AsyncSession,
     *,

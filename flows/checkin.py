@@ -182,11 +182,17 @@ async def pause_reason(ctx: Context) -> str:
 
 
 async def safe(ctx: Context) -> str:
+    return ask_safe(ctx, {"kind": "safe"})
+
+
+def ask_safe(ctx: Context, action: dict[str, object]) -> str:
+    """ "I'm safe" takes the PIN (R11): a check-in's, or a roll-call's (``flows.rollcall``,
+    whose own "pin" state then takes it)."""
     assert ctx.defender is not None
     if ctx.defender.cancel_pin_hash is None:
         ctx.say(ctx._("You have not chosen a PIN yet, so we cannot take a check-in."))
         return END
-    return ask_pin(ctx, {"kind": "safe"})
+    return ask_pin(ctx, action)
 
 
 def ask_pin(ctx: Context, action: dict[str, object]) -> str:

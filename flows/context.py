@@ -178,6 +178,16 @@ class Context:
         assert self.defender is not None and self.pin_checker is not None
         return pins.count(self.defender, await self.pin_checker(typed), self.now)
 
+    async def is_a_pin(self) -> bool:
+        """The message is one of the defender's PINs alone, the cancel or the duress one (not
+        counted as a wrong PIN when it is neither: a number is no guess). Only a message
+        shaped like a PIN is checked, and the engine checked it before the transaction
+        (``pin_checker`` has its verdict): Argon2id runs on no other text."""
+        typed = pin(self.inbound.text or "")
+        if typed is None or self.pin_checker is None:
+            return False
+        return await self.pin_checker(typed) is not Verdict.wrong
+
     async def confirm_pin(self) -> Verdict:
         """ok or duress, the duress PIN also raising the silent alert; a wrong PIN asks again.
         After either PIN the caller must answer byte for byte the same."""

@@ -37,7 +37,7 @@ from core.messages import Inbound, NotHandled
 from core.models import ChannelAddress, Conversation, Defender, utcnow
 from core.pins import Verdict
 from core.text import pin
-from flows import checkin, desk, report, router, store
+from flows import checkin, desk, report, rollcall, router, store
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3
@@ -167,9 +167,10 @@ class Engine:
 
     async def _check_pin_early(self, index: bytes, inbound: Inbound) -> PinCache:
         typed = pin(inbound.text or "")
-        if typed is None or inbound.edited or inbound.forwarded:
+        if typed is None or inbound.forwarded:
             return {}
-        # Any state: a PIN answering no question still raises the duress alert (router.idle_pin).
+        # Any state: a PIN answering no question still raises the duress alert (router.idle_pin);
+        # edited too: a report's account corrected to a PIN keeps it out (Context.is_a_pin).
         query = (
             select(Defender.cancel_pin_hash, Defender.duress_pin_hash)
             .join(ChannelAddress, ChannelAddress.defender_id == Defender.id)
@@ -217,8 +218,8 @@ async def housekeeping(sessions: async_sessionmaker[AsyncSession], now: datetime
         closed = await store.expire(session, now=now)
         await store.forget_seen(session, now=now)
         drafting = select(Conversation.defender_id).where(
-            # a report being written, or set aside for a check-in (router.aside)
-            Conversation.flow.in_((report.NAME, checkin.NAME)),
+            # a report being written, or set aside for an "I'm safe" (router.aside)
+            Conversation.flow.in_((report.NAME, checkin.NAME, rollcall.NAME)),
             Conversation.expires_at > now,
             Conversation.defender_id.is_not(None),  # NOT IN with a NULL would keep everything
         )

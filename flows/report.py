@@ -9,6 +9,13 @@
 Free text, places, locations and files are sealed to the organisation's key the moment they
 arrive (``core.reports``); the conversation keeps only the sealed parts and the codes.
 Nothing of the report is ever shown back (R7): the confirmation names no answers.
+
+A PIN typed alone as an answer (the cancel PIN, or the duress one, which also raises its
+silent alert: ``router.idle_pin``) is never put in the report, where the desk would read it
+(``Context.is_a_pin``): a part saying one was withheld takes its place (a count: left out).
+On the phone it goes exactly as any other number typed there (R8): the same reply, the same
+deletion, the same count of parts toward MAX_PARTS, so that which number is a PIN cannot be
+learnt by trying numbers at a report's questions.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ WRITING = ("what", "what_more")  # an edit here corrects the account (``correcte
 # 20 MB limit. Each is sealed into the database, a third larger as base64.
 MAX_FILES = 20
 MAX_TOTAL_BYTES = 100 * 1024 * 1024
+WITHHELD = {"withheld": "pin"}  # what the desk reads where a PIN was typed
 
 
 async def start(ctx: Context) -> str:
@@ -92,6 +100,8 @@ async def _seal(ctx: Context, body: dict[str, Any]) -> None:
     ctx.forget_message()  # taken or refused (over the limit), it does not stay in the chat
     if len(ctx.data["parts"]) >= MAX_PARTS:
         raise Retry(ctx._("That is all we can take in one report. Choose when you are done."))
+    if ("text" in body or "place" in body) and await ctx.is_a_pin():
+        body = {**WITHHELD, **{k: body[k] for k in ("caption", "correction") if k in body}}
     report_id = uuid.UUID(ctx.data["report"])
     part = await reports.seal_part(
         ctx.session, defender=ctx.defender, report_id=report_id, body=body
@@ -143,7 +153,7 @@ async def how_many(ctx: Context) -> str:
         # ASCII only: "²" is a digit to isdigit() but not to int(), which would raise.
         if not (typed.isascii() and typed.isdigit()) or not 1 <= int(typed) <= 1_000_000:
             raise Retry(ctx._("Please send a number, like 3."))
-        ctx.data["count"] = int(typed)
+        ctx.data["count"] = None if await ctx.is_a_pin() else int(typed)
     return ask_what(ctx)
 
 

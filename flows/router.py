@@ -208,7 +208,10 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         await idle_pin(ctx)
         ctx.ask_again()
         return flow, state
-    if not onboarding and await rollcall.answered(ctx, flow, typed):
+    if not onboarding and (answer := await rollcall.answered(ctx, flow, typed)):
+        if isinstance(answer, rollcall.Safe):  # its PIN first, as a check-in's "I'm safe"
+            ctx.data = aside(flow, state, ctx.data)
+            return await run(ctx, rollcall.NAME, "pin", handler=answer.ask_pin)
         if flow != IDLE:
             ctx.ask_again()
         return flow, state

@@ -20,7 +20,7 @@ from core.models import (
     Defender,
 )
 from core.sweep import Sweep
-from tests.flows.conftest import Chat, Desk, Pick, onboard
+from tests.flows.conftest import CANCEL_PIN, Chat, Desk, Pick, onboard
 from tests.flows.test_report_webhook import add_hook, dispatcher
 from tests.standins.http_receiver import Receiver
 
@@ -88,7 +88,10 @@ async def test_a_button_answer_is_recorded_and_a_later_one_replaces_it(desk: Des
     alice = await onboard(desk)
     rollcall_id = await start(desk)
     await alice.received()
-    (ack,) = await alice.say(Pick(f"rollcall:safe:{rollcall_id.hex}"))
+    (asked,) = await alice.say(Pick(f"rollcall:safe:{rollcall_id.hex}"))
+    assert asked.text == "Send your PIN to confirm."  # R11: "I'm safe" takes the PIN
+    assert await answer_of(desk, alice, rollcall_id) is None
+    (ack,) = await alice.say(CANCEL_PIN)
     assert ack.text == "Thank you: your answer “I'm safe” was recorded."
     assert [c.key for c in ack.choices] == [  # offered again: the answer may change
         f"rollcall:safe:{rollcall_id.hex}",
@@ -110,12 +113,15 @@ async def test_typed_answers_count_in_the_defenders_language(desk: Desk) -> None
     bruno = await onboard(desk, "bruno", language="es")
     rollcall_id = await start(desk)
     await bruno.received()
-    replies = await bruno.say("Estoy bien")
+    assert "PIN" in await bruno.text("Estoy bien")  # R11: typed, it takes the PIN too
+    assert await answer_of(desk, bruno, rollcall_id) is None
+    replies = await bruno.say(CANCEL_PIN)
     assert "«Estoy bien»" in replies[0].text
     assert await answer_of(desk, bruno, rollcall_id) == "safe"
     await bruno.say("2")  # the console numbers its options, as Signal does
     assert await answer_of(desk, bruno, rollcall_id) == "help"
-    await bruno.say("seguro")  # replaced again while it is open
+    assert "PIN" in await bruno.text("seguro")  # replaced again while it is open
+    await bruno.say(CANCEL_PIN)
     assert await answer_of(desk, bruno, rollcall_id) == "safe"
 
 
