@@ -85,6 +85,7 @@ REPORT_FIELDS = {
     "caption": N_("Account, written with files the defender sent"),
     "place": N_("Place"),
     "location": N_("Location"),
+    "withheld": N_("Here the defender typed one of their PINs: it was not kept in the report."),
     "file": N_("File"),
     "download": N_("Download the original"),
     "sha256": N_("SHA-256 on receipt"),

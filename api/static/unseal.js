@@ -120,6 +120,8 @@ function showReport(item, body, context) {
       block.append(element("h3", fields.place || "place"), element("p", String(piece.place)));
     } else if ("location" in piece) {
       block.append(element("h3", fields.location || "location"), mapLink(piece.location, labels));
+    } else if ("withheld" in piece) { // a PIN typed as an answer (flows/report.py)
+      block.append(element("p", fields.withheld || "withheld", "withheld"));
     } else {
       block.append(element("pre", JSON.stringify(piece, null, 2)));
     }

@@ -34,6 +34,7 @@ from core.models import (
     utcnow,
 )
 from core.sealing import unprotect_private_key
+from flows.report import WITHHELD
 from tests.api.conftest import PASSPHRASE, PASSWORD, Desk, Org, code, make_alert
 from tests.core.test_media import jpeg_with_gps
 
@@ -264,6 +265,9 @@ async def report_with_photo(desk: Desk, org: Org, photo: bytes, name: str) -> Re
                 report_id=rid,
                 body={"text": "His plate is on the photo.", "caption": [str(uuid.uuid4())]},
             ),
+            await reports.seal_part(  # a PIN typed as an answer: not kept (flows.report)
+                s, defender=defender, report_id=rid, body=dict(WITHHELD)
+            ),
         ]
         attachment = InboundAttachment("photo", "image/jpeg", len(photo), photo, name)
         await reports.add_evidence(
@@ -313,6 +317,11 @@ async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(
     await expect(caption.locator("h3")).to_have_text(
         "Account, written with files the defender sent"
     )
+    withheld = report.locator(".part .withheld")
+    await expect(withheld).to_have_text(
+        "Here the defender typed one of their PINs: it was not kept in the report."
+    )
+    await expect(report).not_to_contain_text('"withheld"')  # no raw JSON
     await expect(report).to_contain_text("Being watched or followed (02010303)")
     await expect(report).to_contain_text("Police")
     await expect(report).to_contain_text("May be shared without name or details")
