@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api import errors
 from api.errors import ApiError
-from core import api_tokens, desk_sessions
+from core import api_tokens, db, desk_sessions
 from core.auth import Principal
 from core.crypto import Vault
 from core.throttle import Limits
@@ -25,7 +25,8 @@ AFTER_COMMIT = "amparo.after_commit"
 
 async def get_db(request: Request) -> AsyncGenerator[AsyncSession, None]:
     """One transaction per request, committed before the response leaves; then the
-    callbacks registered with ``after_commit`` run (never when the transaction failed).
+    callbacks registered with ``after_commit`` run (never when the transaction failed), and
+    the work core left for after the commit (``core.db.then``: a broadcast's fan-out).
     The transaction begins with the session's first use, and an error rolls it back as the
     session closes: a ``session.begin()`` block does the same, for one more hop through
     SQLAlchemy's greenlet bridge and a context of its own (bench/api.py)."""
@@ -37,6 +38,7 @@ async def get_db(request: Request) -> AsyncGenerator[AsyncSession, None]:
             await session.commit()
         for callback in session.info.pop(AFTER_COMMIT, ()):
             callback()
+        await db.committed(session)
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:

@@ -2,110 +2,43 @@
 
 Each defender gets it at P3 (a panic never waits behind it: the dispatcher takes rows by
 priority), in their own language, framed as coming from their desk, through their best
-address. The whole fan-out is one insert of outbox rows and one of recipient rows, in the
-caller's transaction; the outbox key is per (broadcast, defender), so a repeat queues nothing.
+address (``core.broadcast_chunks``). ``send`` writes the broadcast, its audit entry and the
+rows of its first ``CHUNK`` defenders in the caller's transaction: a broadcast to no more
+than that is written whole there, as one unit. A larger one's other chunks are written after
+that commit, before the caller goes on (``core.db.then``: the request answers once all are
+queued), each in a transaction of its own, so that SQLite's one write lock is free between
+them; the sweep resumes a fan-out left unfinished (``core.broadcast_resume``). The outbox key
+is per (broadcast, defender), so a repeat queues nothing.
+
+While a fan-out is unfinished, ``recipients`` already says how many it is for, and the counts
+take the defenders whose rows are not written yet as pending (a roll-call's: unanswered).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Select, Table, case, exists, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from core import audit, bulk, i18n, outbox
+from core import audit, broadcast_chunks, db
+from core.broadcast_chunks import Answers, Reach, Rows, first_addresses, reachable
 from core.crypto import Vault
-from core.messages import Choice, Outbound
-from core.models import (
-    Alert,
-    Broadcast,
-    BroadcastRecipient,
-    ChannelAddress,
-    Defender,
-    DefenderStatus,
-    OutboxMessage,
-    OutboxState,
-    Priority,
-)
-from core.outbox import Item
+from core.messages import Choice
+from core.models import Broadcast, BroadcastRecipient, OutboxMessage, OutboxState
 from core.sqlite import off_loop
 
+log = logging.getLogger(__name__)
 MAX_TEXT = 2000  # with the framing line, well within one Telegram or Signal message
 PAGE = 100
-_RECIPIENTS: Table = BroadcastRecipient.__table__  # type: ignore[assignment]
-
-
-# Who the desk writes to: an enrolled defender, their check-ins paused or not (a pause holds
-# deadlines; a roll-call after a raid is for everyone in the network).
-_ENROLLED = (DefenderStatus.active, DefenderStatus.paused)
-
-
-@dataclass(frozen=True)
-class Reach:
-    """An enrolled defender and the best address to reach them at."""
-
-    defender_id: uuid.UUID
-    locale: str
-    discreet: bool
-    address_id: uuid.UUID
-    channel: str
-
-
-def reachable(org_id: uuid.UUID) -> Select[uuid.UUID, str, bool, uuid.UUID, str]:
-    """Every enrolled defender of the organisation (active or paused) with an address, each
-    address a row, in the order ``core.recipients`` picks them (unblocked first, then by
-    preference): ``first_addresses`` keeps the first of each. Never one with an open alert
-    flagged "do not contact the device" (duress, a changed safety number): a message from
-    the desk on a phone in other hands would betray them."""
-    wary = exists().where(
-        Alert.defender_id == Defender.id,
-        Alert.open_key.is_not(None),
-        Alert.do_not_contact.is_(True),
-    )
-    return (
-        select(
-            Defender.id,
-            Defender.locale,
-            Defender.discreet,
-            ChannelAddress.id,
-            ChannelAddress.channel,
-        )
-        .join(ChannelAddress, ChannelAddress.defender_id == Defender.id)
-        .where(Defender.org_id == org_id, Defender.status.in_(_ENROLLED), ~wary)
-        .order_by(
-            Defender.id,
-            ChannelAddress.blocked_at.is_not(None),
-            ChannelAddress.preference,
-            ChannelAddress.id,
-        )
-    )
-
-
-def first_addresses(rows: Iterable[Any]) -> list[Reach]:
-    """Each defender's first address among ``rows`` (of ``reachable``)."""
-    found: dict[uuid.UUID, Reach] = {}
-    for defender_id, locale, discreet, address_id, channel in rows:
-        if defender_id not in found:
-            found[defender_id] = Reach(defender_id, locale, discreet, address_id, channel)
-    return list(found.values())
-
-
-def message(
-    locale: str, text: str, *, discreet: bool, choices: tuple[Choice, ...] = ()
-) -> Outbound:
-    _ = i18n.gettext(locale)
-    framing = _("Message from your protection desk:")
-    return Outbound(text=f"{framing}\n\n{text}", choices=choices, sensitive=discreet)
-
-
-def key(broadcast_id: uuid.UUID, defender_id: uuid.UUID) -> str:
-    return f"b:{broadcast_id.hex}:{defender_id.hex}"
 
 
 async def fan_out(
@@ -115,73 +48,78 @@ async def fan_out(
     text: str,
     *,
     now: datetime,
-    choices: Callable[[str], tuple[Choice, ...]] | None = None,
+    choices: Answers | None = None,
 ) -> int:
     """Write ``broadcast`` and queue it for every reachable defender (``choices``: a
     roll-call's answers in a language); returns how many.
 
     All but the writes is done first, away from the event loop: the read of who is reachable
-    on the driver's thread (``core.sqlite.off_loop``); the rendering (once per language and
-    discreet mode), the encryption and the binding of every row in a worker thread. For ten
-    thousand defenders that is most of a second, which the process's other work (a panic
-    coming in) no longer waits for, and SQLite's one write lock, taken by the first write
-    below, is not held meanwhile: the transaction then only runs two inserts."""
+    on the driver's thread (``core.sqlite.off_loop``); the rendering, the encryption and the
+    binding of the first chunk's rows in a worker thread (the later chunks': each before its
+    own transaction). SQLite's one write lock, taken by the first write below, is not held
+    meanwhile: the transaction then only runs a few inserts, and so does each later chunk's."""
     conn = await session.connection()
     async with off_loop(session):  # read here; the rows are converted in the worker thread
         found = await conn.execute(reachable(broadcast.org_id))
-    reach, rows, recipients = await asyncio.to_thread(
-        _bound, conn.dialect, vault, broadcast.id, found, text, now, choices
+    reach, rows = await asyncio.to_thread(
+        _first, conn.dialect, vault, broadcast.id, found, text, now, choices
     )
+    rest = reach[broadcast_chunks.CHUNK :]
     broadcast.recipients = len(reach)
+    broadcast.fan_out_since = now if rest else None
     session.add(broadcast)
     await session.flush()
-    await outbox.insert_bound(session, rows)
-    await bulk.run(session, recipients)
+    await broadcast_chunks.write(session, rows)
+    if rest:
+        engine = session.bind
+        assert isinstance(engine, AsyncEngine)
+        more = partial(_rest, engine, vault, conn.dialect, broadcast.id, rest, text, now, choices)
+        db.then(session, more)
     return len(reach)
 
 
-_RECIPIENTS_INSERT = bulk.BulkInsert(
-    _RECIPIENTS, ("broadcast_id", "defender_id", "outbox_id"), shared=("broadcast_id",)
-)
-
-
-def _bound(
+def _first(
     dialect: Dialect,
     vault: Vault,
     broadcast_id: uuid.UUID,
     found: Iterable[Any],
     text: str,
     now: datetime,
-    choices: Callable[[str], tuple[Choice, ...]] | None,
-) -> tuple[list[Reach], bulk.Bound, bulk.Bound]:
-    """Who ``found`` reaches, the broadcast's outbox rows (encrypted) and its recipient rows,
-    both bound for the driver (``fan_out`` runs this in a worker thread: ``found`` is a
-    result the driver read whole, so converting its rows needs no database)."""
+    choices: Answers | None,
+) -> tuple[list[Reach], Rows]:
+    """Who ``found`` reaches, and the first chunk's rows (``fan_out`` runs this in a worker
+    thread: ``found`` is a result the driver read whole, so converting its rows needs no
+    database)."""
     reach = first_addresses(found)
-    rendered: dict[tuple[str, bool], Outbound] = {}
-    items = []
-    for r in reach:
-        msg = rendered.get((r.locale, r.discreet))
-        if msg is None:
-            extra = () if choices is None else choices(r.locale)
-            msg = message(r.locale, text, discreet=r.discreet, choices=extra)
-            rendered[(r.locale, r.discreet)] = msg
-        items.append(
-            Item(
-                r.channel,
-                int(Priority.P3),
-                key(broadcast_id, r.defender_id),
-                msg,
-                address_id=r.address_id,
-                recipient="defender",
-            )
+    first = reach[: broadcast_chunks.CHUNK]
+    rows = broadcast_chunks.bind(dialect, vault, broadcast_id, first, text, now, choices)
+    return reach, rows
+
+
+async def _rest(
+    engine: AsyncEngine,
+    vault: Vault,
+    dialect: Dialect,
+    broadcast_id: uuid.UUID,
+    rest: list[Reach],
+    text: str,
+    now: datetime,
+    choices: Answers | None,
+) -> None:
+    """The chunks after the first, once the caller's transaction (the broadcast, its audit
+    entry, the first chunk) has committed. Should one fail, the broadcast is queued all the
+    same: the sweep resumes its fan-out (``core.broadcast_resume``); the caller is not told
+    otherwise, lest the desk send it again."""
+    sessions = db.sessionmaker(engine)
+    try:
+        await broadcast_chunks.finish(
+            sessions, vault, dialect, broadcast_id, rest, text, now=now, choices=choices
         )
-    ready = outbox.rows(vault, items, now=now)
-    recipients = [
-        {"broadcast_id": broadcast_id, "defender_id": r.defender_id, "outbox_id": row["id"]}
-        for r, row in zip(reach, ready, strict=True)
-    ]
-    return reach, outbox.bound(dialect, ready), _RECIPIENTS_INSERT.bind(dialect, recipients)
+    except Exception:
+        log.exception(
+            "broadcast fan-out stopped; the sweep resumes it",
+            extra={"broadcast": str(broadcast_id)},
+        )
 
 
 async def send(
@@ -229,24 +167,31 @@ _FAILED = OutboxMessage.state.in_((OutboxState.failed, OutboxState.dead))
 
 
 async def counts(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, Counts]:
-    """How each broadcast's messages fared, from their outbox rows: one grouped query."""
+    """How each broadcast's messages fared, from their outbox rows: one grouped query. While
+    a fan-out is unfinished, the defenders whose rows are not written yet count as pending."""
     if not ids:
         return {}
     stmt = (
         select(
             BroadcastRecipient.broadcast_id,
+            Broadcast.recipients,
+            Broadcast.fan_out_since,
             func.count(),
             func.sum(case((_DELIVERED, 1), else_=0)),
             func.sum(case((_FAILED, 1), else_=0)),
         )
+        .join(Broadcast, Broadcast.id == BroadcastRecipient.broadcast_id)
         .outerjoin(OutboxMessage, OutboxMessage.id == BroadcastRecipient.outbox_id)
         .where(BroadcastRecipient.broadcast_id.in_(ids))
-        .group_by(BroadcastRecipient.broadcast_id)
+        .group_by(BroadcastRecipient.broadcast_id, Broadcast.recipients, Broadcast.fan_out_since)
     )
     found = {}
-    for broadcast_id, total, delivered, failed in await session.execute(stmt):
+    for broadcast_id, recipients, unfinished, total, delivered, failed in await session.execute(
+        stmt
+    ):
+        total = int(total) if unfinished is None else max(int(total), recipients)
         delivered, failed = int(delivered or 0), int(failed or 0)
-        found[broadcast_id] = Counts(delivered, failed, int(total) - delivered - failed)
+        found[broadcast_id] = Counts(delivered, failed, total - delivered - failed)
     return found
 
 

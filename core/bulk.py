@@ -27,7 +27,8 @@ class BulkInsert:
 
     ``shared``: columns whose value is the same for most rows (converted once per distinct
     value); ``raw``: columns both drivers take as they are (bytes); ``skip_conflicts_on``: a
-    unique column whose clashes are skipped (``ON CONFLICT DO NOTHING``), not an error."""
+    unique column (or the columns of a unique key) whose clashes are skipped (``ON CONFLICT
+    DO NOTHING``), not an error."""
 
     def __init__(
         self,
@@ -36,10 +37,12 @@ class BulkInsert:
         *,
         shared: Collection[str] = (),
         raw: Collection[str] = (),
-        skip_conflicts_on: str | None = None,
+        skip_conflicts_on: str | Sequence[str] | None = None,
     ) -> None:
         self.table, self.columns = table, tuple(columns)
-        self.shared, self.raw, self.conflict = frozenset(shared), frozenset(raw), skip_conflicts_on
+        self.shared, self.raw = frozenset(shared), frozenset(raw)
+        on = skip_conflicts_on
+        self.conflict = None if on is None else [on] if isinstance(on, str) else list(on)
         self._compiled: dict[str, _Compiled] = {}
 
     def compiled(self, dialect: Dialect) -> _Compiled:
@@ -53,7 +56,7 @@ class BulkInsert:
             else:
                 stmt = sqlite.insert(self.table).values(values)
             if self.conflict is not None:
-                stmt = stmt.on_conflict_do_nothing(index_elements=[self.conflict])
+                stmt = stmt.on_conflict_do_nothing(index_elements=self.conflict)
             compiled = stmt.compile(dialect=dialect)
             order = list(compiled.positiontup or ())
             assert sorted(order) == sorted(self.columns)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from core import sqlite
 
@@ -70,9 +71,36 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def transaction(
     factory: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commit on success, roll back on any error."""
-    async with factory() as session, session.begin():
-        yield session
+    """One unit of work: commit on success, roll back on any error; then the work ``then``
+    left for after the commit."""
+    async with factory() as session:
+        async with session.begin():
+            yield session
+        await committed(session)
+
+
+_THEN = "amparo.then"  # session.info: work to run once the transaction has committed
+
+
+def then(session: AsyncSession, work: Callable[[], Awaitable[object]]) -> None:
+    """Run ``work`` once this session's transaction has committed, before its caller goes on:
+    ``transaction`` does, after its block, and so does each request of the desk API (api.deps),
+    before it answers. For work in transactions of its own that must follow the caller's (a
+    broadcast's fan-out beyond its first chunk, core.broadcasts). A rollback forgets it. A
+    caller that commits otherwise never runs it: such work must be resumable (the sweep's)."""
+    session.info.setdefault(_THEN, []).append(work)
+
+
+async def committed(session: AsyncSession) -> None:
+    """Run the work ``then`` left, once the session's transaction has committed."""
+    for work in session.info.pop(_THEN, ()):
+        await work()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_then(session: Session, previous: Any) -> None:
+    if previous.parent is None:  # the whole transaction, not a savepoint inside it
+        session.info.pop(_THEN, None)
 
 
 async def dispose(engine: AsyncEngine) -> None:

@@ -175,15 +175,36 @@ async def tally(session: AsyncSession, rollcall_id: uuid.UUID) -> Tally:
 
 
 async def tallies(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, Tally]:
-    """Each roll-call's answers counted: one grouped query for them all."""
+    """Each roll-call's answers counted: one grouped query for them all. While its fan-out
+    is unfinished, the defenders whose rows are not written yet count as unanswered."""
     stmt = (
-        select(BroadcastRecipient.broadcast_id, BroadcastRecipient.answer, func.count())
+        select(
+            BroadcastRecipient.broadcast_id,
+            BroadcastRecipient.answer,
+            func.count(),
+            Broadcast.recipients,
+            Broadcast.fan_out_since,
+        )
+        .join(Broadcast, Broadcast.id == BroadcastRecipient.broadcast_id)
         .where(BroadcastRecipient.broadcast_id.in_(ids))
-        .group_by(BroadcastRecipient.broadcast_id, BroadcastRecipient.answer)
+        .group_by(
+            BroadcastRecipient.broadcast_id,
+            BroadcastRecipient.answer,
+            Broadcast.recipients,
+            Broadcast.fan_out_since,
+        )
     )
     found: dict[uuid.UUID, dict[str | None, int]] = {i: {} for i in ids}
-    for rollcall_id, answer, n in await session.execute(stmt) if ids else ():
+    planned: dict[uuid.UUID, int] = {}
+    for rollcall_id, answer, n, recipients, unfinished in (
+        await session.execute(stmt) if ids else ()
+    ):
         found[rollcall_id][answer] = int(n)
+        if unfinished is not None:
+            planned[rollcall_id] = recipients
+    for rollcall_id, recipients in planned.items():
+        c = found[rollcall_id]
+        c[None] = c.get(None, 0) + max(0, recipients - sum(c.values()))
     return {
         i: Tally(sum(c.values()), c.get(SAFE, 0), c.get(HELP, 0), c.get(None, 0))
         for i, c in found.items()

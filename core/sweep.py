@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import actions, escalation, rollcall_closing, timers
+from core import actions, broadcast_resume, escalation, rollcall_closing, timers
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.db import retried, transaction
@@ -91,9 +91,11 @@ class Sweep:
 
     async def run(self, now: datetime) -> int:
         """Everything due at ``now``: check-ins first (they open alerts), then alerts, then
-        the roll-calls to close (P3: after anything that can save a life)."""
+        the roll-calls to close and the broadcasts' fan-outs to finish (P3: after anything
+        that can save a life)."""
         done = await self.due_checkins(now) + await self.due_alerts(now)
-        return done + await rollcall_closing.close_due(self.sessions, self.vault, now)
+        done += await rollcall_closing.close_due(self.sessions, self.vault, now)
+        return done + await broadcast_resume.resume_due(self.sessions, self.vault, now)
 
     async def due_checkins(self, now: datetime) -> int:
         """Deadlines whose grace ran out (alerts to open) before mere reminders."""

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.models.base import Base, CreatedMixin, Encrypted
 
 _OPEN = text("closes_at IS NOT NULL AND closed_at IS NULL")
+_UNFINISHED = text("fan_out_since IS NOT NULL")
 
 
 class Broadcast(Encrypted, CreatedMixin, Base):
@@ -28,6 +29,9 @@ class Broadcast(Encrypted, CreatedMixin, Base):
     recipients: Mapped[int] = mapped_column(default=0)
     closes_at: Mapped[datetime | None]  # a roll-call's; None: a plain broadcast
     closed_at: Mapped[datetime | None]  # when a roll-call was closed (its time, or early)
+    # While its fan-out is unfinished (core.broadcast_chunks): when it began; None once every
+    # recipient's rows are written. The sweep resumes one left unfinished (core.broadcast_resume).
+    fan_out_since: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_broadcasts_org_recent", "org_id", "created_at", "id"),
@@ -37,6 +41,13 @@ class Broadcast(Encrypted, CreatedMixin, Base):
             "closes_at",
             sqlite_where=_OPEN,
             postgresql_where=_OPEN,
+        ),
+        # The sweep's query: fan-outs left unfinished (none, nearly always: an empty index).
+        Index(
+            "ix_broadcasts_unfinished",
+            "fan_out_since",
+            sqlite_where=_UNFINISHED,
+            postgresql_where=_UNFINISHED,
         ),
     )
 

@@ -10,7 +10,16 @@ from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.db import PG_POOL, SQLITE_POOL, create_engine, retried, retryable, transaction
+from core.db import (
+    PG_POOL,
+    SQLITE_POOL,
+    committed,
+    create_engine,
+    retried,
+    retryable,
+    then,
+    transaction,
+)
 from core.models import Defender, Organisation
 from tests.deadlocks import deadlock
 
@@ -170,3 +179,30 @@ async def test_it_runs_a_transaction_aborted_by_a_deadlock_again(
 
     with pytest.raises(DBAPIError):
         await retried(always, what="test")
+
+
+async def test_work_left_for_after_the_commit_runs_once_committed_and_never_after_a_rollback(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    seen: list[list[str]] = []
+
+    async def after() -> None:  # in a session of its own: sees what the caller committed
+        async with sessions() as other:
+            seen.append(list(await other.scalars(select(Organisation.name))))
+
+    async with transaction(sessions) as s:
+        s.add(Organisation(name="Desk", created_at=datetime.now(UTC)))
+        then(s, after)
+        assert seen == []
+    assert seen == [["Desk"]]
+    with pytest.raises(RuntimeError):
+        async with transaction(sessions) as s:
+            then(s, after)
+            raise RuntimeError
+    async with sessions() as s:  # a rollback of the session forgets it too
+        s.add(Organisation(name="Gone", created_at=datetime.now(UTC)))
+        await s.flush()
+        then(s, after)
+        await s.rollback()
+        await committed(s)
+    assert seen == [["Desk"]]
