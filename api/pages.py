@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from api.errors import BUSY, N_, SORRY, locale_of, translated
+from api.errors import N_, SORRY, locale_of, translated
 from core.i18n import RTL, gettext, translations
 from core.vocabulary import ACT_LABELS, ANSWERS
 
@@ -178,8 +178,12 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     return HTMLResponse(html, status_code=status, headers={"content-language": locale})
 
 
-def error_page(request: Request, status: int) -> HTMLResponse:
-    """A dashboard page's 500 or 503 (api.errors.failed): what happened in a sentence and the
-    way back to the queue, in the responder's language; nothing about the error itself."""
-    text = translated(request, BUSY if status == 503 else SORRY)
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    """A dashboard page's error (api.errors.failed): what happened in a sentence and the way
+    back to the queue, in the responder's language; nothing about the error itself. A 404 is
+    the page a route answers for an unknown or foreign id; a 500 says sorry, not ``message``.
+    The same for anyone: nothing here tells whether the visitor is logged in."""
+    if status == 404:
+        return render(request, "missing.html", 404, me=None)
+    text = translated(request, SORRY if status == 500 else message)
     return render(request, "error.html", status, me=None, message=text[:1].upper() + text[1:])
