@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -61,6 +63,17 @@ EVENTS = {
     "delivery_dead": N_("A message could not be delivered"),
     "recipient_unreachable": N_("A recipient could not be reached"),
     "desk_brought_forward": N_("The desk was alerted early: contacts unreachable"),
+}
+# Who did it (an alert event's or an audit entry's actor, "kind:id"), when no responder's
+# username names them; a kind not listed shows as it is written.
+ACTORS = {
+    "defender": N_("defender"),  # from their own phone
+    "responder": N_("responder"),  # one whose name this organisation does not list
+    "token": N_("API token"),
+    "engine": N_("escalation engine"),
+    "cli": N_("server command line"),
+    "chat": N_("responder group chat"),
+    "anonymous": N_("someone not logged in"),  # a failed login
 }
 # Reports: the desk's words for the HURIDOCS fields and the defender's answers.
 PRIORITIES = {"urgent": N_("Urgent"), "high": N_("High"), "low": N_("Low")}  # mt46
@@ -160,6 +173,25 @@ def environment(locale: str) -> Environment:
     )
     env.filters["when"] = lambda value: when(value, locale)
     return env
+
+
+def actor_names(request: Request, names: Mapping[uuid.UUID, str]) -> Callable[[str | None], str]:
+    """Who did it, as the desk knows them: a responder's username (``names``), else the kind
+    of actor in the responder's language (ACTORS)."""
+    say = gettext(locale_of(request))
+
+    def name(actor: str | None) -> str:
+        kind, _sep, ident = (actor or "").partition(":")
+        if kind == "responder":
+            try:
+                known = names.get(uuid.UUID(ident))
+            except ValueError:
+                known = None
+            if known:
+                return known
+        return say(ACTORS[kind]) if kind in ACTORS else kind
+
+    return name
 
 
 def report_labels(locale: str) -> dict[str, dict[str, str]]:
