@@ -113,9 +113,11 @@ def _pages(request: Request) -> bool:
     return for_people(request) and getattr(request.app.state, "error_page", None) is not None
 
 
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    response = answer(request, exc.status, exc.message)
+    # The dashboard's routes answer their own refusals; one that still gets here (a session
+    # found dead as the request commits: api.deps.get_db) is a page too.
+    response = failed(request, exc.status, exc.message)
     response.headers.update(exc.headers or {})
     return response
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from api import errors
-from core import desk_alerts
+from core import desk_alerts, desk_sessions
 from core.i18n import gettext
 from core.models import AlertState
 from tests.api.conftest import BASE, Desk
@@ -183,3 +183,24 @@ async def test_the_api_keeps_its_json_errors(desk: Desk) -> None:
     async with desk.anonymous() as stranger:
         health = await stranger.post("/healthz", headers=html)
     assert (health.status_code, health.json()) == (405, {"detail": _("method not allowed")})
+
+
+async def test_a_session_found_dead_as_a_page_commits_is_a_translated_401_page(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The responder disabled, or the session revoked, while the request ran (SQLite finds it
+    just before the commit, api.deps.get_db): the API's 401, as a page on the dashboard."""
+
+    async def dead(*_args: Any) -> bool:
+        return False
+
+    async with browser(desk, desk.a, "responder") as (c, _csrf):
+        monkeypatch.setattr(desk_sessions, "still_held", dead)
+        page = await c.get("/", headers={"accept-language": "ar"})
+        shown(page, 401, "ar", sentence("ar", errors.UNAUTHENTICATED))
+        assert desk.a.alert is not None
+        async with await desk.client(desk.a, "responder") as api:
+            url = f"/api/v1/alerts/{desk.a.alert.id}"
+            answer = await api.get(url, headers={"accept-language": "ar"})
+    assert answer.status_code == 401
+    assert answer.json() == {"detail": gettext("ar")(errors.UNAUTHENTICATED)}
