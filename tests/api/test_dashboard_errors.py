@@ -204,3 +204,22 @@ async def test_a_session_found_dead_as_a_page_commits_is_a_translated_401_page(
             answer = await api.get(url, headers={"accept-language": "ar"})
     assert answer.status_code == 401
     assert answer.json() == {"detail": gettext("ar")(errors.UNAUTHENTICATED)}
+
+
+async def test_a_form_the_server_will_not_read_is_a_translated_page(desk: Desk) -> None:
+    """A NUL in a form or a query (400) or a body over the cap (413), refused before any route
+    (api.hardening): a page on the dashboard; the API's JSON is tests/api/test_nul.py's."""
+    assert desk.a.alert is not None
+    async with browser(desk, desk.a, "admin") as (c, csrf):
+        c.headers["accept-language"] = "es"
+        nul = await c.post("/webhooks", data={"csrf": csrf, "url": "https://a\x00.org/h"})
+        has_nul = sentence("es", errors.HAS_NUL)
+        shown(nul, 400, "es", has_nul)
+        shown(await c.get("/", params={"cursor": "\x00"}), 400, "es", has_nul)
+        url = f"/alerts/{desk.a.alert.id}/notes"
+        big = await c.post(url, data={"csrf": csrf, "text": "x" * 300_000})
+        shown(big, 413, "es", sentence("es", errors.TOO_LARGE))
+        assert big.headers["cache-control"] == "no-store"
+    async with await desk.client(desk.a, "admin") as api:
+        answer = await api.post("/api/v1/policies", content=b"x" * 300_000)
+    assert answer.status_code == 413 and answer.json() == {"detail": errors.TOO_LARGE}
