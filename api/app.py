@@ -121,7 +121,7 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
     app.state.engine = engine
     app.state.sessions = sessionmaker(engine)
     app.state.vault = vault
-    app.state.error_page = error_page  # a dashboard page's 500 or 503 (api.errors.failed)
+    app.state.error_page = error_page  # a dashboard page's errors (api.errors.failed)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

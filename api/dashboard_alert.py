@@ -14,11 +14,10 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import errors
 from api.dashboard import Text, Viewer, checked, to, viewer
 from api.deps import NowDep, SessionDep, VaultDep
-from api.errors import N_, ApiError
-from api.pages import NOTICES, OUTCOMES, render
+from api.errors import ApiError
+from api.pages import NOTICES, OUTCOMES, actor_names, render
 from api.routes.alerts import acknowledge_alert, resolve_alert
 from core import audit, desk_alerts
 from core.desk_alerts import DeskConflict
@@ -63,12 +62,11 @@ async def alert_page(
     )
     rows = (await session.execute(staff.order_by(Responder.username))).all()
     names = {row[0]: row[1] for row in rows}
-    defender = errors.translated(request, N_("defender"))  # where a responder's name goes
+    who_did = actor_names(request, names)
     # A note has no author when the defender wrote it (flows.panic.told): who added it, then.
     added = {e.detail.get("note"): e.actor for e in events if e.kind == "note_added"}
     authors = {
-        n.id: (n.author_id and names.get(n.author_id))
-        or actor_name(added.get(str(n.id)), names, defender)
+        n.id: (n.author_id and names.get(n.author_id)) or who_did(added.get(str(n.id)))
         for n in notes
     }
     return render(
@@ -77,7 +75,7 @@ async def alert_page(
         me=who,
         alert=alert,
         handle=await desk_alerts.handle_of(session, alert.defender_id),
-        events=[(e, actor_name(e.actor, names, defender)) for e in events],
+        events=[(e, who_did(e.actor)) for e in events],
         location=None if alert.location_sealed is None else b64(alert.location_sealed),
         notes=[(n, authors[n.id], b64(n.sealed)) for n in notes],
         keyed=org is not None and org.public_key is not None,
@@ -90,20 +88,6 @@ async def alert_page(
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def actor_name(actor: str | None, names: dict[uuid.UUID, str], defender: str = "defender") -> str:
-    """Who did it, as the desk knows them: a responder's username, ``defender`` (the word in
-    the responder's language) for the defender, else the kind of actor."""
-    kind, _sep, ident = (actor or "").partition(":")
-    if kind == "defender":
-        return defender
-    if kind == "responder":
-        try:
-            return names.get(uuid.UUID(ident), kind)
-        except ValueError:
-            return kind
-    return kind
 
 
 async def acting(

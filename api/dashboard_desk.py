@@ -14,10 +14,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from api.dashboard import Text, Viewer, checked, reader, to
-from api.dashboard_alert import actor_name
 from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
-from api.pages import NOTICES, render
+from api.pages import NOTICES, actor_names, render
 from api.routes import audit as audit_api
 from api.routes import responders
 from api.routes import webhooks as webhooks_api
@@ -275,12 +274,12 @@ async def audit_page(
     staff = select(Responder.id, Responder.username).where(
         Responder.org_id == who.principal.org_id
     )
-    names = {row[0]: row[1] for row in await session.execute(staff)}
+    name = actor_names(request, {row[0]: row[1] for row in await session.execute(staff)})
     return render(
         request,
         "audit.html",
         me=who,
-        entries=[(e, actor_name(e.actor, names)) for e in entries.items],
+        entries=[(e, name(e.actor)) for e in entries.items],
         more=entries.next_cursor,
         verdict=verdict,
     )

@@ -16,10 +16,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from api.dashboard import Text, Viewer, checked, reader, to
-from api.dashboard_alert import actor_name
 from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
-from api.pages import NOTICES, render
+from api.pages import NOTICES, actor_names, render
 from api.routes import broadcasts as broadcasts_api
 from api.routes import rollcalls as rollcalls_api
 from core import broadcasts, rollcalls
@@ -68,14 +67,14 @@ async def page(
     """The page, with what a refused form held (``form``: which one) filled in again."""
     sent = await broadcasts_api.list_broadcasts(who.principal, session, vault)
     calls = await rollcalls_api.list_rollcalls(who.principal, session, vault, now)
-    names = await names_of(session, who)
+    name = actor_names(request, await names_of(session, who))
     return render(
         request,
         "broadcasts.html",
         status,
         me=who,
-        broadcasts=[(b, actor_name(b.sent_by, names)) for b in sent],
-        rollcalls=[(r, actor_name(r.sent_by, names)) for r in calls],
+        broadcasts=[(b, name(b.sent_by)) for b in sent],
+        rollcalls=[(r, name(r.sent_by)) for r in calls],
         max_text=broadcasts.MAX_TEXT,
         max_minutes=rollcalls.MAX_MINUTES,
         text=text,
@@ -201,7 +200,7 @@ async def rollcall_page(
         "rollcall.html",
         me=who,
         rollcall=found,
-        sent_by=actor_name(found.sent_by, await names_of(session, who)),
+        sent_by=actor_names(request, await names_of(session, who))(found.sent_by),
         answers=ANSWERS,
         notice=ROLLCALL_NOTICES.get(notice or ""),
     )

@@ -99,18 +99,25 @@ def for_people(request: Request) -> bool:
 
 
 def failed(request: Request, status: int, message: str) -> Response:
-    """A 500 or 503: the API's JSON ``message``, or on a dashboard page the app's page
-    (``app.state.error_page``, api.pages), whose text is a person's, not ``message``."""
-    page = getattr(request.app.state, "error_page", None)
-    if page is not None and for_people(request):
-        response: Response = page(request, status)
+    """An error: the API's JSON ``message``, or on a dashboard page the app's page
+    (``app.state.error_page``, api.pages) in the responder's language, with a way back to the
+    queue and nothing of the error itself (a 500's text is a person's, not ``message``)."""
+    if _pages(request):
+        response: Response = request.app.state.error_page(request, status, message)
         return response
     return answer(request, status, message)
 
 
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+def _pages(request: Request) -> bool:
+    """Whether ``failed`` answers this request with a page."""
+    return for_people(request) and getattr(request.app.state, "error_page", None) is not None
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    response = answer(request, exc.status, exc.message)
+    # The dashboard's routes answer their own refusals; one that still gets here (a session
+    # found dead as the request commits: api.deps.get_db) is a page too.
+    response = failed(request, exc.status, exc.message)
     response.headers.update(exc.headers or {})
     return response
 
@@ -120,13 +127,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code >= 500:
         return failed(request, 500, INTERNAL)
     message = GENERIC.get(exc.status_code, INVALID)
-    response = answer(request, exc.status_code, message)
-    response.headers.update(exc.headers or {})
+    # An unknown page (404), a form's URL fetched with GET (405): a page on the dashboard.
+    response = failed(request, exc.status_code, message)
+    response.headers.update(exc.headers or {})  # a 405's Allow
     return response
 
 
-async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+async def _invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    if _pages(request):
+        # On the dashboard a malformed id in the URL names no page: 404, as an unknown id
+        # does; a malformed form or query, 422. Never which field, nor what was sent.
+        found = exc.errors()
+        in_path = bool(found) and all(tuple(e.get("loc", ()))[:1] == ("path",) for e in found)
+        return failed(request, 404 if in_path else 422, NOT_FOUND if in_path else INVALID)
     # Where and what kind of error only: pydantic's "input" would echo secrets back.
     errors = [
         {"loc": list(e.get("loc", ())), "msg": translated(request, INVALID), "type": e["type"]}

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import HAS_NUL, TOO_LARGE, locale_from
+from api.errors import HAS_NUL, TOO_LARGE, failed, for_people, locale_from
 from api.security_headers import HEADERS
 from core.i18n import gettext
 
@@ -105,13 +105,27 @@ class Hardening:
 
 
 async def _refuse(scope: Scope, send: Send, status: int) -> None:
+    message = TOO_LARGE if status == 413 else HAS_NUL
+    request = Request(scope)
+    if "app" in scope and for_people(request):  # a responder's form: the dashboard's page
+        page = failed(request, status, message)
+        await _send(send, status, page.body, page.raw_headers)
+        return
     language = dict(scope["headers"]).get(b"accept-language", b"").decode("latin-1")
-    detail = gettext(locale_from(language))(TOO_LARGE if status == 413 else HAS_NUL)
+    detail = gettext(locale_from(language))(message)
     body = json.dumps({"detail": detail}, ensure_ascii=False).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
-    headers += HEADERS
+    await _send(send, status, body, headers)
+
+
+async def _send(
+    send: Send, status: int, body: bytes | memoryview, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """The answer itself, past the app and its middlewares: with the headers every answer has."""
+    present = {name for name, _value in headers}
+    headers = [*headers, *((k, v) for k, v in HEADERS if k not in present)]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": bytes(body)})

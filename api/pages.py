@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -12,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from api.errors import BUSY, N_, SORRY, locale_of, translated
+from api.errors import N_, SORRY, locale_of, translated
 from core.i18n import RTL, gettext, translations
 from core.vocabulary import ACT_LABELS, ANSWERS
 
@@ -61,6 +63,17 @@ EVENTS = {
     "delivery_dead": N_("A message could not be delivered"),
     "recipient_unreachable": N_("A recipient could not be reached"),
     "desk_brought_forward": N_("The desk was alerted early: contacts unreachable"),
+}
+# Who did it (an alert event's or an audit entry's actor, "kind:id"), when no responder's
+# username names them; a kind not listed shows as it is written.
+ACTORS = {
+    "defender": N_("defender"),  # from their own phone
+    "responder": N_("responder"),  # one whose name this organisation does not list
+    "token": N_("API token"),
+    "engine": N_("escalation engine"),
+    "cli": N_("server command line"),
+    "chat": N_("responder group chat"),
+    "anonymous": N_("someone not logged in"),  # a failed login
 }
 # Reports: the desk's words for the HURIDOCS fields and the defender's answers.
 PRIORITIES = {"urgent": N_("Urgent"), "high": N_("High"), "low": N_("Low")}  # mt46
@@ -163,6 +176,25 @@ def environment(locale: str) -> Environment:
     return env
 
 
+def actor_names(request: Request, names: Mapping[uuid.UUID, str]) -> Callable[[str | None], str]:
+    """Who did it, as the desk knows them: a responder's username (``names``), else the kind
+    of actor in the responder's language (ACTORS)."""
+    say = gettext(locale_of(request))
+
+    def name(actor: str | None) -> str:
+        kind, _sep, ident = (actor or "").partition(":")
+        if kind == "responder":
+            try:
+                known = names.get(uuid.UUID(ident))
+            except ValueError:
+                known = None
+            if known:
+                return known
+        return say(ACTORS[kind]) if kind in ACTORS else kind
+
+    return name
+
+
 def report_labels(locale: str) -> dict[str, dict[str, str]]:
     """What the browser needs to show an opened report in the responder's language."""
     _ = gettext(locale)
@@ -179,8 +211,12 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     return HTMLResponse(html, status_code=status, headers={"content-language": locale})
 
 
-def error_page(request: Request, status: int) -> HTMLResponse:
-    """A dashboard page's 500 or 503 (api.errors.failed): what happened in a sentence and the
-    way back to the queue, in the responder's language; nothing about the error itself."""
-    text = translated(request, BUSY if status == 503 else SORRY)
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    """A dashboard page's error (api.errors.failed): what happened in a sentence and the way
+    back to the queue, in the responder's language; nothing about the error itself. A 404 is
+    the page a route answers for an unknown or foreign id; a 500 says sorry, not ``message``.
+    The same for anyone: nothing here tells whether the visitor is logged in."""
+    if status == 404:
+        return render(request, "missing.html", 404, me=None)
+    text = translated(request, SORRY if status == 500 else message)
     return render(request, "error.html", status, me=None, message=text[:1].upper() + text[1:])
