@@ -3,6 +3,7 @@
     zone --> contacts --(add)--> contact_label --> contacts_more --(add)--> contact_label
                      --(later)---------------------------------(continue)--> routine
     routine --(a time)--> routine_days --> alert_phrase --> safe_phrase --> done
+    routine --("8": morning or evening?)--> routine_half --> routine_days
 
 In onboarding (``data["chain"]``) each step leads to the next; from settings, a step asked
 alone ends the conversation once answered.
@@ -22,7 +23,7 @@ from core.models import CheckIn, CheckInKind, CheckInState, Consent
 from core.text import fold, pin
 from flows import onboarding, words
 from flows.context import END, Context, Retry
-from flows.when import format_when, parse_clock, parse_zone
+from flows.when import format_clock, format_when, halves, parse_clock, parse_zone
 
 NAME = "setup"
 TTL = timedelta(days=2)
@@ -146,10 +147,31 @@ async def routine(ctx: Context) -> str:
             return _confirm(ctx, {"kind": "routine", "time": None, "days": None})
         await apply_routine(ctx, None, None)
         return _next(ctx, "alert_phrase")
-    clock = parse_clock(ctx.need_text())
+    text = ctx.need_text()
+    clock = parse_clock(text)
     if clock is None:
         raise Retry(ctx._("Please send a time like 20:00 or 8pm."))
-    ctx.data["time"] = clock.strftime("%H:%M")
+    either = halves(text, ctx.locale)
+    if either is not None:  # "8": in the morning or the evening? Asked, never guessed
+        ctx.ask(
+            ctx._("Which time do you mean?"),
+            tuple(Choice(f"at:{t:%H:%M}", format_clock(t, ctx.locale)) for t in either),
+        )
+        return "routine_half"
+    return ask_days(ctx, clock.strftime("%H:%M"))
+
+
+async def routine_half(ctx: Context) -> str:
+    """The morning's or the evening's; a time typed again is read afresh (``routine``)."""
+    offered = [key for key, _label in ctx.data.get("_ask", {}).get("choices", [])]
+    picked = ctx.choice_or_none(*offered)
+    if picked is None:
+        return await routine(ctx)
+    return ask_days(ctx, picked.removeprefix("at:"))
+
+
+def ask_days(ctx: Context, clock: str) -> str:
+    ctx.data["time"] = clock
     ctx.ask(
         ctx._("On which days?"),
         (
@@ -290,6 +312,7 @@ STATES = {
     "contact_label": contact_label,
     "contacts_more": contacts_more,
     "routine": routine,
+    "routine_half": routine_half,
     "routine_days": routine_days,
     "alert_phrase": alert_phrase,
     "safe_phrase": safe_phrase,

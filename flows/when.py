@@ -100,6 +100,30 @@ def parse_clock(text: str) -> time | None:
     return time(hour, minute)
 
 
+def halves(text: str, locale: str | None) -> tuple[time, time] | None:
+    """The morning's and the evening's of a time of day typed without saying which, where it
+    could be either: a bare hour ("8", "at 8"), or, where clocks run 1 to 12 (English,
+    Arabic), any hour from 1 to 12 ("8:30"). None when the text says (am, pm, "20:00", "8h").
+    A regular check-in asks which (``flows.setup``): read the wrong way, it would wake the
+    defender, then their contacts, at night, every night, or come twelve hours late."""
+    words = re.sub(rf"^{_AT}\s+", "", fold(text))
+    m = _CLOCK.fullmatch(words)
+    if m is None or m.group(3) is not None or not 1 <= int(m.group(1)) <= 12:
+        return None
+    bare = m.group(2) is None and not words.endswith("h")
+    if not (bare or _twelve_hour(locale)):
+        return None
+    hour, minute = int(m.group(1)) % 12, int(m.group(2) or 0)
+    if minute > 59:
+        return None
+    return time(hour, minute), time(hour + 12, minute)
+
+
+def format_clock(clock: time, locale: str) -> str:
+    """A wall-clock time as the language writes it ("8:30 PM", "20:30")."""
+    return format_time(clock, "short", locale=locale)
+
+
 def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = None) -> datetime:
     """A deadline from a duration (``45m``, ``2h30``, ``1.5h``) or a clock time (``at 18:30``).
     Where clocks run 1 to 12 (``locale``: English, Arabic), "at 8:30" with no am or pm is

@@ -1,0 +1,82 @@
+"""A regular check-in's time typed without saying morning or evening ("8", or "8:30" where
+clocks run 1 to 12) is asked about, never guessed: read the wrong way it would remind the
+defender, then alert their contacts, in the middle of every night (both backends)."""
+
+from __future__ import annotations
+
+from datetime import time
+
+from sqlalchemy import select
+
+from core.messages import Outbound
+from core.models import CheckIn, CheckInKind
+from flows.when import halves
+from tests.flows.conftest import Chat, Desk, Pick, onboard
+
+ASKED = "Which time do you mean?"
+
+
+async def routine_at(desk: Desk) -> str | None:
+    async with desk.sessions() as s:
+        found = await s.execute(select(CheckIn).where(CheckIn.kind == CheckInKind.routine))
+        row = found.scalar_one_or_none()
+        return None if row is None else row.routine_time
+
+
+async def typed(chat: Chat, said: str) -> list[Outbound]:
+    for step in ("/settings", Pick("routine")):
+        await chat.say(step)
+    return await chat.say(said)
+
+
+async def test_a_bare_hour_is_asked_about_and_the_evening_taken(desk: Desk) -> None:
+    """Review: "8" set a routine at 08:00 without a word about it; "2" one at 2 AM."""
+    alice = await onboard(desk)
+    (asked,) = await typed(alice, "8")
+    assert asked.text == ASKED
+    assert [c.label for c in asked.choices] == ["8:00\u202fAM", "8:00\u202fPM"]
+    assert "On which days?" in await alice.text(Pick("at:20:00"))
+    assert "Regular check-in set" in await alice.text(Pick("every_day"))
+    assert await routine_at(desk) == "20:00"
+
+
+async def test_the_choice_is_taken_by_its_number_or_a_time_typed_again(desk: Desk) -> None:
+    alice, bea = await onboard(desk, "alice"), await onboard(desk, "bea")
+    await typed(alice, "at 7")
+    assert "On which days?" in await alice.text("1")  # the console numbers the options
+    await alice.say(Pick("weekdays"))
+    assert await routine_at(desk) == "07:00"
+    await typed(bea, "7")
+    assert "On which days?" in await bea.text("19:30")
+    await bea.say(Pick("weekdays"))
+    async with desk.sessions() as s:
+        found = await s.execute(
+            select(CheckIn.routine_time).where(CheckIn.routine_time.is_not(None))
+        )
+        assert sorted(found.scalars()) == ["07:00", "19:30"]
+
+
+async def test_where_clocks_run_to_24_only_a_bare_hour_is_asked(desk: Desk) -> None:
+    ana = await onboard(desk, "ana", language="es")
+    (asked,) = await typed(ana, "8:30")
+    assert "¿Qué días?" in asked.text  # 08:30: a 24-hour clock says what it means
+    (asked,) = await typed(ana, "8")
+    assert asked.text == "¿A qué hora te refieres?"
+    assert [c.label for c in asked.choices] == ["8:00", "20:00"]
+
+
+async def test_an_unambiguous_time_goes_straight_on(desk: Desk) -> None:
+    alice = await onboard(desk)
+    for said in ("20:00", "8pm", "8 p.m.", "00:30", "13:15"):
+        (asked,) = await typed(alice, said)
+        assert "On which days?" in asked.text, said
+
+
+def test_which_texts_are_ambiguous() -> None:
+    assert halves("8", "en") == (time(8), time(20))
+    assert halves("at 12", "es") == (time(0), time(12))
+    assert halves("8:30", "en") == (time(8, 30), time(20, 30))
+    assert halves("8:30", "fr") is None
+    assert halves("8h", "fr") is None  # a written hour: 08:00
+    for clear in ("8am", "8 pm", "20:00", "0", "13", "8 ص"):
+        assert halves(clear, "en") is None, clear
