@@ -126,9 +126,10 @@ def format_clock(clock: time, locale: str) -> str:
 
 def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = None) -> datetime:
     """A deadline from a duration (``45m``, ``2h30``, ``1.5h``) or a clock time (``at 18:30``).
-    Where clocks run 1 to 12 (``locale``: English, Arabic), "at 8:30" with no am or pm is
-    the nearer of 8:30 and 20:30: typed at 3 pm, tonight's, not tomorrow morning's. Where
-    "20h" is also written for 20:00 (French, Spanish, Portuguese), the sooner of the two."""
+    A time that could be either half of the day (``halves``: "at 8" in any language, and
+    "at 8:30" where clocks run 1 to 12, English, Arabic) is the nearer of the two: typed at
+    3 pm, tonight's, not tomorrow morning's. Where "20h" is also written for 20:00 (French,
+    Spanish, Portuguese), the sooner of the two."""
     words = fold(text)
     delta = duration(words)
     if delta is not None:
@@ -149,9 +150,8 @@ def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = 
         if clock is None:
             raise WhenError("unparsed")
         due = next_local(clock, now=now, zone_name=zone_name)
-        if not marked and _twelve_hour(locale) and 1 <= clock.hour <= 12:
-            other = time((clock.hour + 12) % 24, clock.minute)
-            due = min(due, next_local(other, now=now, zone_name=zone_name))
+        if (either := halves(words, locale)) is not None:  # the sooner: never 12 hours late
+            due = min(next_local(t, now=now, zone_name=zone_name) for t in either)
     if due - now < MIN_TIMER:
         raise WhenError("too_soon")
     if due - now > MAX_TIMER:

@@ -172,3 +172,23 @@ def test_it_takes_no_other_words_for_a_duration(typed: str, reason: str) -> None
     with pytest.raises(WhenError) as raised:
         parse_due(typed, now=NOW, zone_name="UTC")
     assert raised.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("typed", "locale", "due"),
+    [
+        ("a las 8", "es", datetime(2026, 3, 28, 20, 0, tzinfo=UTC)),  # tonight
+        ("à 8", "fr", datetime(2026, 3, 28, 20, 0, tzinfo=UTC)),
+        ("às 8", "pt", datetime(2026, 3, 28, 20, 0, tzinfo=UTC)),
+        ("a las 8:00", "es", datetime(2026, 3, 29, 8, 0, tzinfo=UTC)),  # minutes: 24-hour
+        ("à 8h", "fr", datetime(2026, 3, 29, 8, 0, tzinfo=UTC)),  # a written hour
+        ("a las 20", "es", datetime(2026, 3, 28, 20, 0, tzinfo=UTC)),
+    ],
+)
+def test_a_bare_hour_on_a_24_hour_clock_is_the_sooner_it_can_mean(
+    typed: str, locale: str, due: datetime
+) -> None:
+    """Review: "a las 8" typed at 15:00 set the deadline at 08:00 the next morning, 12 hours
+    after the 20:00 the defender meant: a bare hour is either half of the day in speech."""
+    now = datetime(2026, 3, 28, 15, 0, tzinfo=UTC)
+    assert parse_due(typed, now=now, zone_name="UTC", locale=locale) == due
