@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import notices, recipients, webhooks
+from core import notices, recipients, webhook_events, webhooks
 from core.crypto import Vault
 from core.escalation import Act, AlertStep, Policy, desk_told
 from core.messages import Outbound
@@ -95,7 +95,7 @@ async def perform_many(
     # The endpoints each alert the desk was told of before reached (one query for the batch).
     heard: dict[uuid.UUID, set[uuid.UUID]] = {}
     told_before = [a.id for a, _d in wants[Act.notify_desk] if desk_told(a.kind, a.step)]
-    for alert_id, hook_id in await webhooks.introduced(session, told_before):
+    for alert_id, hook_id in await webhook_events.introduced(session, told_before):
         heard.setdefault(alert_id, set()).add(hook_id)
     items: list[Item] = []
     for alert, defender, step in steps:
@@ -135,7 +135,7 @@ async def perform_many(
             first = not desk_told(alert.kind, alert.step)
             alert.step, alert.state = step.step, step.state  # as the webhook body reports it
             event_type = "alert.triggered" if first else step.desk_event or "alert.escalated"
-            hooked = webhooks.event_items(
+            hooked = webhook_events.event_items(
                 alert,
                 hooks[alert.org_id],
                 handle=defender.handle,

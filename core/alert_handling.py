@@ -16,7 +16,15 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import actions, escalation, follow_ups, live_locations, notices, webhooks, withdrawals
+from core import (
+    actions,
+    escalation,
+    follow_ups,
+    live_locations,
+    notices,
+    webhook_events,
+    withdrawals,
+)
 from core.alerts import defender_of, lock
 from core.crypto import Vault
 from core.models import Alert, AlertEvent, AlertKind, AlertState
@@ -72,7 +80,7 @@ async def resolve(
     alert.state, alert.outcome, alert.resolved_at = AlertState.resolved, outcome, now
     alert.open_key, alert.next_step_at = None, None
     alert.location_sealed = None  # a location is kept only while the alert is open (R25)
-    await webhooks.forget_location(session, vault, alert.id)  # and so are its held events'
+    await webhook_events.forget_location(session, vault, alert.id)  # and so are its held events'
     session.add(actions.event(alert, "resolved", now, actor=actor, outcome=outcome))
     defender = await defender_of(session, alert)
     await follow_ups.closing(

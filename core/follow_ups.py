@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import notices, recipients, webhooks
+from core import notices, recipients, webhook_events, webhooks
 from core.actions import REACHING, item, key_person, wary
 from core.crypto import Vault
 from core.escalation import desk_told
@@ -162,7 +162,7 @@ async def closing(
     if desk_told(alert.kind, alert.step):
         hooks = await webhooks.endpoints(session, alert.org_id)
         items.extend(
-            webhooks.event_items(
+            webhook_events.event_items(
                 alert,
                 hooks,
                 handle=defender.handle,
@@ -185,7 +185,7 @@ async def webhook_event(
     stem = f"a:{alert.id.hex}:v{alert.version}"
     hooks = await webhooks.endpoints(session, alert.org_id)
     known = await _known(session, alert)
-    items = webhooks.event_items(
+    items = webhook_events.event_items(
         alert, hooks, handle=defender.handle, event_type=event_type, stem=stem, known=known
     )
     await enqueue_many(session, vault, items, now=now)
@@ -193,4 +193,4 @@ async def webhook_event(
 
 async def _known(session: AsyncSession, alert: Alert) -> set[uuid.UUID]:
     """The endpoints that heard of this alert (its ``alert.triggered`` was queued to them)."""
-    return {hook_id for _a, hook_id in await webhooks.introduced(session, [alert.id])}
+    return {hook_id for _a, hook_id in await webhook_events.introduced(session, [alert.id])}

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import webhooks
+from core import webhook_events, webhooks
 from core.crypto import Vault, seal
 from core.desk_reports import SEALED_KIND, TRIAGE_KEYS
 from core.media import MAX_BYTES, examine
@@ -136,7 +136,7 @@ async def file(
     )
     # The desk's webhooks hear of it in this transaction: ids and times, nothing written.
     hooks = await webhooks.endpoints(session, defender.org_id)
-    items = webhooks.report_items(report, hooks, handle=defender.handle)
+    items = webhook_events.report_items(report, hooks, handle=defender.handle)
     await enqueue_many(session, vault, items, now=now)
     return report
 

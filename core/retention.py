@@ -4,7 +4,8 @@
 |----------------------------------------------|-----------------------------------------|
 | an alert's location (sealed)                 | while the alert is open                 |
 | the same in its webhook events still held    | while the alert is open (taken out at   |
-| (waiting, or dead and replayable)            | its end: core.webhooks.forget_location) |
+| (waiting, or dead and replayable)            | its end: core.webhook_events            |
+|                                              | .forget_location)                       |
 | outbox rows delivered, failed or dead        | 30 days, and while their alert is open  |
 | desk sessions                                | until they expire or are revoked        |
 | invite codes used, revoked or expired        | 30 days, then the code's index goes     |

@@ -11,7 +11,7 @@ from functools import partial
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import audit, outbox, webhooks
+from core import audit, outbox, webhook_events, webhooks
 from core.claims import write_lock
 from core.crypto import Vault
 from core.db import retried, transaction
@@ -33,9 +33,9 @@ def closed_body(rollcall: Broadcast, tally: Tally, *, event_id: str) -> bytes:
         "alert": None,
         "rollcall": {
             "id": str(rollcall.id),
-            "created_at": webhooks.iso(rollcall.created_at),
-            "closes_at": webhooks.iso(rollcall.closes_at),
-            "closed_at": webhooks.iso(rollcall.closed_at),
+            "created_at": webhook_events.iso(rollcall.created_at),
+            "closes_at": webhook_events.iso(rollcall.closes_at),
+            "closed_at": webhook_events.iso(rollcall.closed_at),
             "recipients": tally.recipients,
             "safe": tally.safe,
             "help": tally.help,

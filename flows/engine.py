@@ -169,8 +169,9 @@ class Engine:
         typed = pin(inbound.text or "")
         if typed is None or inbound.forwarded:
             return {}
-        # Any state: a PIN answering no question still raises the duress alert (router.idle_pin);
-        # edited too: a report's account corrected to a PIN keeps it out (Context.is_a_pin).
+        # Any state: a PIN answering no question still raises the duress alert
+        # (router_alarms.idle_pin); edited too: a report's account corrected to a PIN keeps
+        # it out (Context.is_a_pin).
         query = (
             select(Defender.cancel_pin_hash, Defender.duress_pin_hash)
             .join(ChannelAddress, ChannelAddress.defender_id == Defender.id)
@@ -218,7 +219,7 @@ async def housekeeping(sessions: async_sessionmaker[AsyncSession], now: datetime
         closed = await store.expire(session, now=now)
         await store.forget_seen(session, now=now)
         drafting = select(Conversation.defender_id).where(
-            # a report being written, or set aside for an "I'm safe" (router.aside)
+            # a report being written, or set aside for an "I'm safe" (router_states.aside)
             Conversation.flow.in_((report.NAME, checkin.NAME, rollcall.NAME)),
             Conversation.expires_at > now,
             Conversation.defender_id.is_not(None),  # NOT IN with a NULL would keep everything

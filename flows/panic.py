@@ -34,7 +34,7 @@ NAME = "panic"
 TTL = timedelta(hours=24)  # the alert itself never expires with the conversation
 PIN_STATES = ("hold", "pin")
 # The questions after the alert (where, can they talk): answered even from a chat whose
-# safety number changed (flows.router.frozen); calling the alert off is not.
+# safety number changed (flows.router_alarms.frozen); calling the alert off is not.
 TELLING = ("location", "talk")
 MAX_TOLD = 20  # notes the defender may add to one alert (R21: submissions are bounded)
 

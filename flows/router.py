@@ -19,49 +19,36 @@
    cancel, a PIN or the call-off button go to a panic alert still open: ``panic.taken_up``).
    An alert's conversation whose alert the desk has resolved is nothing in progress
    (``panic.over``): whatever comes is answered as if there had been none.
+
+The checks and alarms outside any state function are in ``flows.router_alarms``, the codes
+typed in a chat in ``flows.router_codes``, running a state function and a report set aside
+for a check-in in ``flows.router_states``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
-import re
-from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
 
 from core import alerts, contacts, live_locations
-from core.models import AlertKind, Defender, DefenderStatus, Priority
+from core.models import AlertKind, DefenderStatus, Priority
 from core.pins import Verdict
-from core.security import CODE_ALPHABET
 from core.text import fold, pin
-from core.throttle import Throttle
-from flows import (
-    checkin,
-    contact,
-    desk,
-    help,
-    onboarding,
-    panic,
-    registry,
-    report,
-    rollcall,
-    settings,
-    store,
-    words,
+from flows import checkin, contact, desk, help, panic, registry, report, rollcall, store, words
+from flows.context import Context, Retry
+from flows.router_alarms import (
+    duress_pin,
+    frozen,
+    hidden_alert,
+    idle_pin,
+    is_alert,
+    key_changed,
+    pin_in_use,
 )
-from flows.context import END, Context, Retry
+from flows.router_codes import CODE, stranger, tried
+from flows.router_states import RESUME, aside, keep_for, lapsed, resume, run
 from flows.store import EXPIRED, IDLE
-
-# An invite or contact code, also as read out in two halves: "ABCD EFGH", "abcd-efgh".
-# Only a code's own characters (core.security.CODE_ALPHABET: no i, l, o, 0 or 1), so that
-# "question" or "good luck" is not taken for one, nor counted as a wrong guess (CODE_TRIES).
-_HALF = f"([{CODE_ALPHABET.lower()}]{{4}})"
-_CODE = re.compile(rf"(?:/start\s+)?{_HALF}\s*-?\s*{_HALF}")
-CODE_TRIES, CODE_WINDOW_S = 10, 3600  # wrong codes a chat may type an hour
-T = TypeVar("T")
-_COMMAND = re.compile(r"[\s@]")  # "/sos@AmparoBot", "/sos they are here": the command alone
 
 
 async def handle(event: store.Event) -> None:
@@ -265,7 +252,7 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         ctx.data = {}
         return await run(ctx, *registry.triggers()[key])
     if flow == IDLE:
-        if (code := _CODE.fullmatch(typed)) and (
+        if (code := CODE.fullmatch(typed)) and (
             found := await tried(ctx, contact.redeem(ctx, code[1] + code[2]))
         ):
             return found
@@ -274,86 +261,8 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     return await run(ctx, flow, state)
 
 
-def is_alert(ctx: Context, choice: str | None, typed: str) -> bool:
-    """The alert button, an alert command (words after it, "@bot" or "!" change nothing:
-    "/sos police at the door"), a bare "SOS!" alone ("¡SOS!", "S.O.S." too), or the
-    defender's code phrase."""
-    if choice == words.ALERT_CHOICE or words.cry(typed):
-        return True
-    command = _COMMAND.split(typed, maxsplit=1)[0].rstrip("!.?")
-    if command.startswith("/") and command in words.ALERT:
-        return True
-    return words.same_phrase(typed, ctx.settings.get("alert_phrase"))
-
-
-async def frozen(ctx: Context) -> bool:
-    """R6: while the desk has not resolved a defender's "safety number changed" alert, their
-    Signal chat may be a new phone, or their number in someone else's hands. Only an alert
-    is taken from it: no "I'm safe", PIN, cancel, setting or deletion (an "I'm safe" from a
-    phone in other hands would stop the check-in's escalation). The desk resolves the alert
-    once it has verified the defender another way and trusted the new key."""
-    if ctx.inbound.channel != "signal" or ctx.defender is None:
-        return False
-    return await alerts.is_open(ctx.session, ctx.defender.id, AlertKind.identity_changed)
-
-
-async def key_changed(event: store.Event, loaded: store.Loaded) -> None:
-    """R6 on receipt: signal-cli could not decrypt a message from a defender's Signal chat,
-    their safety number having changed. The desk is alerted at once, as when a send to them
-    is refused (core.delivery), so the chat is ``frozen`` before anything from the new key is
-    acted on (signal-cli offers the message again once the desk has trusted the key).
-    Nothing is answered: no reply could reach an untrusted key."""
-    owner = loaded.defender or loaded.hidden
-    if owner is not None:
-        await alerts.raise_alert(
-            event.session,
-            event.vault,
-            defender=owner,
-            kind=AlertKind.identity_changed,
-            now=event.now,
-        )
-
-
 def has_pin(ctx: Context) -> bool:
     return ctx.defender is not None and ctx.defender.cancel_pin_hash is not None
-
-
-def pin_in_use(ctx: Context, flow: str, state: str) -> bool:
-    """Whether a PIN typed here is one in use, not a new one being chosen (onboarding,
-    settings.NEW_PIN_STATES: the duress PIN chosen again is no alarm)."""
-    assert ctx.defender is not None
-    choosing = flow == settings.NAME and state in settings.NEW_PIN_STATES
-    return not choosing and ctx.defender.status is not DefenderStatus.onboarding
-
-
-async def idle_pin(ctx: Context) -> None:
-    """A PIN typed with no question asking for one (its prompt expired, a question about
-    something else, or on a captor's order): the duress PIN still raises its silent alert.
-    The answer is what any number gets there, after the same two Argon2id checks whichever
-    PIN it is (core.pins); not counted as a wrong PIN either: a stray number is not a guess.
-    Only a PIN in use (``pin_in_use``)."""
-    typed = pin(ctx.inbound.text or "")
-    if typed is None or ctx.pin_checker is None or ctx.defender is None:
-        return
-    if await ctx.pin_checker(typed) is Verdict.duress:
-        await alerts.raise_alert(
-            ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.duress, now=ctx.now
-        )
-
-
-async def hidden_alert(ctx: Context, hidden: Defender) -> None:
-    """A defender hidden after a forced deletion (core.defenders.hide) is answered as a
-    stranger, but their alert button, command or code phrase still raises an alert: silently,
-    and flagged "do not contact the device" (core.alerts), as the phone may be in other hands."""
-    inbound = ctx.inbound
-    if inbound.edited or inbound.forwarded:
-        return
-    typed = fold(inbound.text) if inbound.text else ""
-    owner = dataclasses.replace(ctx, defender=hidden, data={}, replies=[], delete_ids=[])
-    if is_alert(owner, inbound.choice, typed):
-        await alerts.raise_alert(
-            ctx.session, ctx.vault, defender=hidden, kind=AlertKind.panic, now=ctx.now
-        )
 
 
 def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
@@ -376,121 +285,6 @@ def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
     return key
 
 
-async def stranger(ctx: Context, flow: str, state: str, typed: str) -> tuple[str, str]:
-    """Someone the bot does not know (yet): an invite code, or a trusted contact answering."""
-    code = _CODE.fullmatch(typed)
-    if code and (found := await tried(ctx, _redeem(ctx, code[1] + code[2]))):
-        return found
-    if flow != IDLE and typed not in words.CANCEL:
-        return await run(ctx, flow, state)
-    return await run(ctx, "contact", "welcome")
-
-
-async def _redeem(ctx: Context, code: str) -> tuple[str, str] | None:
-    return await onboarding.redeem(ctx, code) or await contact.redeem(ctx, code)
-
-
-async def tried(ctx: Context, attempt: Coroutine[Any, Any, T]) -> T | None:
-    """A code typed in a chat (an invite, a contact's or a desk link code), unless that chat
-    has already typed CODE_TRIES wrong ones this hour: then every code, right or wrong, gets
-    what a wrong one gets, so guessing stays hopeless (R21). A code is about 40 bits."""
-    guesses = Throttle(CODE_TRIES, CODE_WINDOW_S, scope="code_guess", keyer=ctx.vault.blind_index)
-    who = str(ctx.address.id)
-    if await guesses.blocked_in(ctx.session, who, ctx.now):
-        attempt.close()
-        return None
-    found = await attempt
-    if not found:
-        await guesses.hit_in(ctx.session, who, ctx.now)
-    return found or None
-
-
-async def run(
-    ctx: Context, flow: str, state: str, *, handler: registry.State | None = None
-) -> tuple[str, str]:
-    """Run one state function; bad input (``Retry``) restores the data and asks again."""
-    spec = registry.get(flow)
-    function = handler or (spec.states[state] if spec is not None else None)
-    if function is None:  # a stored state that no longer exists (an old release)
-        ctx.data = {}
-        help.menu(ctx)
-        return IDLE, IDLE
-    snapshot, said = copy.deepcopy(ctx.data), len(ctx.replies)
-    try:
-        target = await function(ctx)
-    except Retry as retry:
-        ctx.data = snapshot
-        del ctx.replies[said:]
-        ctx.say(retry.message)
-        ctx.ask_again()
-        return flow, state
-    if target == END:
-        if RESUME in ctx.data:
-            return resume(ctx)
-        ctx.data = {"_ask": ctx.data["_ask"]} if ctx.asked and "_ask" in ctx.data else {}
-        return IDLE, IDLE
-    return registry.resolve(flow, target)
-
-
-RESUME = "_resume"  # a report set aside while the defender checks in (``aside``)
-
-
-def aside(flow: str, state: str, data: dict[str, Any]) -> dict[str, Any]:
-    """The data to start a check-in with from ``flow``: a report being written is set aside
-    in it (its sealed parts live in the conversation until it is filed) and taken up again
-    once the check-in is done (``resume``), also when "I'm safe" comes again during that
-    check-in; any other conversation just ends."""
-    if RESUME in data:
-        return {RESUME: data[RESUME]}
-    if flow != report.NAME:
-        return {}
-    return {RESUME: {"flow": flow, "state": state, "data": data}}
-
-
-def resume(ctx: Context, *, ask: bool = True) -> tuple[str, str]:
-    """Back to the report set aside: its last question asked again (unless ``ask`` is False:
-    the message that came is then handled there, and asks what follows)."""
-    kept = ctx.data[RESUME]
-    ctx.data = kept["data"]
-    if ask:
-        ctx.ask_again()
-    return kept["flow"], kept["state"]
-
-
-def keep_for(flow: str, data: dict[str, Any]) -> timedelta | None:
-    """How long an unanswered conversation is kept: its flow's TTL; with a report set aside,
-    the report's. The check-in's own question still closes after the check-in's TTL
-    (``lapsed``), and the report is then taken up again, not dropped with it."""
-    spec = registry.get(data[RESUME]["flow"] if RESUME in data else flow)
-    return spec.ttl if spec is not None else None
-
-
-def lapsed(ctx: Context, flow: str) -> bool:
-    """A report was set aside for a check-in whose question then went unanswered for its
-    TTL: what expiry is for any other conversation (``store.load``), counted the same way."""
-    spec = registry.get(flow)
-    return (
-        RESUME in ctx.data
-        and spec is not None
-        and spec.ttl is not None
-        and ctx.since is not None
-        and ctx.since + spec.ttl <= ctx.now
-    )
-
-
-async def _duress_pin(event: store.Event, loaded: store.Loaded, ctx: Context) -> bool:
-    """The message was the duress PIN, answering a question that asked for a PIN, or typed
-    where a PIN in use raises its alert all the same (``idle_pin``)."""
-    typed = pin(event.inbound.text or "")
-    if typed is None or ctx.defender is None or event.checker is None:
-        return False
-    flow, state = loaded.flow, loaded.state
-    if not (registry.is_pin_state(flow, state) or pin_in_use(ctx, flow, state)):
-        return False
-    ctx.forget_message()
-    return await event.checker(ctx.defender, typed) is Verdict.duress
-
-
 async def fallback(event: store.Event) -> None:
     """After an unexpected error: still raise a requested alert, and always answer."""
     if not await store.mark_seen(event):
@@ -507,7 +301,7 @@ async def fallback(event: store.Event) -> None:
         await hidden_alert(ctx, loaded.hidden)
     if ctx.defender is not None and is_alert(ctx, event.inbound.choice, typed):
         await panic.raise_now(ctx)
-    elif ctx.defender is not None and await _duress_pin(event, loaded, ctx):
+    elif ctx.defender is not None and await duress_pin(event, loaded, ctx):
         # R27: an error while handling the duress PIN never swallows its silent alert
         await alerts.raise_alert(
             ctx.session, ctx.vault, defender=ctx.defender, kind=AlertKind.duress, now=ctx.now

@@ -37,7 +37,7 @@ from flows.context import END, Context, Retry
 NAME = "settings"
 PIN_STATES = ("old_pin", "add_pin", "remove_pin", "phrases_pin", "discreet_pin", "delete_pin")
 # Where a new PIN is typed: not the PIN in use, so the duress PIN chosen again is no alarm
-# (flows.router.idle_pin checks a PIN typed in any other state).
+# (flows.router_alarms.idle_pin checks a PIN typed in any other state).
 NEW_PIN_STATES = ("new_pin", "new_pin_again")
 MENU = (
     "language", "pins", "contacts", "routine", "zone", "discreet", "disappearing", "phrases",

@@ -83,7 +83,8 @@ def bare(folded: str) -> str:
 
 def cry(folded: str) -> bool:
     """A whole message that is an alert word, alone or repeated ("SOS SOS", "🆘🆘"); a
-    command only alone ("/sos", which ``flows.router.is_alert`` also takes with words after)."""
+    command only alone ("/sos", which ``flows.router_alarms.is_alert`` also takes with words
+    after)."""
     said = bare(folded)
     return said in ALERT or _CRIES.fullmatch(said) is not None
 

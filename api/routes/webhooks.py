@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 from api import errors
 from api.deps import AdminDep, NowDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
-from core import audit, destinations, webhooks
+from core import audit, destinations, webhook_events, webhook_secrets, webhooks
 from core.auth import Principal
 from core.config import Mode
 from core.models import OutboxMessage, OutboxState, Webhook
@@ -121,7 +121,7 @@ def event_of(key: str) -> str | None:
     """The event type, from the idempotency key ``<stem>:<type>|webhook:<id>``."""
     head, sep, _hook = key.rpartition("|webhook:")
     event = head.rpartition(":")[2]
-    return event if sep and event in webhooks.EVENTS else None
+    return event if sep and event in webhook_events.EVENTS else None
 
 
 async def _hook(session: SessionDep, principal: Principal, hook_id: uuid.UUID) -> Webhook:
@@ -243,7 +243,7 @@ async def rotate_secret(
     third rotation within the overlaps ends the oldest. ``previous_secret_until``: when the
     last old secret stops signing (null: none does)."""
     hook = await _hook(session, principal, hook_id)
-    secret = await webhooks.rotate(
+    secret = await webhook_secrets.rotate(
         session, vault, hook=hook, now=now, overlap=timedelta(hours=body.overlap_hours)
     )
     await _audit(session, vault, principal, "webhook.rotate", hook.id, now)

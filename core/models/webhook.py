@@ -22,7 +22,7 @@ class Webhook(Encrypted, CreatedMixin, Base):
     url: Mapped[str] = mapped_column(String(500))
     secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
     # During a rotation the replaced secrets sign too (one v1= each), until each one's own
-    # end: a JSON list [[secret, until], ...], newest first (core.webhooks.rotate);
+    # end: a JSON list [[secret, until], ...], newest first (core.webhook_secrets.rotate);
     # previous_until is the latest end.
     previous_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     previous_until: Mapped[datetime | None]

@@ -19,8 +19,8 @@ from core.crypto import Vault, load_keyring
 from core.db import create_engine, sessionmaker, transaction
 from core.defenders import create_invite
 from core.models import Organisation, utcnow
+from core.webhook_secrets import verify
 from core.webhooks import add as add_webhook
-from core.webhooks import verify
 from tests.amparo.test_serve import free_port
 from tests.logscan import leaks
 from tests.standins.telegram_api import TelegramStandIn

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 
 from api.dashboard_keys import fingerprint
-from core import webhooks
+from core import webhook_secrets
 from core.db import transaction
 from core.models import AuditEntry, OutboxMessage, OutboxState, Responder, Webhook
 from tests.api.conftest import Desk, Org
@@ -192,7 +192,7 @@ async def test_a_new_endpoint_and_a_rotated_secret_are_shown_once(desk: Desk) ->
         assert fresh is not None and fresh.group(1) != shown.group(1)
         hook = await hook_of(desk, hook.id)
         assert hook.get(desk.vault, "secret_enc") == fresh.group(1).encode()
-        assert webhooks.signing_secrets(desk.vault, hook, datetime.now(UTC)) == [
+        assert webhook_secrets.signing_secrets(desk.vault, hook, datetime.now(UTC)) == [
             fresh.group(1).encode(),
             shown.group(1).encode(),
         ]

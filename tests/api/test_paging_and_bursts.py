@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from api.routes.webhooks import RECEIVER
-from core import recipients, webhooks
+from core import recipients, webhook_secrets
 from core.db import transaction
 from core.defenders import new_address
 from core.throttle import Limits, Throttle
@@ -83,7 +83,7 @@ def test_the_documented_receiver_refuses_a_replay_under_another_event_id_header(
     assert callable(accept)
     secret = b"s" * 32
     raw = json.dumps({"event_id": "e1", "type": "alert.resolved"}).encode()
-    signed = webhooks.signature([secret], raw, int(time.time()))
+    signed = webhook_secrets.signature([secret], raw, int(time.time()))
     first = accept(raw, {"Amparo-Signature": signed, "Amparo-Event-Id": "e1"}, secret)
     replay = accept(raw, {"Amparo-Signature": signed, "Amparo-Event-Id": "e1-x"}, secret)
     assert (first, replay) == (True, False)

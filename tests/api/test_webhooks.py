@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from api.routes.webhooks import RECEIVER
-from core import webhooks
+from core import webhook_secrets
 from core.db import transaction
 from core.models import OutboxMessage, OutboxState, Webhook
 from tests.api.conftest import Desk
@@ -32,7 +32,10 @@ def receiver() -> Accept:
 
 
 def signed(raw: bytes, secrets_: list[bytes], t: int, event_id: str = "e1") -> dict[str, str]:
-    return {"Amparo-Signature": webhooks.signature(secrets_, raw, t), "Amparo-Event-Id": event_id}
+    return {
+        "Amparo-Signature": webhook_secrets.signature(secrets_, raw, t),
+        "Amparo-Event-Id": event_id,
+    }
 
 
 def test_it_documents_a_receiver_that_rejects_forgeries_and_replays() -> None:
@@ -63,13 +66,17 @@ async def test_it_rotates_with_two_valid_secrets_then_one(desk: Desk) -> None:
     async with desk.sessions() as s:
         hook = await s.get(Webhook, uuid.UUID(rotated["id"]))
         assert hook is not None
-        during = webhooks.signing_secrets(desk.vault, hook, now)
-        after = webhooks.signing_secrets(desk.vault, hook, now + timedelta(hours=1, seconds=1))
+        during = webhook_secrets.signing_secrets(desk.vault, hook, now)
+        after = webhook_secrets.signing_secrets(
+            desk.vault, hook, now + timedelta(hours=1, seconds=1)
+        )
     t = int(now.timestamp())
     for secret in (old, new):
-        assert webhooks.verify(webhooks.signature(during, raw, t), raw, [secret], now=t)
-    assert webhooks.verify(webhooks.signature(after, raw, t), raw, [new], now=t)
-    assert not webhooks.verify(webhooks.signature(after, raw, t), raw, [old], now=t)
+        assert webhook_secrets.verify(
+            webhook_secrets.signature(during, raw, t), raw, [secret], now=t
+        )
+    assert webhook_secrets.verify(webhook_secrets.signature(after, raw, t), raw, [new], now=t)
+    assert not webhook_secrets.verify(webhook_secrets.signature(after, raw, t), raw, [old], now=t)
     assert rotated["previous_secret_until"] is not None and old != new
 
 
@@ -85,19 +92,19 @@ async def test_a_second_rotation_keeps_the_first_secret_until_its_overlap_ends(d
             hook = await s.get(Webhook, uuid.UUID(made["id"]))
             assert hook is not None
             now = datetime.now(UTC)
-            during = webhooks.signing_secrets(desk.vault, hook, now)
-            day = webhooks.signing_secrets(desk.vault, hook, now + timedelta(hours=25))
-            later = webhooks.signing_secrets(desk.vault, hook, now + timedelta(hours=49))
+            during = webhook_secrets.signing_secrets(desk.vault, hook, now)
+            day = webhook_secrets.signing_secrets(desk.vault, hook, now + timedelta(hours=25))
+            later = webhook_secrets.signing_secrets(desk.vault, hook, now + timedelta(hours=49))
         third = (await c.post(path, json={"overlap_hours": 1})).json()
         async with desk.sessions() as s:
             hook = await s.get(Webhook, uuid.UUID(made["id"]))
             assert hook is not None
-            capped = webhooks.signing_secrets(desk.vault, hook, datetime.now(UTC))
+            capped = webhook_secrets.signing_secrets(desk.vault, hook, datetime.now(UTC))
         fourth = (await c.post(path, json={"overlap_hours": 0})).json()
         async with desk.sessions() as s:
             hook = await s.get(Webhook, uuid.UUID(made["id"]))
             assert hook is not None
-            ended = webhooks.signing_secrets(desk.vault, hook, datetime.now(UTC))
+            ended = webhook_secrets.signing_secrets(desk.vault, hook, datetime.now(UTC))
     original, one, two = (x["secret"].encode() for x in (made, first, second))
     assert during == [two, one, original]
     assert day == [two, one] and later == [two]
@@ -119,9 +126,9 @@ async def test_a_secret_rotated_before_the_list_still_signs_until_its_end(desk: 
         row.put(desk.vault, "previous_secret_enc", b"old-secret")
         row.previous_until = now + timedelta(hours=2)
         current = row.get(desk.vault, "secret_enc")
-        await webhooks.rotate(s, desk.vault, hook=row, now=now, overlap=timedelta(hours=1))
-        signing = webhooks.signing_secrets(desk.vault, row, now)
-        later = webhooks.signing_secrets(desk.vault, row, now + timedelta(minutes=61))
+        await webhook_secrets.rotate(s, desk.vault, hook=row, now=now, overlap=timedelta(hours=1))
+        signing = webhook_secrets.signing_secrets(desk.vault, row, now)
+        later = webhook_secrets.signing_secrets(desk.vault, row, now + timedelta(minutes=61))
     assert signing[1:] == [current, b"old-secret"] and len(later) == 1
 
 

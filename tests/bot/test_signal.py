@@ -10,8 +10,9 @@ import pytest
 import signalbot._pipeline as pipeline
 from aiohttp import WSCloseCode
 
-from bot.signal import Signal, delivery_error, parse_location, render
+from bot.signal import Signal
 from bot.signal_logs import ClassOnly
+from bot.signal_render import delivery_error, parse_location, render
 from core.messages import Address, Attachment, Choice, DeliveryError, Inbound, Outbound
 from tests.standins.signal_cli import SignalStandIn
 

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 
-from core.webhooks import signature, verify
+from core.webhook_secrets import signature, verify
 
 BODY = json.dumps({"event_id": "e1", "type": "alert.triggered"}, separators=(",", ":")).encode()
 OLD, NEW = b"old-secret", b"new-secret"

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select, update
 
-from core import alert_handling, alerts, checkins, retention, webhooks
+from core import alert_handling, alerts, checkins, retention, webhook_secrets, webhooks
 from core.db import transaction
 from core.delivery import record
 from core.dispatch import Dispatcher
@@ -107,7 +107,7 @@ async def test_it_honours_retry_after_retries_5xx_and_falls_back_on_403(sessions
     assert first.headers["Amparo-Event-Id"] == second.headers["Amparo-Event-Id"]
     body = json.loads(second.body)
     assert body["type"] == "alert.triggered" and body["alert"]["kind"] == "panic"
-    assert webhooks.verify(
+    assert webhook_secrets.verify(
         second.headers["Amparo-Signature"],
         second.body,
         [world.webhook_secret.encode()],

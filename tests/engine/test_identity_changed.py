@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot.signal import delivery_error
+from bot.signal_render import delivery_error
 from core import checkins
 from core.db import transaction
 from core.messages import IDENTITY_CHANGED

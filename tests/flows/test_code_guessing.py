@@ -5,7 +5,7 @@ abuse cases 14 and 19). Both backends."""
 from __future__ import annotations
 
 from core.security import generate_code
-from flows.router import CODE_TRIES
+from flows.router_codes import CODE_TRIES
 from tests.flows.conftest import CANCEL_PIN, Desk, Pick, onboard
 
 

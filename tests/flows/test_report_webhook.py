@@ -8,7 +8,7 @@ import uuid
 import aiohttp
 from sqlalchemy import select, update
 
-from core import webhooks
+from core import webhook_events, webhook_secrets, webhooks
 from core.crypto import generate_org_keypair
 from core.db import transaction
 from core.dispatch import Dispatcher
@@ -63,7 +63,7 @@ async def test_a_filed_report_reaches_the_desks_webhook_signed_and_without_its_w
     [hit] = [h for h in ours.hits if json.loads(h.body)["type"] == "report.filed"]
     assert theirs.hits == []
     raw = hit.body
-    assert webhooks.verify(
+    assert webhook_secrets.verify(
         hit.headers["Amparo-Signature"], raw, [secret.encode()], now=desk.clock.now.timestamp()
     )
     body = json.loads(raw)
@@ -121,6 +121,6 @@ async def test_queuing_a_reports_event_again_sends_it_once(desk: Desk) -> None:
     report, _shown = await file_report(desk)
     async with transaction(desk.sessions) as s:
         hooks = await webhooks.endpoints(s, desk.org.id)
-        again = webhooks.report_items(report, hooks, handle="quiet-heron-41")
+        again = webhook_events.report_items(report, hooks, handle="quiet-heron-41")
         await enqueue_many(s, desk.vault, again, now=desk.clock.now)
     assert len(await report_events(desk)) == 1

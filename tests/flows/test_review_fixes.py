@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.signal import parse_location
+from bot.signal_render import parse_location
 from core import timers
 from core.db import transaction
 from core.messages import InboundAttachment

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from core import alerts, rollcalls, webhooks
+from core import alerts, rollcalls, webhook_secrets, webhooks
 from core.db import transaction
 from core.models import (
     Alert,
@@ -200,7 +200,7 @@ async def test_closing_tells_the_desks_webhook_the_counts_signed(desk: Desk) -> 
         assert await Sweep(desk.sessions, desk.vault, owner="w").run(desk.clock.now) >= 1
         await dispatcher(desk, http).drain(desk.clock.now)
     [hit] = [h for h in ours.hits if json.loads(h.body)["type"] == "rollcall.closed"]
-    assert webhooks.verify(
+    assert webhook_secrets.verify(
         hit.headers["Amparo-Signature"],
         hit.body,
         [secret.encode()],
