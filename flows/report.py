@@ -11,7 +11,7 @@ arrive (``core.reports``); the conversation keeps only the sealed parts and the 
 Nothing of the report is ever shown back (R7): the confirmation names no answers.
 
 A PIN typed alone as an answer (the cancel PIN, or the duress one, which also raises its
-silent alert: ``router.idle_pin``) is never put in the report, where the desk would read it
+silent alert: ``router_alarms.idle_pin``) is never put in the report, where the desk would read it
 (``Context.is_a_pin``): a part saying one was withheld takes its place (a count: left out).
 On the phone it goes exactly as any other number typed there (R8): the same reply, the same
 deletion, the same count of parts toward MAX_PARTS, so that which number is a PIN cannot be

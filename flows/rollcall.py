@@ -10,7 +10,7 @@ while the roll-call is the last thing the defender was asked)-->
 "I'm safe" takes the PIN, exactly as a check-in's does (R11; ``checkin.ask_safe`` asks, in the
 same words): from a phone in other hands it would tell the desk that all is well. Like any
 "I'm safe" it ends the conversation in progress, except a report, set aside and taken up
-again afterwards (``router.aside``). A wrong PIN is asked again, and the WRONG_LIMIT-th in a
+again afterwards (``router_states.aside``). A wrong PIN is asked again, and the WRONG_LIMIT-th in a
 row counts as the duress PIN (``core.pins``): never a visible lockout (R10). The duress PIN
 gets, on the phone, byte for byte what the PIN gets (R8) and raises the silent duress alert
 (``Context.confirm_pin``); the roll-call records "I need help", never "safe": the desk's count
