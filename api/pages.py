@@ -14,6 +14,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from api import labels
 from api.errors import N_, SORRY, locale_of, translated
 from core.i18n import RTL, gettext, translations
 from core.vocabulary import ACT_LABELS, ANSWERS
@@ -171,8 +172,13 @@ def environment(locale: str) -> Environment:
         ACT_LABELS=ACT_LABELS,
         HEALTH=HEALTH,
         INVITE_STATES=INVITE_STATES,
+        ACTIONS=labels.ACTIONS,
+        DETAILS=labels.DETAILS,
+        WEBHOOK_EVENTS=labels.WEBHOOK_EVENTS,
     )
     env.filters["when"] = lambda value: when(value, locale)
+    say = gettext(locale)
+    env.filters["delivery_error"] = lambda raw: labels.delivery_error(raw, say)
     return env
 
 
