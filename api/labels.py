@@ -85,7 +85,7 @@ DETAILS = {
     "scopes": N_("Scopes"),
     "version": N_("Version"),
 }
-# What each webhook event type (core.webhooks.EVENTS, a contract value shown as it is) means.
+# What each webhook event type (core.webhook_events.EVENTS, a contract value shown as it is) means.
 WEBHOOK_EVENTS = {
     "alert.triggered": N_("An alert was raised"),
     "alert.escalated": N_("An alert went to its next escalation step"),

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from api import labels
-from core import audit, webhooks
+from core import audit, webhook_events
 from core.db import transaction
 from core.i18n import gettext
 from tests.api.conftest import Desk
@@ -193,7 +193,7 @@ def test_every_audit_action_the_code_writes_has_words_on_the_audit_page() -> Non
 
 
 def test_every_webhook_event_and_delivery_error_class_has_words() -> None:
-    assert set(labels.WEBHOOK_EVENTS) == set(webhooks.EVENTS)
+    assert set(labels.WEBHOOK_EVENTS) == set(webhook_events.EVENTS)
     say = gettext("es")
     for raw in (
         "webhook HTTP 503",
