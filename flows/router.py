@@ -131,14 +131,20 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
     if flow == panic.NAME and await panic.over(ctx):  # resolved by the desk meanwhile
         ctx.data, flow, state = {}, IDLE, IDLE
     late = lapsed(ctx, flow)
-    if late:  # the check-in's question is closed, not the report set aside for it
-        ctx.say(
+    if late:  # the "I'm safe" question is closed, not the report set aside for it
+        closed = (
             ctx._(
+                "The roll-call's question was closed after a long silence: without your PIN, "
+                "your answer “I'm safe” was not recorded. Your report is kept: we go on where "
+                "you left it."
+            )
+            if flow == rollcall.NAME
+            else ctx._(
                 "The check-in was closed after a long silence: without your PIN, you are not "
                 "checked in. Your report is kept: we go on where you left it."
-            ),
-            sensitive=True,
+            )
         )
+        ctx.say(closed, sensitive=True)
         flow, state = resume(ctx, ask=False)
     inbound = ctx.inbound
     located = inbound.location

@@ -170,6 +170,24 @@ async def test_a_report_is_set_aside_for_the_pin_and_taken_up_again(desk: Desk) 
     assert await answer_of(desk, alice, rollcall_id) == "safe"
 
 
+async def test_a_pin_question_left_unanswered_says_the_answer_was_not_recorded(
+    desk: Desk,
+) -> None:
+    """Review: the report set aside came back after a long silence with "The check-in was
+    closed… you are not checked in": there was no check-in, only the roll-call's answer."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    rollcall_id = await start(desk)
+    await alice.received()
+    assert await alice.text(Pick(f"rollcall:safe:{rollcall_id.hex}")) == ASK_PIN
+    desk.clock.advance(minutes=31)
+    shown = await alice.text("hello")
+    assert "roll-call's question was closed" in shown and "check-in" not in shown
+    assert shown.endswith("Who was affected?")
+    assert await answer_of(desk, alice, rollcall_id) is None
+
+
 async def test_without_a_pin_it_is_not_counted(desk: Desk) -> None:
     """As a check-in's "I'm safe" (flows.checkin): nothing can confirm it."""
     alice = await onboard(desk)
