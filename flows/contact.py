@@ -64,8 +64,15 @@ async def answer(ctx: Context) -> str:
     if contact is None:
         ctx.say(_("That code is no longer valid. Ask for a new one if you still want to help."))
         return END
-    if accept:
-        ctx.say(_("Thank you. If they need help, we will message you here."))
+    if accept:  # the name our alerts give them: the contact may be several people's
+        defender = await ctx.session.get(Defender, contact.defender_id)
+        handle = defender.handle if defender is not None else ""
+        ctx.say(
+            _(
+                "Thank you. If they need help, we will message you here. In our messages they "
+                "are called {handle}."
+            ).format(handle=handle)
+        )
     else:
         ctx.say(_("All right. You will not get any messages about them."))
     await _tell_defender(ctx, contact.defender_id, contact.id, ACCEPTED if accept else DECLINED)
