@@ -205,6 +205,11 @@ async def route(ctx: Context, flow: str, state: str) -> tuple[str, str]:
         if isinstance(answer, rollcall.Safe):  # its PIN first, as a check-in's "I'm safe"
             ctx.data = aside(flow, state, ctx.data)
             return await run(ctx, rollcall.NAME, "pin", handler=answer.ask_pin)
+        if flow == rollcall.NAME:  # "I need help" instead: its "I'm safe" PIN is not awaited
+            if RESUME in ctx.data:
+                return resume(ctx)
+            ctx.data = {}
+            return IDLE, IDLE
         if flow != IDLE:
             ctx.ask_again()
         return flow, state

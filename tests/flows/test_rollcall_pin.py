@@ -188,6 +188,28 @@ async def test_a_pin_question_left_unanswered_says_the_answer_was_not_recorded(
     assert await answer_of(desk, alice, rollcall_id) is None
 
 
+async def test_help_while_the_pin_is_asked_closes_the_pin_question(desk: Desk) -> None:
+    """Review: "I need help" pressed while the PIN for "I'm safe" was asked raised the alert,
+    then asked again for the PIN of the "I'm safe" the defender had just taken back."""
+    alice = await onboard(desk)
+    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
+        await alice.say(said)
+    rollcall_id = await start(desk)
+    await alice.received()
+    assert await alice.text(Pick(f"rollcall:safe:{rollcall_id.hex}")) == ASK_PIN
+    shown = await alice.text(Pick(f"rollcall:help:{rollcall_id.hex}"))
+    assert "told that you need help" in shown and ASK_PIN not in shown
+    assert shown.endswith("Who was affected?")  # the report set aside, taken up again
+    assert await answer_of(desk, alice, rollcall_id) == "help"
+    bob = await onboard(desk, "bob")
+    other = await start(desk)
+    await bob.received()
+    await bob.say(Pick(f"rollcall:safe:{other.hex}"))
+    assert ASK_PIN not in await bob.text(Pick(f"rollcall:help:{other.hex}"))
+    await bob.say(CANCEL_PIN)  # the PIN now answers no question: "help" stands
+    assert await answer_of(desk, bob, other) == "help"
+
+
 async def test_without_a_pin_it_is_not_counted(desk: Desk) -> None:
     """As a check-in's "I'm safe" (flows.checkin): nothing can confirm it."""
     alice = await onboard(desk)
