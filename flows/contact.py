@@ -5,8 +5,9 @@
     contact --/stop--> every link through this address revoked (each defender hears it, as
         a count; a removed contact's all-clear still owed: nothing more goes)
 
-The contact is told what they agree to; they are never told the defender's name or anything
-about them: the defender gave them the code in person.
+The contact is told what they agree to, and the generated handle our alerts will call the
+defender by (they may be several defenders' contact); never the defender's name or anything
+else about them: the defender gave them the code in person.
 """
 
 from __future__ import annotations

@@ -80,3 +80,18 @@ async def test_a_contact_added_under_duress_stopping_looks_like_a_real_one(desk:
     real, forced = await alice.received(), await bob.received()
     assert heard(real) == [f"{GONE} You now have 0 confirmed contacts."]
     assert [m.to_json() for m in real] == [m.to_json() for m in forced]
+
+
+async def test_a_defender_hidden_by_a_forced_deletion_hears_nothing_of_it(desk: Desk) -> None:
+    """Their data "deleted" with the duress PIN, they are a stranger to the phone from then
+    on: a contact of theirs stopping must not show them still there (R8)."""
+    alice = await onboard(desk)
+    friend = desk.chat("friend")
+    await added(alice, friend, CANCEL_PIN, "friend")
+    for said in ("/settings", Pick("delete"), DURESS_PIN):
+        await alice.say(said)
+    defender = await alice.defender()
+    assert defender is not None and defender.status.value == "hidden"
+    await alice.received()
+    assert "no longer get messages" in await friend.text("/stop")
+    assert await alice.received() == []
