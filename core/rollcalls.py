@@ -110,6 +110,23 @@ async def takes_answers(
     return found is not None and is_open(found, now)
 
 
+async def unanswered(
+    session: AsyncSession, *, defender_id: uuid.UUID, now: datetime
+) -> list[uuid.UUID]:
+    """The open roll-calls sent to the defender that they have not answered yet."""
+    stmt = (
+        select(Broadcast.id)
+        .join(BroadcastRecipient, BroadcastRecipient.broadcast_id == Broadcast.id)
+        .where(
+            BroadcastRecipient.defender_id == defender_id,
+            BroadcastRecipient.answer.is_(None),
+            Broadcast.closes_at > now,
+            Broadcast.closed_at.is_(None),
+        )
+    )
+    return list(await session.scalars(stmt))
+
+
 async def answer(
     session: AsyncSession,
     *,

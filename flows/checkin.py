@@ -19,9 +19,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from core import alerts, checkins
+from core import alerts, checkins, rollcalls
 from core.messages import Choice
 from core.models import AlertKind, CheckIn, CheckInKind, CheckInState, DefenderStatus
+from core.pins import Verdict
 from flows import setup, words
 from flows.context import END, Context, Retry
 from flows.when import MIN_TIMER, WhenError, duration, parse_due
@@ -203,7 +204,7 @@ def ask_pin(ctx: Context, action: dict[str, object]) -> str:
 
 async def pin(ctx: Context) -> str:
     assert ctx.defender is not None
-    await ctx.confirm_pin()
+    verdict = await ctx.confirm_pin()
     # From here on both PINs do exactly the same, so the phone shows nothing different later.
     action = ctx.data.pop("action", {"kind": "safe"})
     kind, now, defender = action["kind"], ctx.now, ctx.defender
@@ -227,8 +228,28 @@ async def pin(ctx: Context) -> str:
         ctx.say(ctx._("Check-ins paused. Send /checkin and choose Resume when you are back."))
         return END
     await checkins.check_in(ctx.session, ctx.vault, defender=defender, now=now)
+    await _answers_rollcalls(ctx, verdict)
     ctx.say(ctx._("Thank you. We noted that you are safe."))
     return await status(ctx)
+
+
+async def _answers_rollcalls(ctx: Context, verdict: Verdict) -> None:
+    """An "I'm safe" confirmed with the PIN answers the open roll-calls ("everyone check in
+    now") the defender has not answered yet: the desk counts them safe. The duress PIN records
+    "I need help", as at a roll-call's own PIN (flows.rollcall); the phone sees nothing of it
+    either way. An answer already given stands."""
+    assert ctx.defender is not None
+    said = rollcalls.SAFE if verdict is Verdict.ok else rollcalls.HELP
+    for rollcall_id in await rollcalls.unanswered(
+        ctx.session, defender_id=ctx.defender.id, now=ctx.now
+    ):
+        await rollcalls.answer(
+            ctx.session,
+            rollcall_id=rollcall_id,
+            defender_id=ctx.defender.id,
+            said=said,
+            now=ctx.now,
+        )
 
 
 async def answers_reminder(ctx: Context, typed: str) -> bool:

@@ -250,3 +250,29 @@ async def test_a_report_set_aside_for_the_pin_keeps_its_old_files(desk: Desk) ->
     async with desk.sessions() as s:
         filed = list((await s.execute(select(Evidence))).scalars())
     assert len(filed) == 6, f"told '6 files received', {len(filed)} filed"
+
+
+async def test_a_check_in_with_the_pin_answers_an_open_rollcall(desk: Desk) -> None:
+    """Review: during a roll-call ("everyone check in now") a defender checked in with the
+    menu's or a reminder's "I'm safe" and their PIN, and the roll-call still counted them as
+    not answered."""
+    calm, forced, helped = [await onboard(desk, n) for n in ("calm", "forced", "helped")]
+    rollcall_id = await start(desk)
+    await helped.say(Pick(f"rollcall:help:{rollcall_id.hex}"))
+    for chat in (calm, forced, helped):
+        await chat.received()
+        await chat.say("hello")  # the menu: its "I'm safe" is the check-in's
+        assert await chat.text(Pick("safe")) == ASK_PIN
+    real, made = await calm.say(CANCEL_PIN), await forced.say(DURESS_PIN)
+    assert "Thank you. We noted that you are safe." in real[0].text
+    assert [m.to_json() for m in real] == [m.to_json() for m in made]  # R8
+    await helped.say(CANCEL_PIN)
+    assert await answer_of(desk, calm, rollcall_id) == "safe"
+    assert await answer_of(desk, forced, rollcall_id) == "help"  # the duress PIN
+    assert await answer_of(desk, helped, rollcall_id) == "help"  # an answer given stands
+    closed = await start(desk, minutes=1)
+    desk.clock.advance(minutes=2)
+    await calm.say("hello")
+    await calm.say(Pick("safe"))
+    await calm.say(CANCEL_PIN)
+    assert await answer_of(desk, calm, closed) is None  # closed: not answered by it
