@@ -5,6 +5,8 @@ escalate silently (R10). "I need help" takes no PIN."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from sqlalchemy import select, update
 
@@ -158,13 +160,20 @@ async def test_help_after_the_duress_pin_still_raises_an_alert_once_that_one_is_
     assert AlertKind.panic in [a[0] for a in await alerts_of(desk)]
 
 
-async def test_a_report_is_set_aside_for_the_pin_and_taken_up_again(desk: Desk) -> None:
+async def safe_mid_report(desk: Desk) -> tuple[Chat, uuid.UUID]:
+    """A defender writing a report (at "Who was affected?") presses a roll-call's "I'm safe":
+    the report is set aside and the PIN asked."""
     alice = await onboard(desk)
     for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
         await alice.say(said)
     rollcall_id = await start(desk)
     await alice.received()
     assert await alice.text(Pick(f"rollcall:safe:{rollcall_id.hex}")) == ASK_PIN
+    return alice, rollcall_id
+
+
+async def test_a_report_is_set_aside_for_the_pin_and_taken_up_again(desk: Desk) -> None:
+    alice, rollcall_id = await safe_mid_report(desk)
     shown = await alice.text(CANCEL_PIN)
     assert shown.startswith(THANKS) and shown.endswith("Who was affected?")
     assert await answer_of(desk, alice, rollcall_id) == "safe"
@@ -175,12 +184,7 @@ async def test_a_pin_question_left_unanswered_says_the_answer_was_not_recorded(
 ) -> None:
     """Review: the report set aside came back after a long silence with "The check-in was
     closed… you are not checked in": there was no check-in, only the roll-call's answer."""
-    alice = await onboard(desk)
-    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
-        await alice.say(said)
-    rollcall_id = await start(desk)
-    await alice.received()
-    assert await alice.text(Pick(f"rollcall:safe:{rollcall_id.hex}")) == ASK_PIN
+    alice, rollcall_id = await safe_mid_report(desk)
     desk.clock.advance(minutes=31)
     shown = await alice.text("hello")
     assert "roll-call's question was closed" in shown and "check-in" not in shown
@@ -191,12 +195,7 @@ async def test_a_pin_question_left_unanswered_says_the_answer_was_not_recorded(
 async def test_help_while_the_pin_is_asked_closes_the_pin_question(desk: Desk) -> None:
     """Review: "I need help" pressed while the PIN for "I'm safe" was asked raised the alert,
     then asked again for the PIN of the "I'm safe" the defender had just taken back."""
-    alice = await onboard(desk)
-    for said in ("/report", Pick("other"), Pick("unknown"), Pick("skip"), Pick("unknown")):
-        await alice.say(said)
-    rollcall_id = await start(desk)
-    await alice.received()
-    assert await alice.text(Pick(f"rollcall:safe:{rollcall_id.hex}")) == ASK_PIN
+    alice, rollcall_id = await safe_mid_report(desk)
     shown = await alice.text(Pick(f"rollcall:help:{rollcall_id.hex}"))
     assert "told that you need help" in shown and ASK_PIN not in shown
     assert shown.endswith("Who was affected?")  # the report set aside, taken up again
