@@ -45,12 +45,29 @@ _MINUTES = re.compile(rf"{_IN}(\d{{1,4}})\s*{_MIN}?")
 _UNIT_MINUTES = re.compile(rf"{_IN}(\d{{1,4}})\s*{_MIN}")
 _AN_HOUR = re.compile(rf"{_IN}{_words('ساعة', 'ساعه')}")
 _HOURS = re.compile(rf"{_IN}(\d{{1,3}})(?:[.,](\d))?\s*{_HOUR}\s*(?:(\d{{1,2}})\s*{_MIN}?)?")
-# "ص" and "م": Arabic's am and pm as format_when writes them, and in words (folded: صباحًا,
-# مساءً), "at night" (ليلًا) too.
+# The part of the day said after the hour: am and pm, in words in each language ("9 de la
+# noche", "8 du matin"), and Arabic's "ص" and "م" as format_when writes them, and in words
+# (folded: صباحًا, مساءً, ليلًا).
+_MORNING = (
+    "am", "a.m.", "in the morning", "de la mañana", "de la madrugada", "du matin", "da manhã",
+    "de manhã", "da madrugada", "صباحا", "ص",
+)  # fmt: skip
+_EVENING = (
+    "pm", "p.m.", "in the afternoon", "in the evening", "de la tarde", "de l'après-midi",
+    "de l’après-midi", "du soir", "da tarde", "مساء", "م",
+)  # fmt: skip
+# At night: 12 is midnight, 1 to 5 the small hours, 6 to 11 the evening's.
+_NIGHT = ("at night", "de la noche", "de la nuit", "da noite", "à noite", "ليلا")
+_PERIODS = {
+    fold(w): part
+    for part, ws in (("am", _MORNING), ("pm", _EVENING), ("night", _NIGHT))
+    for w in ws
+}
 _CLOCK = re.compile(
-    r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*(am|pm|a\.m\.|p\.m\.|صباحا|مساء|ليلا|ص|م)?"
+    r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*("
+    + "|".join(re.escape(w) for w in sorted(_PERIODS, key=len, reverse=True))
+    + ")?"
 )
-_PM = ("pm", "p.m.", "م", "مساء", "ليلا")
 _WRITTEN_HOUR = re.compile(r"(\d{1,2})h([0-5]\d)?")  # "20h", "18h30"; not "in 20h", "20 hours"
 _HOUR_WRITERS = ("fr", "es", "pt")
 _OFFSET = re.compile(r"(?:utc|gmt)?\s*([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?")
@@ -84,7 +101,8 @@ def zone(name: str) -> ZoneInfo:
 
 
 def parse_clock(text: str) -> time | None:
-    """``20:00``, ``8pm``, ``20h``, ``at 18:30`` → a wall-clock time."""
+    """``20:00``, ``8pm``, ``20h``, ``at 18:30``, ``a las 9 de la noche`` → a wall-clock
+    time."""
     words = fold(text)
     words = re.sub(rf"^{_AT}\s+", "", words)
     m = _CLOCK.fullmatch(words)
@@ -94,7 +112,10 @@ def parse_clock(text: str) -> time | None:
     if m.group(3):
         if not 1 <= hour <= 12:
             return None
-        hour = hour % 12 + (12 if m.group(3) in _PM else 0)
+        part = _PERIODS[m.group(3)]
+        if part == "night":
+            part = "pm" if 6 <= hour <= 11 else "am"
+        hour = hour % 12 + (12 if part == "pm" else 0)
     if hour > 23 or minute > 59:
         return None
     return time(hour, minute)
@@ -143,7 +164,7 @@ def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = 
             due = min(due, next_local(at, now=now, zone_name=zone_name))
     else:
         said = _CLOCK.search(words)
-        marked = said is not None and said.group(3) is not None  # am, pm, ص or م
+        marked = said is not None and said.group(3) is not None  # pm, ص, de la noche…
         if not (re.match(rf"{_AT}\s", words) or ":" in words or marked):
             raise WhenError("unparsed")
         clock = parse_clock(words)

@@ -72,11 +72,19 @@ async def test_an_unambiguous_time_goes_straight_on(desk: Desk) -> None:
         assert "On which days?" in asked.text, said
 
 
+async def test_a_time_with_the_part_of_the_day_in_words_goes_straight_on(desk: Desk) -> None:
+    ana = await onboard(desk, "ana", language="es")
+    (asked,) = await typed(ana, "a las 9 de la noche")
+    assert "¿Qué días?" in asked.text
+    await ana.say(Pick("every_day"))
+    assert await routine_at(desk) == "21:00"
+
+
 def test_which_texts_are_ambiguous() -> None:
     assert halves("8", "en") == (time(8), time(20))
     assert halves("at 12", "es") == (time(0), time(12))
     assert halves("8:30", "en") == (time(8, 30), time(20, 30))
     assert halves("8:30", "fr") is None
     assert halves("8h", "fr") is None  # a written hour: 08:00
-    for clear in ("8am", "8 pm", "20:00", "0", "13", "8 ص"):
+    for clear in ("8am", "8 pm", "20:00", "0", "13", "8 ص", "8 du soir", "8 de la mañana"):
         assert halves(clear, "en") is None, clear

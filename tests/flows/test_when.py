@@ -192,3 +192,24 @@ def test_a_bare_hour_on_a_24_hour_clock_is_the_sooner_it_can_mean(
     after the 20:00 the defender meant: a bare hour is either half of the day in speech."""
     now = datetime(2026, 3, 28, 15, 0, tzinfo=UTC)
     assert parse_due(typed, now=now, zone_name="UTC", locale=locale) == due
+
+
+@pytest.mark.parametrize(
+    ("typed", "clock"),
+    [("a las 9 de la noche", time(21)), ("8 de la mañana", time(8)), ("3 de la tarde", time(15)),
+     ("12 de la noche", time(0)), ("2 de la madrugada", time(2)), ("8 du matin", time(8)),
+     ("à 9 du soir", time(21)), ("3 de l’après-midi", time(15)), ("às 9 da noite", time(21)),
+     ("7 da manhã", time(7)), ("9 in the evening", time(21)), ("11 at night", time(23)),
+     ("12 at night", time(0)), ("١٢ ليلًا", time(0)), ("٩ مساءً", time(21)),
+     ("13 de la tarde", None), ("9 de la semana", None)],
+)  # fmt: skip
+def test_it_reads_the_part_of_the_day_said_in_words(typed: str, clock: time | None) -> None:
+    """People say the part of the day after the hour: read wrongly (or refused), a regular
+    check-in would wake them, then their contacts, at night. At night, 12 is midnight."""
+    assert parse_clock(typed) == clock
+
+
+def test_a_timer_until_a_time_said_in_words_is_the_next_one() -> None:
+    # 20:00 UTC is 21:00 in Madrid: "a las 10 de la noche" is in an hour, not tomorrow morning
+    due = parse_due("a las 10 de la noche", now=NOW, zone_name="Europe/Madrid", locale="es")
+    assert due == datetime(2026, 3, 28, 21, 0, tzinfo=UTC)
