@@ -23,12 +23,24 @@ from core.security import hash_pin, verify_pin
 
 WRONG_LIMIT = 3
 WRONG_WINDOW = timedelta(hours=24)
+# Besides the patterns ``guessable`` finds, among the most used four-digit PINs in leaked sets.
+COMMON = frozenset({"1004", "1122", "2000", "2001", "1998", "1999", "1990", "2580", "0852"})
 
 
 class Verdict(StrEnum):
     ok = "ok"
     duress = "duress"
     wrong = "wrong"
+
+
+def guessable(pin: str) -> bool:
+    """Whether ``pin`` (ASCII digits) is among the first a captor would try (abuse case 5):
+    one digit repeated (0000), a run up or down (1234, 9876, 7890), two digits repeated
+    (1212, 6969), or one of ``COMMON``. Neither new PIN may be: a captor who knew that only
+    the cancel PIN is held to it would take a guessable PIN for the duress one (R8)."""
+    steps = {(int(b) - int(a)) % 10 for a, b in zip(pin, pin[1:], strict=False)}
+    repeated_pair = pin == pin[:2] * (len(pin) // 2)
+    return steps in ({0}, {1}, {9}) or repeated_pair or pin in COMMON
 
 
 def check(cancel_hash: str | None, duress_hash: str | None, pin: str, pepper: bytes) -> Verdict:

@@ -111,8 +111,13 @@ def ask_cancel_pin(ctx: Context) -> None:
 
 
 def remember_pin(ctx: Context, key: str) -> str:
-    """Keep a keyed hash of the first entry, only to compare the confirmation with it."""
+    """Keep a keyed hash of the first entry of a new PIN, only to compare the confirmation
+    with it. One a captor would try first (``pins.guessable``) is refused, the duress PIN's
+    too: were only the cancel PIN held to it, a guessable PIN would give itself away as the
+    duress one (R8)."""
     typed = ctx.need_pin()
+    if pins.guessable(typed):
+        raise Retry(ctx._("That PIN is too easy to guess (like 1234 or 1111). Choose another."))
     ctx.data[key] = ctx.vault.blind_index("pin-confirm", typed).hex()
     return typed
 

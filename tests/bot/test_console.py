@@ -108,8 +108,8 @@ async def test_it_chats_in_a_subprocess(db_url: str, tmp_path: Path) -> None:
         s.add(org)
         await s.flush()
         _row, code = await create_invite(s, vault, org_id=org.id, purpose="defender", now=utcnow())
-    typed = [code, "1", "1", "1234", "1234", "9876", "9876", "Lima", "2", "1", "1", "1"]
-    typed += ["/alert", "1", "2", "1", "9876"]
+    typed = [code, "1", "1", "4826", "4826", "9713", "9713", "Lima", "2", "1", "1", "1"]
+    typed += ["/alert", "1", "2", "1", "9713"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
     env |= {"AMPARO_DATA_DIR": str(data_dir), "AMPARO_DATABASE_URL": db_url, "LANG": "C.UTF-8"}
     result = subprocess.run(
@@ -124,7 +124,7 @@ async def test_it_chats_in_a_subprocess(db_url: str, tmp_path: Path) -> None:
     shown = result.stdout
     assert "bot: Welcome." in shown and "You're all set." in shown
     assert "Alert sent." in shown and "Alert called off." in shown
-    assert "rosa" not in result.stderr and "1234" not in result.stderr  # nothing personal logged
+    assert "rosa" not in result.stderr and "4826" not in result.stderr  # nothing personal logged
     async with sessions() as s:
         kinds = sorted(str(a.kind) for a in (await s.execute(select(Alert))).scalars())
     await engine.dispose()

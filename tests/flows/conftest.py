@@ -226,8 +226,8 @@ async def desk(sessions: async_sessionmaker[AsyncSession], vault: Vault) -> Desk
     return Desk(sessions, vault, clock, org, private, Engine(sessions, vault, clock=clock))
 
 
-CANCEL_PIN = "1234"
-DURESS_PIN = "9876"
+CANCEL_PIN = "4826"
+DURESS_PIN = "9713"
 ONBOARDING: Sequence[Said] = (
     Pick("lang:en"),
     Pick("continue"),

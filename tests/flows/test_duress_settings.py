@@ -70,14 +70,14 @@ async def test_adding_a_contact_takes_the_pin(desk: Desk) -> None:
     for said in ("/settings", Pick("contacts")):
         await alice.say(said)
     assert "Send your PIN first." in await alice.text(Pick("add"))
-    assert "That PIN is not right." in await alice.text("5555")
+    assert "That PIN is not right." in await alice.text("5827")
 
 
 async def _change_then_use(desk: Desk, name: str, current: str, which: str) -> list[Any]:
     chat = await onboard(desk, name)
-    said: list[Said] = ["/settings", Pick("pins"), current, Pick(which), "5555", "5555"]
+    said: list[Said] = ["/settings", Pick("pins"), current, Pick(which), "5827", "5827"]
     # then the new PIN, and the one they gave as the current one, where a PIN is asked
-    return await dialog(chat, [*said, "/safe", "5555", "/safe", current])
+    return await dialog(chat, [*said, "/safe", "5827", "/safe", current])
 
 
 async def test_a_pin_changed_under_duress_works_later_as_the_new_pin_would(desk: Desk) -> None:
@@ -90,7 +90,7 @@ async def test_a_pin_changed_under_duress_works_later_as_the_new_pin_would(desk:
 
 async def test_the_real_pin_still_works_after_a_forced_change(desk: Desk) -> None:
     alice = await onboard(desk)
-    for said in ("/settings", Pick("pins"), DURESS_PIN, Pick("duress"), "5555", "5555"):
+    for said in ("/settings", Pick("pins"), DURESS_PIN, Pick("duress"), "5827", "5827"):
         await alice.say(said)
     await alice.say("/safe")
     assert "noted that you are safe" in await alice.text(CANCEL_PIN)
@@ -120,7 +120,7 @@ async def test_the_code_phrases_change_only_with_the_real_pin(desk: Desk) -> Non
     calm, forced = await _with_phrase(desk, "calm"), await _with_phrase(desk, "forced")
     for chat in (calm, forced):
         assert "That PIN is not right." in str(
-            await dialog(chat, ["/settings", Pick("phrases"), "5555"])
+            await dialog(chat, ["/settings", Pick("phrases"), "5827"])
         )
         await chat.say("/cancel")
     real = await dialog(calm, ["/settings", Pick("phrases"), CANCEL_PIN, Pick("remove")])
@@ -146,7 +146,7 @@ async def test_discreet_mode_goes_off_only_with_the_real_pin(desk: Desk) -> None
     off: list[Said] = ["/settings", Pick("discreet"), Pick("off")]
     for chat in chats.values():
         assert "Send your PIN first." in str(await dialog(chat, off))
-        assert "That PIN is not right." in str(await dialog(chat, ["5555"]))
+        assert "That PIN is not right." in str(await dialog(chat, ["5827"]))
         await chat.say("/cancel")
     real = await dialog(chats["calm"], [*off, CANCEL_PIN])
     fake = await dialog(chats["forced"], [*off, DURESS_PIN])
@@ -176,7 +176,7 @@ async def _argon2_runs(
 ) -> list[dict[str, int]]:
     chat = await onboard(desk, name)
     runs = []
-    for said in ("/settings", Pick("pins"), current, Pick(which), "5555", "5555"):
+    for said in ("/settings", Pick("pins"), current, Pick(which), "5827", "5827"):
         counter = CountingHasher(security._hasher)
         with monkeypatch.context() as patch:
             patch.setattr(security, "_hasher", counter)

@@ -38,7 +38,7 @@ async def conversation(desk: Desk) -> tuple[str, str, dict[str, object]]:
 
 
 RESTARTS: dict[str, tuple[Sequence[Said], Said, str]] = {
-    "onboarding": ((Pick("lang:en"), Pick("continue"), "1234"), "1234", "second, different PIN"),
+    "onboarding": ((Pick("lang:en"), Pick("continue"), "4826"), "4826", "second, different PIN"),
     "panic": (("/alert",), Pick("skip"), "Can you talk"),
     "checkin": (("/checkin", Pick("custom")), "45m", "Timer set"),
     "report": (("/report", Pick("threat"), Pick("today")), Pick("skip"), "Who did it?"),

@@ -23,7 +23,16 @@ from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Event, Pick
 from tests.flows.test_desk_review_fixes import _contact_of
 from tests.flows.test_panic import alerts
 
-AFTERWARDS = ("hello", "/menu", "/sos", Pick("panic"), "/settings", "1234", "/checkin", "/help")
+AFTERWARDS = (
+    "hello",
+    "/menu",
+    "/sos",
+    Pick("panic"),
+    "/settings",
+    CANCEL_PIN,
+    "/checkin",
+    "/help",
+)
 
 
 async def _prepared(desk: Desk, name: str) -> Chat:

@@ -18,11 +18,11 @@ async def test_it_onboards_in_english(desk: Desk) -> None:
             (await desk.invite(), "Which language do you prefer?"),
             (Pick("lang:en"), "Signal does"),
             (Pick("continue"), "Choose a PIN of 4 to 8 digits."),
-            ("1234", "Send the same PIN again to confirm."),
-            ("1234", "Now choose a second, different PIN for emergencies."),
-            ("1234", "This PIN must be different from the first one."),
-            ("9876", "Send the emergency PIN again to confirm."),
-            ("9876", "Which city are you in"),
+            ("4826", "Send the same PIN again to confirm."),
+            ("4826", "Now choose a second, different PIN for emergencies."),
+            ("4826", "This PIN must be different from the first one."),
+            ("9713", "Send the emergency PIN again to confirm."),
+            ("9713", "Which city are you in"),
             ("Atlantis", "I don't know that place."),
             ("Bogota", "Time zone set: it is 10:00 AM there now."),
             (Pick("later"), "Would you like a regular check-in?"),
@@ -36,8 +36,8 @@ async def test_it_onboards_in_english(desk: Desk) -> None:
     assert defender is not None and defender.status is DefenderStatus.active
     assert defender.timezone == "America/Bogota" and defender.locale == "en"
     pepper = desk.vault.keyring.pepper
-    assert defender.cancel_pin_hash and verify_pin(defender.cancel_pin_hash, "1234", pepper)
-    assert defender.duress_pin_hash and verify_pin(defender.duress_pin_hash, "9876", pepper)
+    assert defender.cancel_pin_hash and verify_pin(defender.cancel_pin_hash, "4826", pepper)
+    assert defender.duress_pin_hash and verify_pin(defender.duress_pin_hash, "9713", pepper)
 
 
 async def test_it_onboards_in_spanish_with_arabic_indic_digits(desk: Desk) -> None:
@@ -48,10 +48,10 @@ async def test_it_onboards_in_spanish_with_arabic_indic_digits(desk: Desk) -> No
             (await desk.invite(), "¿En qué idioma"),
             ("2", "Telegram no"),  # the second option, as Signal users answer
             (Pick("continue"), "PIN de 4 a 8 cifras"),
-            ("١٢٣٤", "Vuelve a enviar el mismo PIN"),
-            ("1234", "un segundo PIN"),
-            ("۹۸۷۶", "Vuelve a enviar el PIN de emergencia"),
-            ("9876", "ciudad"),
+            ("٤٨٢٦", "Vuelve a enviar el mismo PIN"),
+            ("4826", "un segundo PIN"),
+            ("۹۷۱۳", "Vuelve a enviar el PIN de emergencia"),
+            ("9713", "ciudad"),
             ("Ciudad de México", "Zona horaria guardada"),
         ],
     )
@@ -59,7 +59,7 @@ async def test_it_onboards_in_spanish_with_arabic_indic_digits(desk: Desk) -> No
     assert defender is not None and defender.locale == "es"
     assert defender.timezone == "America/Mexico_City"
     assert defender.cancel_pin_hash is not None
-    assert verify_pin(defender.cancel_pin_hash, "1234", desk.vault.keyring.pepper)
+    assert verify_pin(defender.cancel_pin_hash, "4826", desk.vault.keyring.pepper)
 
 
 async def test_it_starts_over_when_the_two_pins_differ(desk: Desk) -> None:
@@ -70,11 +70,11 @@ async def test_it_starts_over_when_the_two_pins_differ(desk: Desk) -> None:
     await run_dialog(
         chat,
         [
-            ("1234", "again"),
+            ("4826", "again"),
             ("4321", "The two PINs were different."),
             ("12", "A PIN has 4 to 8 digits."),
-            ("5555", "again"),
-            ("5555", "second, different PIN"),
+            ("5827", "again"),
+            ("5827", "second, different PIN"),
         ],
     )
 
@@ -135,7 +135,7 @@ async def test_it_lets_a_contact_decline_and_stop(desk: Desk) -> None:
 async def test_it_resumes_an_abandoned_onboarding_where_it_stopped(desk: Desk) -> None:
     chat = desk.chat()
     await chat.say(await desk.invite())
-    for said in (Pick("lang:en"), Pick("continue"), "1234", "1234", "9876", "9876"):
+    for said in (Pick("lang:en"), Pick("continue"), "4826", "4826", "9713", "9713"):
         await chat.say(said)
     desk.clock.advance(days=3)
     text = await chat.text("hi")

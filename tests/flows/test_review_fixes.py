@@ -247,9 +247,9 @@ async def test_a_pin_forced_out_under_duress_then_used_looks_real_and_alerts(des
         await chat.say(Pick("pins"))
         await chat.say(current)
         await chat.say(Pick("cancel"))
-        await chat.say("5555")
-        shown[name].append(await chat.text("5555"))
-        for typed in ("5555", current):
+        await chat.say("5827")
+        shown[name].append(await chat.text("5827"))
+        for typed in ("5827", current):
             await chat.say("/safe")
             shown[name].append(await chat.text(typed))
             await chat.say("/cancel")

@@ -150,7 +150,7 @@ async def test_a_typed_im_safe_answers_a_waiting_checkin_first(desk: Desk) -> No
     replies = await alice.say("1")
     assert "PIN" in replies[-1].text  # the check-in's question, not the roll-call's thanks
     assert await answer_of(desk, alice, rollcall_id) is None
-    await alice.say("1234")
+    await alice.say(CANCEL_PIN)
     await alice.say("I need help")  # "help" is no check-in's: the roll-call's
     assert await answer_of(desk, alice, rollcall_id) == "help"
 

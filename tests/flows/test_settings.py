@@ -44,9 +44,9 @@ async def test_it_changes_a_pin_only_with_the_old_one(desk: Desk) -> None:
 
 async def test_it_pretends_to_change_a_pin_under_duress(desk: Desk) -> None:
     alice = await onboard(desk)
-    for said in ("/settings", Pick("pins"), DURESS_PIN, Pick("cancel"), "1111"):
+    for said in ("/settings", Pick("pins"), DURESS_PIN, Pick("cancel"), "5827"):
         await alice.say(said)
-    assert "PIN changed." in await alice.text("1111")
+    assert "PIN changed." in await alice.text("5827")
     defender = await alice.defender()
     assert defender is not None and defender.cancel_pin_hash is not None
     assert verify_pin(defender.cancel_pin_hash, CANCEL_PIN, desk.vault.keyring.pepper)
