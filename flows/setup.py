@@ -108,8 +108,9 @@ async def contact_label(ctx: Context) -> str:
     )
     ctx.say(
         ctx._(
-            "Give this code to them in person or by phone: {code}\nThey send it to this chat "
-            "within 7 days and confirm. They count as a contact only once they confirm."
+            "Give this code to them in person or by phone: {code}\nThey send it to this bot "
+            "from their own phone within 7 days, and confirm. They count as a contact only "
+            "once they confirm."
         ).format(code=code),
         sensitive=True,
     )

@@ -100,6 +100,8 @@ async def test_it_counts_a_contact_only_after_they_confirm(desk: Desk) -> None:
     await alice.say(CANCEL_PIN)
     shown = await alice.say("my sister")
     assert shown[0].sensitive
+    # where the contact sends it: to the bot from their own phone, not into the defender's chat
+    assert "They send it to this bot from their own phone within 7 days" in shown[0].text
     code = shown[0].text.split("in person or by phone: ")[1].split("\n")[0]
     async with desk.sessions() as s:
         contact = (await s.execute(select(TrustedContact))).scalar_one()
