@@ -178,7 +178,7 @@ def ask_days(ctx: Context, clock: str) -> str:
         (
             Choice("every_day", ctx._("Every day")),
             Choice("weekdays", ctx._("Monday to Friday")),
-            Choice("weekends", ctx._("Weekends")),
+            Choice("weekends", ctx._("Saturday and Sunday")),
         ),
     )
     return "routine_days"

@@ -88,3 +88,15 @@ def test_which_texts_are_ambiguous() -> None:
     assert halves("8h", "fr") is None  # a written hour: 08:00
     for clear in ("8am", "8 pm", "20:00", "0", "13", "8 ص", "8 du soir", "8 de la mañana"):
         assert halves(clear, "en") is None, clear
+
+
+async def test_the_days_are_named_not_called_the_weekend(desk: Desk) -> None:
+    """Where the weekend is Friday and Saturday (Egypt, the Gulf), "the weekend" would be read
+    as those days: the choice names Saturday and Sunday, as the other names Monday to Friday."""
+    layla = await onboard(desk, "layla", language="ar")
+    (asked,) = await typed(layla, "20:00")
+    assert [c.label for c in asked.choices] == ["كل يوم", "من الاثنين إلى الجمعة", "السبت والأحد"]
+    await layla.say(Pick("weekends"))
+    async with desk.sessions() as s:
+        routine = (await s.execute(select(CheckIn))).scalar_one()
+    assert routine.routine_days == "56"  # Saturday and Sunday
