@@ -21,13 +21,15 @@ from core.defenders import save_settings
 from core.messages import Choice
 from core.models import CheckIn, CheckInKind, CheckInState, Consent
 from core.text import fold, pin
-from flows import onboarding, words
+from flows import onboarding, weekdays, words
 from flows.context import END, Context, Retry
 from flows.when import format_clock, format_when, halves, parse_clock, parse_zone
 
 NAME = "setup"
 TTL = timedelta(days=2)
 MAX_LABEL = 60
+# The choices' keys, and their days before they followed the defender's country (a routine
+# change asked then and confirmed with the PIN since: ``apply_routine``).
 DAYS = {"every_day": "0123456", "weekdays": "01234", "weekends": "56"}
 
 
@@ -172,20 +174,31 @@ async def routine_half(ctx: Context) -> str:
 
 
 def ask_days(ctx: Context, clock: str) -> str:
+    """Every day, the working week or the weekend, as the defender's country keeps them."""
+    assert ctx.defender is not None
     ctx.data["time"] = clock
+    zone_name, locale = ctx.defender.timezone, ctx.defender.locale
     ctx.ask(
         ctx._("On which days?"),
         (
             Choice("every_day", ctx._("Every day")),
-            Choice("weekdays", ctx._("Monday to Friday")),
-            Choice("weekends", ctx._("Saturday and Sunday")),
+            Choice("weekdays", weekdays.label(weekdays.working(zone_name), locale)),
+            Choice("weekends", weekdays.label(weekdays.weekend(zone_name), locale)),
         ),
     )
     return "routine_days"
 
 
+def _days(ctx: Context, key: str) -> str:
+    assert ctx.defender is not None
+    if key == "weekdays":
+        return weekdays.working(ctx.defender.timezone)
+    return weekdays.weekend(ctx.defender.timezone) if key == "weekends" else weekdays.EVERY_DAY
+
+
 async def routine_days(ctx: Context) -> str:
-    days, time = ctx.need_choice(*DAYS), str(ctx.data.pop("time"))
+    key, time = ctx.need_choice(*DAYS), str(ctx.data.pop("time"))
+    days = _days(ctx, key)
     if await _guarded(ctx):
         return _confirm(ctx, {"kind": "routine", "time": time, "days": days})
     await apply_routine(ctx, time, days)
@@ -214,7 +227,9 @@ def _confirm(ctx: Context, action: dict[str, object]) -> str:
 
 
 async def apply_routine(ctx: Context, time: str | None, days: str | None) -> None:
-    """A regular check-in at ``time`` on ``days`` (a DAYS key); None: no regular check-in."""
+    """A regular check-in at ``time`` on ``days`` (weekday digits, or a ``DAYS`` key as a
+    confirmation asked before the days followed the country kept it); None: no regular
+    check-in."""
     assert ctx.defender is not None
     if time is None or days is None:
         await checkins.clear_routine(ctx.session, defender=ctx.defender)
@@ -222,7 +237,11 @@ async def apply_routine(ctx: Context, time: str | None, days: str | None) -> Non
     clock = parse_clock(time)
     assert clock is not None
     row = await checkins.set_routine(
-        ctx.session, defender=ctx.defender, local_time=clock, days=DAYS[days], now=ctx.now
+        ctx.session,
+        defender=ctx.defender,
+        local_time=clock,
+        days=DAYS.get(days, days),
+        now=ctx.now,
     )
     if row.state is CheckInState.paused:  # set while their check-ins are paused
         ctx.say(

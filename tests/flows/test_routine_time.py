@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from datetime import time
 
+import pytest
 from sqlalchemy import select
 
 from core.messages import Outbound
 from core.models import CheckIn, CheckInKind
+from flows import weekdays
 from flows.when import halves
 from tests.flows.conftest import Chat, Desk, Pick, onboard
 
@@ -90,13 +92,36 @@ def test_which_texts_are_ambiguous() -> None:
         assert halves(clear, "en") is None, clear
 
 
-async def test_the_days_are_named_not_called_the_weekend(desk: Desk) -> None:
-    """Where the weekend is Friday and Saturday (Egypt, the Gulf), "the weekend" would be read
-    as those days: the choice names Saturday and Sunday, as the other names Monday to Friday."""
-    layla = await onboard(desk, "layla", language="ar")
+async def test_the_days_are_the_working_week_and_weekend_of_the_defenders_country(
+    desk: Desk,
+) -> None:
+    """Named, not "the weekend": in Cairo the weekend is Friday and Saturday, and a routine
+    "on working days" runs Sunday to Thursday."""
+    layla = await onboard(desk, "layla", language="ar")  # in Bogotá
     (asked,) = await typed(layla, "20:00")
     assert [c.label for c in asked.choices] == ["كل يوم", "من الاثنين إلى الجمعة", "السبت والأحد"]
-    await layla.say(Pick("weekends"))
+    for said in ("/cancel", "/settings", Pick("zone")):
+        await layla.say(said)
+    assert "تم ضبط المنطقة الزمنية" in await layla.text("القاهرة")  # "time zone set"
+    (asked,) = await typed(layla, "20:00")
+    assert [c.label for c in asked.choices] == ["كل يوم", "من الأحد إلى الخميس", "الجمعة والسبت"]
+    await layla.say(Pick("weekdays"))
     async with desk.sessions() as s:
         routine = (await s.execute(select(CheckIn))).scalar_one()
-    assert routine.routine_days == "56"  # Saturday and Sunday
+    assert routine.routine_days == "01236"  # Monday = 0 … Sunday = 6
+
+
+@pytest.mark.parametrize(
+    ("zone", "locale", "working", "weekend"),
+    [("America/Bogota", "en", "Monday to Friday", "Saturday and Sunday"),
+     ("Africa/Cairo", "fr", "Du dimanche au jeudi", "Le vendredi et le samedi"),
+     ("Asia/Tehran", "es", "De sábado a jueves", "Viernes"),
+     ("Asia/Kabul", "pt", "De sábado a quarta-feira", "Quinta-feira e sexta-feira"),
+     ("Etc/GMT-3", "en", "Monday to Friday", "Saturday and Sunday")],  # no country: Sat–Sun
+)  # fmt: skip
+def test_working_days_and_weekends_by_country(
+    zone: str, locale: str, working: str, weekend: str
+) -> None:
+    assert weekdays.label(weekdays.working(zone), locale) == working
+    assert weekdays.label(weekdays.weekend(zone), locale) == weekend
+    assert sorted(weekdays.working(zone) + weekdays.weekend(zone)) == list("0123456")
