@@ -29,7 +29,7 @@ from core.media import MAX_BYTES
 from core.messages import Choice
 from core.models import AlertKind
 from core.text import BadText, clean, digits
-from flows import huridocs, setup
+from flows import country, huridocs
 from flows.context import END, Context, Retry, bad_text_message
 from flows.when import parse_date, zone
 
@@ -334,7 +334,7 @@ async def confirm(ctx: Context) -> str:
         ctx.vault,
         defender=ctx.defender,
         report_id=uuid.UUID(d["report"]),
-        triage=huridocs.triage(d, country=setup.country(ctx.zone)),
+        triage=huridocs.triage(d, country=country.country(ctx.zone)),
         body=huridocs.body(d, language=ctx.locale),
         now=ctx.now,
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from babel.core import get_global
 from sqlalchemy import select
 
 from core import checkins, contacts
@@ -21,7 +20,7 @@ from core.defenders import save_settings
 from core.messages import Choice
 from core.models import CheckIn, CheckInKind, CheckInState, Consent
 from core.text import fold, pin
-from flows import onboarding, weekdays, words
+from flows import country, onboarding, words
 from flows.context import END, Context, Retry
 from flows.when import format_clock, format_when, halves, parse_clock, parse_zone
 
@@ -182,8 +181,8 @@ def ask_days(ctx: Context, clock: str) -> str:
         ctx._("On which days?"),
         (
             Choice("every_day", ctx._("Every day")),
-            Choice("weekdays", weekdays.label(weekdays.working(zone_name), locale)),
-            Choice("weekends", weekdays.label(weekdays.weekend(zone_name), locale)),
+            Choice("weekdays", country.label(country.working(zone_name), locale)),
+            Choice("weekends", country.label(country.weekend(zone_name), locale)),
         ),
     )
     return "routine_days"
@@ -192,8 +191,8 @@ def ask_days(ctx: Context, clock: str) -> str:
 def _days(ctx: Context, key: str) -> str:
     assert ctx.defender is not None
     if key == "weekdays":
-        return weekdays.working(ctx.defender.timezone)
-    return weekdays.weekend(ctx.defender.timezone) if key == "weekends" else weekdays.EVERY_DAY
+        return country.working(ctx.defender.timezone)
+    return country.weekend(ctx.defender.timezone) if key == "weekends" else country.EVERY_DAY
 
 
 async def routine_days(ctx: Context) -> str:
@@ -312,12 +311,6 @@ async def safe_phrase(ctx: Context) -> str:
         return END
     ctx.say(ctx._("Saved."))
     return END
-
-
-def country(zone_name: str) -> str | None:
-    """The country of a time zone (CLDR), for the desk's triage; None for offsets."""
-    territory = get_global("zone_territories").get(zone_name)
-    return territory if territory and territory not in ("ZZ", "001") else None
 
 
 ASKS = {

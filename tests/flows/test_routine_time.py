@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from core.messages import Outbound
 from core.models import CheckIn, CheckInKind
-from flows import weekdays
+from flows import country
 from flows.when import halves
 from tests.flows.conftest import Chat, Desk, Pick, onboard
 
@@ -122,6 +122,6 @@ async def test_the_days_are_the_working_week_and_weekend_of_the_defenders_countr
 def test_working_days_and_weekends_by_country(
     zone: str, locale: str, working: str, weekend: str
 ) -> None:
-    assert weekdays.label(weekdays.working(zone), locale) == working
-    assert weekdays.label(weekdays.weekend(zone), locale) == weekend
-    assert sorted(weekdays.working(zone) + weekdays.weekend(zone)) == list("0123456")
+    assert country.label(country.working(zone), locale) == working
+    assert country.label(country.weekend(zone), locale) == weekend
+    assert sorted(country.working(zone) + country.weekend(zone)) == list("0123456")

@@ -1,7 +1,8 @@
-"""A regular check-in's days as the defender's country keeps them: its working days and its
-weekend, from CLDR by the country of their time zone (Friday and Saturday in Egypt, Sunday to
-Thursday at work there), Saturday and Sunday where the zone names no country (UTC+3). Days
-are Python's weekday numbers written as digits, Monday = "0" (``CheckIn.routine_days``)."""
+"""The defender's country, from their time zone (CLDR): for the desk's triage of their reports,
+and their regular check-in's days as the country keeps them: its working days and its weekend
+(Friday and Saturday in Egypt, Sunday to Thursday at work there), Saturday and Sunday where the
+zone names no country (UTC+3). Days are Python's weekday numbers written as digits, Monday =
+"0" (``CheckIn.routine_days``)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,17 @@ from core.i18n import gettext
 EVERY_DAY = "0123456"
 
 
+def country(zone_name: str) -> str | None:
+    """The country of a time zone; None for offsets."""
+    territory = get_global("zone_territories").get(zone_name)
+    return territory if territory and territory not in ("ZZ", "001") else None
+
+
 def weekend(zone_name: str) -> str:
     """The weekend's days where ``zone_name`` is (Babel counts Monday as 0, as Python does)."""
-    country = get_global("zone_territories").get(zone_name)
-    where = Locale.parse(f"und_{country}") if country and country != "ZZ" else None
-    start, end = (where.weekend_start, where.weekend_end) if where else (5, 6)
+    where = country(zone_name)
+    found = Locale.parse(f"und_{where}") if where else None
+    start, end = (found.weekend_start, found.weekend_end) if found else (5, 6)
     return _span(start, end)
 
 
