@@ -13,10 +13,13 @@ Nothing of the report is ever shown back (R7): the confirmation names no answers
 
 A PIN typed alone as an answer (the cancel PIN, or the duress one, which also raises its
 silent alert: ``router_alarms.idle_pin``) is never put in the report, where the desk would read it
-(``Context.is_a_pin``): a part saying one was withheld takes its place (a count: left out).
-On the phone it goes exactly as any other number typed there (R8): the same reply, the same
-deletion, the same count of parts toward MAX_PARTS, so that which number is a PIN cannot be
-learnt by trying numbers at a report's questions.
+(``Context.is_a_pin``): a part saying one was withheld takes its place. A count whose number is a
+PIN ("1234", "1,234": maybe truly how many people) is left out, and the report says a number
+was withheld there (``count_withheld``): the desk, not misled into "no count given", can ask the
+defender. On the phone it goes exactly as any other number typed there (R8): the same reply, the
+same deletion, the same count of parts toward MAX_PARTS, so that which number is a PIN cannot be
+learnt by trying numbers at a report's questions (telling the defender there would tell whoever
+holds the phone too).
 """
 
 from __future__ import annotations
@@ -173,7 +176,9 @@ async def how_many(ctx: Context) -> str:
         # ASCII only: "²" is a digit to isdigit() but not to int(), which would raise.
         if not (typed.isascii() and typed.isdigit()) or not 1 <= int(typed) <= 1_000_000:
             raise Retry(ctx._("Please send a number, like 3."))
-        ctx.data["count"] = None if await ctx.is_a_pin() else int(typed)
+        withheld = await ctx.is_a_pin(typed)  # its digits: "1,234" is the PIN 1234 too
+        ctx.data["count"] = None if withheld else int(typed)
+        ctx.data["count_withheld"] = withheld
     return ask_what(ctx)
 
 
