@@ -178,12 +178,14 @@ class Context:
         assert self.defender is not None and self.pin_checker is not None
         return pins.count(self.defender, await self.pin_checker(typed), self.now)
 
-    async def is_a_pin(self) -> bool:
+    async def is_a_pin(self, text: str | None = None) -> bool:
         """The message is one of the defender's PINs alone, the cancel or the duress one (not
         counted as a wrong PIN when it is neither: a number is no guess). Only a message
         shaped like a PIN is checked, and the engine checked it before the transaction
-        (``pin_checker`` has its verdict): Argon2id runs on no other text."""
-        typed = pin(self.inbound.text or "")
+        (``pin_checker`` has its verdict): Argon2id runs on no other text. ``text``: what a
+        state function read from the message instead (a number's digits, "1,234" read as
+        1234), checked only when shaped like a PIN (then in the transaction, whatever it is)."""
+        typed = pin((self.inbound.text or "") if text is None else text)
         if typed is None or self.pin_checker is None:
             return False
         return await self.pin_checker(typed) is not Verdict.wrong

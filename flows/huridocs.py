@@ -56,6 +56,7 @@ def body(d: dict[str, Any], *, language: str) -> dict[str, Any]:
         "counting_unit": "individual" if d["affected"] == "me" else "group",
         "affected": d["affected"],
         "count": d.get("count"),
+        **({"count_withheld": "pin"} if d.get("count_withheld") else {}),  # flows.report
         "consent": d["consent"],
         "priority": URGENCY[d["urgency"]],
         "language": language,

@@ -1,6 +1,7 @@
 """An incident report, asked in plain words and coded to HURIDOCS vocabularies (FIELD.md).
 
-    /report --> act (mt4) --> when (mt48) --> where (text / location / skip) --> who (mt24)
+    /report --> act (mt4) --> when (mt48; "5/3": when_which, which date of the two written
+    out) --> where (text / location / skip) --> who (mt24)
     --> affected (mt7: me / me and others / others --> how many) --> what (free text, several
     messages) --> evidence (photos, documents, voice notes; words typed there are more of the
     account) --> consent to share --> urgency (mt46) --> confirm --> filed: a short receipt
@@ -12,16 +13,19 @@ Nothing of the report is ever shown back (R7): the confirmation names no answers
 
 A PIN typed alone as an answer (the cancel PIN, or the duress one, which also raises its
 silent alert: ``router_alarms.idle_pin``) is never put in the report, where the desk would read it
-(``Context.is_a_pin``): a part saying one was withheld takes its place (a count: left out).
-On the phone it goes exactly as any other number typed there (R8): the same reply, the same
-deletion, the same count of parts toward MAX_PARTS, so that which number is a PIN cannot be
-learnt by trying numbers at a report's questions.
+(``Context.is_a_pin``): a part saying one was withheld takes its place. A count whose number is a
+PIN ("1234", "1,234": maybe truly how many people) is left out, and the report says a number
+was withheld there (``count_withheld``): the desk, not misled into "no count given", can ask the
+defender. On the phone it goes exactly as any other number typed there (R8): the same reply, the
+same deletion, the same count of parts toward MAX_PARTS, so that which number is a PIN cannot be
+learnt by trying numbers at a report's questions (telling the defender there would tell whoever
+holds the phone too).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from core import alerts, reports
@@ -31,7 +35,7 @@ from core.models import AlertKind
 from core.text import BadText, clean, digits
 from flows import country, huridocs
 from flows.context import END, Context, Retry, bad_text_message
-from flows.when import parse_date, zone
+from flows.when import dates, format_day, zone
 
 NAME = "report"
 TTL = timedelta(hours=6)
@@ -81,10 +85,29 @@ async def when(ctx: Context) -> str:
     today = ctx.now.astimezone(zone(ctx.zone)).date()
     if picked := ctx.choice_or_none(*huridocs.WHEN):
         found, kind = huridocs.WHEN[picked](today)
-    elif (found := parse_date(ctx.need_text(), today=today)) is not None:
-        kind = "exact"
-    else:
+        return ask_where(ctx, found, kind)
+    readings = dates(ctx.need_text(), today=today)
+    if not readings:
         raise Retry(ctx._("I couldn't read that date. Send it like 2024-05-03, or choose."))
+    if len(readings) > 1:  # "5/3": the 5th of March, or May 3rd? Asked, never guessed
+        ctx.ask(
+            ctx._("Which date do you mean?"),
+            tuple(Choice(f"on:{d.isoformat()}", format_day(d, ctx.locale)) for d in readings),
+        )
+        return "when_which"
+    return ask_where(ctx, readings[0], "exact")
+
+
+async def when_which(ctx: Context) -> str:
+    """One of the two dates offered; anything else is read afresh as the date (``when``)."""
+    offered = [key for key, _label in ctx.data.get("_ask", {}).get("choices", [])]
+    picked = ctx.choice_or_none(*offered)
+    if picked is None:
+        return await when(ctx)
+    return ask_where(ctx, date.fromisoformat(picked.removeprefix("on:")), "exact")
+
+
+def ask_where(ctx: Context, found: date | None, kind: str) -> str:
     ctx.data["date"] = found.isoformat() if found else None
     ctx.data["date_type"] = kind
     ctx.ask(
@@ -153,7 +176,9 @@ async def how_many(ctx: Context) -> str:
         # ASCII only: "²" is a digit to isdigit() but not to int(), which would raise.
         if not (typed.isascii() and typed.isdigit()) or not 1 <= int(typed) <= 1_000_000:
             raise Retry(ctx._("Please send a number, like 3."))
-        ctx.data["count"] = None if await ctx.is_a_pin() else int(typed)
+        withheld = await ctx.is_a_pin(typed)  # its digits: "1,234" is the PIN 1234 too
+        ctx.data["count"] = None if withheld else int(typed)
+        ctx.data["count_withheld"] = withheld
     return ask_what(ctx)
 
 
@@ -363,6 +388,7 @@ STATES = {
     "start": start,
     "act": act,
     "when": when,
+    "when_which": when_which,
     "where": where,
     "who": who,
     "affected": affected,

@@ -4,7 +4,8 @@
 while the roll-call is the last thing the defender was asked)-->
     "I need help": recorded (a later answer replaces it until the roll-call closes),
     acknowledged, the alert raised --> the same state, its question asked again
-    "I'm safe", the roll-call open: pin --the PIN--> recorded, acknowledged --> done
+    "I'm safe", the roll-call open: pin --the PIN--> recorded, acknowledged --> done (the
+        question is over: what comes next goes to the menu, not to the roll-call)
     "I'm safe", the roll-call closed: told so, nothing recorded --> the same state
 
 "I'm safe" takes the PIN, exactly as a check-in's does (R11; ``checkin.ask_safe`` asks, in the
@@ -116,11 +117,10 @@ async def answered(ctx: Context, flow: str, typed: str) -> bool | Safe:
 
 
 def on_screen(ctx: Context, rollcall_id: uuid.UUID) -> bool:
-    """The roll-call's options were the last thing shown: after an answer (``ON_SCREEN``), or
-    after the PIN that confirmed one (its options kept as the question asked, ``pin``)."""
-    offered = ctx.data.get("_ask", {}).get("choices", [])
-    key = rollcalls.choice_key(SAFE, rollcall_id)
-    return ctx.data.get(ON_SCREEN) == rollcall_id.hex or any(k == key for k, _l in offered)
+    """The roll-call's options were the last thing shown: after an "I need help" answered
+    with nothing in progress (``ON_SCREEN``). Not after the PIN that confirmed an "I'm safe"
+    (``pin``): that answer ends the roll-call's question."""
+    return bool(ctx.data.get(ON_SCREEN) == rollcall_id.hex)
 
 
 async def pin(ctx: Context) -> str:
@@ -140,7 +140,7 @@ async def pin(ctx: Context) -> str:
                 duress, "rollcall_help", ctx.now, actor="defender", rollcall=str(rollcall_id)
             )
             ctx.session.add(told)
-    acknowledge(ctx, rollcall_id, SAFE, done.outcome, ask=True)
+    acknowledge(ctx, rollcall_id, SAFE, done.outcome, offer=False)
     return END
 
 
@@ -169,10 +169,12 @@ async def _help_is_new(ctx: Context, done: rollcalls.Answered) -> bool:
 
 
 def acknowledge(
-    ctx: Context, rollcall_id: uuid.UUID, said: str, outcome: Outcome, *, ask: bool = False
+    ctx: Context, rollcall_id: uuid.UUID, said: str, outcome: Outcome, *, offer: bool = True
 ) -> None:
-    """What the phone is told. ``ask``: the options offered again are kept as the question
-    asked (the conversation closes after the PIN: ``on_screen``)."""
+    """What the phone is told. ``offer``: the answers are offered again. Not after the PIN
+    that confirmed "I'm safe": the question is over, and a "2" or a "help" typed later is the
+    menu's, never a roll-call answer nobody sees asked (numbered options left on screen would
+    say otherwise). The answer can still change: "I need help" typed, or the alert."""
     if outcome is Outcome.unknown:
         ctx.say(ctx._("Sorry, I didn't understand that."))
         return
@@ -194,12 +196,9 @@ def acknowledge(
         text = ctx._("Your protection desk has been told that you need help.")
     else:
         text = ctx._("Thank you: your answer “I'm safe” was recorded.")
-    again = rollcalls.choices(rollcall_id, ctx.locale)
+    again = rollcalls.choices(rollcall_id, ctx.locale) if offer else ()
     sensitive = said == HELP or ctx.discreet
-    if ask:
-        ctx.ask(text, again, sensitive=sensitive)
-    else:
-        ctx.replies.append(Outbound(text=text, choices=again, sensitive=sensitive))
+    ctx.replies.append(Outbound(text=text, choices=again, sensitive=sensitive))
 
 
 async def checkin_waits(ctx: Context) -> bool:

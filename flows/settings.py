@@ -209,6 +209,7 @@ async def show_contacts(ctx: Context) -> str:
             "{count} invitations are waiting for an answer.",
             waiting,
         ).format(count=waiting)
+    text += "\n" + setup.called(ctx)
     ctx.ask(
         text,
         (

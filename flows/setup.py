@@ -112,7 +112,9 @@ async def contact_label(ctx: Context) -> str:
             "Give this code to them in person or by phone: {code}\nThey send it to this bot "
             "from their own phone within 7 days, and confirm. They count as a contact only "
             "once they confirm."
-        ).format(code=code),
+        ).format(code=code)
+        + "\n"
+        + called(ctx),
         sensitive=True,
     )
     ctx.ask(
@@ -120,6 +122,15 @@ async def contact_label(ctx: Context) -> str:
         (Choice("add", ctx._("Add another")), Choice("done", ctx._("Continue"))),
     )
     return "contacts_more"
+
+
+def called(ctx: Context) -> str:
+    """The name our messages to the contacts give the defender (``flows.contact`` tells each
+    contact it when they accept): so the defender can tell them whom an alert is about."""
+    assert ctx.defender is not None
+    return ctx._("In our messages to your contacts, you are called {handle}.").format(
+        handle=ctx.defender.handle
+    )
 
 
 async def contacts_more(ctx: Context) -> str:

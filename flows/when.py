@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from babel import Locale
 from babel.core import get_global
-from babel.dates import format_skeleton, format_time, format_timedelta
+from babel.dates import format_date, format_skeleton, format_time, format_timedelta
 
 from core.i18n import SUPPORTED
 from core.text import fold
@@ -215,22 +215,54 @@ def next_local(clock: time, *, now: datetime, zone_name: str) -> datetime:
 
 
 def parse_date(text: str, *, today: date) -> date | None:
-    """``2024-05-03``, ``3/5/2024`` or ``3/5`` (day first); never a date in the future."""
+    """The one date ``text`` means (``dates``); None when it means none, or two."""
+    found = dates(text, today=today)
+    return found[0] if len(found) == 1 else None
+
+
+def dates(text: str, *, today: date) -> tuple[date, ...]:
+    """The dates ``text`` can mean, never one in the future: ``2024-05-03``; ``3/5/2024`` or
+    ``3/5`` (without a year, the last one gone by), read day first and month first. Both
+    when both are dates, and different: "5/3" is the 5th of March to some, May 3rd to others,
+    whatever the language (a report asks which: ``flows.report``); "13/5" and "5/13" are one
+    date each. Empty when it is no date."""
     words = fold(text)
+    if m := _DATE_ISO.fullmatch(words):
+        found = _date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        return (found,) if found is not None and _past(found, today) else ()
+    m = _DATE_DMY.fullmatch(words)
+    if m is None:
+        return ()
+    first, second = int(m.group(1)), int(m.group(2))
+    readings = []
+    for day, month in ((first, second), (second, first)):
+        if m.group(3):
+            year = int(m.group(3))
+            found = _date(year + 2000 if year < 100 else year, month, day)
+        else:  # the last one gone by: this year's, or last year's
+            found = _date(today.year, month, day)
+            if found is None or found > today:
+                found = _date(today.year - 1, month, day)
+        if found is not None and _past(found, today) and found not in readings:
+            readings.append(found)
+    return tuple(readings)
+
+
+def _date(year: int, month: int, day: int) -> date | None:
     try:
-        if m := _DATE_ISO.fullmatch(words):
-            found = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-        elif m := _DATE_DMY.fullmatch(words):
-            year = int(m.group(3)) if m.group(3) else today.year
-            year = year + 2000 if year < 100 else year
-            found = date(year, int(m.group(2)), int(m.group(1)))
-            if not m.group(3) and found > today:
-                found = found.replace(year=year - 1)
-        else:
-            return None
+        return date(year, month, day)
     except ValueError:
         return None
-    return found if date(1900, 1, 1) <= found <= today else None
+
+
+def _past(found: date, today: date) -> bool:
+    return date(1900, 1, 1) <= found <= today
+
+
+def format_day(day: date, locale: str) -> str:
+    """A date written out, never in digits a reader could take the other way: "March 5,
+    2026", "5 de marzo de 2026"."""
+    return format_date(day, "long", locale=locale)
 
 
 @cache

@@ -99,7 +99,8 @@ function showReport(item, body, context) {
   fact("initial_date", body.initial_date);
   fact("perpetrator_type", body.perpetrator_type ? say(body.perpetrator_type) : "");
   fact("affected", body.affected ? say(body.affected) : "");
-  fact("count", body.count);
+  // A number that was one of the defender's PINs (flows/report.py): not kept, and said so.
+  fact("count", body.count_withheld ? fields.withheld || "withheld" : body.count);
   fact("consent", body.consent ? say(body.consent) : "");
   fact("priority", body.priority ? say(body.priority) : "");
   fact("language", body.language);

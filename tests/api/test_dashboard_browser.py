@@ -10,6 +10,7 @@ import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from nacl.public import PrivateKey
@@ -246,7 +247,10 @@ async def test_a_sealed_item_moved_to_another_record_is_refused(
     assert problems == []
 
 
-async def report_with_photo(desk: Desk, org: Org, photo: bytes, name: str) -> Report:
+async def report_with_photo(
+    desk: Desk, org: Org, photo: bytes, name: str, **answers: Any
+) -> Report:
+    """``answers``: the body's answers that differ from the usual ones."""
     assert org.defender is not None
     async with transaction(desk.sessions) as s:
         defender = await s.get(Defender, org.defender.id)
@@ -283,6 +287,7 @@ async def report_with_photo(desk: Desk, org: Org, photo: bytes, name: str) -> Re
             "priority": "urgent",
             "language": "es",
             "parts": parts,
+            **answers,
         }
         triage = {"type_of_act": "02010303", "urgency": "urgent", "country": "GT"}
         return await reports.file(
@@ -302,6 +307,25 @@ async def open_report(
     await page.get_by_role("button", name="Open the sealed items in this browser").click()
     await expect(page.locator("[data-kind='report.evidence']")).to_contain_text("SHA-256")
     return page, problems
+
+
+async def test_a_count_withheld_as_a_pin_is_said_so(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    """A defender's "how many people" that was one of their PINs is not in the report
+    (flows.report): the desk reads that a number was withheld there, not an empty count."""
+    filed = await report_with_photo(
+        desk, desk.a, jpeg_with_gps(), "door.jpg",
+        affected="others", count=None, count_withheld="pin",
+    )  # fmt: skip
+    page, problems = await open_report(chromium, site, desk.a, filed)
+    facts = page.locator("[data-kind=report] dl.facts")
+    count = facts.locator("dt", has_text="How many people")
+    await expect(count).to_have_count(1)
+    await expect(facts).to_contain_text(
+        "Here the defender typed one of their PINs: it was not kept in the report."
+    )
+    assert problems == []
 
 
 async def test_a_report_its_parts_and_its_evidence_open_in_the_browser(

@@ -17,14 +17,16 @@ from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, Said,
 from tests.flows.test_panic import alerts
 
 CODE = re.compile(r"(in person or by phone: )\S+")
+HANDLE = re.compile(r"(you are called )\S+\.")  # each defender's own (flows.setup.called)
 
 
 def shown(messages: list[Outbound]) -> list[dict[str, Any]]:
-    """What the phone shows (text, buttons, deletions…), the random invite code masked."""
+    """What the phone shows (text, buttons, deletions…), the random invite code and the
+    defender's handle masked."""
     out = []
     for m in messages:
         data = m.to_json()
-        data["text"] = CODE.sub(r"\1<code>", data["text"])
+        data["text"] = HANDLE.sub(r"\1<handle>.", CODE.sub(r"\1<code>", data["text"]))
         out.append(data)
     return out
 

@@ -269,7 +269,8 @@ async def test_it_runs_a_report_dialog_in_portuguese(desk: Desk) -> None:
         [
             ("/report", "O que aconteceu? Escolha o mais parecido."),
             (Pick("surveillance"), "Quando aconteceu?"),
-            ("3/5", "Onde aconteceu?"),
+            ("3/5", "Qual data você quer dizer?"),  # 3 de maio, ou 5 de março?
+            ("1", "Onde aconteceu?"),
             ("Belém", "Quem fez isso?"),
             (Pick("company"), "Quem foi afetado?"),
             (Pick("me"), "Conte o que aconteceu"),

@@ -68,10 +68,7 @@ async def test_its_safe_button_counts_only_once_the_pin_confirms_it(
     (ack,) = await alice.say(CANCEL_PIN)
     assert ack.text == THANKS
     assert str(alice.sent) in ack.delete_message_ids  # the PIN does not stay on the phone
-    assert [c.key for c in ack.choices] == [
-        f"rollcall:safe:{rollcall_id.hex}",
-        f"rollcall:help:{rollcall_id.hex}",
-    ]
+    assert ack.choices == ()  # answered: the question is over (test_once_answered_…)
     assert await answer_of(desk, alice, rollcall_id) == "safe"
     assert await alerts_of(desk) == []
 
@@ -86,8 +83,38 @@ async def test_a_typed_safe_takes_the_pin_too(desk: Desk, typed: str) -> None:
     assert await answer_of(desk, alice, rollcall_id) is None
     assert await alice.text(CANCEL_PIN) == THANKS
     assert await answer_of(desk, alice, rollcall_id) == "safe"
-    await alice.say("2")  # its options offered again: "2" is still the roll-call's
+    await alice.say("I need help")  # words still change the answer while it is open
     assert await answer_of(desk, alice, rollcall_id) == "help"
+
+
+@pytest.mark.parametrize("channel", ["telegram", "signal"])
+@pytest.mark.parametrize("via", ["rollcall", "checkin"])
+async def test_once_answered_with_the_pin_the_rollcall_question_is_over(
+    desk: Desk, channel: str, via: str
+) -> None:
+    """Review: after "I'm safe" and the PIN, the roll-call's options stayed the question
+    asked: a "2" typed later still answered it ("I need help": an alert to the desk and the
+    contacts), and "help" showed the thank-you again instead of what follows the help. Also
+    when the check-in's "I'm safe" (the menu's) answered the roll-call."""
+    alice = await onboard(desk, channel=channel)
+    rollcall_id = await start(desk)
+    await alice.received()
+    if via == "rollcall":
+        assert await alice.text(Pick(f"rollcall:safe:{rollcall_id.hex}")) == ASK_PIN
+    else:
+        await alice.say("/menu")
+        assert await alice.text(Pick("safe")) == ASK_PIN
+    (thanks, *_rest) = await alice.say(CANCEL_PIN)
+    assert thanks.choices == ()  # no options left on screen to answer by number
+    assert await answer_of(desk, alice, rollcall_id) == "safe"
+    shown = await alice.text("help")
+    assert shown.startswith("Here is what you can send:")
+    assert THANKS not in shown and "We noted that you are safe" not in shown
+    shown = await alice.text("2")
+    assert "What would you like to do?" in shown  # the menu's, as with no roll-call
+    assert "told that you need help" not in shown
+    assert await answer_of(desk, alice, rollcall_id) == "safe"
+    assert await alerts_of(desk) == []
 
 
 @pytest.mark.parametrize("discreet", [False, True])

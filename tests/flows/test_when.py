@@ -8,6 +8,7 @@ import pytest
 
 from flows.when import (
     WhenError,
+    dates,
     format_when,
     next_local,
     parse_clock,
@@ -63,7 +64,9 @@ def test_it_reads_clock_times_and_dates() -> None:
     assert parse_clock("الساعة ٨:٣٠") == parse_clock("الساعه ٨:٣٠") == time(8, 30)
     today = date(2026, 5, 4)
     assert parse_date("2026-05-03", today=today) == date(2026, 5, 3)
-    assert parse_date("3/5", today=today) == date(2026, 5, 3)
+    assert parse_date("13/5", today=today) == date(2025, 5, 13)
+    assert parse_date("3/5", today=today) is None  # two dates: a report asks which
+    assert dates("3/5", today=today) == (date(2026, 5, 3), date(2026, 3, 5))
     assert parse_date("30/12", today=today) == date(2025, 12, 30)  # never in the future
     assert (
         parse_date("31/02/2026", today=today) is None and parse_date("soon", today=today) is None
