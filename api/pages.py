@@ -57,7 +57,7 @@ EVENTS = {
     "checked_in": N_("The defender checked in"),
     "checked_in_under_duress": N_("The defender checked in with the duress PIN"),
     "cancel_ignored": N_("The defender's cancel was ignored (duress)"),
-    "can_talk": N_("The defender says they can talk"),
+    "can_talk": N_("The defender says they can talk"),  # when they say no: alert.html
     "location_added": N_("Location received (sealed)"),
     "location_unavailable": N_("The defender could not share a location"),
     "delivery_fallback": N_("Delivery fell back to another channel or contact"),
