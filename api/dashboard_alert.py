@@ -69,11 +69,19 @@ async def alert_page(
         n.id: (n.author_id and names.get(n.author_id)) or who_did(added.get(str(n.id)))
         for n in notes
     }
+    # Duress on another open alert of the defender (a panic "called off" with the duress PIN
+    # stays open beside it): this one's page warns as well.
+    careful = alert.do_not_contact or (
+        alert.open_key is not None
+        and alert.defender_id
+        in await desk_alerts.not_to_contact(session, alert.org_id, [alert.defender_id])
+    )
     return render(
         request,
         "alert.html",
         me=who,
         alert=alert,
+        careful=careful,
         handle=await desk_alerts.handle_of(session, alert.defender_id),
         events=[(e, who_did(e.actor)) for e in events],
         location=None if alert.location_sealed is None else b64(alert.location_sealed),

@@ -1,5 +1,6 @@
 """What a responder walking the dashboard in a real headless Chromium (both backends) must not
-be misled by: a defender's "I can't talk" read as "they can talk"."""
+be misled by: a defender's "I can't talk" read as "they can talk"; a panic left open beside a
+duress alert without the warning not to contact the defender."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from playwright.async_api import Browser, expect
 
 from core import actions
 from core.db import transaction
-from core.models import utcnow
-from tests.api.conftest import Desk
+from core.models import Alert, AlertKind, utcnow
+from tests.api.conftest import Desk, make_alert
 from tests.api.test_dashboard_browser import chromium, log_in, page_in
 
 __all__ = ["chromium"]  # the module's fixture, shared
+
+DO_NOT_CONTACT = "Do not contact the defender"
+DURESS = "Duress: do not contact the defender. Someone may be watching their phone."
 
 
 async def test_a_defender_who_cannot_talk_is_never_shown_as_able_to(
@@ -33,4 +37,37 @@ async def test_a_defender_who_cannot_talk_is_never_shown_as_able_to(
         s.add(actions.event(alert, "can_talk", utcnow(), actor="defender", can_talk=True))
     await page.reload()
     await expect(said.last).to_contain_text("The defender says they can talk")
+    assert problems == []
+
+
+async def test_a_panic_left_open_beside_a_duress_alert_says_not_to_contact_the_defender(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    # The defender "called off" their panic with the duress PIN: it stays open (R8), and a
+    # duress alert opens beside it. Whichever of the two a responder opens, and in the queue,
+    # the desk is told not to call the phone.
+    panic = desk.a.alert
+    assert panic is not None
+    async with transaction(desk.sessions) as s:
+        duress = await make_alert(s, desk.a, AlertKind.duress, utcnow())
+        duress.do_not_contact = True
+        elsewhere = await make_alert(s, desk.b, AlertKind.duress, utcnow())
+        elsewhere.do_not_contact = True
+    page, problems = await page_in(chromium)
+    await log_in(page, site, desk.a, "responder")
+    await expect(page.locator(f"tr[data-alert='{duress.id}']")).to_contain_text(DO_NOT_CONTACT)
+    await expect(page.locator(f"tr[data-alert='{panic.id}']")).to_contain_text(DO_NOT_CONTACT)
+    await page.goto(f"{site}/alerts/{panic.id}")
+    await expect(page.get_by_role("alert")).to_have_text(DURESS)
+
+    # Bravo's defender under duress says nothing about alpha's; nor does a closed duress alert.
+    async with transaction(desk.sessions) as s:
+        row = await s.get(Alert, duress.id)
+        assert row is not None
+        row.open_key, row.state = None, "resolved"
+    await page.goto(site + "/")
+    await expect(page.locator(f"tr[data-alert='{panic.id}']")).not_to_contain_text(DO_NOT_CONTACT)
+    await page.goto(f"{site}/alerts/{panic.id}")
+    await expect(page.locator("h1")).to_be_visible()
+    await expect(page.get_by_role("alert")).to_have_count(0)
     assert problems == []
