@@ -1,21 +1,27 @@
 """What a responder walking the dashboard in a real headless Chromium (both backends) must not
 be misled by: a defender's "I can't talk" read as "they can talk"; a panic left open beside a
-duress alert without the warning not to contact the defender."""
+duress alert without the warning not to contact the defender; coordinates turned around and
+a defender's own words laid out in the page's direction instead of theirs on an Arabic page."""
 
 from __future__ import annotations
 
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Locator, expect
 
-from core import actions
+from core import actions, alert_updates, desk_alerts
 from core.db import transaction
-from core.models import Alert, AlertKind, utcnow
-from tests.api.conftest import Desk, make_alert
-from tests.api.test_dashboard_browser import chromium, log_in, page_in
+from core.models import Alert, AlertKind, Organisation, utcnow
+from tests.api.conftest import PASSPHRASE, Desk, make_alert
+from tests.api.test_dashboard_browser import chromium, log_in, page_in, report_with_photo
+from tests.core.test_media import jpeg_with_gps
 
 __all__ = ["chromium"]  # the module's fixture, shared
 
 DO_NOT_CONTACT = "Do not contact the defender"
 DURESS = "Duress: do not contact the defender. Someone may be watching their phone."
+
+
+async def direction(element: Locator) -> str:
+    return str(await element.evaluate("e => getComputedStyle(e).direction"))
 
 
 async def test_a_defender_who_cannot_talk_is_never_shown_as_able_to(
@@ -70,4 +76,52 @@ async def test_a_panic_left_open_beside_a_duress_alert_says_not_to_contact_the_d
     await page.goto(f"{site}/alerts/{panic.id}")
     await expect(page.locator("h1")).to_be_visible()
     await expect(page.get_by_role("alert")).to_have_count(0)
+    assert problems == []
+
+
+async def test_on_an_arabic_page_coordinates_and_a_defenders_words_keep_their_direction(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    alert = desk.a.alert
+    assert alert is not None
+    async with transaction(desk.sessions) as s:
+        row = await s.get(Alert, alert.id)
+        org = await s.get(Organisation, desk.a.org.id)
+        assert row is not None and org is not None
+        await alert_updates.add_location(
+            s, desk.vault, alert=row, latitude=4.5981, longitude=-74.076, now=utcnow()
+        )
+        await desk_alerts.add_note(
+            s,
+            desk.vault,
+            alert=row,
+            org=org,
+            text="Llamé a su hermana.",
+            author_id=None,
+            actor="defender",
+            now=utcnow(),
+        )
+    page, problems = await page_in(chromium, locale="ar")
+    await log_in(page, site, desk.a, "responder", button="تسجيل الدخول")
+    await page.goto(f"{site}/alerts/{alert.id}")
+    await page.locator("form.unseal input.passphrase").fill(PASSPHRASE)
+    await page.locator("form.unseal button").click()
+    spot = page.locator("[data-kind=alert_location] a")
+    await expect(spot).to_have_text("4.59810, -74.07600")
+    # Laid out right to left, "-74.07600" would read "74.07600-" and the pair swap places.
+    assert await direction(spot) == "ltr"
+    note = page.locator("[data-kind=alert_note]")
+    await expect(note).to_have_text("Llamé a su hermana.")
+    assert await direction(note) == "ltr"  # its full stop at its end, not at the left
+
+    filed = await report_with_photo(desk, desk.a, jpeg_with_gps(), "door.jpg")
+    await page.goto(f"{site}/reports/{filed.id}")
+    await page.locator("form.unseal input.passphrase").fill(PASSPHRASE)
+    await page.locator("form.unseal button").click()
+    told = page.locator("[data-kind=report] .part p", has_text="Two men followed me home.")
+    await expect(told).to_be_visible()
+    assert await direction(told) == "ltr"
+    place = page.locator("[data-kind=report] .part p", has_text="Zona 1, by the market")
+    assert await direction(place) == "ltr"
+    assert await direction(page.locator("main")) == "rtl"  # the page itself still is
     assert problems == []
