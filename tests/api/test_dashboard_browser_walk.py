@@ -1,16 +1,19 @@
 """What a responder walking the dashboard in a real headless Chromium (both backends) must not
 be misled by: a defender's "I can't talk" read as "they can talk"; a panic left open beside a
 duress alert without the warning not to contact the defender; coordinates turned around and
-a defender's own words laid out in the page's direction instead of theirs on an Arabic page."""
+a defender's own words laid out in the page's direction instead of theirs on an Arabic page;
+an urgent report's alert with no way to the report."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from playwright.async_api import Browser, Locator, expect
 
 from core import actions, alert_updates, desk_alerts
 from core.db import transaction
 from core.models import Alert, AlertKind, Organisation, utcnow
-from tests.api.conftest import PASSPHRASE, Desk, make_alert
+from tests.api.conftest import PASSPHRASE, Desk, make_alert, make_report
 from tests.api.test_dashboard_browser import chromium, log_in, page_in, report_with_photo
 from tests.core.test_media import jpeg_with_gps
 
@@ -124,4 +127,29 @@ async def test_on_an_arabic_page_coordinates_and_a_defenders_words_keep_their_di
     place = page.locator("[data-kind=report] .part p", has_text="Zona 1, by the market")
     assert await direction(place) == "ltr"
     assert await direction(page.locator("main")) == "rtl"  # the page itself still is
+    assert problems == []
+
+
+async def test_an_urgent_reports_alert_leads_to_the_report(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    # flows.report.confirm files the report and raises its alert at the same moment; an
+    # earlier report of the defender's is not this alert's.
+    org = desk.a
+    filed_at = utcnow()
+    async with transaction(desk.sessions) as s:
+        earlier = make_report(desk.vault, org, "CO")
+        earlier.created_at = filed_at - timedelta(days=2)
+        urgent = make_report(desk.vault, org, "CO")
+        urgent.created_at = filed_at
+        s.add_all([earlier, urgent])
+        alert = await make_alert(s, org, AlertKind.report, filed_at)
+    page, problems = await page_in(chromium)
+    await log_in(page, site, org, "responder")
+    await page.locator(f"tr[data-alert='{alert.id}'] a").click()
+    reports = page.locator("dd.reports")
+    await expect(reports.get_by_role("link")).to_have_count(1)
+    await reports.get_by_role("link", name=urgent.receipt_code).click()
+    await expect(page).to_have_url(f"{site}/reports/{urgent.id}")
+    await expect(page.locator("h1")).to_contain_text(urgent.receipt_code)
     assert problems == []
