@@ -167,6 +167,17 @@ async def not_to_contact(
     return {uuid.UUID(str(d)) for d in (await session.execute(query)).scalars()}
 
 
+async def handles_not_to_contact(session: AsyncSession, org_id: uuid.UUID) -> set[str]:
+    """The handles of the organisation's defenders with an open do-not-contact alert (duress,
+    a hidden defender): a roll-call's page lists its answers by handle."""
+    query = (
+        select(Defender.handle)
+        .join(Alert, Alert.defender_id == Defender.id)
+        .where(Alert.org_id == org_id, Alert.open_key.is_not(None), Alert.do_not_contact.is_(True))
+    )
+    return set((await session.execute(query)).scalars())
+
+
 async def open_by_dedup(session: AsyncSession, org_id: uuid.UUID, dedup_key: str) -> Alert | None:
     """The open alert an external desk knows by its dedup key, else the latest one, locked
     (nothing reopens it before the caller acts). Raises DeskConflict for a key the alert had

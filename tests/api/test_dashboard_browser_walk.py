@@ -2,7 +2,8 @@
 be misled by: a defender's "I can't talk" read as "they can talk"; a panic left open beside a
 duress alert without the warning not to contact the defender; coordinates turned around and
 a defender's own words laid out in the page's direction instead of theirs on an Arabic page;
-an urgent report's alert with no way to the report."""
+an urgent report's alert with no way to the report; a roll-call's "Needs help" given under duress
+with nothing saying not to call."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from datetime import timedelta
 
 from playwright.async_api import Browser, Locator, expect
 
-from core import actions, alert_updates, desk_alerts
+from core import actions, alert_updates, alerts, desk_alerts, rollcalls
 from core.db import transaction
 from core.models import Alert, AlertKind, Organisation, utcnow
 from tests.api.conftest import PASSPHRASE, Desk, make_alert, make_report
+from tests.api.test_broadcasts import people
 from tests.api.test_dashboard_browser import chromium, log_in, page_in, report_with_photo
 from tests.core.test_media import jpeg_with_gps
 
@@ -152,4 +154,41 @@ async def test_an_urgent_reports_alert_leads_to_the_report(
     await reports.get_by_role("link", name=urgent.receipt_code).click()
     await expect(page).to_have_url(f"{site}/reports/{urgent.id}")
     await expect(page.locator("h1")).to_contain_text(urgent.receipt_code)
+    assert problems == []
+
+
+async def test_a_rollcall_answer_under_duress_says_not_to_contact_the_defender(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    # "I'm safe" confirmed with the duress PIN: the answer reads "Needs help", a duress alert
+    # opens, and the roll-call's page, where a responder sees who needs help, says not to
+    # call that phone; a defender who simply needs help is called as usual.
+    now = utcnow()
+    async with transaction(desk.sessions) as s:
+        forced, helpless = await people(
+            s, desk, desk.a, ("es", "active", "telegram"), ("en", "active", "signal")
+        )
+        rollcall = await rollcalls.start(
+            s,
+            desk.vault,
+            org_id=desk.a.org.id,
+            text="Everyone check in now.",
+            closes_in=timedelta(minutes=30),
+            actor="test",
+            now=now,
+        )
+        for who in (forced, helpless):
+            await rollcalls.answer(
+                s, rollcall_id=rollcall.id, defender_id=who.id, said="help", now=now
+            )
+        await alerts.raise_alert(s, desk.vault, defender=forced, kind=AlertKind.duress, now=now)
+    page, problems = await page_in(chromium)
+    await log_in(page, site, desk.a, "responder")
+    await page.goto(f"{site}/rollcalls/{rollcall.id}")
+    row = page.locator(f"tr[data-defender='{forced.handle}']")
+    await expect(row).to_contain_text("Needs help")
+    await expect(row.locator(".do-not-contact")).to_have_text(DO_NOT_CONTACT)
+    await expect(page.locator(f"tr[data-defender='{helpless.handle}']")).not_to_contain_text(
+        DO_NOT_CONTACT
+    )
     assert problems == []
