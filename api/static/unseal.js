@@ -113,7 +113,8 @@ function showReport(item, body, context) {
   fact("count", body.count);
   fact("consent", body.consent ? say(body.consent) : "");
   fact("priority", body.priority ? say(body.priority) : "");
-  fact("language", body.language);
+  const languages = words.languages || {};
+  fact("language", body.language ? languages[body.language] || String(body.language) : "");
   item.append(facts);
   for (const part of body.parts || []) {
     const opened = openBlob(fromBase64(part), item.dataset.record, "report.part", keys, org);

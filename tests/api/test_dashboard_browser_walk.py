@@ -3,7 +3,7 @@ be misled by: a defender's "I can't talk" read as "they can talk"; a panic left 
 duress alert without the warning not to contact the defender; coordinates turned around and
 a defender's own words laid out in the page's direction instead of theirs on an Arabic page;
 an urgent report's alert with no way to the report; a roll-call's "Needs help" given under duress
-with nothing saying not to call."""
+with nothing saying not to call; a report's country and language as bare codes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from playwright.async_api import Browser, Locator, expect
 
 from core import actions, alert_updates, alerts, desk_alerts, rollcalls
 from core.db import transaction
+from core.i18n import gettext
 from core.models import Alert, AlertKind, Organisation, utcnow
 from tests.api.conftest import PASSPHRASE, Desk, make_alert, make_report
 from tests.api.test_broadcasts import people
@@ -191,4 +192,27 @@ async def test_a_rollcall_answer_under_duress_says_not_to_contact_the_defender(
     await expect(page.locator(f"tr[data-defender='{helpless.handle}']")).not_to_contain_text(
         DO_NOT_CONTACT
     )
+    assert problems == []
+
+
+async def test_a_reports_country_and_language_read_as_names_not_codes(
+    desk: Desk, site: str, chromium: Browser
+) -> None:
+    filed = await report_with_photo(desk, desk.a, jpeg_with_gps(), "door.jpg")  # GT, "es"
+    assert desk.a.report is not None
+    _ = gettext("fr")
+    page, problems = await page_in(chromium, locale="fr")
+    await log_in(page, site, desk.a, "responder", button=_("Log in"))
+    await page.goto(f"{site}/reports")
+    await expect(page.locator(f"tr[data-report='{filed.id}'] .country")).to_have_text("Guatemala")
+    # The CSV-injection canary the fixture files as a country stays as written (and inert).
+    await expect(page.locator(f"tr[data-report='{desk.a.report.id}'] .country")).to_have_text(
+        '=HYPERLINK("http://x")'
+    )
+    await page.locator(f"tr[data-report='{filed.id}'] a").click()
+    await expect(page.locator("dd.country")).to_have_text("Guatemala")
+    await page.locator("form.unseal input.passphrase").fill(PASSPHRASE)
+    await page.locator("form.unseal button").click()
+    said = page.locator("[data-kind=report] dl.facts dt", has_text=_("Language"))
+    await expect(said.locator("xpath=following-sibling::dd[1]")).to_have_text("espagnol")
     assert problems == []
