@@ -6,6 +6,7 @@ items (unseal.js)."""
 from __future__ import annotations
 
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -234,6 +235,14 @@ async def queue(
             shown = {a["id"] for a in items}
             items += [a for a in map(queue_item, urgent) if a["id"] not in shown]
             items.sort(key=lambda a: (a["priority"], a["triggered_at"]))
+            # Every open alert of a defender under duress says so, not only the duress one.
+            ids = {uuid.UUID(a["defender_id"]) for a in items if a["defender_id"]}
+            careful = {
+                str(d)
+                for d in await desk_alerts.not_to_contact(session, who.principal.org_id, ids)
+            }
+            for a in items:
+                a["do_not_contact"] = a["do_not_contact"] or a["defender_id"] in careful
         sections.append((s.value, items, more))
     return render(
         request,

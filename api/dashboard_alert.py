@@ -19,9 +19,9 @@ from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import ApiError
 from api.pages import NOTICES, OUTCOMES, actor_names, render
 from api.routes.alerts import acknowledge_alert, resolve_alert
-from core import audit, desk_alerts
+from core import audit, desk_alerts, desk_reports
 from core.desk_alerts import DeskConflict
-from core.models import Alert, Organisation, Responder
+from core.models import Alert, AlertKind, Organisation, Responder
 
 router = APIRouter(include_in_schema=False)
 
@@ -69,11 +69,30 @@ async def alert_page(
         n.id: (n.author_id and names.get(n.author_id)) or who_did(added.get(str(n.id)))
         for n in notes
     }
+    # Duress on another open alert of the defender (a panic "called off" with the duress PIN
+    # stays open beside it): this one's page warns as well.
+    careful = alert.do_not_contact or (
+        alert.open_key is not None
+        and alert.defender_id
+        in await desk_alerts.not_to_contact(session, alert.org_id, [alert.defender_id])
+    )
+    # An urgent report's alert leads to the report (and any other filed while it is open).
+    filed = []
+    if alert.kind is AlertKind.report and who.may("reports:read"):
+        filed = await desk_reports.filed_between(
+            session,
+            org_id=alert.org_id,
+            defender_id=alert.defender_id,
+            start=alert.triggered_at,
+            end=alert.resolved_at,
+        )
     return render(
         request,
         "alert.html",
         me=who,
         alert=alert,
+        careful=careful,
+        filed=filed,
         handle=await desk_alerts.handle_of(session, alert.defender_id),
         events=[(e, who_did(e.actor)) for e in events],
         location=None if alert.location_sealed is None else b64(alert.location_sealed),

@@ -21,7 +21,7 @@ from api.errors import N_, ApiError
 from api.pages import NOTICES, actor_names, render
 from api.routes import broadcasts as broadcasts_api
 from api.routes import rollcalls as rollcalls_api
-from core import broadcasts, rollcalls
+from core import broadcasts, desk_alerts, rollcalls
 from core.models import Responder
 
 router = APIRouter(include_in_schema=False)
@@ -202,6 +202,8 @@ async def rollcall_page(
         rollcall=found,
         sent_by=actor_names(request, await names_of(session, who))(found.sent_by),
         answers=ANSWERS,
+        # "I'm safe" with the duress PIN counts as help: the desk must not call that phone.
+        careful=await desk_alerts.handles_not_to_contact(session, who.principal.org_id),
         notice=ROLLCALL_NOTICES.get(notice or ""),
     )
 

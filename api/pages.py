@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
 from babel.dates import format_datetime
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -16,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from api import labels
 from api.errors import N_, SORRY, locale_of, translated
-from core.i18n import RTL, gettext, translations
+from core.i18n import RTL, SUPPORTED, gettext, translations
 from core.vocabulary import ACT_LABELS, ANSWERS
 
 HERE = Path(__file__).resolve().parent
@@ -57,7 +58,7 @@ EVENTS = {
     "checked_in": N_("The defender checked in"),
     "checked_in_under_duress": N_("The defender checked in with the duress PIN"),
     "cancel_ignored": N_("The defender's cancel was ignored (duress)"),
-    "can_talk": N_("The defender says they can talk"),
+    "can_talk": N_("The defender says they can talk"),  # when they say no: alert.html
     "location_added": N_("Location received (sealed)"),
     "location_unavailable": N_("The defender could not share a location"),
     "delivery_fallback": N_("Delivery fell back to another channel or contact"),
@@ -177,6 +178,7 @@ def environment(locale: str) -> Environment:
         WEBHOOK_EVENTS=labels.WEBHOOK_EVENTS,
     )
     env.filters["when"] = lambda value: when(value, locale)
+    env.filters["country"] = lambda code: country(code, locale)
     say = gettext(locale)
     env.filters["delivery_error"] = lambda raw: labels.delivery_error(raw, say)
     return env
@@ -202,13 +204,26 @@ def actor_names(request: Request, names: Mapping[uuid.UUID, str]) -> Callable[[s
 
 
 def report_labels(locale: str) -> dict[str, dict[str, str]]:
-    """What the browser needs to show an opened report in the responder's language."""
+    """What the browser needs to show an opened report in the responder's language, the
+    names of the languages a defender may write in among them (Babel's, not a code)."""
     _ = gettext(locale)
     answers = {**ANSWERS, **REPORT_ANSWERS, **PRIORITIES}
+    names = Locale.parse(locale).languages
     return {
         "fields": {k: _(v) for k, v in REPORT_FIELDS.items()},
         "answers": {k: _(v) for k, v in answers.items()},
+        "languages": {code: names.get(code, code) for code in SUPPORTED},
     }
+
+
+def country(code: str | None, locale: str) -> str:
+    """A report's country (ISO 3166 alpha-2, flows.setup.country) by its name in the responder's
+    language; anything else as it is written."""
+    if not code:
+        return ""
+    if len(code) == 2 and code.isascii() and code.isalpha():
+        return str(Locale.parse(locale).territories.get(code.upper(), code))
+    return code
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

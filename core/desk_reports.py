@@ -127,6 +127,27 @@ async def list_reports(
     return [(r, h, v) for r, h, v in (await session.execute(query)).all()]
 
 
+async def filed_between(
+    session: AsyncSession,
+    *,
+    org_id: uuid.UUID,
+    defender_id: uuid.UUID,
+    start: datetime,
+    end: datetime | None,
+    limit: int = 20,
+) -> list[tuple[uuid.UUID, str, datetime]]:
+    """The defender's reports filed from ``start`` (an urgent report's alert is raised with
+    it, at the same moment) until ``end`` (None: still open), oldest first: (id, receipt
+    code, filed at). An urgent report while that alert is open is folded into it."""
+    query = select(Report.id, Report.receipt_code, Report.created_at).where(
+        Report.org_id == org_id, Report.defender_id == defender_id, Report.created_at >= start
+    )
+    if end is not None:
+        query = query.where(Report.created_at <= end)
+    query = query.order_by(Report.created_at, Report.id).limit(limit)
+    return [(i, code, at) for i, code, at in (await session.execute(query)).all()]
+
+
 async def get_report(
     session: AsyncSession, org_id: uuid.UUID, report_id: uuid.UUID
 ) -> Report | None:

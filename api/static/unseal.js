@@ -74,12 +74,23 @@ function element(tag, text, className) {
   return node;
 }
 
+// Coordinates read left to right on every page: in Arabic's right-to-left flow the bidi
+// algorithm would move a longitude's minus sign to its end and swap the pair around.
 function mapLink(spot, labels) {
   const link = element("a",
     `${Number(spot.latitude).toFixed(5)}, ${Number(spot.longitude).toFixed(5)}`);
+  link.dir = "ltr";
   link.href = `geo:${Number(spot.latitude)},${Number(spot.longitude)}`;
   link.title = labels.map;
   return link;
+}
+
+// What a defender wrote, in whatever script: laid out by its own first strong letter, not the
+// page's (Spanish on an Arabic page keeps its full stop at the end, and Arabic on an English one).
+function written(tag, text) {
+  const node = element(tag, text);
+  node.dir = "auto";
+  return node;
 }
 
 // A report: its coded answers, then each part the defender sent, sealed on arrival inside it.
@@ -103,7 +114,8 @@ function showReport(item, body, context) {
   fact("count", body.count_withheld ? fields.withheld || "withheld" : body.count);
   fact("consent", body.consent ? say(body.consent) : "");
   fact("priority", body.priority ? say(body.priority) : "");
-  fact("language", body.language);
+  const languages = words.languages || {};
+  fact("language", body.language ? languages[body.language] || String(body.language) : "");
   item.append(facts);
   for (const part of body.parts || []) {
     const opened = openBlob(fromBase64(part), item.dataset.record, "report.part", keys, org);
@@ -116,9 +128,9 @@ function showReport(item, body, context) {
     if ("text" in piece) {
       const heading = piece.correction ? fields.correction || "correction"
         : "caption" in piece ? fields.caption || "caption" : fields.text || "text";
-      block.append(element("h3", heading), element("p", String(piece.text)));
+      block.append(element("h3", heading), written("p", String(piece.text)));
     } else if ("place" in piece) {
-      block.append(element("h3", fields.place || "place"), element("p", String(piece.place)));
+      block.append(element("h3", fields.place || "place"), written("p", String(piece.place)));
     } else if ("location" in piece) {
       block.append(element("h3", fields.location || "location"), mapLink(piece.location, labels));
     } else if ("withheld" in piece) { // a PIN typed as an answer (flows/report.py)
@@ -200,7 +212,8 @@ function show(item, body, context) {
     // Its plaintext names its alert: a note moved to another alert is refused.
     const here = body.alert === item.dataset.alert;
     item.textContent = here ? String(body.text) : context.labels.foreign;
-    if (!here) item.classList.add("refused");
+    if (here) item.dir = "auto";
+    else item.classList.add("refused");
   } else if (typeof body === "string") {
     item.textContent = body;
   } else {

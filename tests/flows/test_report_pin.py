@@ -114,8 +114,8 @@ async def test_a_count_that_is_a_pin_is_withheld_and_the_desk_is_told(
 ) -> None:
     """Review: a defender whose real answer to "How many people, roughly?" equalled their PIN
     had the count dropped silently: the desk read "no count", as for "Not sure". Written
-    "1,234" (PIN 1234) the PIN went into the report as the count 1234. Now the number is not kept, the
-    report says a number was withheld there, and the phone shows exactly what any number
+    "1,234" (PIN 1234), the PIN went into the report as the count 1234. Now the number is not
+    kept, the report says a number was withheld there, and the phone shows exactly what any number
     gets (R8: telling the defender would tell whoever holds the phone which number is the
     PIN)."""
     people = [
