@@ -53,7 +53,11 @@ def accept(raw_body: bytes, headers: dict[str, str], secret: bytes) -> bool:
     return True
 ```
 
-Answer 2xx once the event is stored; anything else is retried with backoff. Acknowledge or
+Answer 2xx once the event is stored; anything else is retried with backoff for about 3 to 6
+hours, then given up (listed among the endpoint's deliveries, where an admin can replay it).
+An endpoint learns of an alert with `alert.triggered`; if that event was given up, the next
+event about the alert comes as `alert.triggered` in its place (its body says where the alert
+stands). Every alert event carries the whole alert (key it by `alert.id`). Acknowledge or
 resolve back with an API token: `POST /api/v1/alerts/by-dedup/{dedup_key}/acknowledge`.
 An alert event's `dedup_key` names one alert: the defender's next alert of the same kind has
 its own, and a reopened alert gets a new one, which its next events carry (`alert.id` stays the
