@@ -48,15 +48,22 @@ GENERIC = {
 
 
 class ApiError(Exception):
-    """An answer to the client: HTTP status and an untranslated message id."""
+    """An answer to the client: HTTP status and an untranslated message id; ``extra``: more
+    fields of the API's JSON answer (never on a dashboard page), e.g. the scope missing."""
 
     def __init__(
-        self, status: int, message: str, *, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers
+        self.extra = extra
 
 
 def locale_of(request: Request) -> str:
@@ -117,7 +124,11 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     # The dashboard's routes answer their own refusals; one that still gets here (a session
     # found dead as the request commits: api.deps.get_db) is a page too.
-    response = failed(request, exc.status, exc.message)
+    response: Response
+    if exc.extra and not _pages(request):
+        response = answer(request, exc.status, exc.message, **exc.extra)
+    else:
+        response = failed(request, exc.status, exc.message)
     response.headers.update(exc.headers or {})
     return response
 
