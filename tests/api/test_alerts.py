@@ -284,3 +284,19 @@ async def test_a_refused_value_says_what_the_field_accepts(desk: Desk) -> None:
     assert told["ctx"] == {"expected": "'triggered', 'acknowledged' or 'resolved'"}
     assert limit.json()["detail"][0]["ctx"] == {"le": 200}
     assert "ctx" not in missing.json()["detail"][0]  # a missing field: nothing to add
+
+
+async def test_the_timeline_names_the_token_that_acknowledged(desk: Desk) -> None:
+    """Found walking the API as an integrator: an alert acknowledged by an API token showed
+    the actor "api" on its timeline (the dashboard showed "api", untranslated), while its
+    resolve and notes showed "token:<id>" as documented: with two integrations, nobody could
+    tell which acknowledged it."""
+    alert = desk.a.alert
+    assert alert is not None
+    async with await desk.client(desk.a, "token") as c:
+        await c.post(f"/api/v1/alerts/by-dedup/{alert.dedup_key}/acknowledge")
+        await c.post(f"/api/v1/alerts/{alert.id}/resolve", json={"outcome": "safe"})
+        detail = (await c.get(f"/api/v1/alerts/{alert.id}")).json()
+    actors = {e["kind"]: e["actor"] for e in detail["timeline"]}
+    assert actors["resolved"].startswith("token:")
+    assert actors["acknowledged"] == actors["resolved"]
