@@ -165,8 +165,8 @@ def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]
     costs each request."""
 
     async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
-        if scope not in _settled(principal).scopes:
-            raise ApiError(403, errors.FORBIDDEN)
+        if scope not in _settled(principal).scopes:  # named: a token's owner adds it
+            raise ApiError(403, errors.FORBIDDEN, extra={"missing_scope": scope})
         return principal
 
     async def check_admin(principal: Annotated[Principal, Depends(_admin)]) -> Principal:

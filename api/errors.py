@@ -48,15 +48,22 @@ GENERIC = {
 
 
 class ApiError(Exception):
-    """An answer to the client: HTTP status and an untranslated message id."""
+    """An answer to the client: HTTP status and an untranslated message id; ``extra``: more
+    fields of the API's JSON answer (never on a dashboard page), e.g. the scope missing."""
 
     def __init__(
-        self, status: int, message: str, *, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers
+        self.extra = extra
 
 
 def locale_of(request: Request) -> str:
@@ -117,7 +124,11 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     # The dashboard's routes answer their own refusals; one that still gets here (a session
     # found dead as the request commits: api.deps.get_db) is a page too.
-    response = failed(request, exc.status, exc.message)
+    response: Response
+    if exc.extra and not _pages(request):
+        response = answer(request, exc.status, exc.message, **exc.extra)
+    else:
+        response = failed(request, exc.status, exc.message)
     response.headers.update(exc.headers or {})
     return response
 
@@ -141,12 +152,27 @@ async def _invalid(request: Request, exc: Exception) -> Response:
         found = exc.errors()
         in_path = bool(found) and all(tuple(e.get("loc", ()))[:1] == ("path",) for e in found)
         return failed(request, 404 if in_path else 422, NOT_FOUND if in_path else INVALID)
-    # Where and what kind of error only: pydantic's "input" would echo secrets back.
+    # Where and what kind of error, and what the schema accepts (CTX_KEYS: an enum's values, a
+    # bound), never what was sent: pydantic's "input" would echo secrets back.
     errors = [
         {"loc": list(e.get("loc", ())), "msg": translated(request, INVALID), "type": e["type"]}
+        | _accepted(e.get("ctx"))
         for e in exc.errors()
     ]
     return JSONResponse({"detail": errors}, status_code=422)
+
+
+# What a validation error's context may say: taken from the schema, never from the input.
+CTX_KEYS = ("expected", "ge", "gt", "le", "lt", "min_length", "max_length")
+
+
+def _accepted(ctx: object) -> dict[str, object]:
+    """``{"ctx": {...}}`` with what the field accepts (an outcome's values, a limit's bound),
+    as FastAPI's own answer has it, so a client is told what to send; {} when nothing is."""
+    if not isinstance(ctx, dict):
+        return {}
+    kept = {k: ctx[k] for k in CTX_KEYS if isinstance(ctx.get(k), str | int | float)}
+    return {"ctx": kept} if kept else {}
 
 
 async def _aborted(request: Request, exc: Exception) -> Response:

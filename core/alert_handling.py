@@ -38,9 +38,12 @@ async def acknowledge(
     responder_id: uuid.UUID | None,
     now: datetime,
     via: str,
+    actor: str | None = None,
 ) -> bool:
     """Stop the repeats; if it is still open after the ack timeout, it triggers again.
     ``via``: "api" (a token), "desk" (a responder in the dashboard) or "chat" (the group).
+    ``actor``: who, as the timeline and the audit log write it ("token:<id>" for an API
+    token); by default the responder, else ``via``.
     False when the alert was no longer waiting (acknowledged or resolved meanwhile)."""
     alert = await lock(session, alert)
     if alert.state is not AlertState.triggered:
@@ -48,7 +51,8 @@ async def acknowledge(
     alert.state = AlertState.acknowledged
     alert.acknowledged_at, alert.acknowledged_by = now, responder_id
     alert.next_step_at = escalation.ack_deadline(actions.policy(alert), now)
-    actor = f"responder:{responder_id}" if responder_id else via
+    if actor is None:
+        actor = f"responder:{responder_id}" if responder_id else via
     session.add(actions.event(alert, "acknowledged", now, actor=actor, via=via))
     if escalation.desk_told(alert.kind, alert.step):
         defender = await defender_of(session, alert)

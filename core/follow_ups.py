@@ -168,7 +168,7 @@ async def closing(
                 handle=defender.handle,
                 event_type="alert.resolved",
                 stem=stem,
-                known=await _known(session, alert),
+                known=await _known(session, alert, given_up=True),
             )
         )
     await enqueue_many(session, vault, items, now=now)
@@ -191,6 +191,8 @@ async def webhook_event(
     await enqueue_many(session, vault, items, now=now)
 
 
-async def _known(session: AsyncSession, alert: Alert) -> set[uuid.UUID]:
-    """The endpoints that heard of this alert (its ``alert.triggered`` was queued to them)."""
-    return {hook_id for _a, hook_id in await webhook_events.introduced(session, [alert.id])}
+async def _known(session: AsyncSession, alert: Alert, *, given_up: bool = False) -> set[uuid.UUID]:
+    """The endpoints that heard of this alert (its ``alert.triggered`` was queued to them and,
+    unless ``given_up``, not given up on: ``webhook_events.introduced``)."""
+    found = await webhook_events.introduced(session, [alert.id], given_up=given_up)
+    return {hook_id for _a, hook_id in found}

@@ -93,10 +93,13 @@ TRIGGERED = "alert.triggered"
 
 
 async def introduced(
-    session: AsyncSession, alert_ids: Collection[uuid.UUID]
+    session: AsyncSession, alert_ids: Collection[uuid.UUID], *, given_up: bool = False
 ) -> set[tuple[uuid.UUID, uuid.UUID]]:
-    """The (alert, endpoint) pairs an ``alert.triggered`` was queued for, in one query: an
-    open alert's outbox rows are all kept (core.retention)."""
+    """The (alert, endpoint) pairs an ``alert.triggered`` was queued for and not given up on,
+    in one query: an open alert's outbox rows are all kept (core.retention). One given up
+    (dead: the receiver was down for hours) told nothing, so the endpoint's next event about
+    the alert announces it again; ``given_up``: count it as told all the same (the end of the
+    alert: a replay of the dead event must not leave the desk's case open)."""
     if not alert_ids:
         return set()
     stmt = select(OutboxMessage.alert_id, OutboxMessage.webhook_id).where(
@@ -104,6 +107,8 @@ async def introduced(
         OutboxMessage.webhook_id.is_not(None),
         OutboxMessage.idempotency_key.like(f"%:{TRIGGERED}|webhook:%"),
     )
+    if not given_up:
+        stmt = stmt.where(OutboxMessage.state != OutboxState.dead)
     return {(a, h) for a, h in await session.execute(stmt) if a is not None and h is not None}
 
 
@@ -119,9 +124,10 @@ def event_items(
     """Outbox items for ``event_type`` to each of the organisation's ``hooks``.
 
     An external desk learns of an alert with ``alert.triggered`` first. ``known``: the
-    endpoints that were told (``introduced``; None: all of them). Another one, added since,
-    gets ``alert.triggered`` in place of a later event (the body says where the alert
-    stands), and nothing of the end of an alert it never heard of."""
+    endpoints that were told (``introduced``; None: all of them). Another one, added since
+    (or whose ``alert.triggered`` was given up), gets ``alert.triggered`` in place of a later
+    event (the body says where the alert stands), and nothing of the end of an alert it never
+    heard of."""
     items = []
     for hook_id in hooks:
         kind = event_type

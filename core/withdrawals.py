@@ -105,24 +105,30 @@ async def behind_alarms(session: AsyncSession, rows: list[OutboxMessage]) -> set
     of that alert waiting or being sent by another batch (another worker's: several share
     the queue), at the same address: they wait for it, else "they are safe" could arrive
     before "they may need help". Within one batch the per-person spacing keeps the order.
+    A webhook's recipient is its endpoint (they have no address): an endpoint's
+    ``alert.resolved`` waits for its own ``alert.triggered``, never for another endpoint's
+    retries (one down or paused held a working case system's all-clear for up to an hour).
     Alarms withdrawn at the close (``withdraw_steps``) are not waited for."""
     clears = [r for r in rows if r.alert_id is not None and all_clear(r.idempotency_key)]
     if not clears:
         return set()
     mine = {r.id for r in rows}
     stmt = select(
-        OutboxMessage.alert_id, OutboxMessage.address_id, OutboxMessage.idempotency_key
+        OutboxMessage.alert_id,
+        OutboxMessage.address_id,
+        OutboxMessage.webhook_id,
+        OutboxMessage.idempotency_key,
     ).where(
         OutboxMessage.alert_id.in_({r.alert_id for r in clears}),
         OutboxMessage.state.in_((OutboxState.pending, OutboxState.sending)),
         OutboxMessage.id.not_in(mine),
     )
     waiting = {
-        (alert_id, address_id)
-        for alert_id, address_id, k in (await session.execute(stmt)).all()
+        (alert_id, address_id, webhook_id)
+        for alert_id, address_id, webhook_id, k in (await session.execute(stmt)).all()
         if step_notice(k)
     }
-    return {r.id for r in clears if (r.alert_id, r.address_id) in waiting}
+    return {r.id for r in clears if (r.alert_id, r.address_id, r.webhook_id) in waiting}
 
 
 def withdraw(row: OutboxMessage) -> None:

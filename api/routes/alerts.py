@@ -137,7 +137,13 @@ async def acknowledge_alert(
     _open(alert)
     via = "api" if principal.responder_id is None else "desk"
     if not await alert_handling.acknowledge(
-        session, vault, alert=alert, responder_id=principal.responder_id, now=now, via=via
+        session,
+        vault,
+        alert=alert,
+        responder_id=principal.responder_id,
+        now=now,
+        via=via,
+        actor=principal.actor,  # "token:<id>": which integration, as resolve and notes say
     ):  # already acknowledged (a retry, a colleague first): answered as done, not audited
         _open(alert)  # read again under the engine's lock: resolved meanwhile, not open
         return out(alert, await desk_alerts.handle_of(session, alert.defender_id))

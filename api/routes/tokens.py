@@ -64,7 +64,7 @@ async def create_token(
 ) -> NewToken:
     """Create a token with the given scopes; the token is shown in this answer only."""
     if not set(body.scopes) <= auth.TOKEN_SCOPES:
-        raise ApiError(400, BAD_SCOPE)
+        raise ApiError(400, BAD_SCOPE, extra={"allowed": sorted(auth.TOKEN_SCOPES)})
     row, plaintext = await api_tokens.create_token(
         session, org_id=principal.org_id, name=body.name, scopes=body.scopes, now=now
     )

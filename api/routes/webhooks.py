@@ -26,7 +26,10 @@ NOT_DEAD = N_("only a delivery that was given up on can be replayed")
 
 RECEIVER = """
 Every event is a POST with a JSON body (`event_id`, `type`, `dedup_key`, `org`, `alert`; a
-`report.filed` event also has `report`, below) and the headers `Amparo-Event-Id` and
+`report.filed` event also has `report`, a `rollcall.closed` event `rollcall`, below). The
+`type` is one of `alert.triggered`, `alert.escalated` (the alert went to its next desk step,
+or triggered again when its acknowledgement timed out), `alert.acknowledged`,
+`alert.resolved`, `report.filed` and `rollcall.closed`. The headers are `Amparo-Event-Id` and
 `Amparo-Signature: t=<unix>,v1=<hex>[,v1=<hex>]`, where each v1 is HMAC-SHA256(secret,
 "<t>.<raw body>"). During a secret rotation the old secrets sign too (up to three v1 in all),
 so accept any v1 that matches. Reject a `t` more than 300 s from your clock and an event id
@@ -53,7 +56,11 @@ def accept(raw_body: bytes, headers: dict[str, str], secret: bytes) -> bool:
     return True
 ```
 
-Answer 2xx once the event is stored; anything else is retried with backoff. Acknowledge or
+Answer 2xx once the event is stored; anything else is retried with backoff for about 3 to 6
+hours, then given up (listed among the endpoint's deliveries, where an admin can replay it).
+An endpoint learns of an alert with `alert.triggered`; if that event was given up, the next
+event about the alert comes as `alert.triggered` in its place (its body says where the alert
+stands). Every alert event carries the whole alert (key it by `alert.id`). Acknowledge or
 resolve back with an API token: `POST /api/v1/alerts/by-dedup/{dedup_key}/acknowledge`.
 An alert event's `dedup_key` names one alert: the defender's next alert of the same kind has
 its own, and a reopened alert gets a new one, which its next events carry (`alert.id` stays the
@@ -65,6 +72,11 @@ A `report.filed` event tells of an incident report a defender filed: its `alert`
 `report` holds `id`, `defender` (the handle) and `filed_at`. It carries nothing the defender
 wrote or chose: open the report in the dashboard or with `amparo reports open`. Events about
 alerts have no `report`.
+
+A `rollcall.closed` event tells that a roll-call closed: its `alert` is null, its `dedup_key`
+is `rollcall:<roll-call id>`, and its `rollcall` holds `id`, `created_at`, `closes_at`,
+`closed_at` and the counts `recipients`, `safe`, `help` and `unanswered` (no text, no
+handles: `GET /api/v1/rollcalls/{id}` has the answers).
 """
 
 

@@ -261,3 +261,42 @@ async def test_a_client_tells_a_note_the_defender_wrote(desk: Desk) -> None:
     assert added[str(mine.id)] == "defender"
     (other,) = (n["id"] for n in detail["notes"] if n["id"] != str(mine.id))
     assert added[other].startswith("token:")
+
+
+async def test_a_refused_value_says_what_the_field_accepts(desk: Desk) -> None:
+    """Found walking the API as an integrator: resolving with an outcome the API does not
+    know answered 422 "the request is not valid", type "literal_error", and nothing said which
+    outcomes exist. The answer names what the schema accepts (never what was sent)."""
+    assert desk.a.alert is not None
+    key = desk.a.alert.dedup_key
+    async with await desk.client(desk.a, "token") as c:
+        outcome = await c.post(
+            f"/api/v1/alerts/by-dedup/{key}/resolve", json={"outcome": "SECRET-CANARY"}
+        )
+        state = await c.get("/api/v1/alerts", params={"state": "closed"})
+        limit = await c.get("/api/v1/alerts", params={"limit": 1000})
+        missing = await c.post(f"/api/v1/alerts/by-dedup/{key}/resolve", json={})
+    assert outcome.status_code == 422 and "SECRET-CANARY" not in outcome.text
+    [told] = outcome.json()["detail"]
+    assert told["loc"] == ["body", "outcome"] and told["type"] == "literal_error"
+    assert told["ctx"] == {"expected": "'safe', 'false_alarm', 'intervention' or 'other'"}
+    [told] = state.json()["detail"]
+    assert told["ctx"] == {"expected": "'triggered', 'acknowledged' or 'resolved'"}
+    assert limit.json()["detail"][0]["ctx"] == {"le": 200}
+    assert "ctx" not in missing.json()["detail"][0]  # a missing field: nothing to add
+
+
+async def test_the_timeline_names_the_token_that_acknowledged(desk: Desk) -> None:
+    """Found walking the API as an integrator: an alert acknowledged by an API token showed
+    the actor "api" on its timeline (the dashboard showed "api", untranslated), while its
+    resolve and notes showed "token:<id>" as documented: with two integrations, nobody could
+    tell which acknowledged it."""
+    alert = desk.a.alert
+    assert alert is not None
+    async with await desk.client(desk.a, "token") as c:
+        await c.post(f"/api/v1/alerts/by-dedup/{alert.dedup_key}/acknowledge")
+        await c.post(f"/api/v1/alerts/{alert.id}/resolve", json={"outcome": "safe"})
+        detail = (await c.get(f"/api/v1/alerts/{alert.id}")).json()
+    actors = {e["kind"]: e["actor"] for e in detail["timeline"]}
+    assert actors["resolved"].startswith("token:")
+    assert actors["acknowledged"] == actors["resolved"]

@@ -299,3 +299,27 @@ async def test_it_keeps_only_token_hashes_and_honours_revocation(desk: Desk) -> 
     async with desk.sessions() as s:
         hashes = (await s.execute(select(ApiToken.token_hash))).scalars().all()
     assert all(token.encode() not in h for h in hashes)
+
+
+async def test_a_token_refused_for_a_scope_is_told_which(desk: Desk) -> None:
+    """Found walking the API as an integrator: a token without ``alerts:write`` acknowledging
+    by dedup key got 403 "your role does not allow this" (a token has no role), and a token
+    asked for with a scope a token cannot hold got 400 naming none: the integrator could not
+    tell what to ask the desk's admin for. The answers name the scope missing, and the
+    scopes a token may hold."""
+    assert desk.a.alert is not None
+    async with await desk.client(desk.a, "admin") as admin:
+        made = await admin.post(
+            "/api/v1/tokens", json={"name": "hotline", "scopes": ["alerts:read"]}
+        )
+        refused = await admin.post("/api/v1/tokens", json={"name": "x", "scopes": ["org:admin"]})
+    async with desk.anonymous() as c:
+        c.headers["Authorization"] = f"Bearer {made.json()['token']}"
+        ack = await c.post(f"/api/v1/alerts/by-dedup/{desk.a.alert.dedup_key}/acknowledge")
+        queue = await c.get("/api/v1/defenders")
+    assert ack.status_code == 403 and ack.json()["missing_scope"] == "alerts:write"
+    assert queue.status_code == 403 and queue.json()["missing_scope"] == "defenders:read"
+    assert refused.status_code == 400
+    allowed = refused.json()["allowed"]
+    assert "alerts:write" in allowed and "org:admin" not in allowed
+    assert sorted(allowed) == sorted(auth.TOKEN_SCOPES)

@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import select
 
 from api.routes.webhooks import RECEIVER
-from core import webhook_secrets
+from core import rollcall_closing, webhook_events, webhook_secrets
 from core.db import transaction
-from core.models import OutboxMessage, OutboxState, Webhook
+from core.models import Broadcast, OutboxMessage, OutboxState, Webhook
+from core.rollcalls import Tally
 from tests.api.conftest import Desk
 
 Accept = Callable[[bytes, dict[str, str], bytes], bool]
@@ -243,3 +244,20 @@ async def test_production_refuses_webhooks_to_private_addresses(desk: Desk) -> N
     async with await desk.client(desk.a, "admin") as c:  # an operator's choice: a desk nearby
         allowed = await c.post("/api/v1/webhooks", json={"url": "https://10.0.0.5/in"})
     assert allowed.status_code == 201
+
+
+def test_the_receiver_documentation_names_every_event_and_its_fields() -> None:
+    """Found walking the API as an integrator: the documentation the desk serves (POST
+    /webhooks in the OpenAPI) named alert.triggered and report.filed only; nothing said which
+    other types arrive, nor what a rollcall.closed event's ``rollcall`` holds."""
+    for event in webhook_events.EVENTS:
+        assert f"`{event}`" in RECEIVER, event
+    closed = json.loads(
+        rollcall_closing.closed_body(
+            Broadcast(id=uuid.uuid4(), org_id=uuid.uuid4(), created_at=datetime.now(UTC)),
+            Tally(recipients=3, safe=1, help=1, unanswered=1),
+            event_id="e1",
+        )
+    )
+    for name in (*closed, *closed["rollcall"]):
+        assert f"`{name}`" in RECEIVER, name

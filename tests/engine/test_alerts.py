@@ -377,3 +377,45 @@ async def test_an_endpoint_added_while_an_alert_is_open_hears_of_it_triggered_fi
     ]
     assert heard[second] == ["alert.triggered", "alert.acknowledged", "alert.resolved"]
     assert third not in heard
+
+
+async def test_an_endpoint_whose_triggered_was_given_up_hears_of_the_alert_triggered_again(
+    world: World, sweep: Sweep
+) -> None:
+    """Found walking the API as an integrator: the receiver was down long enough for the
+    alert's "alert.triggered" to be given up (dead), and once back it got "alert.escalated"
+    for a dedup key it had never seen; a case system that opens cases on "alert.triggered",
+    as the documentation says an endpoint learns of an alert, never opened one. The next event
+    goes as "alert.triggered" instead (the body says where the alert stands); the end of the
+    alert still reaches it, so that replaying the dead event leaves no case open."""
+    alert = await raise_(world, AlertKind.panic)
+    async with transaction(world.sessions) as s:  # the receiver was down: given up
+        await s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.channel == "webhook")
+            .values(state=OutboxState.dead)
+        )
+    await sweep.run(T0 + 15 * MIN)  # the repeat
+    async with transaction(world.sessions) as s:
+        await alert_handling.acknowledge(
+            s, world.vault, alert=alert, responder_id=None, now=T0 + 16 * MIN, via="api"
+        )
+    async with transaction(world.sessions) as s:  # the re-announcement was given up too
+        await s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.channel == "webhook")
+            .values(state=OutboxState.dead)
+        )
+    async with transaction(world.sessions) as s:
+        await alert_handling.resolve(
+            s, world.vault, alert=alert, outcome="safe", actor="api", now=T0 + 17 * MIN
+        )
+    sent = [m.body for m in await outbox(world) if m.body is not None]
+    assert [b["type"] for b in sent] == [
+        "alert.triggered",  # given up
+        "alert.triggered",  # the repeat, announcing it again
+        "alert.acknowledged",
+        "alert.resolved",  # its triggered given up, but it heard of the alert
+    ]
+    assert sent[1]["alert"]["step"] == 2 and sent[2]["alert"]["state"] == "acknowledged"
+    assert {b["dedup_key"] for b in sent} == {alert.dedup_key}
