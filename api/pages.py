@@ -54,6 +54,9 @@ EVENTS = {
     "kept_open": N_("Kept open after the defender's check-in"),
     "missed_again": N_("The defender missed another check-in"),
     "raised_again": N_("The defender raised the alert again"),
+    "do_not_contact": N_(
+        "Another alert of this defender says not to contact their device: so does this one now"
+    ),
     "rollcall_help": N_("The defender answered a roll-call: they need help"),
     "checked_in": N_("The defender checked in"),
     "checked_in_under_duress": N_("The defender checked in with the duress PIN"),

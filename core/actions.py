@@ -169,8 +169,16 @@ def desk_message(
         minutes = max(1, round((now - alert.acknowledged_at).total_seconds() / 60))
         return notices.desk_ack_timeout(locale, defender.handle, minutes)
     repeat = reason == "repeat"
-    hidden = alert.do_not_contact and alert.kind not in DO_NOT_CONTACT  # those say it already
-    return notices.desk_alert(locale, alert.kind, defender.handle, repeat=repeat, hidden=hidden)
+    careful = alert.do_not_contact and alert.kind not in DO_NOT_CONTACT  # those say it already
+    hidden = careful and defender.status is DefenderStatus.hidden
+    return notices.desk_alert(
+        locale,
+        alert.kind,
+        defender.handle,
+        repeat=repeat,
+        hidden=hidden,
+        careful=careful and not hidden,
+    )
 
 
 # A message in these states reached its person, or is still trying to.

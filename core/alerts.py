@@ -132,6 +132,7 @@ async def raise_many(
     session.add_all(
         actions.event(a, "triggered", now, actor=actor, kind=str(kind)) for a in created
     )
+    await _careful_too(session, [a for a in created if a.do_not_contact], now)
     steps = [
         (a, people[a.defender_id], escalation.opening(kind, policies[a.defender_id], now))
         for a in created
@@ -189,6 +190,24 @@ async def _not_to_contact(session: AsyncSession, ids: list[uuid.UUID]) -> set[uu
         Alert.defender_id.in_(ids), Alert.open_key.is_not(None), Alert.do_not_contact.is_(True)
     )
     return set((await session.execute(stmt)).scalars())
+
+
+async def _careful_too(session: AsyncSession, careful: list[Alert], now: datetime) -> None:
+    """The defender's alerts opened before a do-not-contact one (a panic "called off" with
+    the duress PIN stays open beside the duress alert) become as careful: their next steps,
+    desk notices and webhook events must not have anyone call or write to that phone."""
+    if not careful:
+        return
+    stmt = select(Alert).where(
+        Alert.defender_id.in_({a.defender_id for a in careful}),
+        Alert.id.not_in([a.id for a in careful]),
+        Alert.open_key.is_not(None),
+        Alert.do_not_contact.is_(False),
+    ).execution_options(populate_existing=True)
+    for alert in (await session.execute(locked(stmt, session))).scalars():
+        alert.do_not_contact = True
+        alert.version += 1  # the fence: a step decided before this commit is stale
+        session.add(actions.event(alert, "do_not_contact", now))
 
 
 def _alert(

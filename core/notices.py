@@ -12,7 +12,7 @@ import uuid
 
 from core import i18n
 from core.messages import Choice, Outbound
-from core.models import AlertKind
+from core.models import DO_NOT_CONTACT, AlertKind
 
 SAFE_CHOICE = "safe"  # the key of the one-tap "I'm safe" button; flows then ask for the PIN
 SAFE_OUTCOMES = frozenset({"safe", "false_alarm"})  # contacts get an all-clear for these
@@ -70,9 +70,17 @@ def contact_all_clear(locale: str, handle: str) -> Outbound:
 
 
 def desk_alert(
-    locale: str, kind: AlertKind, handle: str, *, repeat: bool, hidden: bool = False
+    locale: str,
+    kind: AlertKind,
+    handle: str,
+    *,
+    repeat: bool,
+    hidden: bool = False,
+    careful: bool = False,
 ) -> Outbound:
-    """``hidden``: the defender "deleted their data" under duress (core.defenders.hide)."""
+    """``hidden``: the defender "deleted their data" under duress (core.defenders.hide).
+    ``careful``: not to contact for another alert of theirs (duress, a changed safety
+    number) opened before or beside this one."""
     _ = i18n.gettext(locale)
     if repeat:
         text = _("Still not acknowledged: the alert for {handle}. Open the desk now.")
@@ -101,6 +109,13 @@ def desk_alert(
             "Do NOT contact their device: their data was deleted under duress, and the phone "
             "may be in other hands."
         )
+    elif careful:
+        text += " " + _(
+            "Do NOT contact their device: another open alert of theirs says the phone may be "
+            "in other hands."
+        )
+    elif repeat and kind in DO_NOT_CONTACT:  # what the first notice said, for whoever is paged
+        text += " " + _("Do NOT contact their device.")
     return Outbound(text=text.format(handle=handle))
 
 
