@@ -3,7 +3,9 @@ send a broadcast and one to start a roll-call, one roll-call's answers by defend
 closing it early. Each form calls the desk API's own handler (api/routes/broadcasts.py,
 api/routes/rollcalls.py), so the rules, the tenancy (another organisation's roll-call: 404)
 and the audit entries are the API's; this module checks the session, its CSRF token and the
-scope first (``broadcasts:read`` to see, ``broadcasts:write`` to send, start or close)."""
+scope first (``broadcasts:read`` to see, ``broadcasts:write`` to send, start or close).
+Sending or starting is asked once more first (``confirm``): how many defenders it reaches,
+the message, and that it cannot be taken back; a way back keeps the message to edit."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from api.errors import N_, ApiError
 from api.pages import NOTICES, actor_names, render
 from api.routes import broadcasts as broadcasts_api
 from api.routes import rollcalls as rollcalls_api
-from core import broadcasts, desk_alerts, rollcalls
+from core import broadcast_chunks, broadcasts, desk_alerts, rollcalls
 from core.models import Responder
 
 router = APIRouter(include_in_schema=False)
@@ -30,6 +32,7 @@ READ, WRITE = "broadcasts:read", "broadcasts:write"
 # The text's own limit is the API's (core.broadcasts.MAX_TEXT): a longer one gets BAD_TEXT.
 Message = Annotated[str, Form(max_length=4 * broadcasts.MAX_TEXT)]
 Minutes = Annotated[str, Form(max_length=12)]
+Step = Annotated[str, Form(max_length=8)]  # "send": confirmed; "edit": back to the form
 
 BAD_TEXT = N_("Write the message to send: up to 2000 characters.")
 BAD_MINUTES = N_("A roll-call closes in 1 to 1440 minutes (24 hours).")
@@ -119,6 +122,7 @@ async def send_broadcast(
     now: NowDep,
     csrf: Text = "",
     text: Message = "",
+    step: Step = "",
 ) -> Response:
     """One message to every enrolled defender, in their language, at the lowest priority."""
     who = await _writer(request, session, now, csrf, "/broadcasts")
@@ -138,6 +142,10 @@ async def send_broadcast(
             text=text,
             form="broadcast",
         )
+    if step == "edit":
+        return await page(request, session, vault, now, who, text=text, form="broadcast")
+    if step != "send":
+        return await confirm(request, session, who, "/broadcasts", text=text)
     await broadcasts_api.send_broadcast(body, who.principal, session, vault, now)
     return to("/broadcasts?notice=sent")
 
@@ -151,6 +159,7 @@ async def start_rollcall(
     csrf: Text = "",
     text: Message = "",
     minutes: Minutes = "",
+    step: Step = "",
 ) -> Response:
     """Ask every enrolled defender "I'm safe" or "I need help" until the roll-call closes."""
     who = await _writer(request, session, now, csrf, "/broadcasts")
@@ -174,8 +183,35 @@ async def start_rollcall(
             minutes=minutes,
             form="rollcall",
         )
+    if step == "edit":
+        kept = {"text": text, "minutes": minutes}
+        return await page(request, session, vault, now, who, form="rollcall", **kept)
+    if step != "send":
+        return await confirm(request, session, who, "/rollcalls", text=text, minutes=minutes)
     started = await rollcalls_api.start_rollcall(body, who.principal, session, vault, now)
     return to(f"/rollcalls/{started.id}?notice=started")
+
+
+async def confirm(
+    request: Request,
+    session: SessionDep,
+    who: Viewer,
+    action: str,
+    *,
+    text: str,
+    minutes: str | None = None,
+) -> Response:
+    """Asked once more before it goes: nothing sent can be taken back from the phones."""
+    reach = await broadcast_chunks.reach_count(session, who.principal.org_id)
+    return render(
+        request,
+        "confirm_send.html",
+        me=who,
+        action=action,
+        text=text,
+        minutes=None if minutes is None else int(minutes.strip()),
+        reach=reach,
+    )
 
 
 @router.get("/rollcalls/{rollcall_id}")

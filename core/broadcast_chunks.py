@@ -29,7 +29,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Select, Table, exists, func, select, update
+from sqlalchemy import Select, Table, distinct, exists, func, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -101,6 +101,13 @@ def reachable(org_id: uuid.UUID) -> Select[uuid.UUID, str, bool, uuid.UUID, str]
             ChannelAddress.id,
         )
     )
+
+
+async def reach_count(session: AsyncSession, org_id: uuid.UUID) -> int:
+    """How many defenders a broadcast or a roll-call sent now would reach (``reachable``):
+    what the desk is told before it sends."""
+    count = reachable(org_id).with_only_columns(func.count(distinct(Defender.id)))
+    return int((await session.execute(count.order_by(None))).scalar_one())
 
 
 def first_addresses(rows: Iterable[Any]) -> list[Reach]:

@@ -513,6 +513,9 @@ async def test_a_responder_starts_a_rollcall_and_closes_it_early(
     await page.get_by_label("Roll-call message").fill("Raid last night. Check in now.")
     await page.get_by_label("Closes in (minutes)").fill("45")
     await page.get_by_role("button", name="Start the roll-call").click()
+    await expect(page.get_by_role("heading", name="Start this roll-call?")).to_be_visible()
+    await expect(page.locator("blockquote.text")).to_have_text("Raid last night. Check in now.")
+    await page.get_by_role("button", name="Start the roll-call").click()
     await expect(page.get_by_role("status")).to_have_text(
         "The roll-call is sent to every enrolled defender."
     )

@@ -99,7 +99,11 @@ async def test_a_responder_sends_a_broadcast_that_queues_a_message_each(desk: De
             assert "Write the message to send: up to 2000 characters." in refused.text
         assert await broadcasts_in_db(desk) == []
 
-        answer = await c.post("/broadcasts", data={"csrf": csrf, "text": TEXT})
+        asked = await c.post("/broadcasts", data={"csrf": csrf, "text": TEXT})
+        assert asked.status_code == 200 and "Send this broadcast?" in asked.text
+        assert "It goes to 2 defenders now" in asked.text  # desk.a's two, never desk.b's
+        assert await broadcasts_in_db(desk) == []  # asked once more: nothing sent yet
+        answer = await c.post("/broadcasts", data={"csrf": csrf, "text": TEXT, "step": "send"})
         assert answer.headers["location"] == "/broadcasts?notice=sent"
         page = await c.get(answer.headers["location"])
     (sent,) = await broadcasts_in_db(desk)
@@ -129,7 +133,10 @@ async def test_a_responder_starts_a_rollcall_sees_the_answers_and_closes_it(desk
         assert await broadcasts_in_db(desk) == []
 
         data = {"csrf": csrf, "text": TEXT, "minutes": "45"}
-        answer = await c.post("/rollcalls", data=data)
+        asked = await c.post("/rollcalls", data=data)
+        assert "Start this roll-call?" in asked.text and "for 45 minutes" in asked.text
+        assert await broadcasts_in_db(desk) == []
+        answer = await c.post("/rollcalls", data={**data, "step": "send"})
         started = STARTED.match(answer.headers["location"])
         assert started is not None
         rid = uuid.UUID(started.group(1))
@@ -209,3 +216,20 @@ async def test_the_page_reads_in_arabic_right_to_left(desk: Desk) -> None:
         page = await c.get("/broadcasts")
     assert page.status_code == 200 and 'dir="rtl"' in page.text
     assert "Broadcasts and roll-calls" not in page.text and "Start the roll-call" not in page.text
+
+
+async def test_sending_is_asked_once_more_and_the_way_back_keeps_the_message(desk: Desk) -> None:
+    """A broadcast or a roll-call cannot be taken back from the defenders' phones: one click
+    on the form only shows how many it reaches and the message, and "Change the message"
+    brings the form back filled in."""
+    async with transaction(desk.sessions) as s:
+        await people(s, desk, desk.a, ("en", "active", "telegram"))
+    async with browser(desk, desk.a, "responder") as (c, csrf):
+        for path, more in (("/broadcasts", {}), ("/rollcalls", {"minutes": "30"})):
+            data = {"csrf": csrf, "text": TEXT, **more}
+            asked = await c.post(path, data=data)
+            assert "It goes to 1 defender now, and cannot be taken back" in asked.text
+            assert 'name="step" value="send"' in asked.text and TEXT in asked.text
+            back = await c.post(path, data={**data, "step": "edit"})
+            assert back.status_code == 200 and f">{TEXT}</textarea>" in back.text
+    assert await broadcasts_in_db(desk) == []
