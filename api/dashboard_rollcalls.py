@@ -184,8 +184,9 @@ async def start_rollcall(
             form="rollcall",
         )
     if step == "edit":
-        kept = {"text": text, "minutes": minutes}
-        return await page(request, session, vault, now, who, form="rollcall", **kept)
+        return await page(
+            request, session, vault, now, who, text=text, minutes=minutes, form="rollcall"
+        )
     if step != "send":
         return await confirm(request, session, who, "/rollcalls", text=text, minutes=minutes)
     started = await rollcalls_api.start_rollcall(body, who.principal, session, vault, now)
