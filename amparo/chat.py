@@ -3,7 +3,8 @@
 The console channel reads one message per line; the flow engine handles it; the dispatcher
 delivers the replies (and anything else queued for console addresses, such as a trusted
 contact's alert) before the next line is read. Timers are swept every second, so reminders
-and escalations happen while you type. ``--org`` issues a fresh invite code to start with.
+and escalations happen while you type. ``--org`` issues a fresh invite code to start with,
+unless the address is already a defender's (an unused code would stay valid for days).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from core import logs
 from core.accounts import find_org
 from core.config import Settings
 from core.db import transaction
-from core.defenders import create_invite
+from core.defenders import address_index, create_invite, find_address
 from core.dispatch import Dispatcher
 from core.i18n import operator_gettext as _
 from core.models import utcnow
@@ -34,10 +35,15 @@ async def chat(settings: Settings, *, org: str | None, address: str, language: s
         if org is not None:
             async with transaction(rt.sessions) as session:
                 found = await find_org(session, org)
-                _row, code = await create_invite(
-                    session, rt.vault, org_id=found.id, purpose="defender", now=utcnow()
-                )
-            console.print(_("Send this invite code to start: {code}").format(code=code))
+                index = address_index(rt.vault, "console", address)
+                mine = await find_address(session, "console", index)
+                code = None
+                if mine is None or mine.defender_id is None:  # a defender's needs no new one
+                    _row, code = await create_invite(
+                        session, rt.vault, org_id=found.id, purpose="defender", now=utcnow()
+                    )
+            if code is not None:
+                console.print(_("Send this invite code to start: {code}").format(code=code))
         owner = owner_id()
         dispatcher = Dispatcher(rt.sessions, rt.vault, {"console": console}, owner=owner)
         sweep = Sweep(rt.sessions, rt.vault, owner=owner)

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,7 +21,7 @@ from core.defenders import create_invite
 from core.dispatch import Dispatcher
 from core.messages import Address, Choice, Inbound, Outbound
 from core.migrate import alembic_config
-from core.models import Alert, AlertKind, Base, Organisation, utcnow
+from core.models import Alert, AlertKind, Base, InviteCode, Organisation, utcnow
 from flows.engine import Engine
 
 
@@ -127,5 +127,20 @@ async def test_it_chats_in_a_subprocess(db_url: str, tmp_path: Path) -> None:
     assert "rosa" not in result.stderr and "4826" not in result.stderr  # nothing personal logged
     async with sessions() as s:
         kinds = sorted(str(a.kind) for a in (await s.execute(select(Alert))).scalars())
-    await engine.dispose()
     assert kinds == [AlertKind.duress, AlertKind.panic]
+    # --org again: rosa is a defender already, and an unused code would stay valid for days
+    for who, offered in (("rosa", False), ("newcomer", True)):
+        again = subprocess.run(
+            [sys.executable, "-m", "amparo", "chat", "--org", "Desk", "--as", who],
+            input="",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert again.returncode == 0, again.stderr
+        assert ("Send this invite code to start:" in again.stdout) is offered, again.stdout
+    async with sessions() as s:
+        invites = (await s.execute(select(func.count()).select_from(InviteCode))).scalar_one()
+    await engine.dispose()
+    assert invites == 2  # rosa's first and the newcomer's
