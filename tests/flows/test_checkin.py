@@ -121,7 +121,7 @@ async def test_it_runs_a_check_in_dialog_in_french(desk: Desk) -> None:
             ("/checkin", "Confirmations : que voulez-vous faire ?"),
             (Pick("custom"), "Combien de temps, ou jusqu'à quand ?"),
             ("à 18h30", "Minuteur lancé : confirmez avant 18:30 (dans 9 heures)."),
-            ("/status", "Votre prochaine confirmation est prévue 18:30"),
+            ("/status", "Votre prochaine confirmation : 18:30"),
             ("/safe", "Envoyez votre code PIN pour confirmer."),
             (CANCEL_PIN, "Merci. Nous avons noté que tout va bien."),
         ],
@@ -136,3 +136,18 @@ async def test_it_takes_a_timer_given_in_words(desk: Desk) -> None:
     await ana.say("dos horas")
     (timer,) = await timers(desk)
     assert timer.due_at.replace(tzinfo=UTC) == datetime(2026, 5, 4, 17, 0, tzinfo=UTC)
+
+
+async def test_a_deadline_on_another_day_reads_well_in_every_language(desk: Desk) -> None:
+    """The time is "22:00" today but "lun 22:00" on another day: "antes de las {when}" and
+    "est prévue {when}" read wrongly with a day; the sentences put the time after a colon."""
+    for language, set_, status in (
+        ("es", "Temporizador en marcha. Plazo para confirmar: ", "Tu próxima confirmación: "),
+        ("fr", "Minuteur lancé : confirmez avant ", "Votre prochaine confirmation : "),
+        ("pt", "Temporizador definido: confirme até ", "A sua próxima confirmação: "),
+    ):
+        chat = await onboard(desk, f"defender-{language}", language=language)
+        await chat.say("/checkin")
+        await chat.say(Pick("custom"))
+        assert (await chat.text("48h")).startswith(set_), language
+        assert (await chat.text("/status")).startswith(status), language
