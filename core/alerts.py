@@ -198,12 +198,16 @@ async def _careful_too(session: AsyncSession, careful: list[Alert], now: datetim
     desk notices and webhook events must not have anyone call or write to that phone."""
     if not careful:
         return
-    stmt = select(Alert).where(
-        Alert.defender_id.in_({a.defender_id for a in careful}),
-        Alert.id.not_in([a.id for a in careful]),
-        Alert.open_key.is_not(None),
-        Alert.do_not_contact.is_(False),
-    ).execution_options(populate_existing=True)
+    stmt = (
+        select(Alert)
+        .where(
+            Alert.defender_id.in_({a.defender_id for a in careful}),
+            Alert.id.not_in([a.id for a in careful]),
+            Alert.open_key.is_not(None),
+            Alert.do_not_contact.is_(False),
+        )
+        .execution_options(populate_existing=True)
+    )
     for alert in (await session.execute(locked(stmt, session))).scalars():
         alert.do_not_contact = True
         alert.version += 1  # the fence: a step decided before this commit is stale
