@@ -22,6 +22,7 @@ from api import (
     dashboard_keys,
     dashboard_reports,
     dashboard_rollcalls,
+    openapi,
 )
 from api.deps import NowDep, SessionDep, signed_in
 from api.pages import STATIC, error_page
@@ -169,6 +170,7 @@ def create_app(settings: Settings, engine: AsyncEngine, vault: Vault) -> FastAPI
     # machines (external desks, integrations polling the queue) where the dashboard's are people.
     # No dashboard path starts with /api/v1, so the order changes no match.
     install(app)  # the desk API; no-store and security headers on every answer; size limits
+    openapi.install(app)  # its document names how to sign in and what a refusal is
     for pages in PAGES:  # the responders' pages at /
         app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -68,8 +68,9 @@ async def page(
     form: str | None = None,
 ) -> Response:
     """The page, with what a refused form held (``form``: which one) filled in again."""
-    sent = await broadcasts_api.list_broadcasts(who.principal, session, vault)
-    calls = await rollcalls_api.list_rollcalls(who.principal, session, vault, now)
+    # The latest page of each (the API's own), without its next cursor: this page does not page.
+    sent = await broadcasts_api.list_broadcasts(who.principal, session, vault, Response())
+    calls = await rollcalls_api.list_rollcalls(who.principal, session, vault, now, Response())
     name = actor_names(request, await names_of(session, who))
     return render(
         request,

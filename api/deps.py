@@ -159,6 +159,11 @@ AnyPrincipalDep = Annotated[Principal, Depends(any_principal)]
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
+# The scope each ``require`` check grants on, by the check: the OpenAPI document names it
+# on the routes that depend on one (api.openapi).
+SCOPE_OF: dict[object, str] = {}
+
+
 def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A dependency granting the route only to callers holding ``scope`` (deny by default).
     It sits right on ``_principal`` (``_admin`` for org:admin): every level of dependencies
@@ -172,7 +177,9 @@ def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]
     async def check_admin(principal: Annotated[Principal, Depends(_admin)]) -> Principal:
         return await check(principal)
 
-    return check_admin if scope == "org:admin" else check
+    granted = check_admin if scope == "org:admin" else check
+    SCOPE_OF[granted] = scope
+    return granted
 
 
 AlertsRead = Annotated[Principal, Depends(require("alerts:read"))]

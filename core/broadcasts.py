@@ -196,14 +196,22 @@ async def counts(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID,
 
 
 async def recent(
-    session: AsyncSession, org_id: uuid.UUID, *, rollcalls: bool = False, limit: int = PAGE
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    rollcalls: bool = False,
+    before: tuple[datetime, uuid.UUID] | None = None,
+    limit: int = PAGE,
 ) -> list[Broadcast]:
-    """The organisation's latest broadcasts (or roll-calls), newest first."""
+    """The organisation's latest broadcasts (or roll-calls), newest first; ``before``: only
+    those older than that (created_at, id), the last of the page before."""
     kind = Broadcast.closes_at.is_not(None) if rollcalls else Broadcast.closes_at.is_(None)
-    stmt = (
-        select(Broadcast)
-        .where(Broadcast.org_id == org_id, kind)
-        .order_by(Broadcast.created_at.desc(), Broadcast.id.desc())
-        .limit(limit)
-    )
+    stmt = select(Broadcast).where(Broadcast.org_id == org_id, kind)
+    if before is not None:
+        at, row_id = before
+        older = (Broadcast.created_at < at) | (
+            (Broadcast.created_at == at) & (Broadcast.id < row_id)
+        )
+        stmt = stmt.where(older)
+    stmt = stmt.order_by(Broadcast.created_at.desc(), Broadcast.id.desc()).limit(limit)
     return list((await session.scalars(stmt)).all())

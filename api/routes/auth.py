@@ -232,7 +232,7 @@ async def logout(
     response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
 
 
-@router.get("/me")
+@router.get("/me", responses={404: {}})  # 404: a token is nobody
 async def whoami(principal: AnyPrincipalDep, session: SessionDep) -> Me:
     """The logged-in responder."""
     responder = await _responder(session, principal.responder_id)
@@ -246,7 +246,7 @@ async def _responder(session: AsyncSession, responder_id: uuid.UUID | None) -> R
     return responder
 
 
-@router.post("/password", responses={400: {}, 429: {}})
+@router.post("/password", responses={400: {}, 404: {}, 429: {}})
 async def change_password(
     body: PasswordIn,
     request: Request,

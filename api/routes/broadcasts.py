@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, StringConstraints
 
+from api import paging
 from api.deps import BroadcastsRead, BroadcastsWrite, NowDep, SessionDep, VaultDep
 from core import broadcasts
 from core.broadcasts import Counts
@@ -65,11 +66,19 @@ async def send_broadcast(
     return out(vault, b, Counts(pending=b.recipients))
 
 
-@router.get("")
+@router.get("", responses=paging.RESPONSES)
 async def list_broadcasts(
-    principal: BroadcastsRead, session: SessionDep, vault: VaultDep
+    principal: BroadcastsRead,
+    session: SessionDep,
+    vault: VaultDep,
+    response: Response,
+    cursor: paging.CursorQuery = None,
+    limit: paging.LimitQuery = paging.DEFAULT_LIMIT,
 ) -> list[BroadcastOut]:
-    """The organisation's latest broadcasts, newest first, with how their messages fared."""
-    found = await broadcasts.recent(session, principal.org_id)
+    """The organisation's broadcasts, newest first, with how their messages fared. When
+    older ones follow, the `Amparo-Next-Cursor` header has the `cursor` of the next page."""
+    older = paging.before(cursor)
+    found = await broadcasts.recent(session, principal.org_id, before=older, limit=limit + 1)
+    found = paging.cut(found, limit, response)
     counts = await broadcasts.counts(session, [b.id for b in found])
     return [out(vault, b, counts.get(b.id, Counts())) for b in found]

@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import errors
+from api import errors, paging
 from api.deps import BroadcastsRead, BroadcastsWrite, NowDep, SessionDep, VaultDep
 from api.errors import ApiError
 from api.routes.broadcasts import DeskText
@@ -107,13 +107,23 @@ async def start_rollcall(
     return await out(session, vault, r, now)
 
 
-@router.get("")
+@router.get("", responses=paging.RESPONSES)
 async def list_rollcalls(
-    principal: BroadcastsRead, session: SessionDep, vault: VaultDep, now: NowDep
+    principal: BroadcastsRead,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+    response: Response,
+    cursor: paging.CursorQuery = None,
+    limit: paging.LimitQuery = paging.DEFAULT_LIMIT,
 ) -> list[RollCallOut]:
-    """The organisation's latest roll-calls, newest first, with their counts."""
-    found = await broadcasts.recent(session, principal.org_id, rollcalls=True)
-    return await outs(session, vault, found, now)
+    """The organisation's roll-calls, newest first, with their counts. When older ones
+    follow, the `Amparo-Next-Cursor` header has the `cursor` of the next page."""
+    older = paging.before(cursor)
+    found = await broadcasts.recent(
+        session, principal.org_id, rollcalls=True, before=older, limit=limit + 1
+    )
+    return await outs(session, vault, paging.cut(found, limit, response), now)
 
 
 @router.get("/{rollcall_id}", responses={404: {}})
