@@ -41,6 +41,7 @@ router = APIRouter(include_in_schema=False)
 
 CSRF_COOKIE = "__Host-amparo_csrf"  # the session's CSRF token, echoed in every form
 LOGIN_COOKIE = "__Host-amparo_login"  # a pre-login token against login CSRF
+MISMATCH = N_("the two new passwords do not match: type the same one twice")
 COOKIES_NEEDED = N_("Your browser must accept cookies from this site. Reload the page and retry.")
 PAGE = 50
 OPEN_PAGE = 200  # open alerts shown at once, most urgent and longest waiting first
@@ -274,12 +275,17 @@ async def change_password(
     csrf: Text = "",
     current: Text = "",
     new: Text = "",
+    again: Text = "",
 ) -> Response:
     """Every session ends with a password change; this browser gets a new one. Wrong current
-    passwords count against the login throttles: a stolen session cannot guess it."""
+    passwords count against the login throttles: a stolen session cannot guess it. The new
+    password is typed twice: a mismatch changes nothing (and guesses nothing)."""
     who = await checked(request, session, now, csrf)
     if who is None:
         return to("/login")
+    if new != again:
+        message = errors.translated(request, MISMATCH)
+        return render(request, "password.html", 400, me=who, error=message)
     responder = await session.get(Responder, who.principal.responder_id)
     assert responder is not None
     try:

@@ -21,7 +21,15 @@ from api.pages import NOTICES, OUTCOMES, actor_names, render
 from api.routes.alerts import acknowledge_alert, resolve_alert
 from core import audit, desk_alerts, desk_reports
 from core.desk_alerts import DeskConflict
-from core.models import Alert, AlertKind, Organisation, Responder
+from core.models import (
+    Alert,
+    AlertEvent,
+    AlertKind,
+    CheckIn,
+    CheckInState,
+    Organisation,
+    Responder,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -93,6 +101,7 @@ async def alert_page(
         alert=alert,
         careful=careful,
         filed=filed,
+        missed=await missed_deadline(session, alert, events),
         handle=await desk_alerts.handle_of(session, alert.defender_id),
         events=[(e, who_did(e.actor)) for e in events],
         location=None if alert.location_sealed is None else b64(alert.location_sealed),
@@ -103,6 +112,39 @@ async def alert_page(
         staff=[(str(rid), name) for rid, name, active in rows if active],
         notice=NOTICES.get(notice or ""),
     )
+
+
+def deadline_of(event: AlertEvent) -> datetime | None:
+    """The deadline a missed check-in event names (core.alerts: "due_at", ISO 8601)."""
+    raw = event.detail.get("due_at") if isinstance(event.detail, dict) else None
+    try:
+        return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+
+
+async def missed_deadline(
+    session: AsyncSession, alert: Alert, events: list[AlertEvent]
+) -> datetime | None:
+    """When the check-in a missed_checkin alert is about was due: as its opening event says,
+    else (an alert opened before events said it) the defender's last missed one-off check-in
+    due before the alert was raised. None for other kinds, or when nothing tells."""
+    if alert.kind is not AlertKind.missed_checkin:
+        return None
+    for event in events:
+        if event.kind == "triggered" and (due := deadline_of(event)) is not None:
+            return due
+    stmt = (
+        select(CheckIn.due_at)
+        .where(
+            CheckIn.defender_id == alert.defender_id,
+            CheckIn.state == CheckInState.missed,
+            CheckIn.due_at <= alert.triggered_at,
+        )
+        .order_by(CheckIn.due_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 def b64(data: bytes) -> str:

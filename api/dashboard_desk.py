@@ -11,11 +11,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import select
 
+from api import audit_view, labels
 from api.dashboard import Text, Viewer, checked, reader, to
 from api.deps import NowDep, SessionDep, VaultDep
-from api.errors import N_, ApiError
+from api.errors import N_, ApiError, locale_of
 from api.pages import NOTICES, actor_names, render
 from api.routes import audit as audit_api
 from api.routes import responders
@@ -29,7 +29,7 @@ GIVEN_UP = 100  # dead letters per endpoint, each replayable
 AUDIT_PAGE = 100
 OVERLAP_DAYS = (0, 1, 7)  # how long an old secret keeps signing (the API allows 0-168 h)
 
-ROLES = {"admin": N_("Administrator"), "responder": N_("Responder"), "observer": N_("Observer")}
+ROLES = labels.ROLES
 DELIVERY_STATES = {
     "pending": N_("Waiting"),
     "sending": N_("Sending"),
@@ -271,15 +271,15 @@ async def audit_page(
         return who
     entries = await audit_api.list_entries(who.principal, session, before, AUDIT_PAGE)
     verdict = await audit_api.verify(who.principal, session, vault) if verify else None
-    staff = select(Responder.id, Responder.username).where(
-        Responder.org_id == who.principal.org_id
-    )
-    name = actor_names(request, {row[0]: row[1] for row in await session.execute(staff)})
+    org_id = who.principal.org_id
+    names = await audit_view.staff(session, org_id)
+    found = await audit_view.known(session, org_id, entries.items, names)
+    shown = audit_view.rows(entries.items, found, locale_of(request), actor_names(request, names))
     return render(
         request,
         "audit.html",
         me=who,
-        entries=[(e, name(e.actor)) for e in entries.items],
+        entries=shown,
         more=entries.next_cursor,
         verdict=verdict,
     )

@@ -78,12 +78,14 @@ async def report(
         )
     review = await session.get(ReportReview, found.id)
     handle = None if found.defender_id is None else await handle_of(session, found.defender_id)
+    raised = await desk_reports.alert_of(session, found) if who.may("alerts:read") else None
     return render(
         request,
         "report.html",
         me=who,
         report=found,
         handle=handle,
+        raised=raised,
         triage=desk_reports.triage(vault, found),
         verification=desk_reports.review_fields(vault, found, review)["verification"],
         sealed=b64(found.sealed_body),

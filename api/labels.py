@@ -85,6 +85,20 @@ DETAILS = {
     "scopes": N_("Scopes"),
     "version": N_("Version"),
 }
+# The values of some details, in words (api/audit_view.py; the writers: grep audit.record).
+ROLES = {"admin": N_("Administrator"), "responder": N_("Responder"), "observer": N_("Observer")}
+ACTIVE = {"True": N_("Account enabled"), "False": N_("Account disabled")}  # responder.active
+REASONS = {  # auth.login_failed: core.auth.AuthError's code
+    "unknown": N_("Unknown username"),
+    "password": N_("Wrong password"),
+    "disabled": N_("Account disabled"),
+    "totp": N_("Wrong two-factor code"),
+    "totp_reused": N_("Two-factor code already used"),
+}
+VERIFICATION_FIELD = N_("Verification")  # report.review's fields, with api.pages.REPORT_FIELDS
+NOBODY = N_("Nobody")  # alert.assign to no one
+ROLLCALL = N_("Roll-call")
+CHANNELS = {"telegram": "Telegram", "signal": "Signal"}  # names, in every language
 # What each webhook event type (core.webhook_events.EVENTS, a contract value shown as it is) means.
 WEBHOOK_EVENTS = {
     "alert.triggered": N_("An alert was raised"),

@@ -10,9 +10,9 @@ cancelled from it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -99,8 +99,11 @@ async def raise_many(
     *,
     kind: AlertKind,
     now: datetime,
+    due: Mapping[uuid.UUID, datetime] | None = None,
 ) -> dict[uuid.UUID, Alert]:
-    """``raise_alert`` for many defenders at once (a wave of missed check-ins)."""
+    """``raise_alert`` for many defenders at once (a wave of missed check-ins); ``due``: the
+    deadline each defender missed, kept on the timeline (the desk's page says it: the
+    check-in's own row moves on to a routine's next deadline)."""
     people = {d.id: d for d in defenders}
     await write_lock(session)
     keys = [dedup_key(d, kind) for d in people]
@@ -109,7 +112,7 @@ async def raise_many(
     new = [d for d in people.values() if d.id not in found]
     if found and kind in (AlertKind.panic, AlertKind.duress):
         await _raised_again(session, vault, list(found.values()), people, now)
-    _missed_again(session, kind, found.values(), now)
+    _missed_again(session, kind, found.values(), now, due)
     if not new:
         return found
     policies = await policies_for(session, new)
@@ -121,16 +124,17 @@ async def raise_many(
     except IntegrityError:  # a concurrent transaction opened one of them (PostgreSQL)
         if len(new) > 1:
             for d in new:
-                found.update(await raise_many(session, vault, [d], kind=kind, now=now))
+                found.update(await raise_many(session, vault, [d], kind=kind, now=now, due=due))
             return found
         existing = await open_alert(session, dedup_key(new[0].id, kind))
         if existing is None:
             raise
-        _missed_again(session, kind, [existing], now)
+        _missed_again(session, kind, [existing], now, due)
         return {**found, new[0].id: existing}
     actor = "engine" if kind is AlertKind.missed_checkin else "defender"
     session.add_all(
-        actions.event(a, "triggered", now, actor=actor, kind=str(kind)) for a in created
+        actions.event(a, "triggered", now, actor=actor, kind=str(kind), **_deadline(a, due))
+        for a in created
     )
     await _careful_too(session, [a for a in created if a.do_not_contact], now)
     steps = [
@@ -170,13 +174,27 @@ async def _raised_again(
     await actions.perform_many(session, vault, steps, now=now)
 
 
+def _deadline(alert: Alert, due: Mapping[uuid.UUID, datetime] | None) -> dict[str, str]:
+    """The missed deadline for an event's detail (ISO 8601, UTC), if known."""
+    at = None if due is None else due.get(alert.defender_id)
+    if at is None:
+        return {}
+    return {"due_at": (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()}
+
+
 def _missed_again(
-    session: AsyncSession, kind: AlertKind, again: Iterable[Alert], now: datetime
+    session: AsyncSession,
+    kind: AlertKind,
+    again: Iterable[Alert],
+    now: datetime,
+    due: Mapping[uuid.UUID, datetime] | None = None,
 ) -> None:
     """A further deadline missed while the defender's missed check-in alert is open: folded
     into that alert (one open alert per kind), and on its timeline for the desk to see."""
     if kind is AlertKind.missed_checkin:
-        session.add_all(actions.event(alert, "missed_again", now) for alert in again)
+        session.add_all(
+            actions.event(alert, "missed_again", now, **_deadline(alert, due)) for alert in again
+        )
 
 
 async def _not_to_contact(session: AsyncSession, ids: list[uuid.UUID]) -> set[uuid.UUID]:

@@ -35,6 +35,7 @@ class Health:
     state: str  # hidden, paused, alert, missed, overdue, ok, no_checkin
     next_due_at: datetime | None
     not_deleted: int = 0  # messages discreet mode could not delete from their phone (R12)
+    alert_id: uuid.UUID | None = None  # their most urgent open alert (the desk's link to it)
 
 
 async def list_defenders(
@@ -73,15 +74,14 @@ async def _health(session: AsyncSession, defenders: list[Defender]) -> dict[uuid
             )
         )
     ).all()
-    alerting = set(
-        (
-            await session.execute(
-                select(Alert.defender_id).where(
-                    Alert.defender_id.in_(ids), Alert.state != AlertState.resolved
-                )
-            )
-        ).scalars()
+    open_alerts = await session.execute(
+        select(Alert.defender_id, Alert.id)
+        .where(Alert.defender_id.in_(ids), Alert.state != AlertState.resolved)
+        .order_by(Alert.priority, Alert.triggered_at.desc(), Alert.id)
     )
+    alerting: dict[uuid.UUID, uuid.UUID] = {}
+    for defender_id, alert_id in open_alerts:
+        alerting.setdefault(defender_id, alert_id)  # the most urgent, the newest first
     not_deleted = await discreet.not_deleted_counts(session, ids)
     result = {}
     for d in defenders:
@@ -100,7 +100,7 @@ async def _health(session: AsyncSession, defenders: list[Defender]) -> dict[uuid
             state = "overdue"
         else:
             state = "ok" if mine else "no_checkin"
-        result[d.id] = Health(state, due, not_deleted.get(d.id, 0))
+        result[d.id] = Health(state, due, not_deleted.get(d.id, 0), alerting.get(d.id))
     return result
 
 

@@ -15,13 +15,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit
 from core.claims import locked, write_lock
 from core.crypto import CryptoError, Vault
-from core.models import Defender, Evidence, Report, ReportReview
+from core.models import Alert, AlertKind, Defender, Evidence, Report, ReportReview
 
 SEALED_KIND = "report"
 EVIDENCE_KIND = "report.evidence"
@@ -146,6 +146,26 @@ async def filed_between(
         query = query.where(Report.created_at <= end)
     query = query.order_by(Report.created_at, Report.id).limit(limit)
     return [(i, code, at) for i, code, at in (await session.execute(query)).all()]
+
+
+async def alert_of(session: AsyncSession, report: Report) -> Alert | None:
+    """The urgent-report alert a report belongs to: the defender's one raised with it, or open
+    when it was filed (it was folded into that one): ``filed_between``'s other way."""
+    if report.defender_id is None:
+        return None
+    query = (
+        select(Alert)
+        .where(
+            Alert.org_id == report.org_id,
+            Alert.defender_id == report.defender_id,
+            Alert.kind == AlertKind.report,
+            Alert.triggered_at <= report.created_at,
+            or_(Alert.resolved_at.is_(None), Alert.resolved_at >= report.created_at),
+        )
+        .order_by(Alert.triggered_at.desc(), Alert.id)
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
 
 
 async def get_report(

@@ -140,7 +140,7 @@ class Plan(NamedTuple):
     due: list[datetime]  # when each step was due (the sweep measures lateness from it)
     updates: list[dict[str, Any]]
     rows: list[dict[str, Any]]  # outbox rows, encrypted, ready to insert
-    missed: list[uuid.UUID]
+    missed: dict[uuid.UUID, datetime]  # defender -> the deadline they missed (earliest)
 
 
 async def take(
@@ -199,7 +199,7 @@ def prepare(vault: Vault, loaded: tuple[list[Due], Addresses], now: datetime) ->
     """Decide every step (a decision is pure, so rows alike share one) and encrypt the
     messages; nothing here touches the database."""
     rows, addresses = loaded
-    plan = Plan([], [], [], [])
+    plan = Plan([], [], [], {})
     texts: dict[tuple[Any, ...], Outbound] = {}
     decided: dict[tuple[Any, ...], CheckInStep | None] = {}
     items: list[Item] = []
@@ -222,7 +222,8 @@ def prepare(vault: Vault, loaded: tuple[list[Due], Addresses], now: datetime) ->
         address = addresses.get(r.defender_id)
         for act in step.acts:
             if act is Act.open_alert:
-                plan.missed.append(r.defender_id)
+                missed_at = plan.missed.get(r.defender_id, r.due_at)
+                plan.missed[r.defender_id] = min(missed_at, r.due_at)
             elif address is not None:
                 address_id, channel = address
                 key = f"c:{r.id.hex}:{r.version}:{act}|{channel}:{address_id.hex}"
@@ -242,7 +243,9 @@ async def write(session: AsyncSession, vault: Vault, plan: Plan, now: datetime) 
     if plan.missed:
         found = await session.execute(select(Defender).where(Defender.id.in_(plan.missed)))
         people = list(found.scalars())
-        await alerts.raise_many(session, vault, people, kind=AlertKind.missed_checkin, now=now)
+        await alerts.raise_many(
+            session, vault, people, kind=AlertKind.missed_checkin, now=now, due=plan.missed
+        )
 
 
 async def apply(

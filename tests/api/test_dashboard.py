@@ -37,6 +37,7 @@ from tests.api.conftest import PASSWORD, Desk, Org, code, make_alert, undeletabl
 
 NONCE = re.compile(r'name="nonce" value="([^"]+)"')
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+NEW = "a brand new passphrase"
 # A note on the alert page: its author, then its sealed box (by the note's id).
 NOTE_AUTHOR = re.compile(
     r'<span class="actor">([^<]*)</span>\s*<div class="sealed"[^>]*data-record="([^"]+)"'
@@ -221,12 +222,13 @@ async def test_a_new_responder_changes_the_password_before_anything_else(desk: D
         csrf = CSRF.search(page.text)
         assert csrf is not None
         short = await c.post(
-            "/password", data={"csrf": csrf.group(1), "current": PASSWORD, "new": "short"}
+            "/password",
+            data={"csrf": csrf.group(1), "current": PASSWORD, "new": "short", "again": "short"},
         )
         assert short.status_code == 400
         answer = await c.post(
             "/password",
-            data={"csrf": csrf.group(1), "current": PASSWORD, "new": "a brand new passphrase"},
+            data={"csrf": csrf.group(1), "current": PASSWORD, "new": NEW, "again": NEW},
         )
         assert answer.headers["location"] == "/?notice=password"
         page = await c.get(answer.headers["location"])
@@ -309,7 +311,7 @@ async def test_reports_list_only_the_organisations_own_with_their_triage(desk: D
     assert len(viewed) == 1
 
 
-INVITE = re.compile(r'<output class="invite-code">([^<]+)</output>')
+INVITE = re.compile(r'<output class="invite-code"[^>]*>([^<]+)</output>')
 
 
 async def test_defenders_show_by_handle_and_pause_and_resume(desk: Desk) -> None:
@@ -429,7 +431,7 @@ async def test_guessing_the_current_password_is_throttled(desk: Desk) -> None:
             (
                 await c.post(
                     "/password",
-                    data={"csrf": csrf, "current": f"guess {i}", "new": "a brand new passphrase"},
+                    data={"csrf": csrf, "current": f"guess {i}", "new": NEW, "again": NEW},
                 )
             ).status_code
             for i in range(7)

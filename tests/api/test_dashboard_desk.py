@@ -16,7 +16,7 @@ from core.models import AuditEntry, OutboxMessage, OutboxState, Responder, Webho
 from tests.api.conftest import Desk, Org
 from tests.api.test_dashboard import browser
 
-SECRET = re.compile(r'<output class="webhook-secret">([^<]+)</output>')
+SECRET = re.compile(r'<output class="webhook-secret"[^>]*>([^<]+)</output>')
 
 
 async def on_duty(desk: Desk, org: Org, role: str) -> bool:
