@@ -27,7 +27,7 @@ from core.messages import Choice
 from core.models import Alert, AlertKind, Organisation, Priority
 from core.pins import Verdict
 from core.text import pin as typed_pin
-from flows import help
+from flows import help, words
 from flows.context import END, Context, Retry
 
 NAME = "panic"
@@ -98,10 +98,22 @@ async def _locate(ctx: Context, alert: Alert | None = None) -> bool:
     return True
 
 
+def says_safe(ctx: Context) -> bool:
+    """ "I'm safe" typed alone while the alert is on ("estoy bien", "je vais bien"): the
+    defender means to call it off, which takes the PIN (R11), not a note for the desk.
+    Discreet mode answers as with no alert on (``hold``)."""
+    text, me = ctx.inbound.text, ctx.defender
+    if ctx.discreet or ctx.inbound.choice or text is None or me is None:
+        return False
+    return me.cancel_pin_hash is not None and words.label(text) in words.ROLLCALL_SAFE
+
+
 async def location(ctx: Context) -> str:
     _ = ctx._
     if await _locate(ctx):
         ctx.say(_("Location received."))
+    elif says_safe(ctx):
+        return ask_pin(ctx)
     elif ctx.yes_or_no() is not False and ctx.choice_or_none("skip") is None:  # "no": skip
         if await told(ctx):  # a place in words: for the desk, and the next question
             return ask_talk(ctx)
@@ -154,6 +166,8 @@ async def told(ctx: Context) -> bool:
 
 async def talk(ctx: Context) -> str:
     said = ctx.yes_or_no()  # "sí", "non", "لا": the bare word, in any of our languages
+    if said is None and says_safe(ctx):
+        return ask_pin(ctx)
     if said is None and ctx.choice_or_none("yes", "no") is None and await told(ctx):
         ctx.ask_again()
         return "talk"
@@ -181,7 +195,7 @@ async def hold(ctx: Context) -> str:
     if await _locate(ctx):
         ctx.say(ctx._("Location received."))
         return "hold"
-    if ctx.choice_or_none("calloff"):
+    if ctx.choice_or_none("calloff") or says_safe(ctx):
         return ask_pin(ctx)
     if typed_pin(ctx.inbound.text or "") is not None:
         try:

@@ -134,6 +134,7 @@ def _labelled(*words: str) -> frozenset[str]:
 # Typed answers to a roll-call (besides its options' own labels, and their numbers where
 # options are numbered), taken only while a roll-call is the last thing the defender was
 # asked (flows.rollcall): "help" then answers it instead of showing the help (not "/help").
+# "I'm safe" typed while an alert is on asks for the PIN that calls it off (flows.panic).
 ROLLCALL_SAFE = _labelled(
     "safe", "i'm safe", "i am safe", "seguro", "segura", "estoy bien", "a salvo",
     "en sécurité", "je vais bien", "estou bem", "estou seguro", "estou segura",

@@ -149,3 +149,28 @@ async def test_in_discreet_mode_a_resolved_alert_shows_as_none_too(desk: Desk) -
     for said in ("cancel", "hello", CANCEL_PIN):
         assert shown(await calm.say(said)) == shown(await other.say(said)), said
     assert [str(s) for _k, s in await states(desk)] == ["resolved"]
+
+
+async def test_im_safe_typed_while_the_alert_is_on_asks_for_the_pin_that_calls_it_off(
+    desk: Desk,
+) -> None:
+    """Walk-through: "estoy bien" typed at "Can you talk?" became a note for the desk, and the
+    alert went on escalating while the defender thought it was over. Typed alone, "I'm safe"
+    in any of our languages now leads to the PIN, at every question of the alert; more words
+    are still a note."""
+    ask = "Send your PIN to call off the alert."
+    for name, said_at in (("at-location", ()), ("at-talk", (Pick("skip"),))):
+        chat = await onboard(desk, name)
+        for said in ("/alert", *said_at):
+            await chat.say(said)
+        assert await chat.text("estoy bien") == ask
+        assert "Alert called off." in await chat.text(CANCEL_PIN)
+    held = await raised(desk, "at-hold")
+    assert await held.text("Je vais bien") == ask
+    assert "Alert called off." in await held.text(CANCEL_PIN)
+    noted = await onboard(desk, "noted")
+    for said in ("/alert", Pick("skip")):
+        await noted.say(said)
+    assert "added to the alert" in await noted.text("I'm safe now but they took my laptop")
+    kinds = sorted((str(k), str(s)) for k, s in await states(desk))
+    assert kinds.count(("panic", "resolved")) == 3 and ("panic", "triggered") in kinds
