@@ -32,7 +32,7 @@ from api.routes.auth import (
     set_cookie,
     sign_in,
 )
-from core import audit, desk_alerts, desk_sessions
+from core import alerts, audit, desk_alerts, desk_sessions
 from core.auth import AuthError, Principal
 from core.desk_alerts import Cursor
 from core.models import AlertState, Responder
@@ -240,7 +240,7 @@ async def queue(
             ids = {uuid.UUID(a["defender_id"]) for a in items if a["defender_id"]}
             careful = {
                 str(d)
-                for d in await desk_alerts.not_to_contact(session, who.principal.org_id, ids)
+                for d in await alerts.not_to_contact(session, ids, org_id=who.principal.org_id)
             }
             for a in items:
                 a["do_not_contact"] = a["do_not_contact"] or a["defender_id"] in careful

@@ -19,7 +19,7 @@ from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import ApiError
 from api.pages import NOTICES, OUTCOMES, actor_names, render
 from api.routes.alerts import acknowledge_alert, resolve_alert
-from core import audit, desk_alerts, desk_reports
+from core import alerts, audit, desk_alerts, desk_reports
 from core.desk_alerts import DeskConflict
 from core.models import (
     Alert,
@@ -82,7 +82,7 @@ async def alert_page(
     careful = alert.do_not_contact or (
         alert.open_key is not None
         and alert.defender_id
-        in await desk_alerts.not_to_contact(session, alert.org_id, [alert.defender_id])
+        in await alerts.not_to_contact(session, [alert.defender_id], org_id=alert.org_id)
     )
     # An urgent report's alert leads to the report (and any other filed while it is open).
     filed = []

@@ -116,7 +116,7 @@ async def raise_many(
     if not new:
         return found
     policies = await policies_for(session, new)
-    wary = await _not_to_contact(session, [d.id for d in new])
+    wary = await not_to_contact(session, [d.id for d in new])
     created = [_alert(d, kind, policies[d.id], now, d.id in wary) for d in new]
     try:
         async with session.begin_nested():  # a unique open_key per defender and kind
@@ -197,16 +197,22 @@ def _missed_again(
         )
 
 
-async def _not_to_contact(session: AsyncSession, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+async def not_to_contact(
+    session: AsyncSession, ids: Iterable[uuid.UUID], *, org_id: uuid.UUID | None = None
+) -> set[uuid.UUID]:
     """Those of the defenders with an open alert whose device must not be contacted (duress,
-    a changed safety number): any alert of theirs opened meanwhile is as careful. Else a
-    missed check-in while under duress would ask the contacts to call the phone the duress
-    alert told them not to, and send the desk's notices to the defender's own chats."""
+    a changed safety number, a hidden defender): any alert of theirs opened meanwhile is as
+    careful. Else a missed check-in while under duress would ask the contacts to call the
+    phone the duress alert told them not to, and send the desk's notices to the defender's
+    own chats. The desk shows it on every alert of theirs (``org_id``: the desk's own)."""
+    ids = set(ids)
     if not ids:
         return set()
     stmt = select(Alert.defender_id).where(
         Alert.defender_id.in_(ids), Alert.open_key.is_not(None), Alert.do_not_contact.is_(True)
     )
+    if org_id is not None:
+        stmt = stmt.where(Alert.org_id == org_id)
     return set((await session.execute(stmt)).scalars())
 
 

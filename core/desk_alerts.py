@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -147,24 +147,6 @@ async def list_alerts(
 async def get_alert(session: AsyncSession, org_id: uuid.UUID, alert_id: uuid.UUID) -> Alert | None:
     query = select(Alert).where(Alert.id == alert_id, Alert.org_id == org_id)
     return (await session.execute(query)).scalar_one_or_none()
-
-
-async def not_to_contact(
-    session: AsyncSession, org_id: uuid.UUID, defender_ids: Iterable[uuid.UUID]
-) -> set[uuid.UUID]:
-    """Those of the defenders with an open alert whose device must not be contacted (duress,
-    a hidden defender): the desk must see it on every alert of theirs, also one opened before
-    (a panic whose "call off" was the duress PIN stays open beside the duress alert)."""
-    ids = set(defender_ids)
-    if not ids:
-        return set()
-    query = select(Alert.defender_id).where(
-        Alert.org_id == org_id,
-        Alert.defender_id.in_(ids),
-        Alert.open_key.is_not(None),
-        Alert.do_not_contact.is_(True),
-    )
-    return {uuid.UUID(str(d)) for d in (await session.execute(query)).scalars()}
 
 
 async def handles_not_to_contact(session: AsyncSession, org_id: uuid.UUID) -> set[str]:
