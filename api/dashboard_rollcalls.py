@@ -15,8 +15,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import select
 
+from api import audit_view
 from api.dashboard import Text, Viewer, checked, reader, to
 from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
@@ -24,7 +24,6 @@ from api.pages import NOTICES, actor_names, render
 from api.routes import broadcasts as broadcasts_api
 from api.routes import rollcalls as rollcalls_api
 from core import broadcast_chunks, broadcasts, desk_alerts, rollcalls
-from core.models import Responder
 
 router = APIRouter(include_in_schema=False)
 
@@ -48,10 +47,7 @@ ANSWERS = {rollcalls.SAFE: N_("Safe"), rollcalls.HELP: N_("Needs help")}
 
 async def names_of(session: SessionDep, who: Viewer) -> dict[uuid.UUID, str]:
     """The organisation's responders by id, to name who sent what."""
-    staff = select(Responder.id, Responder.username).where(
-        Responder.org_id == who.principal.org_id
-    )
-    return {row[0]: row[1] for row in await session.execute(staff)}
+    return await audit_view.staff(session, who.principal.org_id)
 
 
 async def page(
