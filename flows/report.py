@@ -33,7 +33,7 @@ from core.media import MAX_BYTES
 from core.messages import Choice
 from core.models import AlertKind
 from core.text import BadText, clean, digits
-from flows import country, huridocs
+from flows import country, huridocs, words
 from flows.context import END, Context, Retry, bad_text_message
 from flows.when import dates, format_day, zone
 
@@ -158,8 +158,20 @@ async def who(ctx: Context) -> str:
     return "affected"
 
 
+# "Me" as people answer it in a word, whatever the button says ("A mí": "yo").
+_ME = frozenset(
+    words.label(w)
+    for w in ("me", "i", "myself", "yo", "a mi", "mi", "moi", "je", "moi-meme", "eu", "a mim",
+              "mim", "أنا", "انا")
+)  # fmt: skip
+
+
 async def affected(ctx: Context) -> str:
-    ctx.data["affected"] = ctx.need_choice("me", "me_and_others", "others")
+    typed = ctx.inbound.text if ctx.inbound.choice is None else None
+    if typed is not None and words.label(typed) in _ME:
+        ctx.data["affected"] = "me"
+    else:
+        ctx.data["affected"] = ctx.need_choice("me", "me_and_others", "others")
     if ctx.data["affected"] == "me":
         return ask_what(ctx)
     ctx.ask(

@@ -63,6 +63,29 @@ _PERIODS = {
     for part, ws in (("am", _MORNING), ("pm", _EVENING), ("night", _NIGHT))
     for w in ws
 }
+# A daily time said with its day ("tous les soirs à 21h", "every day at 8pm", "9 pm every
+# night"), before or after the time: the part of the day it names (None: any).
+_DAILY = {
+    fold(w): part
+    for part, ws in (
+        (None, ("every day", "everyday", "each day", "daily", "todos los dias", "cada dia",
+                "diariamente", "tous les jours", "chaque jour", "todos os dias", "كل يوم",
+                "يوميا")),
+        ("am", ("every morning", "each morning", "todas las mañanas", "cada mañana",
+                "tous les matins", "chaque matin", "todas as manhãs", "cada manhã", "كل صباح")),
+        ("pm", ("every evening", "each evening", "every afternoon", "todas las tardes",
+                "cada tarde", "tous les soirs", "chaque soir", "todas as tardes", "كل مساء")),
+        ("night", ("every night", "each night", "nightly", "todas las noches", "cada noche",
+                   "toutes les nuits", "chaque nuit", "todas as noites", "cada noite",
+                   "كل ليلة", "كل ليله")),
+    )
+    for w in ws
+}  # fmt: skip
+_DAILY_SAID = re.compile(
+    r"^(?:(?P<before>{0})\s*,?\s+)?(?P<rest>.*?)(?:,?\s+(?P<after>{0}))?$".format(
+        "|".join(re.escape(w) for w in sorted(_DAILY, key=len, reverse=True))
+    )
+)
 _CLOCK = re.compile(
     r"(\d{1,2})(?:\s*[:h.]\s*(\d{2})|h)?\s*("
     + "|".join(re.escape(w) for w in sorted(_PERIODS, key=len, reverse=True))
@@ -71,6 +94,30 @@ _CLOCK = re.compile(
 _WRITTEN_HOUR = re.compile(r"(\d{1,2})h([0-5]\d)?")  # "20h", "18h30"; not "in 20h", "20 hours"
 _HOUR_WRITERS = ("fr", "es", "pt")
 _OFFSET = re.compile(r"(?:utc|gmt)?\s*([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?")
+# A day said in words, how many days ago, and with the part of the day people add ("ayer por
+# la tarde", "hier soir", "ontem à noite", "أمس مساءً", "yesterday morning"): the date is the
+# same. In ``fold`` form, the Arabic's hamza and tanween gone.
+_DAYS_AGO = {
+    fold(w): ago
+    for ago, ws in (
+        (0, ("today", "hoy", "aujourd'hui", "aujourd’hui", "aujourdhui", "hoje", "اليوم",
+             "this morning", "this afternoon", "this evening", "tonight", "esta mañana",
+             "esta tarde", "esta noche", "ce matin", "cet après-midi", "ce soir", "cette nuit",
+             "esta manhã", "esta noite", "هذا الصباح", "هذا المساء", "الليلة", "هذه الليلة")),
+        (1, ("yesterday", "ayer", "hier", "ontem", "أمس", "البارحة", "البارحه", "last night",
+             "anoche")),
+        (2, ("the day before yesterday", "day before yesterday", "anteayer", "antier",
+             "avant-hier", "avant hier", "anteontem", "أول أمس", "اول امس")),
+    )
+    for w in ws
+}  # fmt: skip
+_PART_OF_DAY = "(?:(?:in the|por la|en la|a la|de la|de|da|a|dans la|في)\\s+)?" + _words(
+    "morning", "afternoon", "evening", "night", "mañana", "madrugada", "tarde", "noche",
+    "matin", "après-midi", "soir", "soirée", "nuit", "manhã", "noite",
+    "صباحًا", "صباح", "ظهرًا", "عصرًا", "مساءً", "مساء", "ليلًا", "ليلة",
+)  # fmt: skip
+_DAY = _words(*_DAYS_AGO)
+_DAY_SAID = re.compile(rf"(?:{_PART_OF_DAY}\s+)?({_DAY})(?:\s*,?\s+{_PART_OF_DAY})?")
 _DATE_ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 _DATE_DMY = re.compile(r"(\d{1,2})[/.\-](\d{1,2})(?:[/.\-](\d{2,4}))?")
 # Offsets that are not whole hours, mapped to a zone without daylight saving.
@@ -101,18 +148,17 @@ def zone(name: str) -> ZoneInfo:
 
 
 def parse_clock(text: str) -> time | None:
-    """``20:00``, ``8pm``, ``20h``, ``at 18:30``, ``a las 9 de la noche`` → a wall-clock
-    time."""
-    words = fold(text)
-    words = re.sub(rf"^{_AT}\s+", "", words)
+    """``20:00``, ``8pm``, ``20h``, ``at 18:30``, ``a las 9 de la noche``, ``tous les soirs
+    à 9h`` → a wall-clock time."""
+    words, daily = _daily(text)
     m = _CLOCK.fullmatch(words)
     if m is None:
         return None
     hour, minute = int(m.group(1)), int(m.group(2) or 0)
-    if m.group(3):
+    part = _PERIODS[m.group(3)] if m.group(3) else daily if 1 <= hour <= 12 else None
+    if part:
         if not 1 <= hour <= 12:
             return None
-        part = _PERIODS[m.group(3)]
         if part == "night":
             part = "pm" if 6 <= hour <= 11 else "am"
         hour = hour % 12 + (12 if part == "pm" else 0)
@@ -121,15 +167,25 @@ def parse_clock(text: str) -> time | None:
     return time(hour, minute)
 
 
+def _daily(text: str) -> tuple[str, str | None]:
+    """``text`` folded, without "every day" (or evening...) and "at" around its time; and the
+    part of the day that said ("pm" for "tous les soirs", None for "every day" or none)."""
+    m = _DAILY_SAID.fullmatch(fold(text))
+    assert m is not None  # every part of it is optional
+    said = m.group("before") or m.group("after")
+    words = re.sub(rf"^{_AT}\s+", "", m.group("rest"))
+    return words, _DAILY[said] if said else None
+
+
 def halves(text: str, locale: str | None) -> tuple[time, time] | None:
     """The morning's and the evening's of a time of day typed without saying which, where it
     could be either: a bare hour ("8", "at 8"), or, where clocks run 1 to 12 (English,
     Arabic), any hour from 1 to 12 ("8:30"). None when the text says (am, pm, "20:00", "8h").
     A regular check-in asks which (``flows.setup``): read the wrong way, it would wake the
     defender, then their contacts, at night, every night, or come twelve hours late."""
-    words = re.sub(rf"^{_AT}\s+", "", fold(text))
+    words, daily = _daily(text)
     m = _CLOCK.fullmatch(words)
-    if m is None or m.group(3) is not None or not 1 <= int(m.group(1)) <= 12:
+    if m is None or m.group(3) is not None or daily or not 1 <= int(m.group(1)) <= 12:
         return None
     bare = m.group(2) is None and not words.endswith("h")
     if not (bare or _twelve_hour(locale)):
@@ -163,6 +219,9 @@ def parse_due(text: str, *, now: datetime, zone_name: str, locale: str | None = 
             at = time(int(written[1]), int(written[2] or 0))
             due = min(due, next_local(at, now=now, zone_name=zone_name))
     else:
+        daily = _DAILY_SAID.fullmatch(words)
+        if daily and (daily.group("before") or daily.group("after")):
+            raise WhenError("unparsed")  # "every day at 8pm": a regular check-in's, not this
         said = _CLOCK.search(words)
         marked = said is not None and said.group(3) is not None  # pm, ص, de la noche…
         if not (re.match(rf"{_AT}\s", words) or ":" in words or marked):
@@ -221,12 +280,15 @@ def parse_date(text: str, *, today: date) -> date | None:
 
 
 def dates(text: str, *, today: date) -> tuple[date, ...]:
-    """The dates ``text`` can mean, never one in the future: ``2024-05-03``; ``3/5/2024`` or
-    ``3/5`` (without a year, the last one gone by), read day first and month first. Both
-    when both are dates, and different: "5/3" is the 5th of March to some, May 3rd to others,
-    whatever the language (a report asks which: ``flows.report``); "13/5" and "5/13" are one
-    date each. Empty when it is no date."""
+    """The dates ``text`` can mean, never one in the future: "yesterday evening" (a day in
+    words, with or without the part of the day, ``_DAY_SAID``); ``2024-05-03``; ``3/5/2024``
+    or ``3/5`` (without a year, the last one gone by: "29/2" typed in 2026 is 2024's), read
+    day first and month first. Both when both are dates, and different: "5/3" is the 5th of
+    March to some, May 3rd to others, whatever the language (a report asks which:
+    ``flows.report``); "13/5" and "5/13" are one date each. Empty when it is no date."""
     words = fold(text)
+    if m := _DAY_SAID.fullmatch(words):
+        return (today - timedelta(days=_DAYS_AGO[m.group(1)]),)
     if m := _DATE_ISO.fullmatch(words):
         found = _date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         return (found,) if found is not None and _past(found, today) else ()
@@ -239,10 +301,15 @@ def dates(text: str, *, today: date) -> tuple[date, ...]:
         if m.group(3):
             year = int(m.group(3))
             found = _date(year + 2000 if year < 100 else year, month, day)
-        else:  # the last one gone by: this year's, or last year's
-            found = _date(today.year, month, day)
-            if found is None or found > today:
-                found = _date(today.year - 1, month, day)
+        else:  # the last one gone by: this year's, last year's (29/2: up to 8 years back)
+            found = next(
+                (
+                    d
+                    for year in range(today.year, today.year - 9, -1)
+                    if (d := _date(year, month, day)) is not None and d <= today
+                ),
+                None,
+            )
         if found is not None and _past(found, today) and found not in readings:
             readings.append(found)
     return tuple(readings)

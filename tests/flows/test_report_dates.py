@@ -9,6 +9,7 @@ import json
 import pytest
 from sqlalchemy import select
 
+from core.crypto import open_sealed
 from core.models import Report
 from tests.flows.conftest import Chat, Desk, Pick, onboard
 
@@ -73,3 +74,40 @@ async def test_at_the_question_another_date_is_read_afresh(desk: Desk) -> None:
     assert await alice.text("2/1") == WHICH  # another pair: its own two dates
     assert "Where did it happen?" in await alice.text("2026-04-30")
     assert await filed_date(desk, alice) == "2026-04-30"
+
+
+@pytest.mark.parametrize(
+    ("language", "typed", "meant"),
+    [("es", "ayer por la tarde", "2026-05-03"), ("fr", "hier soir", "2026-05-03"),
+     ("pt", "anteontem à noite", "2026-05-02"), ("ar", "أمس مساءً", "2026-05-03"),
+     ("en", "this morning", "2026-05-04")],
+)  # fmt: skip
+async def test_a_day_said_in_words_with_the_part_of_the_day_is_that_date(
+    desk: Desk, language: str, typed: str, meant: str
+) -> None:
+    """Review: "ayer por la tarde" was refused ("I couldn't read that date") where "ayer"
+    alone was the "Yesterday" option."""
+    chat = await at_when(desk, "signal", language=language)
+    (asked,) = await chat.say(typed)
+    assert asked.request_location  # where did it happen: the next question
+    assert await filed_date(desk, chat) == meant
+
+
+@pytest.mark.parametrize(("language", "typed"), [("es", "yo"), ("fr", "moi"), ("ar", "أنا")])
+async def test_me_typed_in_a_word_answers_who_was_affected(
+    desk: Desk, language: str, typed: str
+) -> None:
+    """Review: "yo" at "Who was affected?" (the option reads "A mí") was asked again."""
+    chat = await at_when(desk, "signal", language=language)
+    for said in ("2026-05-01", Pick("skip"), Pick("unknown")):
+        await chat.say(said)
+    (asked,) = await chat.say(typed)
+    assert asked.choices == ()  # what happened, in their words: no count asked
+    for said in ("they came", Pick("done"), Pick("none"), *FINISH):
+        await chat.say(said)
+    async with desk.sessions() as s:
+        filed = (await s.execute(select(Report))).scalar_one()
+    body = open_sealed(
+        desk.private_key, filed.sealed_body, org_id=desk.org.id, record_id=filed.id, kind="report"
+    )
+    assert body["affected"] == "me" and body["counting_unit"] == "individual"

@@ -125,3 +125,21 @@ def test_working_days_and_weekends_by_country(
     assert country.label(country.working(zone), locale) == working
     assert country.label(country.weekend(zone), locale) == weekend
     assert sorted(country.working(zone) + country.weekend(zone)) == list("0123456")
+
+
+@pytest.mark.parametrize(
+    ("language", "said", "meant"),
+    [("fr", "tous les soirs à 21h", "21:00"), ("fr", "tous les soirs à 9h", "21:00"),
+     ("es", "todas las noches a las 10", "22:00"), ("en", "every morning at 7", "07:00"),
+     ("pt", "todos os dias às 20h", "20:00")],
+)  # fmt: skip
+async def test_a_time_said_with_every_evening_is_taken_without_asking(
+    desk: Desk, language: str, said: str, meant: str
+) -> None:
+    """Review: "tous les soirs à 21h" was refused ("send a time like 20:00"); the day's words
+    also say which half of it a bare hour is."""
+    chat = await onboard(desk, language=language)
+    (asked,) = await typed(chat, said)
+    assert [c.key for c in asked.choices] == ["every_day", "weekdays", "weekends"]
+    await chat.say(Pick("every_day"))
+    assert await routine_at(desk) == meant

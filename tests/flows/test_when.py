@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
@@ -10,6 +10,7 @@ from flows.when import (
     WhenError,
     dates,
     format_when,
+    halves,
     next_local,
     parse_clock,
     parse_date,
@@ -40,6 +41,8 @@ def test_it_reads_durations(typed: str, minutes: int) -> None:
         ("73h", "too_late"),
         ("tomorrowish", "unparsed"),
         ("at 25:00", "unparsed"),
+        ("every day at 8pm", "unparsed"),  # a regular check-in's time, not a one-off's
+        ("tous les soirs à 21h", "unparsed"),
     ],
 )
 def test_it_refuses_durations_it_cannot_use(typed: str, reason: str) -> None:
@@ -58,6 +61,22 @@ def test_it_reads_a_clock_time_in_the_zone_across_a_dst_change() -> None:
     assert next_local(time(2, 30), now=NOW, zone_name="Europe/Madrid") > NOW  # a skipped hour
 
 
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("tous les soirs à 21h", time(21)), ("tous les soirs à 9h", time(21)),
+     ("chaque matin à 7h", time(7)), ("todas las noches a las 9", time(21)),
+     ("cada noche a las 2", time(2)), ("todos os dias às 20h", time(20)),
+     ("كل مساء الساعة 9", time(21)), ("every day at 8pm", time(20)),
+     ("9pm every night", time(21)), ("8:30, every morning", time(8, 30))],
+)  # fmt: skip
+def test_a_daily_time_is_read_with_its_day(typed: str, meant: time) -> None:
+    """ "Every evening at 9" is 21:00: the words for the day say which half; "every day at 8"
+    does not (asked: ``halves``)."""
+    assert parse_clock(typed) == meant
+    assert halves(typed, "en") is None
+    assert halves("every day at 8", "en") == (time(8), time(20))
+
+
 def test_it_reads_clock_times_and_dates() -> None:
     assert parse_clock("20:00") == parse_clock("8pm") == parse_clock("20h") == time(20, 0)
     assert parse_clock("at 7:05 am") == time(7, 5) and parse_clock("13pm") is None
@@ -68,6 +87,14 @@ def test_it_reads_clock_times_and_dates() -> None:
     assert parse_date("3/5", today=today) is None  # two dates: a report asks which
     assert dates("3/5", today=today) == (date(2026, 5, 3), date(2026, 3, 5))
     assert parse_date("30/12", today=today) == date(2025, 12, 30)  # never in the future
+    for said, ago in (("ayer por la tarde", 1), ("hier soir", 1), ("ontem à noite", 1),
+                      ("أمس مساءً", 1), ("مساء أمس", 1), ("Yesterday, in the evening", 1),
+                      ("anoche", 1), ("this morning", 0), ("hoje de manhã", 0),
+                      ("avant-hier", 2), ("anteayer por la noche", 2)):  # fmt: skip
+        assert dates(said, today=today) == (today - timedelta(days=ago),), said
+    assert dates("mañana", today=today) == dates("tomorrow evening", today=today) == ()
+    assert parse_date("29/2", today=today) == date(2024, 2, 29)  # the last one there was
+    assert parse_date("29/02", today=date(2028, 3, 1)) == date(2028, 2, 29)
     assert (
         parse_date("31/02/2026", today=today) is None and parse_date("soon", today=today) is None
     )
