@@ -18,7 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api import labels
 from api.pages import KINDS, OUTCOMES, REPORT_FIELDS
 from core.i18n import gettext
-from core.models import Alert, Broadcast, Defender, EscalationPolicy, Report, Responder
+from core.models import (
+    Alert,
+    Broadcast,
+    Defender,
+    DefenderStatus,
+    EscalationPolicy,
+    Report,
+    Responder,
+)
 
 Say = Callable[[str], str]
 
@@ -59,6 +67,7 @@ class Known:
     alerts: dict[uuid.UUID, tuple[str, str]]  # kind, defender's handle
     reports: dict[uuid.UUID, str]  # receipt code
     defenders: dict[uuid.UUID, str]  # handle
+    gone: set[uuid.UUID]  # defenders whose data was deleted: no page to link to
     rollcalls: set[uuid.UUID]
     policies: dict[uuid.UUID, str]
 
@@ -76,7 +85,7 @@ async def known(
         for key in ("policy", "to")
         if (i := _uuid((e.detail or {}).get(key))) is not None
     }
-    found = Known(responders, {}, {}, {}, set(), {})
+    found = Known(responders, {}, {}, {}, set(), set(), {})
     if not ids:
         return found
     stmt = (
@@ -89,10 +98,13 @@ async def known(
         Report.id.in_(ids), Report.org_id == org_id
     )
     found.reports = {row[0]: row[1] for row in await session.execute(stmt2)}
-    stmt3 = select(Defender.id, Defender.handle).where(
+    stmt3 = select(Defender.id, Defender.handle, Defender.status).where(
         Defender.id.in_(ids), Defender.org_id == org_id
     )
-    found.defenders = {row[0]: row[1] for row in await session.execute(stmt3)}
+    for i, handle, status in await session.execute(stmt3):
+        found.defenders[i] = handle
+        if status is DefenderStatus.deleted:
+            found.gone.add(i)
     stmt4 = select(Broadcast.id).where(
         Broadcast.id.in_(ids), Broadcast.org_id == org_id, Broadcast.closes_at.is_not(None)
     )
@@ -124,7 +136,8 @@ def target(action: str, raw: str | None, k: Known, say: Say) -> Target | None:
     if action.startswith("rollcall.") and ident in k.rollcalls:
         return Target(say(labels.ROLLCALL), f"/rollcalls/{ident}", raw)
     if action.startswith("defender.") and ident in k.defenders:
-        return Target(k.defenders[ident], None, raw)
+        page = None if ident in k.gone else f"/defenders/{ident}"
+        return Target(k.defenders[ident], page, raw)
     if action.startswith(RESPONDER_TARGETS) and ident in k.responders:
         return Target(k.responders[ident], None, raw)
     if action.startswith("policy.") and ident in k.policies:

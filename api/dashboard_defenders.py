@@ -88,9 +88,11 @@ async def pause_or_resume(
     vault: VaultDep,
     now: NowDep,
     csrf: Text = "",
+    back: Text = "",
 ) -> Response:
     """Pause (nothing escalates meanwhile), resume (a deadline missed meanwhile is due), or
-    restore a defender hidden after a deletion forced with the duress PIN."""
+    restore a defender hidden after a deletion forced with the duress PIN; then back to the
+    list, or to the defender's page (``back`` = "defender") the form was on."""
     who = await _writer(request, session, now, csrf)
     if isinstance(who, Response):
         return who
@@ -100,12 +102,12 @@ async def pause_or_resume(
     actor = who.principal.actor
     if action == "restore":
         await desk_defenders.restore(session, vault, defender=found, actor=actor, now=now)
-        return to("/defenders")
-    paused = action == "pause"
-    await desk_defenders.set_paused(
-        session, vault, defender=found, paused=paused, actor=actor, now=now
-    )
-    return to("/defenders")
+    else:
+        paused = action == "pause"
+        await desk_defenders.set_paused(
+            session, vault, defender=found, paused=paused, actor=actor, now=now
+        )
+    return to(f"/defenders/{found.id}" if back == "defender" else "/defenders")
 
 
 @router.post("/invites")

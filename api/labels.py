@@ -27,6 +27,7 @@ ACTIONS = {
     "broadcast.send": N_("Sent a broadcast"),
     "rollcall.start": N_("Started a roll-call"),
     "rollcall.close": N_("Closed a roll-call"),
+    "defender.view": N_("Opened a defender's page"),
     "defender.pause": N_("Paused a defender's check-ins"),
     "defender.resume": N_("Resumed a defender's check-ins"),
     "defender.restore": N_("Restored a defender hidden under duress"),

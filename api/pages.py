@@ -182,6 +182,8 @@ def environment(locale: str) -> Environment:
     )
     env.filters["when"] = lambda value: when(value, locale)
     env.filters["country"] = lambda code: country(code, locale)
+    env.filters["language"] = lambda code: Locale.parse(locale).languages.get(code, code)
+    env.filters["weekdays"] = lambda digits: weekdays(digits, locale)
     say = gettext(locale)
     env.filters["delivery_error"] = lambda raw: labels.delivery_error(raw, say)
     return env
@@ -227,6 +229,15 @@ def country(code: str | None, locale: str) -> str:
     if len(code) == 2 and code.isascii() and code.isalpha():
         return str(Locale.parse(locale).territories.get(code.upper(), code))
     return code
+
+
+def weekdays(digits: str, locale: str) -> str:
+    """A regular check-in's days (weekday digits, Monday = 0) named in the responder's
+    language: "Every day", or the days' names."""
+    if sorted(set(digits)) == list("0123456"):
+        return gettext(locale)("Every day")
+    names = Locale.parse(locale).days["format"]["wide"]
+    return ", ".join(str(names[int(c)]) for c in digits if c.isdigit() and int(c) < 7)
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from api import errors
 from api.deps import DefendersRead, DefendersWrite, NowDep, SessionDep, VaultDep
 from api.errors import N_, ApiError
-from core import desk_defenders
+from core import audit, desk_defenders
 from core.auth import Principal
 from core.desk_defenders import Health
 from core.models import Defender, DefenderStatus
@@ -74,6 +74,29 @@ async def list_defenders(
         session, org_id=principal.org_id, status=status, after=cursor, limit=limit
     )
     return DefenderPage(items=[out(d, health[d.id]) for d in rows], next_cursor=following)
+
+
+@router.get("/{defender_id}", responses={404: {}})
+async def get_defender(
+    defender_id: uuid.UUID,
+    principal: DefendersRead,
+    session: SessionDep,
+    vault: VaultDep,
+    now: NowDep,
+) -> DefenderOut:
+    """One defender with their check-in health (never a name or an address); audited, as the
+    dashboard's defender page is."""
+    defender = await _defender(session, principal, defender_id)
+    await audit.record(
+        session,
+        vault,
+        actor=principal.actor,
+        action="defender.view",
+        target=str(defender.id),
+        org_id=principal.org_id,
+        now=now,
+    )
+    return out(defender, await desk_defenders.health_of(session, defender))
 
 
 async def _defender(session: SessionDep, principal: Principal, defender_id: uuid.UUID) -> Defender:

@@ -101,7 +101,9 @@ async def test_the_audit_page_words_known_values_and_names_its_targets(desk: Des
             }
             french = str(Locale.parse(lang).languages["fr"])
             assert values(entry(page, "desk_group.language")) == {"language": (french, "fr")}
-            assert f">{a.defender.handle}</span>" in target_cell(entry(page, "defender.pause"))
+            paused = target_cell(entry(page, "defender.pause"))  # the defender's own page
+            assert f'href="/defenders/{a.defender.id}"' in paused
+            assert f">{a.defender.handle}</a>" in paused
             foreign = target_cell(entry(page, "alert.view"))
             assert "<a " not in foreign and str(b.alert.id) in foreign
             assert b.defender is not None and b.defender.handle not in page

@@ -2,7 +2,7 @@
 right, in a real headless Chromium (both backends). The webhook URL field's "https://"
 placeholder read "//:https", a URL typed into it ran backwards, and so did the login's TOTP
 code, a roll-call's minutes and the codes and secrets shown once. And the defenders page
-leads to an open alert by the defender's handle."""
+leads by the handle to the defender's own page, and from it to their open alert and back."""
 
 from __future__ import annotations
 
@@ -45,5 +45,15 @@ async def test_on_an_arabic_page_urls_codes_and_numbers_are_typed_left_to_right(
 
     assert desk.a.defender is not None and desk.a.alert is not None
     await page.locator(f"tr[data-defender='{desk.a.defender.handle}'] a.handle").click()
+    await expect(page).to_have_url(f"{site}/defenders/{desk.a.defender.id}")  # their page
+    assert await direction(page.locator("main")) == "rtl"
+    assert await direction(page.locator("dd.zone")) == "ltr"  # "America/Bogota", not reversed
+    await expect(page.locator("h1.handle")).to_have_text(desk.a.defender.handle)
+    await page.locator("a.open-alert").click()  # and on to their open alert
     await expect(page).to_have_url(f"{site}/alerts/{desk.a.alert.id}")
+    await page.locator("h1 a.defender").click()  # and back by the handle
+    await expect(page).to_have_url(f"{site}/defenders/{desk.a.defender.id}")
+    await page.locator("form[action$='/pause'] button").click()  # paused, still on the page
+    await expect(page).to_have_url(f"{site}/defenders/{desk.a.defender.id}")
+    await expect(page.locator("form[action$='/resume'] button")).to_be_visible()
     assert problems == []

@@ -1,8 +1,9 @@
 """The links a responder expects between the desk's pages (both backends). The defenders page
 said "Open alert" beside a handle without leading to that alert, and a report's page did not
 lead to the urgent-report alert it raised (the alert's page already listed its reports). Now
-the handle and "Open alert" link to the defender's most urgent open alert, and the report
-page to the alert it raised or was folded into; only the responder's organisation's."""
+"Open alert" links to the defender's most urgent open alert (the handle, to their own page),
+and the report page to the alert it raised or was folded into; only the responder's
+organisation's."""
 
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ async def test_the_defenders_page_links_a_defender_to_their_open_alert(desk: Des
         page = (await c.get("/defenders")).text
     alerting = row_of(page, a.defender.handle)
     href = f'href="/alerts/{a.alert.id}"'
-    assert f'<a class="handle" {href}>{a.defender.handle}</a>' in alerting
+    # The handle leads to the defender's own page (tests/api/test_dashboard_defender.py).
+    mine = f'href="/defenders/{a.defender.id}"'
+    assert f'<a class="handle" {mine}>{a.defender.handle}</a>' in alerting
     assert f'<a class="open-alert" {href}>Open alert</a>' in alerting
     calm = row_of(page, "quiet-otter")
-    assert "<a " not in calm and "<td>quiet-otter</td>" in calm
+    assert "/alerts/" not in calm and f'href="/defenders/{quiet.id}">quiet-otter</a>' in calm
     assert str(b.alert.id) not in page
 
 

@@ -12,6 +12,7 @@ from core.db import transaction
 from core.models import (
     Alert,
     AlertState,
+    AuditEntry,
     CheckIn,
     CheckInKind,
     CheckInState,
@@ -38,6 +39,19 @@ async def test_it_lists_handles_and_health_never_names(desk: Desk) -> None:
         "messages_not_deleted",
     }
     assert item["messages_not_deleted"] == 0
+
+
+async def test_one_defender_by_id_is_the_list_item_and_the_view_is_audited(desk: Desk) -> None:
+    assert desk.a.defender is not None and desk.b.defender is not None
+    async with await desk.client(desk.a, "observer") as c:
+        (listed,) = (await c.get("/api/v1/defenders")).json()["items"]
+        one = await c.get(f"/api/v1/defenders/{desk.a.defender.id}")
+        foreign = await c.get(f"/api/v1/defenders/{desk.b.defender.id}")
+    assert one.status_code == 200 and one.json() == listed
+    assert foreign.status_code == 404 and desk.b.defender.handle not in foreign.text
+    async with desk.sessions() as s:
+        viewed = await s.execute(select(AuditEntry).where(AuditEntry.action == "defender.view"))
+        assert [e.target for e in viewed.scalars()] == [str(desk.a.defender.id)]
 
 
 async def test_it_counts_the_messages_discreet_mode_could_not_delete(desk: Desk) -> None:

@@ -29,6 +29,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("POST", "/alerts/by-dedup/{dedup}/resolve", {"outcome": "safe"}, {A, R, T}),
     ("POST", "/alerts/{alert}/reopen", None, {A, R, T}),
     ("GET", "/defenders", None, {A, R, OB, T}),
+    ("GET", "/defenders/{defender}", None, {A, R, OB, T}),
     ("POST", "/defenders/{defender}/pause", None, {A, R, T}),
     ("POST", "/defenders/{defender}/resume", None, {A, R, T}),
     ("POST", "/defenders/{defender}/restore", None, {A, R, T}),
