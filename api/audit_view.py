@@ -1,15 +1,17 @@
 """The audit page's entries as a responder reads them: a detail's known values in their
 language (a role, a login's failure reason, an outcome, a language, the fields reviewed) and a
-target by what it is (the alert, report or roll-call, linked; a responder's username; a
-defender's handle). Display only: the trail itself (and /api/v1/audit) keeps the raw values,
+target by what it is (the alert, report, roll-call or defender, linked; a responder's
+username; an API token's name; a webhook endpoint's host; "Invite code"; the organisation's
+name). Display only: the trail itself (and /api/v1/audit) keeps the raw values,
 which stay on the page beside the words; anything not known shows as it is written."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from babel import Locale
 from sqlalchemy import select
@@ -20,12 +22,16 @@ from api.pages import KINDS, OUTCOMES, REPORT_FIELDS
 from core.i18n import gettext
 from core.models import (
     Alert,
+    ApiToken,
     Broadcast,
     Defender,
     DefenderStatus,
     EscalationPolicy,
+    InviteCode,
+    Organisation,
     Report,
     Responder,
+    Webhook,
 )
 
 Say = Callable[[str], str]
@@ -48,6 +54,7 @@ class Detail:
 
 # Whose id an action's target is (the writers: grep ``audit.record``): the rest stay raw.
 RESPONDER_TARGETS = ("responder.", "roster.", "auth.login", "auth.password_change")
+NAMED_TARGETS = ("token.", "webhook.", "org.")  # ``Known.named``
 REPORT_TARGETS = ("report.view_sealed", "report.view_evidence", "report.review")
 
 
@@ -70,6 +77,9 @@ class Known:
     gone: set[uuid.UUID]  # defenders whose data was deleted: no page to link to
     rollcalls: set[uuid.UUID]
     policies: dict[uuid.UUID, str]
+    # API tokens by name, webhook endpoints by host, the organisation by name: (text, link).
+    named: dict[uuid.UUID, tuple[str, str | None]] = field(default_factory=dict)
+    invites: set[uuid.UUID] = field(default_factory=set)
 
 
 async def known(
@@ -113,7 +123,27 @@ async def known(
         EscalationPolicy.id.in_(ids), EscalationPolicy.org_id == org_id
     )
     found.policies = {row[0]: row[1] for row in await session.execute(stmt5)}
+    await _names(session, org_id, ids, found)
     return found
+
+
+async def _names(
+    session: AsyncSession, org_id: uuid.UUID, ids: set[uuid.UUID], found: Known
+) -> None:
+    tokens = select(ApiToken.id, ApiToken.name).where(
+        ApiToken.id.in_(ids), ApiToken.org_id == org_id
+    )
+    found.named.update({i: (name, None) for i, name in await session.execute(tokens)})
+    hooks = select(Webhook.id, Webhook.url).where(Webhook.id.in_(ids), Webhook.org_id == org_id)
+    # The host alone: a URL's path or query may carry the receiver's own secret.
+    found.named.update(
+        {i: (urlsplit(url).hostname or "", "/webhooks") for i, url in await session.execute(hooks)}
+    )
+    if org_id in ids:
+        name = await session.scalar(select(Organisation.name).where(Organisation.id == org_id))
+        found.named[org_id] = (name or "", None)
+    invites = select(InviteCode.id).where(InviteCode.id.in_(ids), InviteCode.org_id == org_id)
+    found.invites = set((await session.execute(invites)).scalars())
 
 
 async def staff(session: AsyncSession, org_id: uuid.UUID) -> dict[uuid.UUID, str]:
@@ -142,6 +172,11 @@ def target(action: str, raw: str | None, k: Known, say: Say) -> Target | None:
         return Target(k.responders[ident], None, raw)
     if action.startswith("policy.") and ident in k.policies:
         return Target(k.policies[ident], None, raw)
+    if action.startswith(NAMED_TARGETS) and ident in k.named:
+        text, href = k.named[ident]
+        return Target(text, href, raw)
+    if action.startswith("invite.") and ident in k.invites:
+        return Target(say(labels.INVITE), None, raw)
     return Target(raw)
 
 

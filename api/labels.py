@@ -99,6 +99,7 @@ REASONS = {  # auth.login_failed: core.auth.AuthError's code
 VERIFICATION_FIELD = N_("Verification")  # report.review's fields, with api.pages.REPORT_FIELDS
 NOBODY = N_("Nobody")  # alert.assign to no one
 ROLLCALL = N_("Roll-call")
+INVITE = N_("Invite code")  # an audit entry's target: one of the organisation's invite codes
 CHANNELS = {"telegram": "Telegram", "signal": "Signal"}  # names, in every language
 # What each webhook event type (core.webhook_events.EVENTS, a contract value shown as it is) means.
 WEBHOOK_EVENTS = {

@@ -15,10 +15,12 @@ import uuid
 from typing import Any
 
 from babel import Locale
+from sqlalchemy import select
 
 from core import audit
 from core.db import transaction
 from core.i18n import SUPPORTED, gettext
+from core.models import ApiToken, Webhook
 from tests.api.conftest import Desk
 from tests.api.test_dashboard import browser
 
@@ -119,3 +121,43 @@ async def test_the_audit_page_words_known_values_and_names_its_targets(desk: Des
     assert kept["alert.resolve"]["target"] == str(a.alert.id)
     assert kept["responder.role"]["detail"] == {"from": "responder", "to": "observer"}
     assert uuid.UUID(kept["alert.view"]["target"]) == b.alert.id
+
+
+async def test_tokens_webhooks_invites_and_the_organisation_are_named_not_ids(
+    desk: Desk,
+) -> None:
+    """Review: an API token, a webhook endpoint, an invite code and the organisation showed as
+    bare ids. A token by its name, an endpoint by its host (linked to the webhooks page; never
+    the path, which may carry the receiver's secret), an invite as "Invite code", the
+    organisation by its name; another organisation's stay ids."""
+    a, b = desk.a, desk.b
+    assert a.webhook and a.invite and b.webhook
+    admin = a.responders["admin"]
+    async with transaction(desk.sessions) as s:
+        token = await s.scalar(select(ApiToken.id).where(ApiToken.org_id == a.org.id))
+        hook = await s.get(Webhook, a.webhook.id)
+        assert hook is not None
+        hook.url = "https://cases.example.org/in/s3cret-path?key=k3y"
+        for action, target in (
+            ("token.create", token),
+            ("webhook.rotate", a.webhook.id),
+            ("invite.create", a.invite.id),
+            ("org.key_change", a.org.id),
+            ("webhook.add", b.webhook.id),  # another organisation's: never looked up
+        ):
+            await audit.record(
+                s, desk.vault, actor=f"responder:{admin.id}", action=action,
+                target=str(target), org_id=a.org.id,
+            )  # fmt: skip
+    async with browser(desk, a, "admin") as (c, _csrf):
+        page = (await c.get("/audit", headers={"accept-language": "es"})).text
+    assert f'title="{token}">case system</span>' in target_cell(entry(page, "token.create"))
+    rotated = target_cell(entry(page, "webhook.rotate"))
+    assert f'href="/webhooks" title="{a.webhook.id}">cases.example.org</a>' in rotated
+    assert "s3cret" not in page and "k3y" not in page
+    invite = target_cell(entry(page, "invite.create"))
+    assert f'title="{a.invite.id}">Código de invitación</span>' in invite
+    named = target_cell(entry(page, "org.key_change"))
+    assert f'title="{a.org.id}">{html.escape(a.org.name)}</span>' in named
+    foreign = target_cell(entry(page, "webhook.add"))
+    assert str(b.webhook.id) in foreign and "<a " not in foreign
