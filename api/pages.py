@@ -11,6 +11,7 @@ from typing import Any
 
 from babel import Locale
 from babel.dates import format_datetime
+from babel.lists import format_list
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -184,6 +185,9 @@ def environment(locale: str) -> Environment:
     env.filters["country"] = lambda code: country(code, locale)
     env.filters["language"] = lambda code: Locale.parse(locale).languages.get(code, code)
     env.filters["weekdays"] = lambda digits: weekdays(digits, locale)
+    # Between the items of a short list: ", ", or Arabic's " و" ("and").
+    middle = Locale.parse(locale).list_patterns["standard"]["middle"]
+    env.globals["LIST_SEP"] = middle.replace("{0}", "").replace("{1}", "")
     say = gettext(locale)
     env.filters["delivery_error"] = lambda raw: labels.delivery_error(raw, say)
     return env
@@ -237,7 +241,8 @@ def weekdays(digits: str, locale: str) -> str:
     if sorted(set(digits)) == list("0123456"):
         return gettext(locale)("Every day")
     names = Locale.parse(locale).days["format"]["wide"]
-    return ", ".join(str(names[int(c)]) for c in digits if c.isdigit() and int(c) < 7)
+    days = [str(names[int(c)]) for c in digits if c.isdigit() and int(c) < 7]
+    return format_list(days, locale=locale) if days else ""
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

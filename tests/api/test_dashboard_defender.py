@@ -63,7 +63,9 @@ async def test_a_defenders_page_shows_what_the_desk_may_know(desk: Desk) -> None
     assert answer.status_code == 200
     assert f'<h1 class="handle">{a.defender.handle}</h1>' in page
     assert f'<a class="open-alert" href="/alerts/{a.alert.id}">Open alert</a>' in page
-    assert '<span dir="ltr">20:30</span> · Monday, Tuesday, Wednesday, Thursday, Friday' in page
+    assert (
+        '<span dir="ltr">20:30</span> · Monday, Tuesday, Wednesday, Thursday, and Friday' in page
+    )
     assert "America/Bogota" in page and ">Spanish<" in page
     assert 'Telegram <strong class="warn">cannot be reached there</strong>, Signal' in page
     assert "1 confirmed · 1 not answered yet" in page
@@ -114,6 +116,7 @@ async def test_another_organisations_defender_or_a_deleted_one_is_not_found(desk
 async def test_an_observer_sees_the_page_without_the_forms_and_arabic_reads_right_to_left(
     desk: Desk,
 ) -> None:
+    await furnish(desk)
     a = desk.a
     assert a.defender is not None
     async with browser(desk, a, "observer") as (c, _csrf):
@@ -121,6 +124,7 @@ async def test_an_observer_sees_the_page_without_the_forms_and_arabic_reads_righ
         arabic = await c.get(f"/defenders/{a.defender.id}", headers={"accept-language": "ar"})
     assert "Pause check-ins" not in page and '<form method="post" action="/defenders' not in page
     assert 'dir="rtl"' in arabic.text and "جهات الاتصال الموثوقة" in arabic.text
+    assert "</strong> وSignal" in arabic.text  # the language's own list, not a Latin comma
 
 
 async def test_the_audit_log_does_not_link_a_deleted_defender(desk: Desk) -> None:
