@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
-from telegram import Bot, CallbackQuery, Message, Update
+from telegram import CallbackQuery, Message, Update
 from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter, TelegramError
 
-from bot.telegram_http import AiohttpRequest
+from bot.telegram_http import AiohttpRequest, SendingBot
 from bot.telegram_render import (
     CHANNEL,
     GROUPS,
@@ -81,7 +81,7 @@ class Telegram:
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
         file_url = api_url[: -len("/bot")] + "/file/bot" if api_url.endswith("/bot") else api_url
-        self.bot = Bot(
+        self.bot = SendingBot(
             token,
             base_url=api_url,
             base_file_url=file_url,
@@ -400,9 +400,8 @@ class Telegram:
         for i in range(done, len(chunks)):
             last = i == len(chunks) - 1
             # Never parse_mode: user-supplied text must not break delivery (R26).
-            reply_markup = markup if last else None
-            part = await self.bot.send_message(chat_id, chunks[i], reply_markup=reply_markup)
-            sent.append(str(part.message_id))
+            keyboard = markup if last else None
+            sent.append(str(await self.bot.send_text(chat_id, chunks[i], keyboard)))
         for attachment in message.attachments[max(0, done - len(chunks)) :]:
             part = await self.bot.send_document(
                 chat_id, attachment.data, filename=attachment.filename
@@ -412,7 +411,7 @@ class Telegram:
         # mode deletes all of them.
         return Delivered(message_id=",".join(sent) or None)
 
-    async def _markup(self, chat_id: str, message: Outbound) -> Any:
+    async def _markup(self, chat_id: str, message: Outbound) -> dict[str, Any]:
         tokens = []
         if message.choices:  # stored with the other sends' of the moment (group commit)
             tokens = await self.tokens.issue(

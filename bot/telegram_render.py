@@ -6,12 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from telegram import (
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    KeyboardButton,
     Message,
-    ReplyKeyboardMarkup,
-    ReplyKeyboardRemove,
     Update,
     User,
 )
@@ -52,25 +47,26 @@ def delivery_error(exc: TelegramError, sent: tuple[str, ...] = ()) -> DeliveryEr
     return DeliveryError(type(exc).__name__, sent=sent)
 
 
-def markup(message: Outbound, tokens: list[str]) -> Any:
-    """The keyboard under the message: buttons carrying ``tokens`` (one per choice, in order),
-    a location request, or none (any earlier reply keyboard goes away).
+def markup(message: Outbound, tokens: list[str]) -> dict[str, Any]:
+    """The keyboard under the message, as the Bot API's JSON: buttons carrying ``tokens``
+    (one per choice, in order), a location request, or none (any earlier reply keyboard goes
+    away). Plain JSON, not PTB's objects: built for every message sent.
 
     A message has one keyboard, and only a reply keyboard can ask for a location: a location
     request ("Skip" beside it) is one, its choices plain text buttons that send their label,
     which the flows take as the choice (``Context.need_choice``). It hides once used, and the
     next message without buttons removes it."""
     if message.request_location:
-        rows = [[KeyboardButton("📍", request_location=True)]]
-        rows += [[KeyboardButton(c.label)] for c in message.choices]
-        return ReplyKeyboardMarkup(rows, one_time_keyboard=True, resize_keyboard=True)
+        rows: list[list[dict[str, Any]]] = [[{"text": "📍", "request_location": True}]]
+        rows += [[{"text": c.label}] for c in message.choices]
+        return {"keyboard": rows, "one_time_keyboard": True, "resize_keyboard": True}
     if message.choices:
         buttons = [
-            [InlineKeyboardButton(c.label, callback_data=t)]
+            [{"text": c.label, "callback_data": t}]
             for c, t in zip(message.choices, tokens, strict=True)
         ]
-        return InlineKeyboardMarkup(buttons)
-    return ReplyKeyboardRemove()
+        return {"inline_keyboard": buttons}
+    return {"remove_keyboard": True}
 
 
 def files(message: Message) -> list[tuple[str, str, str, int | None, str | None]]:
