@@ -18,6 +18,7 @@ from babel.dates import format_date, format_skeleton, format_time, format_timede
 
 from core.i18n import SUPPORTED
 from core.text import fold
+from flows import said_days
 from flows.spelled import as_digits
 
 MIN_TIMER = timedelta(minutes=5)
@@ -94,30 +95,6 @@ _CLOCK = re.compile(
 _WRITTEN_HOUR = re.compile(r"(\d{1,2})h([0-5]\d)?")  # "20h", "18h30"; not "in 20h", "20 hours"
 _HOUR_WRITERS = ("fr", "es", "pt")
 _OFFSET = re.compile(r"(?:utc|gmt)?\s*([+\-\u2212])\s*(\d{1,2})(?::?(\d{2}))?")
-# A day said in words, how many days ago, and with the part of the day people add ("ayer por
-# la tarde", "hier soir", "ontem à noite", "أمس مساءً", "yesterday morning"): the date is the
-# same. In ``fold`` form, the Arabic's hamza and tanween gone.
-_DAYS_AGO = {
-    fold(w): ago
-    for ago, ws in (
-        (0, ("today", "hoy", "aujourd'hui", "aujourd’hui", "aujourdhui", "hoje", "اليوم",
-             "this morning", "this afternoon", "this evening", "tonight", "esta mañana",
-             "esta tarde", "esta noche", "ce matin", "cet après-midi", "ce soir", "cette nuit",
-             "esta manhã", "esta noite", "هذا الصباح", "هذا المساء", "الليلة", "هذه الليلة")),
-        (1, ("yesterday", "ayer", "hier", "ontem", "أمس", "البارحة", "البارحه", "last night",
-             "anoche")),
-        (2, ("the day before yesterday", "day before yesterday", "anteayer", "antier",
-             "avant-hier", "avant hier", "anteontem", "أول أمس", "اول امس")),
-    )
-    for w in ws
-}  # fmt: skip
-_PART_OF_DAY = "(?:(?:in the|por la|en la|a la|de la|de|da|a|dans la|في)\\s+)?" + _words(
-    "morning", "afternoon", "evening", "night", "mañana", "madrugada", "tarde", "noche",
-    "matin", "après-midi", "soir", "soirée", "nuit", "manhã", "noite",
-    "صباحًا", "صباح", "ظهرًا", "عصرًا", "مساءً", "مساء", "ليلًا", "ليلة",
-)  # fmt: skip
-_DAY = _words(*_DAYS_AGO)
-_DAY_SAID = re.compile(rf"(?:{_PART_OF_DAY}\s+)?({_DAY})(?:\s*,?\s+{_PART_OF_DAY})?")
 _DATE_ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 _DATE_DMY = re.compile(r"(\d{1,2})[/.\-](\d{1,2})(?:[/.\-](\d{2,4}))?")
 # Offsets that are not whole hours, mapped to a zone without daylight saving.
@@ -280,15 +257,15 @@ def parse_date(text: str, *, today: date) -> date | None:
 
 
 def dates(text: str, *, today: date) -> tuple[date, ...]:
-    """The dates ``text`` can mean, never one in the future: "yesterday evening" (a day in
-    words, with or without the part of the day, ``_DAY_SAID``); ``2024-05-03``; ``3/5/2024``
+    """The dates ``text`` can mean, never one in the future: "yesterday evening", "hace dos
+    días", "lundi dernier" (a day in words: ``flows.said_days``); ``2024-05-03``; ``3/5/2024``
     or ``3/5`` (without a year, the last one gone by: "29/2" typed in 2026 is 2024's), read
     day first and month first. Both when both are dates, and different: "5/3" is the 5th of
     March to some, May 3rd to others, whatever the language (a report asks which:
     ``flows.report``); "13/5" and "5/13" are one date each. Empty when it is no date."""
     words = fold(text)
-    if m := _DAY_SAID.fullmatch(words):
-        return (today - timedelta(days=_DAYS_AGO[m.group(1)]),)
+    if (said := said_days.day(words, today)) is not None:
+        return (said,) if _past(said, today) else ()
     if m := _DATE_ISO.fullmatch(words):
         found = _date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         return (found,) if found is not None and _past(found, today) else ()

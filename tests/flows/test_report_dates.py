@@ -80,13 +80,14 @@ async def test_at_the_question_another_date_is_read_afresh(desk: Desk) -> None:
     ("language", "typed", "meant"),
     [("es", "ayer por la tarde", "2026-05-03"), ("fr", "hier soir", "2026-05-03"),
      ("pt", "anteontem à noite", "2026-05-02"), ("ar", "أمس مساءً", "2026-05-03"),
-     ("en", "this morning", "2026-05-04")],
+     ("en", "this morning", "2026-05-04"), ("es", "hace dos días", "2026-05-02"),
+     ("fr", "vendredi dernier", "2026-05-01"), ("ar", "منذ ثلاثة أيام", "2026-05-01")],
 )  # fmt: skip
 async def test_a_day_said_in_words_with_the_part_of_the_day_is_that_date(
     desk: Desk, language: str, typed: str, meant: str
 ) -> None:
     """Review: "ayer por la tarde" was refused ("I couldn't read that date") where "ayer"
-    alone was the "Yesterday" option."""
+    alone was the "Yesterday" option; so were "hace dos días" and "vendredi dernier"."""
     chat = await at_when(desk, "signal", language=language)
     (asked,) = await chat.say(typed)
     assert asked.request_location  # where did it happen: the next question

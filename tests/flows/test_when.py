@@ -93,6 +93,13 @@ def test_it_reads_clock_times_and_dates() -> None:
                       ("avant-hier", 2), ("anteayer por la noche", 2)):  # fmt: skip
         assert dates(said, today=today) == (today - timedelta(days=ago),), said
     assert dates("mañana", today=today) == dates("tomorrow evening", today=today) == ()
+    for said, ago in (("hace dos días", 2), ("il y a 3 jours", 3), ("two weeks ago", 14),
+                      ("há três dias", 3), ("منذ يومين", 2), ("منذ ثلاثة أيام", 3),
+                      ("el viernes por la noche", 3), ("lundi dernier", 7), ("Monday", 0),
+                      ("na sexta-feira", 3), ("sábado passado", 2), ("الجمعة الماضية", 3),
+                      ("يوم الأحد", 1)):  # fmt: skip
+        assert dates(said, today=today) == (today - timedelta(days=ago),), said  # a Monday
+    assert dates("hace mucho", today=today) == dates("hace 900 semanas", today=today) == ()
     assert parse_date("29/2", today=today) == date(2024, 2, 29)  # the last one there was
     assert parse_date("29/02", today=date(2028, 3, 1)) == date(2028, 2, 29)
     assert (
