@@ -23,7 +23,7 @@ from api.errors import N_, ApiError
 from api.pages import NOTICES, actor_names, render
 from api.routes import broadcasts as broadcasts_api
 from api.routes import rollcalls as rollcalls_api
-from core import broadcast_chunks, broadcasts, desk_alerts, rollcalls
+from core import broadcast_chunks, broadcasts, desk_alerts, desk_defenders, rollcalls
 
 router = APIRouter(include_in_schema=False)
 
@@ -238,6 +238,11 @@ async def rollcall_page(
         answers=ANSWERS,
         # "I'm safe" with the duress PIN counts as help: the desk must not call that phone.
         careful=await desk_alerts.handles_not_to_contact(session, who.principal.org_id),
+        pages=await desk_defenders.ids_by_handle(
+            session, who.principal.org_id, [a.handle for a in found.answers]
+        )
+        if who.may("defenders:read")
+        else {},
         notice=ROLLCALL_NOTICES.get(notice or ""),
     )
 

@@ -119,6 +119,21 @@ async def get_defender(
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def ids_by_handle(
+    session: AsyncSession, org_id: uuid.UUID, handles: list[str]
+) -> dict[str, uuid.UUID]:
+    """The organisation's defenders among ``handles`` (their data not deleted): the pages
+    that list defenders by handle link each to theirs."""
+    if not handles:
+        return {}
+    query = select(Defender.handle, Defender.id).where(
+        Defender.org_id == org_id,
+        Defender.handle.in_(handles),
+        Defender.status != DefenderStatus.deleted,
+    )
+    return {row.handle: row.id for row in await session.execute(query)}
+
+
 async def _locked(session: AsyncSession, defender: Defender) -> Defender:
     """The defender read again under its lock, before its check-ins (core.checkins' order).
     A status read before is stale: a "delete my data" (real, or forced with the duress PIN)

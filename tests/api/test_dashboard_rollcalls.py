@@ -153,6 +153,11 @@ async def test_a_responder_starts_a_rollcall_sees_the_answers_and_closes_it(desk
         assert "The roll-call is sent to every enrolled defender." in page.text
         assert f'data-defender="{safe.handle}" data-answer="safe"' in page.text
         assert f'data-defender="{quiet.handle}" data-answer="none"' in page.text
+        # Each handle leads to the defender's page (their alerts, their check-ins).
+        for person in (safe, quiet):
+            assert f'<a class="defender" href="/defenders/{person.id}">{person.handle}</a>' in (
+                page.text
+            )
         assert 'class="unanswered">1<' in page.text and 'class="safe">1<' in page.text
         assert f'action="/rollcalls/{rid}/close"' in page.text
 
