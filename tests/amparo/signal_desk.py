@@ -163,7 +163,19 @@ class SignalDesk:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        await asyncio.wait_for(self.signal.connected.wait(), 60)
+        await self._serving()
+
+    async def _serving(self) -> None:
+        """Until ``amparo serve`` listens to the Signal stand-in. A process that ended fails at
+        once with what it printed (not a bare timeout a minute later); a loaded machine (CI
+        beside other work) gets 90 s to start it."""
+        assert self._proc is not None and self._proc.stdout is not None
+        deadline = time.monotonic() + 90
+        while not self.signal.connected.is_set():
+            if self._proc.poll() is not None:
+                raise AssertionError(f"amparo serve ended: {self._proc.stdout.read().decode()}")
+            assert time.monotonic() < deadline, "amparo serve did not connect to Signal in 90 s"
+            await asyncio.sleep(0.05)
 
     async def _start_receiver(self) -> int:
         async def desk(request: web.Request) -> web.Response:
