@@ -123,7 +123,11 @@ def message(
     locale: str, text: str, *, discreet: bool, choices: tuple[Choice, ...] = ()
 ) -> Outbound:
     _ = i18n.gettext(locale)
-    framing = _("Message from your protection desk:")
+    # Discreet mode (someone may look at the phone before the message is deleted): the bot
+    # does not say what stands behind it there (R9).
+    framing = (
+        _("Message from your group:") if discreet else _("Message from your protection desk:")
+    )
     return Outbound(text=f"{framing}\n\n{text}", choices=choices, sensitive=discreet)
 
 

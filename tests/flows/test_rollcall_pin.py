@@ -128,7 +128,10 @@ async def test_the_duress_pin_looks_the_same_and_raises_the_silent_alert(
     rollcall_id = await start(desk)
     shown: list[list[Outbound]] = []
     for chat, pin in ((calm, CANCEL_PIN), (forced, DURESS_PIN)):
-        await chat.received()
+        (asked,) = await chat.received()
+        # Discreet mode: the roll-call does not name what stands behind the bot (R9).
+        framing = "Message from your group:" if discreet else "Message from your protection desk:"
+        assert asked.text.startswith(framing) and asked.sensitive is discreet
         asked = await chat.say(Pick(f"rollcall:safe:{rollcall_id.hex}"))
         shown.append(asked + await chat.say(pin))
     assert shown[0] == shown[1]  # text, buttons, deletions, sensitivity: byte for byte
