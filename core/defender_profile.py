@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -76,8 +77,8 @@ async def profile(session: AsyncSession, defender: Defender) -> Profile:
         contacts_confirmed=counted[Consent.confirmed],
         contacts_waiting=counted[Consent.invited],
         policy=policy,
-        alerts=await _alerts(session, defender),
-        reports=await _reports(session, defender),
+        alerts=await _latest(session, Alert, Alert.triggered_at, defender),
+        reports=await _latest(session, Report, Report.created_at, defender),
     )
 
 
@@ -98,21 +99,14 @@ async def _routine(session: AsyncSession, defender_id: uuid.UUID) -> Routine | N
     return Routine(row.routine_time, row.routine_days or "", row.state is CheckInState.paused)
 
 
-async def _alerts(session: AsyncSession, defender: Defender) -> list[Alert]:
+async def _latest(
+    session: AsyncSession, model: type[Alert] | type[Report], at: Any, defender: Defender
+) -> list[Any]:
+    """The defender's newest ``model`` rows by ``at`` (their alerts or reports)."""
     stmt = (
-        select(Alert)
-        .where(Alert.defender_id == defender.id, Alert.org_id == defender.org_id)
-        .order_by(Alert.triggered_at.desc())
-        .limit(RECENT)
-    )
-    return list((await session.execute(stmt)).scalars())
-
-
-async def _reports(session: AsyncSession, defender: Defender) -> list[Report]:
-    stmt = (
-        select(Report)
-        .where(Report.defender_id == defender.id, Report.org_id == defender.org_id)
-        .order_by(Report.created_at.desc())
+        select(model)
+        .where(model.defender_id == defender.id, model.org_id == defender.org_id)
+        .order_by(at.desc())
         .limit(RECENT)
     )
     return list((await session.execute(stmt)).scalars())

@@ -14,8 +14,14 @@ from core.text import fold
 from flows.spelled import as_digits
 
 
-def _words(*alternatives: str) -> str:
+def alternation(*alternatives: str) -> str:
+    """A regex alternation of words in ``fold`` form, as the text they are matched in: the
+    Arabic plural "دقائق" folds to "دقايق" (its hamza is a combining mark). Also
+    ``flows.when``'s."""
     return "(?:" + "|".join(re.escape(fold(w)) for w in alternatives) + ")"
+
+
+_words = alternation
 
 
 DAYS_AGO = {

@@ -25,10 +25,7 @@ MIN_TIMER = timedelta(minutes=5)
 MAX_TIMER = timedelta(hours=72)
 
 
-def _words(*alternatives: str) -> str:
-    """A regex alternation of words in ``fold`` form, as the text they are matched in: the
-    Arabic plural "دقائق" folds to "دقايق" (its hamza is a combining mark)."""
-    return "(?:" + "|".join(re.escape(fold(w)) for w in alternatives) + ")"
+_words = said_days.alternation
 
 
 # Arabic also as typed with "ه" for the final "ة", as many keyboards and writers do.
