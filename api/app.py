@@ -20,6 +20,7 @@ from api import (
     dashboard_defender,
     dashboard_defenders,
     dashboard_desk,
+    dashboard_handoffs,
     dashboard_keys,
     dashboard_reports,
     dashboard_rollcalls,
@@ -41,6 +42,7 @@ PAGES = (
     dashboard_alert,
     dashboard_assign,
     dashboard_reports,
+    dashboard_handoffs,  # before dashboard_defenders: its /defenders/{id}/{action}
     dashboard_defenders,
     dashboard_defender,
     dashboard_desk,

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import labels
 from api.pages import KINDS, OUTCOMES, REPORT_FIELDS
+from core import handoffs
 from core.i18n import gettext
 from core.models import (
     Alert,
@@ -80,6 +81,8 @@ class Known:
     # API tokens by name, webhook endpoints by host, the organisation by name: (text, link).
     named: dict[uuid.UUID, tuple[str, str | None]] = field(default_factory=dict)
     invites: set[uuid.UUID] = field(default_factory=set)
+    # Hand-offs this organisation made or received: the defender's handle and the other desk.
+    handoffs: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
 async def known(
@@ -144,6 +147,9 @@ async def _names(
         found.named[org_id] = (name or "", None)
     invites = select(InviteCode.id).where(InviteCode.id.in_(ids), InviteCode.org_id == org_id)
     found.invites = set((await session.execute(invites)).scalars())
+    for h in await handoffs.of(session, org_id, ids):
+        other = h.to_desk if h.handoff.from_org_id == org_id else h.from_desk
+        found.handoffs[h.handoff.id] = f"{h.handle} · {other}"
 
 
 async def staff(session: AsyncSession, org_id: uuid.UUID) -> dict[uuid.UUID, str]:
@@ -175,6 +181,8 @@ def target(action: str, raw: str | None, k: Known, say: Say) -> Target | None:
     if action.startswith(NAMED_TARGETS) and ident in k.named:
         text, href = k.named[ident]
         return Target(text, href, raw)
+    if action.startswith("handoff.") and ident in k.handoffs:
+        return Target(k.handoffs[ident], "/handoffs", raw)
     if action.startswith("invite.") and ident in k.invites:
         return Target(say(labels.INVITE), None, raw)
     return Target(raw)

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from api.dashboard import reader
 from api.deps import NowDep, SessionDep, VaultDep
 from api.pages import NOTICES, render
-from core import alerts, audit, desk_defenders
+from core import alerts, audit, desk_defenders, handoffs
 from core.defender_profile import profile
 
 router = APIRouter(include_in_schema=False)
@@ -50,5 +50,6 @@ async def defender_page(
         me=who,
         p=await profile(session, found),
         careful=found.id in careful,
+        offered=await handoffs.waiting(session, found.id),
         notice=NOTICES.get(notice or ""),
     )

@@ -132,6 +132,12 @@ INVITE_STATES = {
     "revoked": N_("Revoked"),
     "expired": N_("Expired"),
 }
+HANDOFF_STATES = {
+    "offered": N_("Waiting for an answer"),
+    "accepted": N_("Accepted"),
+    "declined": N_("Declined"),
+    "withdrawn": N_("Withdrawn"),
+}
 # Short notices a page may show after a redirect (?notice=…): never free text from the URL.
 NOTICES = {
     "acknowledged": N_("You acknowledged the alert."),
@@ -177,6 +183,7 @@ def environment(locale: str) -> Environment:
         ACT_LABELS=ACT_LABELS,
         HEALTH=HEALTH,
         INVITE_STATES=INVITE_STATES,
+        HANDOFF_STATES=HANDOFF_STATES,
         ACTIONS=labels.ACTIONS,
         DETAILS=labels.DETAILS,
         WEBHOOK_EVENTS=labels.WEBHOOK_EVENTS,

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import outbox
+from core import handoffs, outbox
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.models import (
@@ -34,6 +34,7 @@ from core.models import (
     InviteCode,
     OutboxMessage,
     TrustedContact,
+    utcnow,
 )
 from core.security import generate_code
 from core.text import digits
@@ -205,6 +206,7 @@ async def delete_data(session: AsyncSession, *, defender: Defender) -> None:
     addresses are detached rather than deleted, so the final reply can still be delivered.
     """
     await withdraw_waiting(session, defender)
+    await handoffs.withdraw_for(session, defender.id, utcnow())  # no case left to hand on
     await session.execute(delete(CheckIn).where(CheckIn.defender_id == defender.id))
     theirs = TrustedContact.defender_id == defender.id
     # Locked by id first: the order an alert closing reads them in

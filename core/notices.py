@@ -45,6 +45,20 @@ def second_reminder(locale: str, *, discreet: bool) -> Outbound:
     return Outbound(text=text, choices=_safe_button(locale), sensitive=discreet)
 
 
+def handed_off(locale: str, *, discreet: bool) -> Outbound:
+    """After a hand-off between desks (core.handoffs): who follows them changed, and what
+    they already sent stayed where it went. Discreet mode names no desk at all."""
+    _ = i18n.gettext(locale)
+    if discreet:
+        text = _("From now on, other people in your group follow your check-ins.")
+    else:
+        text = _(
+            "From now on, another desk follows your check-ins and alerts. "
+            "Reports you already sent stay with the desk that received them."
+        )
+    return Outbound(text=text, sensitive=discreet)
+
+
 def contact_notice(locale: str, handle: str, *, duress: bool) -> Outbound:
     _ = i18n.gettext(locale)
     if duress:  # someone else may hold their phone: a call or message could endanger them

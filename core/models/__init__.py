@@ -24,6 +24,7 @@ from core.models.defender import (
     TrustedContact,
 )
 from core.models.desk import AlertNote, DeskGroup, DeskSession, OrgKey, ReportReview, ThrottleHit
+from core.models.handoff import Handoff, HandoffState
 from core.models.org import ApiToken, EscalationPolicy, InviteCode, Organisation, Responder, Role
 from core.models.outbox import OutboxMessage, OutboxState
 from core.models.report import Evidence, Report
@@ -55,6 +56,8 @@ __all__ = [
     "DeskSession",
     "Encrypted",
     "Evidence",
+    "Handoff",
+    "HandoffState",
     "EscalationPolicy",
     "InviteCode",
     "OrgKey",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from core import api_tokens, rollcalls
 from core.db import transaction
+from core.models import Defender, Handoff, Organisation
 from tests.api.conftest import Desk, Org
 
 A, R, OB, T = "admin", "responder", "observer", "token"
@@ -29,6 +31,11 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("POST", "/alerts/by-dedup/{dedup}/resolve", {"outcome": "safe"}, {A, R, T}),
     ("POST", "/alerts/{alert}/reopen", None, {A, R, T}),
     ("GET", "/defenders", None, {A, R, OB, T}),
+    ("GET", "/handoffs", None, {A, R, OB, T}),
+    ("POST", "/defenders/{defender}/handoff", {"to_desk": "x", "defender_agreed": True}, {A}),
+    ("POST", "/handoffs/{handoff_in}/decline", None, {A}),
+    ("POST", "/handoffs/{handoff_in}/accept", None, {A}),
+    ("POST", "/handoffs/{handoff_out}/withdraw", None, {A}),
     ("GET", "/defenders/{defender}", None, {A, R, OB, T}),
     ("POST", "/defenders/{defender}/pause", None, {A, R, T}),
     ("POST", "/defenders/{defender}/resume", None, {A, R, T}),
@@ -94,6 +101,7 @@ async def ids(desk: Desk, org: Org) -> dict[str, str]:
             now=desk_now(),
         )
     assert org.alert and org.defender and org.report and org.policy and org.invite
+    handoff_in, handoff_out = await handoffs_of(desk, org)
     return {
         "alert": str(org.alert.id),
         "dedup": org.alert.dedup_key,
@@ -106,7 +114,40 @@ async def ids(desk: Desk, org: Org) -> dict[str, str]:
         "rollcall": str(rollcall.id),
         "webhook": str(org.webhook.id),  # type: ignore[union-attr]
         "delivery": str(org.dead.id),  # type: ignore[union-attr]
+        "handoff_in": str(handoff_in),
+        "handoff_out": str(handoff_out),
     }
+
+
+async def handoffs_of(desk: Desk, org: Org) -> tuple[uuid.UUID, uuid.UUID]:
+    """A hand-off offered to ``org`` and one offered by it, both with a third desk (so that
+    neither is the other test organisation's)."""
+    assert org.defender is not None
+    third = Organisation(id=uuid.uuid4(), name=f"third-{uuid.uuid4().hex[:8]}")
+    theirs = Defender(
+        id=uuid.uuid4(), org_id=third.id, handle=f"h-{uuid.uuid4().hex[:8]}", status="active"
+    )
+    ins = Handoff(
+        id=uuid.uuid4(),
+        defender_id=theirs.id,
+        from_org_id=third.id,
+        to_org_id=org.org.id,
+        offered_by="test",
+    )
+    outs = Handoff(
+        id=uuid.uuid4(),
+        defender_id=org.defender.id,
+        from_org_id=org.org.id,
+        to_org_id=third.id,
+        offered_by="test",
+    )
+    async with transaction(desk.sessions) as s:
+        s.add(third)
+        await s.flush()
+        s.add(theirs)
+        await s.flush()
+        s.add_all([ins, outs])
+    return ins.id, outs.id
 
 
 def desk_now() -> datetime:

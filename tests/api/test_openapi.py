@@ -27,6 +27,7 @@ def operation(schema: dict[str, Any], method: str, path: str) -> dict[str, Any]:
 def shape(path: str) -> str:
     """A matrix path ("/alerts/{alert}") as the document names it ("/alerts/{alert_id}")."""
     names = {"{dedup}": "{dedup_key}", "{webhook}": "{hook_id}"}
+    names |= {"{handoff_in}": "{handoff_id}", "{handoff_out}": "{handoff_id}"}
     for short, full in names.items():
         path = path.replace(short, full)
     for name in ("alert", "defender", "invite", "rollcall", "report", "policy", "responder"):

@@ -1,0 +1,252 @@
+"""Handing a case to another desk (DESIGN.md: networks of exiled defenders hand cases between
+desks). The desk that follows a defender offers them to another organisation of this
+deployment, named exactly (no list of the other desks is shown); that desk accepts or
+declines; until then the offering desk may withdraw the offer. Offering and deciding are for
+admins (``org:admin``): the case's data leaves one organisation for another.
+
+What moves on acceptance is the defender: from then on their check-ins, alerts and reports
+reach the receiving desk, under the receiving desk's default escalation policy. What the first
+desk already holds stays there (alerts, reports sealed to its key, roll-call answers, its
+audit trail): per-record confidentiality, nothing re-sealed or copied. So no hand-off happens
+while an alert is open: one desk at a time answers for an emergency. The defender agreed
+beforehand (the offering desk says so, the form asks it), and is told once it is done, in
+words that name no organisation (SECURITY.md R9; discreet mode: only "your group").
+
+Only ids and states are kept, never a note: the desks talk about the case elsewhere.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from core import audit, notices, recipients
+from core.claims import locked, write_lock
+from core.crypto import Vault
+from core.models import (
+    Alert,
+    AlertState,
+    Defender,
+    DefenderStatus,
+    Handoff,
+    HandoffState,
+    Organisation,
+    Priority,
+)
+from core.outbox import Item, enqueue_many
+
+FOLLOWED = (DefenderStatus.active, DefenderStatus.paused)  # a case that can be handed on
+OPEN = (AlertState.triggered, AlertState.acknowledged)
+
+
+class HandoffError(Exception):
+    """Why a hand-off cannot be offered or decided; ``code``: one of the module's reasons."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+NOT_AGREED = "not_agreed"  # the defender's agreement was not confirmed
+UNKNOWN_DESK = "unknown_desk"  # no other organisation has that exact name
+NOT_FOLLOWED = "not_followed"  # the defender is not active or paused (or no longer ours)
+OPEN_ALERT = "open_alert"  # an alert is open: it is resolved first
+ALREADY_OFFERED = "already_offered"  # an offer is waiting for an answer
+DECIDED = "decided"  # the offer was already accepted, declined or withdrawn
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A hand-off as a desk lists it: the defender's handle and the other desk's name."""
+
+    handoff: Handoff
+    handle: str
+    from_desk: str
+    to_desk: str
+
+
+async def offer(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    defender: Defender,
+    to_desk: str,
+    agreed: bool,
+    actor: str,
+    now: datetime,
+) -> Handoff:
+    """Offer ``defender`` (of the caller's organisation) to the organisation named
+    ``to_desk``."""
+    if not agreed:
+        raise HandoffError(NOT_AGREED)
+    await write_lock(session)
+    stmt = select(Defender).where(Defender.id == defender.id)
+    found = (await session.execute(locked(stmt, session))).scalar_one()
+    if found.status not in FOLLOWED:
+        raise HandoffError(NOT_FOLLOWED)
+    name = to_desk.strip()
+    target = await session.scalar(select(Organisation.id).where(Organisation.name == name))
+    if target is None or target == found.org_id:
+        raise HandoffError(UNKNOWN_DESK)
+    if await _alert_open(session, found.id):
+        raise HandoffError(OPEN_ALERT)
+    if await _waiting(session, found.id) is not None:
+        raise HandoffError(ALREADY_OFFERED)
+    handoff = Handoff(
+        id=uuid.uuid4(),
+        defender_id=found.id,
+        from_org_id=found.org_id,
+        to_org_id=target,
+        offered_by=actor,
+        created_at=now,
+    )
+    try:
+        async with session.begin_nested():  # one open offer per defender (PostgreSQL races)
+            session.add(handoff)
+    except IntegrityError:
+        raise HandoffError(ALREADY_OFFERED) from None
+    await _audit(session, vault, handoff, "handoff.offer", actor, now, found.org_id)
+    return handoff
+
+
+async def decide(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    org_id: uuid.UUID,
+    handoff_id: uuid.UUID,
+    verdict: str,
+    actor: str,
+    now: datetime,
+) -> Handoff | None:
+    """``verdict``: "accept" or "decline" (the receiving desk, ``org_id``), or "withdraw"
+    (the offering desk). None: no such hand-off for this organisation (a foreign one too)."""
+    await write_lock(session)
+    mine = Handoff.from_org_id if verdict == "withdraw" else Handoff.to_org_id
+    stmt = select(Handoff).where(Handoff.id == handoff_id, mine == org_id)
+    handoff = (await session.execute(locked(stmt, session))).scalar_one_or_none()
+    if handoff is None:
+        return None
+    if handoff.state is not HandoffState.offered:
+        raise HandoffError(DECIDED)
+    if verdict == "accept":
+        await _move(session, vault, handoff, now)
+    state = {"accept": HandoffState.accepted, "decline": HandoffState.declined}
+    handoff.state = state.get(verdict, HandoffState.withdrawn)
+    handoff.decided_by, handoff.decided_at = actor, now
+    action = f"handoff.{verdict}"
+    for org in {handoff.from_org_id, handoff.to_org_id}:  # both desks' trails keep it
+        await _audit(session, vault, handoff, action, actor, now, org)
+    return handoff
+
+
+async def _move(session: AsyncSession, vault: Vault, handoff: Handoff, now: datetime) -> None:
+    """The defender becomes the receiving desk's, under its default policy, and is told."""
+    stmt = select(Defender).where(Defender.id == handoff.defender_id)
+    defender = (await session.execute(locked(stmt, session))).scalar_one()
+    if defender.org_id != handoff.from_org_id or defender.status not in FOLLOWED:
+        raise HandoffError(NOT_FOLLOWED)
+    if await _alert_open(session, defender.id):
+        raise HandoffError(OPEN_ALERT)
+    defender.org_id, defender.policy_id = handoff.to_org_id, None
+    who = await recipients.defender(session, defender)
+    if who is not None:
+        told = notices.handed_off(defender.locale, discreet=defender.discreet)
+        key = f"h:{handoff.id.hex}:defender|{who.channel}:{who.address_id.hex}"
+        item = Item(
+            who.channel,
+            int(Priority.P3),
+            key,
+            message=told,
+            address_id=who.address_id,
+            recipient="defender",
+        )
+        await enqueue_many(session, vault, [item], now=now)
+
+
+async def withdraw_for(session: AsyncSession, defender_id: uuid.UUID, now: datetime) -> None:
+    """The defender's data was deleted: an offer still waiting is withdrawn."""
+    await session.execute(
+        update(Handoff)
+        .where(Handoff.defender_id == defender_id, Handoff.state == HandoffState.offered)
+        .values(state=HandoffState.withdrawn, decided_by="defender", decided_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def waiting(session: AsyncSession, defender_id: uuid.UUID) -> Shown | None:
+    """The defender's offer still waiting for an answer, if any."""
+    found = await _waiting(session, defender_id)
+    return None if found is None else await one(session, found.id)
+
+
+async def one(session: AsyncSession, handoff_id: uuid.UUID) -> Shown:
+    return (await _shown(session, [Handoff.id == handoff_id], 1))[0]
+
+
+async def of(session: AsyncSession, org_id: uuid.UUID, ids: Iterable[uuid.UUID]) -> list[Shown]:
+    """Those of ``ids`` that are hand-offs this organisation made or received."""
+    mine = or_(Handoff.from_org_id == org_id, Handoff.to_org_id == org_id)
+    return await _shown(session, [Handoff.id.in_(list(ids)), mine], None)
+
+
+async def listing(
+    session: AsyncSession, org_id: uuid.UUID, *, limit: int = 50
+) -> tuple[list[Shown], list[Shown]]:
+    """The organisation's hand-offs, newest first: (offered to it, offered by it)."""
+    incoming = await _shown(session, [Handoff.to_org_id == org_id], limit)
+    outgoing = await _shown(session, [Handoff.from_org_id == org_id], limit)
+    return incoming, outgoing
+
+
+async def _shown(session: AsyncSession, where: list[object], limit: int | None) -> list[Shown]:
+    source, target = aliased(Organisation), aliased(Organisation)
+    stmt = (
+        select(Handoff, Defender.handle, source.name, target.name)
+        .join(Defender, Defender.id == Handoff.defender_id)
+        .join(source, source.id == Handoff.from_org_id)
+        .join(target, target.id == Handoff.to_org_id)
+        .where(*where)  # type: ignore[arg-type]
+        .order_by(Handoff.created_at.desc(), Handoff.id)
+        .limit(limit)
+    )
+    return [Shown(*row) for row in await session.execute(stmt)]
+
+
+async def _waiting(session: AsyncSession, defender_id: uuid.UUID) -> Handoff | None:
+    stmt = select(Handoff).where(
+        Handoff.defender_id == defender_id, Handoff.state == HandoffState.offered
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def _alert_open(session: AsyncSession, defender_id: uuid.UUID) -> bool:
+    stmt = select(Alert.id).where(Alert.defender_id == defender_id, Alert.state.in_(OPEN))
+    return (await session.execute(stmt.limit(1))).first() is not None
+
+
+async def _audit(
+    session: AsyncSession,
+    vault: Vault,
+    handoff: Handoff,
+    action: str,
+    actor: str,
+    now: datetime,
+    org_id: uuid.UUID,
+) -> None:
+    await audit.record(
+        session,
+        vault,
+        actor=actor,
+        action=action,
+        target=str(handoff.id),
+        org_id=org_id,
+        now=now,
+    )
