@@ -130,10 +130,17 @@ async def decide(
     (the offering desk). None: no such hand-off for this organisation (a foreign one too)."""
     await write_lock(session)
     mine = Handoff.from_org_id if verdict == "withdraw" else Handoff.to_org_id
-    stmt = select(Handoff).where(Handoff.id == handoff_id, mine == org_id)
-    handoff = (await session.execute(locked(stmt, session))).scalar_one_or_none()
-    if handoff is None:
+    find = select(Handoff.defender_id).where(Handoff.id == handoff_id, mine == org_id)
+    defender_id = await session.scalar(find)
+    if defender_id is None:
         return None
+    # PostgreSQL: the defender's row first, then the hand-off's, the order a deletion of the
+    # defender's data (core.defenders.delete_data, which withdraws the offer) takes them in.
+    await session.execute(locked(select(Defender.id).where(Defender.id == defender_id), session))
+    stmt = (
+        select(Handoff).where(Handoff.id == handoff_id).execution_options(populate_existing=True)
+    )
+    handoff = (await session.execute(locked(stmt, session))).scalar_one()
     if handoff.state is not HandoffState.offered:
         raise HandoffError(DECIDED)
     if verdict == "accept":
@@ -148,9 +155,10 @@ async def decide(
 
 
 async def _move(session: AsyncSession, vault: Vault, handoff: Handoff, now: datetime) -> None:
-    """The defender becomes the receiving desk's, under its default policy, and is told."""
+    """The defender (locked by ``decide``) becomes the receiving desk's, under its default
+    policy, and is told."""
     stmt = select(Defender).where(Defender.id == handoff.defender_id)
-    defender = (await session.execute(locked(stmt, session))).scalar_one()
+    defender = (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one()
     if defender.org_id != handoff.from_org_id or defender.status not in FOLLOWED:
         raise HandoffError(NOT_FOLLOWED)
     if await _alert_open(session, defender.id):
