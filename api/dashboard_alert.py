@@ -19,7 +19,7 @@ from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import ApiError
 from api.pages import NOTICES, OUTCOMES, actor_names, render
 from api.routes.alerts import acknowledge_alert, resolve_alert
-from core import alerts, audit, desk_alerts, desk_reports
+from core import alerts, audit, desk_alerts, desk_defenders, desk_reports
 from core.desk_alerts import DeskConflict
 from core.models import (
     Alert,
@@ -103,6 +103,9 @@ async def alert_page(
         filed=filed,
         missed=await missed_deadline(session, alert, events),
         handle=await desk_alerts.handle_of(session, alert.defender_id),
+        # No link to a defender no longer this desk's (handed to another, or data deleted).
+        linked=await desk_defenders.get_defender(session, alert.org_id, alert.defender_id)
+        is not None,
         events=[(e, who_did(e.actor)) for e in events],
         location=None if alert.location_sealed is None else b64(alert.location_sealed),
         notes=[(n, authors[n.id], b64(n.sealed)) for n in notes],

@@ -13,7 +13,7 @@ from api.dashboard_alert import b64
 from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import locale_of
 from api.pages import render, report_labels
-from core import desk_reports
+from core import desk_defenders, desk_reports
 from core.desk_alerts import Cursor, handle_of
 from core.models import ReportReview
 
@@ -85,6 +85,9 @@ async def report(
         me=who,
         report=found,
         handle=handle,
+        linked=found.defender_id is not None
+        and await desk_defenders.get_defender(session, found.org_id, found.defender_id)
+        is not None,
         raised=raised,
         triage=desk_reports.triage(vault, found),
         verification=desk_reports.review_fields(vault, found, review)["verification"],

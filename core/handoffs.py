@@ -10,7 +10,9 @@ desk already holds stays there (alerts, reports sealed to its key, roll-call ans
 audit trail): per-record confidentiality, nothing re-sealed or copied. So no hand-off happens
 while an alert is open: one desk at a time answers for an emergency. The defender agreed
 beforehand (the offering desk says so, the form asks it), and is told once it is done, in
-words that name no organisation (SECURITY.md R9; discreet mode: only "your group").
+words that name no organisation (SECURITY.md R9; discreet mode: only "your group"). The
+receiving desk's admins are told of an offer in their linked chats, and the offering desk's
+hear the answer (desk notices name neither desk: a responder's phone can be seized too).
 
 Only ids and states are kept, never a note: the desks talk about the case elsewhere.
 """
@@ -113,6 +115,7 @@ async def offer(
     except IntegrityError:
         raise HandoffError(ALREADY_OFFERED) from None
     await _audit(session, vault, handoff, "handoff.offer", actor, now, found.org_id)
+    await _tell_admins(session, vault, handoff, target, "offer", found.handle, now)
     return handoff
 
 
@@ -151,6 +154,9 @@ async def decide(
     action = f"handoff.{verdict}"
     for org in {handoff.from_org_id, handoff.to_org_id}:  # both desks' trails keep it
         await _audit(session, vault, handoff, action, actor, now, org)
+    if verdict != "withdraw":  # the offering desk hears the answer
+        handle = await session.scalar(select(Defender.handle).where(Defender.id == defender_id))
+        await _tell_admins(session, vault, handoff, handoff.from_org_id, verdict, handle, now)
     return handoff
 
 
@@ -177,6 +183,31 @@ async def _move(session: AsyncSession, vault: Vault, handoff: Handoff, now: date
             recipient="defender",
         )
         await enqueue_many(session, vault, [item], now=now)
+
+
+async def _tell_admins(
+    session: AsyncSession,
+    vault: Vault,
+    handoff: Handoff,
+    org_id: uuid.UUID,
+    step: str,
+    handle: str | None,
+    now: datetime,
+) -> None:
+    """A desk notice to ``org_id``'s admins in their linked chats (the dashboard lists it
+    anyway: an admin with no chat linked finds it there)."""
+    items = [
+        Item(
+            who.channel,
+            int(Priority.P1),
+            f"h:{handoff.id.hex}:{step}:responder:{who.person.hex}|{who.channel}:{who.address_id.hex}",
+            message=notices.desk_handoff(who.locale, handle or "", step),
+            address_id=who.address_id,
+            recipient="responder",
+        )
+        for who in await recipients.admins(session, org_id)
+    ]
+    await enqueue_many(session, vault, items, now=now)
 
 
 async def withdraw_for(session: AsyncSession, defender_id: uuid.UUID, now: datetime) -> None:

@@ -174,6 +174,22 @@ def desk_location(locale: str, handle: str) -> Outbound:
     )
 
 
+def desk_handoff(locale: str, handle: str, step: str) -> Outbound:
+    """To a desk's admins: another desk offered them a case (``step`` "offer"), or answered
+    their offer ("accept", "decline"). Neither desk is named (core.handoffs)."""
+    _ = i18n.gettext(locale)
+    if step == "offer":
+        text = _(
+            "Another desk offers this desk a case: {handle}. An admin accepts or declines it "
+            "in the desk, under Hand-offs."
+        )
+    elif step == "accept":
+        text = _("The other desk accepted the case of {handle}: it follows them now.")
+    else:
+        text = _("The other desk declined the case of {handle}: it stays with this desk.")
+    return Outbound(text=text.format(handle=handle))
+
+
 def desk_note(locale: str, handle: str) -> Outbound:
     """The defender wrote something for their open alert: never what (it is sealed to the
     organisation's key, and a responder's phone can be seized too)."""

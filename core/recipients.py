@@ -196,6 +196,12 @@ async def desk_group(session: AsyncSession, org_id: uuid.UUID) -> Recipient | No
     return Recipient("group", org_id, row[0], row[1], group_locale(row[2]))
 
 
+async def admins(session: AsyncSession, org_id: uuid.UUID) -> list[Recipient]:
+    """The organisation's active admins who linked a chat, each at their best address."""
+    stmt = _responders().where(Responder.org_id == org_id, Responder.role == Role.admin)
+    return _one_each((await session.execute(stmt)).all())
+
+
 async def responders(
     session: AsyncSession, ids: set[uuid.UUID], *, sparing: uuid.UUID | None = None
 ) -> list[Recipient]:

@@ -22,7 +22,7 @@ from core.models import (
     HandoffState,
     OutboxMessage,
 )
-from tests.api.conftest import Desk, Org
+from tests.api.conftest import Desk, Org, make_report
 from tests.api.test_dashboard import browser
 
 AGREED = {"to_desk": "bravo", "defender_agreed": True}
@@ -50,11 +50,33 @@ async def newcomer(
     return person
 
 
+async def link_chat(desk: Desk, org: Org, role: str) -> None:
+    """The ``role`` responder of ``org`` links a chat (desk notices reach them there)."""
+    async with transaction(desk.sessions) as s:
+        chat = new_address(desk.vault, "signal", f"+44{uuid.uuid4().int % 10**9}")
+        chat.responder_id = org.responders[role].id
+        s.add(chat)
+
+
+async def desk_told(desk: Desk, org: Org, role: str) -> list[str]:
+    """The hand-off notices queued for ``org``'s ``role`` responder."""
+    async with desk.sessions() as s:
+        rows = await s.execute(
+            select(OutboxMessage).where(
+                OutboxMessage.idempotency_key.like("h:%"),
+                OutboxMessage.idempotency_key.contains(org.responders[role].id.hex),
+            )
+        )
+        return sorted(outbox.payload(desk.vault, row).text for row in rows.scalars())
+
+
 async def told(desk: Desk, person: Defender) -> list[tuple[str, bool]]:
     """The messages queued for ``person`` after a hand-off: (text, sensitive)."""
     async with desk.sessions() as s:
         rows = await s.execute(
-            select(OutboxMessage).where(OutboxMessage.idempotency_key.like("h:%"))
+            select(OutboxMessage).where(
+                OutboxMessage.idempotency_key.like("h:%"), OutboxMessage.recipient == "defender"
+            )
         )
         found = []
         for row in rows.scalars():
@@ -66,6 +88,8 @@ async def told(desk: Desk, person: Defender) -> list[tuple[str, bool]]:
 async def test_a_case_offered_and_accepted_moves_to_the_other_desk(desk: Desk) -> None:
     a, b = desk.a, desk.b
     person = await newcomer(desk, a)
+    for org, role in ((a, "admin"), (b, "admin"), (b, "responder")):
+        await link_chat(desk, org, role)
     async with await desk.client(a, "admin") as c:
         offered = await c.post(f"/api/v1/defenders/{person.id}/handoff", json=AGREED)
         assert offered.status_code == 201, offered.text
@@ -83,10 +107,18 @@ async def test_a_case_offered_and_accepted_moves_to_the_other_desk(desk: Desk) -
         assert (await c.get(f"/api/v1/defenders/{person.id}")).status_code == 404  # not yet
         refused = await c.post(f"/api/v1/handoffs/{body['id']}/accept")
         assert refused.status_code == 403  # an observer does not take cases
+    assert await desk_told(desk, b, "admin") == [  # B's admins hear of it; no desk named
+        f"Another desk offers this desk a case: {person.handle}. An admin accepts or declines "
+        "it in the desk, under Hand-offs."
+    ]
+    assert await desk_told(desk, b, "responder") == [] and await desk_told(desk, a, "admin") == []
     async with await desk.client(b, "admin") as c:
         accepted = await c.post(f"/api/v1/handoffs/{body['id']}/accept")
         assert accepted.status_code == 200 and accepted.json()["state"] == "accepted"
         assert (await c.get(f"/api/v1/defenders/{person.id}")).status_code == 200
+    assert await desk_told(desk, a, "admin") == [
+        f"The other desk accepted the case of {person.handle}: it follows them now."
+    ]
     async with await desk.client(a, "admin") as c:
         assert (await c.get(f"/api/v1/defenders/{person.id}")).status_code == 404
         (out,) = (await c.get("/api/v1/handoffs")).json()["outgoing"]
@@ -174,6 +206,9 @@ async def test_an_alert_opened_after_the_offer_holds_it_until_resolved(desk: Des
         alert = await alerts.raise_alert(
             s, desk.vault, defender=found, kind=AlertKind.panic, now=datetime.now(UTC)
         )
+        report = make_report(desk.vault, desk.a, "CO")
+        report.defender_id = person.id
+        s.add(report)
     async with await desk.client(desk.b, "admin") as c:
         held = await c.post(f"/api/v1/handoffs/{offered['id']}/accept")
         assert held.status_code == 409
@@ -184,17 +219,27 @@ async def test_an_alert_opened_after_the_offer_holds_it_until_resolved(desk: Des
         assert (await c.post(f"/api/v1/handoffs/{offered['id']}/accept")).status_code == 200
     async with desk.sessions() as s:  # the alert stays with the desk that answered it
         assert (await s.get(type(alert), alert.id)).org_id == desk.a.org.id  # type: ignore[union-attr]
+    async with browser(desk, desk.a, "responder") as (c, _csrf):
+        for page in (
+            (await c.get(f"/alerts/{alert.id}")).text,
+            (await c.get(f"/reports/{report.id}")).text,
+        ):
+            assert person.handle in page and f'href="/defenders/{person.id}"' not in page
 
 
 async def test_decline_and_withdraw_leave_the_defender_where_they_were(desk: Desk) -> None:
     a, b = desk.a, desk.b
     person = await newcomer(desk, a)
+    await link_chat(desk, a, "admin")
     url = f"/api/v1/defenders/{person.id}/handoff"
     async with await desk.client(a, "admin") as ca, await desk.client(b, "admin") as cb:
         first = (await ca.post(url, json=AGREED)).json()["id"]
         assert (await ca.post(f"/api/v1/handoffs/{first}/accept")).status_code == 404  # A's own
         assert (await cb.post(f"/api/v1/handoffs/{first}/withdraw")).status_code == 404
         assert (await cb.post(f"/api/v1/handoffs/{first}/decline")).json()["state"] == "declined"
+        assert await desk_told(desk, a, "admin") == [
+            f"The other desk declined the case of {person.handle}: it stays with this desk."
+        ]
         assert (await cb.post(f"/api/v1/handoffs/{first}/accept")).status_code == 409
         second = (await ca.post(url, json=AGREED)).json()["id"]  # offered again
         withdrawn = await ca.post(f"/api/v1/handoffs/{second}/withdraw")
