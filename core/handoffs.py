@@ -19,6 +19,7 @@ Only ids and states are kept, never a note: the desks talk about the case elsewh
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,8 +36,10 @@ from core.crypto import Vault
 from core.models import (
     Alert,
     AlertState,
+    Conversation,
     Defender,
     DefenderStatus,
+    Evidence,
     Handoff,
     HandoffState,
     Organisation,
@@ -45,6 +48,9 @@ from core.models import (
 from core.outbox import Item, enqueue_many
 
 FOLLOWED = (DefenderStatus.active, DefenderStatus.paused)  # a case that can be handed on
+# A report being written: the report flow's conversation (flows.report.NAME), or a report set
+# aside while the defender checks in (flows.router_states.RESUME in the conversation's data).
+REPORT_FLOW, SET_ASIDE = "report", "_resume"
 OPEN = (AlertState.triggered, AlertState.acknowledged)
 
 
@@ -60,6 +66,7 @@ NOT_AGREED = "not_agreed"  # the defender's agreement was not confirmed
 UNKNOWN_DESK = "unknown_desk"  # no other organisation has that exact name
 NOT_FOLLOWED = "not_followed"  # the defender is not active or paused (or no longer ours)
 OPEN_ALERT = "open_alert"  # an alert is open: it is resolved first
+WRITING = "writing"  # a report is being written: its parts are sealed to this desk's key
 ALREADY_OFFERED = "already_offered"  # an offer is waiting for an answer
 DECIDED = "decided"  # the offer was already accepted, declined or withdrawn
 
@@ -99,6 +106,8 @@ async def offer(
         raise HandoffError(UNKNOWN_DESK)
     if await _alert_open(session, found.id):
         raise HandoffError(OPEN_ALERT)
+    if await writing(session, vault, found.id, now):
+        raise HandoffError(WRITING)
     if await _waiting(session, found.id) is not None:
         raise HandoffError(ALREADY_OFFERED)
     handoff = Handoff(
@@ -169,6 +178,8 @@ async def _move(session: AsyncSession, vault: Vault, handoff: Handoff, now: date
         raise HandoffError(NOT_FOLLOWED)
     if await _alert_open(session, defender.id):
         raise HandoffError(OPEN_ALERT)
+    if await writing(session, vault, defender.id, now):
+        raise HandoffError(WRITING)
     defender.org_id, defender.policy_id = handoff.to_org_id, None
     who = await recipients.defender(session, defender)
     if who is not None:
@@ -264,6 +275,27 @@ async def _waiting(session: AsyncSession, defender_id: uuid.UUID) -> Handoff | N
         Handoff.defender_id == defender_id, Handoff.state == HandoffState.offered
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def writing(
+    session: AsyncSession, vault: Vault, defender_id: uuid.UUID, now: datetime
+) -> bool:
+    """Whether the defender is writing a report: its parts and files are sealed to the
+    current desk's key as they come (core.reports), so the report must reach that desk; a
+    hand-off waits until it is sent (or the draft lapses)."""
+    unfiled = select(Evidence.id).where(
+        Evidence.defender_id == defender_id, Evidence.filed_at.is_(None)
+    )
+    if (await session.execute(unfiled.limit(1))).first() is not None:
+        return True
+    stmt = select(Conversation).where(Conversation.defender_id == defender_id)
+    talk = (await session.execute(stmt)).scalar_one_or_none()
+    if talk is None or (talk.expires_at is not None and talk.expires_at <= now):
+        return False
+    if talk.flow == REPORT_FLOW:
+        return True
+    raw = talk.get(vault, "data_enc")
+    return raw is not None and SET_ASIDE in json.loads(raw)
 
 
 async def _alert_open(session: AsyncSession, defender_id: uuid.UUID) -> bool:

@@ -30,6 +30,10 @@ REFUSALS = {
         N_("only an active or paused defender of the offering desk can be handed on"),
     ),
     handoffs.OPEN_ALERT: (409, N_("this defender has an open alert: resolve it first")),
+    handoffs.WRITING: (
+        409,
+        N_("this defender is writing a report: the case can be handed on once it is sent"),
+    ),
     handoffs.ALREADY_OFFERED: (409, N_("this defender is already offered to a desk")),
     handoffs.DECIDED: (409, N_("this hand-off was already accepted, declined or withdrawn")),
 }

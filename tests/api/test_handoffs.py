@@ -5,19 +5,22 @@ open; what A holds stays A's; admins only; another desk's hand-offs are not foun
 
 from __future__ import annotations
 
+import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from core import alerts, defenders, outbox
+from core import alerts, defenders, handoffs, outbox
 from core.db import transaction
 from core.defenders import new_address
 from core.models import (
     AlertKind,
     AuditEntry,
+    Conversation,
     Defender,
     DefenderStatus,
+    Evidence,
     Handoff,
     HandoffState,
     OutboxMessage,
@@ -318,3 +321,55 @@ async def test_the_hand_offs_page_in_arabic(desk: Desk) -> None:
 async def _handoffs(desk: Desk) -> list[Handoff]:
     async with desk.sessions() as s:
         return list((await s.execute(select(Handoff))).scalars())
+
+
+async def test_a_report_being_written_holds_the_hand_off_until_it_is_sent(desk: Desk) -> None:
+    """Its parts and files are sealed to the first desk's key as they come: handed on midway,
+    the report would reach a desk that cannot open them."""
+    person = await newcomer(desk, desk.a)
+    now = datetime.now(UTC)
+    url = f"/api/v1/defenders/{person.id}/handoff"
+    talk = Conversation(
+        id=uuid.uuid4(),
+        defender_id=person.id,
+        flow="report",
+        state="narrative",
+        expires_at=now + timedelta(hours=1),
+    )
+    async with transaction(desk.sessions) as s:
+        s.add(talk)
+    async with await desk.client(desk.a, "admin") as c:
+        held = await c.post(url, json=AGREED)
+        assert held.status_code == 409 and held.json()["detail"] == (
+            "this defender is writing a report: the case can be handed on once it is sent"
+        )
+        async with transaction(desk.sessions) as s:  # set aside for a check-in: still held
+            found = await s.get(Conversation, talk.id)
+            assert found is not None
+            found.flow, found.state = "checkin", "pin"
+            found.put(desk.vault, "data_enc", json.dumps({"_resume": {"flow": "report"}}))
+        assert (await c.post(url, json=AGREED)).status_code == 409
+        async with transaction(desk.sessions) as s:  # the draft lapsed
+            found = await s.get(Conversation, talk.id)
+            assert found is not None
+            found.expires_at = now - timedelta(minutes=1)
+        offered = await c.post(url, json=AGREED)
+        assert offered.status_code == 201
+    async with transaction(desk.sessions) as s:  # a file sent for a report not sent yet
+        s.add(
+            Evidence(
+                id=uuid.uuid4(),
+                org_id=desk.a.org.id,
+                defender_id=person.id,
+                report_id=uuid.uuid4(),
+                sealed=b"sealed to alpha",
+            )
+        )
+    async with await desk.client(desk.b, "admin") as c:
+        assert (await c.post(f"/api/v1/handoffs/{offered.json()['id']}/accept")).status_code == 409
+
+
+def test_it_knows_a_report_being_written_by_the_flows_own_names() -> None:
+    from flows import report, router_states
+
+    assert (handoffs.REPORT_FLOW, handoffs.SET_ASIDE) == (report.NAME, router_states.RESUME)
