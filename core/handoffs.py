@@ -66,6 +66,7 @@ NOT_AGREED = "not_agreed"  # the defender's agreement was not confirmed
 UNKNOWN_DESK = "unknown_desk"  # no other organisation has that exact name
 NOT_FOLLOWED = "not_followed"  # the defender is not active or paused (or no longer ours)
 OPEN_ALERT = "open_alert"  # an alert is open: it is resolved first
+NO_KEY = "no_key"  # the receiving desk has no key pair yet: reports could not reach it
 WRITING = "writing"  # a report is being written: its parts are sealed to this desk's key
 ALREADY_OFFERED = "already_offered"  # an offer is waiting for an answer
 DECIDED = "decided"  # the offer was already accepted, declined or withdrawn
@@ -104,6 +105,7 @@ async def offer(
     target = await session.scalar(select(Organisation.id).where(Organisation.name == name))
     if target is None or target == found.org_id:
         raise HandoffError(UNKNOWN_DESK)
+    await _keyed(session, target)
     if await _alert_open(session, found.id):
         raise HandoffError(OPEN_ALERT)
     if await writing(session, vault, found.id, now):
@@ -180,6 +182,7 @@ async def _move(session: AsyncSession, vault: Vault, handoff: Handoff, now: date
         raise HandoffError(OPEN_ALERT)
     if await writing(session, vault, defender.id, now):
         raise HandoffError(WRITING)
+    await _keyed(session, handoff.to_org_id)
     defender.org_id, defender.policy_id = handoff.to_org_id, None
     who = await recipients.defender(session, defender)
     if who is not None:
@@ -296,6 +299,14 @@ async def writing(
         return True
     raw = talk.get(vault, "data_enc")
     return raw is not None and SET_ASIDE in json.loads(raw)
+
+
+async def _keyed(session: AsyncSession, org_id: uuid.UUID) -> None:
+    """The receiving desk must have a key pair: a report is sealed to it, and without one the
+    defender could not send any (core.reports.NoOrgKey)."""
+    stmt = select(Organisation.public_key).where(Organisation.id == org_id)
+    if await session.scalar(stmt) is None:
+        raise HandoffError(NO_KEY)
 
 
 async def _alert_open(session: AsyncSession, defender_id: uuid.UUID) -> bool:

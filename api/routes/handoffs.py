@@ -30,6 +30,10 @@ REFUSALS = {
         N_("only an active or paused defender of the offering desk can be handed on"),
     ),
     handoffs.OPEN_ALERT: (409, N_("this defender has an open alert: resolve it first")),
+    handoffs.NO_KEY: (
+        409,
+        N_("the receiving desk has no organisation key yet: the defender could not send reports"),
+    ),
     handoffs.WRITING: (
         409,
         N_("this defender is writing a report: the case can be handed on once it is sent"),

@@ -23,6 +23,7 @@ from core.models import (
     Evidence,
     Handoff,
     HandoffState,
+    Organisation,
     OutboxMessage,
 )
 from tests.api.conftest import Desk, Org, make_report
@@ -169,8 +170,11 @@ async def test_what_cannot_be_offered_is_refused_with_the_reason(desk: Desk) -> 
     assert a.defender is not None
     person = await newcomer(desk, a)
     url = f"/api/v1/defenders/{person.id}/handoff"
+    async with transaction(desk.sessions) as s:  # a desk with no key pair yet
+        s.add(Organisation(id=uuid.uuid4(), name="charlie"))
     async with await desk.client(a, "admin") as c:
         answers = {
+            "no key": await c.post(url, json={**AGREED, "to_desk": "charlie"}),
             "not agreed": await c.post(url, json={**AGREED, "defender_agreed": False}),
             "unknown": await c.post(url, json={**AGREED, "to_desk": "brav"}),
             "own desk": await c.post(url, json={**AGREED, "to_desk": "alpha"}),
@@ -183,6 +187,7 @@ async def test_what_cannot_be_offered_is_refused_with_the_reason(desk: Desk) -> 
             ),
         }
     assert {k: v.status_code for k, v in answers.items()} == {
+        "no key": 409,
         "not agreed": 422,
         "unknown": 422,
         "own desk": 422,
@@ -195,6 +200,9 @@ async def test_what_cannot_be_offered_is_refused_with_the_reason(desk: Desk) -> 
         "this defender has an open alert: resolve it first"
     )
     assert answers["unknown"].json()["detail"] == "no other desk has exactly that name"
+    assert answers["no key"].json()["detail"] == (
+        "the receiving desk has no organisation key yet: the defender could not send reports"
+    )
     async with await desk.client(a, "responder") as c:  # admins only
         assert (await c.post(url, json=AGREED)).status_code == 403
 
