@@ -174,7 +174,8 @@ def acknowledge(
     """What the phone is told. ``offer``: the answers are offered again. Not after the PIN
     that confirmed "I'm safe": the question is over, and a "2" or a "help" typed later is the
     menu's, never a roll-call answer nobody sees asked (numbered options left on screen would
-    say otherwise). The answer can still change: "I need help" typed, or the alert."""
+    say otherwise); on Telegram only its "I need help" button stays, which nothing typed can
+    be taken for. The answer can still change: "I need help" typed, or the alert."""
     if outcome is Outcome.unknown:
         ctx.say(ctx._("Sorry, I didn't understand that."))
         return
@@ -196,7 +197,9 @@ def acknowledge(
         text = ctx._("Your protection desk has been told that you need help.")
     else:
         text = ctx._("Thank you: your answer “I'm safe” was recorded.")
-    again = rollcalls.choices(rollcall_id, ctx.locale) if offer else ()
+    again = rollcalls.choices(rollcall_id, ctx.locale)
+    if not offer:  # Telegram: "I need help" stays one tap away (a button is never a number)
+        again = again[1:] if ctx.inbound.channel == "telegram" else ()
     sensitive = said == HELP or ctx.discreet
     ctx.replies.append(Outbound(text=text, choices=again, sensitive=sensitive))
 

@@ -68,7 +68,8 @@ async def test_its_safe_button_counts_only_once_the_pin_confirms_it(
     (ack,) = await alice.say(CANCEL_PIN)
     assert ack.text == THANKS
     assert str(alice.sent) in ack.delete_message_ids  # the PIN does not stay on the phone
-    assert ack.choices == ()  # answered: the question is over (test_once_answered_…)
+    # Answered: the question is over (test_once_answered_…); Telegram keeps "I need help".
+    assert [c.label for c in ack.choices] == (["I need help"] if channel == "telegram" else [])
     assert await answer_of(desk, alice, rollcall_id) == "safe"
     assert await alerts_of(desk) == []
 
@@ -105,7 +106,10 @@ async def test_once_answered_with_the_pin_the_rollcall_question_is_over(
         await alice.say("/menu")
         assert await alice.text(Pick("safe")) == ASK_PIN
     (thanks, *_rest) = await alice.say(CANCEL_PIN)
-    assert thanks.choices == ()  # no options left on screen to answer by number
+    # No options left on screen to answer by number; on Telegram, the roll-call's own thanks
+    # keeps its "I need help" button (the check-in's thanks has none).
+    button = channel == "telegram" and via == "rollcall"
+    assert [c.label for c in thanks.choices] == (["I need help"] if button else [])
     assert await answer_of(desk, alice, rollcall_id) == "safe"
     shown = await alice.text("help")
     assert shown.startswith("Here is what you can send:")
@@ -305,3 +309,21 @@ async def test_a_check_in_with_the_pin_answers_an_open_rollcall(desk: Desk) -> N
     await calm.say(Pick("safe"))
     await calm.say(CANCEL_PIN)
     assert await answer_of(desk, calm, closed) is None  # closed: not answered by it
+
+
+async def test_after_the_pin_telegram_keeps_i_need_help_one_tap_away(desk: Desk) -> None:
+    """Answered "I'm safe" with the PIN, a defender whose situation changes taps the button
+    left under the thanks: the answer becomes "I need help" and the alert is raised."""
+    alice = await onboard(desk, channel="telegram")
+    rollcall_id = await start(desk)
+    await alice.received()
+    await alice.say(Pick(f"rollcall:safe:{rollcall_id.hex}"))
+    (ack,) = await alice.say(CANCEL_PIN)
+    (button,) = ack.choices
+    assert button.key == f"rollcall:help:{rollcall_id.hex}"
+    (told, *_rest) = await alice.say(Pick(button.key))
+    assert told.text == "Your protection desk has been told that you need help."
+    assert await answer_of(desk, alice, rollcall_id) == "help"
+    assert [(kind, events[-1]) for kind, _h, events in await alerts_of(desk)] == [
+        (AlertKind.panic, "rollcall_help")
+    ]
