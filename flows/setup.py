@@ -11,6 +11,7 @@ alone ends the conversation once answered.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -19,7 +20,8 @@ from core import checkins, contacts
 from core.defenders import save_settings
 from core.messages import Choice
 from core.models import CheckIn, CheckInKind, CheckInState, Consent
-from core.text import fold, pin
+from core.pins import Verdict
+from core.text import digits, fold, pin
 from flows import country, onboarding, words
 from flows.context import END, Context, Retry
 from flows.when import format_clock, format_when, halves, parse_clock, parse_zone
@@ -291,8 +293,37 @@ def ask_safe_phrase(ctx: Context, *, chain: bool = False) -> str:
     return "setup:safe_phrase"
 
 
-def _save_phrase(ctx: Context, key: str, other: str) -> None:
-    """Keep the phrase sent (nothing on "skip") under ``key``; it must differ from ``other``."""
+# How many of a phrase's digit sequences are checked against the PIN (each an Argon2id run):
+# every one of 4 to 8 digits in a row of 8.
+PIN_LOOKS = 15
+
+
+def _pin_looks(form: str) -> set[str]:
+    """Every sequence of 4 to 8 digits in a row in the phrase (any script's digits)."""
+    runs = re.findall(r"[0-9]{4,}", digits(form))
+    return {r[i : i + n] for r in runs for n in range(4, 9) for i in range(len(r) - n + 1)}
+
+
+async def _shows_pin(ctx: Context, form: str) -> bool:
+    """Whether the phrase holds, among its digits, one of the defender's PINs: sent in the
+    open to raise an alert, it would show that PIN to whoever reads the screen. Under the
+    duress PIN (settings in shadow, someone else may hold the phone) only the duress PIN is
+    looked for: refusing a phrase for holding the cancel PIN would tell whoever typed it that
+    their guess is the real PIN. More digits than ``PIN_LOOKS`` sequences can check are
+    refused before (``_pin_looks``)."""
+    if ctx.pin_checker is None:
+        return False
+    shadow = bool(ctx.data.get("shadow"))
+    for typed in sorted(_pin_looks(form)):
+        verdict = await ctx.pin_checker(typed)
+        if verdict is Verdict.duress or (verdict is Verdict.ok and not shadow):
+            return True
+    return False
+
+
+async def _save_phrase(ctx: Context, key: str, other: str) -> None:
+    """Keep the phrase sent (nothing on "skip") under ``key``; it must differ from ``other``
+    and not show the PIN."""
     assert ctx.defender is not None
     current = ctx.settings
     if ctx.choice_or_none("skip"):
@@ -306,17 +337,21 @@ def _save_phrase(ctx: Context, key: str, other: str) -> None:
         raise Retry(ctx._("Please choose a phrase of 2 to 64 characters that is not a command."))
     if words.same_phrase(phrase, current.get(other)):
         raise Retry(ctx._("The two phrases must be different."))
+    if len(_pin_looks(form)) > PIN_LOOKS:
+        raise Retry(ctx._("Please choose a phrase with fewer digits."))
+    if await _shows_pin(ctx, form):
+        raise Retry(ctx._("Please choose a phrase without your PIN in it."))
     if not ctx.data.get("shadow"):  # settings under the duress PIN: the same words, no change
         save_settings(ctx.vault, ctx.defender, {**current, key: phrase})
 
 
 async def alert_phrase(ctx: Context) -> str:
-    _save_phrase(ctx, "alert_phrase", "safe_phrase")
+    await _save_phrase(ctx, "alert_phrase", "safe_phrase")
     return _next(ctx, "safe_phrase")
 
 
 async def safe_phrase(ctx: Context) -> str:
-    _save_phrase(ctx, "safe_phrase", "alert_phrase")
+    await _save_phrase(ctx, "safe_phrase", "alert_phrase")
     if ctx.data.get("chain"):
         onboarding.finish(ctx)
         return END

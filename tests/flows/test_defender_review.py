@@ -405,3 +405,22 @@ async def test_no_to_do_you_have_photos_goes_on(desk: Desk, language: str, typed
     await alice.say(Pick("done"))
     back = await alice.say(typed)
     assert [c.key for c in back[-1].choices] == ["yes", "anonymous", "no"], back  # consent
+
+
+@pytest.mark.parametrize(
+    ("phrase", "answer"),
+    [
+        (f"The bakery opens at {CANCEL_PIN}", "without your PIN"),
+        (f"Bus {DURESS_PIN[:2]} {DURESS_PIN[2:]} is late", "without your PIN"),
+        (f"Room 1{CANCEL_PIN}5", "without your PIN"),  # inside a longer number
+        ("The bakery opens at 0730", "Saved."),
+        ("Call 555 0199 2277", "fewer digits"),  # more digits than are checked
+    ],
+)
+async def test_a_phrase_that_would_show_a_pin_is_refused(
+    desk: Desk, phrase: str, answer: str
+) -> None:
+    """Sent in the open to raise the alert, the phrase would show the PIN it holds to
+    whoever reads the screen."""
+    alice = await onboard(desk)
+    assert answer in await _phrase(alice, "alert_phrase", phrase)

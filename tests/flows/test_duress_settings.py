@@ -195,3 +195,21 @@ async def test_a_pin_change_runs_as_many_argon2_steps_under_duress(
         forced = await _argon2_runs(desk, monkeypatch, f"forced-{which}", DURESS_PIN, which)
         assert real == forced, which
         assert sum(step["hash"] for step in real) == 1, which  # the new PIN's hash
+
+
+async def test_under_the_duress_pin_a_phrase_tells_nothing_of_the_real_pin(desk: Desk) -> None:
+    """Whoever typed the duress PIN may try phrases holding their guesses: one holding the
+    real PIN is answered as one holding any other number, and the duress PIN they typed is
+    refused as the real PIN is with the real PIN."""
+    calm, forced = await _with_phrase(desk, "calm"), await _with_phrase(desk, "forced")
+    ask = ["/settings", Pick("phrases"), Pick("alert_phrase")]
+    other = await dialog(calm, [*ask[:2], CANCEL_PIN, ask[2], "Is the bakery open at 5827?"])
+    guess = await dialog(
+        forced, [*ask[:2], DURESS_PIN, ask[2], f"Is the bakery open at {CANCEL_PIN}?"]
+    )
+    assert other == guess and "Saved." in str(guess)
+    for chat in (calm, forced):
+        await chat.say("/cancel")
+    own = await dialog(calm, [*ask[:2], CANCEL_PIN, ask[2], f"Open at {CANCEL_PIN}?"])
+    typed = await dialog(forced, [*ask[:2], DURESS_PIN, ask[2], f"Open at {DURESS_PIN}?"])
+    assert own == typed and "without your PIN" in str(typed)
