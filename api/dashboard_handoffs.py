@@ -9,7 +9,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.dashboard import Text, checked, reader, to
+from api.dashboard import Text, Viewer, checked, reader, to
 from api.deps import NowDep, SessionDep, VaultDep
 from api.errors import N_
 from api.pages import NOTICES, render
@@ -49,6 +49,19 @@ async def handoffs_page(
     )
 
 
+async def _admin(
+    request: Request, session: SessionDep, now: NowDep, csrf: str, back: str
+) -> Viewer | Response:
+    """The admin posting a hand-off form, or where to send anyone else (``back``: the page
+    the form was on)."""
+    who = await checked(request, session, now, csrf)
+    if who is None:
+        return to("/login")
+    if who.principal.must_change_password or not who.may("org:admin"):
+        return to(f"{back}?notice=forbidden")
+    return who
+
+
 @router.post("/defenders/{defender_id}/handoff")
 async def offer(
     defender_id: uuid.UUID,
@@ -60,12 +73,10 @@ async def offer(
     to_desk: Text = "",
     agreed: Text = "",
 ) -> Response:
-    who = await checked(request, session, now, csrf)
-    if who is None:
-        return to("/login")
     back = f"/defenders/{defender_id}"
-    if who.principal.must_change_password or not who.may("org:admin"):
-        return to(f"{back}?notice=forbidden")
+    who = await _admin(request, session, now, csrf, back)
+    if isinstance(who, Response):
+        return who
     found = await desk_defenders.get_defender(session, who.principal.org_id, defender_id)
     if found is None:
         return render(request, "missing.html", 404, me=who)
@@ -94,11 +105,9 @@ async def decide(
     now: NowDep,
     csrf: Text = "",
 ) -> Response:
-    who = await checked(request, session, now, csrf)
-    if who is None:
-        return to("/login")
-    if who.principal.must_change_password or not who.may("org:admin"):
-        return to("/handoffs?notice=forbidden")
+    who = await _admin(request, session, now, csrf, "/handoffs")
+    if isinstance(who, Response):
+        return who
     if verdict not in VERDICTS:
         return render(request, "missing.html", 404, me=who)
     try:

@@ -381,3 +381,19 @@ def test_it_knows_a_report_being_written_by_the_flows_own_names() -> None:
     from flows import report, router_states
 
     assert (handoffs.REPORT_FLOW, handoffs.SET_ASIDE) == (report.NAME, router_states.RESUME)
+
+
+async def test_a_responder_who_is_not_an_admin_cannot_offer_nor_answer_from_the_dashboard(
+    desk: Desk,
+) -> None:
+    person = await newcomer(desk, desk.a)
+    page = f"/defenders/{person.id}"
+    async with browser(desk, desk.a, "responder") as (c, csrf):
+        assert 'name="to_desk"' not in (await c.get(page)).text  # no form offered
+        sent = await c.post(
+            f"{page}/handoff", data={"csrf": csrf, "to_desk": "bravo", "agreed": "yes"}
+        )
+        assert sent.headers["location"] == f"{page}?notice=forbidden"
+        answer = await c.post(f"/handoffs/{uuid.uuid4()}/accept", data={"csrf": csrf})
+        assert answer.headers["location"] == "/handoffs?notice=forbidden"
+    assert await _handoffs(desk) == []
