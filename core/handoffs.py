@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from core import audit, notices, recipients
+from core import actions, audit, notices, recipients, reports
 from core.claims import locked, write_lock
 from core.crypto import Vault
 from core.models import (
@@ -187,7 +187,7 @@ async def _move(session: AsyncSession, vault: Vault, handoff: Handoff, now: date
     who = await recipients.defender(session, defender)
     if who is not None:
         told = notices.handed_off(defender.locale, discreet=defender.discreet)
-        key = f"h:{handoff.id.hex}:defender|{who.channel}:{who.address_id.hex}"
+        key = actions.key(f"h:{handoff.id.hex}", who)
         item = Item(
             who.channel,
             int(Priority.P3),
@@ -214,7 +214,7 @@ async def _tell_admins(
         Item(
             who.channel,
             int(Priority.P1),
-            f"h:{handoff.id.hex}:{step}:responder:{who.person.hex}|{who.channel}:{who.address_id.hex}",
+            actions.key(f"h:{handoff.id.hex}:{step}", who),
             message=notices.desk_handoff(who.locale, handle or "", step),
             address_id=who.address_id,
             recipient="responder",
@@ -303,10 +303,11 @@ async def writing(
 
 async def _keyed(session: AsyncSession, org_id: uuid.UUID) -> None:
     """The receiving desk must have a key pair: a report is sealed to it, and without one the
-    defender could not send any (core.reports.NoOrgKey)."""
-    stmt = select(Organisation.public_key).where(Organisation.id == org_id)
-    if await session.scalar(stmt) is None:
-        raise HandoffError(NO_KEY)
+    defender could not send any."""
+    try:
+        await reports.org_key(session, org_id)
+    except reports.NoOrgKey:
+        raise HandoffError(NO_KEY) from None
 
 
 async def _alert_open(session: AsyncSession, defender_id: uuid.UUID) -> bool:
