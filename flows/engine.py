@@ -37,7 +37,7 @@ from core.messages import Inbound, NotHandled
 from core.models import ChannelAddress, Conversation, Defender, utcnow
 from core.pins import Verdict
 from core.text import pin
-from flows import checkin, desk, report, rollcall, router, store
+from flows import checkin, desk, report, rollcall, router, setup, store
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3
@@ -166,23 +166,40 @@ class Engine:
         return store.Event(session, self.vault, inbound, index, now, checker)
 
     async def _check_pin_early(self, index: bytes, inbound: Inbound) -> PinCache:
-        typed = pin(inbound.text or "")
-        if typed is None or inbound.forwarded:
+        """Argon2id before the transaction (SQLite: before the one writer's turn, which every
+        other defender's message waits for): the message when it is shaped like a PIN, and
+        a code phrase's digits when one is being set (``setup.pin_looks``)."""
+        text = inbound.text or ""
+        typed = pin(text)
+        if inbound.forwarded or (typed is None and not setup.has_digits(text)):
             return {}
         # Any state: a PIN answering no question still raises the duress alert
         # (router_alarms.idle_pin); edited too: a report's account corrected to a PIN keeps
         # it out (Context.is_a_pin).
         query = (
-            select(Defender.cancel_pin_hash, Defender.duress_pin_hash)
+            select(
+                Defender.cancel_pin_hash,
+                Defender.duress_pin_hash,
+                Conversation.flow,
+                Conversation.state,
+            )
             .join(ChannelAddress, ChannelAddress.defender_id == Defender.id)
+            .outerjoin(Conversation, Conversation.defender_id == Defender.id)
             .where(ChannelAddress.channel == inbound.channel, ChannelAddress.blind_index == index)
         )
         async with self.sessions() as session:
             row = (await session.execute(query)).first()
         if row is None or (row.cancel_pin_hash is None and row.duress_pin_hash is None):
             return {}
-        key = (row.cancel_pin_hash, row.duress_pin_hash, typed)
-        return {key: await asyncio.to_thread(pins.check, *key, self.vault.keyring.pepper)}
+        looks = {typed} if typed is not None else set()
+        phrase = setup.pin_looks(text) if (row.flow, row.state) in setup.PHRASE_STATES else ()
+        if len(phrase) <= setup.PIN_LOOKS:  # more: refused unchecked (setup._save_phrase)
+            looks.update(phrase)
+        pepper, found = self.vault.keyring.pepper, {}
+        for each in sorted(looks):
+            key = (row.cancel_pin_hash, row.duress_pin_hash, each)
+            found[key] = await asyncio.to_thread(pins.check, *key, pepper)
+        return found
 
     async def _fallback(
         self, inbound: Inbound, index: bytes, now: datetime, cache: PinCache

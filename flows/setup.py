@@ -298,23 +298,35 @@ def ask_safe_phrase(ctx: Context, *, chain: bool = False) -> str:
 PIN_LOOKS = 15
 
 
-def _pin_looks(form: str) -> set[str]:
-    """Every sequence of 4 to 8 digits in a row in the phrase (any script's digits)."""
-    runs = re.findall(r"[0-9]{4,}", digits(form))
+# Where a code phrase is being set: its digits are checked against the PINs before the
+# transaction (flows.engine), as a PIN is.
+PHRASE_STATES = (("setup", "alert_phrase"), ("setup", "safe_phrase"))
+_RUN = re.compile(r"[0-9]{4,}")
+
+
+def has_digits(text: str) -> bool:
+    """Whether ``text`` has 4 digits (any script's), as a phrase holding a PIN does."""
+    return sum(c.isdecimal() for c in text) >= 4
+
+
+def pin_looks(text: str) -> set[str]:
+    """Every sequence of 4 to 8 digits in a row in a phrase as it is compared (spaces and
+    punctuation left out): those checked against the PINs, up to ``PIN_LOOKS``."""
+    runs = _RUN.findall(digits(words.phrase_form(fold(text))))
     return {r[i : i + n] for r in runs for n in range(4, 9) for i in range(len(r) - n + 1)}
 
 
-async def _shows_pin(ctx: Context, form: str) -> bool:
-    """Whether the phrase holds, among its digits, one of the defender's PINs: sent in the
-    open to raise an alert, it would show that PIN to whoever reads the screen. Under the
-    duress PIN (settings in shadow, someone else may hold the phone) only the duress PIN is
-    looked for: refusing a phrase for holding the cancel PIN would tell whoever typed it that
-    their guess is the real PIN. More digits than ``PIN_LOOKS`` sequences can check are
-    refused before (``_pin_looks``)."""
+async def _shows_pin(ctx: Context, looks: set[str]) -> bool:
+    """Whether one of ``looks`` (``pin_looks``) is one of the defender's PINs: sent in the
+    open to raise an alert, the phrase would show that PIN to whoever reads the screen. Under
+    the duress PIN (settings in shadow, someone else may hold the phone) only the duress PIN
+    is looked for: refusing a phrase for holding the cancel PIN would tell whoever typed it
+    that their guess is the real PIN. The engine checked them before the transaction
+    (flows.engine): the checker answers here from its cache."""
     if ctx.pin_checker is None:
         return False
     shadow = bool(ctx.data.get("shadow"))
-    for typed in sorted(_pin_looks(form)):
+    for typed in sorted(looks):
         verdict = await ctx.pin_checker(typed)
         if verdict is Verdict.duress or (verdict is Verdict.ok and not shadow):
             return True
@@ -337,9 +349,10 @@ async def _save_phrase(ctx: Context, key: str, other: str) -> None:
         raise Retry(ctx._("Please choose a phrase of 2 to 64 characters that is not a command."))
     if words.same_phrase(phrase, current.get(other)):
         raise Retry(ctx._("The two phrases must be different."))
-    if len(_pin_looks(form)) > PIN_LOOKS:
+    looks = pin_looks(phrase)
+    if len(looks) > PIN_LOOKS:
         raise Retry(ctx._("Please choose a phrase with fewer digits."))
-    if await _shows_pin(ctx, form):
+    if await _shows_pin(ctx, looks):
         raise Retry(ctx._("Please choose a phrase without your PIN in it."))
     if not ctx.data.get("shadow"):  # settings under the duress PIN: the same words, no change
         save_settings(ctx.vault, ctx.defender, {**current, key: phrase})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -13,6 +15,7 @@ from core.db import transaction
 from core.defenders import save_settings
 from core.messages import Outbound
 from core.models import AlertEvent, AlertKind, CheckIn, Defender, Report
+from flows import engine as engine_module
 from flows import registry, words
 from tests.flows.conftest import (
     CANCEL_PIN,
@@ -424,3 +427,27 @@ async def test_a_phrase_that_would_show_a_pin_is_refused(
     whoever reads the screen."""
     alice = await onboard(desk)
     assert answer in await _phrase(alice, "alert_phrase", phrase)
+
+
+async def test_a_phrases_pin_checks_run_before_the_one_writers_turn(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Argon2id takes a fifth of a second a check on this machine: run inside the
+    transaction, a phrase's checks would hold up every other defender's message, a panic
+    too (on SQLite one transaction writes at a time). The engine runs them before, as it does
+    for a PIN."""
+    alice = await onboard(desk)
+    held: list[bool] = []
+    check = engine_module.pins.check
+
+    def watched(*args: Any) -> Any:
+        held.append(desk.engine._writers.locked())
+        return check(*args)
+
+    monkeypatch.setattr(engine_module.pins, "check", watched)
+    monkeypatch.setattr(desk.engine, "_writers", asyncio.Semaphore(1))  # held: locked
+    for said in ("/settings", Pick("phrases"), CANCEL_PIN, Pick("alert_phrase")):
+        await alice.say(said)
+    held.clear()
+    assert "without your PIN" in await alice.text(f"Room 1{CANCEL_PIN}5 is free")
+    assert held and not any(held)
