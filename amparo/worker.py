@@ -122,7 +122,7 @@ async def run_engine(
             owner=owner,
             http=http,
             lease_s=send_lease_s,
-            limits=ratelimit.limits(rt.settings.telegram_rate),
+            limits=ratelimit.limits(rt.settings.telegram_rate, rt.settings.chat_rate),
         )
         settle()
         scheduler.start()

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # The bot-wide send rate (messages per second): 30 for a normal bot; paid broadcasts
     # allow up to 1,000.
     telegram_rate: float = 30.0
+    # Messages per second to one chat, on every channel (Telegram asks about 1; faster bursts
+    # are answered with 429 and retried). A test against a stand-in may raise it.
+    chat_rate: float = 1.0
     signal_service: str | None = None
     signal_number: str | None = None
     # /metrics answers direct loopback connections only; with this token (at least 32
@@ -113,6 +116,8 @@ class Settings(BaseSettings):
             raise ValueError("AMPARO_PORT must be between 1 and 65535")
         if not 0 < self.telegram_rate <= 1000:
             raise ValueError("AMPARO_TELEGRAM_RATE must be above 0 and at most 1000")
+        if not 0 < self.chat_rate <= 100:
+            raise ValueError("AMPARO_CHAT_RATE must be above 0 and at most 100")
         secret = self.telegram_webhook_secret
         if self.telegram_webhook_url and (secret is None or len(secret.get_secret_value()) < 32):
             raise ValueError("AMPARO_TELEGRAM_WEBHOOK_SECRET must be at least 32 characters")

@@ -20,12 +20,11 @@ DEFAULT_LIMITS = {
 }
 
 
-def limits(telegram_rate: float = 30.0) -> dict[str, Limit]:
-    """The default limits with Telegram's bot-wide rate set (``AMPARO_TELEGRAM_RATE``)."""
-    return {
-        **DEFAULT_LIMITS,
-        "telegram": Limit(telegram_rate, DEFAULT_LIMITS["telegram"].per_recipient),
-    }
+def limits(telegram_rate: float = 30.0, chat_rate: float = 1.0) -> dict[str, Limit]:
+    """The default limits with Telegram's bot-wide rate (``AMPARO_TELEGRAM_RATE``) and every
+    channel's rate to one chat (``AMPARO_CHAT_RATE``) set."""
+    found = {**DEFAULT_LIMITS, "telegram": Limit(telegram_rate, chat_rate)}
+    return {name: Limit(lim.per_channel, chat_rate) for name, lim in found.items()}
 
 
 def configured() -> dict[str, Limit]:
@@ -33,7 +32,8 @@ def configured() -> dict[str, Limit]:
     from core.config import Settings
 
     try:
-        return limits(Settings().telegram_rate)
+        settings = Settings()
+        return limits(settings.telegram_rate, settings.chat_rate)
     except ValueError:  # pydantic's ValidationError: the process start reports it already
         return dict(DEFAULT_LIMITS)
 

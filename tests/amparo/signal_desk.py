@@ -28,7 +28,7 @@ from core.db import create_engine, sessionmaker, transaction
 from core.defenders import create_invite, new_address
 from core.models import EscalationPolicy, Responder, Role, utcnow
 from core.webhooks import add as add_webhook
-from tests.amparo.test_serve import free_port
+from tests.amparo.test_serve import FAST_CHATS, free_port
 from tests.standins.signal_cli import SignalStandIn
 from tests.standins.telegram_api import TelegramStandIn
 
@@ -102,7 +102,7 @@ class SignalDesk:
         await self.telegram.start()
         desk_port = await self._start_receiver()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
-        self.env.update({"AMPARO_DATA_DIR": str(self.data), "LANG": "C.UTF-8"})
+        self.env.update({"AMPARO_DATA_DIR": str(self.data), "LANG": "C.UTF-8", **FAST_CHATS})
         if self.database_url is not None:  # PostgreSQL is upgraded by the operator
             self.env["AMPARO_DATABASE_URL"] = self.database_url
             upgraded = subprocess.run(

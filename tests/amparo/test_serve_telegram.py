@@ -21,7 +21,7 @@ from core.defenders import create_invite
 from core.models import Organisation, utcnow
 from core.webhook_secrets import verify
 from core.webhooks import add as add_webhook
-from tests.amparo.test_serve import free_port
+from tests.amparo.test_serve import FAST_CHATS, free_port
 from tests.logscan import leaks
 from tests.standins.telegram_api import TelegramStandIn
 
@@ -57,7 +57,7 @@ async def test_it_takes_a_defender_from_invite_to_panic_at_the_desk(tmp_path: Pa
 
     data = tmp_path / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
-    env.update({"AMPARO_DATA_DIR": str(data), "LANG": "C.UTF-8"})
+    env.update({"AMPARO_DATA_DIR": str(data), "LANG": "C.UTF-8", **FAST_CHATS})
     made = subprocess.run(
         [sys.executable, "-m", "amparo", "org", "create", "Desk", "--json"],
         env=env,

@@ -52,7 +52,7 @@ from core.models import (
 )
 from core.reports import EVIDENCE_KIND
 from core.webhooks import add as add_webhook
-from tests.amparo.test_serve import free_port
+from tests.amparo.test_serve import FAST_CHATS, free_port
 from tests.amparo.test_serve_telegram import wait_for
 from tests.logscan import leaks
 from tests.standins.telegram_api import TelegramStandIn
@@ -194,7 +194,7 @@ async def serving(
 
     data = tmp_path / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
-    env.update({"AMPARO_DATA_DIR": str(data), "LANG": "C.UTF-8"})
+    env.update({"AMPARO_DATA_DIR": str(data), "LANG": "C.UTF-8", **FAST_CHATS})
     if database_url is not None:  # PostgreSQL is upgraded by the operator, as in production
         env["AMPARO_DATABASE_URL"] = database_url
         upgraded = await asyncio.to_thread(

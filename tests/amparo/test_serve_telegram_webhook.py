@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db import create_engine, sessionmaker
 from core.models import Base, OutboxMessage, OutboxState
-from tests.amparo.test_serve import free_port
+from tests.amparo.test_serve import FAST_CHATS, free_port
 from tests.amparo.test_serve_telegram import wait_for
 from tests.amparo.test_serve_telegram_flows import DURESS, PIN, Chat, Served, _org, serving
 from tests.logscan import leaks
@@ -96,7 +96,7 @@ async def hooked(tmp_path: Path, database_url: str | None) -> AsyncIterator[Hook
     await api.start()
     data = tmp_path / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMPARO_")}
-    env.update({"AMPARO_DATA_DIR": str(data), "LANG": "C.UTF-8"})
+    env.update({"AMPARO_DATA_DIR": str(data), "LANG": "C.UTF-8", **FAST_CHATS})
     if database_url is not None:  # PostgreSQL is upgraded by the operator, as in production
         env["AMPARO_DATABASE_URL"] = database_url
         upgraded = await asyncio.to_thread(

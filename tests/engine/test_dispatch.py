@@ -280,6 +280,18 @@ def test_the_bot_wide_telegram_rate_is_a_setting(monkeypatch: pytest.MonkeyPatch
     assert rate() == 30.0
 
 
+def test_the_rate_to_one_chat_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    def gaps() -> dict[str, float]:
+        d = Dispatcher(None, None, {}, owner="t")  # type: ignore[arg-type]
+        return {name: spacing.gap for name, spacing in d.spacing.items()}
+
+    assert gaps() == {"telegram": 1.0, "signal": 1.0}  # about one a second, per chat
+    monkeypatch.setenv("AMPARO_CHAT_RATE", "20")  # a stand-in that takes bursts
+    assert gaps() == {"telegram": 0.05, "signal": 0.05}
+    monkeypatch.setenv("AMPARO_CHAT_RATE", "500")  # refused by the settings: the default
+    assert gaps() == {"telegram": 1.0, "signal": 1.0}
+
+
 async def test_a_panic_notice_outlasts_a_channel_outage_and_arrives(sessions, vault) -> None:  # type: ignore[no-untyped-def]
     """signal-cli restarting or a provider outage: twelve tries at P0's 30 s cap are four
     minutes; the notice must still reach the contact when the channel comes back."""
