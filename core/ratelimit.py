@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,3 +94,46 @@ class Spacing:
             return free - now
         self.next[recipient] = now + self.gap
         return 0.0
+
+
+class Allowance:
+    """Per key (a chat): up to ``burst`` events at once, then ``per_minute`` a minute
+    (SECURITY.md R21, ingress). In memory, per process; times are the caller's clock, in
+    seconds. At most ``keys`` keys are remembered: beyond, those whose allowance is whole
+    again are forgotten, then the oldest (a forgotten chat only gets its whole allowance)."""
+
+    def __init__(
+        self, burst: int, per_minute: float, *, told_every: float = 600.0, keys: int = 100_000
+    ) -> None:
+        self.burst, self.rate, self.keys = float(burst), per_minute / 60, keys
+        self.told_every = told_every
+        self._left: dict[object, tuple[float, float, float]] = {}  # key: tokens, at, told at
+
+    def take(self, key: object, now: float) -> bool:
+        """Whether one more event of ``key`` is allowed now (it is counted)."""
+        tokens, at, told = self._left.get(key, (self.burst, now, -math.inf))
+        tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate)
+        allowed = tokens >= 1
+        self._left[key] = (tokens - 1 if allowed else tokens, now, told)
+        if len(self._left) > self.keys:
+            self._forget(now)
+        return allowed
+
+    def tell(self, key: object, now: float) -> bool:
+        """Whether to tell ``key`` of a refusal just made: once in ``told_every`` seconds (a
+        flood at the allowance's pace is not answered with a notice for each)."""
+        tokens, at, told = self._left.get(key, (self.burst, now, -math.inf))
+        if now - told < self.told_every:
+            return False
+        self._left[key] = (tokens, at, now)
+        return True
+
+    def _forget(self, now: float) -> None:
+        """Down to half of ``keys``: the most spent allowances and recent notices are kept."""
+
+        def left(v: tuple[float, float, float]) -> float:
+            told = now - v[2] < self.told_every
+            return -1.0 if told else min(self.burst, v[0] + (now - v[1]) * self.rate)
+
+        kept = sorted(self._left.items(), key=lambda kv: left(kv[1]))[: self.keys // 2]
+        self._left = {k: v for k, v in kept if left(v) < self.burst}

@@ -36,11 +36,18 @@ from core.defenders import address_index
 from core.messages import Inbound, NotHandled
 from core.models import ChannelAddress, Conversation, Defender, utcnow
 from core.pins import Verdict
+from core.ratelimit import Allowance
 from core.text import pin
 from flows import checkin, desk, report, rollcall, router, setup, store
+from flows.router_alarms import alarm_shaped
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3
+# Ingress per chat (SECURITY.md R21): a defender's burst (a report's 20 photos with their
+# words, onboarding's answers) fits; a flood is not read past it, so that it cannot hold up
+# everyone else's messages, a panic among them. An alert, a PIN or a location is read always.
+INGRESS_BURST = 60
+INGRESS_PER_MINUTE = 30
 DRAFTS_KEPT = timedelta(days=1)  # unsent evidence outlives the report conversation (6 h)
 
 PinCache = dict[tuple[str | None, str | None, str], Verdict]
@@ -79,6 +86,7 @@ class Engine:
         self.vault = vault
         self.clock = clock
         self._locks = KeyedLocks()
+        self._ingress = Allowance(INGRESS_BURST, INGRESS_PER_MINUTE)
         bind = sessions.kw.get("bind")
         sqlite = bind is not None and bind.dialect.name == "sqlite"
         # SQLite has one writer: queueing here beats many connections spinning on its lock.
@@ -95,6 +103,8 @@ class Engine:
             log.info("ignored a message from a group chat", extra={"channel": inbound.channel})
             return
         index = address_index(self.vault, inbound.channel, inbound.address)
+        if not await self._allowed(index, inbound):
+            return
         async with self._locks.hold(index):
             now = self.clock()
             cache: PinCache = {}
@@ -113,6 +123,24 @@ class Engine:
                         break
                     await self._again(exc, attempt)
             await self._fallback(inbound, index, now, cache)
+
+    async def _allowed(self, index: bytes, inbound: Inbound) -> bool:
+        """Whether the chat is within its allowance, or this is an alarm (R21). A refused
+        message is let go unread; the chat is told (``router.too_fast``) once in a while."""
+        now = self.clock()
+        if self._ingress.take(index, now.timestamp()) or alarm_shaped(inbound):
+            return True
+        if self._ingress.tell(index, now.timestamp()):
+            log.warning("a chat is over its allowance: not read", extra=_where(inbound))
+            async with self._locks.hold(index):
+                try:
+                    async with self._writers, transaction(self.sessions) as session:
+                        await router.too_fast(self._context(session, inbound, index, {}, now))
+                except Exception:  # let go anyway: it was not to be read
+                    log.exception(
+                        "could not answer a chat over its allowance", extra=_where(inbound)
+                    )
+        return False
 
     async def _group(self, inbound: Inbound) -> None:
         """The desk's responder group: its commands only; anything else is never stored."""
@@ -213,6 +241,10 @@ class Engine:
         except Exception as exc:
             log.exception("fallback failed too", extra={"channel": inbound.channel})
             raise NotHandled(transient=unreachable(exc) or retryable(exc)) from None
+
+
+def _where(inbound: Inbound) -> dict[str, str]:
+    return {"channel": inbound.channel}
 
 
 def conflict(exc: BaseException) -> bool:

@@ -296,6 +296,28 @@ def typed_choice(ctx: Context, flow: str, typed: str) -> str | None:
     return key
 
 
+async def too_fast(event: store.Event) -> None:
+    """The first message of a chat over its allowance (``flows.engine``, R21), not read: a
+    defender is told once, in their language, that the last messages were not read and how
+    to ask for help meanwhile; anyone else, nothing."""
+    if not await store.mark_seen(event):
+        return
+    loaded = await store.load(event)
+    if loaded.defender is None:
+        return
+    ctx = Context(
+        event.session, event.vault, event.now, event.inbound, loaded.address, loaded.defender, {}
+    )
+    ctx.say(
+        ctx._(
+            "You are sending messages faster than we can read them: the last ones were not "
+            "read. Wait a minute, then send them again. To ask for help, send /sos."
+        )
+    )
+    message = store.merge(ctx.replies, ctx.delete_ids)
+    await store.reply(event, loaded.address, message, priority=Priority.P1, recipient="defender")
+
+
 async def fallback(event: store.Event) -> None:
     """After an unexpected error: still raise a requested alert, and always answer."""
     if not await store.mark_seen(event):

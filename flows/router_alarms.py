@@ -11,6 +11,7 @@ import dataclasses
 import re
 
 from core import alerts
+from core.messages import Inbound
 from core.models import AlertKind, Defender, DefenderStatus
 from core.pins import Verdict
 from core.text import fold, pin
@@ -24,12 +25,27 @@ def is_alert(ctx: Context, choice: str | None, typed: str) -> bool:
     """The alert button, an alert command (words after it, "@bot" or "!" change nothing:
     "/sos police at the door"), a bare "SOS!" alone ("¡SOS!", "S.O.S." too), or the
     defender's code phrase."""
+    if alert_word(choice, typed):
+        return True
+    return words.same_phrase(typed, ctx.settings.get("alert_phrase"))
+
+
+def alert_word(choice: str | None, typed: str) -> bool:
+    """``is_alert`` but the code phrase: what needs nothing of the defender to be seen."""
     if choice == words.ALERT_CHOICE or words.cry(typed):
         return True
     command = _COMMAND.split(typed, maxsplit=1)[0].rstrip("!.?")
-    if command.startswith("/") and command in words.ALERT:
-        return True
-    return words.same_phrase(typed, ctx.settings.get("alert_phrase"))
+    return command.startswith("/") and command in words.ALERT
+
+
+def alarm_shaped(inbound: Inbound) -> bool:
+    """What a chat over its allowance still gets read for (``flows.engine``, R21): the alert
+    button or word, anything shaped like a PIN (the duress PIN's silent alert), a location
+    (an alert's). A code phrase is not told apart there: that needs the defender's settings,
+    which is the reading a flood must not cost."""
+    text = inbound.text or ""
+    typed = fold(text) if text else ""
+    return alert_word(inbound.choice, typed) or pin(text) is not None or bool(inbound.location)
 
 
 async def frozen(ctx: Context) -> bool:
