@@ -99,8 +99,8 @@ class Spacing:
 class Allowance:
     """Per key (a chat): up to ``burst`` events at once, then ``per_minute`` a minute
     (SECURITY.md R21, ingress). In memory, per process; times are the caller's clock, in
-    seconds. At most ``keys`` keys are remembered: beyond, those whose allowance is whole
-    again are forgotten, then the oldest (a forgotten chat only gets its whole allowance)."""
+    seconds. At most ``keys`` keys are remembered: beyond, only the half most spent (or told
+    of a refusal lately) are kept (a forgotten chat only gets its whole allowance back)."""
 
     def __init__(
         self, burst: int, per_minute: float, *, told_every: float = 600.0, keys: int = 100_000

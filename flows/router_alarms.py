@@ -41,11 +41,13 @@ def alert_word(choice: str | None, typed: str) -> bool:
 def alarm_shaped(inbound: Inbound) -> bool:
     """What a chat over its allowance still gets read for (``flows.engine``, R21): the alert
     button or word, anything shaped like a PIN (the duress PIN's silent alert), a location
-    (an alert's). A code phrase is not told apart there: that needs the defender's settings,
-    which is the reading a flood must not cost."""
+    (an alert's), Signal's word that the sender's safety number changed (R6). A code phrase
+    is not told apart there: that needs the defender's settings, which is the reading a
+    flood must not cost."""
     text = inbound.text or ""
     typed = fold(text) if text else ""
-    return alert_word(inbound.choice, typed) or pin(text) is not None or bool(inbound.location)
+    shaped = alert_word(inbound.choice, typed) or pin(text) is not None
+    return shaped or inbound.location is not None or inbound.key_changed
 
 
 async def frozen(ctx: Context) -> bool:

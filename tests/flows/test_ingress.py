@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from core.messages import Inbound
 from core.models import Alert, AlertKind
 from flows.engine import INGRESS_BURST, INGRESS_PER_MINUTE
 from tests.flows.conftest import DURESS_PIN, Desk, onboard
@@ -66,3 +67,22 @@ async def test_another_chat_is_read_during_a_flood_and_the_allowance_comes_back(
     said = [await flooder.text("hello") for _ in range(INGRESS_BURST + 2)]
     assert all(TOO_FAST not in t and t for t in said[:INGRESS_BURST])
     assert TOO_FAST in said[INGRESS_BURST] and said[-1] == ""
+
+
+async def test_a_changed_safety_number_is_read_in_a_flood(desk: Desk) -> None:
+    """R6 on receipt: signal-cli's word that it could not decrypt a message, the sender's
+    safety number having changed, raises the desk's alert even from a chat over its
+    allowance."""
+    chat = await onboard(desk, "+15550100", channel="signal")
+    for i in range(INGRESS_BURST + 5):
+        await chat.say(f"hello {i}")
+    assert await chat.text("what now") == ""  # over it
+    changed = Inbound(
+        channel="signal",
+        address=chat.address,
+        message_id="+15550100:1764000000000",
+        received_at=desk.clock.now,
+        key_changed=True,
+    )
+    await desk.engine.handle(changed)
+    assert await kinds(desk) == [AlertKind.identity_changed]
