@@ -11,14 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.crypto import Keyring, Vault
 from core.db import create_engine, dispose, sessionmaker
 from core.models import Base
-from tests.pg import Cluster, start_cluster
+from tests.pg import Cluster, admin, start_cluster
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -42,7 +41,7 @@ _SCHEMA_MADE: set[str] = set()
 
 async def _create_all(url: str, cluster: Cluster | None = None, name: str = "") -> None:
     if cluster is not None:
-        await _admin(cluster, f'CREATE DATABASE "{name}" TEMPLATE template0')
+        await admin(cluster, f'CREATE DATABASE "{name}" TEMPLATE template0')
     eng = create_engine(url)
     async with eng.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
@@ -73,14 +72,6 @@ def pg_schema(pg_cluster: Cluster) -> str:
     return name
 
 
-async def _admin(cluster: Cluster, sql: str) -> None:
-    conn = await asyncpg.connect(f"postgresql://amparo@127.0.0.1:{cluster.port}/postgres")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 async def db_url(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -103,13 +94,13 @@ async def db_url(
     cluster: Cluster = request.getfixturevalue("pg_cluster")
     name = f"t_{uuid.uuid4().hex}"
     template = request.getfixturevalue("pg_schema") if schema else "template0"
-    await _admin(cluster, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    await admin(cluster, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     url = f"{cluster.url}/{name}"
     if schema:
         _SCHEMA_MADE.add(url)
     yield url
     _SCHEMA_MADE.discard(url)
-    await _admin(cluster, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin(cluster, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
+
 
 def find_bindir() -> Path | None:
     initdb = shutil.which("initdb")
@@ -96,3 +98,12 @@ def start_cluster() -> Cluster:
     cluster = Cluster(bindir, root, _free_port())
     cluster.start()
     return cluster
+
+
+async def admin(cluster: Cluster, sql: str) -> None:
+    """One statement on the cluster's ``postgres`` database (CREATE/DROP DATABASE)."""
+    conn = await asyncpg.connect(f"postgresql://amparo@127.0.0.1:{cluster.port}/postgres")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()

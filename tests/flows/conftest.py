@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select, text
@@ -30,7 +29,7 @@ from core.messages import WITHDRAWN, Inbound, InboundAttachment, Location, Outbo
 from core.models import Base, ChannelAddress, Defender, Organisation, OutboxMessage
 from core.outbox import payload
 from flows.engine import Engine
-from tests.pg import Cluster
+from tests.pg import Cluster, admin
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -43,7 +42,7 @@ async def shared_engine(
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('flows') / 'amparo.db'}"
     else:
         cluster = request.getfixturevalue("pg_cluster")
-        await _admin(cluster, f'CREATE DATABASE "{name}" TEMPLATE template0')
+        await admin(cluster, f'CREATE DATABASE "{name}" TEMPLATE template0')
         url = f"{cluster.url}/{name}"
     engine = create_engine(url)
     async with engine.begin() as conn:
@@ -51,15 +50,7 @@ async def shared_engine(
     yield engine
     await engine.dispose()
     if cluster is not None:
-        await _admin(cluster, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _admin(cluster: Cluster, sql: str) -> None:
-    conn = await asyncpg.connect(f"postgresql://amparo@127.0.0.1:{cluster.port}/postgres")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+        await admin(cluster, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
