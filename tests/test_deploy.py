@@ -83,6 +83,16 @@ def test_signal_cli_runs_without_a_send_log_and_with_a_scrubbed_log() -> None:
     assert "JSON_RPC_IGNORE_ATTACHMENTS" not in env  # evidence arrives as attachments
 
 
+def test_signal_attachments_are_held_in_memory_not_on_the_volume() -> None:
+    """R17: signal-cli writes each attachment, in clear, under its data directory until
+    Amparo fetches and deletes it; there it would be on the volume's disk (and its backups),
+    where a deleted file can be read back. A tmpfs over that directory keeps them in memory."""
+    service = compose()["services"]["signal-cli"]
+    data = next(v.split(":")[1] for v in service["volumes"] if v.startswith("signal-cli-data:"))
+    held = {t.split(":")[0]: t.split(":")[1] for t in service["tmpfs"]}
+    assert held == {f"{data}/attachments": "size=512m"}
+
+
 def test_signal_cli_shares_no_outward_network_with_anything() -> None:
     """Its API has no authentication (read every defender's messages, send as the bot, link
     a device): it was on `outside`, the network the host's TLS proxy comes in through. Only
