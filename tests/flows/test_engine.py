@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 
+from core import alert_handling
 from core.crypto import open_sealed
 from core.db import transaction
 from core.messages import InboundAttachment, Location
@@ -247,3 +248,22 @@ async def test_housekeeping_deletes_on_the_drivers_thread_not_the_event_loop(
     if engine.dialect.name == "sqlite":
         deletes = [t for sql, t in ran_on.items() if sql.startswith("DELETE FROM seen_inbound")]
         assert deletes and get_ident() not in deletes
+
+
+async def test_a_message_id_is_remembered_for_72_hours_housekeeping_or_not(desk: Desk) -> None:
+    """R2: a channel may deliver a message again long after (Telegram keeps an unconfirmed
+    update for 24 h; signal-cli offers one again after a restart): within 72 h a repeat is
+    nothing at all, even after the periodic forgetting has run. Here a repeated "/alert",
+    once the desk had closed the alert, would open a second one."""
+    alice = await onboard(desk)
+    assert "Alert sent." in (await alice.say(Event(text="/alert", message_id="m-1")))[0].text
+    async with transaction(desk.sessions) as s:
+        first = (await s.execute(select(Alert))).scalar_one()
+        await alert_handling.resolve(
+            s, desk.vault, alert=first, outcome="false_alarm", actor="t", now=desk.clock.now
+        )
+    desk.clock.advance(hours=71, minutes=59)
+    await housekeeping(desk.sessions, desk.clock.now)
+    await alice.say(Event(text="/alert", message_id="m-1"))
+    async with desk.sessions() as s:
+        assert len((await s.execute(select(Alert))).all()) == 1
