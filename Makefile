@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format lock catalogues extract postgres chromium clean
+.PHONY: run test lint format lock catalogues extract postgres chromium semgrep clean
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,10 +33,17 @@ TEST_JOBS ?= 2
 test: $(STAMP) postgres chromium catalogues
 	$(BIN)/pytest -n $(TEST_JOBS)
 
-lint: $(STAMP)
+# Semgrep with the project's rules (SECURITY.md R28), offline; first the rules' own test cases.
+SEMGREP := .venv-semgrep/bin/semgrep --metrics=off --disable-version-check --config .semgrep/amparo.yml
+semgrep:
+	@PYTHON=$(PYTHON) scripts/ensure-semgrep
+
+lint: $(STAMP) semgrep
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(SEMGREP) --test .semgrep/amparo.py
+	$(SEMGREP) --error --quiet core flows bot api amparo migrations bench
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -56,6 +63,8 @@ lock: $(STAMP)
 		-q -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
 		-q -o requirements-dev.lock
+	$(BIN)/uv pip compile requirements-semgrep.in --python-version 3.11 --generate-hashes \
+		-q -o requirements-semgrep.lock
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-semgrep .mypy_cache .pytest_cache .ruff_cache

@@ -72,7 +72,8 @@ async def keep_retention(
             async with transaction(sessions) as session, sqlite.off_loop(session):
                 done = await retention.purge(session, now=utcnow())
             if any(done.values()):
-                log.info("retention purge " + " ".join(f"{k}={v}" for k, v in done.items()))
+                rows = " ".join(f"{rule}:{n}" for rule, n in done.items())  # rule names, counts
+                log.info("retention purge", extra={"rows": rows})
         except Exception as exc:
             log.error("retention purge failed", extra={"error": type(exc).__name__})
         await asyncio.sleep(every_s)

@@ -216,7 +216,10 @@ def _without_waiting(
             raise _Busy from None
         raise
     finally:
-        conn.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+        # A pragma takes no bound parameter; timeout_ms is the integer SQLite gave us.
+        conn.execute(  # nosemgrep: raw-sql-from-a-formatted-string
+            f"PRAGMA busy_timeout = {timeout_ms}"
+        )
 
 
 def skip_idle_ends(dialect: Dialect) -> None:
