@@ -103,6 +103,11 @@ async def run_engine(
     """Sweep and deliver until cancelled; a dead worker's claims expire after the leases."""
     owner = owner or owner_id()
     settings = rt.settings
+    if settings.unwatched:
+        log.warning(
+            "no AMPARO_HEARTBEAT_URL: if this engine stops, nothing outside will notice that "
+            "missed check-ins no longer escalate (SECURITY.md R27)"
+        )
     public_only, exempt = settings.webhooks_public_only, operator_hosts(settings.heartbeat_url)
     async with webhooks.client(public_only=public_only, exempt=exempt) as http:
         sweeper = Sweep(

@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     def is_embedded_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
 
+    @property
+    def unwatched(self) -> bool:
+        """Production without a heartbeat URL (R27): should the engine's process die or hang,
+        nothing outside this machine would notice that missed check-ins stop escalating."""
+        return self.mode is Mode.production and not self.heartbeat_url
+
     def check_production(self) -> None:
         """Production never invents keys: the master key file must already exist."""
         if self.mode is Mode.production and not self.key_file.is_file():

@@ -107,3 +107,11 @@ def test_it_refuses_what_cannot_be_a_bot_token_or_a_log_level() -> None:
     with pytest.raises(ValidationError, match="must be one of DEBUG"):
         Settings(log_level="verbose")
     assert Settings(log_level="debug").log_level == "DEBUG"
+
+
+def test_production_without_a_heartbeat_is_unwatched(tmp_path: Path) -> None:
+    """R27: the engine warns at start when nothing outside would notice it stopping."""
+    assert Settings(mode=Mode.production, data_dir=tmp_path).unwatched
+    ping = "https://hc.example/ping/x"
+    assert not Settings(mode=Mode.production, data_dir=tmp_path, heartbeat_url=ping).unwatched
+    assert not Settings(data_dir=tmp_path).unwatched  # development: a laptop
