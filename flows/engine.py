@@ -131,14 +131,17 @@ class Engine:
         if self._ingress.take(index, now.timestamp()) or alarm_shaped(inbound):
             return True
         if self._ingress.tell(index, now.timestamp()):
-            log.warning("a chat is over its allowance: not read", extra=_where(inbound))
+            log.warning(
+                "a chat is over its allowance: not read", extra={"channel": inbound.channel}
+            )
             async with self._locks.hold(index):
                 try:
                     async with self._writers, transaction(self.sessions) as session:
                         await router.too_fast(self._context(session, inbound, index, {}, now))
                 except Exception:  # let go anyway: it was not to be read
                     log.exception(
-                        "could not answer a chat over its allowance", extra=_where(inbound)
+                        "could not answer a chat over its allowance",
+                        extra={"channel": inbound.channel},
                     )
         return False
 
@@ -241,10 +244,6 @@ class Engine:
         except Exception as exc:
             log.exception("fallback failed too", extra={"channel": inbound.channel})
             raise NotHandled(transient=unreachable(exc) or retryable(exc)) from None
-
-
-def _where(inbound: Inbound) -> dict[str, str]:
-    return {"channel": inbound.channel}
 
 
 def conflict(exc: BaseException) -> bool:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -29,7 +28,7 @@ from core.crypto import Keyring, Vault
 from core.db import create_engine, transaction
 from core.models import Base
 from tests.api.conftest import make_org
-from tests.pg import Cluster
+from tests.pg import admin
 
 MAX_EXAMPLES = 3
 
@@ -55,14 +54,6 @@ async def _seed(url: str, vault: Vault) -> dict[str, str]:
     return {"Cookie": f"{COOKIE}={token}", CSRF_HEADER: csrf}
 
 
-async def _database(cluster: Cluster, sql: str) -> None:
-    conn = await asyncpg.connect(f"postgresql://amparo@127.0.0.1:{cluster.port}/postgres")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def fuzzed(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -74,7 +65,7 @@ def fuzzed(
     else:
         cluster = request.getfixturevalue("pg_cluster")
         name = f"t_{uuid.uuid4().hex}"
-        asyncio.run(_database(cluster, f'CREATE DATABASE "{name}" TEMPLATE template0'))
+        asyncio.run(admin(cluster, f'CREATE DATABASE "{name}" TEMPLATE template0'))
         url = f"{cluster.url}/{name}"
     vault = Vault(Keyring.generate())
     headers = asyncio.run(_seed(url, vault))
@@ -82,7 +73,7 @@ def fuzzed(
     engine = create_engine(url, poolclass=NullPool)
     yield Fuzzed(create_app(Settings(), engine, vault), headers)
     if cluster is not None:
-        asyncio.run(_database(cluster, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(cluster, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_it_never_answers_with_a_server_error(fuzzed: Fuzzed) -> None:
