@@ -5,8 +5,9 @@ person's next address or another responder, or brings escalation forward (core.f
 An alarm that was being sent when its alert closed is withdrawn rather than tried again or
 elsewhere (``overtaken``): the all-clear is already queued.
 
-Discreet mode: a sensitive message delivered to a defender who turned it on queues its own
-deletion in the same transaction; deletions are retried on their own terms (core.discreet).
+A message delivered to a defender that must not stay in their chat (discreet mode's sensitive
+ones; on Telegram, every one) queues its own deletion in the same transaction; deletions are
+retried on their own terms (core.discreet).
 
 A message a channel sends in parts (Telegram: a long text's chunks, then files) can fail
 partway: the ids of the parts already in the chat (``DeliveryError.sent``) are kept in the
@@ -132,10 +133,12 @@ async def record(
             row.state, row.delivered_at = OutboxState.delivered, now
             row.shred("payload_enc")
             message = attempt.message
-            if message is not None and message.sensitive:
+            if message is not None and discreet.deleted_later(row, message):
                 sent_id = every_part(message.sent_parts, attempt.sent_id)
                 if sent_id:
-                    await discreet.delete_later(session, vault, row, sent_id, now)
+                    await discreet.delete_later(
+                        session, vault, row, sent_id, now, sensitive=message.sensitive
+                    )
         elif attempt.outcome == "permanent" and discreet.is_deletion(row):
             row.state = OutboxState.failed  # the chat is gone or blocked: nothing to delete
             row.shred("payload_enc")
@@ -186,10 +189,11 @@ async def left_partway(
     partway: tuple[str, ...],
     now: datetime,
 ) -> None:
-    """``row`` will not be tried again, with some of its parts in the chat: discreet mode
-    deletes those (a fallback sends the message whole, elsewhere)."""
-    if partway and message is not None and message.sensitive:
-        await discreet.delete_later(session, vault, row, ",".join(partway), now)
+    """``row`` will not be tried again, with some of its parts in the chat: those are deleted
+    as the whole would have been (a fallback sends the message whole, elsewhere)."""
+    if partway and message is not None and discreet.deleted_later(row, message):
+        sent = ",".join(partway)
+        await discreet.delete_later(session, vault, row, sent, now, sensitive=message.sensitive)
 
 
 async def overtaken(session: AsyncSession, rows: list[OutboxMessage]) -> set[uuid.UUID]:

@@ -1,8 +1,12 @@
-"""Discreet mode's deletions: a sensitive message delivered to a defender who turned discreet
-mode on queues, in the same transaction, its own deletion (``del:<key>``), due after the
-defender's delay (setting ``discreet_delay_s``, 10 minutes by default, always before
-Telegram's 48-hour limit). A live location the defender shares is deleted by the same rows
-once it is over (``core.live_locations``).
+"""The bot's deletions from a defender's chat. A sensitive message delivered to a defender who
+turned discreet mode on queues, in the same transaction, its own deletion (``del:<key>``),
+due after the defender's delay (setting ``discreet_delay_s``, 10 minutes by default, always
+before Telegram's 48-hour limit). On Telegram, whose chats keep everything unless someone
+deletes it (Signal's chats have a disappearing-messages timer, one day by default), every
+other message between the bot and a defender is deleted a day after it was sent
+(``KEPT``): what the bot sent, once delivered, and what the defender sent, queued as it is
+handled (``forget_later``; PINs, reports and locations go at once). A live location the
+defender shares is deleted by the same rows once it is over (``core.live_locations``).
 
 A deletion never falls back, blocks or escalates anything. It is retried with its backoff
 capped so that its last attempt comes before the limit (``LAST_DELETION``). R12's alarm: one
@@ -41,6 +45,9 @@ from core.models import (
 )
 
 DELETION = "del:"  # the key prefix of discreet mode's delayed deletions
+TELEGRAM = "telegram"  # the channel whose chats keep messages until someone deletes them
+KEPT = timedelta(hours=24)  # there, as long as a message stays in a defender's chat (R12)
+DEFENDER = "defender"  # an outbox row's recipient when it goes to the defender's own chat
 DISCREET_DELAY_S = 600.0  # the default delay before the bot's sensitive messages go
 MAX_DISCREET_DELAY_S = 47 * 3600.0  # Telegram refuses to delete messages older than 48 h
 # From the message's delivery (its deletion row's creation): the desk is told of a deletion
@@ -74,32 +81,81 @@ def discreet_delay(vault: Vault, defender: Defender) -> float:
     return min(max(0.0, value), MAX_DISCREET_DELAY_S)
 
 
+def deleted_later(row: OutboxMessage, message: Outbound) -> bool:
+    """Whether ``row``, once in the chat, may have to be deleted (``delete_later`` decides)."""
+    return message.sensitive or (row.channel == TELEGRAM and row.recipient == DEFENDER)
+
+
 async def delete_later(
-    session: AsyncSession, vault: Vault, row: OutboxMessage, sent_id: str, now: datetime
+    session: AsyncSession,
+    vault: Vault,
+    row: OutboxMessage,
+    sent_id: str,
+    now: datetime,
+    *,
+    sensitive: bool,
 ) -> None:
-    """Discreet mode: queue the deletion of what ``row`` put in a discreet defender's chat."""
+    """Queue the deletion of what ``row`` put in a defender's chat: after the defender's delay
+    when sensitive and discreet mode is on, else a day later on Telegram."""
     address = None if row.address_id is None else await session.get(ChannelAddress, row.address_id)
     if address is None or address.defender_id is None:
         return
     defender = await session.get(Defender, address.defender_id)
-    if defender is None or not defender.discreet:
+    if defender is None:
         return
-    if defender.status is DefenderStatus.hidden:  # R8: as after a real deletion, whose
-        return  # address is detached: nothing is deleted from that chat after the fact
+    wait = delay(vault, defender, address.channel, sensitive=sensitive)
     ids = tuple(i for i in sent_id.split(",") if i)
-    queued = await outbox.enqueue(
-        session,
-        vault,
-        to=address,
-        message=Outbound(text="", delete_message_ids=ids),
-        priority=Priority.P2,
-        key=deletion_key(row.idempotency_key),
-        now=now,
-        recipient=row.recipient,
+    if wait is not None:
+        key = deletion_key(row.idempotency_key)
+        await _queue(session, vault, address, ids, key, now, wait, row.recipient)
+
+
+async def forget_later(
+    session: AsyncSession,
+    vault: Vault,
+    address: ChannelAddress,
+    defender: Defender,
+    *,
+    message_id: str,
+    key: str,
+    now: datetime,
+) -> None:
+    """Queue the deletion of a message the defender sent (``key``: the inbound's, unique):
+    on Telegram, after the defender's delay in discreet mode, else a day later."""
+    wait = delay(vault, defender, address.channel, sensitive=True)
+    if wait is not None and address.channel == TELEGRAM:
+        await _queue(
+            session, vault, address, (message_id,), deletion_key(key), now, wait, DEFENDER
+        )
+
+
+def delay(vault: Vault, defender: Defender, channel: str, *, sensitive: bool) -> timedelta | None:
+    """How long a message stays in ``defender``'s chat before the bot deletes it (None:
+    the bot does not delete it)."""
+    if defender.status is DefenderStatus.hidden:  # R8: as after a real deletion, whose
+        return None  # address is detached: nothing is deleted from that chat after the fact
+    if defender.discreet and sensitive:
+        return timedelta(seconds=discreet_delay(vault, defender))
+    return KEPT if channel == TELEGRAM else None
+
+
+async def _queue(
+    session: AsyncSession,
+    vault: Vault,
+    address: ChannelAddress,
+    ids: tuple[str, ...],
+    key: str,
+    now: datetime,
+    wait: timedelta,
+    recipient: str | None,
+) -> None:
+    """One deletion row, created ``now`` (when the message was sent: the 48-hour limit runs
+    from it) and due ``wait`` later; a key already queued is skipped."""
+    message = Outbound(text="", delete_message_ids=ids)
+    item = outbox.Item(
+        address.channel, int(Priority.P2), key, message, address_id=address.id, recipient=recipient
     )
-    if queued is not None:  # its creation: when the message was sent, for the 48-hour limit
-        queued.created_at = now
-        queued.next_attempt_at = now + timedelta(seconds=discreet_delay(vault, defender))
+    await outbox.enqueue_many(session, vault, [item], now=now, at=now + wait)
 
 
 async def not_deleted(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:

@@ -113,8 +113,11 @@ def new_ids(n: int) -> list[uuid.UUID]:
 _LOW62 = (1 << 62) - 1
 
 
-def rows(vault: Vault, items: list[Item], *, now: datetime) -> list[dict[str, Any]]:
-    """Encrypted rows ready to insert: the costly part, done outside any transaction.
+def rows(
+    vault: Vault, items: list[Item], *, now: datetime, at: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Encrypted rows ready to insert: the costly part, done outside any transaction;
+    ``at``: when they are first due (``now`` unless given: see ``flows.store.reply``).
 
     The same encryption as ``Encrypted.put``, without ORM objects (the sweep's hot path): each
     row has its own data key, so shredding one row never touches another. A message shared by
@@ -149,7 +152,7 @@ def rows(vault: Vault, items: list[Item], *, now: datetime) -> list[dict[str, An
             "idempotency_key": item.key,
             "state": pending,
             "attempts": 0,
-            "next_attempt_at": now,
+            "next_attempt_at": now if at is None else at,
         }
         for row_id, item, (dek, blob) in zip(ids, items, sealed, strict=True)
     ]
@@ -181,10 +184,15 @@ async def insert_rows(session: AsyncSession, ready: list[dict[str, Any]]) -> Non
 
 
 async def enqueue_many(
-    session: AsyncSession, vault: Vault, items: list[Item], *, now: datetime
+    session: AsyncSession,
+    vault: Vault,
+    items: list[Item],
+    *,
+    now: datetime,
+    at: datetime | None = None,
 ) -> None:
     """Queue many messages in one statement; keys already queued are skipped, not an error."""
-    await insert_rows(session, rows(vault, items, now=now))
+    await insert_rows(session, rows(vault, items, now=now, at=at))
 
 
 def store(vault: Vault, row: OutboxMessage, message: Outbound) -> None:

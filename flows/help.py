@@ -58,7 +58,7 @@ def briefing(ctx: Context) -> str:
             "Telegram does not encrypt this chat end to end: Telegram can read it, and may hand "
             "over your phone number and IP address if a court orders it. If you are at high "
             "risk, ask the desk for its Signal number: Signal encrypts messages end to end. "
-            "Here, turn on auto-delete for this chat. We delete your PINs from it when we can."
+            "We delete the messages of this chat within a day, and your PINs at once."
         )
     if channel == "signal":
         return _(

@@ -89,13 +89,18 @@ async def handle(event: store.Event) -> None:
             ttl=keep_for(flow, ctx.data),
         )
     if ctx.replies or ctx.delete_ids:
+        # Whatever its verdict, a message shaped like a PIN is answered at P0, first: the
+        # duress PIN's answer as soon as the cancel PIN's (R8, ``store.reply``).
+        shaped = pin(event.inbound.text or "") is not None
         await store.reply(
             event,
             loaded.address,
             store.merge(ctx.replies, ctx.delete_ids),
-            priority=ctx.priority,
+            priority=Priority.P0 if shaped else ctx.priority,
             recipient="defender" if ctx.defender is not None else None,
         )
+    if not ctx.forgotten:  # R12: nothing stays in a Telegram chat for more than a day
+        await store.forget_later(event, loaded.address, ctx.defender, ctx.delete_ids)
 
 
 async def follow_live(ctx: Context) -> None:

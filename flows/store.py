@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import discreet
 from core.claims import locked
 from core.crypto import Vault
 from core.defenders import new_address
@@ -37,6 +38,9 @@ from core.pins import Verdict
 IDLE = "idle"
 EXPIRED = "expired"  # idle, and the next message first hears that the last conversation closed
 SEEN_FOR = timedelta(hours=72)  # R2: message ids are remembered at least this long
+# A P0 reply is due this much before the moment it is written: the dispatcher takes each
+# priority oldest first, so it goes ahead of the alarm's notices queued with it (R8).
+AHEAD = timedelta(seconds=1)
 
 
 @dataclass
@@ -170,7 +174,33 @@ async def reply(
         address_id=to.id,
         recipient=recipient,
     )
-    await enqueue_many(event.session, event.vault, [item], now=event.now)
+    # The phone's answer to an alarm or a PIN (P0) goes before the notices its message queued
+    # on the same channel (a duress PIN's to the desk and contacts, a call-off's all-clears):
+    # behind them it would come later after the duress PIN than after the cancel PIN, as
+    # late as those notices outnumber what the channel may send at once (R8).
+    at = event.now - AHEAD if priority is Priority.P0 else None
+    await enqueue_many(event.session, event.vault, [item], now=event.now, at=at)
+
+
+async def forget_later(
+    event: Event, to: ChannelAddress, defender: Defender | None, deleted: list[str]
+) -> None:
+    """What the defender just sent leaves their chat later (``core.discreet.forget_later``),
+    unless it is being deleted now (a PIN, a report) or is a location (a live one must keep
+    updating the alert; discreet mode deletes it once over: ``core.live_locations``)."""
+    message_id = event.inbound.chat_message_id
+    if defender is None or not message_id or message_id in deleted or event.inbound.location:
+        return
+    seen = event.vault.blind_index(f"inbound:{event.inbound.channel}", event.inbound.message_id)
+    await discreet.forget_later(
+        event.session,
+        event.vault,
+        to,
+        defender,
+        message_id=message_id,
+        key=f"in:{seen.hex()}",
+        now=event.now,
+    )
 
 
 def merge(replies: list[Outbound], delete_ids: list[str]) -> Outbound:

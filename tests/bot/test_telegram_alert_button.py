@@ -84,7 +84,7 @@ def _address(vault: Vault, chat: int, **owner: Any) -> ChannelAddress:
     row = ChannelAddress(
         id=uuid.uuid4(),
         channel="telegram",
-        blind_index=vault.blind_index("telegram", str(chat)),
+        blind_index=vault.address_index("telegram", str(chat)),
         **owner,
     )
     row.put(vault, "value_enc", str(chat))
@@ -273,6 +273,17 @@ async def test_an_old_alert_button_after_a_deletion_raises_nothing_and_after_a_f
             assert found is not None
             await forget(s, defender=found)
     clock.now += timedelta(days=31)
+    api.calls.clear()
+    await settle(dispatcher, clock)  # the day-old messages of both chats are deleted (R12)
+    deleted = {
+        chat: [
+            c.params
+            for c in api.calls
+            if c.method == "deleteMessages" and c.params["chat_id"] == chat
+        ]
+        for chat in (ANA, BEA)
+    }
+    assert deleted[ANA] and len(deleted[ANA]) == len(deleted[BEA])  # forced or not, alike
     api.calls.clear()
 
     press_old(api, ANA, tokens[ANA])

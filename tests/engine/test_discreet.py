@@ -237,3 +237,25 @@ async def test_a_deletion_failing_again_and_again_gives_up(
     async with sessions() as s:
         assert (await s.execute(select(func.count()).select_from(OutboxMessage))).scalar() == 2
         assert (await s.execute(select(func.count()).select_from(AlertEvent))).scalar() == 0
+
+
+async def test_on_telegram_every_message_to_a_defender_goes_after_a_day(
+    sessions: Sessions, vault: Vault
+) -> None:
+    """R12 outside discreet mode: Telegram keeps a chat's messages until someone deletes
+    them (Signal's chats have their own timer), so the bot deletes each of its messages to
+    a defender a day after delivering it, sensitive or not."""
+    world = await build_world(sessions, vault, channel="telegram")
+    channel = Recording("telegram")
+    d = Dispatcher(sessions, vault, {"telegram": channel}, owner="t", limits={}, rng=lambda: 0.5)
+    await to_defender(world, "reply:hello", Outbound("Hello."))
+    await to_defender(world, "reply:pin", Outbound("Send your PIN.", sensitive=True))
+    await d.drain(T0)
+    rows = {r.idempotency_key: r for r in await deletion_rows(world)}
+    assert sorted(rows) == ["del:reply:hello", "del:reply:pin"]
+    for row in rows.values():
+        assert row.next_attempt_at.replace(tzinfo=T0.tzinfo) == T0 + 24 * 3600 * SEC
+    await d.drain(T0 + (24 * 3600 - 1) * SEC)
+    assert channel.deleted() == []
+    await d.drain(T0 + 24 * 3600 * SEC)
+    assert sorted(channel.deleted()) == [("m-Hello.",), ("m-Send your PIN.",)]

@@ -181,7 +181,7 @@ class Chat:
         return "\n\n".join(m.text for m in await self.say(said))
 
     async def received(self) -> list[Outbound]:
-        index = self.desk.vault.blind_index(self.channel, self.address)
+        index = self.desk.vault.address_index(self.channel, self.address)
         async with self.desk.sessions() as s:
             rows = (
                 await s.execute(
@@ -191,13 +191,20 @@ class Chat:
                     .order_by(OutboxMessage.next_attempt_at, OutboxMessage.created_at)
                 )
             ).scalars()
-            # A withdrawn message never left: its text is gone with it.
-            fresh = [r for r in rows if r.id not in self.seen and r.last_error != WITHDRAWN]
+            # A withdrawn message never left: its text is gone with it. The deletion of what
+            # the defender sent (R12, a day later on Telegram) is not something they receive.
+            fresh = [
+                r
+                for r in rows
+                if r.id not in self.seen
+                and r.last_error != WITHDRAWN
+                and not r.idempotency_key.startswith(FORGOTTEN)
+            ]
         self.seen |= {r.id for r in fresh}
         return [payload(self.desk.vault, r) for r in fresh]
 
     async def defender(self) -> Defender | None:
-        index = self.desk.vault.blind_index(self.channel, self.address)
+        index = self.desk.vault.address_index(self.channel, self.address)
         async with self.desk.sessions() as s:
             address = (
                 await s.execute(select(ChannelAddress).where(ChannelAddress.blind_index == index))
@@ -217,6 +224,7 @@ async def desk(sessions: async_sessionmaker[AsyncSession], vault: Vault) -> Desk
     return Desk(sessions, vault, clock, org, private, Engine(sessions, vault, clock=clock))
 
 
+FORGOTTEN = "del:in:"  # core.discreet.forget_later's rows (flows.store.forget_later's keys)
 CANCEL_PIN = "4826"
 DURESS_PIN = "9713"
 ONBOARDING: Sequence[Said] = (

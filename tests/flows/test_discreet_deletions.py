@@ -3,13 +3,14 @@ comes as an edit (the bot deletes them, like any PIN, where the channel can)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from core.messages import Location, Outbound
 from core.models import OutboxMessage
+from core.outbox import payload
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Event, Pick, onboard
 
 
@@ -99,3 +100,40 @@ async def test_calling_the_alert_off_leaves_its_live_location_as_the_duress_pin_
             OutboxMessage.idempotency_key.startswith("del:live:")
         )
         assert list((await s.execute(stmt)).scalars()) == [ends]
+
+
+async def forgotten(desk: Desk) -> dict[str, datetime]:
+    """The defender's own messages queued for deletion: message id -> when."""
+    async with desk.sessions() as s:
+        rows = await s.execute(
+            select(OutboxMessage).where(OutboxMessage.idempotency_key.startswith("del:in:"))
+        )
+        return {
+            i: row.next_attempt_at.replace(tzinfo=UTC)
+            for row in rows.scalars()
+            for i in payload(desk.vault, row).delete_message_ids
+        }
+
+
+@pytest.mark.parametrize("discreet_mode", [False, True])
+async def test_on_telegram_what_a_defender_sends_leaves_the_chat_within_a_day(
+    desk: Desk, discreet_mode: bool
+) -> None:
+    """R12: the defender's "/checkin" goes a day later (discreet mode: after their delay);
+    a PIN at once, with the reply, and only so. Not on a channel with its own timer."""
+    alice = await onboard(desk, "alice", channel="telegram")
+    if discreet_mode:
+        for said in ("/settings", Pick("discreet"), Pick("on"), Pick("10m")):
+            await alice.say(said)
+    bob = await onboard(desk, "bob", channel="signal")
+    before = await forgotten(desk)
+    sent_at = desk.clock.now
+    await alice.say(Event(text="/checkin", chat_message_id="tg-501"))
+    await bob.say(Event(text="/checkin", chat_message_id="sg-501"))
+    later = timedelta(minutes=10) if discreet_mode else timedelta(days=1)
+    assert {k: v for k, v in (await forgotten(desk)).items() if k not in before} == {
+        "tg-501": sent_at + later
+    }
+    await alice.say(Event(text="/sos", chat_message_id="tg-502"))
+    assert deleted(await alice.say(Event(text=CANCEL_PIN, chat_message_id="tg-503"))) == ["tg-503"]
+    assert "tg-502" in await forgotten(desk) and "tg-503" not in await forgotten(desk)

@@ -3,12 +3,14 @@ conversation closes after a day's silence (panic.TTL), the alert does not. Both 
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core import alert_handling
 from core.db import transaction
+from core.dispatch import Dispatcher
 from core.messages import Outbound
-from core.models import Alert, AlertEvent, AlertKind, AlertState
+from core.models import Alert, AlertEvent, AlertKind, AlertState, OutboxMessage, OutboxState
+from core.ratelimit import Limit
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Pick, onboard
 
 
@@ -174,3 +176,56 @@ async def test_im_safe_typed_while_the_alert_is_on_asks_for_the_pin_that_calls_i
     assert "added to the alert" in await noted.text("I'm safe now but they took my laptop")
     kinds = sorted((str(k), str(s)) for k, s in await states(desk))
     assert kinds.count(("panic", "resolved")) == 3 and ("panic", "triggered") in kinds
+
+
+async def contacts_of(desk: Desk, chat: Chat, n: int) -> None:
+    """``n`` trusted contacts of ``chat``'s defender, each in a chat of their own."""
+    for i in range(n):
+        await chat.say("/settings")
+        await chat.say(Pick("contacts"))
+        await chat.say(Pick("add"))
+        await chat.say(CANCEL_PIN)
+        shown = await chat.say(f"friend {i}")
+        code = shown[0].text.split("in person or by phone: ")[1].split("\n")[0]
+        friend = desk.chat(f"{chat.address}-friend-{i}")
+        await friend.say(code)
+        await friend.say(Pick("accept"))
+
+
+async def test_either_pin_is_answered_before_the_notices_it_queues(desk: Desk) -> None:
+    """R8, "at similar latency": the duress PIN queues P0 notices to the desk and contacts
+    and the cancel PIN all-clears, on the phone's own channel too. A channel sends only so
+    many at once (Signal: 10 a second), so behind them the phone's answer would come later
+    the more people are told. Here the channel takes one message a pass: the first is the
+    phone's answer, after either PIN."""
+    async with transaction(desk.sessions) as s:  # what onboarding and the alerts queued: sent
+        await s.execute(update(OutboxMessage).values(state=OutboxState.delivered))
+    one_a_pass = {"console": Limit(per_channel=1.0, per_recipient=None)}
+    for who, typed in (("calm", CANCEL_PIN), ("forced", DURESS_PIN)):
+        chat = await onboard(desk, who)
+        await contacts_of(desk, chat, 3)
+        await raised_by(chat)
+        assert "Send your PIN" in await chat.text(Pick("calloff"))
+        async with transaction(desk.sessions) as s:
+            await s.execute(update(OutboxMessage).values(state=OutboxState.delivered))
+        await chat.say(typed)
+        async with desk.sessions() as s:
+            waiting = await s.execute(
+                select(OutboxMessage.recipient).where(OutboxMessage.state == OutboxState.pending)
+            )
+            told = sorted(r or "" for r in waiting.scalars())
+        assert told.count("defender") == 1 and len(told) >= 4, told  # three contacts too
+        dispatcher = Dispatcher(
+            desk.sessions, desk.vault, {}, owner="t", limits=one_a_pass, rng=lambda: 0.5
+        )
+        dispatcher.names = ["console"]
+        (first,) = await dispatcher.claim(desk.clock.now)
+        assert first.to is not None and first.to.value == who, typed
+        async with transaction(desk.sessions) as s:
+            await s.execute(update(OutboxMessage).values(state=OutboxState.delivered))
+
+
+async def raised_by(chat: Chat) -> None:
+    await chat.say("/alert")
+    await chat.say(Pick("skip"))
+    await chat.say(Pick("no"))
