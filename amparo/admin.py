@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from amparo.command import JsonOpt, emit, fail, run, settings, with_runtime
+from amparo.command import JsonOpt, account_message, emit, fail, run, settings, with_runtime
 from amparo.runtime import Runtime, prepare_data_dir
 from core import audit, keys
-from core.accounts import MIN_PASSPHRASE, create_org, create_responder, find_org
+from core.accounts import (
+    MIN_PASSPHRASE,
+    AccountError,
+    create_org,
+    create_responder,
+    find_org,
+    make_org_key,
+)
+from core.config import Mode
 from core.db import transaction
 from core.i18n import operator_gettext as _
 from core.i18n import operator_ngettext as ngettext
@@ -43,20 +52,92 @@ def read_passphrase(passphrase_file: Path | None) -> str:
     return text
 
 
-@org_app.command("create")
-def org_create(
-    name: Annotated[str, typer.Argument(help="Name of the desk or network.")],
+KEY_FILE_FORMAT = "amparo-org-key-1"
+
+
+@org_app.command("keypair")
+def org_keypair(
+    out: Annotated[Path, typer.Argument(help="File to write the key pair to (made 0600).")],
     passphrase_file: Annotated[
         Path | None, typer.Option(help="Read the key passphrase from this file.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create an organisation and its key pair (the private key is kept under a passphrase)."""
+    """Make an organisation key pair on this machine (a responder's, not the server): the
+    private key protected under a passphrase; then 'amparo org create NAME --key-file OUT'
+    on the server."""
     passphrase = read_passphrase(passphrase_file)
+    try:
+        public, protected = make_org_key(passphrase)
+    except AccountError as exc:
+        raise fail(account_message(exc)) from None
+    body = {
+        "format": KEY_FILE_FORMAT,
+        "public_key": base64.b64encode(public).decode(),
+        "protected_private_key": base64.b64encode(protected).decode(),
+    }
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise fail(_("{path} already exists").format(path=out)) from None
+    except OSError as exc:
+        raise fail(
+            _("cannot write {path} ({reason})").format(path=out, reason=exc.strerror)
+        ) from None
+    with os.fdopen(fd, "w") as f:
+        json.dump(body, f)
+    emit(
+        as_json,
+        {"key_file": str(out), "public_key": body["public_key"]},
+        [_("wrote the organisation key pair to {path}").format(path=out)],
+    )
+
+
+def read_key_file(path: Path) -> tuple[bytes, bytes]:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != KEY_FILE_FORMAT:
+            raise ValueError(data.get("format"))
+        return (
+            base64.b64decode(data["public_key"], validate=True),
+            base64.b64decode(data["protected_private_key"], validate=True),
+        )
+    except OSError:
+        raise fail(_("cannot read {path}").format(path=path)) from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise fail(account_message(AccountError("bad_org_key"))) from None
+
+
+@org_app.command("create")
+def org_create(
+    name: Annotated[str, typer.Argument(help="Name of the desk or network.")],
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="The key pair 'amparo org keypair' made on a responder's machine."),
+    ] = None,
+    passphrase_file: Annotated[
+        Path | None, typer.Option(help="Read the key passphrase from this file.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an organisation with a key pair made on a responder's machine (--key-file), or,
+    outside production, one made here (the private key kept under a passphrase)."""
+    key = None if key_file is None else read_key_file(key_file)
+    passphrase = None
+    if key is None:
+        if settings().mode is Mode.production:  # the server never makes one (SECURITY.md R14)
+            raise fail(
+                _(
+                    "in production the organisation key pair is made on a responder's machine: "
+                    "run 'amparo org keypair FILE' there, then 'amparo org create NAME "
+                    "--key-file FILE' here"
+                )
+            )
+        passphrase = read_passphrase(passphrase_file)
 
     async def body(rt: Runtime) -> dict[str, Any]:
         async with transaction(rt.sessions) as session:
-            org = await create_org(session, rt.vault, name, passphrase)
+            org = await create_org(session, rt.vault, name, passphrase, key=key)
             assert org.public_key is not None
             return {
                 "id": str(org.id),
@@ -150,6 +231,34 @@ def keys_rotate(as_json: JsonOpt = False) -> None:
                 "key version {new} is now in use; {rows} data keys rewrapped",
                 report.rows_rewrapped,
             ).format(new=report.new_version, rows=report.rows_rewrapped)
+        ],
+    )
+
+
+@keys_app.command("rotate-index")
+def keys_rotate_index(as_json: JsonOpt = False) -> None:
+    """Replace the blind-index key of channel addresses (phone numbers, chat ids) and
+    recompute every address's index (stop every other process first: one still running
+    would take defenders for strangers)."""
+
+    async def body(rt: Runtime) -> int:
+        done = await keys.rotate_index(rt.sessions, rt.settings.key_file)
+        async with transaction(rt.sessions) as session:
+            await audit.record(
+                session, rt.vault, actor="cli", action="keys.rotate_index", detail={"rows": done}
+            )
+        return done
+
+    done = with_runtime(body)
+    emit(
+        as_json,
+        {"addresses_reindexed": done},
+        [
+            ngettext(
+                "new address index key in use; {rows} address reindexed",
+                "new address index key in use; {rows} addresses reindexed",
+                done,
+            ).format(rows=done)
         ],
     )
 

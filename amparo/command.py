@@ -39,6 +39,7 @@ def account_message(exc: AccountError) -> str:
         "bad_username": _(
             "a username has 3 to 120 letters, digits or . _ @ -, and starts with a letter or digit"
         ),
+        "bad_org_key": _("that file does not hold an organisation key pair made by Amparo"),
     }
     return messages[exc.code].format(**exc.params)
 

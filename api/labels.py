@@ -54,6 +54,7 @@ ACTIONS = {
     "org.key_change": N_("Changed the organisation key"),
     "org.keys_view": N_("Downloaded the organisation's protected keys"),
     "keys.rotate": N_("Rotated the server's key-encryption key"),
+    "keys.rotate_index": N_("Rotated the key of the addresses' blind indexes"),
     "policy.save": N_("Saved an escalation policy"),
     "policy.delete": N_("Deleted an escalation policy"),
     "report.view_sealed": N_("Opened a sealed report"),

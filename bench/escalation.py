@@ -97,7 +97,7 @@ async def arm(url: str, vault: Vault, n: int, spike: int) -> None:
             people.append((did, org, f"b{i}", "es", "UTC", Status.active, False, 0))
             where = ChannelAddress(id=aid, channel="telegram", defender_id=did)
             where.put(vault, "value_enc", value)
-            index = vault.blind_index("telegram", value)
+            index = vault.address_index("telegram", value)
             places.append((aid, "telegram", did, 0, where.value_enc, where.dek, index))
             due = PARKED if i < spike else start + timedelta(days=1, seconds=(i - spike) * gap)
             timers.append((uuid.uuid4(), did, Kind.timer, due, due, 900, CheckInState.armed, 1))

@@ -114,7 +114,7 @@ class Telegram:
         return 0.0 if not since else time.monotonic() - min(since)
 
     def chat_index(self, chat_id: str | int) -> bytes:
-        return self.vault.blind_index(self.name, str(chat_id))
+        return self.vault.address_index(self.name, str(chat_id))
 
     # --- inbound -------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import audit
+from core import audit, org_keys
 from core.crypto import Vault, generate_org_keypair, protect_private_key
 from core.models import Organisation, Responder, Role
 from core.security import generate_password, hash_password, new_totp_secret, totp_uri
@@ -40,23 +40,35 @@ async def find_org(session: AsyncSession, name_or_id: str) -> Organisation:
 
 
 async def create_org(
-    session: AsyncSession, vault: Vault, name: str, passphrase: str, *, fast_kdf: bool = False
+    session: AsyncSession,
+    vault: Vault,
+    name: str,
+    passphrase: str | None = None,
+    *,
+    fast_kdf: bool = False,
+    key: tuple[bytes, bytes] | None = None,
 ) -> Organisation:
-    """A new organisation and key pair; the private key is kept only under a passphrase."""
+    """A new organisation with ``key`` (public key, private key protected under a passphrase,
+    made on a responder's machine: ``make_org_key``), or a key pair made here, the private
+    key kept only under ``passphrase``."""
     name = name.strip()
     if not 1 <= len(name) <= 200:
         raise AccountError("bad_org_name")
-    if len(passphrase) < MIN_PASSPHRASE:
+    if key is None and len(passphrase or "") < MIN_PASSPHRASE:
         raise AccountError("short_passphrase", min=str(MIN_PASSPHRASE))
     if (await session.execute(select(Organisation.id).where(Organisation.name == name))).first():
         raise AccountError("duplicate_org", org=name)
-    public, private = generate_org_keypair()
-    limits = {"opslimit": 2, "memlimit": 8 * 1024 * 1024} if fast_kdf else {}
+    if key is None:
+        assert passphrase is not None
+        key = make_org_key(passphrase, fast_kdf=fast_kdf)
+    else:
+        try:
+            org_keys.check_upload(*key)  # its shape: only a passphrase opens it
+        except org_keys.KeyUploadError:
+            raise AccountError("bad_org_key") from None
+    public, protected = key
     org = Organisation(
-        id=uuid.uuid4(),
-        name=name,
-        public_key=public,
-        protected_private_key=protect_private_key(private, passphrase, **limits),
+        id=uuid.uuid4(), name=name, public_key=public, protected_private_key=protected
     )
     session.add(org)
     try:
@@ -67,6 +79,15 @@ async def create_org(
         session, vault, actor="cli", action="org.create", target=str(org.id), org_id=org.id
     )
     return org
+
+
+def make_org_key(passphrase: str, *, fast_kdf: bool = False) -> tuple[bytes, bytes]:
+    """A new organisation key pair: (public key, private key protected under ``passphrase``)."""
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise AccountError("short_passphrase", min=str(MIN_PASSPHRASE))
+    public, private = generate_org_keypair()
+    limits = {"opslimit": 2, "memlimit": 8 * 1024 * 1024} if fast_kdf else {}
+    return public, protect_private_key(private, passphrase, **limits)
 
 
 @dataclass(frozen=True)

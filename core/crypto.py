@@ -243,6 +243,12 @@ class Vault:
         msg = kind.encode() + b"\x00" + normalise(value).encode()
         return hmac.new(self.keyring.index_key, msg, hashlib.sha256).digest()
 
+    def address_index(self, channel: str, value: str) -> bytes:
+        """A channel address's blind index (a phone number, a chat id): as ``blind_index``,
+        with the address key (``amparo keys rotate-index`` replaces it)."""
+        msg = channel.encode() + b"\x00" + normalise(value).encode()
+        return hmac.new(self.keyring.address_index_key, msg, hashlib.sha256).digest()
+
     def exact_index(self, kind: str, value: str) -> bytes:
         """HMAC-SHA256 over the value exactly as given (a secret token: "Ab" is not "aB"),
         domain-separated from ``blind_index`` and by ``kind``."""

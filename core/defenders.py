@@ -45,7 +45,7 @@ _ANIMALS = "heron otter lynx finch crane ibis marten wren falcon hare swift badg
 
 
 def address_index(vault: Vault, channel: str, value: str) -> bytes:
-    return vault.blind_index(channel, value)
+    return vault.address_index(channel, value)
 
 
 async def find_address(session: AsyncSession, channel: str, index: bytes) -> ChannelAddress | None:

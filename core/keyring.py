@@ -11,7 +11,7 @@ import json
 import os
 import stat
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nacl import utils
@@ -36,6 +36,11 @@ class Keyring:
     index_key: bytes
     audit_key: bytes
     pepper: bytes = field(repr=False)
+    # The blind indexes of channel addresses (phone numbers, chat ids) have a key of their
+    # own, which ``amparo keys rotate-index`` replaces; None: the index key (a key file
+    # made before there was one). ``address_key_old``: set while a rotation is unfinished.
+    address_key: bytes | None = field(default=None, repr=False)
+    address_key_old: bytes | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:  # keys never reach a log line or traceback
         return f"Keyring(current={self.current}, versions={sorted(self.keks)})"
@@ -52,22 +57,26 @@ class Keyring:
 
     def with_new_kek(self) -> Keyring:
         version = max(self.keks) + 1
-        return Keyring(
-            {**self.keks, version: utils.random(KEY_BYTES)},
-            version,
-            self.index_key,
-            self.audit_key,
-            self.pepper,
-        )
+        return replace(self, keks={**self.keks, version: utils.random(KEY_BYTES)}, current=version)
 
     def only_current(self) -> Keyring:
-        return Keyring(
-            {self.current: self.keks[self.current]},
-            self.current,
-            self.index_key,
-            self.audit_key,
-            self.pepper,
-        )
+        return replace(self, keks={self.current: self.keks[self.current]})
+
+    @property
+    def address_index_key(self) -> bytes:
+        """The key addresses are indexed with: the old one until a rotation is done (the
+        rows change in one transaction, then the file says it is done)."""
+        if self.address_key_old is not None:
+            return self.address_key_old
+        return self.index_key if self.address_key is None else self.address_key
+
+    def with_new_address_key(self) -> Keyring:
+        """A new address index key; the one it replaces kept until the rotation is done."""
+        old = self.address_index_key
+        return replace(self, address_key=utils.random(KEY_BYTES), address_key_old=old)
+
+    def address_rotation_done(self) -> Keyring:
+        return replace(self, address_key_old=None)
 
     def to_json(self) -> str:
         def b64(b: bytes) -> str:
@@ -81,6 +90,12 @@ class Keyring:
                 "index_key": b64(self.index_key),
                 "audit_key": b64(self.audit_key),
                 "pepper": b64(self.pepper),
+                **({} if self.address_key is None else {"address_key": b64(self.address_key)}),
+                **(
+                    {}
+                    if self.address_key_old is None
+                    else {"address_key_old": b64(self.address_key_old)}
+                ),
             },
             indent=2,
         )
@@ -96,13 +111,21 @@ class Keyring:
                 index_key=base64.b64decode(data["index_key"], validate=True),
                 audit_key=base64.b64decode(data["audit_key"], validate=True),
                 pepper=base64.b64decode(data["pepper"], validate=True),
+                address_key=_optional(data, "address_key"),
+                address_key_old=_optional(data, "address_key_old"),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CryptoError(_("the master key file is malformed")) from exc
         keys = [*ring.keks.values(), ring.index_key, ring.audit_key, ring.pepper]
+        keys += [k for k in (ring.address_key, ring.address_key_old) if k is not None]
         if ring.current not in ring.keks or any(len(k) != KEY_BYTES for k in keys):
             raise CryptoError(_("the master key file is malformed"))
         return ring
+
+
+def _optional(data: dict[str, str], name: str) -> bytes | None:
+    value = data.get(name)
+    return None if value is None else base64.b64decode(value, validate=True)
 
 
 def load_keyring(path: Path) -> Keyring:

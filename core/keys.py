@@ -1,8 +1,10 @@
-"""Master key file: creation and KEK rotation (SECURITY.md R15).
+"""Master key file: creation, KEK rotation and address index rotation (SECURITY.md R15).
 
 Rotation rewraps every row's data key (DEK) under a new key-encryption key (KEK); the field
 ciphertexts are never touched. Blind indexes do not change on KEK rotation: they are keyed by the
-separate index key, which rotation keeps as it is.
+separate index keys, which that rotation keeps as they are. ``rotate_index`` replaces the key of
+the channel addresses' blind indexes (phone numbers and chat ids: the ones worth brute-forcing
+with a seized key) and recomputes each from the address, decrypted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.crypto import FOLLOW_S, CryptoError, Keyring, Vault, load_keyring, write_keyring
 from core.db import transaction
 from core.i18n import operator_gettext as _
-from core.models import Base, Encrypted
+from core.models import Base, CallbackToken, ChannelAddress, Encrypted
 
 _MAX_PASSES = 3
 SETTLE_S = 2 * FOLLOW_S  # after writing the new key, before the first pass
@@ -160,3 +162,41 @@ async def rotate(
             )
         write_keyring(key_file, new.only_current())
     return RotationReport(old.current, new.current, sum(tables.values()), tables)
+
+
+async def rotate_index(sessions: async_sessionmaker[AsyncSession], key_file: Path) -> int:
+    """Replace the address index key; returns the addresses whose index was recomputed.
+
+    Every other process must be stopped first: one still running would look addresses up
+    with the old key for a moment after the rows changed (until it reads the file again),
+    and take a defender's message for a stranger's. The key file gets the new key (the old
+    one kept beside it, and still the one in use) before any row changes; then every
+    address's index, and the buttons' record of the chat they were sent to, change in one
+    transaction; then the old key leaves the file. After a crash, running it again finishes
+    the rotation the file records instead of starting another: every index is recomputed
+    from its address, so the rows may be in either state."""
+    load_keyring(key_file)  # a missing or unsafe file fails here, before anything is created
+    with _rotation_lock(key_file):
+        ring = load_keyring(key_file)
+        if ring.address_key_old is None:
+            ring = ring.with_new_address_key()
+            write_keyring(key_file, ring)
+        vault = Vault(ring.address_rotation_done())  # indexes with the new key
+        async with transaction(sessions) as s:
+            found = (await s.execute(select(ChannelAddress))).scalars().all()
+            done = 0
+            for address in found:
+                value = address.get_text(vault, "value_enc")
+                if value is None:
+                    continue
+                new = vault.address_index(address.channel, value)
+                if new != address.blind_index:
+                    await s.execute(
+                        update(CallbackToken)
+                        .where(CallbackToken.chat_index == address.blind_index)
+                        .values(chat_index=new)
+                    )
+                    address.blind_index = new
+                done += 1
+        write_keyring(key_file, ring.address_rotation_done())
+    return done

@@ -43,7 +43,7 @@ async def store_canaries(sessions: async_sessionmaker[AsyncSession], vault: Vaul
             address = ChannelAddress(
                 channel=channel,
                 defender_id=defender.id,
-                blind_index=vault.blind_index(channel, value),
+                blind_index=vault.address_index(channel, value),
             )
             address.put(vault, "value_enc", value)
             s.add(address)

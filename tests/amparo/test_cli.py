@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from core.crypto import Vault, load_keyring
-from core.db import create_engine, sessionmaker
-from core.models import AuditEntry, Responder
+from core.crypto import Vault, load_keyring, open_sealed, seal, unprotect_private_key
+from core.db import create_engine, sessionmaker, transaction
+from core.defenders import find_address, new_address
+from core.models import AuditEntry, Organisation, Responder
 from core.security import verify_password
 
 PASSPHRASE = "correct horse battery staple"
@@ -207,3 +209,79 @@ def test_a_bad_token_or_log_level_is_one_line_that_does_not_echo_it(tmp_path: Pa
     assert "CANARY" not in result.stderr
     result = amparo({"AMPARO_DATA_DIR": str(tmp_path), "AMPARO_LOG_LEVEL": "loud"}, "worker")
     assert_one_line_error(result, "invalid setting AMPARO_LOG_LEVEL: must be one of DEBUG")
+
+
+async def test_it_rotates_the_address_index_key(tmp_path: Path) -> None:
+    """``keys rotate-index``: the addresses are found with the new key only, and the audit log
+    says so (SECURITY.md R15)."""
+    env = {"AMPARO_DATA_DIR": str(tmp_path / "var")}
+    assert amparo(env, "org", "create", "Desk", stdin=PASSPHRASE).returncode == 0
+    key_file, url = (
+        tmp_path / "var" / "master.key",
+        f"sqlite+aiosqlite:///{tmp_path / 'var' / 'amparo.db'}",
+    )
+    old = Vault(load_keyring(key_file))
+    engine = create_engine(url)
+    try:
+        async with transaction(sessionmaker(engine)) as s:
+            s.add(new_address(old, "signal", "+573001112233"))
+    finally:
+        await engine.dispose()
+    rotated = amparo(env, "keys", "rotate-index", "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    assert json.loads(rotated.stdout) == {"addresses_reindexed": 1}
+    new = Vault(load_keyring(key_file))
+    engine = create_engine(url)
+    try:
+        async with sessionmaker(engine)() as s:
+            found = await find_address(s, "signal", new.address_index("signal", "+573001112233"))
+            stale = await find_address(s, "signal", old.address_index("signal", "+573001112233"))
+            actions = (await s.execute(select(AuditEntry.action))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert found is not None and stale is None
+    assert "keys.rotate_index" in actions
+    assert amparo(env, "audit", "verify", "--json").returncode == 0
+
+
+async def test_an_org_key_made_on_a_responders_machine_is_the_one_the_server_keeps(
+    tmp_path: Path,
+) -> None:
+    """SECURITY.md R14: the server never makes the organisation's private key in production:
+    ``org keypair`` on a workstation, then ``org create --key-file`` on the server, which
+    stores what it was given (the private key only under the passphrase)."""
+    workstation = {"AMPARO_DATA_DIR": str(tmp_path / "laptop")}
+    secret_file = tmp_path / "passphrase"
+    secret_file.write_text(PASSPHRASE + "\n")
+    pair = tmp_path / "desk.key"
+    made = amparo(workstation, "org", "keypair", str(pair), "--passphrase-file", str(secret_file))
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE(pair.stat().st_mode) == 0o600
+    again = amparo(workstation, "org", "keypair", str(pair), "--passphrase-file", str(secret_file))
+    assert_one_line_error(again, "already exists")  # never replaced: reports sealed to it
+
+    server = {"AMPARO_DATA_DIR": str(tmp_path / "var"), "AMPARO_MODE": "production"}
+    assert amparo(server, "keys", "init").returncode == 0
+    refused = amparo(server, "org", "create", "Desk", stdin=PASSPHRASE + "\n")
+    assert_one_line_error(refused, "amparo org keypair")
+    bad = tmp_path / "bad.key"
+    bad.write_text('{"format": "amparo-org-key-1", "public_key": "AAAA"}')
+    assert_one_line_error(
+        amparo(server, "org", "create", "Desk", "--key-file", str(bad)), "key pair made by Amparo"
+    )
+    created = amparo(server, "org", "create", "Desk", "--key-file", str(pair), "--json")
+    assert created.returncode == 0, created.stderr
+    given = json.loads(pair.read_text())
+    assert json.loads(created.stdout)["public_key"] == given["public_key"]
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'var' / 'amparo.db'}")
+    try:
+        async with sessionmaker(engine)() as s:
+            org = (await s.execute(select(Organisation))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert org.protected_private_key == base64.b64decode(given["protected_private_key"])
+    private = unprotect_private_key(org.protected_private_key, PASSPHRASE)
+    assert org.public_key is not None
+    sealed = seal(org.public_key, org_id=org.id, record_id=org.id, kind="report", body="canary")
+    assert open_sealed(private, sealed, org_id=org.id, record_id=org.id, kind="report") == "canary"

@@ -404,7 +404,7 @@ async def test_a_button_token_with_its_case_changed_is_refused(
     """R4: a mutated token is another token (it was case-folded like an address before)."""
     from core import callbacks
 
-    chat, now = vault.blind_index("telegram", str(CHAT)), datetime.now(UTC)
+    chat, now = vault.address_index("telegram", str(CHAT)), datetime.now(UTC)
     async with transaction(sessions) as s:
         tokens = await callbacks.issue(
             s, vault, chat_index=chat, choices=["yes", "panic"], now=now
@@ -433,7 +433,7 @@ async def test_a_button_sent_before_exact_tokens_still_works(
 
     from core.models import CallbackToken
 
-    chat, now = vault.blind_index("telegram", str(CHAT)), datetime(2026, 12, 5, tzinfo=UTC)
+    chat, now = vault.address_index("telegram", str(CHAT)), datetime(2026, 12, 5, tzinfo=UTC)
     row = {
         "token_index": vault.blind_index("callback", "OldToken-123"),  # how they were stored
         "chat_index": chat,
@@ -460,14 +460,14 @@ async def test_the_alert_button_is_keyed_per_chat_stored_nowhere_and_never_expir
     from core.crypto import Keyring
     from core.models import CallbackToken
 
-    chat, now = vault.blind_index("telegram", str(CHAT)), datetime.now(UTC)
+    chat, now = vault.address_index("telegram", str(CHAT)), datetime.now(UTC)
     async with transaction(sessions) as s:
         (token,) = await callbacks.issue(s, vault, chat_index=chat, choices=["panic"], now=now)
         assert await s.scalar(select(func.count()).select_from(CallbackToken)) == 0
     assert len(token) == 22 and len(token.encode()) <= 64
     other = Vault(Keyring.generate())  # another deployment's key: another token
-    assert callbacks.alert_token(other, other.blind_index("telegram", str(CHAT))) != token
-    elsewhere = vault.blind_index("telegram", str(CHAT + 1))
+    assert callbacks.alert_token(other, other.address_index("telegram", str(CHAT))) != token
+    elsewhere = vault.address_index("telegram", str(CHAT + 1))
     for later in (now + timedelta(days=31), now + timedelta(days=3650)):
         async with transaction(sessions) as s:
             assert await callbacks.redeem(s, vault, token=token, chat_index=chat, now=later) == (
@@ -488,7 +488,7 @@ async def test_an_alert_button_stored_before_it_was_derived_works_until_it_expir
     from core import callbacks
     from core.models import CallbackToken
 
-    chat, sent = vault.blind_index("telegram", str(CHAT)), datetime(2026, 12, 6, tzinfo=UTC)
+    chat, sent = vault.address_index("telegram", str(CHAT)), datetime(2026, 12, 6, tzinfo=UTC)
     row = {
         "token_index": vault.exact_index("callback", "StoredAlert-123"),  # how it was stored
         "chat_index": chat,

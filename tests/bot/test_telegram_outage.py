@@ -108,7 +108,7 @@ async def keyboard(
 ) -> list[str]:
     """The tokens of a keyboard sent to CHAT: by default "Yes" and "No" (stored, single use;
     an alert button's is derived from the chat, nothing stored)."""
-    chat = vault.blind_index("telegram", str(CHAT))
+    chat = vault.address_index("telegram", str(CHAT))
     async with transaction(sessions) as s:
         return await callbacks.issue(
             s,

@@ -67,7 +67,7 @@ async def populate(sessions: Sessions, vault: Vault, *, addresses: int = 1) -> d
             address = ChannelAddress(channel="telegram", defender_id=defender.id)
             value = f"chat-{n}-{uuid.uuid4().hex[:6]}"
             address.put(vault, "value_enc", value)
-            address.blind_index = vault.blind_index("telegram", value)
+            address.blind_index = vault.address_index("telegram", value)
             s.add(address)
             plain[f"channel_addresses.value_enc.{address.ensure_id()}"] = value
         outbox = OutboxMessage(priority=1, channel="telegram", idempotency_key=uuid.uuid4().hex)
@@ -193,7 +193,7 @@ async def test_rotation_rewraps_every_data_key_and_leaves_data_alone(
     async with sessions() as s:
         found = await s.scalar(
             select(ChannelAddress).where(
-                ChannelAddress.blind_index == Vault(ring).blind_index("telegram", value)
+                ChannelAddress.blind_index == Vault(ring).address_index("telegram", value)
             )
         )
     assert found is not None and found.get_text(Vault(ring), "value_enc") == value

@@ -55,7 +55,7 @@ class World:
 
 def address(vault: Vault, channel: str, value: str, **owner: Any) -> ChannelAddress:
     row = ChannelAddress(
-        id=uuid.uuid4(), channel=channel, blind_index=vault.blind_index(channel, value), **owner
+        id=uuid.uuid4(), channel=channel, blind_index=vault.address_index(channel, value), **owner
     )
     row.put(vault, "value_enc", value)
     return row

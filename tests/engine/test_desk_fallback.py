@@ -84,7 +84,7 @@ async def test_reachable_responders_on_duty_are_tried_before_the_others(sessions
     await add_responder(world, "late-on-duty", on_duty=True, last=1)  # joined after the page
     await add_responder(world, "off-duty", on_duty=False, last=2)
     async with transaction(sessions) as s:  # r1 (off duty) failed for good once already
-        value = vault.blind_index("standin", "r1-quiet-heron-41")
+        value = vault.address_index("standin", "r1-quiet-heron-41")
         mark = update(ChannelAddress).where(ChannelAddress.blind_index == value)
         await s.execute(mark.values(blocked_at=T0 - HOUR))
     channel.fail("r0-quiet-heron-41", BLOCKED)
@@ -116,7 +116,7 @@ async def test_when_no_responder_can_be_reached_the_timeline_says_so(sessions, v
 async def test_a_stand_in_is_never_the_device_of_a_defender_under_duress(sessions, vault) -> None:  # type: ignore[no-untyped-def]
     world = await build_world(sessions, vault, channel="standin", webhook_url=None)
     async with transaction(sessions) as s:  # r1 is the defender's own chat too
-        value = vault.blind_index("standin", "r1-quiet-heron-41")
+        value = vault.address_index("standin", "r1-quiet-heron-41")
         mark = update(ChannelAddress).where(ChannelAddress.blind_index == value)
         await s.execute(mark.values(defender_id=world.defender_id))
     channel = StandIn("standin")

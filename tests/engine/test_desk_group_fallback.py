@@ -122,7 +122,7 @@ async def test_when_the_stand_in_fails_too_nothing_loops(sessions, vault) -> Non
 async def test_a_stand_in_for_the_group_is_never_the_device_under_duress(sessions, vault) -> None:  # type: ignore[no-untyped-def]
     world, channel = await group_world(sessions, vault)
     async with transaction(sessions) as s:  # r1 is the defender's own chat too
-        value = vault.blind_index("standin", R1)
+        value = vault.address_index("standin", R1)
         mark = update(ChannelAddress).where(ChannelAddress.blind_index == value)
         await s.execute(mark.values(defender_id=world.defender_id))
     channel.fail(R0, *[BLOCKED] * 20)

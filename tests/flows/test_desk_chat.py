@@ -315,7 +315,7 @@ async def test_buttons_are_checked_for_the_group_and_the_presser(desk: Desk) -> 
     assert await observer_chat.text(f"/desk {await link_code(desk, observer)}") == REFUSAL
     alert = await open_panic(desk)
     await group.heard()
-    index = desk.vault.blind_index("telegram", GROUP)
+    index = desk.vault.address_index("telegram", GROUP)
     async with transaction(desk.sessions) as s:
         ack, safe = await callbacks.issue(
             s,
@@ -327,7 +327,7 @@ async def test_buttons_are_checked_for_the_group_and_the_presser(desk: Desk) -> 
         (foreign,) = await callbacks.issue(
             s,
             desk.vault,
-            chat_index=desk.vault.blind_index("telegram", "901"),  # sent to a private chat
+            chat_index=desk.vault.address_index("telegram", "901"),  # sent to a private chat
             choices=[notices.group_choice("ack", alert.id)],
             now=desk.clock.now,
         )

@@ -46,7 +46,7 @@ EVENTS = st.one_of(
 
 
 async def check_stored_state(desk: Desk, chat: Chat) -> None:
-    index = desk.vault.blind_index(chat.channel, chat.address)
+    index = desk.vault.address_index(chat.channel, chat.address)
     async with desk.sessions() as s:
         address = (
             await s.execute(select(ChannelAddress).where(ChannelAddress.blind_index == index))

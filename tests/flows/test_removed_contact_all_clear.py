@@ -101,7 +101,7 @@ async def test_removed_contacts_leave_room_for_new_ones(
 
 async def _alarms(desk: Desk, chat: Chat) -> list[tuple[OutboxState, str | None, bool]]:
     """(state, last error, payload kept) of every alert's message queued for ``chat``."""
-    index = desk.vault.blind_index(chat.channel, chat.address)
+    index = desk.vault.address_index(chat.channel, chat.address)
     async with desk.sessions() as s:
         rows = (await s.execute(select(OutboxMessage))).scalars().all()
         addresses = (await s.execute(select(ChannelAddress))).scalars()
