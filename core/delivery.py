@@ -98,6 +98,7 @@ async def record(
     stale = await overtaken(session, failed) | {r.id for r in failed if r.last_error == WITHDRAWN}
     # Retries last: one waiting past its patience pages a stand-in only if no other notice
     # of its step reaches the desk, and one that failed for good in this batch does not.
+    to_delete: list[discreet.Delivered] = []  # delivered rows whose messages go later
     for row in sorted(rows, key=lambda r: by_id[r.id].outcome == "retry"):
         attempt = by_id[row.id]
         row.lease_owner, row.lease_until = None, None
@@ -136,9 +137,7 @@ async def record(
             if message is not None and discreet.deleted_later(row, message):
                 sent_id = every_part(message.sent_parts, attempt.sent_id)
                 if sent_id:
-                    await discreet.delete_later(
-                        session, vault, row, sent_id, now, sensitive=message.sensitive
-                    )
+                    to_delete.append((row, sent_id, message.sensitive))
         elif attempt.outcome == "permanent" and discreet.is_deletion(row):
             row.state = OutboxState.failed  # the chat is gone or blocked: nothing to delete
             row.shred("payload_enc")
@@ -160,6 +159,7 @@ async def record(
             await retry(session, vault, row, attempt, now + seconds(attempt.elapsed), rng)
         if partway and row.state in (OutboxState.failed, OutboxState.dead):
             await left_partway(session, vault, row, attempt.message, partway, now)
+    await discreet.delete_all_later(session, vault, to_delete, now)
 
 
 def stopped(attempt: Attempt) -> tuple[tuple[str, ...], Attempt]:

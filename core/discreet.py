@@ -23,6 +23,7 @@ import hashlib
 import logging
 import math
 import uuid
+from collections import defaultdict
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -97,17 +98,38 @@ async def delete_later(
 ) -> None:
     """Queue the deletion of what ``row`` put in a defender's chat: after the defender's delay
     when sensitive and discreet mode is on, else a day later on Telegram."""
-    address = None if row.address_id is None else await session.get(ChannelAddress, row.address_id)
-    if address is None or address.defender_id is None:
+    await delete_all_later(session, vault, [(row, sent_id, sensitive)], now)
+
+
+Delivered = tuple[OutboxMessage, str, bool]  # a row, the ids it put in the chat, sensitive
+
+
+async def delete_all_later(
+    session: AsyncSession, vault: Vault, done: list[Delivered], now: datetime
+) -> None:
+    """``delete_later`` for a batch of deliveries: one query for their chats and defenders,
+    one insert for each delay (on Telegram every message to a defender has one)."""
+    wanted = {row.address_id for row, _ids, _s in done if row.address_id is not None}
+    if not wanted:
         return
-    defender = await session.get(Defender, address.defender_id)
-    if defender is None:
-        return
-    wait = delay(vault, defender, address.channel, sensitive=sensitive)
-    ids = tuple(i for i in sent_id.split(",") if i)
-    if wait is not None:
-        key = deletion_key(row.idempotency_key)
-        await _queue(session, vault, address, ids, key, now, wait, row.recipient)
+    found = await session.execute(
+        select(ChannelAddress, Defender)
+        .join(Defender, Defender.id == ChannelAddress.defender_id)
+        .where(ChannelAddress.id.in_(wanted))
+    )
+    chats = {address.id: (address, defender) for address, defender in found}
+    items: dict[timedelta, list[outbox.Item]] = defaultdict(list)
+    for row, sent_id, sensitive in done:
+        if row.address_id not in chats:
+            continue
+        address, defender = chats[row.address_id]
+        wait = delay(vault, defender, address.channel, sensitive=sensitive)
+        ids = tuple(i for i in sent_id.split(",") if i)
+        if wait is not None:
+            key = deletion_key(row.idempotency_key)
+            items[wait].append(_item(address, ids, key, row.recipient))
+    for wait, batch in items.items():
+        await outbox.enqueue_many(session, vault, batch, now=now, at=now + wait)
 
 
 async def forget_later(
@@ -124,9 +146,8 @@ async def forget_later(
     on Telegram, after the defender's delay in discreet mode, else a day later."""
     wait = delay(vault, defender, address.channel, sensitive=True)
     if wait is not None and address.channel == TELEGRAM:
-        await _queue(
-            session, vault, address, (message_id,), deletion_key(key), now, wait, DEFENDER
-        )
+        item = _item(address, (message_id,), deletion_key(key), DEFENDER)
+        await outbox.enqueue_many(session, vault, [item], now=now, at=now + wait)
 
 
 def delay(vault: Vault, defender: Defender, channel: str, *, sensitive: bool) -> timedelta | None:
@@ -139,23 +160,15 @@ def delay(vault: Vault, defender: Defender, channel: str, *, sensitive: bool) ->
     return KEPT if channel == TELEGRAM else None
 
 
-async def _queue(
-    session: AsyncSession,
-    vault: Vault,
-    address: ChannelAddress,
-    ids: tuple[str, ...],
-    key: str,
-    now: datetime,
-    wait: timedelta,
-    recipient: str | None,
-) -> None:
-    """One deletion row, created ``now`` (when the message was sent: the 48-hour limit runs
-    from it) and due ``wait`` later; a key already queued is skipped."""
+def _item(
+    address: ChannelAddress, ids: tuple[str, ...], key: str, recipient: str | None
+) -> outbox.Item:
+    """One deletion row's item. Queued ``now`` (when the message was sent: the 48-hour limit
+    runs from its creation) and due after the delay; a key already queued is skipped."""
     message = Outbound(text="", delete_message_ids=ids)
-    item = outbox.Item(
+    return outbox.Item(
         address.channel, int(Priority.P2), key, message, address_id=address.id, recipient=recipient
     )
-    await outbox.enqueue_many(session, vault, [item], now=now, at=now + wait)
 
 
 async def not_deleted(session: AsyncSession, row: OutboxMessage, now: datetime) -> None:

@@ -68,25 +68,36 @@ PAUSED_HOLD = timedelta(days=7)
 STOP_GRACE_S = 5.0  # within the 10 s a container runtime waits between SIGTERM and SIGKILL
 
 
-# The claim's statements, built once with bound parameters (now, names, top): the dispatcher
+# The claim's statements, built once with bound parameters (now, names): the dispatcher
 # claims after every commit that queued rows, and building them anew cost more than the probe.
-def _due(top: bool) -> ColumnElement[bool]:
-    due = (
+# One per priority: each reads the pending index (state, priority, next_attempt_at) from its
+# start up to now, so rows due later (a day's deletions of Telegram chats, R12) are never
+# read; one statement ordered by priority read every one of them whenever fewer were due.
+PRIORITIES = tuple(int(p) for p in Priority)
+
+
+def _due(priority: int) -> ColumnElement[bool]:
+    return (
         (OutboxMessage.state == OutboxState.pending)
+        & (OutboxMessage.priority == priority)
         & (OutboxMessage.next_attempt_at <= bindparam("now"))
         & OutboxMessage.channel.in_(bindparam("names", expanding=True))
     )
-    return due & (OutboxMessage.priority <= bindparam("top")) if top else due
+
+
+def _levels(top: int | None) -> tuple[int, ...]:
+    return tuple(p for p in PRIORITIES if top is None or p <= top)
 
 
 _EXPIRED = (OutboxMessage.state == OutboxState.sending) & (
     OutboxMessage.lease_until < bindparam("now")
 )
-_PROBE = {  # idle: two index probes, no write lock taken
-    top: select(select(OutboxMessage.id).where(_due(top)).limit(1).exists()).add_columns(
-        select(OutboxMessage.id).where(_EXPIRED).limit(1).exists()
+_PROBE = {  # idle: an index probe a priority, and one for expired leases; no write lock taken
+    top: select(
+        *(select(OutboxMessage.id).where(_due(p)).limit(1).exists() for p in _levels(top)),
+        select(OutboxMessage.id).where(_EXPIRED).limit(1).exists(),
     )
-    for top in (False, True)
+    for top in (None, int(Priority.P0))
 }
 _RELEASE_EXPIRED = (  # one withdrawn while its dispatcher had it is withdrawn, not sent
     update(OutboxMessage)
@@ -145,11 +156,11 @@ class Dispatcher:
         self._refill: float | None = None  # seconds until a rate-limited channel can send
         self._hooks = 0  # webhook sends claimed and not yet recorded
         self._pick = {
-            top: select(OutboxMessage.id, OutboxMessage.channel)
-            .where(_due(top))
-            .order_by(OutboxMessage.priority, OutboxMessage.next_attempt_at)
+            p: select(OutboxMessage.id, OutboxMessage.channel)
+            .where(_due(p))
+            .order_by(OutboxMessage.next_attempt_at)
             .limit(batch)
-            for top in (False, True)
+            for p in PRIORITIES
         }
 
     def wake(self) -> None:
@@ -289,10 +300,10 @@ class Dispatcher:
         names = self.ready()
         if not names:
             return []
-        params = {"now": now, "names": names, "top": top}
+        params = {"now": now, "names": names}
         async with self.sessions() as reader:
-            has_due, has_expired = (await reader.execute(_PROBE[top is not None], params)).one()
-        if not (has_due or has_expired):
+            *due, has_expired = (await reader.execute(_PROBE[top], params)).one()
+        if not (any(due) or has_expired):
             return []
         # Run again if PostgreSQL aborts it for a deadlock: nothing of it outlives a rollback.
         claiming = partial(self._claim, now, params, top=top, expired=has_expired)
@@ -308,13 +319,17 @@ class Dispatcher:
             # No more rows of a rate-limited channel than it can send within the horizon.
             budget = {n: int(b.available(HORIZON_S)) for n, b in self.buckets.items()}
             budget[WEBHOOK] = HOOK_SENDS - self._hooks
-            ids = []
-            pick = self._pick[top is not None]
-            for row_id, channel in await s.execute(locked(pick, s, skip=True), params):
-                if budget.get(channel, 1) >= 1:
-                    ids.append(row_id)
-                    if channel in budget:
-                        budget[channel] -= 1
+            ids, read = [], 0
+            for level in _levels(top):  # the most urgent first, each oldest first
+                if read >= self.batch:
+                    break
+                pick = locked(self._pick[level], s, skip=True)
+                for row_id, channel in (await s.execute(pick, params)).all()[: self.batch - read]:
+                    read += 1
+                    if budget.get(channel, 1) >= 1:
+                        ids.append(row_id)
+                        if channel in budget:
+                            budget[channel] -= 1
             if not ids:
                 return []
             await s.execute(
