@@ -5,8 +5,9 @@ before Telegram's 48-hour limit). On Telegram, whose chats keep everything unles
 deletes it (Signal's chats have a disappearing-messages timer, one day by default), every
 other message between the bot and a defender is deleted a day after it was sent
 (``KEPT``): what the bot sent, once delivered, and what the defender sent, queued as it is
-handled (``forget_later``; PINs, reports and locations go at once). A live location the
-defender shares is deleted by the same rows once it is over (``core.live_locations``).
+handled (``forget_later``; PINs and reports go at once, and a location is left for the desk
+to follow). In discreet mode a live location the defender shares is deleted by the same rows
+once it is over (``core.live_locations``).
 
 A deletion never falls back, blocks or escalates anything. It is retried with its backoff
 capped so that its last attempt comes before the limit (``LAST_DELETION``). R12's alarm: one

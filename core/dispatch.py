@@ -305,12 +305,14 @@ class Dispatcher:
             *due, has_expired = (await reader.execute(_PROBE[top], params)).one()
         if not (any(due) or has_expired):
             return []
+        # The priorities the probe found due; every one when expired leases put rows back.
+        levels = [p for p, found in zip(_levels(top), due, strict=True) if found or has_expired]
         # Run again if PostgreSQL aborts it for a deadlock: nothing of it outlives a rollback.
-        claiming = partial(self._claim, now, params, top=top, expired=has_expired)
+        claiming = partial(self._claim, now, params, levels=levels, expired=has_expired)
         return await retried(claiming, what="dispatch claim")
 
     async def _claim(
-        self, now: datetime, params: dict[str, object], *, top: int | None, expired: bool
+        self, now: datetime, params: dict[str, object], *, levels: list[int], expired: bool
     ) -> list[Job]:
         async with transaction(self.sessions) as s:
             if expired:  # a dispatcher died while sending: those rows are sent again
@@ -320,7 +322,7 @@ class Dispatcher:
             budget = {n: int(b.available(HORIZON_S)) for n, b in self.buckets.items()}
             budget[WEBHOOK] = HOOK_SENDS - self._hooks
             ids, read = [], 0
-            for level in _levels(top):  # the most urgent first, each oldest first
+            for level in levels:  # the most urgent first, each oldest first
                 if read >= self.batch:
                     break
                 pick = locked(self._pick[level], s, skip=True)
