@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from core.crypto import Keyring, Vault
 from core.db import create_engine, dispose, sessionmaker
 from core.models import Base
-from tests.pg import Cluster, admin, start_cluster
+from tests.pg import Cluster, Reused, admin, start_cluster
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -72,6 +72,12 @@ def pg_schema(pg_cluster: Cluster) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def pg_reused(pg_cluster: Cluster, pg_schema: str) -> Reused:
+    """Databases holding the schema, emptied and reused from test to test."""
+    return Reused(pg_cluster, pg_schema)
+
+
 @pytest.fixture
 async def db_url(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -92,14 +98,19 @@ async def db_url(
         _SCHEMA_MADE.discard(url)
         return
     cluster: Cluster = request.getfixturevalue("pg_cluster")
-    name = f"t_{uuid.uuid4().hex}"
-    template = request.getfixturevalue("pg_schema") if schema else "template0"
-    await admin(cluster, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    url = f"{cluster.url}/{name}"
     if schema:
+        reused: Reused = request.getfixturevalue("pg_reused")
+        name = await reused.take()
+        url = f"{cluster.url}/{name}"
         _SCHEMA_MADE.add(url)
+        yield url
+        _SCHEMA_MADE.discard(url)
+        await reused.give_back(name)
+        return
+    name = f"t_{uuid.uuid4().hex}"
+    await admin(cluster, f'CREATE DATABASE "{name}" TEMPLATE template0')
+    url = f"{cluster.url}/{name}"
     yield url
-    _SCHEMA_MADE.discard(url)
     await admin(cluster, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

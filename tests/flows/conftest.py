@@ -29,7 +29,7 @@ from core.messages import WITHDRAWN, Inbound, InboundAttachment, Location, Outbo
 from core.models import Base, ChannelAddress, Defender, Organisation, OutboxMessage
 from core.outbox import payload
 from flows.engine import Engine
-from tests.pg import Cluster, admin
+from tests.pg import Cluster, admin, empty_tables
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -61,13 +61,15 @@ def backend(shared_engine: AsyncEngine) -> str:
 @pytest.fixture
 async def engine(shared_engine: AsyncEngine) -> AsyncEngine:
     """The backend's database, emptied."""
+    if shared_engine.dialect.name == "postgresql":
+        async with shared_engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            await empty_tables(raw.driver_connection)
+        return shared_engine
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     async with shared_engine.begin() as conn:
-        if shared_engine.dialect.name == "postgresql":
-            await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
-        else:
-            for table in tables:
-                await conn.execute(text(f"DELETE FROM {table}"))
+        for table in tables:
+            await conn.execute(text(f"DELETE FROM {table}"))
     return shared_engine
 
 
