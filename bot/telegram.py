@@ -116,6 +116,9 @@ class Telegram:
     def chat_index(self, chat_id: str | int) -> bytes:
         return self.vault.address_index(self.name, str(chat_id))
 
+    def chat(self, chat_id: str | int) -> callbacks.Chat:
+        return callbacks.Chat(self.name, str(chat_id), self.chat_index(chat_id))
+
     # --- inbound -------------------------------------------------------------------------
 
     async def run(self, inbox: Inbox) -> None:
@@ -314,8 +317,8 @@ class Telegram:
                 await self.inbox(group)
             return
         chat_id = message.chat.id if message is not None else query.from_user.id
-        chat = self.chat_index(chat_id)
-        async with self._pressing.setdefault(chat, asyncio.Lock()):
+        chat = self.chat(chat_id)
+        async with self._pressing.setdefault(chat.index, asyncio.Lock()):
             choice = await self._redeem(query.data or "", chat, spend=False)
             if choice is None or message is None or message.chat.type != "private":
                 _ = gettext(negotiate([query.from_user.language_code]))
@@ -342,15 +345,15 @@ class Telegram:
             # token. Should this fail, it comes again too: the engine dedupes the press.
             await self._redeem(query.data or "", chat, spend=True)
 
-    async def _redeem(self, token: str, chat: bytes, *, spend: bool) -> str | None:
+    async def _redeem(self, token: str, chat: callbacks.Chat, *, spend: bool) -> str | None:
         """The button's choice (``callbacks.redeem``): first only looked at (its statement
         rolled back), then spent once the flows have handled the press. The chat's alert
         button needs no database: it is derived from the chat, never stored nor spent."""
-        if callbacks.is_alert(self.vault, token=token, chat_index=chat):
+        if callbacks.is_alert(self.vault, token=token, chat=chat):
             return callbacks.ALERT
         async with self.sessions() as session:
             choice = await callbacks.redeem(
-                session, self.vault, token=token, chat_index=chat, now=self.clock()
+                session, self.vault, token=token, chat=chat, now=self.clock()
             )
             await (session.commit() if spend else session.rollback())
         return choice
@@ -415,7 +418,7 @@ class Telegram:
         tokens = []
         if message.choices:  # stored with the other sends' of the moment (group commit)
             tokens = await self.tokens.issue(
-                chat_index=self.chat_index(chat_id),
+                chat=self.chat(chat_id),
                 choices=[c.key for c in message.choices],
                 now=self.clock(),
             )

@@ -17,6 +17,7 @@ import base64
 import hmac
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,35 +39,51 @@ _TOKEN_CHARS = 22  # as secrets.token_urlsafe(16): 132 bits, well within 64 byte
 _TABLE: Table = CallbackToken.__table__  # type: ignore[assignment]
 
 
-def alert_token(vault: Vault, chat_index: bytes) -> str:
-    """The alert button's token in this chat: an HMAC of the chat's index under the index key
-    (which key rotation keeps, core.keys), so not to be worked out from the chat id, and
-    meaning nothing in any other chat. The same on every menu: stored nowhere, never
-    expiring."""
-    mac = vault.exact_index(_ALERT_KIND, chat_index.hex())
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """Where buttons are sent: the channel, the chat's id there, and its address index."""
+
+    channel: str
+    id: str
+    index: bytes
+
+
+def alert_token(vault: Vault, chat: Chat) -> str:
+    """The alert button's token in this chat: an HMAC of the channel and the chat's id under
+    the index key, which neither key rotation changes (core.keys), so not to be worked out
+    from the chat id, and meaning nothing in any other chat. The same on every menu: stored
+    nowhere, never expiring."""
+    return _token(vault.exact_index(_ALERT_KIND, f"{chat.channel}\x00{chat.id}"))
+
+
+def _token(mac: bytes) -> str:
     return base64.urlsafe_b64encode(mac).decode()[:_TOKEN_CHARS]
 
 
-def is_alert(vault: Vault, *, token: str, chat_index: bytes) -> bool:
-    """``token`` is this chat's alert button (a constant-time comparison)."""
+def is_alert(vault: Vault, *, token: str, chat: Chat) -> bool:
+    """``token`` is this chat's alert button (constant-time comparisons). Those sent before
+    2026-12-08 were an HMAC of the chat's address index, which ``amparo keys rotate-index``
+    replaces: still honoured until that is run."""
     given = token.encode("utf-8", "surrogatepass")
-    return hmac.compare_digest(given, alert_token(vault, chat_index).encode())
+    before = _token(vault.exact_index(_ALERT_KIND, chat.index.hex()))
+    ours = hmac.compare_digest(given, alert_token(vault, chat).encode())
+    return hmac.compare_digest(given, before.encode()) | ours
 
 
 def fresh(
-    vault: Vault, *, chat_index: bytes, choices: list[str], now: datetime
+    vault: Vault, *, chat: Chat, choices: list[str], now: datetime
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """One token per choice, and the rows to store: only the tokens' HMACs. The alert
     button's is the chat's own (``alert_token``): no row."""
     keyboard = uuid.uuid4()
     tokens = [
-        alert_token(vault, chat_index) if choice == ALERT else secrets.token_urlsafe(16)
+        alert_token(vault, chat) if choice == ALERT else secrets.token_urlsafe(16)
         for choice in choices
     ]
     rows = [
         {
             "token_index": vault.exact_index(_KIND, token),
-            "chat_index": chat_index,
+            "chat_index": chat.index,
             "keyboard": keyboard,
             "choice": choice,
             "expires_at": now + TTL,
@@ -78,10 +95,10 @@ def fresh(
 
 
 async def issue(
-    session: AsyncSession, vault: Vault, *, chat_index: bytes, choices: list[str], now: datetime
+    session: AsyncSession, vault: Vault, *, chat: Chat, choices: list[str], now: datetime
 ) -> list[str]:
     """One fresh token per choice, stored in ``session``'s transaction."""
-    tokens, rows = fresh(vault, chat_index=chat_index, choices=choices, now=now)
+    tokens, rows = fresh(vault, chat=chat, choices=choices, now=now)
     if rows:
         await session.execute(insert(_TABLE), rows)
     return tokens
@@ -96,8 +113,8 @@ class Issuer:
         self._writing = asyncio.Lock()  # one writer at a time: sends must not drain the pool
         self._next: tuple[list[dict[str, Any]], asyncio.Future[None]] | None = None
 
-    async def issue(self, *, chat_index: bytes, choices: list[str], now: datetime) -> list[str]:
-        tokens, rows = fresh(self.vault, chat_index=chat_index, choices=choices, now=now)
+    async def issue(self, *, chat: Chat, choices: list[str], now: datetime) -> list[str]:
+        tokens, rows = fresh(self.vault, chat=chat, choices=choices, now=now)
         if not rows:  # the alert button alone: nothing to store
             return tokens
         if self._next is None:
@@ -124,7 +141,7 @@ class Issuer:
 
 
 async def redeem(
-    session: AsyncSession, vault: Vault, *, token: str, chat_index: bytes, now: datetime
+    session: AsyncSession, vault: Vault, *, token: str, chat: Chat, now: datetime
 ) -> str | None:
     """The choice behind ``token`` if it was sent to this chat and is still valid; used once.
 
@@ -134,7 +151,7 @@ async def redeem(
     """
     if not token or len(token) > 64:
         return None
-    if is_alert(vault, token=token, chat_index=chat_index):
+    if is_alert(vault, token=token, chat=chat):
         return ALERT
     # Exact: a token with its case changed is another token (R4). Buttons sent before
     # tokens were indexed exactly (normalised, like addresses) are still honoured until
@@ -144,7 +161,7 @@ async def redeem(
     if now < LEGACY_UNTIL:
         indexes.append(vault.blind_index(_KIND, token))
     keyboard = select(CallbackToken.keyboard).where(
-        CallbackToken.token_index.in_(indexes), CallbackToken.chat_index == chat_index
+        CallbackToken.token_index.in_(indexes), CallbackToken.chat_index == chat.index
     )
     used = await session.execute(
         delete(CallbackToken)

@@ -113,8 +113,9 @@ async def handle_group(event: store.Event) -> None:
         verb, code = found.verb, found.code.upper()
         alert = await desk_chat.open_alert(session, group.org_id, code=code)
     else:
+        chat = callbacks.Chat(inbound.channel, inbound.address, event.index)
         choice = await callbacks.redeem(
-            session, vault, token=inbound.callback or "", chat_index=event.index, now=now
+            session, vault, token=inbound.callback or "", chat=chat, now=now
         )
         pressed = notices.group_pressed(choice)
         if pressed is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.telegram import POISON_TRIES, Telegram, split_text
+from core.callbacks import Chat
 from core.crypto import Vault, generate_org_keypair
 from core.db import transaction
 from core.defenders import new_address
@@ -398,28 +400,28 @@ def test_the_derived_button_is_the_flows_alert_choice() -> None:
     assert ALERT_CHOICE == ALERT
 
 
+def _chat(vault: Vault, chat: int) -> Chat:
+    return Chat("telegram", str(chat), vault.address_index("telegram", str(chat)))
+
+
 async def test_a_button_token_with_its_case_changed_is_refused(
     sessions: async_sessionmaker[AsyncSession], vault: Vault
 ) -> None:
     """R4: a mutated token is another token (it was case-folded like an address before)."""
     from core import callbacks
 
-    chat, now = vault.address_index("telegram", str(CHAT)), datetime.now(UTC)
+    chat, now = _chat(vault, CHAT), datetime.now(UTC)
     async with transaction(sessions) as s:
-        tokens = await callbacks.issue(
-            s, vault, chat_index=chat, choices=["yes", "panic"], now=now
-        )
+        tokens = await callbacks.issue(s, vault, chat=chat, choices=["yes", "panic"], now=now)
     for token in tokens:  # a stored one, and the alert button's (derived from the chat)
         for mutated in (token.swapcase(), f" {token} ", token.upper(), token[:-1]):
             if mutated != token:
                 async with transaction(sessions) as s:
-                    found = await callbacks.redeem(
-                        s, vault, token=mutated, chat_index=chat, now=now
-                    )
+                    found = await callbacks.redeem(s, vault, token=mutated, chat=chat, now=now)
                 assert found is None
     for token, choice in zip(tokens, ["yes", "panic"], strict=True):
         async with transaction(sessions) as s:
-            found = await callbacks.redeem(s, vault, token=token, chat_index=chat, now=now)
+            found = await callbacks.redeem(s, vault, token=token, chat=chat, now=now)
         assert found == choice
 
 
@@ -433,10 +435,10 @@ async def test_a_button_sent_before_exact_tokens_still_works(
 
     from core.models import CallbackToken
 
-    chat, now = vault.address_index("telegram", str(CHAT)), datetime(2026, 12, 5, tzinfo=UTC)
+    chat, now = _chat(vault, CHAT), datetime(2026, 12, 5, tzinfo=UTC)
     row = {
         "token_index": vault.blind_index("callback", "OldToken-123"),  # how they were stored
-        "chat_index": chat,
+        "chat_index": chat.index,
         "keyboard": _uuid.uuid4(),
         "choice": "panic",
         "expires_at": now + timedelta(days=30),
@@ -446,7 +448,7 @@ async def test_a_button_sent_before_exact_tokens_still_works(
     from core import callbacks
 
     async with transaction(sessions) as s:
-        found = await callbacks.redeem(s, vault, token="OldToken-123", chat_index=chat, now=now)
+        found = await callbacks.redeem(s, vault, token="OldToken-123", chat=chat, now=now)
     assert found == "panic"
 
 
@@ -460,23 +462,27 @@ async def test_the_alert_button_is_keyed_per_chat_stored_nowhere_and_never_expir
     from core.crypto import Keyring
     from core.models import CallbackToken
 
-    chat, now = vault.address_index("telegram", str(CHAT)), datetime.now(UTC)
+    chat, now = _chat(vault, CHAT), datetime.now(UTC)
     async with transaction(sessions) as s:
-        (token,) = await callbacks.issue(s, vault, chat_index=chat, choices=["panic"], now=now)
+        (token,) = await callbacks.issue(s, vault, chat=chat, choices=["panic"], now=now)
         assert await s.scalar(select(func.count()).select_from(CallbackToken)) == 0
     assert len(token) == 22 and len(token.encode()) <= 64
     other = Vault(Keyring.generate())  # another deployment's key: another token
-    assert callbacks.alert_token(other, other.address_index("telegram", str(CHAT))) != token
-    elsewhere = vault.address_index("telegram", str(CHAT + 1))
+    assert callbacks.alert_token(other, _chat(other, CHAT)) != token
+    elsewhere = _chat(vault, CHAT + 1)
+    # Derived from the chat's address index until 2026-12-08: those on screens still work.
+    mac = vault.exact_index("alert-button", chat.index.hex())
+    before = base64.urlsafe_b64encode(mac).decode()[:22]
+    assert before != token
     for later in (now + timedelta(days=31), now + timedelta(days=3650)):
         async with transaction(sessions) as s:
-            assert await callbacks.redeem(s, vault, token=token, chat_index=chat, now=later) == (
-                "panic"
-            )
+            assert await callbacks.redeem(s, vault, token=before, chat=chat, now=later) == "panic"
             assert (
-                await callbacks.redeem(s, vault, token=token, chat_index=elsewhere, now=later)
-                is None
+                await callbacks.redeem(s, vault, token=before, chat=elsewhere, now=later) is None
             )
+        async with transaction(sessions) as s:
+            assert await callbacks.redeem(s, vault, token=token, chat=chat, now=later) == ("panic")
+            assert await callbacks.redeem(s, vault, token=token, chat=elsewhere, now=later) is None
 
 
 async def test_an_alert_button_stored_before_it_was_derived_works_until_it_expires(
@@ -488,10 +494,10 @@ async def test_an_alert_button_stored_before_it_was_derived_works_until_it_expir
     from core import callbacks
     from core.models import CallbackToken
 
-    chat, sent = vault.address_index("telegram", str(CHAT)), datetime(2026, 12, 6, tzinfo=UTC)
+    chat, sent = _chat(vault, CHAT), datetime(2026, 12, 6, tzinfo=UTC)
     row = {
         "token_index": vault.exact_index("callback", "StoredAlert-123"),  # how it was stored
-        "chat_index": chat,
+        "chat_index": chat.index,
         "keyboard": uuid.uuid4(),
         "choice": "panic",
         "expires_at": sent + timedelta(days=30),
@@ -500,7 +506,7 @@ async def test_an_alert_button_stored_before_it_was_derived_works_until_it_expir
         async with transaction(sessions) as s:
             await s.execute(insert(CallbackToken), [row])
             found = await callbacks.redeem(
-                s, vault, token="StoredAlert-123", chat_index=chat, now=sent + timedelta(days=days)
+                s, vault, token="StoredAlert-123", chat=chat, now=sent + timedelta(days=days)
             )
         assert found == choice
 

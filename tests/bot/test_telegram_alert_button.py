@@ -12,6 +12,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.telegram import Telegram
-from core import defenders
-from core.crypto import Vault, generate_org_keypair
+from core import defenders, keys
+from core.crypto import Vault, generate_org_keypair, load_keyring, write_keyring
 from core.db import transaction
 from core.dispatch import Dispatcher
 from core.models import (
@@ -305,3 +306,34 @@ async def test_an_old_alert_button_after_a_deletion_raises_nothing_and_after_a_f
         if c.method != "getUpdates" and int(c.params.get("chat_id", BEA)) == BEA
     ]
     assert seen_by_bea == seen_by_ana and seen_by_ana
+
+
+async def test_an_alert_button_still_raises_the_alert_after_the_address_key_is_rotated(
+    api: TelegramStandIn,
+    running: tuple[Dispatcher, Clock],
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    tmp_path: Path,
+) -> None:
+    """``amparo keys rotate-index`` (R15) gives every chat a new index: the alert button on the
+    menus already in the chats must still be the alert, not "this button no longer works"
+    to someone in danger. Another chat's is still refused."""
+    dispatcher, clock = running
+    ids = await desk(sessions, vault)
+    token = await menu(api, dispatcher, clock, ANA)
+    before = vault.address_index("telegram", str(ANA))
+    key_file = tmp_path / "master.key"
+    write_keyring(key_file, vault.keyring)
+    await keys.rotate_index(sessions, key_file)
+    vault.keyring = load_keyring(key_file)  # as a running process does within a second
+    assert vault.address_index("telegram", str(ANA)) != before
+
+    press_old(api, BEA, token)
+    await until(dispatcher, clock, lambda: answers(api))
+    press_old(api, ANA, token)
+    await until(dispatcher, clock, lambda: said_to(api, DESK) and said_to(api, CONTACT))
+    assert answers(api) == [REFUSED, ""]
+    (alert,) = await alerts_of(sessions, ids[ANA])
+    assert alert.kind is AlertKind.panic and alert.open_key is not None
+    assert await alerts_of(sessions, ids[BEA]) == []
+    assert await menu(api, dispatcher, clock, ANA) == token  # menus keep the same button

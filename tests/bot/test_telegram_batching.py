@@ -26,6 +26,12 @@ from core.outbox import Item, enqueue_many
 from tests.standins.telegram_api import TelegramStandIn
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _chat(n: int) -> callbacks.Chat:
+    return callbacks.Chat("telegram", str(n), bytes([n]) * 32)
+
+
 CHAT = 7319046682
 
 
@@ -75,11 +81,11 @@ async def test_concurrent_sends_store_their_tokens_in_one_write(
     for chat in chats:  # each chat's own tokens, bound to it, single use
         token = sent[chat][1][0]["callback_data"]
         async with transaction(sessions) as s:
-            other = channel.chat_index(chat + 100)
-            assert await callbacks.redeem(s, vault, token=token, chat_index=other, now=NOW) is None
-            mine = channel.chat_index(chat)
-            assert await callbacks.redeem(s, vault, token=token, chat_index=mine, now=NOW) == "no"
-            assert await callbacks.redeem(s, vault, token=token, chat_index=mine, now=NOW) is None
+            other = channel.chat(chat + 100)
+            assert await callbacks.redeem(s, vault, token=token, chat=other, now=NOW) is None
+            mine = channel.chat(chat)
+            assert await callbacks.redeem(s, vault, token=token, chat=mine, now=NOW) == "no"
+            assert await callbacks.redeem(s, vault, token=token, chat=mine, now=NOW) is None
 
 
 async def test_a_failed_group_write_fails_every_send_in_it_and_the_next_one_works(
@@ -90,7 +96,7 @@ async def test_a_failed_group_write_fails_every_send_in_it_and_the_next_one_work
     issuer = callbacks.Issuer(sessions, vault)
     monkeypatch.setattr(callbacks.secrets, "token_urlsafe", lambda _n: "same-token")
     results = await asyncio.gather(
-        *(issuer.issue(chat_index=bytes([i]) * 32, choices=["a"], now=NOW) for i in range(1, 5)),
+        *(issuer.issue(chat=_chat(i), choices=["a"], now=NOW) for i in range(1, 5)),
         return_exceptions=True,
     )
     # The first write (one send) succeeds; the others share one write, which collides.
@@ -99,7 +105,7 @@ async def test_a_failed_group_write_fails_every_send_in_it_and_the_next_one_work
     monkeypatch.undo()
     async with sessions() as s:
         assert len((await s.execute(select(CallbackToken))).scalars().all()) == 1
-    tokens = await issuer.issue(chat_index=b"\x09" * 32, choices=["a", "b"], now=NOW)
+    tokens = await issuer.issue(chat=_chat(9), choices=["a", "b"], now=NOW)
     assert len(set(tokens)) == 2  # nothing left stuck: the next send stores its tokens
 
 
@@ -149,7 +155,7 @@ async def test_a_send_cancelled_while_writing_leaves_no_unretrieved_failure(
     logged: list[str] = []
     loop.set_exception_handler(lambda _loop, context: logged.append(context["message"]))
     try:
-        task = asyncio.create_task(issuer.issue(chat_index=b"\x01" * 32, choices=["a"], now=NOW))
+        task = asyncio.create_task(issuer.issue(chat=_chat(1), choices=["a"], now=NOW))
         await writing.wait()
         task.cancel()
         await asyncio.wait([task])

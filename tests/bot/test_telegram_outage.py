@@ -113,7 +113,7 @@ async def keyboard(
         return await callbacks.issue(
             s,
             vault,
-            chat_index=chat,
+            chat=callbacks.Chat("telegram", str(CHAT), chat),
             choices=list(choices or ("yes", "no")),
             now=datetime.now(UTC),
         )

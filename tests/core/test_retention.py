@@ -363,7 +363,11 @@ async def test_a_deletion_forgets_the_buttons_sent_to_the_defenders_chats(
         await s.flush()
         for address in addresses:
             await callbacks.issue(
-                s, vault, chat_index=address.blind_index, choices=["panic", "safe"], now=NOW
+                s,
+                vault,
+                chat=callbacks.Chat(address.channel, "?", address.blind_index),
+                choices=["panic", "safe"],
+                now=NOW,
             )
     async with transaction(sessions) as s:
         hidden = await s.get(Defender, forced.id)

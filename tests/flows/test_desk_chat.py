@@ -320,14 +320,16 @@ async def test_buttons_are_checked_for_the_group_and_the_presser(desk: Desk) -> 
         ack, safe = await callbacks.issue(
             s,
             desk.vault,
-            chat_index=index,
+            chat=callbacks.Chat("telegram", GROUP, index),
             choices=[notices.group_choice(v, alert.id) for v in ("ack", "safe")],
             now=desk.clock.now,
         )
         (foreign,) = await callbacks.issue(
             s,
             desk.vault,
-            chat_index=desk.vault.address_index("telegram", "901"),  # sent to a private chat
+            chat=callbacks.Chat(
+                "telegram", "901", desk.vault.address_index("telegram", "901")
+            ),  # sent to a private chat
             choices=[notices.group_choice("ack", alert.id)],
             now=desk.clock.now,
         )

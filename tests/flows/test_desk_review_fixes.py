@@ -154,7 +154,9 @@ async def test_buttons_posted_before_a_supergroup_move_still_work(desk: Desk) ->
         ack, _safe = await callbacks.issue(
             s,
             desk.vault,
-            chat_index=desk.vault.address_index("telegram", old.address),
+            chat=callbacks.Chat(
+                "telegram", old.address, desk.vault.address_index("telegram", old.address)
+            ),
             choices=[notices.group_choice(v, alert.id) for v in ("ack", "safe")],
             now=desk.clock.now,
         )
