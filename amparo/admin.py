@@ -238,8 +238,8 @@ def keys_rotate(as_json: JsonOpt = False) -> None:
 @keys_app.command("rotate-index")
 def keys_rotate_index(as_json: JsonOpt = False) -> None:
     """Replace the blind-index key of channel addresses (phone numbers, chat ids) and
-    recompute every address's index (stop every other process first: one still running
-    would take defenders for strangers)."""
+    recompute every address's index. Running processes need not stop: they follow the key
+    file and look addresses up under both keys meanwhile (it takes a few seconds)."""
 
     async def body(rt: Runtime) -> int:
         done = await keys.rotate_index(rt.sessions, rt.settings.key_file)

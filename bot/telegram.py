@@ -119,6 +119,11 @@ class Telegram:
     def chat(self, chat_id: str | int) -> callbacks.Chat:
         return callbacks.Chat(self.name, str(chat_id), self.chat_index(chat_id))
 
+    async def _chat(self, chat_id: int) -> callbacks.Chat:
+        """``chat`` as the chat's row has it during a rotation (``defenders.lookup_index``)."""
+        found = await defenders.lookup_index(self.sessions, self.vault, self.name, str(chat_id))
+        return callbacks.Chat(self.name, str(chat_id), found)
+
     # --- inbound -------------------------------------------------------------------------
 
     async def run(self, inbox: Inbox) -> None:
@@ -303,7 +308,8 @@ class Telegram:
 
     async def _from_defender(self, chat_id: int) -> bool:
         async with self.sessions() as session:
-            return await defenders.is_defender(session, self.name, self.chat_index(chat_id))
+            index = await defenders.index_of(session, self.vault, self.name, str(chat_id))
+            return await defenders.is_defender(session, self.name, index)
 
     async def _press(self, update: Update) -> None:
         query = update.callback_query
@@ -317,7 +323,7 @@ class Telegram:
                 await self.inbox(group)
             return
         chat_id = message.chat.id if message is not None else query.from_user.id
-        chat = self.chat(chat_id)
+        chat = await self._chat(chat_id)
         async with self._pressing.setdefault(chat.index, asyncio.Lock()):
             choice = await self._redeem(query.data or "", chat, spend=False)
             if choice is None or message is None or message.chat.type != "private":

@@ -246,8 +246,17 @@ class Vault:
     def address_index(self, channel: str, value: str) -> bytes:
         """A channel address's blind index (a phone number, a chat id): as ``blind_index``,
         with the address key (``amparo keys rotate-index`` replaces it)."""
+        self.follow()  # a rotation is followed within FOLLOW_S, even by an idle process
         msg = channel.encode() + b"\x00" + normalise(value).encode()
         return hmac.new(self.keyring.address_index_key, msg, hashlib.sha256).digest()
+
+    def address_indexes(self, channel: str, value: str) -> list[bytes]:
+        """What to look an address up by: its index, and during a rotation its index under
+        the other key too (``Keyring.address_lookup_keys``)."""
+        self.follow()
+        msg = channel.encode() + b"\x00" + normalise(value).encode()
+        keys = self.keyring.address_lookup_keys
+        return [hmac.new(key, msg, hashlib.sha256).digest() for key in keys]
 
     def exact_index(self, kind: str, value: str) -> bytes:
         """HMAC-SHA256 over the value exactly as given (a secret token: "Ab" is not "aB"),

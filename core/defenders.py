@@ -48,6 +48,36 @@ def address_index(vault: Vault, channel: str, value: str) -> bytes:
     return vault.address_index(channel, value)
 
 
+async def index_of(session: AsyncSession, vault: Vault, channel: str, value: str) -> bytes:
+    """The address's blind index as its row has it: during ``amparo keys rotate-index`` the
+    rows move to the new key in one transaction, which this process learns of within a
+    second; meanwhile either may be the one (one more indexed read, only then). The index
+    under the key in use when there is no row."""
+    first, *others = vault.address_indexes(channel, value)
+    if not others:
+        return first
+    found = await session.scalar(
+        select(ChannelAddress.blind_index)
+        .where(ChannelAddress.channel == channel, ChannelAddress.blind_index.in_([first, *others]))
+        .limit(1)
+    )
+    return first if found is None else bytes(found)
+
+
+async def lookup_index(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, channel: str, value: str
+) -> bytes:
+    """``index_of`` in a session of its own, opened only during a rotation. A database that
+    cannot answer gets the index under the key in use (what follows fails the same way)."""
+    if len(vault.keyring.address_lookup_keys) == 1:
+        return vault.address_index(channel, value)
+    try:
+        async with sessions() as session:
+            return await index_of(session, vault, channel, value)
+    except Exception:
+        return vault.address_index(channel, value)
+
+
 async def find_address(session: AsyncSession, channel: str, index: bytes) -> ChannelAddress | None:
     query = select(ChannelAddress).where(
         ChannelAddress.channel == channel, ChannelAddress.blind_index == index
@@ -77,7 +107,8 @@ def defender_lookup(
 
     async def known(value: str) -> bool:
         async with sessions() as session:
-            return await is_defender(session, channel, address_index(vault, channel, value))
+            index = await index_of(session, vault, channel, value)
+            return await is_defender(session, channel, index)
 
     return known
 

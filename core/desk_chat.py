@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import alert_handling, audit, notices
 from core.claims import locked, write_lock
 from core.crypto import Vault
-from core.defenders import address_index, create_invite, find_address, new_address, take_invite
+from core.defenders import create_invite, find_address, index_of, new_address, take_invite
 from core.models import (
     Alert,
     AlertState,
@@ -233,7 +233,7 @@ async def address_of(
     session: AsyncSession, vault: Vault, channel: str, value: str
 ) -> ChannelAddress:
     """The chat's address row (encrypted, with its blind index), created if new."""
-    found = await find_address(session, channel, address_index(vault, channel, value))
+    found = await find_address(session, channel, await index_of(session, vault, channel, value))
     if found is None:
         found = new_address(vault, channel, value)
         session.add(found)
@@ -244,11 +244,17 @@ async def address_of(
 # --- acting from the group -------------------------------------------------------------------
 
 
-async def group_of(session: AsyncSession, channel: str, index: bytes) -> DeskGroup | None:
+async def group_of(
+    session: AsyncSession, vault: Vault, channel: str, chat: str
+) -> DeskGroup | None:
+    """The responder group in this chat (looked up under both keys during a rotation)."""
     stmt = (
         select(DeskGroup)
         .join(ChannelAddress, ChannelAddress.id == DeskGroup.address_id)
-        .where(ChannelAddress.channel == channel, ChannelAddress.blind_index == index)
+        .where(
+            ChannelAddress.channel == channel,
+            ChannelAddress.blind_index.in_(vault.address_indexes(channel, chat)),
+        )
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -265,7 +271,7 @@ async def acting_responder(
         .join(ChannelAddress, ChannelAddress.responder_id == Responder.id)
         .where(
             ChannelAddress.channel == channel,
-            ChannelAddress.blind_index == address_index(vault, channel, sender),
+            ChannelAddress.blind_index.in_(vault.address_indexes(channel, sender)),
             Responder.org_id == org_id,
             Responder.active.is_(True),
             Responder.role.in_(ACTING),

@@ -38,9 +38,11 @@ class Keyring:
     pepper: bytes = field(repr=False)
     # The blind indexes of channel addresses (phone numbers, chat ids) have a key of their
     # own, which ``amparo keys rotate-index`` replaces; None: the index key (a key file
-    # made before there was one). ``address_key_old``: set while a rotation is unfinished.
+    # made before there was one). ``address_key_old``: set while a rotation is unfinished;
+    # ``address_moved``: its rows have the new key's indexes (written with it from then on).
     address_key: bytes | None = field(default=None, repr=False)
     address_key_old: bytes | None = field(default=None, repr=False)
+    address_moved: bool = False
 
     def __repr__(self) -> str:  # keys never reach a log line or traceback
         return f"Keyring(current={self.current}, versions={sorted(self.keks)})"
@@ -64,19 +66,32 @@ class Keyring:
 
     @property
     def address_index_key(self) -> bytes:
-        """The key addresses are indexed with: the old one until a rotation is done (the
-        rows change in one transaction, then the file says it is done)."""
-        if self.address_key_old is not None:
+        """The key addresses are indexed with: during a rotation, the old one until the rows
+        have moved to the new one (in one transaction, then the file says so)."""
+        if self.address_key_old is not None and not self.address_moved:
             return self.address_key_old
         return self.index_key if self.address_key is None else self.address_key
+
+    @property
+    def address_lookup_keys(self) -> tuple[bytes, ...]:
+        """The keys an address is looked up with: during a rotation both, the one written
+        with first (a process reads the file within a second of a change: whichever state
+        the rows are in meanwhile, they are found)."""
+        old, new = self.address_key_old, self.address_key
+        if old is None or new is None:
+            return (self.address_index_key,)
+        return (new, old) if self.address_moved else (old, new)
 
     def with_new_address_key(self) -> Keyring:
         """A new address index key; the one it replaces kept until the rotation is done."""
         old = self.address_index_key
         return replace(self, address_key=utils.random(KEY_BYTES), address_key_old=old)
 
+    def address_rows_moved(self) -> Keyring:
+        return replace(self, address_moved=True)
+
     def address_rotation_done(self) -> Keyring:
-        return replace(self, address_key_old=None)
+        return replace(self, address_key_old=None, address_moved=False)
 
     def to_json(self) -> str:
         def b64(b: bytes) -> str:
@@ -96,6 +111,7 @@ class Keyring:
                     if self.address_key_old is None
                     else {"address_key_old": b64(self.address_key_old)}
                 ),
+                **({"address_moved": True} if self.address_moved else {}),
             },
             indent=2,
         )
@@ -113,6 +129,7 @@ class Keyring:
                 pepper=base64.b64decode(data["pepper"], validate=True),
                 address_key=_optional(data, "address_key"),
                 address_key_old=_optional(data, "address_key_old"),
+                address_moved=data.get("address_moved", False) is True,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CryptoError(_("the master key file is malformed")) from exc

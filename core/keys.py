@@ -15,7 +15,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -167,36 +167,56 @@ async def rotate(
 async def rotate_index(sessions: async_sessionmaker[AsyncSession], key_file: Path) -> int:
     """Replace the address index key; returns the addresses whose index was recomputed.
 
-    Every other process must be stopped first: one still running would look addresses up
-    with the old key for a moment after the rows changed (until it reads the file again),
-    and take a defender's message for a stranger's. The key file gets the new key (the old
-    one kept beside it, and still the one in use) before any row changes; then every
-    address's index, and the buttons' record of the chat they were sent to, change in one
-    transaction; then the old key leaves the file. After a crash, running it again finishes
-    the rotation the file records instead of starting another: every index is recomputed
-    from its address, so the rows may be in either state."""
+    Running processes go on: each reads the key file within FOLLOW_S of a change and, while
+    a rotation is under way, looks addresses up under both keys (``defenders.index_of``).
+    So: the new key goes into the file beside the old one, still the one written with; after
+    SETTLE_S every address's index, and the buttons' record of the chat they were sent to,
+    change in one transaction, and the file says the rows have moved (written with the new
+    key from then on); after SETTLE_S again, a last pass moves what a process wrote with the
+    old key meanwhile, and the old key leaves the file. After a crash, running it again
+    finishes the rotation the file records: every index is recomputed from its address."""
     load_keyring(key_file)  # a missing or unsafe file fails here, before anything is created
     with _rotation_lock(key_file):
         ring = load_keyring(key_file)
         if ring.address_key_old is None:
             ring = ring.with_new_address_key()
             write_keyring(key_file, ring)
-        vault = Vault(ring.address_rotation_done())  # indexes with the new key
-        async with transaction(sessions) as s:
-            found = (await s.execute(select(ChannelAddress))).scalars().all()
-            done = 0
-            for address in found:
-                value = address.get_text(vault, "value_enc")
-                if value is None:
-                    continue
-                new = vault.address_index(address.channel, value)
-                if new != address.blind_index:
-                    await s.execute(
-                        update(CallbackToken)
-                        .where(CallbackToken.chat_index == address.blind_index)
-                        .values(chat_index=new)
-                    )
-                    address.blind_index = new
-                done += 1
+        if not ring.address_moved:
+            await asyncio.sleep(SETTLE_S)  # every process looks addresses up with both keys
+            await _move_addresses(sessions, ring)
+            ring = ring.address_rows_moved()
+            write_keyring(key_file, ring)
+        await asyncio.sleep(SETTLE_S)  # every process writes addresses with the new key
+        done = await _move_addresses(sessions, ring)
         write_keyring(key_file, ring.address_rotation_done())
+    return done
+
+
+async def _move_addresses(sessions: async_sessionmaker[AsyncSession], ring: Keyring) -> int:
+    """Every address's index recomputed under the new key, and the buttons sent to its chat
+    under either key recorded under it, in one transaction; the addresses it read."""
+    vault = Vault(ring.address_rotation_done())  # indexes with the new key
+    assert ring.address_key_old is not None
+    before = Vault(replace(ring, address_key=ring.address_key_old, address_key_old=None))
+    async with transaction(sessions) as s:
+        found = (await s.execute(select(ChannelAddress))).scalars().all()
+        moved: dict[bytes, bytes] = {}  # an index under the old key -> under the new one
+        done = 0
+        for address in found:
+            value = address.get_text(vault, "value_enc")
+            if value is None:
+                continue
+            new = vault.address_index(address.channel, value)
+            moved[before.address_index(address.channel, value)] = new
+            address.blind_index = new
+            done += 1
+        # The buttons' table is short-lived (a day): read whole, not once an address.
+        tokens = await s.execute(select(CallbackToken.token_index, CallbackToken.chat_index))
+        changes = [
+            {"token_index": token, "chat_index": moved[chat]}
+            for token, chat in tokens
+            if chat in moved
+        ]
+        if changes:  # by primary key, all in one executemany
+            await s.execute(update(CallbackToken), changes)
     return done

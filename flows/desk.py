@@ -98,7 +98,7 @@ async def handle_group(event: store.Event) -> None:
             )
         await _answer(event, Outbound(text))
         return
-    group = await desk_chat.group_of(session, inbound.channel, event.index)
+    group = await desk_chat.group_of(session, vault, inbound.channel, inbound.address)
     if group is None:
         return  # not a responder group: silence
     if group.locale:  # the language the desk chose for the group, else the sender's
@@ -140,7 +140,7 @@ async def _moved(event: store.Event, to: str) -> None:
     """The responder group got a new chat id: it stays the group, and what is queued for it
     goes to the new chat. Any other group's move is none of our business."""
     session, channel = event.session, event.inbound.channel
-    if await desk_chat.group_of(session, channel, event.index) is None:
+    if await desk_chat.group_of(session, event.vault, channel, event.inbound.address) is None:
         return
     if await store.mark_seen(event):
         moved = await defenders.move_address(session, event.vault, channel, event.index, to)

@@ -32,7 +32,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from core import pins, reports, sqlite
 from core.crypto import Vault
 from core.db import backoff, retryable, transaction, unreachable
-from core.defenders import address_index
+from core.defenders import lookup_index
 from core.messages import Inbound, NotHandled
 from core.models import ChannelAddress, Conversation, Defender, utcnow
 from core.pins import Verdict
@@ -102,7 +102,7 @@ class Engine:
         if not inbound.private:
             log.info("ignored a message from a group chat", extra={"channel": inbound.channel})
             return
-        index = address_index(self.vault, inbound.channel, inbound.address)
+        index = await lookup_index(self.sessions, self.vault, inbound.channel, inbound.address)
         if not await self._allowed(index, inbound):
             return
         async with self._locks.hold(index):
@@ -149,7 +149,7 @@ class Engine:
         """The desk's responder group: its commands only; anything else is never stored."""
         if not desk.wanted(inbound):
             return
-        index = address_index(self.vault, inbound.channel, inbound.address)
+        index = await lookup_index(self.sessions, self.vault, inbound.channel, inbound.address)
         async with self._locks.hold(index):
             now = self.clock()
             for attempt in range(ATTEMPTS):

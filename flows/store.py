@@ -79,6 +79,16 @@ _ADDRESS = (
         ChannelAddress.blind_index == bindparam("index"),
     )
 )
+# During ``amparo keys rotate-index``: the row under either key (it may have moved since the
+# event's index was worked out: the rows move in one transaction, once).
+_EITHER = (
+    select(ChannelAddress, Defender)
+    .outerjoin(Defender, Defender.id == ChannelAddress.defender_id)
+    .where(
+        ChannelAddress.channel == bindparam("channel"),
+        ChannelAddress.blind_index.in_(bindparam("indexes", expanding=True)),
+    )
+)
 _BY_DEFENDER = select(Conversation).where(Conversation.defender_id == bindparam("owner"))
 _BY_ADDRESS = select(Conversation).where(Conversation.address_id == bindparam("owner"))
 
@@ -100,6 +110,10 @@ async def load(event: Event) -> Loaded:
     session = event.session
     where = {"channel": event.inbound.channel, "index": event.index}
     found = (await session.execute(_ADDRESS, where)).first()
+    if found is None and len(event.vault.keyring.address_lookup_keys) > 1:
+        indexes = event.vault.address_indexes(event.inbound.channel, event.inbound.address)
+        either = {"channel": event.inbound.channel, "indexes": indexes}
+        found = (await session.execute(_EITHER, either)).first()
     if found is None:
         address = new_address(event.vault, event.inbound.channel, event.inbound.address)
         session.add(address)
