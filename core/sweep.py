@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core import actions, broadcast_resume, escalation, rollcall_closing, timers
@@ -72,6 +72,16 @@ async def claim(
     return dict((await session.execute(stmt)).all())
 
 
+def due_probe(model: Any, due_at: Any, state: Any) -> Any:
+    """Whether anything unleased in ``state`` is due at ``now``: the earliest such row, read
+    in the index's order. Not an unordered LIMIT 1: with rows due all week, PostgreSQL may
+    expect one among the first few it reads and scan the table, all of it when none is."""
+    now = bindparam("now")
+    free = or_(model.lease_until.is_(None), model.lease_until < now)
+    due = (model.state == state) & (due_at <= now)
+    return select(model.id).where(due, free).order_by(due_at).limit(1)
+
+
 class Sweep:
     def __init__(
         self,
@@ -113,9 +123,8 @@ class Sweep:
         are committed within milliseconds of falling due, and the rest follow continuously."""
         done, size = 0, min(self.batch, FIRST_BATCH)
         for state in states:
-            due = (model.state == state) & (due_at <= now)
-            if not await self._any(model, due, now):  # an idle sweep writes nothing at all
-                continue
+            if not await self._any(due_probe(model, due_at, state), now):
+                continue  # an idle sweep writes nothing at all
             while True:
                 claimed, late = await retried(
                     partial(self._batch, take, state, now, size), what="sweep"
@@ -181,12 +190,10 @@ class Sweep:
             for d in due:
                 self.observe(max(0.0, (at - d).total_seconds()))
 
-    async def _any(self, model: Any, due: Any, now: datetime) -> bool:
-        """Whether anything unleased matches ``due``: one index probe, no write."""
-        free = or_(model.lease_until.is_(None), model.lease_until < now)
+    async def _any(self, probe: Any, now: datetime) -> bool:
+        """``due_probe``'s answer: one index probe, no write."""
         async with self.sessions() as reader:
-            found = await reader.execute(select(model.id).where(due, free).limit(1))
-            return found.first() is not None
+            return (await reader.execute(probe, {"now": now})).first() is not None
 
 
 async def lag(session: AsyncSession, now: datetime) -> float:

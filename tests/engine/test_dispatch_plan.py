@@ -23,7 +23,7 @@ class Caught(Exception):
     """What the driver would have been given: the SQL and its parameters."""
 
 
-async def plan(engine: AsyncEngine, backend: str, stmt: Any) -> str:
+async def plan(engine: AsyncEngine, backend: str, stmt: Any, now: Any = T0) -> str:
     """The database's plan for ``stmt`` with the claim's parameters."""
 
     def catch(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
@@ -32,7 +32,7 @@ async def plan(engine: AsyncEngine, backend: str, stmt: Any) -> str:
     async with engine.connect() as conn:
         event.listen(engine.sync_engine, "before_cursor_execute", catch)
         try:
-            await conn.execute(stmt, {"now": T0, "names": ["telegram", "signal"]})
+            await conn.execute(stmt, {"now": now, "names": ["telegram", "signal"]})
         except Exception as exc:  # the driver error wraps it on some paths
             caught = exc if isinstance(exc, Caught) else exc.__cause__ or exc.__context__
             assert isinstance(caught, Caught), exc
