@@ -76,7 +76,7 @@ def due_probe(model: Any, due_at: Any, state: Any) -> Any:
     """Whether anything unleased in ``state`` is due at ``now``: the earliest such row, read
     in the index's order. Not an unordered LIMIT 1: with rows due all week, PostgreSQL may
     expect one among the first few it reads and scan the table, all of it when none is."""
-    now = bindparam("now")
+    now: Any = bindparam("now")
     free = or_(model.lease_until.is_(None), model.lease_until < now)
     due = (model.state == state) & (due_at <= now)
     return select(model.id).where(due, free).order_by(due_at).limit(1)
