@@ -321,6 +321,7 @@ async def too_fast(event: store.Event) -> None:
     )
     message = store.merge(ctx.replies, ctx.delete_ids)
     await store.reply(event, loaded.address, message, priority=Priority.P1, recipient="defender")
+    await store.forget_later(event, loaded.address, ctx.defender, ctx.delete_ids)  # R12
 
 
 async def fallback(event: store.Event) -> None:
@@ -352,3 +353,4 @@ async def fallback(event: store.Event) -> None:
         priority=Priority.P0,
         recipient="defender" if ctx.defender else None,
     )
+    await store.forget_later(event, loaded.address, ctx.defender, ctx.delete_ids)  # R12

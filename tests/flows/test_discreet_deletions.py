@@ -11,6 +11,8 @@ from sqlalchemy import select
 from core.messages import Location, Outbound
 from core.models import OutboxMessage
 from core.outbox import payload
+from flows import registry
+from flows.engine import INGRESS_BURST
 from tests.flows.conftest import CANCEL_PIN, DURESS_PIN, Chat, Desk, Event, Pick, onboard
 
 
@@ -137,3 +139,40 @@ async def test_on_telegram_what_a_defender_sends_leaves_the_chat_within_a_day(
     await alice.say(Event(text="/sos", chat_message_id="tg-502"))
     assert deleted(await alice.say(Event(text=CANCEL_PIN, chat_message_id="tg-503"))) == ["tg-503"]
     assert "tg-502" in await forgotten(desk) and "tg-503" not in await forgotten(desk)
+
+
+async def test_on_telegram_a_message_answered_by_the_fallback_leaves_the_chat_too(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R12 off the main path: a message whose flow failed ("something went wrong") stays in
+    the chat no longer than one handled normally."""
+    alice = await onboard(desk, "alice", channel="telegram")
+    spec = registry.get("panic")
+    assert spec is not None
+
+    async def broken(ctx: object) -> str:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(spec.states, "start", broken)
+    sent_at = desk.clock.now
+    replies = await alice.say(Event(text="/alert", chat_message_id="tg-601"))
+    assert "something went wrong" in replies[0].text
+    assert (await forgotten(desk)).get("tg-601") == sent_at + timedelta(days=1)
+
+
+async def test_on_telegram_the_message_told_it_came_too_fast_leaves_the_chat_too(
+    desk: Desk,
+) -> None:
+    """R12 off the main path: the message that got "faster than we can read" (R21) is not
+    read, but it is in the chat all the same."""
+    alice = await onboard(desk, "alice", channel="telegram")
+    told_at = None
+    for i in range(INGRESS_BURST + 5):
+        sent_at = desk.clock.now
+        said = await alice.text(Event(text=f"hello {i}", chat_message_id=f"tg-7{i:02d}"))
+        if "faster than we can read" in said:
+            told_at = (f"tg-7{i:02d}", sent_at)
+            break
+    assert told_at is not None
+    message_id, sent_at = told_at
+    assert (await forgotten(desk)).get(message_id) == sent_at + timedelta(days=1)
